@@ -1,0 +1,662 @@
+//! The async shell around the sans-I/O peers: the UDP task, the worker tasks, and the [`Sfu`] handle.
+//!
+//! ```text
+//!               +------------------+   Datagram (try_send; dropped when full)
+//!  UDP socket ->| udp recv task    |-----------------------------+
+//!               | demux by ufrag / |                             v
+//!               | source address   |                    +-----------------+  Media batch (one msg per
+//!               +------------------+                    | worker k        |  destination worker per
+//!                                                       |  owns peers     |  drain cycle; try_send)
+//!  signaling --- Sfu handle --- control msgs ---------->|  (str0m Rtc)    |-------> other workers
+//!      ^                                                |  routes, subs   |
+//!      +------------- PeerEvent (per-peer channel) -----+-----------------+--> socket.try_send_to
+//! ```
+//!
+//! A worker owns its peers outright: no locks around a peer. A packet published on worker A goes to every local
+//! subscriber directly and to each other worker that has subscribers as one batched message per drain cycle, never
+//! one message per subscriber. Nothing on this path awaits: channel sends are `try_send` and socket sends are
+//! `try_send_to`; when a queue is full the packet is dropped and counted, and the subscriber recovers through NACK
+//! or a keyframe request — a slow peer never stalls the room. A panic inside one peer's state machine is caught,
+//! that peer is closed with [`CloseReason::Fault`], and the worker carries on.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use str0m::media::{KeyframeRequestKind, MediaKind};
+use str0m::IceCreds;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::SfuConfig;
+use crate::error::SfuError;
+use crate::id::{PeerId, TrackId, WorkerId};
+use crate::peer::{CloseReason, ForwardPacket, Peer, PeerConfig, PeerEvent, PeerOutput};
+use crate::udp::{Demux, Route};
+
+/// Counters for metrics. Gauges are kept exact; counters only grow.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Peers alive.
+    pub peers: AtomicU64,
+    /// Published tracks alive.
+    pub tracks: AtomicU64,
+    /// Down-tracks alive (subscriptions).
+    pub downtracks: AtomicU64,
+    /// Datagrams received on the socket.
+    pub datagrams_in: AtomicU64,
+    /// Datagrams sent.
+    pub datagrams_out: AtomicU64,
+    /// Bytes received.
+    pub bytes_in: AtomicU64,
+    /// Bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Datagrams that matched no peer.
+    pub datagrams_unrouted: AtomicU64,
+    /// Packets dropped because a queue was full (worker channel or socket buffer).
+    pub forward_drops: AtomicU64,
+    /// Peers torn down by a panic in their state machine.
+    pub peer_faults: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub peers: u64,
+    pub tracks: u64,
+    pub downtracks: u64,
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub datagrams_unrouted: u64,
+    pub forward_drops: u64,
+    pub peer_faults: u64,
+}
+
+impl Stats {
+    /// Read every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            peers: r(&self.peers),
+            tracks: r(&self.tracks),
+            downtracks: r(&self.downtracks),
+            datagrams_in: r(&self.datagrams_in),
+            datagrams_out: r(&self.datagrams_out),
+            bytes_in: r(&self.bytes_in),
+            bytes_out: r(&self.bytes_out),
+            datagrams_unrouted: r(&self.datagrams_unrouted),
+            forward_drops: r(&self.forward_drops),
+            peer_faults: r(&self.peer_faults),
+        }
+    }
+}
+
+/// Options for one new peer.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// May it publish?
+    pub can_publish: bool,
+    /// May it subscribe?
+    pub can_subscribe: bool,
+    /// Tracing label (room/identity) for its span.
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TrackEntry {
+    publisher: PeerId,
+    worker: WorkerId,
+    kind: MediaKind,
+}
+
+enum WorkerMsg {
+    AddPeer { peer: Box<Peer>, events: mpsc::UnboundedSender<PeerEvent>, label: String },
+    Datagram { peer: PeerId, source: SocketAddr, at: Instant, data: Vec<u8> },
+    Offer { peer: PeerId, id: u64, sdp: String },
+    Answer { peer: PeerId, id: u64, sdp: String },
+    Candidate { peer: PeerId, candidate: String },
+    AddDownTrack { peer: PeerId, track: TrackId, kind: MediaKind, publisher: PeerId },
+    RemoveDownTrack { peer: PeerId, track: TrackId },
+    AddRoute { track: TrackId, to: WorkerId },
+    RemoveRoute { track: TrackId, to: WorkerId },
+    Media(Vec<Arc<ForwardPacket>>),
+    KeyframeRequest { track: TrackId, kind: KeyframeRequestKind },
+    ClosePeer { peer: PeerId },
+    #[cfg(any(test, feature = "fault-injection"))]
+    Panic { peer: PeerId },
+    Shutdown,
+    /// A peer's timer is due.
+    Tick,
+}
+
+struct Shared {
+    config: SfuConfig,
+    local_addr: SocketAddr,
+    socket: Arc<UdpSocket>,
+    demux: Demux,
+    workers: Vec<mpsc::Sender<WorkerMsg>>,
+    peers: Mutex<HashMap<PeerId, WorkerId>>,
+    tracks: Mutex<HashMap<TrackId, TrackEntry>>,
+    stats: Stats,
+    next_worker: AtomicU64,
+}
+
+/// The handle signaling holds: create peers, pass them SDP and candidates, subscribe them to tracks.
+///
+/// Cheap to clone. Every method returns quickly: it only queues a message for the worker that owns the peer.
+#[derive(Clone)]
+pub struct Sfu {
+    shared: Arc<Shared>,
+}
+
+impl Sfu {
+    /// Bind the UDP socket and start the UDP task and the workers on the current tokio runtime.
+    pub async fn start(config: SfuConfig) -> Result<Sfu, SfuError> {
+        config.validate()?;
+        let socket = UdpSocket::bind(config.udp_addr).await.map_err(|e| SfuError::Bind(config.udp_addr, e))?;
+        let local_addr = socket.local_addr().map_err(|e| SfuError::Bind(config.udp_addr, e))?;
+        let announced = SocketAddr::new(config.public_ip.unwrap_or(local_addr.ip()), local_addr.port());
+        let socket = Arc::new(socket);
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..config.workers {
+            let (tx, rx) = mpsc::channel(config.worker_queue);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            config: SfuConfig { udp_addr: announced, ..config },
+            local_addr,
+            socket,
+            demux: Demux::default(),
+            workers: senders,
+            peers: Mutex::new(HashMap::new()),
+            tracks: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+            next_worker: AtomicU64::new(0),
+        });
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let w = Worker::new(WorkerId(i), shared.clone());
+            tokio::spawn(w.run(rx).instrument(tracing::info_span!("worker", id = i)));
+        }
+        tokio::spawn(udp_recv(shared.clone()));
+        info!(udp = %local_addr, workers = shared.workers.len(), "sfu started");
+        Ok(Sfu { shared })
+    }
+
+    /// The address the UDP socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Create a peer. Its events arrive on the returned receiver until [`PeerEvent::Closed`].
+    pub async fn create_peer(&self, opts: PeerOptions) -> Result<(PeerId, mpsc::UnboundedReceiver<PeerEvent>), SfuError> {
+        let id = PeerId::random();
+        let n = self.shared.workers.len() as u64;
+        let worker = WorkerId((self.shared.next_worker.fetch_add(1, Ordering::Relaxed) % n) as usize);
+        let ice = IceCreds::new();
+        let config = PeerConfig {
+            can_publish: opts.can_publish,
+            can_subscribe: opts.can_subscribe,
+            udp_addr: self.shared.config.udp_addr,
+            keyframe_request_interval: self.shared.config.keyframe_request_interval,
+        };
+        let peer = Peer::new(id, config, ice.clone(), Instant::now());
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared.peers.lock().expect("peers lock").insert(id, worker);
+        self.shared.demux.insert_ufrag(ice.ufrag, Route { peer: id, worker });
+        self.shared.stats.peers.fetch_add(1, Ordering::Relaxed);
+        self.send(worker, WorkerMsg::AddPeer { peer: Box::new(peer), events: tx, label: opts.label }).await?;
+        Ok((id, rx))
+    }
+
+    /// The client's offer.
+    pub async fn offer(&self, peer: PeerId, id: u64, sdp: String) -> Result<(), SfuError> {
+        self.to_peer(peer, WorkerMsg::Offer { peer, id, sdp }).await
+    }
+
+    /// The client's answer to our offer `id`.
+    pub async fn answer(&self, peer: PeerId, id: u64, sdp: String) -> Result<(), SfuError> {
+        self.to_peer(peer, WorkerMsg::Answer { peer, id, sdp }).await
+    }
+
+    /// A trickled candidate.
+    pub async fn candidate(&self, peer: PeerId, candidate: String) -> Result<(), SfuError> {
+        self.to_peer(peer, WorkerMsg::Candidate { peer, candidate }).await
+    }
+
+    /// Send `track` to `subscriber`.
+    pub async fn subscribe(&self, subscriber: PeerId, track: TrackId) -> Result<(), SfuError> {
+        let entry = self.track(track)?;
+        let worker = self.worker_of(subscriber)?;
+        self.send(entry.worker, WorkerMsg::AddRoute { track, to: worker }).await?;
+        self.send(worker, WorkerMsg::AddDownTrack { peer: subscriber, track, kind: entry.kind, publisher: entry.publisher })
+            .await
+    }
+
+    /// Stop sending `track` to `subscriber`.
+    pub async fn unsubscribe(&self, subscriber: PeerId, track: TrackId) -> Result<(), SfuError> {
+        let worker = self.worker_of(subscriber)?;
+        if let Ok(entry) = self.track(track) {
+            self.send(entry.worker, WorkerMsg::RemoveRoute { track, to: worker }).await?;
+        }
+        self.send(worker, WorkerMsg::RemoveDownTrack { peer: subscriber, track }).await
+    }
+
+    /// Close a peer. Its `Closed` event follows; its tracks are unpublished.
+    pub async fn close_peer(&self, peer: PeerId) -> Result<(), SfuError> {
+        self.to_peer(peer, WorkerMsg::ClosePeer { peer }).await
+    }
+
+    /// Make the peer's state machine panic (tests of fault isolation only).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub async fn inject_panic(&self, peer: PeerId) -> Result<(), SfuError> {
+        self.to_peer(peer, WorkerMsg::Panic { peer }).await
+    }
+
+    /// Close every peer and stop the workers.
+    pub async fn shutdown(&self) {
+        for w in &self.shared.workers {
+            let _ = w.send(WorkerMsg::Shutdown).await;
+        }
+    }
+
+    fn track(&self, track: TrackId) -> Result<TrackEntry, SfuError> {
+        self.shared.tracks.lock().expect("tracks lock").get(&track).copied().ok_or(SfuError::UnknownTrack(track))
+    }
+
+    fn worker_of(&self, peer: PeerId) -> Result<WorkerId, SfuError> {
+        self.shared.peers.lock().expect("peers lock").get(&peer).copied().ok_or(SfuError::UnknownPeer(peer))
+    }
+
+    async fn to_peer(&self, peer: PeerId, msg: WorkerMsg) -> Result<(), SfuError> {
+        let w = self.worker_of(peer)?;
+        self.send(w, msg).await
+    }
+
+    async fn send(&self, w: WorkerId, msg: WorkerMsg) -> Result<(), SfuError> {
+        self.shared.workers[w.0].send(msg).await.map_err(|_| SfuError::Stopped)
+    }
+}
+
+/// Receive datagrams and hand each to the worker owning its peer.
+async fn udp_recv(shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, source) = match shared.socket.recv_from(&mut buf).await {
+            Ok(v) => v,
+            Err(e) => {
+                // ICMP port unreachable surfaces here on some platforms; keep serving.
+                debug!(error = %e, "udp recv error");
+                continue;
+            }
+        };
+        let at = Instant::now();
+        let data = &buf[..n];
+        shared.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let Some(route) = shared.demux.route(source, data) else {
+            shared.stats.datagrams_unrouted.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let msg = WorkerMsg::Datagram { peer: route.peer, source, at, data: data.to_vec() };
+        if shared.workers[route.worker.0].try_send(msg).is_err() {
+            shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct PeerSlot {
+    peer: Box<Peer>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    span: tracing::Span,
+    next_timeout: Instant,
+}
+
+struct Worker {
+    id: WorkerId,
+    shared: Arc<Shared>,
+    peers: HashMap<PeerId, PeerSlot>,
+    /// Published tracks owned here → destination workers with their subscriber count.
+    routes: HashMap<TrackId, Vec<(WorkerId, usize)>>,
+    /// Track → local subscribing peers.
+    local_subs: HashMap<TrackId, Vec<PeerId>>,
+    /// Media to send to other workers at the end of this cycle.
+    outbox: Vec<Vec<Arc<ForwardPacket>>>,
+    /// Peers touched this cycle, to drain.
+    dirty: Vec<PeerId>,
+}
+
+impl Worker {
+    fn new(id: WorkerId, shared: Arc<Shared>) -> Self {
+        let n = shared.workers.len();
+        Worker {
+            id,
+            shared,
+            peers: HashMap::new(),
+            routes: HashMap::new(),
+            local_subs: HashMap::new(),
+            outbox: vec![Vec::new(); n],
+            dirty: Vec::new(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<WorkerMsg>) {
+        loop {
+            let deadline = self.peers.values().map(|p| p.next_timeout).min();
+            let msg = match deadline {
+                Some(d) => {
+                    tokio::select! {
+                        m = rx.recv() => m,
+                        _ = tokio::time::sleep_until(d.into()) => Some(WorkerMsg::Tick),
+                    }
+                }
+                None => rx.recv().await,
+            };
+            let Some(msg) = msg else { return };
+            if !self.handle(msg) {
+                return;
+            }
+            // Take whatever else is queued, bounded so timers are not starved.
+            for _ in 0..self.shared.config.worker_batch {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        if !self.handle(m) {
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            let due: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.next_timeout <= now).map(|(id, _)| *id).collect();
+            for id in due {
+                self.with_peer(id, |p| p.handle_timeout(now));
+            }
+            self.drain_dirty();
+            self.flush_outbox();
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn handle(&mut self, msg: WorkerMsg) -> bool {
+        match msg {
+            WorkerMsg::AddPeer { peer, events, label } => {
+                let id = peer.id();
+                let span = tracing::info_span!("peer", peer = %id, who = %label);
+                self.peers.insert(id, PeerSlot { peer, events, span, next_timeout: Instant::now() });
+                self.dirty.push(id);
+            }
+            WorkerMsg::Datagram { peer, source, at, data } => {
+                let dest = self.shared.local_addr;
+                self.with_peer(peer, |p| p.handle_receive(at, source, dest, &data));
+            }
+            WorkerMsg::Offer { peer, id, sdp } => self.with_peer(peer, |p| p.handle_offer(Instant::now(), id, &sdp)),
+            WorkerMsg::Answer { peer, id, sdp } => {
+                self.with_peer(peer, |p| {
+                    if let Err(e) = p.handle_answer(Instant::now(), id, &sdp) {
+                        debug!(error = %e, "answer rejected");
+                    }
+                });
+            }
+            WorkerMsg::Candidate { peer, candidate } => {
+                self.with_peer(peer, |p| {
+                    if let Err(e) = p.handle_candidate(&candidate) {
+                        debug!(error = %e, "candidate rejected");
+                    }
+                });
+            }
+            WorkerMsg::AddDownTrack { peer, track, kind, publisher } => {
+                if self.peers.contains_key(&peer) {
+                    let subs = self.local_subs.entry(track).or_default();
+                    if !subs.contains(&peer) {
+                        subs.push(peer);
+                        self.shared.stats.downtracks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.with_peer(peer, |p| p.add_downtrack(track, kind, publisher));
+                }
+            }
+            WorkerMsg::RemoveDownTrack { peer, track } => {
+                self.remove_local_sub(track, peer);
+                self.with_peer(peer, |p| p.remove_downtrack(track));
+            }
+            WorkerMsg::AddRoute { track, to } => {
+                let routes = self.routes.entry(track).or_default();
+                match routes.iter_mut().find(|(w, _)| *w == to) {
+                    Some((_, n)) => *n += 1,
+                    None => routes.push((to, 1)),
+                }
+            }
+            WorkerMsg::RemoveRoute { track, to } => {
+                if let Some(routes) = self.routes.get_mut(&track) {
+                    if let Some(i) = routes.iter().position(|(w, _)| *w == to) {
+                        routes[i].1 -= 1;
+                        if routes[i].1 == 0 {
+                            routes.swap_remove(i);
+                        }
+                    }
+                }
+            }
+            WorkerMsg::Media(batch) => {
+                for pkt in &batch {
+                    self.deliver_local(pkt);
+                }
+            }
+            WorkerMsg::KeyframeRequest { track, kind } => {
+                let publisher = self.shared.tracks.lock().expect("tracks lock").get(&track).map(|e| e.publisher);
+                if let Some(p) = publisher {
+                    self.with_peer(p, |peer| peer.handle_keyframe_request(Instant::now(), track, kind));
+                }
+            }
+            WorkerMsg::ClosePeer { peer } => self.with_peer(peer, |p| p.close(CloseReason::Requested)),
+            #[cfg(any(test, feature = "fault-injection"))]
+            WorkerMsg::Panic { peer } => self.with_peer(peer, |_| panic!("injected fault")),
+            WorkerMsg::Tick => {}
+            WorkerMsg::Shutdown => {
+                let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+                for id in ids {
+                    self.with_peer(id, |p| p.close(CloseReason::Requested));
+                }
+                self.drain_dirty();
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Run `f` on a peer, catching a panic: a fault closes that peer only.
+    fn with_peer(&mut self, id: PeerId, f: impl FnOnce(&mut Peer)) {
+        let Some(slot) = self.peers.get_mut(&id) else { return };
+        let _g = slot.span.enter();
+        let r = catch_unwind(AssertUnwindSafe(|| f(&mut slot.peer)));
+        drop(_g);
+        match r {
+            Ok(()) => self.dirty.push(id),
+            Err(_) => self.fault(id),
+        }
+    }
+
+    fn fault(&mut self, id: PeerId) {
+        warn!(peer = %id, "peer state machine panicked; closing this peer only");
+        self.shared.stats.peer_faults.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.peers.get(&id) {
+            let tracks: Vec<TrackId> = slot.peer.published_tracks().collect();
+            for t in tracks {
+                let _ = slot.events.send(PeerEvent::TrackUnpublished { track: t });
+            }
+            let _ = slot.events.send(PeerEvent::Closed { reason: CloseReason::Fault });
+        }
+        self.remove_peer(id);
+    }
+
+    fn remove_peer(&mut self, id: PeerId) {
+        let Some(slot) = self.peers.remove(&id) else { return };
+        self.shared.demux.remove_peer(id);
+        self.shared.peers.lock().expect("peers lock").remove(&id);
+        self.shared.stats.peers.fetch_sub(1, Ordering::Relaxed);
+        // Its published tracks.
+        let published: Vec<TrackId> = slot.peer.published_tracks().collect();
+        for t in published {
+            self.unregister_track(t);
+        }
+        // Its subscriptions.
+        let subs: Vec<TrackId> = self
+            .local_subs
+            .iter()
+            .filter(|(_, peers)| peers.contains(&id))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in subs {
+            self.remove_local_sub(t, id);
+            if let Ok(entry) = self.shared.tracks.lock().expect("tracks lock").get(&t).copied().ok_or(()) {
+                let _ = self.shared.workers[entry.worker.0].try_send(WorkerMsg::RemoveRoute { track: t, to: self.id });
+            }
+        }
+    }
+
+    fn remove_local_sub(&mut self, track: TrackId, peer: PeerId) {
+        if let Some(subs) = self.local_subs.get_mut(&track) {
+            if let Some(i) = subs.iter().position(|p| *p == peer) {
+                subs.swap_remove(i);
+                self.shared.stats.downtracks.fetch_sub(1, Ordering::Relaxed);
+            }
+            if subs.is_empty() {
+                self.local_subs.remove(&track);
+            }
+        }
+    }
+
+    fn unregister_track(&mut self, track: TrackId) {
+        if self.shared.tracks.lock().expect("tracks lock").remove(&track).is_some() {
+            self.shared.stats.tracks.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.routes.remove(&track);
+    }
+
+    fn deliver_local(&mut self, pkt: &Arc<ForwardPacket>) {
+        let Some(subs) = self.local_subs.get(&pkt.track) else { return };
+        let subs = subs.clone();
+        for s in subs {
+            self.with_peer(s, |p| p.handle_forward(pkt));
+        }
+    }
+
+    fn drain_dirty(&mut self) {
+        while let Some(id) = self.dirty.pop() {
+            self.drain(id);
+        }
+    }
+
+    /// The drain rule: poll the peer until its timeout.
+    fn drain(&mut self, id: PeerId) {
+        // Bound the work per peer per cycle so one busy peer cannot starve the others.
+        for _ in 0..10_000 {
+            let Some(slot) = self.peers.get_mut(&id) else { return };
+            let _g = slot.span.enter();
+            let out = match catch_unwind(AssertUnwindSafe(|| slot.peer.poll_output())) {
+                Ok(o) => o,
+                Err(_) => {
+                    drop(_g);
+                    self.fault(id);
+                    return;
+                }
+            };
+            drop(_g);
+            match out {
+                PeerOutput::Timeout(t) => {
+                    let closed = slot.peer.is_closed();
+                    slot.next_timeout = t;
+                    if closed {
+                        self.remove_peer(id);
+                    }
+                    return;
+                }
+                PeerOutput::Transmit(t) => {
+                    match self.shared.socket.try_send_to(&t.contents, t.destination) {
+                        Ok(n) => {
+                            self.shared.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                            self.shared.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            self.shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                PeerOutput::Forward(pkt) => self.route(pkt),
+                PeerOutput::KeyframeRequest { track, kind } => {
+                    let entry = self.shared.tracks.lock().expect("tracks lock").get(&track).copied();
+                    if let Some(e) = entry {
+                        if e.worker == self.id {
+                            self.with_peer(e.publisher, |p| p.handle_keyframe_request(Instant::now(), track, kind));
+                        } else {
+                            let _ = self.shared.workers[e.worker.0].try_send(WorkerMsg::KeyframeRequest { track, kind });
+                        }
+                    }
+                }
+                PeerOutput::Event(ev) => {
+                    match &ev {
+                        PeerEvent::TrackPublished { track, kind, .. } => {
+                            let entry = TrackEntry { publisher: id, worker: self.id, kind: *kind };
+                            self.shared.tracks.lock().expect("tracks lock").insert(*track, entry);
+                            self.shared.stats.tracks.fetch_add(1, Ordering::Relaxed);
+                        }
+                        PeerEvent::TrackUnpublished { track } => self.unregister_track(*track),
+                        _ => {}
+                    }
+                    if let Some(slot) = self.peers.get(&id) {
+                        let _ = slot.events.send(ev);
+                    }
+                }
+            }
+        }
+        // Still busy: come back next cycle.
+        if let Some(slot) = self.peers.get_mut(&id) {
+            slot.next_timeout = Instant::now();
+        }
+    }
+
+    /// Fan a published packet out: local subscribers now, other workers in this cycle's batch.
+    fn route(&mut self, pkt: Arc<ForwardPacket>) {
+        let Some(routes) = self.routes.get(&pkt.track) else { return };
+        let mut local = false;
+        for (w, _) in routes {
+            if *w == self.id {
+                local = true;
+            } else {
+                self.outbox[w.0].push(pkt.clone());
+            }
+        }
+        if local {
+            self.deliver_local(&pkt);
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        for (w, batch) in self.outbox.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let b = std::mem::take(batch);
+            if self.shared.workers[w].try_send(WorkerMsg::Media(b)).is_err() {
+                self.shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        debug!("sfu shared state dropped");
+    }
+}

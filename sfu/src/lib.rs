@@ -1,0 +1,46 @@
+//! The media engine of Courier: a selective forwarding unit (SFU) on top of str0m.
+//!
+//! Participants publish audio and video over WebRTC; the engine forwards each RTP packet, without decoding it, to
+//! every peer subscribed to its track. Everything a participant needs from the engine — SDP answers and offers,
+//! media, keyframe requests — goes through one str0m [`str0m::Rtc`] per participant in RTP mode, and all of them
+//! share **one UDP port**.
+//!
+//! The engine is built the way str0m and quinn are: a deterministic core with no sockets, no tasks and no clock
+//! of its own, inside a thin async shell.
+//!
+//! - Sans-I/O: [`peer::Peer`] (one participant), [`downtrack::DownTrack`] (one subscriber's copy of a track),
+//!   [`munger::Munger`] (sequence number and timestamp rewriting), [`keyframe`] (keyframe detection),
+//!   [`udp::Demux`] (which peer a datagram belongs to). They take input with the current time and return output,
+//!   and are unit tested with simulated time.
+//! - The shell: [`engine::Sfu`] binds the socket, runs the UDP task and the worker tasks (about one per core) that
+//!   own the peers, and is the handle the signaling layer drives.
+//!
+//! # Run loop and the drain rule
+//!
+//! After every input to a peer, its outputs are drained with [`peer::Peer::poll_output`] until it returns a
+//! timeout; see the contract on [`peer`]. The worker does this; callers of [`engine::Sfu`] only send messages.
+//!
+//! # Layout
+//!
+//! - [`engine`]: the async shell and the [`Sfu`] handle; the architecture diagram is in its doc.
+//! - [`peer`]: one participant's `Rtc`, its published tracks and its down-tracks.
+//! - [`downtrack`], [`munger`], [`keyframe`]: forwarding to one subscriber.
+//! - [`udp`]: the socket's demultiplexer.
+//! - [`config`], [`error`], [`id`].
+
+pub mod config;
+pub mod downtrack;
+pub mod engine;
+pub mod error;
+pub mod id;
+pub mod keyframe;
+pub mod munger;
+pub mod peer;
+pub mod udp;
+
+pub use config::SfuConfig;
+pub use engine::{PeerOptions, Sfu, StatsSnapshot};
+pub use error::SfuError;
+pub use id::{PeerId, TrackId};
+pub use peer::{CloseReason, PeerEvent};
+pub use str0m::media::MediaKind;

@@ -1,0 +1,633 @@
+//! One participant's WebRTC connection: a str0m [`Rtc`] in RTP mode plus what the SFU knows about it.
+//!
+//! A [`Peer`] is both a publisher (the tracks it sends us, [`TrackIn`]) and a subscriber (the [`DownTrack`]s we
+//! send it). It is sans-I/O like the `Rtc` it wraps: every input comes with the time, and every effect comes out of
+//! [`Peer::poll_output`] — datagrams to send, media to forward to other peers, keyframe requests to route upstream,
+//! and signaling events for the participant's WebSocket.
+//!
+//! # Contract
+//!
+//! **After every `handle_*` call or mutator, drain [`Peer::poll_output`] until it returns [`PeerOutput::Timeout`],
+//! before calling anything else.** This is str0m's drain rule, lifted one level: the peer may have produced an SDP
+//! offer, packets or events that must leave before the next input is applied. At the timeout instant (or earlier,
+//! harmlessly) call [`Peer::handle_timeout`].
+//!
+//! # Negotiation
+//!
+//! The client offers what it publishes; the peer offers what the client receives. When both offer at once, the
+//! peer is the polite side: accepting a client offer abandons its own outstanding offer (str0m invalidates the
+//! pending change), and the down-tracks that offer carried are offered again afterwards. Offers carry ids; an
+//! answer whose id is not the outstanding offer's is ignored.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
+use tracing::{debug, info, warn};
+
+use crate::downtrack::{DownTrack, DownTrackState};
+use crate::id::{PeerId, TrackId};
+use crate::keyframe::{starts_keyframe, KeyframeStart};
+
+/// How a peer is set up.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// May the client send media?
+    pub can_publish: bool,
+    /// May the client receive media?
+    pub can_subscribe: bool,
+    /// The shared UDP socket's address, announced as the only (host) candidate.
+    pub udp_addr: SocketAddr,
+    /// Minimum time between two keyframe requests sent upstream for one track.
+    pub keyframe_request_interval: Duration,
+}
+
+/// A media packet from a publisher, ready to be written to any number of down-tracks.
+///
+/// It is shared (`Arc`) between all subscribers of the track: the payload is never copied on the way through.
+#[derive(Debug)]
+pub struct ForwardPacket {
+    /// The published track it belongs to.
+    pub track: TrackId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The publisher's codec parameters for its payload type (matched to each subscriber's PT).
+    pub params: PayloadParams,
+    /// Extended (64-bit, unwrapped) sequence number on the publisher's stream.
+    pub seq_no: u64,
+    /// RTP timestamp on the publisher's stream.
+    pub timestamp: u32,
+    /// RTP marker bit (end of a video frame).
+    pub marker: bool,
+    /// Does this packet start a keyframe?
+    pub keyframe: KeyframeStart,
+    /// Header extension values worth forwarding (audio level, orientation, …).
+    pub ext: ExtensionValues,
+    /// The RTP payload.
+    pub payload: Arc<[u8]>,
+    /// When the server received it.
+    pub arrival: Instant,
+}
+
+/// Why a peer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// ICE or DTLS failed or timed out.
+    Disconnected,
+    /// The engine closed it on request.
+    Requested,
+    /// A bug (panic) inside its state machine; only this peer was torn down.
+    Fault,
+}
+
+/// Events for the participant's signaling session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    /// Answer to the client's offer `id`.
+    Answer { id: u64, sdp: String },
+    /// A server offer; the client answers with the same `id`.
+    Offer { id: u64, sdp: String },
+    /// The client's offer could not be applied (`sdp_rejected`).
+    OfferRejected { id: u64, reason: String },
+    /// A new published track from this client's m-line `mid`.
+    TrackPublished { track: TrackId, mid: String, kind: MediaKind },
+    /// The client stopped publishing this track.
+    TrackUnpublished { track: TrackId },
+    /// The down-track for `track` will arrive on m-line `mid` (sent before the offer that adds it).
+    Subscribed { track: TrackId, mid: String },
+    /// ICE and DTLS are up.
+    Connected,
+    /// The peer is finished; the engine drops it after this event.
+    Closed { reason: CloseReason },
+}
+
+/// What [`Peer::poll_output`] returns.
+#[derive(Debug)]
+pub enum PeerOutput {
+    /// Call [`Peer::handle_timeout`] at this instant. The drain is complete.
+    Timeout(Instant),
+    /// A datagram for the UDP socket.
+    Transmit(Transmit),
+    /// Media published by this peer, to fan out to subscribers.
+    Forward(Arc<ForwardPacket>),
+    /// A subscriber of `track` on this peer asked for a keyframe; route it to the publisher.
+    KeyframeRequest { track: TrackId, kind: KeyframeRequestKind },
+    /// A signaling event.
+    Event(PeerEvent),
+}
+
+/// A track this peer publishes.
+#[derive(Debug)]
+struct TrackIn {
+    id: TrackId,
+    kind: MediaKind,
+    /// With simulcast the engine forwards one layer for now (the first rid seen); see issue 3.
+    forward_rid: Option<Rid>,
+    /// Cache of the publisher's codec parameters by payload type.
+    params: Option<PayloadParams>,
+    last_keyframe_request: Option<Instant>,
+}
+
+/// See the module doc.
+pub struct Peer {
+    id: PeerId,
+    rtc: Rtc,
+    config: PeerConfig,
+    tracks_in: HashMap<Mid, TrackIn>,
+    downtracks: Vec<DownTrack>,
+    /// Our outstanding offer: its id and str0m's pending change.
+    pending: Option<(u64, SdpPendingOffer)>,
+    next_offer_id: u64,
+    /// Has the client ever made or answered an offer? (Before, we cannot know whether it will offer first.)
+    negotiated_once: bool,
+    queue: VecDeque<PeerOutput>,
+    closed: bool,
+    connected: bool,
+}
+
+impl Peer {
+    /// A new peer answering on the shared UDP socket. `ice` are its local ICE credentials; their `ufrag` is how
+    /// the UDP demultiplexer recognises the client's first STUN request.
+    pub fn new(id: PeerId, config: PeerConfig, ice: IceCreds, now: Instant) -> Peer {
+        let mut rtc = RtcConfig::new()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_local_ice_credentials(ice)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .enable_vp9(true)
+            .enable_av1(true)
+            .build(now);
+        let candidate = Candidate::host(config.udp_addr, Protocol::Udp).expect("a UDP host candidate from a socket address");
+        rtc.add_local_candidate(candidate);
+        Peer {
+            id,
+            rtc,
+            config,
+            tracks_in: HashMap::new(),
+            downtracks: Vec::new(),
+            pending: None,
+            next_offer_id: 1,
+            negotiated_once: false,
+            queue: VecDeque::new(),
+            closed: false,
+            connected: false,
+        }
+    }
+
+    /// This peer's id.
+    pub fn id(&self) -> PeerId {
+        self.id
+    }
+
+    /// Is the peer finished (its `Closed` event emitted)?
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Tracks this peer publishes.
+    pub fn published_tracks(&self) -> impl Iterator<Item = TrackId> + '_ {
+        self.tracks_in.values().map(|t| t.id)
+    }
+
+    /// Tracks this peer receives (or is negotiating to receive).
+    pub fn subscribed_tracks(&self) -> impl Iterator<Item = TrackId> + '_ {
+        self.downtracks.iter().filter(|d| !d.removed).map(|d| d.track)
+    }
+
+    /// Does this datagram belong to this peer? (str0m's own check; the demultiplexer's index comes first.)
+    pub fn accepts(&self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) -> bool {
+        let Ok(contents) = data.try_into() else { return false };
+        self.rtc.accepts(&Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents }))
+    }
+
+    /// A datagram from the network.
+    pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        if self.closed {
+            return;
+        }
+        let Ok(contents) = data.try_into() else {
+            debug!(peer = %self.id, len = data.len(), "unrecognised datagram dropped");
+            return;
+        };
+        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
+        if let Err(e) = self.rtc.handle_input(input) {
+            debug!(peer = %self.id, error = %e, "input rejected");
+        }
+    }
+
+    /// Time passes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            warn!(peer = %self.id, error = %e, "timeout handling failed; closing");
+            self.close(CloseReason::Disconnected);
+        }
+    }
+
+    /// The client's SDP offer `id` (it adds, changes or removes what it publishes).
+    pub fn handle_offer(&mut self, now: Instant, id: u64, sdp: &str) {
+        if self.closed {
+            return;
+        }
+        let offer = match SdpOffer::from_sdp_string(sdp) {
+            Ok(o) => o,
+            Err(e) => {
+                self.queue.push_back(PeerOutput::Event(PeerEvent::OfferRejected { id, reason: e.to_string() }));
+                return;
+            }
+        };
+        if !self.config.can_publish && offer_sends_media(&offer) {
+            self.queue.push_back(PeerOutput::Event(PeerEvent::OfferRejected {
+                id,
+                reason: "permission_denied: this token may not publish".into(),
+            }));
+            return;
+        }
+        // Polite side: our own outstanding offer, if any, is abandoned by accept_offer.
+        let had_pending = self.pending.take().is_some();
+        match self.rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => {
+                self.negotiated_once = true;
+                if had_pending {
+                    debug!(peer = %self.id, "glare: abandoned our offer for the client's");
+                }
+                for dt in &mut self.downtracks {
+                    dt.rollback();
+                }
+                self.queue.push_back(PeerOutput::Event(PeerEvent::Answer { id, sdp: answer.to_sdp_string() }));
+                // MediaAdded events come out of the Rtc as we drain; direction changes we check here.
+                self.drain_rtc(now);
+                self.check_unpublished();
+            }
+            Err(e) => {
+                self.queue.push_back(PeerOutput::Event(PeerEvent::OfferRejected { id, reason: e.to_string() }));
+                // accept_offer invalidated our pending offer even on failure; offer again.
+                for dt in &mut self.downtracks {
+                    dt.rollback();
+                }
+            }
+        }
+        self.negotiate_if_needed();
+    }
+
+    /// The client's answer to our offer `id`. A stale id (an abandoned offer) is ignored.
+    pub fn handle_answer(&mut self, now: Instant, id: u64, sdp: &str) -> Result<(), String> {
+        if self.closed {
+            return Ok(());
+        }
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        match self.pending.take() {
+            Some((pid, pending)) if pid == id => {
+                if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
+                    for dt in &mut self.downtracks {
+                        dt.rollback();
+                    }
+                    self.negotiate_if_needed();
+                    return Err(e.to_string());
+                }
+                self.negotiated_once = true;
+                let mut opened = Vec::new();
+                for dt in &mut self.downtracks {
+                    if let Some(track) = dt.negotiated() {
+                        opened.push((track, dt.kind));
+                    }
+                }
+                self.downtracks.retain(|d| d.state != DownTrackState::Gone);
+                for (track, kind) in opened {
+                    if kind == MediaKind::Video {
+                        self.queue.push_back(PeerOutput::KeyframeRequest { track, kind: KeyframeRequestKind::Pli });
+                    }
+                }
+                self.drain_rtc(now);
+            }
+            other => {
+                debug!(peer = %self.id, id, "stale answer ignored");
+                self.pending = other;
+            }
+        }
+        self.negotiate_if_needed();
+        Ok(())
+    }
+
+    /// A trickled ICE candidate of the client (`candidate:` prefix optional). An empty string is accepted.
+    pub fn handle_candidate(&mut self, candidate: &str) -> Result<(), String> {
+        let c = candidate.trim();
+        if c.is_empty() {
+            return Ok(());
+        }
+        let c = c.strip_prefix("a=").unwrap_or(c);
+        let c = if c.starts_with("candidate:") { c.to_string() } else { format!("candidate:{c}") };
+        let cand = Candidate::from_sdp_string(&c).map_err(|e| e.to_string())?;
+        self.rtc.add_remote_candidate(cand);
+        Ok(())
+    }
+
+    /// Start sending `track` (published by another peer) to this client. Renegotiates.
+    pub fn add_downtrack(&mut self, track: TrackId, kind: MediaKind, publisher: PeerId) {
+        if self.closed || !self.config.can_subscribe {
+            return;
+        }
+        if let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == track) {
+            dt.removed = false;
+            return;
+        }
+        self.downtracks.push(DownTrack::new(track, kind, publisher));
+        self.negotiate_if_needed();
+    }
+
+    /// Stop sending `track` to this client. Renegotiates (the m-line is stopped).
+    pub fn remove_downtrack(&mut self, track: TrackId) {
+        if let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == track) {
+            dt.remove();
+        }
+        self.downtracks.retain(|d| d.state != DownTrackState::Gone);
+        self.negotiate_if_needed();
+    }
+
+    /// A packet of a track this peer subscribes to. Never blocks: str0m queues it for the pacer/socket.
+    pub fn handle_forward(&mut self, pkt: &ForwardPacket) {
+        if self.closed {
+            return;
+        }
+        let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == pkt.track) else { return };
+        let Some((mid, write)) = dt.prepare(pkt, &self.rtc) else { return };
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else { return };
+        let rtp = RtpWrite::new(write.pt, write.seq_no.into(), write.timestamp, pkt.arrival, pkt.payload.clone())
+            .marker(pkt.marker)
+            .ext_vals(pkt.ext.clone())
+            .nackable(pkt.kind == MediaKind::Video);
+        stream.write_rtp(rtp);
+    }
+
+    /// A subscriber wants a keyframe of `track`, which this peer publishes. Throttled per track.
+    pub fn handle_keyframe_request(&mut self, now: Instant, track: TrackId, kind: KeyframeRequestKind) {
+        let Some((mid, t)) = self.tracks_in.iter_mut().find(|(_, t)| t.id == track) else { return };
+        if t.kind != MediaKind::Video {
+            return;
+        }
+        if let Some(last) = t.last_keyframe_request {
+            if now.saturating_duration_since(last) < self.config.keyframe_request_interval {
+                return;
+            }
+        }
+        t.last_keyframe_request = Some(now);
+        let (mid, rid) = (*mid, t.forward_rid);
+        let mut api = self.rtc.direct_api();
+        if let Some(stream) = api.stream_rx_by_mid(mid, rid) {
+            stream.request_keyframe(kind);
+            debug!(peer = %self.id, track = %track, "keyframe requested upstream");
+        }
+    }
+
+    /// Close the peer (participant left, removed, server shutdown).
+    pub fn close(&mut self, reason: CloseReason) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.rtc.disconnect();
+        info!(peer = %self.id, ?reason, "peer closed");
+        self.queue.push_back(PeerOutput::Event(PeerEvent::Closed { reason }));
+    }
+
+    /// Next output. See the module doc for the drain rule.
+    pub fn poll_output(&mut self) -> PeerOutput {
+        loop {
+            if let Some(o) = self.queue.pop_front() {
+                return o;
+            }
+            if self.closed {
+                return PeerOutput::Timeout(far_future());
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return PeerOutput::Timeout(t),
+                Ok(Output::Transmit(t)) => return PeerOutput::Transmit(t),
+                Ok(Output::Event(e)) => self.handle_event(e),
+                Err(e) => {
+                    warn!(peer = %self.id, error = %e, "rtc failed; closing");
+                    self.close(CloseReason::Disconnected);
+                }
+            }
+        }
+    }
+
+    /// Drain str0m's events that must be seen before we continue (e.g. `MediaAdded` after accepting an offer),
+    /// keeping transmits in order in our queue.
+    fn drain_rtc(&mut self, _now: Instant) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(_)) => return,
+                Ok(Output::Transmit(t)) => self.queue.push_back(PeerOutput::Transmit(t)),
+                Ok(Output::Event(e)) => self.handle_event(e),
+                Err(e) => {
+                    warn!(peer = %self.id, error = %e, "rtc failed; closing");
+                    self.close(CloseReason::Disconnected);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_event(&mut self, e: Event) {
+        match e {
+            Event::Connected => {
+                self.connected = true;
+                info!(peer = %self.id, "connected");
+                self.queue.push_back(PeerOutput::Event(PeerEvent::Connected));
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.close(CloseReason::Disconnected);
+            }
+            Event::Closed => self.close(CloseReason::Disconnected),
+            Event::MediaAdded(m) => {
+                if m.direction.is_receiving() && !self.tracks_in.contains_key(&m.mid) {
+                    let id = TrackId::random();
+                    info!(peer = %self.id, track = %id, mid = %m.mid, kind = ?m.kind, "track published");
+                    self.tracks_in.insert(
+                        m.mid,
+                        TrackIn { id, kind: m.kind, forward_rid: None, params: None, last_keyframe_request: None },
+                    );
+                    self.queue.push_back(PeerOutput::Event(PeerEvent::TrackPublished {
+                        track: id,
+                        mid: m.mid.to_string(),
+                        kind: m.kind,
+                    }));
+                }
+            }
+            Event::MediaChanged(_) => self.check_unpublished(),
+            Event::RtpPacket(p) => self.handle_rtp(p),
+            Event::KeyframeRequest(req) => {
+                if let Some(dt) = self.downtracks.iter().find(|d| d.mid() == Some(req.mid)) {
+                    self.queue.push_back(PeerOutput::KeyframeRequest { track: dt.track, kind: req.kind });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A published m-line that no longer sends (direction changed, or stopped) unpublishes its track.
+    fn check_unpublished(&mut self) {
+        let gone: Vec<Mid> = self
+            .tracks_in
+            .keys()
+            .filter(|mid| match self.rtc.media(**mid) {
+                Some(m) => !m.direction().is_receiving() || m.remote_pts().is_empty(),
+                None => true,
+            })
+            .copied()
+            .collect();
+        for mid in gone {
+            if let Some(t) = self.tracks_in.remove(&mid) {
+                info!(peer = %self.id, track = %t.id, %mid, "track unpublished");
+                self.queue.push_back(PeerOutput::Event(PeerEvent::TrackUnpublished { track: t.id }));
+            }
+        }
+    }
+
+    fn handle_rtp(&mut self, p: RtpPacket) {
+        let ssrc = p.header.ssrc;
+        let Some((mid, rid)) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| (s.mid(), s.rid())) else { return };
+        let Some(track) = self.tracks_in.get_mut(&mid) else { return };
+        // Simulcast: forward one layer (the first seen) until the allocator of issue 3 chooses per subscriber.
+        if rid.is_some() {
+            match track.forward_rid {
+                None => track.forward_rid = rid,
+                Some(r) if Some(r) != rid => return,
+                _ => {}
+            }
+        }
+        let pt = p.header.payload_type;
+        let params = match track.params {
+            Some(pp) if pp.pt() == pt => pp,
+            _ => {
+                let Some(pp) = self.rtc.codec_config().find(|c| c.pt() == pt).copied() else { return };
+                track.params = Some(pp);
+                pp
+            }
+        };
+        let keyframe = if track.kind == MediaKind::Video {
+            starts_keyframe(params.spec().codec, &p.payload)
+        } else {
+            KeyframeStart::Unknown
+        };
+        let h = &p.header.ext_vals;
+        let ext = ExtensionValues {
+            audio_level: h.audio_level,
+            voice_activity: h.voice_activity,
+            video_orientation: h.video_orientation,
+            ..Default::default()
+        };
+        let fwd = ForwardPacket {
+            track: track.id,
+            kind: track.kind,
+            params,
+            seq_no: *p.seq_no,
+            timestamp: p.header.timestamp,
+            marker: p.header.marker,
+            keyframe,
+            ext,
+            payload: p.payload,
+            arrival: p.timestamp,
+        };
+        self.queue.push_back(PeerOutput::Forward(Arc::new(fwd)));
+    }
+
+    /// Offer the down-track changes, unless an offer is outstanding.
+    fn negotiate_if_needed(&mut self) {
+        if self.closed || self.pending.is_some() {
+            return;
+        }
+        if !self.downtracks.iter().any(|d| d.needs_negotiation()) {
+            return;
+        }
+        let mut api = self.rtc.sdp_api();
+        let mut subscribed = Vec::new();
+        for dt in &mut self.downtracks {
+            match dt.state {
+                DownTrackState::ToOpen => {
+                    let mid = api.add_media(
+                        dt.kind,
+                        Direction::SendOnly,
+                        Some(dt.publisher.to_string()),
+                        Some(dt.track.to_string()),
+                        None,
+                    );
+                    dt.state = DownTrackState::Negotiating(mid);
+                    subscribed.push((dt.track, mid));
+                }
+                DownTrackState::ToStop(mid) => {
+                    api.stop_media(mid);
+                    dt.state = DownTrackState::NegotiatingStop(mid);
+                }
+                _ => {}
+            }
+        }
+        let Some((offer, pending)) = api.apply() else { return };
+        let id = self.next_offer_id;
+        self.next_offer_id += 1;
+        self.pending = Some((id, pending));
+        for (track, mid) in subscribed {
+            self.queue.push_back(PeerOutput::Event(PeerEvent::Subscribed { track, mid: mid.to_string() }));
+        }
+        debug!(peer = %self.id, id, "offering");
+        self.queue.push_back(PeerOutput::Event(PeerEvent::Offer { id, sdp: offer.to_sdp_string() }));
+    }
+
+    /// Codec of a published track's current payload type, if known.
+    pub fn track_codec(&self, track: TrackId) -> Option<Codec> {
+        self.tracks_in.values().find(|t| t.id == track).and_then(|t| t.params.map(|p| p.spec().codec))
+    }
+
+    /// Has this peer connected (ICE + DTLS)?
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Has a negotiation completed at least once?
+    pub fn has_negotiated(&self) -> bool {
+        self.negotiated_once
+    }
+}
+
+/// Does the offer have an m-line on which the client sends media?
+fn offer_sends_media(offer: &SdpOffer) -> bool {
+    let sdp = offer.to_sdp_string();
+    let mut in_media = false;
+    let mut media_sends = false;
+    let mut port_zero = false;
+    for line in sdp.lines() {
+        if let Some(rest) = line.strip_prefix("m=") {
+            if in_media && media_sends && !port_zero {
+                return true;
+            }
+            in_media = !rest.starts_with("application");
+            port_zero = rest.split_whitespace().nth(1) == Some("0");
+            // Default direction is sendrecv.
+            media_sends = true;
+        } else if in_media {
+            match line.trim() {
+                "a=recvonly" | "a=inactive" => media_sends = false,
+                "a=sendonly" | "a=sendrecv" => media_sends = true,
+                _ => {}
+            }
+        }
+    }
+    in_media && media_sends && !port_zero
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
