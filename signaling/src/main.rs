@@ -1,1 +1,242 @@
-fn main(){}
+//! `courier`: the server binary. The CLI and glue; the work is done in the `signaling` and `sfu` libraries.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use signaling::auth::{mint, TokenRequest};
+use signaling::config::{parse_keys, Config, LogFormat, RawConfig};
+
+#[derive(Parser)]
+#[command(name = "courier", version, about = "Courier: a WebRTC SFU with an integrated signaling channel")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Access tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Development mode: embedded defaults on 127.0.0.1, a development API key kept in the data directory, a
+    /// ready-to-use join token printed, and the token endpoint /dev/token.
+    #[arg(long)]
+    dev: bool,
+    /// TOML config file (also COURIER_CONFIG).
+    #[arg(long, env = "COURIER_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP/WebSocket listen address (default 127.0.0.1:7880).
+    #[arg(long)]
+    http_addr: Option<std::net::SocketAddr>,
+    /// The media UDP socket (default 127.0.0.1:7881).
+    #[arg(long)]
+    udp_addr: Option<std::net::SocketAddr>,
+    /// The IP announced to clients when it differs from the bound one.
+    #[arg(long)]
+    public_ip: Option<std::net::IpAddr>,
+    /// Where data is kept (default ./courier-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Directory served at / (default ./web-demo when it exists).
+    #[arg(long)]
+    web_root: Option<PathBuf>,
+    /// API keys, key:secret[,key:secret…].
+    #[arg(long)]
+    keys: Option<String>,
+    /// Media worker tasks (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Mint a join token.
+    Create {
+        #[arg(long)]
+        room: String,
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// API key (default: the only configured one, or the development key).
+        #[arg(long, env = "COURIER_API_KEY")]
+        api_key: Option<String>,
+        /// API secret.
+        #[arg(long, env = "COURIER_API_SECRET")]
+        api_secret: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 6 * 3600)]
+        ttl: u64,
+        /// Grants to withhold: publish, subscribe.
+        #[arg(long = "deny", value_delimiter = ',')]
+        deny: Vec<String>,
+        /// Data directory holding the development key (when no key is given).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("courier: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Serve(args) => serve(args),
+        Cmd::Token { cmd: TokenCmd::Create { room, identity, name, api_key, api_secret, ttl, deny, data_dir } } => {
+            let (key, secret) = match (api_key, api_secret) {
+                (Some(k), Some(s)) => (k, s),
+                (None, None) => dev_keys(&data_dir.unwrap_or_else(|| PathBuf::from("courier-data")), false)?
+                    .into_iter()
+                    .next()
+                    .context("no development key; pass --api-key and --api-secret")?,
+                _ => anyhow::bail!("give both --api-key and --api-secret"),
+            };
+            let req = TokenRequest {
+                room,
+                identity,
+                name,
+                ttl: Duration::from_secs(ttl),
+                can_publish: !deny.iter().any(|d| d == "publish"),
+                can_subscribe: !deny.iter().any(|d| d == "subscribe"),
+            };
+            println!("{}", mint(&key, &secret, &req));
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(p) => RawConfig::from_file(p)?,
+        None => RawConfig::default(),
+    };
+    let env = RawConfig::from_env(|k| std::env::var(k).ok())?;
+    let flags = RawConfig {
+        http_addr: args.http_addr,
+        udp_addr: args.udp_addr,
+        public_ip: args.public_ip,
+        data_dir: args.data_dir,
+        web_root: args.web_root,
+        workers: args.workers,
+        max_message_bytes: None,
+        log_format: args.log_format,
+        keys: args.keys.as_deref().map(parse_keys).transpose()?,
+    };
+    let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;
+    init_tracing(config.log_format);
+    if config.dev && config.keys.is_empty() {
+        config.keys = dev_keys(&config.data_dir, true)?;
+    }
+    let workers = config.workers;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let dev = config.dev;
+        let keys = config.keys.clone();
+        let server = signaling::Server::start(config).await?;
+        if dev {
+            let (k, s) = keys.iter().min_by_key(|(k, _)| k.as_str()).expect("dev mode has a key");
+            let token = mint(
+                k,
+                s,
+                &TokenRequest {
+                    room: "demo".into(),
+                    identity: "dev-user".into(),
+                    name: Some("Dev User".into()),
+                    ttl: Duration::from_secs(24 * 3600),
+                    can_publish: true,
+                    can_subscribe: true,
+                },
+            );
+            eprintln!("\n  Courier (development mode)");
+            eprintln!("  web demo:    http://{}/", server.http_addr);
+            eprintln!("  signaling:   ws://{}/rtc", server.http_addr);
+            eprintln!("  media (UDP): {}", server.udp_addr);
+            eprintln!("  API key:     {k}");
+            eprintln!("  API secret:  {s}");
+            eprintln!("  join token (room \"demo\", identity \"dev-user\"):\n  {token}\n");
+        }
+        // One machine-readable line for scripts and tests.
+        println!("COURIER_READY http={} udp={}", server.http_addr, server.udp_addr);
+        let _ = std::io::stdout().flush();
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown(Duration::from_secs(5)).await;
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The development key in `data_dir/dev-keys.toml`, created on first use.
+fn dev_keys(data_dir: &Path, create: bool) -> anyhow::Result<HashMap<String, String>> {
+    let path = data_dir.join("dev-keys.toml");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let keys: HashMap<String, String> =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if !keys.is_empty() {
+            return Ok(keys);
+        }
+    }
+    if !create {
+        anyhow::bail!("no development key at {}", path.display());
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let key = format!("dev{}", signaling::room::random_token(8));
+    let secret = signaling::room::random_token(32);
+    let text = format!("# Development API key, created by `courier serve --dev`.\n{key} = \"{secret}\"\n");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok([(key, secret)].into())
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("COURIER_LOG").unwrap_or_else(|_| EnvFilter::new("info,str0m=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}

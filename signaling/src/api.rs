@@ -1,0 +1,96 @@
+//! HTTP routes: the signaling WebSocket, health, metrics, the development token endpoint, and the web demo's
+//! static files.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::auth::{mint, TokenRequest};
+use crate::AppState;
+
+/// The whole application, so tests can serve it on their own listener.
+pub fn app(state: Arc<AppState>) -> Router {
+    let mut r = Router::new()
+        .route("/rtc", get(rtc))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics));
+    if state.config.dev {
+        r = r.route("/dev/token", get(dev_token));
+    }
+    if let Some(root) = &state.config.web_root {
+        r = r.fallback_service(tower_http::services::ServeDir::new(root));
+    }
+    r.with_state(state)
+}
+
+async fn rtc(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+    // The socket's own frame cap sits above the protocol's, so an oversized message gets a `too_large` reply
+    // rather than a dropped connection; far larger frames are cut off by the socket.
+    let cap = state.config.max_message_bytes * 4;
+    ws.max_message_size(cap).max_frame_size(cap).on_upgrade(move |socket| crate::session::run(socket, state))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let (rooms, participants, tracks) = state.rooms.counts();
+    let s = state.sfu.stats();
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge("courier_rooms", "Rooms with at least one participant.", rooms as u64);
+    gauge("courier_participants", "Participants joined.", participants as u64);
+    gauge("courier_tracks", "Published tracks (signaling view).", tracks as u64);
+    gauge("courier_sfu_peers", "WebRTC peers alive in the engine.", s.peers);
+    gauge("courier_sfu_tracks", "Published tracks alive in the engine.", s.tracks);
+    gauge("courier_sfu_downtracks", "Subscriptions alive in the engine.", s.downtracks);
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    };
+    counter("courier_udp_datagrams_in_total", "Datagrams received.", s.datagrams_in);
+    counter("courier_udp_datagrams_out_total", "Datagrams sent.", s.datagrams_out);
+    counter("courier_udp_bytes_in_total", "Bytes received.", s.bytes_in);
+    counter("courier_udp_bytes_out_total", "Bytes sent.", s.bytes_out);
+    counter("courier_udp_unrouted_total", "Datagrams that matched no peer.", s.datagrams_unrouted);
+    counter("courier_forward_drops_total", "Packets dropped on a full queue.", s.forward_drops);
+    counter("courier_peer_faults_total", "Peers closed by a fault in their state machine.", s.peer_faults);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+#[derive(Deserialize)]
+struct DevTokenQuery {
+    room: Option<String>,
+    identity: Option<String>,
+    name: Option<String>,
+}
+
+/// Development only: mint a token with the first configured key.
+async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQuery>) -> Response {
+    let Some((key, secret)) = state.config.keys.iter().min_by_key(|(k, _)| k.as_str()) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no API key").into_response();
+    };
+    let room = q.room.filter(|r| !r.is_empty() && r.len() <= 256).unwrap_or_else(|| "demo".into());
+    let identity = q
+        .identity
+        .filter(|i| !i.is_empty() && i.len() <= 256)
+        .unwrap_or_else(|| format!("guest-{}", crate::room::random_token(6)));
+    let token = mint(
+        key,
+        secret,
+        &TokenRequest {
+            room: room.clone(),
+            identity: identity.clone(),
+            name: q.name.filter(|n| n.len() <= 128),
+            ttl: Duration::from_secs(6 * 3600),
+            can_publish: true,
+            can_subscribe: true,
+        },
+    );
+    Json(serde_json::json!({ "token": token, "room": room, "identity": identity })).into_response()
+}

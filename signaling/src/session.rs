@@ -1,0 +1,401 @@
+//! One participant's WebSocket: join, then a loop that turns client messages into room and engine commands, and
+//! room and engine events into server messages.
+//!
+//! One task per connection selects over four inputs: the socket, the room's events for this member (a bounded
+//! queue the room pushes into without waiting), the engine's events for this member's peer, and a close channel
+//! (replaced, too slow, shutdown). Writing to this socket only ever waits for this client; the room never waits for
+//! it. Bad input gets an `error` reply and the session goes on; only a bad token, a protocol version we do not
+//! speak, silence, or slowness closes it, each with its documented close code.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt, StreamExt};
+use sfu::{MediaKind, PeerEvent, PeerId, PeerOptions, TrackId};
+use tokio::sync::mpsc;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::auth::TokenError;
+use crate::protocol::{close, ClientMsg, ErrorCode, OfferTrack, ParticipantInfo, ServerMsg, TrackInfo, TrackSource, VERSION};
+use crate::room::{wire_track_id, MemberHandles, RoomEvent, MEMBER_QUEUE};
+use crate::AppState;
+
+/// How long a client has to send `join`.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection silent for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Messages per second one connection may send (burst of the same size).
+pub const RATE_PER_SEC: f64 = 50.0;
+
+/// Serve one upgraded WebSocket until it ends.
+pub async fn run(socket: WebSocket, state: Arc<AppState>) {
+    let (mut tx, mut rx) = socket.split();
+    let max = state.config.max_message_bytes;
+
+    // --- join ---
+    let first = tokio::time::timeout(JOIN_TIMEOUT, rx.next()).await;
+    let text = match first {
+        Ok(Some(Ok(Message::Text(t)))) => t,
+        Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return,
+        Ok(Some(Ok(_))) | Err(_) => {
+            let _ = tx.send(close_msg(close::NO_JOIN, "expected join")).await;
+            return;
+        }
+    };
+    if text.len() > max {
+        let _ = tx.send(close_msg(close::NO_JOIN, "join too large")).await;
+        return;
+    }
+    let (token, auto_subscribe) = match ClientMsg::parse(&text) {
+        Ok(ClientMsg::Join { v, token, auto_subscribe }) => {
+            if v != VERSION {
+                let _ = tx.send(close_msg(close::BAD_VERSION, "unsupported protocol version")).await;
+                return;
+            }
+            (token, auto_subscribe)
+        }
+        _ => {
+            let _ = tx.send(close_msg(close::NO_JOIN, "first message must be join")).await;
+            return;
+        }
+    };
+    let claims = match state.keys.verify(&token) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e {
+                TokenError::Expired => close::TOKEN_EXPIRED,
+                TokenError::NotAllowed(_) => close::NOT_ALLOWED,
+                _ => close::INVALID_TOKEN,
+            };
+            debug!(error = %e, "join refused");
+            let _ = tx.send(close_msg(code, &e.to_string())).await;
+            return;
+        }
+    };
+    let room = claims.video.room.clone();
+    let identity = claims.sub.clone();
+    let name = claims.name.clone().unwrap_or_else(|| identity.clone());
+    let span = info_span!("session", room = %room, identity = %identity);
+
+    async move {
+        let opts = PeerOptions {
+            can_publish: claims.video.can_publish,
+            can_subscribe: claims.video.can_subscribe,
+            label: format!("{room}/{identity}"),
+        };
+        let (peer, mut peer_events) = match state.sfu.create_peer(opts).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "cannot create peer");
+                let _ = tx.send(text_msg(&ServerMsg::error(ErrorCode::Internal, "cannot create peer", Some("join")))).await;
+                let _ = tx.send(close_msg(close::GOING_AWAY, "internal error")).await;
+                return;
+            }
+        };
+        let (ev_tx, mut ev_rx) = mpsc::channel(MEMBER_QUEUE);
+        let (close_tx, mut close_rx) = mpsc::channel(1);
+        let joined = state.rooms.join(&room, &identity, &name, peer, MemberHandles { events: ev_tx, close: close_tx });
+        let me = joined.me.clone();
+        info!(participant = %me.id, "joined");
+        let mut s = Session {
+            state: state.clone(),
+            room: room.clone(),
+            me: me.clone(),
+            peer,
+            can_subscribe: claims.video.can_subscribe,
+            auto_subscribe,
+            subscriptions: HashSet::new(),
+            offered_tracks: HashMap::new(),
+            out: Vec::new(),
+        };
+        s.out.push(ServerMsg::Joined {
+            v: VERSION,
+            room: room.clone(),
+            server_version: env!("CARGO_PKG_VERSION"),
+            participant: me.clone(),
+            participants: joined.others.clone(),
+        });
+        if s.auto_subscribe && s.can_subscribe {
+            for t in joined.tracks {
+                s.subscribe(t).await;
+            }
+        }
+
+        let mut leave_reason = "left";
+        let mut last_heard = Instant::now();
+        let mut bucket = RATE_PER_SEC;
+        let mut bucket_at = Instant::now();
+        let mut idle = tokio::time::interval(Duration::from_secs(1));
+        let mut shutdown = state.shutdown.clone();
+        'outer: loop {
+            // Flush what this session has to say, in order.
+            for m in s.out.drain(..) {
+                if tx.send(text_msg(&m)).await.is_err() {
+                    leave_reason = "disconnected";
+                    break 'outer;
+                }
+            }
+            tokio::select! {
+                frame = rx.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Binary(_))) => {
+                            last_heard = Instant::now();
+                            s.out.push(ServerMsg::error(ErrorCode::BadMessage, "binary frames are not part of the protocol", None));
+                            continue;
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => { last_heard = Instant::now(); continue; }
+                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Err(e)) => {
+                            // Oversized frames surface here (the socket's own cap is a safety net above ours).
+                            debug!(error = %e, "socket error");
+                            leave_reason = "disconnected";
+                            break;
+                        }
+                    };
+                    last_heard = Instant::now();
+                    // Token bucket.
+                    let now = Instant::now();
+                    bucket = (bucket + now.duration_since(bucket_at).as_secs_f64() * RATE_PER_SEC).min(RATE_PER_SEC);
+                    bucket_at = now;
+                    if bucket < 1.0 {
+                        s.out.push(ServerMsg::error(ErrorCode::RateLimited, "too many messages", None));
+                        continue;
+                    }
+                    bucket -= 1.0;
+                    if text.len() > max {
+                        s.out.push(ServerMsg::error(ErrorCode::TooLarge, format!("message over {max} bytes"), None));
+                        continue;
+                    }
+                    match ClientMsg::parse(&text) {
+                        Ok(ClientMsg::Leave) => { leave_reason = "left"; let _ = tx.send(close_msg(close::NORMAL, "left")).await; break; }
+                        Ok(msg) => s.handle_client(msg).await,
+                        Err(e) => s.out.push(ServerMsg::Error { code: e.code, message: e.message, req_type: e.req_type }),
+                    }
+                }
+                ev = ev_rx.recv() => {
+                    if let Some(ev) = ev { s.handle_room(ev).await; }
+                }
+                pev = peer_events.recv() => {
+                    match pev {
+                        Some(PeerEvent::Closed { reason }) => {
+                            info!(?reason, "media connection closed");
+                            leave_reason = "disconnected";
+                            let _ = tx.send(close_msg(close::GOING_AWAY, "media connection closed")).await;
+                            break;
+                        }
+                        Some(ev) => s.handle_peer(ev).await,
+                        None => { leave_reason = "disconnected"; break; }
+                    }
+                }
+                sig = close_rx.recv() => {
+                    let (code, reason) = sig.unwrap_or((close::GOING_AWAY, "server_shutdown"));
+                    leave_reason = match code { close::REPLACED => "replaced", close::GOING_AWAY => "server_shutdown", _ => "disconnected" };
+                    let wire_reason = if code == close::REPLACED { "replaced" } else if code == close::GOING_AWAY { "server_shutdown" } else { "removed" };
+                    let _ = tx.send(text_msg(&ServerMsg::Leave { reason: wire_reason })).await;
+                    let _ = tx.send(close_msg(code, reason)).await;
+                    break;
+                }
+                _ = shutdown.changed() => {
+                    leave_reason = "server_shutdown";
+                    let _ = tx.send(text_msg(&ServerMsg::Leave { reason: "server_shutdown" })).await;
+                    let _ = tx.send(close_msg(close::GOING_AWAY, "server shutdown")).await;
+                    break;
+                }
+                _ = idle.tick() => {
+                    if last_heard.elapsed() > IDLE_TIMEOUT {
+                        leave_reason = "disconnected";
+                        let _ = tx.send(close_msg(close::TIMEOUT_OR_SLOW, "idle")).await;
+                        break;
+                    }
+                }
+            }
+        }
+        info!(participant = %me.id, reason = leave_reason, "left");
+        state.rooms.leave(&room, &me.id, leave_reason);
+        let _ = state.sfu.close_peer(peer).await;
+    }
+    .instrument(span)
+    .await
+}
+
+struct Session {
+    state: Arc<AppState>,
+    room: String,
+    me: ParticipantInfo,
+    peer: PeerId,
+    can_subscribe: bool,
+    auto_subscribe: bool,
+    subscriptions: HashSet<TrackId>,
+    /// `mid` → what the client said the track is, from its offers.
+    offered_tracks: HashMap<String, OfferTrack>,
+    /// Messages to send, in order, before the next wait.
+    out: Vec<ServerMsg>,
+}
+
+impl Session {
+    async fn handle_client(&mut self, msg: ClientMsg) {
+        let ty = msg.type_name();
+        match msg {
+            ClientMsg::Join { .. } => self.out.push(ServerMsg::error(ErrorCode::AlreadyJoined, "already joined", Some(ty))),
+            ClientMsg::Offer { id, sdp, tracks } => {
+                for t in tracks {
+                    self.offered_tracks.insert(t.mid.clone(), t);
+                }
+                let _ = self.state.sfu.offer(self.peer, id, sdp).await;
+            }
+            ClientMsg::Answer { id, sdp } => {
+                let _ = self.state.sfu.answer(self.peer, id, sdp).await;
+            }
+            ClientMsg::Candidate { candidate, .. } => {
+                if candidate.len() > 1024 || (!candidate.trim().is_empty() && str0m_candidate_invalid(&candidate)) {
+                    self.out.push(ServerMsg::error(ErrorCode::BadCandidate, "cannot parse candidate", Some(ty)));
+                } else {
+                    let _ = self.state.sfu.candidate(self.peer, candidate).await;
+                }
+            }
+            ClientMsg::Subscribe { track_ids } => {
+                if !self.can_subscribe {
+                    self.out.push(ServerMsg::error(ErrorCode::PermissionDenied, "this token may not subscribe", Some(ty)));
+                    return;
+                }
+                for id in track_ids {
+                    match self.state.rooms.track(&self.room, &id) {
+                        Some(t) if t.participant_id != self.me.id => self.subscribe(t.sfu_track).await,
+                        _ => self.out.push(ServerMsg::error(ErrorCode::TrackNotFound, format!("no track {id}"), Some(ty))),
+                    }
+                }
+            }
+            ClientMsg::Unsubscribe { track_ids } => {
+                for id in track_ids {
+                    match self.state.rooms.track(&self.room, &id) {
+                        Some(t) if self.subscriptions.contains(&t.sfu_track) => {
+                            self.unsubscribe(t.sfu_track, "requested").await;
+                        }
+                        _ => self.out.push(ServerMsg::error(ErrorCode::TrackNotFound, format!("not subscribed to {id}"), Some(ty))),
+                    }
+                }
+            }
+            ClientMsg::Mute { track_id, muted } => {
+                if !self.state.rooms.mute(&self.room, &self.me.id, &track_id, muted) {
+                    self.out.push(ServerMsg::error(ErrorCode::TrackNotFound, format!("you publish no track {track_id}"), Some(ty)));
+                }
+            }
+            ClientMsg::Ping { ts } => self.out.push(ServerMsg::Pong { ts }),
+            ClientMsg::Leave => {}
+        }
+    }
+
+    async fn handle_room(&mut self, ev: RoomEvent) {
+        match ev {
+            RoomEvent::ParticipantJoined(p) => {
+                if p.id != self.me.id {
+                    self.out.push(ServerMsg::ParticipantJoined { participant: p });
+                }
+            }
+            RoomEvent::ParticipantLeft { participant_id, reason } => {
+                self.out.push(ServerMsg::ParticipantLeft { participant_id, reason });
+            }
+            RoomEvent::TrackPublished { participant_id, track, sfu_track } => {
+                let theirs = participant_id != self.me.id;
+                self.out.push(ServerMsg::TrackPublished { participant_id, track });
+                if theirs && self.auto_subscribe && self.can_subscribe {
+                    self.subscribe(sfu_track).await;
+                }
+            }
+            RoomEvent::TrackUnpublished { participant_id, track_id, sfu_track } => {
+                if self.subscriptions.contains(&sfu_track) {
+                    self.unsubscribe(sfu_track, "unpublished").await;
+                }
+                self.out.push(ServerMsg::TrackUnpublished { participant_id, track_id });
+            }
+            RoomEvent::TrackMuted { participant_id, track_id, muted } => {
+                self.out.push(ServerMsg::TrackMuted { participant_id, track_id, muted });
+            }
+        }
+    }
+
+    async fn handle_peer(&mut self, ev: PeerEvent) {
+        match ev {
+            PeerEvent::Answer { id, sdp } => self.out.push(ServerMsg::Answer { id, sdp }),
+            PeerEvent::Offer { id, sdp } => self.out.push(ServerMsg::Offer { id, sdp }),
+            PeerEvent::OfferRejected { reason, .. } => {
+                let code = if reason.starts_with("permission_denied") { ErrorCode::PermissionDenied } else { ErrorCode::SdpRejected };
+                self.out.push(ServerMsg::error(code, reason, Some("offer")));
+            }
+            PeerEvent::TrackPublished { track, mid, kind } => {
+                let offered = self.offered_tracks.get(&mid);
+                let source = offered.and_then(|t| t.source).unwrap_or(match kind {
+                    MediaKind::Audio => TrackSource::Microphone,
+                    MediaKind::Video => TrackSource::Camera,
+                });
+                let info = TrackInfo {
+                    id: wire_track_id(track),
+                    kind: kind_name(kind),
+                    source,
+                    name: offered.and_then(|t| t.name.clone()).unwrap_or_default(),
+                    muted: false,
+                    mid: Some(mid),
+                };
+                self.state.rooms.publish(&self.room, &self.me.id, info, track, kind);
+            }
+            PeerEvent::TrackUnpublished { track } => self.state.rooms.unpublish(&self.room, &self.me.id, track),
+            PeerEvent::Subscribed { track, mid } => {
+                if let Some((wire, t)) = self.state.rooms.track_by_sfu(track) {
+                    self.out.push(ServerMsg::Subscribed {
+                        track_id: wire,
+                        participant_id: t.participant_id,
+                        kind: kind_name(t.kind),
+                        mid,
+                    });
+                }
+            }
+            PeerEvent::Connected => debug!("media connected"),
+            PeerEvent::Closed { .. } => {}
+        }
+    }
+
+    async fn subscribe(&mut self, track: TrackId) {
+        if self.subscriptions.insert(track) {
+            if let Err(e) = self.state.sfu.subscribe(self.peer, track).await {
+                debug!(error = %e, "subscribe failed");
+                self.subscriptions.remove(&track);
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, track: TrackId, reason: &'static str) {
+        if self.subscriptions.remove(&track) {
+            let _ = self.state.sfu.unsubscribe(self.peer, track).await;
+            self.out.push(ServerMsg::Unsubscribed { track_id: wire_track_id(track), reason });
+        }
+    }
+}
+
+fn kind_name(k: MediaKind) -> &'static str {
+    match k {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+/// Cheap syntactic check so a garbage candidate gets `bad_candidate` here rather than being dropped in the engine.
+fn str0m_candidate_invalid(c: &str) -> bool {
+    let c = c.trim().strip_prefix("a=").unwrap_or(c.trim());
+    let c = c.strip_prefix("candidate:").unwrap_or(c);
+    // foundation component transport priority address port "typ" type
+    let parts: Vec<&str> = c.split_whitespace().collect();
+    parts.len() < 8 || parts[1].parse::<u16>().is_err() || parts[3].parse::<u32>().is_err() || parts[5].parse::<u16>().is_err() || parts[6] != "typ"
+}
+
+fn text_msg(m: &ServerMsg) -> Message {
+    Message::Text(Utf8Bytes::from(m.to_json()))
+}
+
+fn close_msg(code: u16, reason: &str) -> Message {
+    let mut r = reason.to_string();
+    r.truncate(120);
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(r) }))
+}
