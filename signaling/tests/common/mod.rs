@@ -1,0 +1,96 @@
+//! Shared helpers for the signaling integration tests: a server on ephemeral loopback ports and a WebSocket client.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use signaling::auth::{mint, TokenRequest};
+use signaling::config::{Config, RawConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const KEY: &str = "testkey";
+pub const SECRET: &str = "testsecret";
+
+pub async fn server() -> signaling::Server {
+    let raw = RawConfig {
+        http_addr: Some("127.0.0.1:0".parse().unwrap()),
+        udp_addr: Some("127.0.0.1:0".parse().unwrap()),
+        workers: Some(2),
+        keys: Some([(KEY.to_string(), SECRET.to_string())].into()),
+        web_root: Some("/nonexistent".into()),
+        ..Default::default()
+    };
+    signaling::Server::start(Config::resolve(raw, false).unwrap()).await.unwrap()
+}
+
+pub fn token(room: &str, identity: &str) -> String {
+    mint(
+        KEY,
+        SECRET,
+        &TokenRequest {
+            room: room.into(),
+            identity: identity.into(),
+            name: None,
+            ttl: Duration::from_secs(600),
+            can_publish: true,
+            can_subscribe: true,
+        },
+    )
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn connect(s: &signaling::Server) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/rtc", s.http_addr)).await.unwrap();
+    ws
+}
+
+pub async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.into())).await.unwrap();
+}
+
+/// Next text message as JSON, within 5 s.
+pub async fn recv(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a message within 5 s");
+        match m.expect("socket open").expect("no socket error") {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// Next message of `type`, skipping others, within 5 s.
+pub async fn recv_type(ws: &mut Ws, ty: &str) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = tokio::time::timeout_at(deadline, recv(ws)).await.unwrap_or_else(|_| panic!("no {ty} within 5 s"));
+        if m["type"] == ty {
+            return m;
+        }
+    }
+}
+
+/// The close code the server closes with, within 15 s.
+pub async fn close_code(ws: &mut Ws) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => return Some(u16::from(f.code)),
+            Ok(Some(Ok(Message::Close(None)))) => return Some(u16::from(CloseCode::Status)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => return None,
+            Err(_) => panic!("no close within 15 s"),
+        }
+    }
+}
+
+pub async fn join(s: &signaling::Server, room: &str, identity: &str) -> (Ws, serde_json::Value) {
+    let mut ws = connect(s).await;
+    send(&mut ws, &format!(r#"{{"type":"join","v":1,"token":"{}"}}"#, token(room, identity))).await;
+    let joined = recv_type(&mut ws, "joined").await;
+    (ws, joined)
+}
