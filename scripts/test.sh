@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of Courier: the Rust workspace (unit tests, the signaling integration tests, and the media
+# end-to-end tests with real WebRTC clients) and the browser smoke test in real headless Chromium.
+# Installs what a fresh Debian machine lacks first (cmake for libopus, Chromium, the web demo's npm packages).
+# Every test binds 127.0.0.1 with ephemeral ports. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+bash scripts/install-browser-deps.sh
+
+echo "== cargo build"
+cargo build --workspace --all-targets --locked
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast
+echo "== browser tests (headless Chromium)"
+export COURIER_BIN="$PWD/target/debug/courier"
+export MEDIA_TESTS_BIN="$PWD/target/debug/media-tests"
+(cd web-demo && npm test)
