@@ -1,0 +1,414 @@
+// @ts-check
+/**
+ * The Courier demo page: a join form, a local preview and one tile per remote participant.
+ *
+ * Query parameters (so that a test can skip the form):
+ *   ?url=ws://host/rtc   signaling URL (default: `rtc` next to this page, ws: or wss:)
+ *   &token=JWT           use this token; otherwise one is fetched from the dev endpoint `dev/token`
+ *   &room=R&identity=I&name=N
+ *   &publish=audio,video publish what (`none` for nothing; default both)
+ *   &autojoin=1          join at once
+ *
+ * For tests: `window.courier` is the current CourierClient (see courier.js; `snapshot()`, `inboundStats()`),
+ * `window.courierApp` holds the page's state: {state: 'idle'|'connecting'|'joined'|'closed'|'error', error}.
+ */
+import { CourierClient } from './courier.js';
+
+/** @template {HTMLElement} T @param {string} id @returns {T} */
+const $ = (id) => /** @type {T} */ (document.getElementById(id));
+
+const params = new URLSearchParams(location.search);
+
+const els = {
+  status: $('status'),
+  joinPanel: $('join-panel'),
+  form: /** @type {HTMLFormElement} */ ($('join-form')),
+  url: /** @type {HTMLInputElement} */ ($('url')),
+  room: /** @type {HTMLInputElement} */ ($('room')),
+  name: /** @type {HTMLInputElement} */ ($('name')),
+  token: /** @type {HTMLTextAreaElement} */ ($('token')),
+  tokenDetails: /** @type {HTMLDetailsElement} */ ($('token-details')),
+  pubVideo: /** @type {HTMLInputElement} */ ($('pub-video')),
+  pubAudio: /** @type {HTMLInputElement} */ ($('pub-audio')),
+  joinButton: /** @type {HTMLButtonElement} */ ($('join-button')),
+  formError: $('form-error'),
+  call: $('call'),
+  roomName: $('room-name'),
+  participantCount: $('participant-count'),
+  toggleMic: /** @type {HTMLButtonElement} */ ($('toggle-mic')),
+  toggleCam: /** @type {HTMLButtonElement} */ ($('toggle-cam')),
+  enableAudio: /** @type {HTMLButtonElement} */ ($('enable-audio')),
+  leaveButton: /** @type {HTMLButtonElement} */ ($('leave-button')),
+  tiles: $('tiles'),
+  callError: $('call-error'),
+  tileTemplate: /** @type {HTMLTemplateElement} */ ($('tile-template')),
+};
+
+/** @type {{state: string, error: string|null}} */
+const app = { state: 'idle', error: null };
+/** @type {any} */ (window).courierApp = app;
+/** @type {any} */ (window).courier = null;
+
+// ---------------------------------------------------------------- form defaults
+
+/** The signaling URL next to this page: http://host/x/ → ws://host/x/rtc. */
+function defaultSignalingUrl() {
+  const u = new URL('rtc', document.baseURI);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return 'ws://127.0.0.1:7880/rtc';
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  u.search = '';
+  u.hash = '';
+  return u.toString();
+}
+
+els.url.value = params.get('url') ?? defaultSignalingUrl();
+if (params.has('room')) els.room.value = params.get('room') ?? '';
+els.name.value = params.get('name') ?? params.get('identity') ?? '';
+if (params.get('token')) {
+  els.token.value = params.get('token') ?? '';
+  els.tokenDetails.open = true;
+}
+if (params.has('publish')) {
+  const what = (params.get('publish') ?? '').split(',').map((s) => s.trim());
+  els.pubAudio.checked = what.includes('audio');
+  els.pubVideo.checked = what.includes('video');
+}
+
+// ---------------------------------------------------------------- status helpers
+
+/**
+ * @param {string} state
+ * @param {string} text
+ */
+function setStatus(state, text) {
+  app.state = state;
+  els.status.dataset.state = state;
+  els.status.textContent = text;
+}
+
+/**
+ * @param {HTMLElement} el
+ * @param {string|null} text
+ */
+function showError(el, text) {
+  el.hidden = !text;
+  el.textContent = text ?? '';
+  if (text) app.error = text;
+}
+
+// ---------------------------------------------------------------- tiles
+
+/**
+ * @typedef {object} Tile
+ * @property {HTMLElement} el
+ * @property {HTMLVideoElement} video
+ * @property {MediaStream} videoStream
+ * @property {Map<string, HTMLAudioElement>} audios  by track id
+ * @property {Set<string>} mutedKinds
+ */
+
+/** @type {Map<string, Tile>} by participant id ('local' for the preview) */
+const tiles = new Map();
+
+/**
+ * @param {string} key
+ * @param {string} label
+ * @param {boolean} local
+ * @returns {Tile}
+ */
+function ensureTile(key, label, local = false) {
+  let tile = tiles.get(key);
+  if (tile) return tile;
+  const frag = /** @type {DocumentFragment} */ (els.tileTemplate.content.cloneNode(true));
+  const el = /** @type {HTMLElement} */ (frag.querySelector('.tile'));
+  el.classList.add(local ? 'local' : 'remote', 'no-video');
+  el.dataset.participantId = key;
+  /** @type {HTMLElement} */ (el.querySelector('.tile-name')).textContent = label;
+  /** @type {HTMLElement} */ (el.querySelector('.avatar')).textContent = initials(label);
+  const video = /** @type {HTMLVideoElement} */ (el.querySelector('video'));
+  tile = { el, video, videoStream: new MediaStream(), audios: new Map(), mutedKinds: new Set() };
+  tiles.set(key, tile);
+  if (local) els.tiles.prepend(el);
+  else els.tiles.append(el);
+  updateCount();
+  return tile;
+}
+
+/** @param {string} key */
+function removeTile(key) {
+  const tile = tiles.get(key);
+  if (!tile) return;
+  tile.video.srcObject = null;
+  for (const a of tile.audios.values()) a.srcObject = null;
+  tile.el.remove();
+  tiles.delete(key);
+  updateCount();
+}
+
+/** @param {Tile} tile */
+function refreshTile(tile) {
+  const hasVideo = tile.videoStream.getVideoTracks().length > 0 && !tile.mutedKinds.has('video');
+  tile.el.classList.toggle('no-video', !hasVideo);
+  const badges = /** @type {HTMLElement} */ (tile.el.querySelector('.badges'));
+  badges.replaceChildren();
+  for (const kind of ['audio', 'video']) {
+    if (!tile.mutedKinds.has(kind)) continue;
+    const b = document.createElement('span');
+    b.className = 'badge off';
+    b.textContent = kind === 'audio' ? 'mic off' : 'cam off';
+    badges.append(b);
+  }
+}
+
+/** @param {HTMLMediaElement} media */
+function play(media) {
+  media.play().catch((err) => {
+    if (err && err.name === 'NotAllowedError') els.enableAudio.hidden = false; // autoplay policy: needs a click
+  });
+}
+
+/** @param {string} label */
+function initials(label) {
+  return (
+    label
+      .split(/[\s._-]+/)
+      .filter(Boolean)
+      .slice(0, 2)
+      .map((w) => w[0].toUpperCase())
+      .join('') || '?'
+  );
+}
+
+function updateCount() {
+  const n = [...tiles.keys()].filter((k) => k !== 'local').length + (tiles.has('local') ? 1 : 0);
+  els.participantCount.textContent = n === 1 ? '1 participant' : `${n} participants`;
+}
+
+function clearTiles() {
+  for (const key of [...tiles.keys()]) removeTile(key);
+}
+
+// ---------------------------------------------------------------- joining
+
+/** @returns {Promise<{token: string, url: string}>} */
+async function obtainToken() {
+  const url = els.url.value.trim();
+  const token = els.token.value.trim();
+  if (token) return { token, url };
+  const room = els.room.value.trim();
+  if (!room) throw new Error('enter a room name (or a token)');
+  const name = els.name.value.trim();
+  const identity = params.get('identity') || `${slug(name) || 'guest'}-${Math.random().toString(36).slice(2, 6)}`;
+  const endpoint = new URL('dev/token', document.baseURI);
+  endpoint.search = new URLSearchParams({ room, identity, name: name || identity }).toString();
+  let res;
+  try {
+    res = await fetch(endpoint);
+  } catch (err) {
+    throw new Error(`cannot reach ${endpoint.pathname}: ${/** @type {Error} */ (err).message}`);
+  }
+  if (!res.ok) {
+    let body = (await res.text().catch(() => '')).trim();
+    body = body.startsWith('<') ? '' : body.slice(0, 200); // not an HTML error page
+    throw new Error(`${endpoint.pathname} answered ${res.status}${body ? `: ${body}` : ''} (is the server in --dev mode?)`);
+  }
+  const data = await res.json();
+  if (!data || typeof data.token !== 'string') throw new Error(`${endpoint.pathname} sent no token`);
+  return { token: data.token, url: url || data.url };
+}
+
+/** @param {string} s */
+function slug(s) {
+  return s
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '')
+    .slice(0, 32);
+}
+
+/** @type {CourierClient|null} */
+let client = null;
+let leaving = false;
+
+async function doJoin() {
+  if (client) return;
+  showError(els.formError, null);
+  showError(els.callError, null);
+  app.error = null;
+  els.joinButton.disabled = true;
+  setStatus('connecting', 'connecting…');
+  try {
+    const { token, url } = await obtainToken();
+    const publish = { audio: els.pubAudio.checked, video: els.pubVideo.checked };
+    const c = new CourierClient({ publish: publish.audio || publish.video ? publish : false });
+    client = c;
+    /** @type {any} */ (window).courier = c;
+    wireClient(c);
+    leaving = false;
+    await c.connect(url, token);
+    if (client !== c) return;
+    setStatus('joined', `joined ${c.room} as ${c.name}`);
+    els.joinPanel.hidden = true;
+    els.call.hidden = false;
+    els.roomName.textContent = c.room;
+    // Fill in whatever arrived before the listeners' first chance to render.
+    for (const p of c.participants.values()) ensureTile(p.id, p.name);
+    for (const r of c.remoteTracks.values()) attachRemote(r);
+    showLocalPreview(c);
+  } catch (err) {
+    client = null;
+    const msg = /** @type {Error} */ (err).message ?? String(err);
+    setStatus('error', 'not connected');
+    showError(els.formError, msg);
+    app.error = msg;
+  } finally {
+    els.joinButton.disabled = false;
+  }
+}
+
+/** @param {CourierClient} c */
+function showLocalPreview(c) {
+  if (!c.localStream) return;
+  const tile = ensureTile('local', `${c.name || 'You'} (you)`, true);
+  tile.videoStream = new MediaStream(c.localStream.getVideoTracks());
+  tile.video.srcObject = tile.videoStream;
+  play(tile.video);
+  refreshTile(tile);
+  els.toggleMic.disabled = c.localStream.getAudioTracks().length === 0;
+  els.toggleCam.disabled = c.localStream.getVideoTracks().length === 0;
+}
+
+/** @param {import('./courier.js').RemoteTrack} r */
+function attachRemote(r) {
+  const p = client?.participants.get(r.participantId);
+  const tile = ensureTile(r.participantId, p?.name ?? r.participantId);
+  if (r.kind === 'video') {
+    // One video per tile: the camera wins over other video sources.
+    const current = tile.videoStream.getVideoTracks();
+    const isCamera = (p?.tracks.get(r.trackId)?.source ?? 'camera') === 'camera';
+    if (current.length === 0 || isCamera) {
+      for (const t of current) tile.videoStream.removeTrack(t);
+      tile.videoStream.addTrack(r.track);
+      tile.video.srcObject = tile.videoStream;
+      play(tile.video);
+    }
+  } else if (!tile.audios.has(r.trackId)) {
+    const audio = document.createElement('audio');
+    audio.autoplay = true;
+    audio.dataset.trackId = r.trackId;
+    audio.srcObject = new MediaStream([r.track]);
+    tile.el.append(audio);
+    tile.audios.set(r.trackId, audio);
+    play(audio);
+  }
+  const info = p?.tracks.get(r.trackId);
+  if (info?.muted) tile.mutedKinds.add(r.kind);
+  refreshTile(tile);
+}
+
+/** @param {CourierClient} c */
+function wireClient(c) {
+  c.on('joined', ({ participants }) => {
+    for (const p of participants) ensureTile(p.id, p.name);
+  });
+  c.on('participant_joined', ({ participant }) => ensureTile(participant.id, participant.name));
+  c.on('participant_left', ({ participantId }) => removeTile(participantId));
+  c.on('remote_track_added', (r) => attachRemote(r));
+  c.on('remote_track_removed', (r) => {
+    const tile = tiles.get(r.participantId);
+    if (!tile) return;
+    if (r.kind === 'video') {
+      for (const t of tile.videoStream.getVideoTracks()) if (t === r.track) tile.videoStream.removeTrack(t);
+    } else {
+      const audio = tile.audios.get(r.trackId);
+      if (audio) {
+        audio.srcObject = null;
+        audio.remove();
+        tile.audios.delete(r.trackId);
+      }
+    }
+    refreshTile(tile);
+  });
+  c.on('track_muted', ({ participantId, trackId, muted }) => {
+    const tile = tiles.get(participantId);
+    const info = c.participants.get(participantId)?.tracks.get(trackId);
+    if (!tile || !info) return;
+    if (muted) tile.mutedKinds.add(info.kind);
+    else tile.mutedKinds.delete(info.kind);
+    refreshTile(tile);
+  });
+  c.on('error', ({ code, message }) => {
+    console.warn('courier error', code, message);
+    if (c.state === 'joined') showError(els.callError, `${code}: ${message}`);
+  });
+  c.on('closed', ({ description, code, leaveReason }) => {
+    if (client !== c) return;
+    client = null;
+    clearTiles();
+    els.call.hidden = true;
+    els.joinPanel.hidden = false;
+    if (leaving) {
+      setStatus('closed', 'left');
+    } else {
+      const msg = `disconnected: ${description}${leaveReason ? ` (${leaveReason})` : ''}`;
+      setStatus(code === 1000 ? 'closed' : 'error', 'not connected');
+      showError(els.formError, msg);
+    }
+  });
+}
+
+// ---------------------------------------------------------------- controls
+
+els.form.addEventListener('submit', (e) => {
+  e.preventDefault();
+  doJoin();
+});
+
+els.leaveButton.addEventListener('click', async () => {
+  if (!client) return;
+  leaving = true;
+  await client.leave();
+});
+
+els.toggleMic.addEventListener('click', () => {
+  if (!client) return;
+  const muted = els.toggleMic.getAttribute('aria-pressed') !== 'true';
+  client.setMuted('audio', muted);
+  els.toggleMic.setAttribute('aria-pressed', String(muted));
+  els.toggleMic.textContent = muted ? 'Unmute mic' : 'Mute mic';
+  const local = tiles.get('local');
+  if (local) {
+    if (muted) local.mutedKinds.add('audio');
+    else local.mutedKinds.delete('audio');
+    refreshTile(local);
+  }
+});
+
+els.toggleCam.addEventListener('click', () => {
+  if (!client) return;
+  const muted = els.toggleCam.getAttribute('aria-pressed') !== 'true';
+  client.setMuted('video', muted);
+  els.toggleCam.setAttribute('aria-pressed', String(muted));
+  els.toggleCam.textContent = muted ? 'Start camera' : 'Stop camera';
+  const local = tiles.get('local');
+  if (local) {
+    if (muted) local.mutedKinds.add('video');
+    else local.mutedKinds.delete('video');
+    refreshTile(local);
+  }
+});
+
+els.enableAudio.addEventListener('click', () => {
+  els.enableAudio.hidden = true;
+  for (const tile of tiles.values()) {
+    play(tile.video);
+    for (const a of tile.audios.values()) play(a);
+  }
+});
+
+window.addEventListener('pagehide', () => {
+  leaving = true;
+  client?.leave(0);
+});
+
+if (params.get('autojoin') === '1') doJoin();

@@ -1,0 +1,1046 @@
+// @ts-check
+/**
+ * Courier browser client — signaling protocol v1 (docs/protocol.md).
+ *
+ * One WebSocket to `/rtc` for signaling, one RTCPeerConnection for everything this participant publishes and
+ * receives. No build step: import it as an ES module.
+ *
+ * ```js
+ * import { join } from './courier.js';
+ * const client = await join('ws://127.0.0.1:7880/rtc', token);
+ * client.on('remote_track_added', ({ track, participantId }) => { ... });
+ * ```
+ *
+ * Negotiation rules (protocol.md, "Glare"): the client is the impolite side. While its own offer is outstanding
+ * (sent, no answer with the same `id` yet) it ignores server offers; the server answers the client's offer and then
+ * sends a fresh offer of its own.
+ *
+ * @module courier
+ */
+
+export const PROTOCOL_VERSION = 1;
+
+/** Close codes of protocol v1, with a short human description. */
+export const CLOSE_CODES = Object.freeze({
+  1000: 'left the room',
+  1001: 'server shutting down',
+  1006: 'connection lost',
+  4001: 'invalid token',
+  4002: 'token expired or not yet valid',
+  4003: 'no join within 10 s, or first message was not join',
+  4004: 'token does not allow joining this room',
+  4005: 'unsupported protocol version',
+  4008: 'no traffic for 30 s, or send queue overflow',
+  4009: 'replaced: the same identity joined again elsewhere',
+});
+
+/**
+ * @param {number} code WebSocket close code
+ * @returns {string}
+ */
+export function describeCloseCode(code) {
+  return /** @type {Record<number,string>} */ (CLOSE_CODES)[code] ?? `closed (code ${code})`;
+}
+
+/**
+ * @typedef {'audio'|'video'} Kind
+ * @typedef {'camera'|'microphone'|'screen'|'screen_audio'|'unknown'} Source
+ *
+ * @typedef {object} TrackInfo        A published track as the server describes it.
+ * @property {string} id             `TR_…`
+ * @property {Kind} kind
+ * @property {Source} source
+ * @property {string} name
+ * @property {boolean} muted
+ * @property {string} [mid]          only on the publisher's own copy
+ *
+ * @typedef {object} Participant
+ * @property {string} id             `PA_…`
+ * @property {string} identity
+ * @property {string} name
+ * @property {Map<string, TrackInfo>} tracks   by track id
+ *
+ * @typedef {object} LocalTrack       A track this client publishes.
+ * @property {MediaStreamTrack} track
+ * @property {Kind} kind
+ * @property {Source} source
+ * @property {string} name
+ * @property {RTCRtpTransceiver} transceiver
+ * @property {string|null} mid       set once the offer carrying it is created
+ * @property {string|null} trackId   set when the server confirms with `track_published`
+ * @property {boolean} muted
+ *
+ * @typedef {object} RemoteTrack      A track this client receives.
+ * @property {string} trackId
+ * @property {string} participantId
+ * @property {Kind} kind
+ * @property {string} mid
+ * @property {MediaStreamTrack} track
+ * @property {RTCRtpReceiver} receiver
+ *
+ * @typedef {object} JoinOptions
+ * @property {boolean|{audio?: boolean, video?: boolean}} [publish=true]  publish camera and/or microphone
+ * @property {MediaStream} [localStream]       publish these tracks instead of calling getUserMedia
+ * @property {MediaTrackConstraints} [videoConstraints]  default 1280×720 @ 30 fps
+ * @property {MediaTrackConstraints} [audioConstraints]
+ * @property {string|null} [preferVideoCodec='video/VP8']  moved to the front of the send codec list
+ * @property {boolean} [autoSubscribe=true]
+ * @property {RTCIceServer[]} [iceServers=[]]  the server is ICE-lite and its candidate is in its SDP
+ * @property {number} [pingIntervalMs=10000]
+ * @property {number} [joinTimeoutMs=10000]    connect + `joined`
+ * @property {number} [publishTimeoutMs=10000] offer → `track_published`
+ * @property {boolean|((...args: any[]) => void)} [log=false]  true logs to console.debug
+ *
+ * Events (listen with `client.on(name, fn)`, `fn` gets the detail; or `addEventListener`, detail in `e.detail`):
+ * - `joined`                {room, participant, participants}
+ * - `participant_joined`    {participant}
+ * - `participant_left`      {participantId, reason, participant}
+ * - `track_published`       {participantId, track}          (also for own tracks; see `local_track_published`)
+ * - `track_unpublished`     {participantId, trackId}
+ * - `track_muted`           {participantId, trackId, muted}
+ * - `local_track_published` {localTrack}
+ * - `remote_track_added`    RemoteTrack
+ * - `remote_track_removed`  RemoteTrack & {reason}
+ * - `connection_state`      {state}                          RTCPeerConnection.connectionState
+ * - `error`                 {code, message, reqType?}        server `error` messages and client-side failures
+ * - `closed`                {code, reason, description, leaveReason}
+ */
+
+/** An error with a protocol error code (or a client-side one: `timeout`, `closed`, `media_unavailable`, …). */
+export class CourierError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {object} [extra]
+   */
+  constructor(code, message, extra) {
+    super(message);
+    this.name = 'CourierError';
+    this.code = code;
+    Object.assign(this, extra);
+  }
+}
+
+const DEFAULT_VIDEO = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+const DEFAULT_AUDIO = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+
+/**
+ * Connect to a Courier server, join the room the token names, and (by default) publish camera and microphone.
+ * Resolves once joined and the local media is captured and offered; the server's confirmation of each published
+ * track arrives later as `local_track_published`. Rejects if the socket closes or `joined` does not arrive in time
+ * (`CourierError` with `code` and, for a close, `closeCode`).
+ *
+ * @param {string} url     `ws://host/rtc`
+ * @param {string} token   JWT access token
+ * @param {JoinOptions} [options]
+ * @returns {Promise<CourierClient>}
+ */
+export async function join(url, token, options = {}) {
+  const client = new CourierClient(options);
+  await client.connect(url, token);
+  return client;
+}
+
+export class CourierClient extends EventTarget {
+  /** @param {JoinOptions} [options] */
+  constructor(options = {}) {
+    super();
+    this.options = {
+      publish: true,
+      autoSubscribe: true,
+      iceServers: [],
+      pingIntervalMs: 10_000,
+      joinTimeoutMs: 10_000,
+      publishTimeoutMs: 10_000,
+      preferVideoCodec: 'video/VP8',
+      ...options,
+    };
+    /** @type {'new'|'connecting'|'joined'|'closed'} */
+    this.state = 'new';
+    /** @type {WebSocket|null} */
+    this.ws = null;
+    /** @type {RTCPeerConnection|null} */
+    this.pc = null;
+    this.url = '';
+    this.room = '';
+    this.serverVersion = '';
+    /** @type {string|null} own `PA_…` id */
+    this.participantId = null;
+    this.identity = '';
+    this.name = '';
+    /** Other participants, by id. @type {Map<string, Participant>} */
+    this.participants = new Map();
+    /** Own published (or being published) tracks, in publish order. @type {LocalTrack[]} */
+    this.localTracks = [];
+    /** The MediaStream of the captured camera/microphone (for a local preview). @type {MediaStream|null} */
+    this.localStream = null;
+    /** Tracks being received, by track id. @type {Map<string, RemoteTrack>} */
+    this.remoteTracks = new Map();
+    /** Last measured signaling round trip (ping → pong), ms. @type {number|null} */
+    this.rttMs = null;
+    /** @type {{code:number, reason:string, leaveReason:string|null}|null} */
+    this.closeInfo = null;
+
+    // --- internals ---
+    /** subscriptions announced by `subscribed`, by mid @type {Map<string, {trackId:string, participantId:string, kind:Kind, mid:string}>} */
+    this._subsByMid = new Map();
+    /** @type {Promise<void>} serializes message handling and negotiation */
+    this._chain = Promise.resolve();
+    this._nextOfferId = 1;
+    /** @type {{id:number}|null} own offer waiting for its answer */
+    this._pendingOffer = null;
+    this._needsNegotiation = false;
+    this._descriptionSent = false;
+    /** @type {object[]} */
+    this._pendingCandidates = [];
+    this._lastCandidateWasEnd = false;
+    /** @type {ReturnType<typeof setInterval>|null} */
+    this._pingTimer = null;
+    /** @type {string|null} */
+    this._leaveReason = null;
+    /** @type {{resolve:(v:any)=>void, reject:(e:any)=>void}|null} */
+    this._joinWaiter = null;
+    /** @type {Map<LocalTrack, {resolve:(v:any)=>void, reject:(e:any)=>void, timer:any}>} */
+    this._publishWaiters = new Map();
+    this._ownsLocalStream = false;
+    this._opened = false;
+    const log = this.options.log;
+    /** @type {(...args:any[]) => void} */
+    this._log = typeof log === 'function' ? log : log ? (...a) => console.debug('[courier]', ...a) : () => {};
+  }
+
+  // ------------------------------------------------------------------ events
+
+  /**
+   * Subscribe to an event; the handler receives the event's detail. Returns a function that unsubscribes.
+   * @param {string} type
+   * @param {(detail: any) => void} handler
+   * @returns {() => void}
+   */
+  on(type, handler) {
+    /** @param {Event} e */
+    const listener = (e) => handler(/** @type {CustomEvent} */ (e).detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  /**
+   * @param {string} type
+   * @param {any} detail
+   */
+  _emit(type, detail) {
+    this._log('event', type, detail);
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {string} [reqType]
+   */
+  _emitError(code, message, reqType) {
+    this._emit('error', { code, message, reqType });
+  }
+
+  // ------------------------------------------------------------------ connection
+
+  /**
+   * Open the socket, send `join`, wait for `joined`, then publish the local media (unless `publish: false`).
+   * @param {string} url
+   * @param {string} token
+   * @returns {Promise<void>}
+   */
+  async connect(url, token) {
+    if (this.state !== 'new') throw new CourierError('bad_state', `connect() called in state ${this.state}`);
+    this.state = 'connecting';
+    this.url = url;
+
+    const joined = new Promise((resolve, reject) => {
+      this._joinWaiter = { resolve, reject };
+    });
+    const timer = setTimeout(() => {
+      this._joinWaiter?.reject(new CourierError('timeout', `no "joined" within ${this.options.joinTimeoutMs} ms`));
+    }, this.options.joinTimeoutMs);
+
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (err) {
+      clearTimeout(timer);
+      this.state = 'closed';
+      throw new CourierError('bad_url', `cannot open ${url}: ${/** @type {Error} */ (err).message}`);
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      this._opened = true;
+      this._send({ type: 'join', v: PROTOCOL_VERSION, token, auto_subscribe: this.options.autoSubscribe });
+    };
+    ws.onmessage = (ev) => this._onSocketMessage(ev);
+    ws.onclose = (ev) => this._onSocketClose(ev.code, ev.reason);
+    ws.onerror = () => this._log('websocket error'); // a close event follows
+
+    try {
+      await joined;
+    } catch (err) {
+      this._teardown(4000, 'join failed');
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      this._joinWaiter = null;
+    }
+
+    this._pingTimer = setInterval(() => this._send({ type: 'ping', ts: Date.now() }), this.options.pingIntervalMs);
+
+    const publish = this.options.publish;
+    if (publish !== false) {
+      const want = publish === true ? { audio: true, video: true } : { audio: !!publish.audio, video: !!publish.video };
+      try {
+        await this.publishMedia(want);
+      } catch (err) {
+        // Joined anyway: the participant can still receive.
+        const e = /** @type {CourierError} */ (err);
+        this._emitError(e.code ?? 'media_unavailable', e.message);
+      }
+    }
+  }
+
+  /**
+   * Capture camera and/or microphone (or take `options.localStream`) and publish them.
+   * Resolves when the offer is sent; the server's confirmation comes as `local_track_published` (and is what the
+   * promises in the returned array wait for).
+   * @param {{audio?: boolean, video?: boolean}} [want]
+   * @returns {Promise<Promise<LocalTrack>[]>}
+   */
+  async publishMedia(want = { audio: true, video: true }) {
+    let stream = this.options.localStream ?? null;
+    if (!stream) {
+      if (!want.audio && !want.video) return [];
+      if (!navigator.mediaDevices?.getUserMedia) {
+        throw new CourierError('media_unavailable', 'getUserMedia is not available (insecure context?)');
+      }
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({
+          audio: want.audio ? { ...DEFAULT_AUDIO, ...this.options.audioConstraints } : false,
+          video: want.video ? { ...DEFAULT_VIDEO, ...this.options.videoConstraints } : false,
+        });
+      } catch (err) {
+        const e = /** @type {Error} */ (err);
+        throw new CourierError('media_unavailable', `getUserMedia failed: ${e.name}: ${e.message}`);
+      }
+      this._ownsLocalStream = true;
+    }
+    if (this.state !== 'joined') {
+      if (this._ownsLocalStream) stream.getTracks().forEach((t) => t.stop());
+      throw new CourierError('closed', 'left before the media was captured');
+    }
+    this.localStream = stream;
+    const tracks = [...stream.getAudioTracks(), ...stream.getVideoTracks()];
+    // All tracks in one offer.
+    const confirmations = this._publishTracks(
+      tracks.map((track) => ({ track, source: track.kind === 'audio' ? 'microphone' : 'camera', stream })),
+    );
+    // Keep the rejections from being unhandled; errors are also emitted as `error` events.
+    confirmations.forEach((p) => p.catch(() => {}));
+    return confirmations;
+  }
+
+  /**
+   * Publish one track. Resolves with the LocalTrack once the server confirms it with `track_published`.
+   * @param {MediaStreamTrack} track
+   * @param {{source?: Source, name?: string, stream?: MediaStream}} [opts]
+   * @returns {Promise<LocalTrack>}
+   */
+  publishTrack(track, opts = {}) {
+    return this._publishTracks([{ track, ...opts }])[0];
+  }
+
+  /**
+   * Add send transceivers for several tracks and negotiate once.
+   * @param {{track: MediaStreamTrack, source?: Source, name?: string, stream?: MediaStream}[]} specs
+   * @returns {Promise<LocalTrack>[]}
+   */
+  _publishTracks(specs) {
+    if (this.state !== 'joined' || !this.pc) {
+      return specs.map(() => Promise.reject(new CourierError('bad_state', `cannot publish in state ${this.state}`)));
+    }
+    /** @type {LocalTrack[]} */
+    const locals = [];
+    const confirmations = specs.map(({ track, source, name }) => {
+      const kind = /** @type {Kind} */ (track.kind);
+      /** @type {LocalTrack} */
+      const local = {
+        track,
+        kind,
+        source: source ?? (kind === 'audio' ? 'microphone' : 'camera'),
+        name: name ?? '',
+        transceiver: /** @type {any} */ (null),
+        mid: null,
+        trackId: null,
+        muted: false,
+      };
+      locals.push(local);
+      return /** @type {Promise<LocalTrack>} */ (
+        new Promise((resolve, reject) => {
+          const timer = setTimeout(() => {
+            this._publishWaiters.delete(local);
+            reject(new CourierError('timeout', `no track_published for the ${kind} track`));
+          }, this.options.publishTimeoutMs);
+          this._publishWaiters.set(local, { resolve, reject, timer });
+        })
+      );
+    });
+    this._enqueue(async () => {
+      const pc = /** @type {RTCPeerConnection} */ (this.pc);
+      if (this.state !== 'joined') return;
+      locals.forEach((local, i) => {
+        const stream = specs[i].stream;
+        local.transceiver = pc.addTransceiver(local.track, { direction: 'sendonly', streams: stream ? [stream] : [] });
+        if (local.kind === 'video' && this.options.preferVideoCodec) {
+          preferCodec(local.transceiver, this.options.preferVideoCodec);
+        }
+        this.localTracks.push(local);
+      });
+      await this._negotiate();
+    });
+    return confirmations;
+  }
+
+  /**
+   * Stop publishing a track (its m-line becomes `inactive`, which unpublishes it).
+   * @param {string|MediaStreamTrack|LocalTrack} which  track id, the MediaStreamTrack, or the LocalTrack
+   * @returns {Promise<void>}
+   */
+  unpublishTrack(which) {
+    return this._enqueue(async () => {
+      const local = this._findLocal(which);
+      if (!local) throw new CourierError('track_not_found', 'no such local track');
+      this.localTracks = this.localTracks.filter((l) => l !== local);
+      if (local.transceiver && local.transceiver.currentDirection !== 'stopped') {
+        await local.transceiver.sender.replaceTrack(null);
+        local.transceiver.direction = 'inactive';
+      }
+      local.track.stop();
+      await this._negotiate();
+    });
+  }
+
+  /**
+   * Mute or unmute an own track: disables the MediaStreamTrack (black frames / silence) and tells the room.
+   * @param {string|MediaStreamTrack|LocalTrack|Kind} which  track id, track, LocalTrack, or 'audio'/'video'
+   * @param {boolean} muted
+   */
+  setMuted(which, muted) {
+    const targets =
+      which === 'audio' || which === 'video'
+        ? this.localTracks.filter((l) => l.kind === which)
+        : [this._findLocal(which)].filter(Boolean);
+    for (const local of /** @type {LocalTrack[]} */ (targets)) {
+      local.track.enabled = !muted;
+      local.muted = muted;
+      if (local.trackId) this._send({ type: 'mute', track_id: local.trackId, muted });
+    }
+  }
+
+  /** @param {string[]} trackIds */
+  subscribe(trackIds) {
+    this._send({ type: 'subscribe', track_ids: trackIds });
+  }
+
+  /** @param {string[]} trackIds */
+  unsubscribe(trackIds) {
+    this._send({ type: 'unsubscribe', track_ids: trackIds });
+  }
+
+  /**
+   * Leave the room: sends `leave`, waits (briefly) for the server to close the socket, releases media.
+   * @param {number} [timeoutMs=2000]
+   * @returns {Promise<void>}
+   */
+  async leave(timeoutMs = 2000) {
+    if (this.state === 'closed') return;
+    const ws = this.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      this._send({ type: 'leave' });
+      await new Promise((resolve) => {
+        const t = setTimeout(resolve, timeoutMs);
+        ws.addEventListener('close', () => {
+          clearTimeout(t);
+          resolve(undefined);
+        });
+      });
+    }
+    this._teardown(1000, 'left');
+  }
+
+  // ------------------------------------------------------------------ state for apps and tests
+
+  /**
+   * A JSON-serializable view of the client's state.
+   */
+  snapshot() {
+    return {
+      state: this.state,
+      url: this.url,
+      room: this.room,
+      serverVersion: this.serverVersion,
+      participantId: this.participantId,
+      identity: this.identity,
+      name: this.name,
+      connectionState: this.pc?.connectionState ?? null,
+      signalingState: this.pc?.signalingState ?? null,
+      rttMs: this.rttMs,
+      participants: [...this.participants.values()].map((p) => ({
+        id: p.id,
+        identity: p.identity,
+        name: p.name,
+        tracks: [...p.tracks.values()],
+      })),
+      localTracks: this.localTracks.map((l) => ({
+        trackId: l.trackId,
+        kind: l.kind,
+        source: l.source,
+        mid: l.mid,
+        muted: l.muted,
+      })),
+      remoteTracks: [...this.remoteTracks.values()].map((r) => ({
+        trackId: r.trackId,
+        participantId: r.participantId,
+        kind: r.kind,
+        mid: r.mid,
+        readyState: r.track.readyState,
+        muted: r.track.muted,
+      })),
+      closeInfo: this.closeInfo,
+    };
+  }
+
+  /**
+   * Receive-side statistics from `pc.getStats()` (inbound-rtp), labelled with track and participant ids.
+   * `totals.framesDecoded` and `totals.audioPacketsReceived` sum over all streams.
+   */
+  async inboundStats() {
+    /** @type {any[]} */ const video = [];
+    /** @type {any[]} */ const audio = [];
+    const totals = { framesDecoded: 0, videoPacketsReceived: 0, audioPacketsReceived: 0 };
+    if (!this.pc) return { video, audio, totals };
+    const report = await this.pc.getStats();
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      const kind = s.kind ?? s.mediaType;
+      const sub = s.mid != null ? this._subsByMid.get(String(s.mid)) : undefined;
+      const codec = s.codecId ? report.get(s.codecId)?.mimeType ?? null : null;
+      const base = {
+        trackId: sub?.trackId ?? null,
+        participantId: sub?.participantId ?? null,
+        mid: s.mid ?? null,
+        ssrc: s.ssrc,
+        codec,
+        packetsReceived: s.packetsReceived ?? 0,
+        packetsLost: s.packetsLost ?? 0,
+        bytesReceived: s.bytesReceived ?? 0,
+        jitter: s.jitter ?? null,
+      };
+      if (kind === 'video') {
+        video.push({
+          ...base,
+          framesReceived: s.framesReceived ?? 0,
+          framesDecoded: s.framesDecoded ?? 0,
+          framesDropped: s.framesDropped ?? 0,
+          keyFramesDecoded: s.keyFramesDecoded ?? 0,
+          frameWidth: s.frameWidth ?? 0,
+          frameHeight: s.frameHeight ?? 0,
+          framesPerSecond: s.framesPerSecond ?? 0,
+          nackCount: s.nackCount ?? 0,
+          pliCount: s.pliCount ?? 0,
+        });
+        totals.framesDecoded += s.framesDecoded ?? 0;
+        totals.videoPacketsReceived += s.packetsReceived ?? 0;
+      } else if (kind === 'audio') {
+        audio.push({
+          ...base,
+          totalSamplesReceived: s.totalSamplesReceived ?? 0,
+          concealedSamples: s.concealedSamples ?? 0,
+          audioLevel: s.audioLevel ?? null,
+        });
+        totals.audioPacketsReceived += s.packetsReceived ?? 0;
+      }
+    });
+    return { video, audio, totals };
+  }
+
+  /** Send-side statistics from `pc.getStats()` (outbound-rtp), labelled with own track ids. */
+  async outboundStats() {
+    /** @type {any[]} */ const streams = [];
+    if (!this.pc) return streams;
+    const report = await this.pc.getStats();
+    report.forEach((s) => {
+      if (s.type !== 'outbound-rtp') return;
+      const local = this.localTracks.find((l) => l.mid != null && l.mid === s.mid);
+      streams.push({
+        trackId: local?.trackId ?? null,
+        kind: s.kind ?? s.mediaType,
+        mid: s.mid ?? null,
+        rid: s.rid ?? null,
+        ssrc: s.ssrc,
+        codec: s.codecId ? report.get(s.codecId)?.mimeType ?? null : null,
+        packetsSent: s.packetsSent ?? 0,
+        bytesSent: s.bytesSent ?? 0,
+        framesEncoded: s.framesEncoded ?? null,
+        frameWidth: s.frameWidth ?? null,
+        frameHeight: s.frameHeight ?? null,
+        framesPerSecond: s.framesPerSecond ?? null,
+        qualityLimitationReason: s.qualityLimitationReason ?? null,
+      });
+    });
+    return streams;
+  }
+
+  // ------------------------------------------------------------------ internals: socket
+
+  /** @param {object} msg */
+  _send(msg) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      this._log('not sent (socket not open)', msg);
+      return false;
+    }
+    this._log('→', msg);
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  /**
+   * Run `fn` after everything queued before it. Failures become `error` events (and reject the returned promise).
+   * @template T
+   * @param {() => Promise<T>} fn
+   * @returns {Promise<T>}
+   */
+  _enqueue(fn) {
+    const p = this._chain.then(fn);
+    this._chain = p.then(
+      () => {},
+      (err) => {
+        const e = /** @type {CourierError} */ (err);
+        this._emitError(e.code ?? 'client_error', e.message ?? String(err));
+      },
+    );
+    return p;
+  }
+
+  /** @param {MessageEvent} ev */
+  _onSocketMessage(ev) {
+    if (typeof ev.data !== 'string') return;
+    /** @type {any} */
+    let msg;
+    try {
+      msg = JSON.parse(ev.data);
+    } catch {
+      this._emitError('bad_message', 'server sent invalid JSON');
+      return;
+    }
+    if (!msg || typeof msg.type !== 'string') return;
+    this._log('←', msg);
+    if (msg.type === 'pong') {
+      if (typeof msg.ts === 'number') this.rttMs = Date.now() - msg.ts;
+      return;
+    }
+    this._enqueue(() => this._handle(msg));
+  }
+
+  /**
+   * @param {number} code
+   * @param {string} reason
+   */
+  _onSocketClose(code, reason) {
+    this._log('socket closed', code, reason);
+    if (this._joinWaiter) {
+      const text = this._opened
+        ? `${describeCloseCode(code)}${reason ? `: ${reason}` : ''}`
+        : `cannot connect to ${this.url}`;
+      this._joinWaiter.reject(new CourierError('closed', text, { closeCode: code }));
+    }
+    this._teardown(code, reason);
+  }
+
+  /**
+   * Release everything; emits `closed` once.
+   * @param {number} code
+   * @param {string} reason
+   */
+  _teardown(code, reason) {
+    if (this.state === 'closed') return;
+    const wasJoined = this.state === 'joined';
+    this.state = 'closed';
+    this.closeInfo = { code, reason, leaveReason: this._leaveReason };
+    if (this._pingTimer) clearInterval(this._pingTimer);
+    this._pingTimer = null;
+    for (const [local, w] of this._publishWaiters) {
+      clearTimeout(w.timer);
+      w.reject(new CourierError('closed', `closed before the ${local.kind} track was published`));
+    }
+    this._publishWaiters.clear();
+    for (const remote of [...this.remoteTracks.values()]) this._removeRemote(remote, 'closed');
+    if (this.ws) {
+      this.ws.onmessage = null;
+      this.ws.onclose = null;
+      if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) {
+        try {
+          this.ws.close(1000);
+        } catch {
+          /* ignore */
+        }
+      }
+    }
+    if (this.pc) {
+      this.pc.onicecandidate = null;
+      this.pc.onconnectionstatechange = null;
+      this.pc.ontrack = null;
+      this.pc.close();
+    }
+    if (this._ownsLocalStream && this.localStream) this.localStream.getTracks().forEach((t) => t.stop());
+    this._emit('closed', {
+      code,
+      reason,
+      description: describeCloseCode(code),
+      leaveReason: this._leaveReason,
+      wasJoined,
+    });
+  }
+
+  // ------------------------------------------------------------------ internals: messages
+
+  /** @param {any} msg */
+  async _handle(msg) {
+    switch (msg.type) {
+      case 'joined':
+        return this._onJoined(msg);
+      case 'participant_joined': {
+        const p = toParticipant(msg.participant);
+        if (p.id === this.participantId) return;
+        this.participants.set(p.id, p);
+        this._emit('participant_joined', { participant: p });
+        return;
+      }
+      case 'participant_left': {
+        const p = this.participants.get(msg.participant_id);
+        this.participants.delete(msg.participant_id);
+        for (const [mid, sub] of [...this._subsByMid]) {
+          if (sub.participantId === msg.participant_id) {
+            this._subsByMid.delete(mid);
+            const remote = this.remoteTracks.get(sub.trackId);
+            if (remote) this._removeRemote(remote, 'participant_left');
+          }
+        }
+        this._emit('participant_left', { participantId: msg.participant_id, reason: msg.reason, participant: p });
+        return;
+      }
+      case 'track_published':
+        return this._onTrackPublished(msg);
+      case 'track_unpublished': {
+        this.participants.get(msg.participant_id)?.tracks.delete(msg.track_id);
+        const remote = this.remoteTracks.get(msg.track_id);
+        if (remote) this._removeRemote(remote, 'unpublished');
+        this._emit('track_unpublished', { participantId: msg.participant_id, trackId: msg.track_id });
+        return;
+      }
+      case 'track_muted': {
+        const t = this.participants.get(msg.participant_id)?.tracks.get(msg.track_id);
+        if (t) t.muted = !!msg.muted;
+        this._emit('track_muted', { participantId: msg.participant_id, trackId: msg.track_id, muted: !!msg.muted });
+        return;
+      }
+      case 'subscribed':
+        this._subsByMid.set(String(msg.mid), {
+          trackId: msg.track_id,
+          participantId: msg.participant_id,
+          kind: msg.kind,
+          mid: String(msg.mid),
+        });
+        return;
+      case 'unsubscribed': {
+        for (const [mid, sub] of [...this._subsByMid]) {
+          if (sub.trackId === msg.track_id) this._subsByMid.delete(mid);
+        }
+        const remote = this.remoteTracks.get(msg.track_id);
+        if (remote) this._removeRemote(remote, msg.reason ?? 'unsubscribed');
+        return;
+      }
+      case 'offer':
+        return this._onServerOffer(msg);
+      case 'answer':
+        return this._onServerAnswer(msg);
+      case 'error':
+        return this._onServerError(msg);
+      case 'leave':
+        this._leaveReason = msg.reason ?? null;
+        return;
+      default:
+        this._log('ignoring unknown server message', msg.type);
+    }
+  }
+
+  /** @param {any} msg */
+  _onJoined(msg) {
+    if (this.state !== 'connecting') return;
+    this.state = 'joined';
+    this.room = msg.room ?? '';
+    this.serverVersion = msg.server_version ?? '';
+    this.participantId = msg.participant?.id ?? null;
+    this.identity = msg.participant?.identity ?? '';
+    this.name = msg.participant?.name ?? this.identity;
+    for (const raw of msg.participants ?? []) {
+      const p = toParticipant(raw);
+      if (p.id !== this.participantId) this.participants.set(p.id, p);
+    }
+    this._createPeerConnection();
+    this._emit('joined', {
+      room: this.room,
+      participant: toParticipant(msg.participant ?? {}),
+      participants: [...this.participants.values()],
+    });
+    this._joinWaiter?.resolve(undefined);
+  }
+
+  /** @param {any} msg */
+  _onTrackPublished(msg) {
+    const info = /** @type {TrackInfo} */ ({ ...msg.track });
+    if (msg.participant_id === this.participantId) {
+      const mid = info.mid != null ? String(info.mid) : null;
+      const local = this.localTracks.find((l) => l.mid != null && l.mid === mid);
+      if (local) {
+        local.trackId = info.id;
+        if (local.muted) this._send({ type: 'mute', track_id: info.id, muted: true });
+        const w = this._publishWaiters.get(local);
+        if (w) {
+          clearTimeout(w.timer);
+          this._publishWaiters.delete(local);
+          w.resolve(local);
+        }
+        this._emit('local_track_published', { localTrack: local });
+      }
+    } else {
+      const p = this.participants.get(msg.participant_id);
+      if (p) p.tracks.set(info.id, info);
+    }
+    this._emit('track_published', { participantId: msg.participant_id, track: info });
+  }
+
+  /** @param {any} msg */
+  async _onServerError(msg) {
+    const { code, message, req_type: reqType } = msg;
+    this._emitError(code ?? 'unknown', message ?? '', reqType);
+    const pc = this.pc;
+    if (reqType === 'offer' && this._pendingOffer && pc?.signalingState === 'have-local-offer') {
+      // The server will not answer this offer (permission_denied, sdp_rejected): roll it back so that negotiation
+      // can go on, and give up on the tracks it was adding (offering them again would only fail again).
+      this._log('own offer refused, rolling back', code);
+      this._pendingOffer = null;
+      await pc.setLocalDescription({ type: 'rollback' });
+      for (const local of this.localTracks.filter((l) => !l.trackId)) {
+        this.localTracks = this.localTracks.filter((l) => l !== local);
+        try {
+          local.transceiver.stop();
+        } catch {
+          /* already stopped */
+        }
+        const w = this._publishWaiters.get(local);
+        if (w) {
+          clearTimeout(w.timer);
+          this._publishWaiters.delete(local);
+          w.reject(new CourierError(code, message));
+        }
+      }
+      if (this._needsNegotiation) await this._negotiate();
+    }
+  }
+
+  // ------------------------------------------------------------------ internals: negotiation
+
+  _createPeerConnection() {
+    const pc = new RTCPeerConnection({
+      iceServers: this.options.iceServers,
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    });
+    this.pc = pc;
+    pc.onicecandidate = (e) => {
+      const c = e.candidate;
+      if (!c || !c.candidate) {
+        if (this._lastCandidateWasEnd) return;
+        this._lastCandidateWasEnd = true;
+        this._sendCandidate({ type: 'candidate', candidate: '', ...(c?.sdpMid != null ? { sdp_mid: c.sdpMid } : {}) });
+        return;
+      }
+      this._lastCandidateWasEnd = false;
+      this._sendCandidate({ type: 'candidate', candidate: c.candidate, ...(c.sdpMid != null ? { sdp_mid: c.sdpMid } : {}) });
+    };
+    pc.onconnectionstatechange = () => this._emit('connection_state', { state: pc.connectionState });
+    pc.ontrack = (e) => this._log('ontrack', e.track.kind, 'mid', e.transceiver.mid);
+  }
+
+  /** @param {object} msg */
+  _sendCandidate(msg) {
+    if (!this._descriptionSent) this._pendingCandidates.push(msg);
+    else this._send(msg);
+  }
+
+  _flushCandidates() {
+    this._descriptionSent = true;
+    const queued = this._pendingCandidates;
+    this._pendingCandidates = [];
+    for (const m of queued) this._send(m);
+  }
+
+  /** Send an offer for the client's current send m-lines, unless one is already outstanding. Runs in the queue. */
+  async _negotiate() {
+    const pc = this.pc;
+    if (!pc || this.state !== 'joined') return;
+    if (this._pendingOffer || pc.signalingState !== 'stable') {
+      this._needsNegotiation = true;
+      return;
+    }
+    this._needsNegotiation = false;
+    const id = this._nextOfferId++;
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    for (const l of this.localTracks) if (l.transceiver) l.mid = l.transceiver.mid;
+    const tracks = this.localTracks
+      .filter((l) => l.mid != null && (l.transceiver.direction === 'sendonly' || l.transceiver.direction === 'sendrecv'))
+      .map((l) => ({ mid: l.mid, source: l.source, name: l.name }));
+    this._pendingOffer = { id };
+    this._send({ type: 'offer', id, sdp: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp, tracks });
+    this._flushCandidates();
+  }
+
+  /** @param {any} msg */
+  async _onServerOffer(msg) {
+    const pc = this.pc;
+    if (!pc) return;
+    if (this._pendingOffer) {
+      // Impolite side: our offer wins; the server will send a fresh offer after answering ours.
+      this._log(`ignoring server offer ${msg.id}: own offer ${this._pendingOffer.id} outstanding`);
+      return;
+    }
+    try {
+      await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+      const answer = await pc.createAnswer();
+      await pc.setLocalDescription(answer);
+    } catch (err) {
+      if (pc.signalingState === 'have-remote-offer') {
+        await pc.setRemoteDescription({ type: 'rollback' }).catch(() => {});
+      }
+      throw new CourierError('sdp_rejected', `cannot apply server offer ${msg.id}: ${/** @type {Error} */ (err).message}`);
+    }
+    this._send({ type: 'answer', id: msg.id, sdp: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp });
+    this._flushCandidates();
+    this._reconcileRemoteTracks();
+    if (this._needsNegotiation) await this._negotiate();
+  }
+
+  /** @param {any} msg */
+  async _onServerAnswer(msg) {
+    const pc = this.pc;
+    if (!pc) return;
+    if (!this._pendingOffer || msg.id !== this._pendingOffer.id) {
+      this._log(`ignoring answer ${msg.id}: not for the outstanding offer`);
+      return;
+    }
+    this._pendingOffer = null;
+    try {
+      await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+    } catch (err) {
+      await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+      throw new CourierError('sdp_rejected', `cannot apply server answer ${msg.id}: ${/** @type {Error} */ (err).message}`);
+    }
+    this._reconcileRemoteTracks();
+    if (this._needsNegotiation) await this._negotiate();
+  }
+
+  /**
+   * After every completed negotiation: label receiving transceivers with the track ids announced by `subscribed`,
+   * and drop remote tracks whose m-line no longer receives (or now carries another track).
+   */
+  _reconcileRemoteTracks() {
+    const pc = this.pc;
+    if (!pc) return;
+    /** @type {Map<string, RTCRtpTransceiver>} */
+    const byMid = new Map();
+    for (const tr of pc.getTransceivers()) if (tr.mid != null) byMid.set(tr.mid, tr);
+    const receiving = (/** @type {RTCRtpTransceiver|undefined} */ tr) =>
+      !!tr && tr.currentDirection !== 'stopped' && (tr.currentDirection === 'recvonly' || tr.currentDirection === 'sendrecv');
+
+    for (const remote of [...this.remoteTracks.values()]) {
+      const sub = this._subsByMid.get(remote.mid);
+      if (!sub || sub.trackId !== remote.trackId || !receiving(byMid.get(remote.mid))) {
+        this._removeRemote(remote, 'renegotiated');
+      }
+    }
+    for (const [mid, sub] of this._subsByMid) {
+      const tr = byMid.get(mid);
+      if (!tr || !receiving(tr) || this.remoteTracks.has(sub.trackId)) continue;
+      /** @type {RemoteTrack} */
+      const remote = {
+        trackId: sub.trackId,
+        participantId: sub.participantId,
+        kind: /** @type {Kind} */ (tr.receiver.track.kind),
+        mid,
+        track: tr.receiver.track,
+        receiver: tr.receiver,
+      };
+      this.remoteTracks.set(sub.trackId, remote);
+      this._emit('remote_track_added', remote);
+    }
+  }
+
+  /**
+   * @param {RemoteTrack} remote
+   * @param {string} reason
+   */
+  _removeRemote(remote, reason) {
+    if (this.remoteTracks.get(remote.trackId) !== remote) return;
+    this.remoteTracks.delete(remote.trackId);
+    this._emit('remote_track_removed', { ...remote, reason });
+  }
+
+  /**
+   * @param {string|MediaStreamTrack|LocalTrack} which
+   * @returns {LocalTrack|undefined}
+   */
+  _findLocal(which) {
+    if (typeof which === 'string') return this.localTracks.find((l) => l.trackId === which);
+    if (typeof MediaStreamTrack !== 'undefined' && which instanceof MediaStreamTrack) {
+      return this.localTracks.find((l) => l.track === which);
+    }
+    return this.localTracks.find((l) => l === which);
+  }
+}
+
+/**
+ * @param {any} raw
+ * @returns {Participant}
+ */
+function toParticipant(raw) {
+  const tracks = new Map();
+  for (const t of raw?.tracks ?? []) tracks.set(t.id, { ...t });
+  return { id: raw?.id ?? '', identity: raw?.identity ?? '', name: raw?.name || raw?.identity || '', tracks };
+}
+
+/**
+ * Move one codec (e.g. 'video/VP8') to the front of a transceiver's codec list. Best effort.
+ * @param {RTCRtpTransceiver} transceiver
+ * @param {string} mimeType
+ */
+function preferCodec(transceiver, mimeType) {
+  try {
+    if (typeof transceiver.setCodecPreferences !== 'function') return;
+    const caps = RTCRtpSender.getCapabilities('video');
+    if (!caps) return;
+    const want = mimeType.toLowerCase();
+    const first = caps.codecs.filter((c) => c.mimeType.toLowerCase() === want);
+    if (first.length === 0) return;
+    const rest = caps.codecs.filter((c) => c.mimeType.toLowerCase() !== want);
+    transceiver.setCodecPreferences([...first, ...rest]);
+  } catch {
+    // Some browsers only accept receiver capabilities here; the default order is fine too.
+  }
+}
