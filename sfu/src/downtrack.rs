@@ -2,8 +2,8 @@
 //!
 //! It exists because what a subscriber receives is not simply what the publisher sends: the subscriber's m-line
 //! has its own payload types (matched by codec parameters), its own SSRC (str0m stamps it), its own continuous
-//! sequence numbers and timestamps ([`Munger`]), and a video down-track starts only at a keyframe, since nothing
-//! before one can be decoded.
+//! sequence numbers and timestamps ([`Munger`]; padding-only packets are dropped and their numbers closed up), and
+//! a video down-track starts only at a keyframe, since nothing before one can be decoded.
 //!
 //! Lifecycle (the m-line on the subscriber's peer connection):
 //!
@@ -144,6 +144,11 @@ impl DownTrack {
     /// not negotiated with this subscriber, waiting for a keyframe, older than the start).
     pub fn prepare(&mut self, pkt: &ForwardPacket, rtc: &Rtc) -> Option<(Mid, WriteParams)> {
         let DownTrackState::Open(mid) = self.state else { return None };
+        if pkt.payload.is_empty() {
+            // Padding only (bandwidth probing upstream): not forwarded, and its sequence number closed up.
+            self.munger.skip(pkt.seq_no);
+            return None;
+        }
         let src_pt = pkt.params.pt();
         let pt = match self.pt_map {
             Some((s, l)) if s == src_pt => l,

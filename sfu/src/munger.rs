@@ -20,6 +20,10 @@ pub struct Munged {
     pub timestamp: u32,
 }
 
+/// How many sequence-offset changes (dropped padding packets, re-bases) are remembered, so that a packet arriving
+/// late, from before a change, still gets the offset that was in force where it belongs.
+const OFFSET_HISTORY: usize = 64;
+
 /// Per-down-track rewriting state. See the module doc.
 #[derive(Debug, Clone)]
 pub struct Munger {
@@ -27,12 +31,13 @@ pub struct Munger {
     start_seq: u64,
     /// Outgoing timestamp of the first forwarded packet.
     start_ts: u32,
-    /// `out = in + seq_offset` once started (wrapping arithmetic on u64).
-    seq_offset: Option<u64>,
+    /// `(first incoming seq, seq offset)` ranges, oldest first: `out = in + offset` (wrapping) for `in` from
+    /// `first` up to the next range's start. Empty until the first packet.
+    offsets: std::collections::VecDeque<(u64, u64)>,
     /// `out = in + ts_offset` once started (wrapping on u32).
     ts_offset: u32,
-    /// First incoming extended sequence number of the current source; older packets are dropped.
-    first_in_seq: u64,
+    /// Highest incoming sequence number seen (forwarded or skipped).
+    highest_in: u64,
     /// Highest outgoing sequence number and its timestamp so far.
     highest_out: Option<(u64, u32)>,
     /// A new source is to be joined at its next packet (see [`Munger::rebase`]).
@@ -46,48 +51,65 @@ impl Munger {
         Munger {
             start_seq: u64::from(start_seq & 0x7fff),
             start_ts,
-            seq_offset: None,
+            offsets: std::collections::VecDeque::new(),
             ts_offset: 0,
-            first_in_seq: 0,
+            highest_in: 0,
             highest_out: None,
             rebase_pending: None,
         }
     }
 
+    fn push_offset(&mut self, from_in: u64, offset: u64) {
+        if self.offsets.len() == OFFSET_HISTORY {
+            self.offsets.pop_front();
+        }
+        self.offsets.push_back((from_in, offset));
+    }
+
+    /// The offset in force for `in_seq`, or `None` when it is older than everything remembered.
+    fn offset_for(&self, in_seq: u64) -> Option<u64> {
+        self.offsets.iter().rev().find(|(from, _)| in_seq >= *from).map(|(_, o)| *o)
+    }
+
     /// Map one incoming packet, or `None` when it must not be forwarded (older than the start of the current source,
-    /// or a duplicate of one already far behind).
+    /// or older than the remembered history).
     pub fn map(&mut self, in_seq: u64, in_ts: u32) -> Option<Munged> {
         if let Some(ts_gap) = self.rebase_pending.take() {
-            // Continue right after the last packet sent, `ts_gap` later in media time.
+            // Continue right after the last packet sent, `ts_gap` later in media time. Older packets of the previous
+            // source cannot be placed any more.
             let (last_seq, last_ts) = self.highest_out.unwrap_or((self.start_seq.wrapping_sub(1), self.start_ts));
             let out_seq = last_seq.wrapping_add(1);
             let out_ts = last_ts.wrapping_add(ts_gap);
-            self.seq_offset = Some(out_seq.wrapping_sub(in_seq));
+            self.offsets.clear();
+            self.push_offset(in_seq, out_seq.wrapping_sub(in_seq));
             self.ts_offset = out_ts.wrapping_sub(in_ts);
-            self.first_in_seq = in_seq;
+            self.highest_in = in_seq;
         }
-        let seq_offset = match self.seq_offset {
-            Some(o) => o,
-            None => {
-                let o = self.start_seq.wrapping_sub(in_seq);
-                self.seq_offset = Some(o);
-                self.ts_offset = self.start_ts.wrapping_sub(in_ts);
-                self.first_in_seq = in_seq;
-                o
-            }
-        };
-        if in_seq < self.first_in_seq {
-            return None;
+        if self.offsets.is_empty() {
+            self.push_offset(in_seq, self.start_seq.wrapping_sub(in_seq));
+            self.ts_offset = self.start_ts.wrapping_sub(in_ts);
+            self.highest_in = in_seq;
         }
-        let out = Munged {
-            seq_no: in_seq.wrapping_add(seq_offset),
-            timestamp: in_ts.wrapping_add(self.ts_offset),
-        };
+        let offset = self.offset_for(in_seq)?;
+        self.highest_in = self.highest_in.max(in_seq);
+        let out = Munged { seq_no: in_seq.wrapping_add(offset), timestamp: in_ts.wrapping_add(self.ts_offset) };
         match self.highest_out {
             Some((h, _)) if h >= out.seq_no => {}
             _ => self.highest_out = Some((out.seq_no, out.timestamp)),
         }
         Some(out)
+    }
+
+    /// The packet `in_seq` is deliberately not forwarded (padding only): close the gap it would leave, so the
+    /// subscriber does not see a loss it would ask to have repaired. Only a packet newer than all before it can be
+    /// closed up; an older one (reordered) is already inside the sequence and is ignored.
+    pub fn skip(&mut self, in_seq: u64) {
+        if self.offsets.is_empty() || self.rebase_pending.is_some() || in_seq <= self.highest_in {
+            return;
+        }
+        let current = self.offsets.back().map(|(_, o)| *o).expect("offsets is not empty");
+        self.highest_in = in_seq;
+        self.push_offset(in_seq + 1, current.wrapping_sub(1));
     }
 
     /// The next packet comes from a different source numbering (another layer or a re-published track). It will be
@@ -173,5 +195,25 @@ mod tests {
         assert_eq!(next, Munged { seq_no: 103, timestamp: 1000 + 3000 + 3000 + 3000 });
         // Packets of the new source from before its first one are dropped.
         assert_eq!(m.map(6, 0), None);
+    }
+
+    #[test]
+    fn skipped_padding_leaves_no_gap() {
+        let mut m = Munger::new(1, 0);
+        let seq = |m: &mut Munger, s| m.map(s, 0).map(|o| o.seq_no);
+        assert_eq!(seq(&mut m, 100), Some(1));
+        assert_eq!(seq(&mut m, 101), Some(2));
+        m.skip(102);
+        m.skip(103);
+        assert_eq!(seq(&mut m, 104), Some(3), "two padding packets closed up");
+        // A reordered media packet from before the padding keeps its own place.
+        m.skip(106);
+        assert_eq!(seq(&mut m, 107), Some(5));
+        assert_eq!(seq(&mut m, 105), Some(4), "late packet from before the skip");
+        // Skipping an old sequence number changes nothing.
+        m.skip(90);
+        assert_eq!(seq(&mut m, 108), Some(6));
+        // Before the start: dropped.
+        assert_eq!(seq(&mut m, 99), None);
     }
 }
