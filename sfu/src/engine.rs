@@ -660,3 +660,35 @@ impl Drop for Shared {
         debug!("sfu shared state dropped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn next_event(rx: &mut mpsc::UnboundedReceiver<PeerEvent>) -> Option<PeerEvent> {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("an event within 5 s")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_peer_is_closed_alone() {
+        let sfu = Sfu::start(SfuConfig { workers: 2, ..SfuConfig::default() }).await.unwrap();
+        let opts = PeerOptions { can_publish: true, can_subscribe: true, label: "t".into() };
+        let (a, mut a_ev) = sfu.create_peer(opts.clone()).await.unwrap();
+        let (b, mut b_ev) = sfu.create_peer(opts.clone()).await.unwrap();
+        assert_eq!(sfu.stats().peers, 2);
+
+        sfu.inject_panic(a).await.unwrap();
+        assert_eq!(next_event(&mut a_ev).await, Some(PeerEvent::Closed { reason: CloseReason::Fault }));
+        // The engine goes on: the other peer still answers, and new peers can be created.
+        sfu.offer(b, 1, "not sdp".into()).await.unwrap();
+        assert!(matches!(next_event(&mut b_ev).await, Some(PeerEvent::OfferRejected { id: 1, .. })));
+        let (_c, _c_ev) = sfu.create_peer(opts).await.unwrap();
+        assert_eq!(sfu.stats().peer_faults, 1);
+        assert_eq!(sfu.stats().peers, 2, "a is gone, b and c remain");
+        assert!(matches!(sfu.offer(a, 2, String::new()).await, Err(SfuError::UnknownPeer(_))));
+
+        sfu.close_peer(b).await.unwrap();
+        assert_eq!(next_event(&mut b_ev).await, Some(PeerEvent::Closed { reason: CloseReason::Requested }));
+    }
+}
