@@ -334,8 +334,8 @@ struct Worker {
     local_subs: HashMap<TrackId, Vec<PeerId>>,
     /// Media to send to other workers at the end of this cycle.
     outbox: Vec<Vec<Arc<ForwardPacket>>>,
-    /// Peers touched this cycle, to drain.
-    dirty: Vec<PeerId>,
+    /// Keyframe requests for publishers on this worker, applied after the current drain (not inside it).
+    keyframe_requests: Vec<(TrackId, KeyframeRequestKind)>,
 }
 
 impl Worker {
@@ -348,7 +348,7 @@ impl Worker {
             routes: HashMap::new(),
             local_subs: HashMap::new(),
             outbox: vec![Vec::new(); n],
-            dirty: Vec::new(),
+            keyframe_requests: Vec::new(),
         }
     }
 
@@ -384,7 +384,7 @@ impl Worker {
             for id in due {
                 self.with_peer(id, |p| p.handle_timeout(now));
             }
-            self.drain_dirty();
+            self.apply_keyframe_requests();
             self.flush_outbox();
         }
     }
@@ -396,7 +396,7 @@ impl Worker {
                 let id = peer.id();
                 let span = tracing::info_span!("peer", peer = %id, who = %label);
                 self.peers.insert(id, PeerSlot { peer, events, span, next_timeout: Instant::now() });
-                self.dirty.push(id);
+                self.drain(id);
             }
             WorkerMsg::Datagram { peer, source, at, data } => {
                 let dest = self.shared.local_addr;
@@ -453,12 +453,7 @@ impl Worker {
                     self.deliver_local(pkt);
                 }
             }
-            WorkerMsg::KeyframeRequest { track, kind } => {
-                let publisher = self.shared.tracks.lock().expect("tracks lock").get(&track).map(|e| e.publisher);
-                if let Some(p) = publisher {
-                    self.with_peer(p, |peer| peer.handle_keyframe_request(Instant::now(), track, kind));
-                }
-            }
+            WorkerMsg::KeyframeRequest { track, kind } => self.keyframe_requests.push((track, kind)),
             WorkerMsg::ClosePeer { peer } => self.with_peer(peer, |p| p.close(CloseReason::Requested)),
             #[cfg(any(test, feature = "fault-injection"))]
             WorkerMsg::Panic { peer } => self.with_peer(peer, |_| panic!("injected fault")),
@@ -468,21 +463,24 @@ impl Worker {
                 for id in ids {
                     self.with_peer(id, |p| p.close(CloseReason::Requested));
                 }
-                self.drain_dirty();
                 return false;
             }
         }
         true
     }
 
-    /// Run `f` on a peer, catching a panic: a fault closes that peer only.
+    /// Run `f` on a peer, catching a panic (a fault closes that peer only), then drain it at once.
+    ///
+    /// Draining right after every input is not an optimisation but str0m's contract: in RTP mode an `Rtc` holds a
+    /// single received packet until the next `poll_output`, so a second `handle_input` before the drain would
+    /// overwrite (lose) the first.
     fn with_peer(&mut self, id: PeerId, f: impl FnOnce(&mut Peer)) {
         let Some(slot) = self.peers.get_mut(&id) else { return };
         let _g = slot.span.enter();
         let r = catch_unwind(AssertUnwindSafe(|| f(&mut slot.peer)));
         drop(_g);
         match r {
-            Ok(()) => self.dirty.push(id),
+            Ok(()) => self.drain(id),
             Err(_) => self.fault(id),
         }
     }
@@ -552,9 +550,12 @@ impl Worker {
         }
     }
 
-    fn drain_dirty(&mut self) {
-        while let Some(id) = self.dirty.pop() {
-            self.drain(id);
+    fn apply_keyframe_requests(&mut self) {
+        for (track, kind) in std::mem::take(&mut self.keyframe_requests) {
+            let publisher = self.shared.tracks.lock().expect("tracks lock").get(&track).map(|e| e.publisher);
+            if let Some(p) = publisher {
+                self.with_peer(p, |peer| peer.handle_keyframe_request(Instant::now(), track, kind));
+            }
         }
     }
 
@@ -598,7 +599,7 @@ impl Worker {
                     let entry = self.shared.tracks.lock().expect("tracks lock").get(&track).copied();
                     if let Some(e) = entry {
                         if e.worker == self.id {
-                            self.with_peer(e.publisher, |p| p.handle_keyframe_request(Instant::now(), track, kind));
+                            self.keyframe_requests.push((track, kind));
                         } else {
                             let _ = self.shared.workers[e.worker.0].try_send(WorkerMsg::KeyframeRequest { track, kind });
                         }

@@ -150,6 +150,9 @@ pub struct Peer {
     queue: VecDeque<PeerOutput>,
     closed: bool,
     connected: bool,
+    /// RTP packets received from the client / written to it (for the close log and metrics).
+    rtp_in: u64,
+    rtp_out: u64,
 }
 
 impl Peer {
@@ -181,6 +184,8 @@ impl Peer {
             queue: VecDeque::new(),
             closed: false,
             connected: false,
+            rtp_in: 0,
+            rtp_out: 0,
         }
     }
 
@@ -370,6 +375,7 @@ impl Peer {
             .ext_vals(pkt.ext.clone())
             .nackable(pkt.kind == MediaKind::Video);
         stream.write_rtp(rtp);
+        self.rtp_out += 1;
     }
 
     /// A subscriber wants a keyframe of `track`, which this peer publishes. Throttled per track.
@@ -399,7 +405,7 @@ impl Peer {
         }
         self.closed = true;
         self.rtc.disconnect();
-        info!(peer = %self.id, ?reason, "peer closed");
+        info!(peer = %self.id, ?reason, rtp_in = self.rtp_in, rtp_out = self.rtp_out, "peer closed");
         self.queue.push_back(PeerOutput::Event(PeerEvent::Closed { reason }));
     }
 
@@ -498,6 +504,7 @@ impl Peer {
     }
 
     fn handle_rtp(&mut self, p: RtpPacket) {
+        self.rtp_in += 1;
         let ssrc = p.header.ssrc;
         let Some((mid, rid)) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| (s.mid(), s.rid())) else { return };
         let Some(track) = self.tracks_in.get_mut(&mid) else { return };

@@ -1,0 +1,1633 @@
+//! A native Courier participant built on webrtc-rs: joins, publishes synthetic media, receives
+//! and checks everything it is sent, and reports.
+//!
+//! The server is built on str0m; testing it with a second, independent WebRTC stack catches
+//! what a same-stack test cannot (SDP dialect, RTCP and extension handling, timing). The client
+//! is meant for scenario tests and load: no media devices, deterministic payloads, and counters
+//! that say exactly what arrived.
+//!
+//! # Tasks
+//!
+//! [`Client::connect`] joins over the WebSocket, builds one `PeerConnection`, then spawns:
+//!
+//! - the **session** task, sole owner of the WebSocket and of negotiation: it answers server
+//!   offers, sends its own when publishing changes (following [`Negotiation`]'s glare rules),
+//!   trickles candidates, pings every 10 s, and turns server messages into [`ClientEvent`]s;
+//! - one **sender** task per published track, writing RTP to a `TrackLocalStaticRTP` once the
+//!   connection is up and the track's m-line is negotiated (Opus every 20 ms; VP8 frames at the
+//!   configured rate, with a keyframe on PLI/FIR);
+//! - one **reader** task per remote track, feeding packets to a [`VideoReceiver`] or
+//!   [`AudioReceiver`] under the track id that `subscribed` gave its m-line.
+//!
+//! The webrtc-rs driver never blocks on a slow reader: it drops packets when a track's queue
+//! (256) is full. So [`Client::set_media_reading`]`(false)` makes a subscriber that stops
+//! *consuming* media, but it keeps sending RTCP receiver reports from the interceptors; to the
+//! SFU it still looks alive. A subscriber that goes silent on the network needs the link
+//! emulator.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rtc::interceptor::{
+    Attribute, Interceptor, Packet as InterceptorPacket, Slot, StreamInfo, TaggedPacket,
+};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_twcc,
+};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, trace, warn};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, Registry,
+};
+use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
+
+use crate::audio::{
+    AudioError, AudioReceiver, AudioSource, DEFAULT_BITRATE_BPS, FRAME_DURATION, FRAME_SAMPLES,
+};
+use crate::frame::{VideoConfig, VideoReceiver, VideoSource, Vp8Packetizer};
+use crate::report::{AudioTrackReport, PublishedReport, Report, TrackReport, VideoTrackReport};
+use crate::signal::{
+    AnswerAction, ClientMessage, Incoming, Joined, MediaKind, Negotiation, OfferTrack,
+    ParticipantInfo, ServerMessage, ServerOfferAction, SignalConnection, SignalError, Subscription,
+    Subscriptions, TrackInfo, TrackSource, PROTOCOL_VERSION,
+};
+
+/// How a [`Client`] behaves.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Publish an Opus track.
+    pub publish_audio: bool,
+    /// Publish a synthetic VP8 track.
+    pub publish_video: bool,
+    /// The VP8 track's rate, bitrate, keyframe interval and size.
+    pub video: VideoConfig,
+    /// The Opus bitrate.
+    pub audio_bitrate_bps: i32,
+    /// `join.auto_subscribe`.
+    pub auto_subscribe: bool,
+    /// Drain received media from the start (see [`Client::set_media_reading`]).
+    pub read_media: bool,
+    /// Local UDP address for ICE. `None`: `127.0.0.1:0` when the server's host is a loopback
+    /// address or `localhost`, otherwise `0.0.0.0:0` (every interface).
+    pub udp_addr: Option<SocketAddr>,
+    /// How long to wait for `joined`.
+    pub join_timeout: Duration,
+    /// Keepalive interval (the protocol says 10 s; the server closes after 30 s of silence).
+    pub ping_interval: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            publish_audio: false,
+            publish_video: false,
+            video: VideoConfig::default(),
+            audio_bitrate_bps: DEFAULT_BITRATE_BPS,
+            auto_subscribe: true,
+            read_media: true,
+            udp_addr: None,
+            join_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Options publishing the given kinds.
+    pub fn publishing(kinds: &[MediaKind]) -> Self {
+        Self {
+            publish_audio: kinds.contains(&MediaKind::Audio),
+            publish_video: kinds.contains(&MediaKind::Video),
+            ..Self::default()
+        }
+    }
+}
+
+/// Something that happened to a [`Client`], in order.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The room snapshot (always the first event).
+    Joined(Joined),
+    /// Someone joined.
+    ParticipantJoined(ParticipantInfo),
+    /// Someone left.
+    ParticipantLeft {
+        /// Who.
+        participant_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A track was published (ours included; then `own` is true and `track.mid` is set).
+    TrackPublished {
+        /// The publisher.
+        participant_id: String,
+        /// The track.
+        track: TrackInfo,
+        /// Whether it is one of this client's tracks.
+        own: bool,
+    },
+    /// A track was unpublished.
+    TrackUnpublished {
+        /// The publisher.
+        participant_id: String,
+        /// The track.
+        track_id: String,
+    },
+    /// A track was muted or unmuted.
+    TrackMuted {
+        /// The publisher.
+        participant_id: String,
+        /// The track.
+        track_id: String,
+        /// New state.
+        muted: bool,
+    },
+    /// This client will receive a track (from `subscribed`).
+    TrackSubscribed(Subscription),
+    /// This client no longer receives a track.
+    TrackUnsubscribed {
+        /// The track.
+        track_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The first RTP packet of a received track arrived (`track_id` as in the report).
+    MediaReceived {
+        /// The track.
+        track_id: String,
+        /// Its kind.
+        kind: MediaKind,
+    },
+    /// The peer connection changed state (`connected`, `failed`, …).
+    ConnectionState(String),
+    /// The server reported an error, or a local negotiation step failed (`code` = `local`).
+    Error {
+        /// The server's code, or `local`.
+        code: String,
+        /// Details.
+        message: String,
+        /// The failed request's type, when known.
+        req_type: Option<String>,
+    },
+    /// The session ended; no events follow.
+    Closed {
+        /// WebSocket close code, if the server sent one.
+        code: Option<u16>,
+        /// Close reason.
+        reason: String,
+        /// The `reason` of the server's `leave` message, if one came first.
+        leave_reason: Option<String>,
+    },
+}
+
+/// A client failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The WebSocket failed or the URL is bad.
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    /// The server closed the socket instead of answering `join` (bad token, version, …).
+    #[error("join refused: socket closed with code {code:?} {reason:?}")]
+    JoinClosed {
+        /// Close code (4001 invalid token, 4002 expired, 4004 not allowed, 4005 version, …).
+        code: Option<u16>,
+        /// Close reason.
+        reason: String,
+    },
+    /// The server answered `join` with an error message.
+    #[error("join refused: {code}: {message}")]
+    JoinError {
+        /// Error code.
+        code: String,
+        /// Error message.
+        message: String,
+    },
+    /// No `joined` within the join timeout.
+    #[error("no joined message within {0:?}")]
+    JoinTimeout(Duration),
+    /// The first message after `join` was something else.
+    #[error("expected joined, got {0}")]
+    UnexpectedMessage(String),
+    /// webrtc-rs refused an operation.
+    #[error("webrtc: {0}")]
+    WebRtc(#[from] webrtc::error::Error),
+    /// libopus failed.
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    /// Nothing of this kind is published.
+    #[error("no {0} track is published")]
+    NotPublished(MediaKind),
+    /// The server has not confirmed the track yet (no `track_published` for it).
+    #[error("the {0} track has no server id yet")]
+    NotAcknowledged(MediaKind),
+    /// A track of this kind is already published.
+    #[error("a {0} track is already published")]
+    AlreadyPublished(MediaKind),
+    /// The session has ended.
+    #[error("the session is closed")]
+    Closed,
+    /// Waiting for something timed out.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    /// webrtc-rs did not behave as its documentation says.
+    #[error("unexpected webrtc-rs behaviour: {0}")]
+    Unexpected(&'static str),
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
+    // A panic in another holder does not make the counters meaningless; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared state (session, readers, senders, and the Client handle)
+
+#[derive(Debug, Default)]
+struct SentCounters {
+    audio_packets: AtomicU64,
+    video_frames: AtomicU64,
+    video_packets: AtomicU64,
+    errors: AtomicU64,
+}
+
+enum RxMedia {
+    Video(Box<VideoReceiver>),
+    Audio(Box<AudioReceiver>),
+}
+
+struct RxTrack {
+    track_id: String,
+    participant_id: String,
+    media: RxMedia,
+}
+
+#[derive(Default)]
+struct RxState {
+    subs: Subscriptions,
+    tracks: Vec<RxTrack>,
+}
+
+struct Shared {
+    joined_at: Instant,
+    identity: String,
+    participant_id: String,
+    room: String,
+    rx: StdMutex<RxState>,
+    sent: SentCounters,
+}
+
+impl Shared {
+    /// Counts one received packet on `mid`. Returns the track id and kind when it was the first
+    /// packet of that track.
+    fn on_rtp(
+        &self,
+        mid: &str,
+        kind: MediaKind,
+        packet: &rtc::rtp::Packet,
+    ) -> Option<(String, MediaKind)> {
+        let now = now_us();
+        let mut rx = lock(&self.rx);
+        let (track_id, participant_id) = match rx.subs.by_mid(mid) {
+            Some(s) => (s.track_id.clone(), s.participant_id.clone()),
+            None => (format!("mid:{mid}"), String::new()),
+        };
+        let index = match rx.tracks.iter().position(|t| t.track_id == track_id) {
+            Some(i) => i,
+            None => {
+                let media = match kind {
+                    MediaKind::Video => RxMedia::Video(Box::default()),
+                    MediaKind::Audio => match AudioReceiver::new() {
+                        Ok(r) => RxMedia::Audio(Box::new(r)),
+                        Err(e) => {
+                            warn!(error = %e, "cannot create an Opus decoder; dropping audio");
+                            return None;
+                        }
+                    },
+                };
+                rx.tracks.push(RxTrack {
+                    track_id: track_id.clone(),
+                    participant_id,
+                    media,
+                });
+                rx.tracks.len() - 1
+            }
+        };
+        let first = {
+            let track = &mut rx.tracks[index];
+            match &mut track.media {
+                RxMedia::Video(v) => {
+                    let first = v.stats().packets_received == 0;
+                    v.handle_packet(packet, now);
+                    first
+                }
+                RxMedia::Audio(a) => {
+                    let first = a.stats().packets_received == 0;
+                    a.handle_packet(packet, now);
+                    first
+                }
+            }
+        };
+        first.then_some((track_id, kind))
+    }
+
+    fn report(&self) -> Report {
+        let rx = lock(&self.rx);
+        let tracks = rx
+            .tracks
+            .iter()
+            .map(|t| match &t.media {
+                RxMedia::Video(v) => TrackReport::Video(VideoTrackReport::new(
+                    t.track_id.clone(),
+                    t.participant_id.clone(),
+                    v.stats(),
+                )),
+                RxMedia::Audio(a) => TrackReport::Audio(AudioTrackReport::new(
+                    t.track_id.clone(),
+                    t.participant_id.clone(),
+                    a.stats(),
+                )),
+            })
+            .collect();
+        Report {
+            identity: self.identity.clone(),
+            participant_id: self.participant_id.clone(),
+            room: self.room.clone(),
+            duration_s: (self.joined_at.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            tracks,
+            published: PublishedReport {
+                audio_packets_sent: self.sent.audio_packets.load(Ordering::Relaxed),
+                video_frames_sent: self.sent.video_frames.load(Ordering::Relaxed),
+                video_packets_sent: self.sent.video_packets.load(Ordering::Relaxed),
+                send_errors: self.sent.errors.load(Ordering::Relaxed),
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The handle
+
+enum Command {
+    Unpublish(MediaKind, oneshot::Sender<Result<(), ClientError>>),
+    Mute(MediaKind, bool, oneshot::Sender<Result<(), ClientError>>),
+    Republish(MediaKind, oneshot::Sender<Result<(), ClientError>>),
+    Send(ClientMessage, oneshot::Sender<Result<(), ClientError>>),
+    SendText(String, oneshot::Sender<Result<(), ClientError>>),
+    Leave(oneshot::Sender<()>),
+}
+
+/// A joined participant. Dropping it leaves the room (in the background).
+pub struct Client {
+    joined: Joined,
+    shared: Arc<Shared>,
+    cmd_tx: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+    reading: watch::Sender<bool>,
+    connection: watch::Receiver<RTCPeerConnectionState>,
+    session: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("identity", &self.shared.identity)
+            .field("participant_id", &self.shared.participant_id)
+            .field("room", &self.shared.room)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to `url` (`ws://host:port/rtc`), joins with `token`, builds the peer connection
+    /// and starts publishing what `options` asks for. Returns once `joined` arrived; media starts
+    /// when ICE and DTLS are up (see [`Client::wait_connected`]).
+    pub async fn connect(
+        url: &str,
+        token: &str,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let mut conn = SignalConnection::connect(url).await?;
+        conn.send(&ClientMessage::Join {
+            v: PROTOCOL_VERSION,
+            token: token.to_owned(),
+            auto_subscribe: options.auto_subscribe,
+        })
+        .await?;
+        let joined = match tokio::time::timeout(options.join_timeout, conn.recv()).await {
+            Err(_) => return Err(ClientError::JoinTimeout(options.join_timeout)),
+            Ok(incoming) => match incoming? {
+                Incoming::Message(ServerMessage::Joined(j)) => j,
+                Incoming::Message(ServerMessage::Error { code, message, .. }) => {
+                    return Err(ClientError::JoinError { code, message })
+                }
+                Incoming::Closed { code, reason } => {
+                    return Err(ClientError::JoinClosed { code, reason })
+                }
+                Incoming::Message(other) => {
+                    return Err(ClientError::UnexpectedMessage(format!("{other:?}")))
+                }
+                Incoming::Invalid { error, text } => {
+                    return Err(ClientError::UnexpectedMessage(format!("{text} ({error})")))
+                }
+            },
+        };
+        info!(
+            room = %joined.room,
+            participant = %joined.participant.id,
+            identity = %joined.participant.identity,
+            others = joined.participants.len(),
+            "joined"
+        );
+
+        let shared = Arc::new(Shared {
+            joined_at: Instant::now(),
+            identity: joined.participant.identity.clone(),
+            participant_id: joined.participant.id.clone(),
+            room: joined.room.clone(),
+            rx: StdMutex::new(RxState::default()),
+            sent: SentCounters::default(),
+        });
+
+        let (pc_tx, pc_rx) = mpsc::unbounded_channel();
+        let (conn_state_tx, conn_state_rx) = watch::channel(RTCPeerConnectionState::New);
+        let handler = Arc::new(PcHandler {
+            tx: pc_tx,
+            state: conn_state_tx,
+        });
+        let udp_addr = options.udp_addr.unwrap_or_else(|| default_udp_addr(url));
+        let pc = build_peer_connection(handler, udp_addr).await?;
+
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let _ = events_tx.send(ClientEvent::Joined(joined.clone()));
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (reading_tx, reading_rx) = watch::channel(options.read_media);
+
+        let mut session = Session {
+            conn,
+            pc,
+            neg: Negotiation::new(),
+            shared: Arc::clone(&shared),
+            events: events_tx,
+            pc_events: pc_rx,
+            cmds: cmd_rx,
+            publishers: Vec::new(),
+            options: options.clone(),
+            reading: reading_rx,
+            connection: conn_state_rx.clone(),
+            sdp_sent: false,
+            pending_candidates: Vec::new(),
+            leave_reason: None,
+            readers: Vec::new(),
+        };
+        for (wanted, kind) in [
+            (options.publish_audio, MediaKind::Audio),
+            (options.publish_video, MediaKind::Video),
+        ] {
+            if wanted {
+                if let Err(e) = session.publish(kind).await {
+                    session.conn.close().await;
+                    let _ = session.pc.close().await;
+                    return Err(e);
+                }
+            }
+        }
+        let task = tokio::spawn(session.run());
+
+        Ok(Client {
+            joined,
+            shared,
+            cmd_tx,
+            events: events_rx,
+            reading: reading_tx,
+            connection: conn_state_rx,
+            session: Some(task),
+        })
+    }
+
+    /// The `joined` snapshot.
+    pub fn joined(&self) -> &Joined {
+        &self.joined
+    }
+
+    /// This client's participant id.
+    pub fn participant_id(&self) -> &str {
+        &self.shared.participant_id
+    }
+
+    /// This client's identity.
+    pub fn identity(&self) -> &str {
+        &self.shared.identity
+    }
+
+    /// The next event, or `None` once the session has ended and all events were taken.
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        self.events.recv().await
+    }
+
+    /// Takes events until one matches `pred` (returned) or `timeout` passes. Events that do not
+    /// match are dropped.
+    pub async fn wait_for_event<F>(
+        &mut self,
+        timeout: Duration,
+        mut pred: F,
+    ) -> Result<ClientEvent, ClientError>
+    where
+        F: FnMut(&ClientEvent) -> bool,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => return Err(ClientError::Timeout("event".to_owned())),
+                Ok(None) => return Err(ClientError::Closed),
+                Ok(Some(e)) if pred(&e) => return Ok(e),
+                Ok(Some(e)) => trace!(event = ?e, "skipped while waiting"),
+            }
+        }
+    }
+
+    /// Waits until the peer connection is `connected`.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+        let mut rx = self.connection.clone();
+        let wait = async {
+            loop {
+                match *rx.borrow_and_update() {
+                    RTCPeerConnectionState::Connected => return Ok(()),
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        return Err(ClientError::Closed)
+                    }
+                    _ => {}
+                }
+                if rx.changed().await.is_err() {
+                    return Err(ClientError::Closed);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| ClientError::Timeout("peer connection".to_owned()))?
+    }
+
+    /// The peer connection's current state.
+    pub fn connection_state(&self) -> String {
+        self.connection.borrow().to_string()
+    }
+
+    async fn command<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
+    ) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd_tx
+            .send(make(tx))
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Stops publishing the track of `kind` (its m-line goes `inactive` in a new offer).
+    pub async fn unpublish(&self, kind: MediaKind) -> Result<(), ClientError> {
+        self.command(|tx| Command::Unpublish(kind, tx)).await
+    }
+
+    /// Publishes a new track of `kind` (after [`Client::unpublish`], or one not published at
+    /// connect). It gets a new m-line, a new SSRC and a new server track id.
+    pub async fn republish(&self, kind: MediaKind) -> Result<(), ClientError> {
+        self.command(|tx| Command::Republish(kind, tx)).await
+    }
+
+    /// Mutes or unmutes the published track of `kind`: sends `mute` with its server id and
+    /// stops (or resumes) sending its media. Frame counters continue where they stopped, so a
+    /// subscriber sees no missing frames across a mute.
+    pub async fn mute(&self, kind: MediaKind, muted: bool) -> Result<(), ClientError> {
+        self.command(|tx| Command::Mute(kind, muted, tx)).await
+    }
+
+    /// Sends a protocol message as is (`subscribe`, `unsubscribe`, …).
+    pub async fn send(&self, msg: ClientMessage) -> Result<(), ClientError> {
+        self.command(|tx| Command::Send(msg, tx)).await
+    }
+
+    /// Sends a raw text frame (for malformed-input tests).
+    pub async fn send_text(&self, text: impl Into<String>) -> Result<(), ClientError> {
+        let text = text.into();
+        self.command(|tx| Command::SendText(text, tx)).await
+    }
+
+    /// Stops (`false`) or resumes (`true`) draining received media. While stopped, the packets
+    /// pile up in webrtc-rs' per-track queue and are then dropped there; they are not counted.
+    pub fn set_media_reading(&self, on: bool) {
+        let _ = self.reading.send(on);
+    }
+
+    /// The report so far.
+    pub fn stats(&self) -> Report {
+        self.shared.report()
+    }
+
+    /// Sends `leave`, waits (up to 2 s) for the server to close the socket, closes the peer
+    /// connection, and returns the final report.
+    pub async fn leave(mut self) -> Result<Report, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd_tx.send(Command::Leave(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        if let Some(task) = self.session.take() {
+            let _ = task.await;
+        }
+        Ok(self.shared.report())
+    }
+}
+
+fn default_udp_addr(url: &str) -> SocketAddr {
+    let loopback = url::Url::parse(url)
+        .ok()
+        .and_then(|u| match u.host() {
+            Some(url::Host::Ipv4(ip)) => Some(ip.is_loopback()),
+            Some(url::Host::Ipv6(ip)) => Some(ip.is_loopback()),
+            Some(url::Host::Domain(d)) => Some(d == "localhost"),
+            None => None,
+        })
+        .unwrap_or(false);
+    let ip = if loopback {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    SocketAddr::new(ip, 0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peer connection
+
+enum PcEvent {
+    Candidate(RTCIceCandidateInit),
+    GatheringComplete,
+    State(RTCPeerConnectionState),
+    Track(Arc<dyn TrackRemote>),
+}
+
+/// Runs on the webrtc-rs driver: must never block, so it only forwards.
+struct PcHandler {
+    tx: mpsc::UnboundedSender<PcEvent>,
+    state: watch::Sender<RTCPeerConnectionState>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for PcHandler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let _ = self.tx.send(PcEvent::Candidate(init));
+            }
+            Err(e) => warn!(error = %e, "cannot serialise a local candidate"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.tx.send(PcEvent::GatheringComplete);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+        let _ = self.tx.send(PcEvent::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tx.send(PcEvent::Track(track));
+    }
+}
+
+async fn build_peer_connection(
+    handler: Arc<PcHandler>,
+    udp_addr: SocketAddr,
+) -> Result<Arc<dyn PeerConnection>, ClientError> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_default_codecs()?;
+    // NACK (generator + responder), RTCP SR/RR, full TWCC (sender + receiver), and
+    // keyframe requests delivered to the sender tasks.
+    let registry = configure_nack(Registry::new(), &mut media_engine);
+    let registry = configure_twcc(registry, &mut media_engine)?;
+    let registry = configure_rtcp_reports(registry);
+    let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
+
+    let setting_engine = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media_engine)
+        .with_setting_engine(setting_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_udp_addrs(vec![udp_addr])
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}
+
+/// Marks inbound PLI/FIR for delivery to the application, so a sender task can answer a
+/// keyframe request (inbound RTCP otherwise stops at the end of the interceptor chain).
+#[derive(Default)]
+struct KeyframeRequestForwarder {
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+}
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let InterceptorPacket::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| is_keyframe_request(p.as_ref()))
+                .cloned()
+                .collect();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = InterceptorPacket::Rtcp(requests);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestForwarder {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publishing
+
+struct Publisher {
+    kind: MediaKind,
+    transceiver: Arc<dyn RtpTransceiver>,
+    sender: Arc<dyn RtpSender>,
+    mid: Option<String>,
+    /// The server's id for it, from our own `track_published`.
+    track_id: Option<String>,
+    active: bool,
+    /// Set when an answer covering this m-line was applied; the sender task waits for it.
+    negotiated: watch::Sender<bool>,
+    muted: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+fn codec_for(kind: MediaKind) -> RTCRtpCodec {
+    match kind {
+        MediaKind::Audio => RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        MediaKind::Video => RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+    }
+}
+
+/// The payload type negotiated for `mime` on `sender`.
+async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, mime: &str) -> Option<u8> {
+    let params = sender.get_parameters().await.ok()?;
+    params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+        .map(|c| c.payload_type)
+}
+
+/// Waits until the connection is up and the m-line negotiated; false if told to stop first.
+async fn wait_ready(
+    stop: &mut watch::Receiver<bool>,
+    negotiated: &mut watch::Receiver<bool>,
+    connection: &mut watch::Receiver<RTCPeerConnectionState>,
+) -> bool {
+    loop {
+        if *stop.borrow_and_update() {
+            return false;
+        }
+        let ready = *negotiated.borrow_and_update()
+            && *connection.borrow_and_update() == RTCPeerConnectionState::Connected;
+        if ready {
+            return true;
+        }
+        tokio::select! {
+            r = stop.changed() => if r.is_err() { return false },
+            r = negotiated.changed() => if r.is_err() { return false },
+            r = connection.changed() => if r.is_err() { return false },
+        }
+    }
+}
+
+struct SenderTask {
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    muted: watch::Receiver<bool>,
+    negotiated: watch::Receiver<bool>,
+    connection: watch::Receiver<RTCPeerConnectionState>,
+}
+
+impl SenderTask {
+    async fn run_audio(mut self, bitrate: i32) {
+        if !wait_ready(&mut self.stop, &mut self.negotiated, &mut self.connection).await {
+            return;
+        }
+        let pt = negotiated_payload_type(&self.sender, MIME_TYPE_OPUS)
+            .await
+            .unwrap_or(111);
+        let mut source = match AudioSource::new(bitrate) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot create an Opus encoder; not sending audio");
+                return;
+            }
+        };
+        let mut seq: u16 = rand::random();
+        let mut ts: u32 = rand::random();
+        let mut tick = tokio::time::interval(FRAME_DURATION);
+        debug!(ssrc = self.ssrc, pt, "audio sender started");
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.stop.changed() => break,
+            }
+            if *self.stop.borrow() {
+                break;
+            }
+            if *self.muted.borrow() {
+                continue;
+            }
+            let payload = match source.next_packet() {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(error = %e, "opus encode failed");
+                    self.shared.sent.errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let packet = rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    version: 2,
+                    marker: false,
+                    payload_type: pt,
+                    sequence_number: seq,
+                    timestamp: ts,
+                    ssrc: self.ssrc,
+                    ..Default::default()
+                },
+                payload: payload.into(),
+            };
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(FRAME_SAMPLES as u32);
+            match self.track.write_rtp(packet).await {
+                Ok(()) => self
+                    .shared
+                    .sent
+                    .audio_packets
+                    .fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.shared.sent.errors.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        debug!(ssrc = self.ssrc, "audio sender stopped");
+    }
+
+    async fn run_video(mut self, config: VideoConfig) {
+        if !wait_ready(&mut self.stop, &mut self.negotiated, &mut self.connection).await {
+            return;
+        }
+        let pt = negotiated_payload_type(&self.sender, MIME_TYPE_VP8)
+            .await
+            .unwrap_or(96);
+        let max_payload = config.max_rtp_payload;
+        let mut source = VideoSource::new(config, rand::random());
+        let mut packetizer = Vp8Packetizer::new(self.ssrc, pt, rand::random(), rand::random());
+        packetizer.set_max_payload(max_payload);
+        let mut tick = tokio::time::interval(source.frame_interval());
+        let mut last_forced: Option<Instant> = None;
+        let mut feedback_open = true;
+        debug!(ssrc = self.ssrc, pt, "video sender started");
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.stop.changed() => break,
+                event = self.track.poll(), if feedback_open => {
+                    match event {
+                        Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                                // Honour at most one request per 250 ms; SFUs repeat them.
+                                if last_forced.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
+                                    debug!(ssrc = self.ssrc, "keyframe requested");
+                                    source.request_keyframe();
+                                    last_forced = Some(Instant::now());
+                                }
+                            }
+                        }
+                        Some(_) => {}
+                        None => feedback_open = false,
+                    }
+                    continue;
+                }
+            }
+            if *self.stop.borrow() {
+                break;
+            }
+            if *self.muted.borrow() {
+                continue;
+            }
+            let frame = source.next_frame(now_us());
+            let mut ok = true;
+            for packet in packetizer.packetize(&frame.data, frame.rtp_timestamp) {
+                match self.track.write_rtp(packet).await {
+                    Ok(()) => {
+                        self.shared
+                            .sent
+                            .video_packets
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        ok = false;
+                        self.shared.sent.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if ok {
+                self.shared
+                    .sent
+                    .video_frames
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        debug!(ssrc = self.ssrc, "video sender stopped");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving
+
+async fn run_reader(
+    track: Arc<dyn TrackRemote>,
+    pc: Arc<dyn PeerConnection>,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<ClientEvent>,
+    mut reading: watch::Receiver<bool>,
+) {
+    let kind = match track.kind().await {
+        RtpCodecKind::Audio => MediaKind::Audio,
+        _ => MediaKind::Video,
+    };
+    let mid = find_mid(&pc, &track).await.unwrap_or_default();
+    debug!(%mid, %kind, "remote track");
+    loop {
+        if !*reading.borrow_and_update() {
+            if reading.changed().await.is_err() {
+                break;
+            }
+            continue;
+        }
+        let event = tokio::select! {
+            e = track.poll() => e,
+            r = reading.changed() => {
+                if r.is_err() { break }
+                continue;
+            }
+        };
+        match event {
+            Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                if let Some((track_id, kind)) = shared.on_rtp(&mid, kind, &packet) {
+                    info!(track = %track_id, %kind, %mid, "media received");
+                    let _ = events.send(ClientEvent::MediaReceived { track_id, kind });
+                }
+            }
+            Some(TrackRemoteEvent::OnEnded) | None => break,
+            Some(_) => {}
+        }
+    }
+    debug!(%mid, "remote track ended");
+}
+
+/// The mid of the transceiver whose receiver delivers `track`.
+async fn find_mid(pc: &Arc<dyn PeerConnection>, track: &Arc<dyn TrackRemote>) -> Option<String> {
+    for t in pc.get_transceivers().await {
+        if let Ok(Some(receiver)) = t.receiver().await {
+            if Arc::ptr_eq(receiver.track(), track) {
+                return t.mid().await.ok().flatten();
+            }
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// The session task
+
+struct Session {
+    conn: SignalConnection,
+    pc: Arc<dyn PeerConnection>,
+    neg: Negotiation,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<ClientEvent>,
+    pc_events: mpsc::UnboundedReceiver<PcEvent>,
+    cmds: mpsc::UnboundedReceiver<Command>,
+    publishers: Vec<Publisher>,
+    options: ClientOptions,
+    reading: watch::Receiver<bool>,
+    connection: watch::Receiver<RTCPeerConnectionState>,
+    /// Candidates wait until the first description went out.
+    sdp_sent: bool,
+    pending_candidates: Vec<ClientMessage>,
+    leave_reason: Option<String>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Session {
+    fn emit(&self, event: ClientEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn local_error(&self, what: &str, err: impl std::fmt::Display) {
+        warn!(error = %err, "{what} failed");
+        self.emit(ClientEvent::Error {
+            code: "local".to_owned(),
+            message: format!("{what}: {err}"),
+            req_type: None,
+        });
+    }
+
+    async fn run(mut self) {
+        let mut ping = tokio::time::interval(self.options.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        self.drive_offers().await;
+        loop {
+            tokio::select! {
+                incoming = self.conn.recv() => match incoming {
+                    Ok(Incoming::Message(msg)) => self.handle_server(msg).await,
+                    Ok(Incoming::Invalid { error, text }) => {
+                        warn!(%error, %text, "unparsable server message");
+                    }
+                    Ok(Incoming::Closed { code, reason }) => {
+                        info!(?code, %reason, "signaling closed by server");
+                        self.shutdown(code, reason).await;
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "signaling failed");
+                        self.shutdown(None, e.to_string()).await;
+                        return;
+                    }
+                },
+                Some(ev) = self.pc_events.recv() => self.handle_pc_event(ev).await,
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Command::Leave(reply)) => {
+                        self.leave().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.handle_command(cmd).await,
+                    None => {
+                        // The Client was dropped without leave().
+                        self.leave().await;
+                        return;
+                    }
+                },
+                _ = ping.tick() => {
+                    let ts = (now_us() / 1000).max(1);
+                    if let Err(e) = self.conn.send(&ClientMessage::Ping { ts }).await {
+                        warn!(error = %e, "ping failed");
+                    }
+                }
+            }
+            self.drive_offers().await;
+        }
+    }
+
+    /// Adds a send-only transceiver for a new track of `kind` and asks for an offer.
+    async fn publish(&mut self, kind: MediaKind) -> Result<(), ClientError> {
+        if self.publishers.iter().any(|p| p.kind == kind && p.active) {
+            return Err(ClientError::AlreadyPublished(kind));
+        }
+        let ssrc: u32 = rand::random();
+        let rtc_kind = match kind {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        let n = self.publishers.len();
+        let id = format!("{}-{kind}-{n}", self.shared.identity);
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            format!("{}-stream", self.shared.identity),
+            id.clone(),
+            id,
+            rtc_kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: codec_for(kind),
+                ..Default::default()
+            }],
+        )));
+        // Always a new transceiver: add_track would (per the spec) reuse a recvonly m-line the
+        // server created for a subscription, turning it into a publication.
+        let transceiver = self
+            .pc
+            .add_transceiver_from_track(
+                Arc::clone(&track) as Arc<dyn TrackLocal>,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .await?;
+        let sender = transceiver
+            .sender()
+            .await?
+            .ok_or(ClientError::Unexpected("a new transceiver has no sender"))?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (neg_tx, neg_rx) = watch::channel(false);
+        let (muted_tx, muted_rx) = watch::channel(false);
+        let task = SenderTask {
+            track,
+            sender: Arc::clone(&sender),
+            ssrc,
+            shared: Arc::clone(&self.shared),
+            stop: stop_rx,
+            negotiated: neg_rx,
+            muted: muted_rx,
+            connection: self.connection.clone(),
+        };
+        let task = match kind {
+            MediaKind::Audio => tokio::spawn(task.run_audio(self.options.audio_bitrate_bps)),
+            MediaKind::Video => tokio::spawn(task.run_video(self.options.video.clone())),
+        };
+        info!(%kind, ssrc, "publishing");
+        self.publishers.push(Publisher {
+            kind,
+            transceiver,
+            sender,
+            mid: None,
+            track_id: None,
+            active: true,
+            negotiated: neg_tx,
+            muted: muted_tx,
+            stop: stop_tx,
+            task,
+        });
+        self.neg.request_offer();
+        Ok(())
+    }
+
+    async fn unpublish(&mut self, kind: MediaKind) -> Result<(), ClientError> {
+        let Some(i) = self
+            .publishers
+            .iter()
+            .position(|p| p.kind == kind && p.active)
+        else {
+            return Err(ClientError::NotPublished(kind));
+        };
+        let publisher = &mut self.publishers[i];
+        let _ = publisher.stop.send(true);
+        publisher.active = false;
+        self.pc.remove_track(&publisher.sender).await?;
+        info!(%kind, mid = ?publisher.mid, track = ?publisher.track_id, "unpublishing");
+        self.neg.request_offer();
+        Ok(())
+    }
+
+    async fn mute(&mut self, kind: MediaKind, muted: bool) -> Result<(), ClientError> {
+        let Some(p) = self.publishers.iter().find(|p| p.kind == kind && p.active) else {
+            return Err(ClientError::NotPublished(kind));
+        };
+        let Some(track_id) = p.track_id.clone() else {
+            return Err(ClientError::NotAcknowledged(kind));
+        };
+        let _ = p.muted.send(muted);
+        info!(%kind, track = %track_id, muted, "mute");
+        self.conn
+            .send(&ClientMessage::Mute { track_id, muted })
+            .await
+            .map_err(ClientError::from)
+    }
+
+    async fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Unpublish(kind, reply) => {
+                let r = self.unpublish(kind).await;
+                let _ = reply.send(r);
+            }
+            Command::Mute(kind, muted, reply) => {
+                let r = self.mute(kind, muted).await;
+                let _ = reply.send(r);
+            }
+            Command::Republish(kind, reply) => {
+                let r = self.publish(kind).await;
+                let _ = reply.send(r);
+            }
+            Command::Send(msg, reply) => {
+                let r = self.conn.send(&msg).await.map_err(ClientError::from);
+                let _ = reply.send(r);
+            }
+            Command::SendText(text, reply) => {
+                let r = self.conn.send_text(text).await.map_err(ClientError::from);
+                let _ = reply.send(r);
+            }
+            Command::Leave(_) => unreachable!("handled in run"),
+        }
+    }
+
+    async fn handle_pc_event(&mut self, ev: PcEvent) {
+        match ev {
+            PcEvent::Candidate(init) => {
+                let msg = ClientMessage::Candidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid.filter(|m| !m.is_empty()),
+                };
+                self.send_candidate(msg).await;
+            }
+            PcEvent::GatheringComplete => {
+                let msg = ClientMessage::Candidate {
+                    candidate: String::new(),
+                    sdp_mid: None,
+                };
+                self.send_candidate(msg).await;
+            }
+            PcEvent::State(state) => {
+                info!(%state, "peer connection");
+                self.emit(ClientEvent::ConnectionState(state.to_string()));
+            }
+            PcEvent::Track(track) => {
+                let reader = tokio::spawn(run_reader(
+                    track,
+                    Arc::clone(&self.pc),
+                    Arc::clone(&self.shared),
+                    self.events.clone(),
+                    self.reading.clone(),
+                ));
+                self.readers.retain(|r| !r.is_finished());
+                self.readers.push(reader);
+            }
+        }
+    }
+
+    async fn send_candidate(&mut self, msg: ClientMessage) {
+        if !self.sdp_sent {
+            self.pending_candidates.push(msg);
+            return;
+        }
+        if let Err(e) = self.conn.send(&msg).await {
+            warn!(error = %e, "sending a candidate failed");
+        }
+    }
+
+    async fn description_sent(&mut self) {
+        if self.sdp_sent {
+            return;
+        }
+        self.sdp_sent = true;
+        for msg in std::mem::take(&mut self.pending_candidates) {
+            if let Err(e) = self.conn.send(&msg).await {
+                warn!(error = %e, "sending a candidate failed");
+            }
+        }
+    }
+
+    async fn rollback(&self) {
+        match RTCSessionDescription::rollback(None) {
+            Ok(rb) => {
+                if let Err(e) = self.pc.set_local_description(rb).await {
+                    debug!(error = %e, "rollback failed");
+                }
+            }
+            Err(e) => debug!(error = %e, "cannot build a rollback"),
+        }
+    }
+
+    async fn drive_offers(&mut self) {
+        let Some(id) = self.neg.poll_offer() else {
+            return;
+        };
+        if let Err(e) = self.send_offer(id).await {
+            self.neg.handle_offer_not_sent();
+            self.rollback().await;
+            self.local_error("creating an offer", e);
+        }
+    }
+
+    async fn send_offer(&mut self, id: u64) -> Result<(), ClientError> {
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer.clone()).await?;
+        let mut tracks = Vec::new();
+        for p in &mut self.publishers {
+            if p.mid.is_none() {
+                p.mid = p.transceiver.mid().await.ok().flatten();
+            }
+            if p.active {
+                if let Some(mid) = &p.mid {
+                    tracks.push(OfferTrack {
+                        mid: mid.clone(),
+                        source: Some(match p.kind {
+                            MediaKind::Audio => TrackSource::Microphone,
+                            MediaKind::Video => TrackSource::Camera,
+                        }),
+                        name: Some(format!("{}-{}", self.shared.identity, p.kind)),
+                    });
+                }
+            }
+        }
+        let sdp = self
+            .pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or(offer.sdp);
+        debug!(id, tracks = tracks.len(), "sending offer");
+        trace!(id, %sdp, "our offer");
+        self.conn
+            .send(&ClientMessage::Offer { id, sdp, tracks })
+            .await?;
+        self.description_sent().await;
+        Ok(())
+    }
+
+    async fn answer_offer(&mut self, id: u64, sdp: String) -> Result<(), ClientError> {
+        trace!(id, %sdp, "server offer");
+        let offer = RTCSessionDescription::offer(sdp)?;
+        self.pc.set_remote_description(offer).await?;
+        let result = async {
+            let answer = self.pc.create_answer(None).await?;
+            self.pc.set_local_description(answer.clone()).await?;
+            let sdp = self
+                .pc
+                .local_description()
+                .await
+                .map(|d| d.sdp)
+                .unwrap_or(answer.sdp);
+            Ok::<_, ClientError>(sdp)
+        }
+        .await;
+        let sdp = match result {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                self.rollback().await;
+                return Err(e);
+            }
+        };
+        debug!(id, "sending answer");
+        trace!(id, %sdp, "our answer");
+        self.conn.send(&ClientMessage::Answer { id, sdp }).await?;
+        self.description_sent().await;
+        Ok(())
+    }
+
+    async fn apply_answer(&mut self, sdp: String) -> Result<(), ClientError> {
+        trace!(%sdp, "server answer");
+        let answer = RTCSessionDescription::answer(sdp)?;
+        self.pc.set_remote_description(answer).await?;
+        for p in &self.publishers {
+            if p.active && p.mid.is_some() {
+                let _ = p.negotiated.send(true);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_server(&mut self, msg: ServerMessage) {
+        match msg {
+            ServerMessage::Offer { id, sdp } => match self.neg.handle_server_offer(id) {
+                ServerOfferAction::IgnoreGlare => {
+                    debug!(id, outstanding = ?self.neg.outstanding(), "ignoring server offer (glare)");
+                }
+                ServerOfferAction::Answer => {
+                    if let Err(e) = self.answer_offer(id, sdp).await {
+                        self.local_error("answering a server offer", e);
+                    }
+                }
+            },
+            ServerMessage::Answer { id, sdp } => match self.neg.handle_answer(id) {
+                AnswerAction::Apply => {
+                    if let Err(e) = self.apply_answer(sdp).await {
+                        self.rollback().await;
+                        self.local_error("applying the server's answer", e);
+                    }
+                }
+                AnswerAction::Stale => debug!(id, "ignoring stale answer"),
+            },
+            ServerMessage::Subscribed {
+                track_id,
+                participant_id,
+                kind,
+                mid,
+            } => {
+                let sub = Subscription {
+                    track_id,
+                    participant_id,
+                    kind,
+                    mid,
+                };
+                info!(track = %sub.track_id, mid = %sub.mid, kind = %sub.kind, "subscribed");
+                lock(&self.shared.rx).subs.handle_subscribed(sub.clone());
+                self.emit(ClientEvent::TrackSubscribed(sub));
+            }
+            ServerMessage::Unsubscribed { track_id, reason } => {
+                info!(track = %track_id, %reason, "unsubscribed");
+                lock(&self.shared.rx).subs.handle_unsubscribed(&track_id);
+                self.emit(ClientEvent::TrackUnsubscribed { track_id, reason });
+            }
+            ServerMessage::TrackPublished {
+                participant_id,
+                track,
+            } => {
+                let own = participant_id == self.shared.participant_id;
+                if own {
+                    if let Some(p) = self
+                        .publishers
+                        .iter_mut()
+                        .find(|p| p.mid.is_some() && p.mid == track.mid)
+                    {
+                        p.track_id = Some(track.id.clone());
+                    }
+                    info!(track = %track.id, mid = ?track.mid, kind = %track.kind, "published");
+                }
+                self.emit(ClientEvent::TrackPublished {
+                    participant_id,
+                    track,
+                    own,
+                });
+            }
+            ServerMessage::TrackUnpublished {
+                participant_id,
+                track_id,
+            } => self.emit(ClientEvent::TrackUnpublished {
+                participant_id,
+                track_id,
+            }),
+            ServerMessage::TrackMuted {
+                participant_id,
+                track_id,
+                muted,
+            } => self.emit(ClientEvent::TrackMuted {
+                participant_id,
+                track_id,
+                muted,
+            }),
+            ServerMessage::ParticipantJoined { participant } => {
+                self.emit(ClientEvent::ParticipantJoined(participant))
+            }
+            ServerMessage::ParticipantLeft {
+                participant_id,
+                reason,
+            } => self.emit(ClientEvent::ParticipantLeft {
+                participant_id,
+                reason,
+            }),
+            ServerMessage::Error {
+                code,
+                message,
+                req_type,
+            } => {
+                warn!(%code, %message, ?req_type, "server error");
+                if req_type.as_deref() == Some("offer") && self.neg.outstanding().is_some() {
+                    // Our offer was refused (permission_denied, sdp_rejected): roll it back and
+                    // do not retry the same change.
+                    self.neg.handle_offer_failed(false);
+                    self.rollback().await;
+                }
+                self.emit(ClientEvent::Error {
+                    code,
+                    message,
+                    req_type,
+                });
+            }
+            ServerMessage::Leave { reason } => {
+                info!(%reason, "server says leave");
+                self.leave_reason = Some(reason);
+            }
+            ServerMessage::Pong { .. } => trace!("pong"),
+            ServerMessage::Joined(_) => warn!("unexpected second joined"),
+            ServerMessage::Unknown => debug!("unknown server message type"),
+        }
+    }
+
+    async fn leave(&mut self) {
+        info!("leaving");
+        let _ = self.conn.send(&ClientMessage::Leave).await;
+        let deadline = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(deadline);
+        let (code, reason);
+        loop {
+            tokio::select! {
+                r = self.conn.recv() => match r {
+                    Ok(Incoming::Closed { code: c, reason: r }) => {
+                        code = c;
+                        reason = r;
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        code = None;
+                        reason = e.to_string();
+                        break;
+                    }
+                },
+                _ = &mut deadline => {
+                    self.conn.close().await;
+                    code = None;
+                    reason = "no close from server".to_owned();
+                    break;
+                }
+            }
+        }
+        self.shutdown(code, reason).await;
+    }
+
+    async fn shutdown(&mut self, code: Option<u16>, reason: String) {
+        for p in &self.publishers {
+            let _ = p.stop.send(true);
+        }
+        if let Err(e) = self.pc.close().await {
+            debug!(error = %e, "closing the peer connection");
+        }
+        for p in &self.publishers {
+            p.task.abort();
+        }
+        for r in &self.readers {
+            r.abort();
+        }
+        let leave_reason = self.leave_reason.take();
+        self.emit(ClientEvent::Closed {
+            code,
+            reason,
+            leave_reason,
+        });
+    }
+}

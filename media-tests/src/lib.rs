@@ -1,0 +1,48 @@
+//! Media-level test tools for Courier: a native WebRTC client that reaches the server only
+//! over the network, like any participant, and tells exactly what media it received.
+//!
+//! Browser tests show that media plays; they cannot say that frame 1234 arrived intact 3 ms
+//! after it was sent, or that no packet of another track slipped into it. This crate can: its
+//! client publishes synthetic VP8 frames that verify themselves and real Opus audio that is
+//! decoded on arrival, and reports per-track counters as JSON. Scenario tests start the
+//! `courier` binary, run clients (in-process or through the `media-tests` CLI) and assert on
+//! those reports.
+//!
+//! # Layout
+//!
+//! - [`frame`]: the synthetic VP8 frame format, its RTP packetizer, the frame assembler and
+//!   the per-track video counters. Sans-I/O.
+//! - [`audio`]: the speech-like Opus source and the decoding receiver with packet loss
+//!   concealment. Sans-I/O.
+//! - [`signal`]: protocol v1 messages, the glare rules, the mid → track map, and the WebSocket.
+//! - [`client`]: [`client::Client`], the webrtc-rs participant tying it all together.
+//! - [`report`]: the JSON report.
+//! - [`token`]: minting HS256 access tokens for tests.
+//! - [`seq`], [`delay`]: RTP counter unwrapping and delay percentiles.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use media_tests::client::{Client, ClientOptions};
+//! use media_tests::signal::MediaKind;
+//! use media_tests::token::{mint_token, TokenRequest};
+//!
+//! let token = mint_token(&TokenRequest::new("k", "s", "demo", "alice"))?;
+//! let options = ClientOptions::publishing(&[MediaKind::Audio, MediaKind::Video]);
+//! let client = Client::connect("ws://127.0.0.1:7880/rtc", &token, options).await?;
+//! tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+//! let report = client.leave().await?;
+//! println!("{}", serde_json::to_string(&report)?);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod audio;
+pub mod client;
+pub mod delay;
+pub mod frame;
+pub mod report;
+pub mod seq;
+pub mod signal;
+pub mod token;

@@ -1,0 +1,330 @@
+//! `media-tests`: the command line around the library — run one test client, or mint a token.
+//!
+//! The real work is in the library; this binary parses arguments, runs a [`Client`] for a
+//! while and prints its report as the last line of stdout, so any test harness (or a person)
+//! can drive a participant without linking Rust code. Logs go to stderr (`RUST_LOG`).
+//!
+//! Exit status: 0 on success; 1 on an error (the chain is printed to stderr); 3 when the
+//! server ended the session before `--duration` was up (the report is still printed).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use media_tests::client::{Client, ClientEvent, ClientOptions};
+use media_tests::frame::VideoConfig;
+use media_tests::signal::MediaKind;
+use media_tests::token::{mint_token, TokenRequest};
+use tracing::{debug, info, warn};
+
+#[derive(Parser)]
+#[command(name = "media-tests", about = "Courier media test client", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join a room, publish synthetic media, receive for a while, print the report.
+    Client(ClientArgs),
+    /// Print an HS256 access token.
+    Token(TokenArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    /// One JSON line (the last line of stdout).
+    Json,
+    /// Indented JSON (for people; not the last-line contract).
+    Pretty,
+}
+
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// Signaling URL, e.g. ws://127.0.0.1:7880/rtc.
+    #[arg(long)]
+    url: String,
+    /// Access token (see the `token` command).
+    #[arg(long)]
+    token: String,
+    /// What to publish: a comma-separated list of `audio`, `video` (default: nothing).
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
+    publish: Vec<MediaKind>,
+    /// How long to stay, e.g. 10s, 1500ms, 2m.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Time between video keyframes.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    keyframe_interval: Duration,
+    /// Video bitrate in kbps.
+    #[arg(long, default_value_t = 700)]
+    video_kbps: u32,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Largest video RTP payload in bytes (VP8 descriptor included).
+    #[arg(long, default_value_t = media_tests::frame::MAX_RTP_PAYLOAD)]
+    max_rtp_payload: usize,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "json")]
+    report: ReportFormat,
+    /// Join with auto_subscribe=false.
+    #[arg(long)]
+    no_auto_subscribe: bool,
+    /// Stop draining received media after this long (a subscriber that stops reading).
+    #[arg(long, value_parser = parse_duration)]
+    stop_reading_after: Option<Duration>,
+    /// Local UDP address for ICE (default: 127.0.0.1:0 for a loopback server, else 0.0.0.0:0).
+    #[arg(long)]
+    udp_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// API key (`iss` and header `kid`).
+    #[arg(long)]
+    key: String,
+    /// API secret.
+    #[arg(long)]
+    secret: String,
+    /// Room.
+    #[arg(long)]
+    room: String,
+    /// Identity (`sub`).
+    #[arg(long)]
+    identity: String,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Lifetime in seconds (or a duration like 1h).
+    #[arg(long, default_value = "3600", value_parser = parse_duration)]
+    ttl: Duration,
+    /// Deny publishing.
+    #[arg(long)]
+    no_publish: bool,
+    /// Deny subscribing.
+    #[arg(long)]
+    no_subscribe: bool,
+}
+
+fn parse_kind(s: &str) -> Result<MediaKind, String> {
+    match s.trim() {
+        "audio" => Ok(MediaKind::Audio),
+        "video" => Ok(MediaKind::Video),
+        other => Err(format!("unknown kind {other:?} (audio or video)")),
+    }
+}
+
+/// `10s`, `1500ms`, `2m`, `1h`, or a plain number of seconds (fractions allowed).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,media_tests=info".into()),
+        )
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Token(args) => {
+            let req = TokenRequest {
+                key: args.key,
+                secret: args.secret,
+                room: args.room,
+                identity: args.identity,
+                name: args.name,
+                ttl: args.ttl,
+                can_publish: !args.no_publish,
+                can_subscribe: !args.no_subscribe,
+            };
+            println!("{}", mint_token(&req).context("minting the token")?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Client(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(run_client(args))
+        }
+    }
+}
+
+async fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    if args.fps == 0 {
+        bail!("--fps must be at least 1");
+    }
+    let mut options = ClientOptions::publishing(&args.publish);
+    options.auto_subscribe = !args.no_auto_subscribe;
+    options.udp_addr = args.udp_addr;
+    options.video = VideoConfig {
+        fps: args.fps,
+        bitrate_bps: args.video_kbps.saturating_mul(1000),
+        keyframe_interval: args.keyframe_interval,
+        max_rtp_payload: args.max_rtp_payload,
+        ..VideoConfig::default()
+    };
+    let mut client = Client::connect(&args.url, &args.token, options)
+        .await
+        .with_context(|| format!("joining via {}", args.url))?;
+
+    let end = tokio::time::Instant::now() + args.duration;
+    let stop_reading_at = args
+        .stop_reading_after
+        .map(|d| tokio::time::Instant::now() + d);
+    let mut closed_early = false;
+    loop {
+        let stop_reading = async {
+            match stop_reading_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => break,
+            _ = stop_reading, if stop_reading_at.is_some_and(|at| at > tokio::time::Instant::now()) => {
+                info!("stopping media reads");
+                client.set_media_reading(false);
+            }
+            event = client.next_event() => match event {
+                Some(ClientEvent::Closed { code, reason, leave_reason }) => {
+                    warn!(?code, %reason, ?leave_reason, "session ended by the server");
+                    closed_early = true;
+                    break;
+                }
+                Some(ClientEvent::Error { code, message, req_type }) => {
+                    warn!(%code, %message, ?req_type, "error");
+                }
+                Some(event) => debug!(?event, "event"),
+                None => {
+                    closed_early = true;
+                    break;
+                }
+            },
+        }
+    }
+    let report = client.leave().await.context("leaving")?;
+    let line = match args.report {
+        ReportFormat::Json => serde_json::to_string(&report),
+        ReportFormat::Pretty => serde_json::to_string_pretty(&report),
+    }
+    .context("encoding the report")?;
+    println!("{line}");
+    Ok(if closed_early {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("10s", Some(Duration::from_secs(10))),
+            ("1500ms", Some(Duration::from_millis(1500))),
+            ("2m", Some(Duration::from_secs(120))),
+            ("1h", Some(Duration::from_secs(3600))),
+            ("3600", Some(Duration::from_secs(3600))),
+            ("0.5s", Some(Duration::from_millis(500))),
+            ("", None),
+            ("s", None),
+            ("10x", None),
+            ("-1s", None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse_duration(input).ok(), *expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(parse_kind("audio"), Ok(MediaKind::Audio));
+        assert_eq!(parse_kind(" video"), Ok(MediaKind::Video));
+        assert!(parse_kind("data").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        let cli = Cli::try_parse_from([
+            "media-tests",
+            "client",
+            "--url",
+            "ws://127.0.0.1:1/rtc",
+            "--token",
+            "t",
+            "--publish",
+            "audio,video",
+            "--duration",
+            "3s",
+            "--keyframe-interval",
+            "1s",
+            "--report",
+            "json",
+        ])
+        .unwrap();
+        let Command::Client(args) = cli.command else {
+            panic!("not client")
+        };
+        assert_eq!(args.publish, vec![MediaKind::Audio, MediaKind::Video]);
+        assert_eq!(args.duration, Duration::from_secs(3));
+        assert_eq!(args.keyframe_interval, Duration::from_secs(1));
+        let cli = Cli::try_parse_from([
+            "media-tests",
+            "token",
+            "--key",
+            "k",
+            "--secret",
+            "s",
+            "--room",
+            "r",
+            "--identity",
+            "i",
+            "--no-publish",
+        ])
+        .unwrap();
+        let Command::Token(args) = cli.command else {
+            panic!("not token")
+        };
+        assert!(args.no_publish && !args.no_subscribe);
+        assert_eq!(args.ttl, Duration::from_secs(3600));
+    }
+}
