@@ -133,6 +133,8 @@ struct TrackIn {
     /// Cache of the publisher's codec parameters by payload type.
     params: Option<PayloadParams>,
     last_keyframe_request: Option<Instant>,
+    /// A request arrived inside the throttle interval: send it when the interval ends, unless a keyframe comes first.
+    keyframe_pending: bool,
 }
 
 /// See the module doc.
@@ -238,6 +240,17 @@ impl Peer {
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             warn!(peer = %self.id, error = %e, "timeout handling failed; closing");
             self.close(CloseReason::Disconnected);
+            return;
+        }
+        let interval = self.config.keyframe_request_interval;
+        let due: Vec<Mid> = self
+            .tracks_in
+            .iter()
+            .filter(|(_, t)| t.keyframe_pending && t.last_keyframe_request.is_none_or(|l| l + interval <= now))
+            .map(|(m, _)| *m)
+            .collect();
+        for mid in due {
+            self.request_keyframe(now, mid, KeyframeRequestKind::Pli);
         }
     }
 
@@ -378,24 +391,47 @@ impl Peer {
         self.rtp_out += 1;
     }
 
-    /// A subscriber wants a keyframe of `track`, which this peer publishes. Throttled per track.
+    /// A subscriber wants a keyframe of `track`, which this peer publishes.
+    ///
+    /// Throttled per track: at most one request upstream per `keyframe_request_interval`. A request inside the
+    /// interval is not dropped but deferred to its end (a subscriber that opened just after another must not wait
+    /// for the publisher's next periodic keyframe), and a keyframe arriving meanwhile satisfies it.
     pub fn handle_keyframe_request(&mut self, now: Instant, track: TrackId, kind: KeyframeRequestKind) {
+        let interval = self.config.keyframe_request_interval;
         let Some((mid, t)) = self.tracks_in.iter_mut().find(|(_, t)| t.id == track) else { return };
         if t.kind != MediaKind::Video {
             return;
         }
         if let Some(last) = t.last_keyframe_request {
-            if now.saturating_duration_since(last) < self.config.keyframe_request_interval {
+            if now.saturating_duration_since(last) < interval {
+                t.keyframe_pending = true;
                 return;
             }
         }
+        let mid = *mid;
+        self.request_keyframe(now, mid, kind);
+    }
+
+    fn request_keyframe(&mut self, now: Instant, mid: Mid, kind: KeyframeRequestKind) {
+        let Some(t) = self.tracks_in.get_mut(&mid) else { return };
         t.last_keyframe_request = Some(now);
-        let (mid, rid) = (*mid, t.forward_rid);
+        t.keyframe_pending = false;
+        let (track, rid) = (t.id, t.forward_rid);
         let mut api = self.rtc.direct_api();
         if let Some(stream) = api.stream_rx_by_mid(mid, rid) {
             stream.request_keyframe(kind);
             debug!(peer = %self.id, track = %track, "keyframe requested upstream");
         }
+    }
+
+    /// When the earliest deferred keyframe request is due.
+    fn keyframe_deadline(&self) -> Option<Instant> {
+        let interval = self.config.keyframe_request_interval;
+        self.tracks_in
+            .values()
+            .filter(|t| t.keyframe_pending)
+            .filter_map(|t| t.last_keyframe_request.map(|l| l + interval))
+            .min()
     }
 
     /// Close the peer (participant left, removed, server shutdown).
@@ -419,7 +455,10 @@ impl Peer {
                 return PeerOutput::Timeout(far_future());
             }
             match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => return PeerOutput::Timeout(t),
+                Ok(Output::Timeout(t)) => {
+                    let t = self.keyframe_deadline().map_or(t, |k| k.min(t));
+                    return PeerOutput::Timeout(t);
+                }
                 Ok(Output::Transmit(t)) => return PeerOutput::Transmit(t),
                 Ok(Output::Event(e)) => self.handle_event(e),
                 Err(e) => {
@@ -464,7 +503,14 @@ impl Peer {
                     info!(peer = %self.id, track = %id, mid = %m.mid, kind = ?m.kind, "track published");
                     self.tracks_in.insert(
                         m.mid,
-                        TrackIn { id, kind: m.kind, forward_rid: None, params: None, last_keyframe_request: None },
+                        TrackIn {
+                            id,
+                            kind: m.kind,
+                            forward_rid: None,
+                            params: None,
+                            last_keyframe_request: None,
+                            keyframe_pending: false,
+                        },
                     );
                     self.queue.push_back(PeerOutput::Event(PeerEvent::TrackPublished {
                         track: id,
@@ -530,6 +576,10 @@ impl Peer {
         } else {
             KeyframeStart::Unknown
         };
+        if keyframe == KeyframeStart::Yes {
+            // Whoever was waiting gets this one.
+            track.keyframe_pending = false;
+        }
         let h = &p.header.ext_vals;
         let ext = ExtensionValues {
             audio_level: h.audio_level,
