@@ -1,4 +1,4 @@
-//! A native Courier participant built on webrtc-rs: joins, publishes synthetic media, receives
+//! A native Courier participant built on webrtc-rs: joins, publishes test media, receives
 //! and checks everything it is sent, and reports.
 //!
 //! The server is built on str0m; testing it with a second, independent WebRTC stack catches
@@ -78,9 +78,9 @@ use crate::signal::{
 pub struct ClientOptions {
     /// Publish an Opus track.
     pub publish_audio: bool,
-    /// Publish a synthetic VP8 track.
+    /// Publish a VP8 track (the test clip, each frame with an integrity trailer).
     pub publish_video: bool,
-    /// The VP8 track's rate, bitrate, keyframe interval and size.
+    /// The VP8 track's rate, bitrate, keyframe interval and RTP payload size.
     pub video: VideoConfig,
     /// The Opus bitrate.
     pub audio_bitrate_bps: i32,

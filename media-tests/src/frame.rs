@@ -1,122 +1,341 @@
-//! Synthetic VP8 test frames, their RTP packetizer, and the receiving assembler.
+//! Real VP8 test frames that carry an integrity trailer, their RTP packetizer, and the receiving
+//! assembler.
 //!
-//! The SFU forwards VP8 without decoding it, but it does read it: keyframe detection, picture-id
-//! and TL0PICIDX rewriting and layer choice all look at the VP8 payload descriptor and frame tag.
-//! A real encoder would make the client heavy and its output unverifiable, so this module sends
-//! frames that are VP8 on the outside (a correct frame tag, keyframe start code and size, and a
-//! full RFC 7741 descriptor on every packet) and a self-checking block on the inside:
+//! The native client's video has two audiences. Browsers must *decode* it (the browser smoke
+//! test watches Chrome's `framesDecoded`), so it has to be real VP8; and the receiving native
+//! client must tell exactly which frame arrived, whether it is intact, and how late it is. So
+//! every frame is a real VP8 frame taken from a short clip encoded by libvpx ([`Vp8Clip`]: the
+//! committed `data/vp8-320x180-30fps.ivf`, made by `scripts/make-vp8-fixture.sh`), followed by
+//! filler and a fixed-size trailer:
 //!
 //! ```text
-//! VP8 frame tag (3 bytes) [keyframe: 9d 01 2a, width, height (7 bytes)]
-//! "CRFR" | counter u32 | send time u64 (µs since the UNIX epoch) | frame length u32 | filler | crc32
+//! VP8 frame (from the clip) | filler | trailer (28 bytes):
+//!     "CRFR" | counter u32 | send time u64 (µs since the UNIX epoch) | VP8 length u32 |
+//!     frame length u32 | crc32 u32
 //! ```
 //!
-//! All integers in the block are big-endian. The frame length is the length of the whole frame
-//! (header included). The filler is derived from the counter, and the CRC-32 (IEEE) covers
-//! everything after the magic except the checksum itself, so a receiver detects corruption,
-//! truncation and frames spliced together, and computes one-way delay from the send time.
+//! A VP8 frame's last partition runs to the end of the buffer, yet libvpx (which browsers decode
+//! VP8 with) decodes a frame with bytes appended exactly like the frame alone, since the encoder
+//! pads its bool-coded data (checked with `vpxdec --md5`; the ignored test
+//! `source_output_decodes_like_the_clip` repeats the check on this module's output, keyframe
+//! restarts included). So the trailer sits at the very end, where the decoder ignores it, and
+//! the frame starts with a genuine frame tag, which the SFU reads for keyframes. Chrome decodes
+//! this stream (the browser smoke test in `web-demo/` checks `framesDecoded`).
+//!
+//! Trailer integers are big-endian. The VP8 length is the clip frame's, the frame length the
+//! whole frame's. The filler is derived from the counter and pads each frame to the size the
+//! configured bitrate asks for. The CRC-32 (IEEE) covers every byte before it. A receiver reads
+//! from the end ([`verify_frame`]):
+//!
+//! - trailer magic present: lengths, CRC, filler and the VP8 frame header are checked, giving
+//!   [`FrameCheck::Complete`] (counter, keyframe flag, send time for the one-way delay) or
+//!   [`FrameCheck::Corrupt`];
+//! - no magic, but the frame begins like one of the clip's frames: ours with its end lost,
+//!   [`Corruption::Truncated`];
+//! - otherwise [`FrameCheck::Foreign`], e.g. a browser's VP8.
+//!
+//! The source walks the clip in order and jumps back to its frame 0, the clip's only keyframe,
+//! on a keyframe request, when the keyframe interval has elapsed, and at the end of the clip, so
+//! the decoding order is always valid (a keyframe resets all VP8 decoder state) and a keyframe
+//! comes at least once per clip length (5 s).
 //!
 //! Everything here is sans-I/O: callers pass the time in and get packets or verdicts out.
 //!
+//! - [`Vp8Clip`] holds the clip's frames ([`Vp8Clip::builtin`] is the committed one).
 //! - [`VideoSource`] makes frames at a configured rate, bitrate and keyframe interval.
 //! - [`Vp8Packetizer`] splits a frame into RTP packets of at most [`MAX_RTP_PAYLOAD`] bytes.
 //! - [`FrameAssembler`] groups received packets back into frames.
 //! - [`verify_frame`] classifies a reassembled frame as ours and intact, ours and corrupt, or
-//!   foreign (a real VP8 frame, e.g. from a browser).
+//!   foreign (e.g. from a browser).
 //! - [`VideoReceiver`] ties the last two together and keeps the counters the report shows.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rtc::rtp;
 
 use crate::delay::DelaySamples;
+use crate::ivf::{self, IvfError};
 use crate::seq::Unwrapper;
 
-/// The four bytes that mark a frame as one of ours.
+/// The four bytes that start the trailer of our frames.
 pub const MAGIC: [u8; 4] = *b"CRFR";
+/// Length of the trailer: magic, counter, send time, VP8 length, frame length, CRC-32.
+pub const TRAILER_LEN: usize = 4 + 4 + 8 + 4 + 4 + 4;
 /// Largest RTP payload (descriptor included) the packetizer emits.
 pub const MAX_RTP_PAYLOAD: usize = 1100;
 /// RTP clock rate of VP8.
 pub const VP8_CLOCK_RATE: u32 = 90_000;
 /// Length of the VP8 payload descriptor the packetizer writes (X, I with M, L, T).
 pub const DESCRIPTOR_LEN: usize = 6;
-/// Largest frame: the VP8 first-partition size field has 19 bits.
-pub const MAX_FRAME_LEN: usize = (1 << 19) - 1;
+/// Largest frame the source pads to (a frame is never smaller than its VP8 frame + trailer).
+pub const MAX_FRAME_LEN: usize = 1 << 19;
+/// How many leading bytes of a received frame [`Vp8Clip::recognizes`] compares.
+pub const RECOGNIZE_PREFIX_LEN: usize = 16;
 
+const FRAME_TAG_LEN: usize = 3;
 const KEYFRAME_HEADER_LEN: usize = 10;
-const DELTA_HEADER_LEN: usize = 3;
 const KEYFRAME_START_CODE: [u8; 3] = [0x9d, 0x01, 0x2a];
-/// magic + counter + send time + length
-const BLOCK_FIXED_LEN: usize = 4 + 4 + 8 + 4;
-const CHECKSUM_LEN: usize = 4;
 
-/// What the self-checking block of one frame says about it.
+/// The committed clip: 320×180, 30 fps, 150 frames, one keyframe (frame 0).
+static BUILTIN_IVF: &[u8] = include_bytes!("../data/vp8-320x180-30fps.ivf");
+
+// ---------------------------------------------------------------------------------------------
+// VP8 frame header and the clip
+
+/// The fields of a VP8 frame header (RFC 6386 §9.1) that matter here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Header {
+    /// The frame tag's (inverse) keyframe bit says keyframe.
+    pub keyframe: bool,
+    /// Version (profile), 0 to 3.
+    pub version: u8,
+    /// The frame is meant to be displayed (hidden frames are alt-ref updates).
+    pub show_frame: bool,
+    /// Size of the first partition.
+    pub first_partition_len: usize,
+    /// Width and height of a keyframe (scaling bits stripped).
+    pub size: Option<(u16, u16)>,
+}
+
+/// Parses the header of a VP8 frame; `None` if it is not a valid one: shorter than its header,
+/// a keyframe without the start code, a version above 3, or a first partition longer than the
+/// frame.
+pub fn parse_vp8_header(frame: &[u8]) -> Option<Vp8Header> {
+    let tag = frame.get(..FRAME_TAG_LEN)?;
+    let tag = u32::from_le_bytes([tag[0], tag[1], tag[2], 0]);
+    let keyframe = tag & 1 == 0;
+    let version = ((tag >> 1) & 0x7) as u8;
+    let show_frame = (tag >> 4) & 1 == 1;
+    let first_partition_len = (tag >> 5) as usize;
+    let header_len = if keyframe {
+        KEYFRAME_HEADER_LEN
+    } else {
+        FRAME_TAG_LEN
+    };
+    if version > 3 || frame.len() < header_len || first_partition_len > frame.len() - header_len {
+        return None;
+    }
+    let size = if keyframe {
+        if frame[3..6] != KEYFRAME_START_CODE {
+            return None;
+        }
+        let width = u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff;
+        let height = u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff;
+        Some((width, height))
+    } else {
+        None
+    };
+    Some(Vp8Header {
+        keyframe,
+        version,
+        show_frame,
+        first_partition_len,
+        size,
+    })
+}
+
+/// Why an IVF file is not a usable clip.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClipError {
+    /// The container did not parse.
+    #[error(transparent)]
+    Ivf(#[from] IvfError),
+    /// The codec is not VP8.
+    #[error("the clip's codec is {0:02x?}, not VP80")]
+    NotVp8([u8; 4]),
+    /// No frames.
+    #[error("the clip has no frames")]
+    Empty,
+    /// A frame whose header does not parse.
+    #[error("clip frame {0} is not a valid VP8 frame")]
+    BadFrame(usize),
+    /// The first frame is not a keyframe, so the clip cannot start a stream.
+    #[error("the clip's first frame is not a keyframe")]
+    FirstNotKeyframe,
+    /// A hidden frame (show_frame = 0): one RTP timestamp per frame shows nothing for it.
+    #[error("clip frame {0} is hidden (show_frame = 0)")]
+    Hidden(usize),
+    /// A later keyframe with another size than frame 0.
+    #[error("clip frame {0} is a keyframe of another size than frame 0")]
+    SizeChanged(usize),
+}
+
+/// A VP8 clip: real frames in decoding order, the first a keyframe, all shown, one size.
+///
+/// [`Vp8Clip::builtin`] is the committed fixture; [`Vp8Clip::from_ivf`] loads another one.
+#[derive(Clone)]
+pub struct Vp8Clip {
+    width: u16,
+    height: u16,
+    frames: Vec<Bytes>,
+    keyframes: Vec<bool>,
+    prefixes: HashSet<[u8; RECOGNIZE_PREFIX_LEN]>,
+}
+
+impl fmt::Debug for Vp8Clip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vp8Clip")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("frames", &self.frames.len())
+            .field("bytes", &self.total_bytes())
+            .finish()
+    }
+}
+
+impl Vp8Clip {
+    /// Loads a clip from an IVF file and checks it (see [`ClipError`]).
+    pub fn from_ivf(data: Bytes) -> Result<Self, ClipError> {
+        let file = ivf::parse(data)?;
+        if file.header.fourcc != *b"VP80" {
+            return Err(ClipError::NotVp8(file.header.fourcc));
+        }
+        if file.frames.is_empty() {
+            return Err(ClipError::Empty);
+        }
+        let mut size = None;
+        let mut keyframes = Vec::with_capacity(file.frames.len());
+        for (index, frame) in file.frames.iter().enumerate() {
+            let header = parse_vp8_header(&frame.data).ok_or(ClipError::BadFrame(index))?;
+            if index == 0 && !header.keyframe {
+                return Err(ClipError::FirstNotKeyframe);
+            }
+            if !header.show_frame {
+                return Err(ClipError::Hidden(index));
+            }
+            if let Some(s) = header.size {
+                if *size.get_or_insert(s) != s {
+                    return Err(ClipError::SizeChanged(index));
+                }
+            }
+            keyframes.push(header.keyframe);
+        }
+        let (width, height) = size.expect("frame 0 is a keyframe, which has a size");
+        let frames: Vec<Bytes> = file.frames.into_iter().map(|f| f.data).collect();
+        let prefixes = frames
+            .iter()
+            .filter_map(|f| f.get(..RECOGNIZE_PREFIX_LEN)?.try_into().ok())
+            .collect();
+        Ok(Self {
+            width,
+            height,
+            frames,
+            keyframes,
+            prefixes,
+        })
+    }
+
+    /// The committed clip (`data/vp8-320x180-30fps.ivf`, embedded in the binary): 320×180,
+    /// 30 fps, 150 frames (5 s), one keyframe, about 140 kbps.
+    pub fn builtin() -> Arc<Vp8Clip> {
+        Arc::clone(builtin_clip())
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Never true for a loaded clip; here for completeness.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Frame `index` (panics if out of range).
+    pub fn frame(&self, index: usize) -> &Bytes {
+        &self.frames[index]
+    }
+
+    /// Whether frame `index` is a keyframe (panics if out of range).
+    pub fn is_keyframe(&self, index: usize) -> bool {
+        self.keyframes[index]
+    }
+
+    /// Width from the keyframes.
+    pub fn width(&self) -> u16 {
+        self.width
+    }
+
+    /// Height from the keyframes.
+    pub fn height(&self) -> u16 {
+        self.height
+    }
+
+    /// Bytes of all frames.
+    pub fn total_bytes(&self) -> usize {
+        self.frames.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether `data` begins with the first [`RECOGNIZE_PREFIX_LEN`] bytes of one of the clip's
+    /// frames (frames shorter than that are never recognised). This is how a frame of ours
+    /// that lost its trailer is told from a foreign one.
+    pub fn recognizes(&self, data: &[u8]) -> bool {
+        data.get(..RECOGNIZE_PREFIX_LEN)
+            .and_then(|p| <[u8; RECOGNIZE_PREFIX_LEN]>::try_from(p).ok())
+            .is_some_and(|p| self.prefixes.contains(&p))
+    }
+}
+
+fn builtin_clip() -> &'static Arc<Vp8Clip> {
+    static CLIP: OnceLock<Arc<Vp8Clip>> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        Arc::new(
+            Vp8Clip::from_ivf(Bytes::from_static(BUILTIN_IVF))
+                .expect("the embedded clip is valid (a unit test checks it)"),
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+
+/// What the trailer of one frame says about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameInfo {
     /// Frame counter, +1 per frame sent on a track.
     pub counter: u32,
-    /// Whether the VP8 frame tag marks a keyframe.
+    /// Whether the VP8 frame is a keyframe.
     pub keyframe: bool,
     /// Send time, microseconds since the UNIX epoch.
     pub send_time_us: u64,
-    /// Length of the whole frame in bytes.
+    /// Length of the whole frame in bytes (VP8 frame, filler and trailer).
     pub len: usize,
+    /// Length of the VP8 frame at its start.
+    pub vp8_len: usize,
 }
 
-/// Length of the VP8 header in front of our block.
-fn header_len(keyframe: bool) -> usize {
-    if keyframe {
-        KEYFRAME_HEADER_LEN
-    } else {
-        DELTA_HEADER_LEN
-    }
-}
-
-/// The smallest frame that holds the header and the block with an empty filler.
-pub fn min_frame_len(keyframe: bool) -> usize {
-    header_len(keyframe) + BLOCK_FIXED_LEN + CHECKSUM_LEN
-}
-
-/// Builds one frame. `info.len` is clamped to `min_frame_len(keyframe)..=MAX_FRAME_LEN`.
-pub fn build_frame(info: &FrameInfo, width: u16, height: u16) -> Vec<u8> {
-    let hlen = header_len(info.keyframe);
-    let len = info.len.clamp(min_frame_len(info.keyframe), MAX_FRAME_LEN);
+/// Builds one frame: `vp8`, then filler, then the trailer, `len` bytes in all. `len` is capped
+/// at [`MAX_FRAME_LEN`] and raised to `vp8.len() + TRAILER_LEN` (no filler) when smaller.
+pub fn build_frame(vp8: &[u8], counter: u32, send_time_us: u64, len: usize) -> Vec<u8> {
+    let len = len.min(MAX_FRAME_LEN).max(vp8.len() + TRAILER_LEN);
     let mut out = Vec::with_capacity(len);
-
-    // RFC 6386 §9.1: bit 0 is the inverse keyframe flag, bits 1-3 the version, bit 4 show_frame,
-    // bits 5-23 the first partition size. Our block stands in for the first partition.
-    let first_partition = (len - hlen) as u32;
-    let tag = u32::from(!info.keyframe) | (1 << 4) | (first_partition << 5);
-    out.extend_from_slice(&tag.to_le_bytes()[..3]);
-    if info.keyframe {
-        out.extend_from_slice(&KEYFRAME_START_CODE);
-        // 14 bits of size, 2 bits of scaling (0).
-        out.extend_from_slice(&(width & 0x3fff).to_le_bytes());
-        out.extend_from_slice(&(height & 0x3fff).to_le_bytes());
-    }
+    out.extend_from_slice(vp8);
+    let mut filler = Filler::new(counter);
+    out.extend((0..len - vp8.len() - TRAILER_LEN).map(|_| filler.next_byte()));
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&info.counter.to_be_bytes());
-    out.extend_from_slice(&info.send_time_us.to_be_bytes());
+    out.extend_from_slice(&counter.to_be_bytes());
+    out.extend_from_slice(&send_time_us.to_be_bytes());
+    out.extend_from_slice(&(vp8.len() as u32).to_be_bytes());
     out.extend_from_slice(&(len as u32).to_be_bytes());
-    let filler_len = len - out.len() - CHECKSUM_LEN;
-    let mut filler = Filler::new(info.counter);
-    out.extend((0..filler_len).map(|_| filler.next_byte()));
-    let crc = crc32(&out[hlen + MAGIC.len()..]);
+    let crc = crc32(&out);
     out.extend_from_slice(&crc.to_be_bytes());
     debug_assert_eq!(out.len(), len);
     out
 }
 
-/// Why a frame carrying our magic failed verification.
+/// Why a frame of ours failed verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Corruption {
-    /// Too short to hold the block.
+    /// No trailer, but the frame starts like one of the clip's: its end is missing.
     Truncated,
-    /// The VP8 header disagrees with the block (keyframe bit, start code, partition size).
+    /// The VP8 length in the trailer does not fit the frame, or the VP8 frame header is invalid.
     BadHeader,
-    /// The declared frame length is not the received length.
+    /// The frame length in the trailer is not the received length (bytes lost or added).
     LengthMismatch {
         /// Length written by the sender.
         declared: usize,
@@ -134,73 +353,69 @@ pub enum Corruption {
 pub enum FrameCheck {
     /// One of our frames, intact.
     Complete(FrameInfo),
-    /// One of our frames (the magic is there), damaged.
+    /// One of our frames (trailer magic, or the start of a clip frame), damaged.
     Corrupt(Corruption),
-    /// A frame without our magic, e.g. from a browser: received, but not checkable.
+    /// A frame that is not ours, e.g. from a browser: received, but not checkable.
     Foreign {
         /// The VP8 frame tag's keyframe flag (false if the frame is too short to have one).
         keyframe: bool,
     },
 }
 
-/// Classifies a complete frame (the payloads of its packets, descriptors stripped).
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Classifies a complete frame (the payloads of its packets, descriptors stripped), reading the
+/// trailer from the end. Truncated frames are recognised by the builtin clip
+/// ([`Vp8Clip::recognizes`]).
 pub fn verify_frame(data: &[u8]) -> FrameCheck {
-    let keyframe_bit = data.first().is_some_and(|b| b & 1 == 0);
-    let magic_at = |offset: usize| data.get(offset..offset + MAGIC.len()) == Some(&MAGIC[..]);
-    let hlen = if magic_at(KEYFRAME_HEADER_LEN) {
-        KEYFRAME_HEADER_LEN
-    } else if magic_at(DELTA_HEADER_LEN) {
-        DELTA_HEADER_LEN
-    } else {
+    let trailer_at = data
+        .len()
+        .checked_sub(TRAILER_LEN)
+        .filter(|&at| data[at..at + MAGIC.len()] == MAGIC);
+    let Some(trailer_at) = trailer_at else {
+        if builtin_clip().recognizes(data) {
+            return FrameCheck::Corrupt(Corruption::Truncated);
+        }
         return FrameCheck::Foreign {
-            keyframe: keyframe_bit && data.len() >= DELTA_HEADER_LEN,
+            keyframe: data.len() >= FRAME_TAG_LEN && data[0] & 1 == 0,
         };
     };
-    let keyframe = hlen == KEYFRAME_HEADER_LEN;
-    if data.len() < min_frame_len(keyframe) {
-        return FrameCheck::Corrupt(Corruption::Truncated);
-    }
-    if keyframe_bit != keyframe
-        || (keyframe && data[3..6] != KEYFRAME_START_CODE)
-        || (data[0] >> 1) & 0x7 != 0
-        || (data[0] >> 4) & 1 != 1
-    {
-        return FrameCheck::Corrupt(Corruption::BadHeader);
-    }
-    let tag = u32::from_le_bytes([data[0], data[1], data[2], 0]);
-    let first_partition = (tag >> 5) as usize;
-
-    let block = &data[hlen..];
-    let field = |at: usize, n: usize| &block[at..at + n];
-    // `field(at, n)` is exactly n bytes, in range because of the minimum length checked above.
-    let counter = u32::from_be_bytes(field(4, 4).try_into().expect("field is 4 bytes"));
-    let send_time_us = u64::from_be_bytes(field(8, 8).try_into().expect("field is 8 bytes"));
-    let declared = u32::from_be_bytes(field(16, 4).try_into().expect("field is 4 bytes")) as usize;
+    let t = &data[trailer_at..];
+    let counter = be_u32(&t[4..8]);
+    let send_time_us = u64::from_be_bytes(t[8..16].try_into().expect("8 bytes"));
+    let vp8_len = be_u32(&t[16..20]) as usize;
+    let declared = be_u32(&t[20..24]) as usize;
+    let checksum = be_u32(&t[24..28]);
     if declared != data.len() {
         return FrameCheck::Corrupt(Corruption::LengthMismatch {
             declared,
             actual: data.len(),
         });
     }
-    if first_partition != data.len() - hlen {
-        return FrameCheck::Corrupt(Corruption::BadHeader);
-    }
-    let (covered, checksum) = data[hlen + MAGIC.len()..].split_at(data.len() - hlen - 8);
-    // split_at left exactly the last 4 bytes.
-    let checksum = u32::from_be_bytes(checksum.try_into().expect("checksum is 4 bytes"));
-    if crc32(covered) != checksum {
+    if crc32(&data[..data.len() - 4]) != checksum {
         return FrameCheck::Corrupt(Corruption::Checksum);
     }
+    if vp8_len > trailer_at {
+        return FrameCheck::Corrupt(Corruption::BadHeader);
+    }
     let mut filler = Filler::new(counter);
-    let filler_bytes = &block[BLOCK_FIXED_LEN..block.len() - CHECKSUM_LEN];
-    if filler_bytes.iter().any(|&b| b != filler.next_byte()) {
+    if data[vp8_len..trailer_at]
+        .iter()
+        .any(|&b| b != filler.next_byte())
+    {
         return FrameCheck::Corrupt(Corruption::Filler);
     }
+    let Some(header) = parse_vp8_header(&data[..vp8_len]) else {
+        return FrameCheck::Corrupt(Corruption::BadHeader);
+    };
     FrameCheck::Complete(FrameInfo {
         counter,
-        keyframe,
+        keyframe: header.keyframe,
         send_time_us,
         len: data.len(),
+        vp8_len,
     })
 }
 
@@ -268,32 +483,28 @@ pub fn crc32(data: &[u8]) -> u32 {
 // ---------------------------------------------------------------------------------------------
 // Source
 
-/// How the synthetic video track behaves.
+/// How the video track behaves. The picture is the clip's (320×180 for the builtin one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoConfig {
     /// Frames per second.
     pub fps: u32,
-    /// Target bitrate in bits per second; frame sizes average to this.
+    /// Target bitrate in bits per second; frame sizes average to this (filler makes up the
+    /// difference to the clip's own, lower, bitrate).
     pub bitrate_bps: u32,
-    /// Time between keyframes.
+    /// Time between keyframes; the end of the clip also brings one (every 5 s for the builtin
+    /// clip at 30 fps), so longer intervals act as the clip length.
     pub keyframe_interval: Duration,
-    /// Width written into keyframes.
-    pub width: u16,
-    /// Height written into keyframes.
-    pub height: u16,
     /// Largest RTP payload, descriptor included ([`MAX_RTP_PAYLOAD`] by default).
     pub max_rtp_payload: usize,
 }
 
 impl Default for VideoConfig {
-    /// 1280×720 at 30 fps, 700 kbps, a keyframe every 2 s, RTP payloads of at most 1100 bytes.
+    /// 30 fps, 700 kbps, a keyframe every 2 s, RTP payloads of at most 1100 bytes.
     fn default() -> Self {
         Self {
             fps: 30,
             bitrate_bps: 700_000,
             keyframe_interval: Duration::from_secs(2),
-            width: 1280,
-            height: 720,
             max_rtp_payload: MAX_RTP_PAYLOAD,
         }
     }
@@ -306,39 +517,63 @@ pub struct SourceFrame {
     pub counter: u32,
     /// Whether it is a keyframe.
     pub keyframe: bool,
+    /// Which frame of the clip it carries.
+    pub clip_frame: usize,
     /// The frame's RTP timestamp (90 kHz).
     pub rtp_timestamp: u32,
     /// The frame itself.
     pub data: Vec<u8>,
 }
 
-/// Makes the frames of one synthetic video track.
+/// Makes the frames of one video track from a [`Vp8Clip`].
 ///
-/// Keyframes are four times the average frame size and delta frames vary ±15 % around the rest
-/// of the budget, so the stream averages `bitrate_bps` over each keyframe interval.
+/// Frames follow the clip in order. The source goes back to clip frame 0 (a keyframe) for the
+/// first frame, after [`VideoSource::request_keyframe`], when the keyframe interval has passed
+/// since the last keyframe, and after the clip's last frame; so every frame it sends can be
+/// decoded after the ones before it.
+///
+/// Sizes follow the configured bitrate: keyframes are four times the average frame size and
+/// delta frames vary ±15 % around the rest of the budget, so the stream averages `bitrate_bps`
+/// over each keyframe interval. A frame is never smaller than its clip frame plus the trailer,
+/// so a bitrate below the clip's own (about 140 kbps for the builtin clip) gives the clip's.
 #[derive(Debug, Clone)]
 pub struct VideoSource {
     config: VideoConfig,
+    clip: Arc<Vp8Clip>,
     counter: u32,
+    next_clip_frame: usize,
     since_keyframe: Option<u32>,
     force_keyframe: bool,
     timestamp_base: u32,
 }
 
 impl VideoSource {
-    /// A source whose first frame has counter 0, is a keyframe, and has RTP timestamp
-    /// `timestamp_base`.
+    /// A source of the builtin clip whose first frame has counter 0, is a keyframe, and has
+    /// RTP timestamp `timestamp_base`.
     pub fn new(config: VideoConfig, timestamp_base: u32) -> Self {
+        Self::with_clip(config, Vp8Clip::builtin(), timestamp_base)
+    }
+
+    /// Like [`VideoSource::new`] with another clip. (Receivers recognise truncated frames of
+    /// the builtin clip only.)
+    pub fn with_clip(config: VideoConfig, clip: Arc<Vp8Clip>, timestamp_base: u32) -> Self {
         Self {
             config: VideoConfig {
                 fps: config.fps.max(1),
                 ..config
             },
+            clip,
             counter: 0,
+            next_clip_frame: 0,
             since_keyframe: None,
             force_keyframe: false,
             timestamp_base,
         }
+    }
+
+    /// The clip it sends.
+    pub fn clip(&self) -> &Arc<Vp8Clip> {
+        &self.clip
     }
 
     /// Time between two frames.
@@ -351,12 +586,14 @@ impl VideoSource {
         self.force_keyframe = true;
     }
 
+    /// Frames from one keyframe to the next: the interval, at most the clip's length.
     fn frames_per_keyframe(&self) -> u32 {
         let n = (self.config.keyframe_interval.as_secs_f64() * f64::from(self.config.fps)).round();
-        (n as u32).max(1)
+        let clip_len = u32::try_from(self.clip.len()).unwrap_or(u32::MAX);
+        (n as u32).clamp(1, clip_len.max(1))
     }
 
-    /// Size of the frame with this counter.
+    /// Target size of the frame with this counter.
     fn frame_len(&self, counter: u32, keyframe: bool) -> usize {
         let avg = f64::from(self.config.bitrate_bps) / 8.0 / f64::from(self.config.fps);
         let n = f64::from(self.frames_per_keyframe());
@@ -369,17 +606,24 @@ impl VideoSource {
             let spread = (counter.wrapping_mul(2_654_435_761) >> 16) % 31;
             delta_avg * (1.0 + (f64::from(spread) - 15.0) / 100.0)
         };
-        (len.round() as usize).clamp(min_frame_len(keyframe), MAX_FRAME_LEN)
+        len.round() as usize
     }
 
     /// Makes the next frame, stamping `send_time_us` into it.
     pub fn next_frame(&mut self, send_time_us: u64) -> SourceFrame {
         let counter = self.counter;
-        let keyframe = self.force_keyframe
+        let restart = self.force_keyframe
+            || self.next_clip_frame >= self.clip.len()
             || match self.since_keyframe {
                 None => true,
                 Some(n) => n + 1 >= self.frames_per_keyframe(),
             };
+        if restart {
+            self.next_clip_frame = 0;
+        }
+        let clip_frame = self.next_clip_frame;
+        self.next_clip_frame += 1;
+        let keyframe = self.clip.is_keyframe(clip_frame);
         self.since_keyframe = if keyframe {
             Some(0)
         } else {
@@ -387,18 +631,14 @@ impl VideoSource {
         };
         self.force_keyframe = false;
         self.counter = self.counter.wrapping_add(1);
-        let info = FrameInfo {
-            counter,
-            keyframe,
-            send_time_us,
-            len: self.frame_len(counter, keyframe),
-        };
+        let len = self.frame_len(counter, keyframe);
         let ticks = u64::from(counter) * u64::from(VP8_CLOCK_RATE) / u64::from(self.config.fps);
         SourceFrame {
             counter,
             keyframe,
+            clip_frame,
             rtp_timestamp: self.timestamp_base.wrapping_add(ticks as u32),
-            data: build_frame(&info, self.config.width, self.config.height),
+            data: build_frame(self.clip.frame(clip_frame), counter, send_time_us, len),
         }
     }
 }
@@ -649,9 +889,8 @@ impl PendingFrame {
         if !first.start {
             return None;
         }
-        let d = &first.data;
-        let at = |o: usize| d.get(o..o + MAGIC.len()) == Some(&MAGIC[..]);
-        Some(at(KEYFRAME_HEADER_LEN) || at(DELTA_HEADER_LEN))
+        // The trailer is at the end; the start of a frame of ours is the start of a clip frame.
+        Some(builtin_clip().recognizes(&first.data))
     }
 }
 
@@ -915,17 +1154,21 @@ impl VideoReceiver {
 mod tests {
     use super::*;
 
+    const SEND_TIME_BASE: u64 = 1_700_000_000_000_000;
+
+    /// A frame of ours: clip frame 0 (the keyframe) or 1 (a delta frame), `len` bytes.
     fn frame(counter: u32, keyframe: bool, len: usize) -> Vec<u8> {
-        build_frame(
-            &FrameInfo {
-                counter,
-                keyframe,
-                send_time_us: 1_700_000_000_000_000 + u64::from(counter),
-                len,
-            },
-            1280,
-            720,
-        )
+        let clip = Vp8Clip::builtin();
+        let vp8 = clip.frame(if keyframe { 0 } else { 1 });
+        build_frame(vp8, counter, SEND_TIME_BASE + u64::from(counter), len)
+    }
+
+    /// Recomputes the CRC after a deliberate edit, so that a later check has to catch it.
+    fn fix_crc(mut f: Vec<u8>) -> Vec<u8> {
+        let n = f.len();
+        let crc = crc32(&f[..n - 4]);
+        f[n - 4..].copy_from_slice(&crc.to_be_bytes());
+        f
     }
 
     #[test]
@@ -935,49 +1178,220 @@ mod tests {
     }
 
     #[test]
+    fn builtin_clip_is_the_fixture() {
+        let clip = Vp8Clip::builtin();
+        assert_eq!((clip.width(), clip.height(), clip.len()), (320, 180, 150));
+        assert!(
+            BUILTIN_IVF.len() <= 200_000,
+            "{} bytes: keep the committed fixture small",
+            BUILTIN_IVF.len()
+        );
+        let keyframes: Vec<usize> = (0..clip.len()).filter(|&i| clip.is_keyframe(i)).collect();
+        assert_eq!(keyframes, vec![0], "one keyframe, at frame 0");
+        for i in 0..clip.len() {
+            let header = parse_vp8_header(clip.frame(i)).expect("valid VP8 frame");
+            assert!(header.show_frame, "frame {i} shown");
+            assert_eq!(header.keyframe, clip.is_keyframe(i));
+            assert!(clip.recognizes(clip.frame(i)), "frame {i} recognised");
+        }
+        assert_eq!(
+            parse_vp8_header(clip.frame(0)).unwrap().size,
+            Some((320, 180))
+        );
+        // The clip's own bitrate (~140 kbps) leaves room for filler at the default 700 kbps.
+        let kbps = clip.total_bytes() as f64 * 8.0 / 5.0 / 1000.0;
+        assert!((50.0..=300.0).contains(&kbps), "{kbps} kbps");
+    }
+
+    #[test]
+    fn vp8_header_table() {
+        let clip = Vp8Clip::builtin();
+        let key = clip.frame(0).to_vec();
+        let delta = clip.frame(1).to_vec();
+        let mut bad_start_code = key.clone();
+        bad_start_code[4] ^= 0x40;
+        let mut bad_version = delta.clone();
+        bad_version[0] |= 0x08; // version 4
+        let mut hidden = delta.clone();
+        hidden[0] &= !0x10;
+        // (keyframe, show_frame, size) or not a valid header
+        type Parsed = Option<(bool, bool, Option<(u16, u16)>)>;
+        let cases: Vec<(&str, Vec<u8>, Parsed)> = vec![
+            (
+                "keyframe",
+                key.clone(),
+                Some((true, true, Some((320, 180)))),
+            ),
+            ("delta", delta.clone(), Some((false, true, None))),
+            ("hidden delta", hidden, Some((false, false, None))),
+            ("keyframe without start code", bad_start_code, None),
+            ("version 4", bad_version, None),
+            ("keyframe cut inside its header", key[..9].to_vec(), None),
+            // The first partition ends past the data.
+            ("delta cut", delta[..20].to_vec(), None),
+            ("two bytes", vec![0x31, 0x00], None),
+            ("empty", vec![], None),
+        ];
+        for (name, data, expected) in cases {
+            let got = parse_vp8_header(&data).map(|h| (h.keyframe, h.show_frame, h.size));
+            assert_eq!(got, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn clip_from_ivf_table() {
+        let clip = Vp8Clip::builtin();
+        let key = clip.frame(0).to_vec();
+        let delta = clip.frame(1).to_vec();
+        let header = ivf::IvfHeader {
+            fourcc: *b"VP80",
+            width: 320,
+            height: 180,
+            timebase_den: 30,
+            timebase_num: 1,
+            declared_frames: 0,
+        };
+        let file = |fourcc: &[u8; 4], frames: &[&[u8]]| {
+            let frames: Vec<(u64, &[u8])> = frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (i as u64, *f))
+                .collect();
+            ivf::write(
+                &ivf::IvfHeader {
+                    fourcc: *fourcc,
+                    ..header
+                },
+                &frames,
+            )
+        };
+        let mut hidden = delta.clone();
+        hidden[0] &= !0x10;
+        let mut other_size = key.clone();
+        other_size[6..8].copy_from_slice(&640u16.to_le_bytes());
+        let good = file(b"VP80", &[&key, &delta, &delta]);
+        let cases: Vec<(&str, Vec<u8>, Result<usize, ClipError>)> = vec![
+            ("key, delta, delta", good.clone(), Ok(3)),
+            (
+                "a second keyframe",
+                file(b"VP80", &[&key, &delta, &key]),
+                Ok(3),
+            ),
+            ("the builtin fixture", BUILTIN_IVF.to_vec(), Ok(150)),
+            (
+                "truncated file",
+                good[..good.len() - 10].to_vec(),
+                Err(ClipError::Ivf(IvfError::TruncatedFrame {
+                    index: 2,
+                    declared: delta.len(),
+                    available: delta.len() - 10,
+                })),
+            ),
+            (
+                "not IVF",
+                b"RIFF0000WEBPVP8 not an ivf file at all".to_vec(),
+                Err(ClipError::Ivf(IvfError::BadSignature(*b"RIFF"))),
+            ),
+            (
+                "VP9",
+                file(b"VP90", &[&key]),
+                Err(ClipError::NotVp8(*b"VP90")),
+            ),
+            ("no frames", file(b"VP80", &[]), Err(ClipError::Empty)),
+            (
+                "starts with a delta frame",
+                file(b"VP80", &[&delta, &key]),
+                Err(ClipError::FirstNotKeyframe),
+            ),
+            (
+                "hidden frame",
+                file(b"VP80", &[&key, &hidden]),
+                Err(ClipError::Hidden(1)),
+            ),
+            (
+                "garbage frame",
+                file(b"VP80", &[&key, &[0x00, 0x01]]),
+                Err(ClipError::BadFrame(1)),
+            ),
+            (
+                "size changes",
+                file(b"VP80", &[&key, &delta, &other_size]),
+                Err(ClipError::SizeChanged(2)),
+            ),
+        ];
+        for (name, data, expected) in cases {
+            let got = Vp8Clip::from_ivf(Bytes::from(data)).map(|c| c.len());
+            assert_eq!(got, expected, "{name}");
+        }
+    }
+
+    #[test]
     fn frame_layout() {
+        let clip = Vp8Clip::builtin();
         let key = frame(7, true, 5000);
+        let vp8 = clip.frame(0);
         assert_eq!(key.len(), 5000);
-        assert_eq!(key[0] & 1, 0, "keyframe bit is inverse");
-        assert_eq!(&key[3..6], &KEYFRAME_START_CODE);
-        assert_eq!(u16::from_le_bytes([key[6], key[7]]), 1280);
-        assert_eq!(u16::from_le_bytes([key[8], key[9]]), 720);
-        assert_eq!(&key[10..14], b"CRFR");
-        let tag = u32::from_le_bytes([key[0], key[1], key[2], 0]);
-        assert_eq!((tag >> 5) as usize, 5000 - 10);
-        assert_eq!((tag >> 4) & 1, 1, "show_frame");
+        assert_eq!(
+            &key[..vp8.len()],
+            &vp8[..],
+            "starts with the clip frame, unchanged"
+        );
+        assert_eq!(key[0] & 1, 0, "keyframe bit (inverse) of the real frame");
+        let t = &key[5000 - TRAILER_LEN..];
+        assert_eq!(&t[..4], b"CRFR");
+        assert_eq!(be_u32(&t[4..8]), 7);
+        assert_eq!(
+            u64::from_be_bytes(t[8..16].try_into().unwrap()),
+            SEND_TIME_BASE + 7
+        );
+        assert_eq!(be_u32(&t[16..20]) as usize, vp8.len());
+        assert_eq!(be_u32(&t[20..24]), 5000);
+        assert_eq!(be_u32(&t[24..28]), crc32(&key[..5000 - 4]));
 
-        let delta = frame(8, false, 100);
-        assert_eq!(delta[0] & 1, 1);
-        assert_eq!(&delta[3..7], b"CRFR");
-        assert_eq!(u32::from_be_bytes(delta[7..11].try_into().unwrap()), 8);
-
-        // Too-small sizes are raised to the minimum.
-        assert_eq!(frame(1, true, 0).len(), min_frame_len(true));
-        assert_eq!(frame(1, false, 0).len(), min_frame_len(false));
+        // Too-small sizes are raised to the clip frame plus the trailer (no filler); huge ones
+        // are capped.
+        let delta = clip.frame(1);
+        assert_eq!(frame(1, false, 0).len(), delta.len() + TRAILER_LEN);
+        assert_eq!(frame(1, false, usize::MAX).len(), MAX_FRAME_LEN);
+        assert!(matches!(
+            verify_frame(&frame(1, false, 0)),
+            FrameCheck::Complete(FrameInfo { len, .. }) if len == delta.len() + TRAILER_LEN
+        ));
     }
 
     #[test]
     fn verify_verdicts() {
+        let clip = Vp8Clip::builtin();
+        let (key_len, delta_len) = (clip.frame(0).len(), clip.frame(1).len());
         let good_key = frame(3, true, 3000);
         let good_delta = frame(4, false, 2000);
-        let mutate = |mut f: Vec<u8>, at: usize| {
+        let flip = |mut f: Vec<u8>, at: usize| {
             f[at] ^= 0x40;
             f
         };
-        let truncated = good_delta[..1500].to_vec();
-        let mut mixed = frame(5, false, 2000);
+        let trailer = 2000 - TRAILER_LEN;
         // Counter of frame 5, everything else of frame 4 with a fixed-up CRC: the filler check
         // must catch the mix-up.
-        mixed[7..11].copy_from_slice(&4u32.to_be_bytes());
-        let crc = crc32(&mixed[7..mixed.len() - 4]);
-        let n = mixed.len();
-        mixed[n - 4..].copy_from_slice(&crc.to_be_bytes());
-        let mut flipped_key_bit = good_key.clone();
-        flipped_key_bit[0] |= 1;
-        // A VP8 keyframe without our magic (like a browser's).
+        let mut mixed = frame(5, false, 2000);
+        mixed[trailer + 4..trailer + 8].copy_from_slice(&4u32.to_be_bytes());
+        let mixed = fix_crc(mixed);
+        // The first half of frame 4 and the second half of frame 6, same length.
+        let mut spliced = good_delta[..1000].to_vec();
+        spliced.extend_from_slice(&frame(6, false, 2000)[1000..]);
+        // A packet's worth of bytes lost in the middle.
+        let mut middle_lost = good_delta[..600].to_vec();
+        middle_lost.extend_from_slice(&good_delta[1100..]);
+        // A sender bug: the VP8 length runs into the trailer, CRC fixed up.
+        let mut vp8_len_too_big = good_delta.clone();
+        vp8_len_too_big[trailer + 16..trailer + 20].copy_from_slice(&1990u32.to_be_bytes());
+        let vp8_len_too_big = fix_crc(vp8_len_too_big);
+        // A sender bug: the keyframe's start code damaged, CRC fixed up.
+        let bad_start_code = fix_crc(flip(good_key.clone(), 4));
+        // A browser's keyframe and delta frame: real VP8, no trailer.
         let mut foreign_key = vec![0x50, 0x12, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
         foreign_key.extend(std::iter::repeat_n(0xAB, 300));
+        let mut foreign_delta = vec![0x31, 0x00, 0x00];
+        foreign_delta.extend((0..500u32).map(|i| (i * 7) as u8));
 
         let cases: Vec<(&str, Vec<u8>, FrameCheck)> = vec![
             (
@@ -986,8 +1400,9 @@ mod tests {
                 FrameCheck::Complete(FrameInfo {
                     counter: 3,
                     keyframe: true,
-                    send_time_us: 1_700_000_000_000_003,
+                    send_time_us: SEND_TIME_BASE + 3,
                     len: 3000,
+                    vp8_len: key_len,
                 }),
             ),
             (
@@ -996,32 +1411,113 @@ mod tests {
                 FrameCheck::Complete(FrameInfo {
                     counter: 4,
                     keyframe: false,
-                    send_time_us: 1_700_000_000_000_004,
+                    send_time_us: SEND_TIME_BASE + 4,
                     len: 2000,
+                    vp8_len: delta_len,
                 }),
             ),
             (
-                "filler byte flipped",
-                mutate(good_delta.clone(), 1000),
+                "intact, no filler",
+                frame(9, false, 0),
+                FrameCheck::Complete(FrameInfo {
+                    counter: 9,
+                    keyframe: false,
+                    send_time_us: SEND_TIME_BASE + 9,
+                    len: delta_len + TRAILER_LEN,
+                    vp8_len: delta_len,
+                }),
+            ),
+            (
+                "VP8 tag byte flipped",
+                flip(good_delta.clone(), 0),
                 FrameCheck::Corrupt(Corruption::Checksum),
             ),
             (
-                "checksum byte flipped",
-                mutate(good_delta.clone(), 1999),
+                "VP8 data byte flipped",
+                flip(good_delta.clone(), delta_len - 1),
+                FrameCheck::Corrupt(Corruption::Checksum),
+            ),
+            (
+                "filler byte flipped",
+                flip(good_delta.clone(), 1000),
+                FrameCheck::Corrupt(Corruption::Checksum),
+            ),
+            (
+                "counter flipped",
+                flip(good_delta.clone(), trailer + 7),
                 FrameCheck::Corrupt(Corruption::Checksum),
             ),
             (
                 "send time flipped",
-                mutate(good_delta.clone(), 12),
+                flip(good_delta.clone(), trailer + 12),
                 FrameCheck::Corrupt(Corruption::Checksum),
             ),
             (
-                "truncated",
-                truncated,
+                "VP8 length flipped",
+                flip(good_delta.clone(), trailer + 19),
+                FrameCheck::Corrupt(Corruption::Checksum),
+            ),
+            (
+                "checksum flipped",
+                flip(good_delta.clone(), 1999),
+                FrameCheck::Corrupt(Corruption::Checksum),
+            ),
+            (
+                "frame length flipped",
+                flip(good_delta.clone(), trailer + 22),
+                FrameCheck::Corrupt(Corruption::LengthMismatch {
+                    declared: 2000 ^ 0x4000,
+                    actual: 2000,
+                }),
+            ),
+            (
+                "trailer magic damaged",
+                flip(good_delta.clone(), trailer),
+                FrameCheck::Corrupt(Corruption::Truncated),
+            ),
+            (
+                "end cut off",
+                good_delta[..1500].to_vec(),
+                FrameCheck::Corrupt(Corruption::Truncated),
+            ),
+            (
+                "keyframe end cut off",
+                good_key[..2999].to_vec(),
+                FrameCheck::Corrupt(Corruption::Truncated),
+            ),
+            (
+                "bytes lost in the middle",
+                middle_lost,
                 FrameCheck::Corrupt(Corruption::LengthMismatch {
                     declared: 2000,
                     actual: 1500,
                 }),
+            ),
+            (
+                "start cut off",
+                good_delta[100..].to_vec(),
+                FrameCheck::Corrupt(Corruption::LengthMismatch {
+                    declared: 2000,
+                    actual: 1900,
+                }),
+            ),
+            (
+                "bytes appended",
+                [&good_delta[..], &[0u8; 10][..]].concat(),
+                FrameCheck::Corrupt(Corruption::Truncated),
+            ),
+            (
+                "two frames in one",
+                [&good_key[..], &good_delta[..]].concat(),
+                FrameCheck::Corrupt(Corruption::LengthMismatch {
+                    declared: 2000,
+                    actual: 5000,
+                }),
+            ),
+            (
+                "halves of two frames",
+                spliced,
+                FrameCheck::Corrupt(Corruption::Checksum),
             ),
             (
                 "frames mixed up",
@@ -1029,22 +1525,17 @@ mod tests {
                 FrameCheck::Corrupt(Corruption::Filler),
             ),
             (
-                "keyframe bit flipped",
-                flipped_key_bit,
+                "VP8 length beyond the frame",
+                vp8_len_too_big,
                 FrameCheck::Corrupt(Corruption::BadHeader),
             ),
             (
-                "start code damaged",
-                mutate(good_key.clone(), 4),
+                "keyframe start code damaged",
+                bad_start_code,
                 FrameCheck::Corrupt(Corruption::BadHeader),
             ),
             (
-                "partition size damaged",
-                mutate(good_key.clone(), 1),
-                FrameCheck::Corrupt(Corruption::BadHeader),
-            ),
-            (
-                "just the header",
+                "too short to tell",
                 good_key[..12].to_vec(),
                 FrameCheck::Foreign { keyframe: true },
             ),
@@ -1055,8 +1546,13 @@ mod tests {
             ),
             (
                 "foreign delta",
-                vec![0x31, 0x00, 0x00, 1, 2, 3, 4, 5],
+                foreign_delta,
                 FrameCheck::Foreign { keyframe: false },
+            ),
+            (
+                "a bare clip frame",
+                clip.frame(1).to_vec(),
+                FrameCheck::Corrupt(Corruption::Truncated),
             ),
             ("empty", vec![], FrameCheck::Foreign { keyframe: false }),
         ];
@@ -1335,30 +1831,220 @@ mod tests {
     }
 
     #[test]
-    fn source_rate_and_keyframes() {
+    fn source_rate_and_frames() {
         let config = VideoConfig::default();
         let mut src = VideoSource::new(config.clone(), 1000);
         let frames: Vec<SourceFrame> = (0..120).map(|i| src.next_frame(i)).collect();
-        let keys: Vec<u32> = frames
-            .iter()
-            .filter(|f| f.keyframe)
-            .map(|f| f.counter)
-            .collect();
-        assert_eq!(keys, vec![0, 60]);
         assert_eq!(frames[1].rtp_timestamp - frames[0].rtp_timestamp, 3000);
         assert_eq!(frames[0].rtp_timestamp, 1000);
         let bytes: usize = frames.iter().map(|f| f.data.len()).sum();
         let kbps = bytes as f64 * 8.0 / 4.0 / 1000.0; // 120 frames = 4 s
         assert!((600.0..=800.0).contains(&kbps), "{kbps} kbps");
+        let clip = Vp8Clip::builtin();
         for f in &frames {
+            let vp8 = clip.frame(f.clip_frame);
+            assert_eq!(&f.data[..vp8.len()], &vp8[..], "frame {}", f.counter);
             assert!(
-                matches!(verify_frame(&f.data), FrameCheck::Complete(i) if i.counter == f.counter && i.keyframe == f.keyframe)
+                matches!(verify_frame(&f.data), FrameCheck::Complete(i)
+                    if i.counter == f.counter && i.keyframe == f.keyframe && i.vp8_len == vp8.len()
+                        && i.send_time_us == u64::from(f.counter)),
+                "frame {}",
+                f.counter
             );
         }
-        src.request_keyframe();
-        assert!(src.next_frame(0).keyframe);
-        assert!(!src.next_frame(0).keyframe);
         assert_eq!(src.frame_interval(), Duration::from_secs(1) / 30);
+
+        // Below the clip's own bitrate, frames carry no filler: the clip's rate it is.
+        let mut low = VideoSource::new(
+            VideoConfig {
+                bitrate_bps: 10_000,
+                ..VideoConfig::default()
+            },
+            0,
+        );
+        for _ in 0..200 {
+            let f = low.next_frame(0);
+            assert_eq!(f.data.len(), clip.frame(f.clip_frame).len() + TRAILER_LEN);
+        }
+    }
+
+    #[test]
+    fn source_keyframes() {
+        let clip_len = Vp8Clip::builtin().len() as u32; // 150
+        struct Case {
+            name: &'static str,
+            interval: Duration,
+            fps: u32,
+            /// Frame counters before which a keyframe is requested.
+            requests: &'static [u32],
+            frames: u32,
+            keyframes: Vec<u32>,
+        }
+        let cases = vec![
+            Case {
+                name: "every 2 s",
+                interval: Duration::from_secs(2),
+                fps: 30,
+                requests: &[],
+                frames: 200,
+                keyframes: vec![0, 60, 120, 180],
+            },
+            Case {
+                name: "interval longer than the clip: the clip's end brings them",
+                interval: Duration::from_secs(60),
+                fps: 30,
+                requests: &[],
+                frames: 2 * clip_len + 10,
+                keyframes: vec![0, clip_len, 2 * clip_len],
+            },
+            Case {
+                name: "requests restart the interval",
+                interval: Duration::from_secs(1),
+                fps: 30,
+                requests: &[10, 11, 50],
+                frames: 100,
+                keyframes: vec![0, 10, 11, 41, 50, 80],
+            },
+            Case {
+                name: "request at the very first frame",
+                interval: Duration::from_secs(1),
+                fps: 10,
+                requests: &[0, 1],
+                frames: 25,
+                keyframes: vec![0, 1, 11, 21],
+            },
+            Case {
+                name: "every frame",
+                interval: Duration::ZERO,
+                fps: 30,
+                requests: &[],
+                frames: 5,
+                keyframes: vec![0, 1, 2, 3, 4],
+            },
+        ];
+        for case in cases {
+            let mut src = VideoSource::new(
+                VideoConfig {
+                    fps: case.fps,
+                    keyframe_interval: case.interval,
+                    ..VideoConfig::default()
+                },
+                0,
+            );
+            let mut keyframes = Vec::new();
+            let mut expected_clip_frame = 0;
+            for counter in 0..case.frames {
+                if case.requests.contains(&counter) {
+                    src.request_keyframe();
+                }
+                let f = src.next_frame(0);
+                assert_eq!(f.counter, counter, "{}", case.name);
+                if f.keyframe {
+                    keyframes.push(counter);
+                    expected_clip_frame = 0;
+                }
+                // Always in clip order from the last keyframe: a valid decoding order.
+                assert_eq!(
+                    f.clip_frame, expected_clip_frame,
+                    "{}: {counter}",
+                    case.name
+                );
+                assert_eq!(f.keyframe, f.clip_frame == 0, "{}: {counter}", case.name);
+                assert_eq!(f.data[0] & 1 == 0, f.keyframe, "{}: {counter}", case.name);
+                expected_clip_frame += 1;
+            }
+            assert_eq!(keyframes, case.keyframes, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn source_with_a_short_clip() {
+        let builtin = Vp8Clip::builtin();
+        let (key, delta) = (builtin.frame(0), builtin.frame(1));
+        let header = ivf::IvfHeader {
+            fourcc: *b"VP80",
+            width: 320,
+            height: 180,
+            timebase_den: 30,
+            timebase_num: 1,
+            declared_frames: 0,
+        };
+        let data = ivf::write(&header, &[(0, key), (1, delta), (2, delta)]);
+        let clip = Arc::new(Vp8Clip::from_ivf(Bytes::from(data)).unwrap());
+        let mut src = VideoSource::with_clip(VideoConfig::default(), clip, 0);
+        let order: Vec<(usize, bool)> = (0..7)
+            .map(|_| {
+                let f = src.next_frame(0);
+                (f.clip_frame, f.keyframe)
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (0, true),
+                (1, false),
+                (2, false),
+                (0, true),
+                (1, false),
+                (2, false),
+                (0, true)
+            ]
+        );
+        assert_eq!(src.clip().len(), 3);
+    }
+
+    /// Writes what the source sends (trailers, filler, keyframe requests and restarts
+    /// included) as IVF and checks with `vpxdec --md5` that libvpx decodes it exactly like the
+    /// same clip frames without trailers. Needs vpx-tools (`scripts/make-vp8-fixture.sh`
+    /// installs them): `cargo test -p media-tests -- --ignored source_output_decodes`.
+    #[test]
+    #[ignore = "needs vpxdec (Debian vpx-tools)"]
+    fn source_output_decodes_like_the_clip() {
+        let mut src = VideoSource::new(VideoConfig::default(), 0);
+        let mut sent = Vec::new();
+        let mut bare = Vec::new();
+        for counter in 0..400u32 {
+            if counter == 77 || counter == 200 {
+                src.request_keyframe();
+            }
+            let f = src.next_frame(u64::from(counter));
+            bare.push(Vp8Clip::builtin().frame(f.clip_frame).to_vec());
+            sent.push(f.data);
+        }
+        let header = ivf::IvfHeader {
+            fourcc: *b"VP80",
+            width: 320,
+            height: 180,
+            timebase_den: 30,
+            timebase_num: 1,
+            declared_frames: 0,
+        };
+        let dir = std::env::temp_dir().join(format!("media-tests-vp8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let md5 = |name: &str, frames: &[Vec<u8>]| {
+            let list: Vec<(u64, &[u8])> = frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (i as u64, &f[..]))
+                .collect();
+            let path = dir.join(name);
+            std::fs::write(&path, ivf::write(&header, &list)).unwrap();
+            let out = std::process::Command::new("vpxdec")
+                .args(["--md5", "--i420"])
+                .arg(&path)
+                .output()
+                .expect("vpxdec runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let with_trailers = md5("sent.ivf", &sent);
+        let without = md5("bare.ivf", &bare);
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(with_trailers, without);
     }
 
     #[test]

@@ -3,15 +3,16 @@
 //!
 //! Browser tests show that media plays; they cannot say that frame 1234 arrived intact 3 ms
 //! after it was sent, or that no packet of another track slipped into it. This crate can: its
-//! client publishes synthetic VP8 frames that verify themselves and real Opus audio that is
-//! decoded on arrival, and reports per-track counters as JSON. Scenario tests start the
-//! `courier` binary, run clients (in-process or through the `media-tests` CLI) and assert on
-//! those reports.
+//! client publishes real VP8 video (a committed clip, so that browsers decode it) whose every
+//! frame carries a self-checking trailer, and real Opus audio that is decoded on arrival, and
+//! reports per-track counters as JSON. Scenario tests start the `courier` binary, run clients
+//! (in-process or through the `media-tests` CLI) and assert on those reports.
 //!
 //! # Layout
 //!
-//! - [`frame`]: the synthetic VP8 frame format, its RTP packetizer, the frame assembler and
-//!   the per-track video counters. Sans-I/O.
+//! - [`frame`]: the VP8 clip, the frame format (clip frame + filler + integrity trailer), its
+//!   RTP packetizer, the frame assembler and the per-track video counters. Sans-I/O.
+//! - [`ivf`]: the IVF container reader the clip is stored in. Sans-I/O.
 //! - [`audio`]: the speech-like Opus source and the decoding receiver with packet loss
 //!   concealment. Sans-I/O.
 //! - [`signal`]: protocol v1 messages, the glare rules, the mid → track map, and the WebSocket.
@@ -42,6 +43,7 @@ pub mod audio;
 pub mod client;
 pub mod delay;
 pub mod frame;
+pub mod ivf;
 pub mod report;
 pub mod seq;
 pub mod signal;

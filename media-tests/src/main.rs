@@ -55,10 +55,10 @@ struct ClientArgs {
     /// How long to stay, e.g. 10s, 1500ms, 2m.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
-    /// Time between video keyframes.
+    /// Time between video keyframes (at most the clip's 5 s: its end brings a keyframe too).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     keyframe_interval: Duration,
-    /// Video bitrate in kbps.
+    /// Video bitrate in kbps (filler on top of the VP8 clip's own ~140 kbps; never below that).
     #[arg(long, default_value_t = 700)]
     video_kbps: u32,
     /// Video frames per second.
@@ -197,7 +197,6 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         bitrate_bps: args.video_kbps.saturating_mul(1000),
         keyframe_interval: args.keyframe_interval,
         max_rtp_payload: args.max_rtp_payload,
-        ..VideoConfig::default()
     };
     let mut client = Client::connect(&args.url, &args.token, options)
         .await
