@@ -60,10 +60,7 @@ pub struct SpeechSynth {
 impl SpeechSynth {
     /// A synthesiser at time zero.
     pub fn new() -> Self {
-        Self {
-            noise: 0x1234_5678,
-            ..Self::default()
-        }
+        Self { noise: 0x1234_5678, ..Self::default() }
     }
 
     /// Relative weight of a harmonic at `freq` Hz: three formant bumps over a small floor.
@@ -80,11 +77,7 @@ impl SpeechSynth {
         let syllables = t * 4.0;
         let index = syllables.floor() as u64;
         let within = syllables.fract();
-        let envelope = if index % 8 == 7 {
-            0.0
-        } else {
-            (PI * within).sin().powi(2)
-        };
+        let envelope = if index % 8 == 7 { 0.0 } else { (PI * within).sin().powi(2) };
 
         // Pitch wanders around 130 Hz, different per syllable (intonation).
         let intonation = [0.0, 15.0, -10.0, 25.0, 5.0, -15.0, 10.0][(index % 7) as usize];
@@ -97,10 +90,7 @@ impl SpeechSynth {
             voiced += Self::formant_gain(h * f0) / h * (h * self.phase).sin();
         }
         // A little breath noise (LCG), so the encoder sees a non-periodic component too.
-        self.noise = self
-            .noise
-            .wrapping_mul(1_664_525)
-            .wrapping_add(1_013_904_223);
+        self.noise = self.noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         let noise = f64::from(self.noise >> 8) / f64::from(1u32 << 24) * 2.0 - 1.0;
 
         envelope * (0.35 * voiced + 0.02 * noise)
@@ -108,9 +98,7 @@ impl SpeechSynth {
 
     /// The next 20 ms of signal.
     pub fn next_frame(&mut self) -> Vec<i16> {
-        (0..FRAME_SAMPLES)
-            .map(|_| (self.next_sample() * 32767.0).clamp(-32768.0, 32767.0) as i16)
-            .collect()
+        (0..FRAME_SAMPLES).map(|_| (self.next_sample() * 32767.0).clamp(-32768.0, 32767.0) as i16).collect()
     }
 }
 
@@ -123,23 +111,16 @@ pub struct AudioSource {
 
 impl std::fmt::Debug for AudioSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AudioSource")
-            .field("synth", &self.synth)
-            .finish_non_exhaustive()
+        f.debug_struct("AudioSource").field("synth", &self.synth).finish_non_exhaustive()
     }
 }
 
 impl AudioSource {
     /// A source encoding 48 kHz mono VoIP at `bitrate_bps`.
     pub fn new(bitrate_bps: i32) -> Result<Self, AudioError> {
-        let mut encoder =
-            opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
+        let mut encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
         encoder.set_bitrate(opus::Bitrate::Bits(bitrate_bps))?;
-        Ok(Self {
-            synth: SpeechSynth::new(),
-            encoder,
-            buf: vec![0; MAX_PACKET_BYTES],
-        })
+        Ok(Self { synth: SpeechSynth::new(), encoder, buf: vec![0; MAX_PACKET_BYTES] })
     }
 
     /// Encodes the next 20 ms.
@@ -190,9 +171,7 @@ pub struct AudioReceiver {
 
 impl std::fmt::Debug for AudioReceiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AudioReceiver")
-            .field("stats", &self.stats)
-            .finish_non_exhaustive()
+        f.debug_struct("AudioReceiver").field("stats", &self.stats).finish_non_exhaustive()
     }
 }
 
@@ -263,8 +242,7 @@ impl AudioReceiver {
             }
         }
 
-        let media_ms =
-            self.ts.unwrap_u32(packet.header.timestamp) as f64 * 1000.0 / f64::from(SAMPLE_RATE);
+        let media_ms = self.ts.unwrap_u32(packet.header.timestamp) as f64 * 1000.0 / f64::from(SAMPLE_RATE);
         let transit_ms = now_us as f64 / 1000.0 - media_ms;
         if let Some(current) = self.transit.last_mut() {
             current.record(transit_ms);
@@ -332,11 +310,7 @@ mod tests {
         let (mut in_energy, mut out_energy) = (0.0, 0.0);
         for _ in 0..50 {
             let pkt = src.next_packet().unwrap();
-            assert!(
-                !pkt.is_empty() && pkt.len() < 400,
-                "packet of {} bytes",
-                pkt.len()
-            );
+            assert!(!pkt.is_empty() && pkt.len() < 400, "packet of {} bytes", pkt.len());
             let n = dec.decode(&pkt, &mut out, false).unwrap();
             assert_eq!(n, FRAME_SAMPLES);
             in_energy += rms(&synth.next_frame());
@@ -357,42 +331,15 @@ mod tests {
             expect: (u64, u64, u64, u64),
         }
         let all: Vec<usize> = (0..50).collect();
-        let without = |skip: &[usize]| -> Vec<usize> {
-            all.iter().copied().filter(|i| !skip.contains(i)).collect()
-        };
+        let without = |skip: &[usize]| -> Vec<usize> { all.iter().copied().filter(|i| !skip.contains(i)).collect() };
         let mut swapped = all.clone();
         swapped.swap(20, 21);
         let cases = vec![
-            Case {
-                name: "clean",
-                first_seq: 1000,
-                order: all.clone(),
-                expect: (50, 50, 0, 0),
-            },
-            Case {
-                name: "seq wraps",
-                first_seq: 65530,
-                order: all.clone(),
-                expect: (50, 50, 0, 0),
-            },
-            Case {
-                name: "two lost",
-                first_seq: 65530,
-                order: without(&[5, 6]),
-                expect: (48, 48, 2, 0),
-            },
-            Case {
-                name: "first packets lost",
-                first_seq: 7,
-                order: without(&[0, 1]),
-                expect: (48, 48, 0, 0),
-            },
-            Case {
-                name: "reordered",
-                first_seq: 7,
-                order: swapped,
-                expect: (50, 49, 1, 1),
-            },
+            Case { name: "clean", first_seq: 1000, order: all.clone(), expect: (50, 50, 0, 0) },
+            Case { name: "seq wraps", first_seq: 65530, order: all.clone(), expect: (50, 50, 0, 0) },
+            Case { name: "two lost", first_seq: 65530, order: without(&[5, 6]), expect: (48, 48, 2, 0) },
+            Case { name: "first packets lost", first_seq: 7, order: without(&[0, 1]), expect: (48, 48, 0, 0) },
+            Case { name: "reordered", first_seq: 7, order: swapped, expect: (50, 49, 1, 1) },
             Case {
                 name: "duplicate",
                 first_seq: 7,
@@ -412,12 +359,7 @@ mod tests {
             }
             let s = rx.stats();
             assert_eq!(
-                (
-                    s.packets_received,
-                    s.packets_decoded,
-                    s.packets_concealed,
-                    s.packets_late
-                ),
+                (s.packets_received, s.packets_decoded, s.packets_concealed, s.packets_late),
                 case.expect,
                 "{}",
                 case.name
@@ -442,10 +384,7 @@ mod tests {
             rx.handle_packet(p, 0);
         }
         let s = rx.stats();
-        assert_eq!(
-            s.packets_concealed, MAX_CONCEALED_PER_GAP as u64,
-            "no PLC across SSRCs"
-        );
+        assert_eq!(s.packets_concealed, MAX_CONCEALED_PER_GAP as u64, "no PLC across SSRCs");
         assert_eq!(s.packets_decoded, 5);
     }
 

@@ -30,24 +30,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rtc::interceptor::{
-    Attribute, Interceptor, Packet as InterceptorPacket, Slot, StreamInfo, TaggedPacket,
-};
+use rtc::interceptor::{Attribute, Interceptor, Packet as InterceptorPacket, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_twcc,
 };
-use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
-};
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -57,20 +51,18 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
-    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, Registry,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceGatheringState,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, Registry,
 };
 use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
 
-use crate::audio::{
-    AudioError, AudioReceiver, AudioSource, DEFAULT_BITRATE_BPS, FRAME_DURATION, FRAME_SAMPLES,
-};
+use crate::audio::{AudioError, AudioReceiver, AudioSource, DEFAULT_BITRATE_BPS, FRAME_DURATION, FRAME_SAMPLES};
 use crate::frame::{VideoConfig, VideoReceiver, VideoSource, Vp8Packetizer};
 use crate::report::{AudioTrackReport, PublishedReport, Report, TrackReport, VideoTrackReport};
 use crate::signal::{
-    AnswerAction, ClientMessage, Incoming, Joined, MediaKind, Negotiation, OfferTrack,
-    ParticipantInfo, ServerMessage, ServerOfferAction, SignalConnection, SignalError, Subscription,
-    Subscriptions, TrackInfo, TrackSource, PROTOCOL_VERSION,
+    AnswerAction, ClientMessage, Incoming, Joined, MediaKind, Negotiation, OfferTrack, ParticipantInfo, ServerMessage,
+    ServerOfferAction, SignalConnection, SignalError, Subscription, Subscriptions, TrackInfo, TrackSource,
+    PROTOCOL_VERSION,
 };
 
 /// How a [`Client`] behaves.
@@ -258,10 +250,7 @@ pub enum ClientError {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
@@ -309,12 +298,7 @@ struct Shared {
 impl Shared {
     /// Counts one received packet on `mid`. Returns the track id and kind when it was the first
     /// packet of that track.
-    fn on_rtp(
-        &self,
-        mid: &str,
-        kind: MediaKind,
-        packet: &rtc::rtp::Packet,
-    ) -> Option<(String, MediaKind)> {
+    fn on_rtp(&self, mid: &str, kind: MediaKind, packet: &rtc::rtp::Packet) -> Option<(String, MediaKind)> {
         let now = now_us();
         let mut rx = lock(&self.rx);
         let (track_id, participant_id) = match rx.subs.by_mid(mid) {
@@ -334,11 +318,7 @@ impl Shared {
                         }
                     },
                 };
-                rx.tracks.push(RxTrack {
-                    track_id: track_id.clone(),
-                    participant_id,
-                    media,
-                });
+                rx.tracks.push(RxTrack { track_id: track_id.clone(), participant_id, media });
                 rx.tracks.len() - 1
             }
         };
@@ -366,16 +346,12 @@ impl Shared {
             .tracks
             .iter()
             .map(|t| match &t.media {
-                RxMedia::Video(v) => TrackReport::Video(VideoTrackReport::new(
-                    t.track_id.clone(),
-                    t.participant_id.clone(),
-                    v.stats(),
-                )),
-                RxMedia::Audio(a) => TrackReport::Audio(AudioTrackReport::new(
-                    t.track_id.clone(),
-                    t.participant_id.clone(),
-                    a.stats(),
-                )),
+                RxMedia::Video(v) => {
+                    TrackReport::Video(VideoTrackReport::new(t.track_id.clone(), t.participant_id.clone(), v.stats()))
+                }
+                RxMedia::Audio(a) => {
+                    TrackReport::Audio(AudioTrackReport::new(t.track_id.clone(), t.participant_id.clone(), a.stats()))
+                }
             })
             .collect();
         Report {
@@ -431,11 +407,7 @@ impl Client {
     /// Connects to `url` (`ws://host:port/rtc`), joins with `token`, builds the peer connection
     /// and starts publishing what `options` asks for. Returns once `joined` arrived; media starts
     /// when ICE and DTLS are up (see [`Client::wait_connected`]).
-    pub async fn connect(
-        url: &str,
-        token: &str,
-        options: ClientOptions,
-    ) -> Result<Client, ClientError> {
+    pub async fn connect(url: &str, token: &str, options: ClientOptions) -> Result<Client, ClientError> {
         let mut conn = SignalConnection::connect(url).await?;
         conn.send(&ClientMessage::Join {
             v: PROTOCOL_VERSION,
@@ -450,12 +422,8 @@ impl Client {
                 Incoming::Message(ServerMessage::Error { code, message, .. }) => {
                     return Err(ClientError::JoinError { code, message })
                 }
-                Incoming::Closed { code, reason } => {
-                    return Err(ClientError::JoinClosed { code, reason })
-                }
-                Incoming::Message(other) => {
-                    return Err(ClientError::UnexpectedMessage(format!("{other:?}")))
-                }
+                Incoming::Closed { code, reason } => return Err(ClientError::JoinClosed { code, reason }),
+                Incoming::Message(other) => return Err(ClientError::UnexpectedMessage(format!("{other:?}"))),
                 Incoming::Invalid { error, text } => {
                     return Err(ClientError::UnexpectedMessage(format!("{text} ({error})")))
                 }
@@ -480,10 +448,7 @@ impl Client {
 
         let (pc_tx, pc_rx) = mpsc::unbounded_channel();
         let (conn_state_tx, conn_state_rx) = watch::channel(RTCPeerConnectionState::New);
-        let handler = Arc::new(PcHandler {
-            tx: pc_tx,
-            state: conn_state_tx,
-        });
+        let handler = Arc::new(PcHandler { tx: pc_tx, state: conn_state_tx });
         let udp_addr = options.udp_addr.unwrap_or_else(|| default_udp_addr(url));
         let pc = build_peer_connection(handler, udp_addr).await?;
 
@@ -509,10 +474,7 @@ impl Client {
             leave_reason: None,
             readers: Vec::new(),
         };
-        for (wanted, kind) in [
-            (options.publish_audio, MediaKind::Audio),
-            (options.publish_video, MediaKind::Video),
-        ] {
+        for (wanted, kind) in [(options.publish_audio, MediaKind::Audio), (options.publish_video, MediaKind::Video)] {
             if wanted {
                 if let Err(e) = session.publish(kind).await {
                     session.conn.close().await;
@@ -556,11 +518,7 @@ impl Client {
 
     /// Takes events until one matches `pred` (returned) or `timeout` passes. Events that do not
     /// match are dropped.
-    pub async fn wait_for_event<F>(
-        &mut self,
-        timeout: Duration,
-        mut pred: F,
-    ) -> Result<ClientEvent, ClientError>
+    pub async fn wait_for_event<F>(&mut self, timeout: Duration, mut pred: F) -> Result<ClientEvent, ClientError>
     where
         F: FnMut(&ClientEvent) -> bool,
     {
@@ -582,9 +540,7 @@ impl Client {
             loop {
                 match *rx.borrow_and_update() {
                     RTCPeerConnectionState::Connected => return Ok(()),
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        return Err(ClientError::Closed)
-                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => return Err(ClientError::Closed),
                     _ => {}
                 }
                 if rx.changed().await.is_err() {
@@ -592,9 +548,7 @@ impl Client {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| ClientError::Timeout("peer connection".to_owned()))?
+        tokio::time::timeout(timeout, wait).await.map_err(|_| ClientError::Timeout("peer connection".to_owned()))?
     }
 
     /// The peer connection's current state.
@@ -607,9 +561,7 @@ impl Client {
         make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
     ) -> Result<T, ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.cmd_tx
-            .send(make(tx))
-            .map_err(|_| ClientError::Closed)?;
+        self.cmd_tx.send(make(tx)).map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
@@ -677,11 +629,7 @@ fn default_udp_addr(url: &str) -> SocketAddr {
             None => None,
         })
         .unwrap_or(false);
-    let ip = if loopback {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    };
+    let ip = if loopback { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
     SocketAddr::new(ip, 0)
 }
 
@@ -741,9 +689,8 @@ async fn build_peer_connection(
     let registry = configure_rtcp_reports(registry);
     let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
 
-    let setting_engine = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .build();
+    let setting_engine =
+        SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media_engine)
@@ -778,11 +725,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let InterceptorPacket::Rtcp(packets) = &msg.message.packet {
-            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
-                .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()))
-                .cloned()
-                .collect();
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> =
+                packets.iter().filter(|p| is_keyframe_request(p.as_ref())).cloned().collect();
             if requests.is_empty() {
                 return Ok(());
             }
@@ -872,8 +816,8 @@ async fn wait_ready(
         if *stop.borrow_and_update() {
             return false;
         }
-        let ready = *negotiated.borrow_and_update()
-            && *connection.borrow_and_update() == RTCPeerConnectionState::Connected;
+        let ready =
+            *negotiated.borrow_and_update() && *connection.borrow_and_update() == RTCPeerConnectionState::Connected;
         if ready {
             return true;
         }
@@ -901,9 +845,7 @@ impl SenderTask {
         if !wait_ready(&mut self.stop, &mut self.negotiated, &mut self.connection).await {
             return;
         }
-        let pt = negotiated_payload_type(&self.sender, MIME_TYPE_OPUS)
-            .await
-            .unwrap_or(111);
+        let pt = negotiated_payload_type(&self.sender, MIME_TYPE_OPUS).await.unwrap_or(111);
         let mut source = match AudioSource::new(bitrate) {
             Ok(s) => s,
             Err(e) => {
@@ -949,11 +891,7 @@ impl SenderTask {
             seq = seq.wrapping_add(1);
             ts = ts.wrapping_add(FRAME_SAMPLES as u32);
             match self.track.write_rtp(packet).await {
-                Ok(()) => self
-                    .shared
-                    .sent
-                    .audio_packets
-                    .fetch_add(1, Ordering::Relaxed),
+                Ok(()) => self.shared.sent.audio_packets.fetch_add(1, Ordering::Relaxed),
                 Err(_) => self.shared.sent.errors.fetch_add(1, Ordering::Relaxed),
             };
         }
@@ -964,9 +902,7 @@ impl SenderTask {
         if !wait_ready(&mut self.stop, &mut self.negotiated, &mut self.connection).await {
             return;
         }
-        let pt = negotiated_payload_type(&self.sender, MIME_TYPE_VP8)
-            .await
-            .unwrap_or(96);
+        let pt = negotiated_payload_type(&self.sender, MIME_TYPE_VP8).await.unwrap_or(96);
         let max_payload = config.max_rtp_payload;
         let mut source = VideoSource::new(config, rand::random());
         let mut packetizer = Vp8Packetizer::new(self.ssrc, pt, rand::random(), rand::random());
@@ -1008,10 +944,7 @@ impl SenderTask {
             for packet in packetizer.packetize(&frame.data, frame.rtp_timestamp) {
                 match self.track.write_rtp(packet).await {
                     Ok(()) => {
-                        self.shared
-                            .sent
-                            .video_packets
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.shared.sent.video_packets.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(_) => {
                         ok = false;
@@ -1020,10 +953,7 @@ impl SenderTask {
                 }
             }
             if ok {
-                self.shared
-                    .sent
-                    .video_frames
-                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.sent.video_frames.fetch_add(1, Ordering::Relaxed);
             }
         }
         debug!(ssrc = self.ssrc, "video sender stopped");
@@ -1115,11 +1045,7 @@ impl Session {
 
     fn local_error(&self, what: &str, err: impl std::fmt::Display) {
         warn!(error = %err, "{what} failed");
-        self.emit(ClientEvent::Error {
-            code: "local".to_owned(),
-            message: format!("{what}: {err}"),
-            req_type: None,
-        });
+        self.emit(ClientEvent::Error { code: "local".to_owned(), message: format!("{what}: {err}"), req_type: None });
     }
 
     async fn run(mut self) {
@@ -1188,10 +1114,7 @@ impl Session {
             id,
             rtc_kind,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
                 codec: codec_for(kind),
                 ..Default::default()
             }],
@@ -1209,10 +1132,7 @@ impl Session {
                 }),
             )
             .await?;
-        let sender = transceiver
-            .sender()
-            .await?
-            .ok_or(ClientError::Unexpected("a new transceiver has no sender"))?;
+        let sender = transceiver.sender().await?.ok_or(ClientError::Unexpected("a new transceiver has no sender"))?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (neg_tx, neg_rx) = watch::channel(false);
         let (muted_tx, muted_rx) = watch::channel(false);
@@ -1248,11 +1168,7 @@ impl Session {
     }
 
     async fn unpublish(&mut self, kind: MediaKind) -> Result<(), ClientError> {
-        let Some(i) = self
-            .publishers
-            .iter()
-            .position(|p| p.kind == kind && p.active)
-        else {
+        let Some(i) = self.publishers.iter().position(|p| p.kind == kind && p.active) else {
             return Err(ClientError::NotPublished(kind));
         };
         let publisher = &mut self.publishers[i];
@@ -1273,10 +1189,7 @@ impl Session {
         };
         let _ = p.muted.send(muted);
         info!(%kind, track = %track_id, muted, "mute");
-        self.conn
-            .send(&ClientMessage::Mute { track_id, muted })
-            .await
-            .map_err(ClientError::from)
+        self.conn.send(&ClientMessage::Mute { track_id, muted }).await.map_err(ClientError::from)
     }
 
     async fn handle_command(&mut self, cmd: Command) {
@@ -1315,10 +1228,7 @@ impl Session {
                 self.send_candidate(msg).await;
             }
             PcEvent::GatheringComplete => {
-                let msg = ClientMessage::Candidate {
-                    candidate: String::new(),
-                    sdp_mid: None,
-                };
+                let msg = ClientMessage::Candidate { candidate: String::new(), sdp_mid: None };
                 self.send_candidate(msg).await;
             }
             PcEvent::State(state) => {
@@ -1404,17 +1314,10 @@ impl Session {
                 }
             }
         }
-        let sdp = self
-            .pc
-            .local_description()
-            .await
-            .map(|d| d.sdp)
-            .unwrap_or(offer.sdp);
+        let sdp = self.pc.local_description().await.map(|d| d.sdp).unwrap_or(offer.sdp);
         debug!(id, tracks = tracks.len(), "sending offer");
         trace!(id, %sdp, "our offer");
-        self.conn
-            .send(&ClientMessage::Offer { id, sdp, tracks })
-            .await?;
+        self.conn.send(&ClientMessage::Offer { id, sdp, tracks }).await?;
         self.description_sent().await;
         Ok(())
     }
@@ -1426,12 +1329,7 @@ impl Session {
         let result = async {
             let answer = self.pc.create_answer(None).await?;
             self.pc.set_local_description(answer.clone()).await?;
-            let sdp = self
-                .pc
-                .local_description()
-                .await
-                .map(|d| d.sdp)
-                .unwrap_or(answer.sdp);
+            let sdp = self.pc.local_description().await.map(|d| d.sdp).unwrap_or(answer.sdp);
             Ok::<_, ClientError>(sdp)
         }
         .await;
@@ -1482,18 +1380,8 @@ impl Session {
                 }
                 AnswerAction::Stale => debug!(id, "ignoring stale answer"),
             },
-            ServerMessage::Subscribed {
-                track_id,
-                participant_id,
-                kind,
-                mid,
-            } => {
-                let sub = Subscription {
-                    track_id,
-                    participant_id,
-                    kind,
-                    mid,
-                };
+            ServerMessage::Subscribed { track_id, participant_id, kind, mid } => {
+                let sub = Subscription { track_id, participant_id, kind, mid };
                 info!(track = %sub.track_id, mid = %sub.mid, kind = %sub.kind, "subscribed");
                 lock(&self.shared.rx).subs.handle_subscribed(sub.clone());
                 self.emit(ClientEvent::TrackSubscribed(sub));
@@ -1503,58 +1391,27 @@ impl Session {
                 lock(&self.shared.rx).subs.handle_unsubscribed(&track_id);
                 self.emit(ClientEvent::TrackUnsubscribed { track_id, reason });
             }
-            ServerMessage::TrackPublished {
-                participant_id,
-                track,
-            } => {
+            ServerMessage::TrackPublished { participant_id, track } => {
                 let own = participant_id == self.shared.participant_id;
                 if own {
-                    if let Some(p) = self
-                        .publishers
-                        .iter_mut()
-                        .find(|p| p.mid.is_some() && p.mid == track.mid)
-                    {
+                    if let Some(p) = self.publishers.iter_mut().find(|p| p.mid.is_some() && p.mid == track.mid) {
                         p.track_id = Some(track.id.clone());
                     }
                     info!(track = %track.id, mid = ?track.mid, kind = %track.kind, "published");
                 }
-                self.emit(ClientEvent::TrackPublished {
-                    participant_id,
-                    track,
-                    own,
-                });
+                self.emit(ClientEvent::TrackPublished { participant_id, track, own });
             }
-            ServerMessage::TrackUnpublished {
-                participant_id,
-                track_id,
-            } => self.emit(ClientEvent::TrackUnpublished {
-                participant_id,
-                track_id,
-            }),
-            ServerMessage::TrackMuted {
-                participant_id,
-                track_id,
-                muted,
-            } => self.emit(ClientEvent::TrackMuted {
-                participant_id,
-                track_id,
-                muted,
-            }),
-            ServerMessage::ParticipantJoined { participant } => {
-                self.emit(ClientEvent::ParticipantJoined(participant))
+            ServerMessage::TrackUnpublished { participant_id, track_id } => {
+                self.emit(ClientEvent::TrackUnpublished { participant_id, track_id })
             }
-            ServerMessage::ParticipantLeft {
-                participant_id,
-                reason,
-            } => self.emit(ClientEvent::ParticipantLeft {
-                participant_id,
-                reason,
-            }),
-            ServerMessage::Error {
-                code,
-                message,
-                req_type,
-            } => {
+            ServerMessage::TrackMuted { participant_id, track_id, muted } => {
+                self.emit(ClientEvent::TrackMuted { participant_id, track_id, muted })
+            }
+            ServerMessage::ParticipantJoined { participant } => self.emit(ClientEvent::ParticipantJoined(participant)),
+            ServerMessage::ParticipantLeft { participant_id, reason } => {
+                self.emit(ClientEvent::ParticipantLeft { participant_id, reason })
+            }
+            ServerMessage::Error { code, message, req_type } => {
                 warn!(%code, %message, ?req_type, "server error");
                 if req_type.as_deref() == Some("offer") && self.neg.outstanding().is_some() {
                     // Our offer was refused (permission_denied, sdp_rejected): roll it back and
@@ -1562,11 +1419,7 @@ impl Session {
                     self.neg.handle_offer_failed(false);
                     self.rollback().await;
                 }
-                self.emit(ClientEvent::Error {
-                    code,
-                    message,
-                    req_type,
-                });
+                self.emit(ClientEvent::Error { code, message, req_type });
             }
             ServerMessage::Leave { reason } => {
                 info!(%reason, "server says leave");
@@ -1624,10 +1477,6 @@ impl Session {
             r.abort();
         }
         let leave_reason = self.leave_reason.take();
-        self.emit(ClientEvent::Closed {
-            code,
-            reason,
-            leave_reason,
-        });
+        self.emit(ClientEvent::Closed { code, reason, leave_reason });
     }
 }

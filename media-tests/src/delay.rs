@@ -53,9 +53,7 @@ impl DelaySamples {
     /// fastest sample becomes zero (used for relative delays).
     pub fn relative_to_min(&self) -> DelaySamples {
         let min = self.samples.iter().copied().fold(f64::INFINITY, f64::min);
-        DelaySamples {
-            samples: self.samples.iter().map(|s| s - min).collect(),
-        }
+        DelaySamples { samples: self.samples.iter().map(|s| s - min).collect() }
     }
 }
 

@@ -111,11 +111,7 @@ pub fn parse_vp8_header(frame: &[u8]) -> Option<Vp8Header> {
     let version = ((tag >> 1) & 0x7) as u8;
     let show_frame = (tag >> 4) & 1 == 1;
     let first_partition_len = (tag >> 5) as usize;
-    let header_len = if keyframe {
-        KEYFRAME_HEADER_LEN
-    } else {
-        FRAME_TAG_LEN
-    };
+    let header_len = if keyframe { KEYFRAME_HEADER_LEN } else { FRAME_TAG_LEN };
     if version > 3 || frame.len() < header_len || first_partition_len > frame.len() - header_len {
         return None;
     }
@@ -129,13 +125,7 @@ pub fn parse_vp8_header(frame: &[u8]) -> Option<Vp8Header> {
     } else {
         None
     };
-    Some(Vp8Header {
-        keyframe,
-        version,
-        show_frame,
-        first_partition_len,
-        size,
-    })
+    Some(Vp8Header { keyframe, version, show_frame, first_partition_len, size })
 }
 
 /// Why an IVF file is not a usable clip.
@@ -217,17 +207,8 @@ impl Vp8Clip {
         }
         let (width, height) = size.expect("frame 0 is a keyframe, which has a size");
         let frames: Vec<Bytes> = file.frames.into_iter().map(|f| f.data).collect();
-        let prefixes = frames
-            .iter()
-            .filter_map(|f| f.get(..RECOGNIZE_PREFIX_LEN)?.try_into().ok())
-            .collect();
-        Ok(Self {
-            width,
-            height,
-            frames,
-            keyframes,
-            prefixes,
-        })
+        let prefixes = frames.iter().filter_map(|f| f.get(..RECOGNIZE_PREFIX_LEN)?.try_into().ok()).collect();
+        Ok(Self { width, height, frames, keyframes, prefixes })
     }
 
     /// The committed clip (`data/vp8-320x180-30fps.ivf`, embedded in the binary): 320×180,
@@ -370,17 +351,12 @@ fn be_u32(b: &[u8]) -> u32 {
 /// trailer from the end. Truncated frames are recognised by the builtin clip
 /// ([`Vp8Clip::recognizes`]).
 pub fn verify_frame(data: &[u8]) -> FrameCheck {
-    let trailer_at = data
-        .len()
-        .checked_sub(TRAILER_LEN)
-        .filter(|&at| data[at..at + MAGIC.len()] == MAGIC);
+    let trailer_at = data.len().checked_sub(TRAILER_LEN).filter(|&at| data[at..at + MAGIC.len()] == MAGIC);
     let Some(trailer_at) = trailer_at else {
         if builtin_clip().recognizes(data) {
             return FrameCheck::Corrupt(Corruption::Truncated);
         }
-        return FrameCheck::Foreign {
-            keyframe: data.len() >= FRAME_TAG_LEN && data[0] & 1 == 0,
-        };
+        return FrameCheck::Foreign { keyframe: data.len() >= FRAME_TAG_LEN && data[0] & 1 == 0 };
     };
     let t = &data[trailer_at..];
     let counter = be_u32(&t[4..8]);
@@ -389,10 +365,7 @@ pub fn verify_frame(data: &[u8]) -> FrameCheck {
     let declared = be_u32(&t[20..24]) as usize;
     let checksum = be_u32(&t[24..28]);
     if declared != data.len() {
-        return FrameCheck::Corrupt(Corruption::LengthMismatch {
-            declared,
-            actual: data.len(),
-        });
+        return FrameCheck::Corrupt(Corruption::LengthMismatch { declared, actual: data.len() });
     }
     if crc32(&data[..data.len() - 4]) != checksum {
         return FrameCheck::Corrupt(Corruption::Checksum);
@@ -401,22 +374,13 @@ pub fn verify_frame(data: &[u8]) -> FrameCheck {
         return FrameCheck::Corrupt(Corruption::BadHeader);
     }
     let mut filler = Filler::new(counter);
-    if data[vp8_len..trailer_at]
-        .iter()
-        .any(|&b| b != filler.next_byte())
-    {
+    if data[vp8_len..trailer_at].iter().any(|&b| b != filler.next_byte()) {
         return FrameCheck::Corrupt(Corruption::Filler);
     }
     let Some(header) = parse_vp8_header(&data[..vp8_len]) else {
         return FrameCheck::Corrupt(Corruption::BadHeader);
     };
-    FrameCheck::Complete(FrameInfo {
-        counter,
-        keyframe: header.keyframe,
-        send_time_us,
-        len: data.len(),
-        vp8_len,
-    })
+    FrameCheck::Complete(FrameInfo { counter, keyframe: header.keyframe, send_time_us, len: data.len(), vp8_len })
 }
 
 /// Deterministic filler bytes: xorshift32 seeded from the frame counter.
@@ -429,11 +393,7 @@ struct Filler {
 impl Filler {
     fn new(counter: u32) -> Self {
         let seed = counter.wrapping_mul(0x9E37_79B9) ^ 0x85EB_CA6B;
-        Self {
-            state: if seed == 0 { 1 } else { seed },
-            word: [0; 4],
-            used: 4,
-        }
+        Self { state: if seed == 0 { 1 } else { seed }, word: [0; 4], used: 4 }
     }
 
     fn next_byte(&mut self) -> u8 {
@@ -461,11 +421,7 @@ pub fn crc32(data: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
                 k += 1;
             }
             table[i] = c;
@@ -558,10 +514,7 @@ impl VideoSource {
     /// the builtin clip only.)
     pub fn with_clip(config: VideoConfig, clip: Arc<Vp8Clip>, timestamp_base: u32) -> Self {
         Self {
-            config: VideoConfig {
-                fps: config.fps.max(1),
-                ..config
-            },
+            config: VideoConfig { fps: config.fps.max(1), ..config },
             clip,
             counter: 0,
             next_clip_frame: 0,
@@ -624,11 +577,7 @@ impl VideoSource {
         let clip_frame = self.next_clip_frame;
         self.next_clip_frame += 1;
         let keyframe = self.clip.is_keyframe(clip_frame);
-        self.since_keyframe = if keyframe {
-            Some(0)
-        } else {
-            self.since_keyframe.map(|n| n + 1)
-        };
+        self.since_keyframe = if keyframe { Some(0) } else { self.since_keyframe.map(|n| n + 1) };
         self.force_keyframe = false;
         self.counter = self.counter.wrapping_add(1);
         let len = self.frame_len(counter, keyframe);
@@ -876,9 +825,7 @@ impl PendingFrame {
     /// Complete when the lowest packet starts partition 0, the highest has the marker, and no
     /// sequence number in between is missing.
     fn is_complete(&self) -> bool {
-        let (Some((first, fp)), Some((last, lp))) =
-            (self.parts.first_key_value(), self.parts.last_key_value())
-        else {
+        let (Some((first, fp)), Some((last, lp))) = (self.parts.first_key_value(), self.parts.last_key_value()) else {
             return false;
         };
         fp.start && lp.marker && (last - first + 1) as usize == self.parts.len()
@@ -942,11 +889,7 @@ impl FrameAssembler {
 
     /// Takes one packet.
     pub fn push(&mut self, packet: &rtp::Packet) -> PushOutcome {
-        let mut outcome = PushOutcome {
-            status: PacketStatus::Added,
-            completed: None,
-            abandoned: Vec::new(),
-        };
+        let mut outcome = PushOutcome { status: PacketStatus::Added, completed: None, abandoned: Vec::new() };
         let descriptor = match parse_descriptor(&packet.payload) {
             Ok(d) => d,
             Err(e) => {
@@ -963,10 +906,7 @@ impl FrameAssembler {
         } else {
             let frame = self.pending.entry(ts).or_insert_with(|| {
                 outcome.status = PacketStatus::NewFrame;
-                PendingFrame {
-                    parts: BTreeMap::new(),
-                    newest: seq,
-                }
+                PendingFrame { parts: BTreeMap::new(), newest: seq }
             });
             if frame.parts.contains_key(&seq) {
                 outcome.status = PacketStatus::Duplicate;
@@ -982,16 +922,11 @@ impl FrameAssembler {
                 );
                 if frame.is_complete() {
                     let frame = self.pending.remove(&ts).expect("frame was just found");
-                    let mut data =
-                        Vec::with_capacity(frame.parts.values().map(|p| p.data.len()).sum());
+                    let mut data = Vec::with_capacity(frame.parts.values().map(|p| p.data.len()).sum());
                     for part in frame.parts.values() {
                         data.extend_from_slice(&part.data);
                     }
-                    outcome.completed = Some(AssembledFrame {
-                        timestamp: ts,
-                        packets: frame.parts.len(),
-                        data,
-                    });
+                    outcome.completed = Some(AssembledFrame { timestamp: ts, packets: frame.parts.len(), data });
                     self.finish(ts);
                 }
             }
@@ -1025,11 +960,7 @@ impl FrameAssembler {
         let mut out = Vec::with_capacity(stale.len());
         for (_, ts) in stale {
             if let Some(frame) = self.pending.remove(&ts) {
-                out.push(AbandonedFrame {
-                    timestamp: ts,
-                    packets: frame.parts.len(),
-                    ours: frame.ours(),
-                });
+                out.push(AbandonedFrame { timestamp: ts, packets: frame.parts.len(), ours: frame.ours() });
                 self.finish(ts);
             }
         }
@@ -1111,14 +1042,8 @@ impl VideoReceiver {
                 } else {
                     self.stats.frames_duplicate += 1;
                 }
-                self.counter_min = Some(
-                    self.counter_min
-                        .map_or(info.counter, |m| m.min(info.counter)),
-                );
-                self.counter_max = Some(
-                    self.counter_max
-                        .map_or(info.counter, |m| m.max(info.counter)),
-                );
+                self.counter_min = Some(self.counter_min.map_or(info.counter, |m| m.min(info.counter)));
+                self.counter_max = Some(self.counter_max.map_or(info.counter, |m| m.max(info.counter)));
                 if info.keyframe {
                     self.stats.keyframes += 1;
                 }
@@ -1140,8 +1065,9 @@ impl VideoReceiver {
     pub fn stats(&self) -> VideoStats {
         let mut stats = self.stats.clone();
         stats.frames_missing = match (self.counter_min, self.counter_max) {
-            (Some(min), Some(max)) => (u64::from(max - min) + 1)
-                .saturating_sub(self.counters.len() as u64 + self.stats.frames_corrupt),
+            (Some(min), Some(max)) => {
+                (u64::from(max - min) + 1).saturating_sub(self.counters.len() as u64 + self.stats.frames_corrupt)
+            }
             _ => self.abandoned,
         };
         stats.delay_ms_p50 = self.delays.percentile(50.0);
@@ -1181,11 +1107,7 @@ mod tests {
     fn builtin_clip_is_the_fixture() {
         let clip = Vp8Clip::builtin();
         assert_eq!((clip.width(), clip.height(), clip.len()), (320, 180, 150));
-        assert!(
-            BUILTIN_IVF.len() <= 200_000,
-            "{} bytes: keep the committed fixture small",
-            BUILTIN_IVF.len()
-        );
+        assert!(BUILTIN_IVF.len() <= 200_000, "{} bytes: keep the committed fixture small", BUILTIN_IVF.len());
         let keyframes: Vec<usize> = (0..clip.len()).filter(|&i| clip.is_keyframe(i)).collect();
         assert_eq!(keyframes, vec![0], "one keyframe, at frame 0");
         for i in 0..clip.len() {
@@ -1194,10 +1116,7 @@ mod tests {
             assert_eq!(header.keyframe, clip.is_keyframe(i));
             assert!(clip.recognizes(clip.frame(i)), "frame {i} recognised");
         }
-        assert_eq!(
-            parse_vp8_header(clip.frame(0)).unwrap().size,
-            Some((320, 180))
-        );
+        assert_eq!(parse_vp8_header(clip.frame(0)).unwrap().size, Some((320, 180)));
         // The clip's own bitrate (~140 kbps) leaves room for filler at the default 700 kbps.
         let kbps = clip.total_bytes() as f64 * 8.0 / 5.0 / 1000.0;
         assert!((50.0..=300.0).contains(&kbps), "{kbps} kbps");
@@ -1217,11 +1136,7 @@ mod tests {
         // (keyframe, show_frame, size) or not a valid header
         type Parsed = Option<(bool, bool, Option<(u16, u16)>)>;
         let cases: Vec<(&str, Vec<u8>, Parsed)> = vec![
-            (
-                "keyframe",
-                key.clone(),
-                Some((true, true, Some((320, 180)))),
-            ),
+            ("keyframe", key.clone(), Some((true, true, Some((320, 180))))),
             ("delta", delta.clone(), Some((false, true, None))),
             ("hidden delta", hidden, Some((false, false, None))),
             ("keyframe without start code", bad_start_code, None),
@@ -1252,18 +1167,8 @@ mod tests {
             declared_frames: 0,
         };
         let file = |fourcc: &[u8; 4], frames: &[&[u8]]| {
-            let frames: Vec<(u64, &[u8])> = frames
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (i as u64, *f))
-                .collect();
-            ivf::write(
-                &ivf::IvfHeader {
-                    fourcc: *fourcc,
-                    ..header
-                },
-                &frames,
-            )
+            let frames: Vec<(u64, &[u8])> = frames.iter().enumerate().map(|(i, f)| (i as u64, *f)).collect();
+            ivf::write(&ivf::IvfHeader { fourcc: *fourcc, ..header }, &frames)
         };
         let mut hidden = delta.clone();
         hidden[0] &= !0x10;
@@ -1272,11 +1177,7 @@ mod tests {
         let good = file(b"VP80", &[&key, &delta, &delta]);
         let cases: Vec<(&str, Vec<u8>, Result<usize, ClipError>)> = vec![
             ("key, delta, delta", good.clone(), Ok(3)),
-            (
-                "a second keyframe",
-                file(b"VP80", &[&key, &delta, &key]),
-                Ok(3),
-            ),
+            ("a second keyframe", file(b"VP80", &[&key, &delta, &key]), Ok(3)),
             ("the builtin fixture", BUILTIN_IVF.to_vec(), Ok(150)),
             (
                 "truncated file",
@@ -1292,32 +1193,12 @@ mod tests {
                 b"RIFF0000WEBPVP8 not an ivf file at all".to_vec(),
                 Err(ClipError::Ivf(IvfError::BadSignature(*b"RIFF"))),
             ),
-            (
-                "VP9",
-                file(b"VP90", &[&key]),
-                Err(ClipError::NotVp8(*b"VP90")),
-            ),
+            ("VP9", file(b"VP90", &[&key]), Err(ClipError::NotVp8(*b"VP90"))),
             ("no frames", file(b"VP80", &[]), Err(ClipError::Empty)),
-            (
-                "starts with a delta frame",
-                file(b"VP80", &[&delta, &key]),
-                Err(ClipError::FirstNotKeyframe),
-            ),
-            (
-                "hidden frame",
-                file(b"VP80", &[&key, &hidden]),
-                Err(ClipError::Hidden(1)),
-            ),
-            (
-                "garbage frame",
-                file(b"VP80", &[&key, &[0x00, 0x01]]),
-                Err(ClipError::BadFrame(1)),
-            ),
-            (
-                "size changes",
-                file(b"VP80", &[&key, &delta, &other_size]),
-                Err(ClipError::SizeChanged(2)),
-            ),
+            ("starts with a delta frame", file(b"VP80", &[&delta, &key]), Err(ClipError::FirstNotKeyframe)),
+            ("hidden frame", file(b"VP80", &[&key, &hidden]), Err(ClipError::Hidden(1))),
+            ("garbage frame", file(b"VP80", &[&key, &[0x00, 0x01]]), Err(ClipError::BadFrame(1))),
+            ("size changes", file(b"VP80", &[&key, &delta, &other_size]), Err(ClipError::SizeChanged(2))),
         ];
         for (name, data, expected) in cases {
             let got = Vp8Clip::from_ivf(Bytes::from(data)).map(|c| c.len());
@@ -1331,19 +1212,12 @@ mod tests {
         let key = frame(7, true, 5000);
         let vp8 = clip.frame(0);
         assert_eq!(key.len(), 5000);
-        assert_eq!(
-            &key[..vp8.len()],
-            &vp8[..],
-            "starts with the clip frame, unchanged"
-        );
+        assert_eq!(&key[..vp8.len()], &vp8[..], "starts with the clip frame, unchanged");
         assert_eq!(key[0] & 1, 0, "keyframe bit (inverse) of the real frame");
         let t = &key[5000 - TRAILER_LEN..];
         assert_eq!(&t[..4], b"CRFR");
         assert_eq!(be_u32(&t[4..8]), 7);
-        assert_eq!(
-            u64::from_be_bytes(t[8..16].try_into().unwrap()),
-            SEND_TIME_BASE + 7
-        );
+        assert_eq!(u64::from_be_bytes(t[8..16].try_into().unwrap()), SEND_TIME_BASE + 7);
         assert_eq!(be_u32(&t[16..20]) as usize, vp8.len());
         assert_eq!(be_u32(&t[20..24]), 5000);
         assert_eq!(be_u32(&t[24..28]), crc32(&key[..5000 - 4]));
@@ -1427,133 +1301,49 @@ mod tests {
                     vp8_len: delta_len,
                 }),
             ),
-            (
-                "VP8 tag byte flipped",
-                flip(good_delta.clone(), 0),
-                FrameCheck::Corrupt(Corruption::Checksum),
-            ),
+            ("VP8 tag byte flipped", flip(good_delta.clone(), 0), FrameCheck::Corrupt(Corruption::Checksum)),
             (
                 "VP8 data byte flipped",
                 flip(good_delta.clone(), delta_len - 1),
                 FrameCheck::Corrupt(Corruption::Checksum),
             ),
-            (
-                "filler byte flipped",
-                flip(good_delta.clone(), 1000),
-                FrameCheck::Corrupt(Corruption::Checksum),
-            ),
-            (
-                "counter flipped",
-                flip(good_delta.clone(), trailer + 7),
-                FrameCheck::Corrupt(Corruption::Checksum),
-            ),
-            (
-                "send time flipped",
-                flip(good_delta.clone(), trailer + 12),
-                FrameCheck::Corrupt(Corruption::Checksum),
-            ),
-            (
-                "VP8 length flipped",
-                flip(good_delta.clone(), trailer + 19),
-                FrameCheck::Corrupt(Corruption::Checksum),
-            ),
-            (
-                "checksum flipped",
-                flip(good_delta.clone(), 1999),
-                FrameCheck::Corrupt(Corruption::Checksum),
-            ),
+            ("filler byte flipped", flip(good_delta.clone(), 1000), FrameCheck::Corrupt(Corruption::Checksum)),
+            ("counter flipped", flip(good_delta.clone(), trailer + 7), FrameCheck::Corrupt(Corruption::Checksum)),
+            ("send time flipped", flip(good_delta.clone(), trailer + 12), FrameCheck::Corrupt(Corruption::Checksum)),
+            ("VP8 length flipped", flip(good_delta.clone(), trailer + 19), FrameCheck::Corrupt(Corruption::Checksum)),
+            ("checksum flipped", flip(good_delta.clone(), 1999), FrameCheck::Corrupt(Corruption::Checksum)),
             (
                 "frame length flipped",
                 flip(good_delta.clone(), trailer + 22),
-                FrameCheck::Corrupt(Corruption::LengthMismatch {
-                    declared: 2000 ^ 0x4000,
-                    actual: 2000,
-                }),
+                FrameCheck::Corrupt(Corruption::LengthMismatch { declared: 2000 ^ 0x4000, actual: 2000 }),
             ),
-            (
-                "trailer magic damaged",
-                flip(good_delta.clone(), trailer),
-                FrameCheck::Corrupt(Corruption::Truncated),
-            ),
-            (
-                "end cut off",
-                good_delta[..1500].to_vec(),
-                FrameCheck::Corrupt(Corruption::Truncated),
-            ),
-            (
-                "keyframe end cut off",
-                good_key[..2999].to_vec(),
-                FrameCheck::Corrupt(Corruption::Truncated),
-            ),
+            ("trailer magic damaged", flip(good_delta.clone(), trailer), FrameCheck::Corrupt(Corruption::Truncated)),
+            ("end cut off", good_delta[..1500].to_vec(), FrameCheck::Corrupt(Corruption::Truncated)),
+            ("keyframe end cut off", good_key[..2999].to_vec(), FrameCheck::Corrupt(Corruption::Truncated)),
             (
                 "bytes lost in the middle",
                 middle_lost,
-                FrameCheck::Corrupt(Corruption::LengthMismatch {
-                    declared: 2000,
-                    actual: 1500,
-                }),
+                FrameCheck::Corrupt(Corruption::LengthMismatch { declared: 2000, actual: 1500 }),
             ),
             (
                 "start cut off",
                 good_delta[100..].to_vec(),
-                FrameCheck::Corrupt(Corruption::LengthMismatch {
-                    declared: 2000,
-                    actual: 1900,
-                }),
+                FrameCheck::Corrupt(Corruption::LengthMismatch { declared: 2000, actual: 1900 }),
             ),
-            (
-                "bytes appended",
-                [&good_delta[..], &[0u8; 10][..]].concat(),
-                FrameCheck::Corrupt(Corruption::Truncated),
-            ),
+            ("bytes appended", [&good_delta[..], &[0u8; 10][..]].concat(), FrameCheck::Corrupt(Corruption::Truncated)),
             (
                 "two frames in one",
                 [&good_key[..], &good_delta[..]].concat(),
-                FrameCheck::Corrupt(Corruption::LengthMismatch {
-                    declared: 2000,
-                    actual: 5000,
-                }),
+                FrameCheck::Corrupt(Corruption::LengthMismatch { declared: 2000, actual: 5000 }),
             ),
-            (
-                "halves of two frames",
-                spliced,
-                FrameCheck::Corrupt(Corruption::Checksum),
-            ),
-            (
-                "frames mixed up",
-                mixed,
-                FrameCheck::Corrupt(Corruption::Filler),
-            ),
-            (
-                "VP8 length beyond the frame",
-                vp8_len_too_big,
-                FrameCheck::Corrupt(Corruption::BadHeader),
-            ),
-            (
-                "keyframe start code damaged",
-                bad_start_code,
-                FrameCheck::Corrupt(Corruption::BadHeader),
-            ),
-            (
-                "too short to tell",
-                good_key[..12].to_vec(),
-                FrameCheck::Foreign { keyframe: true },
-            ),
-            (
-                "foreign keyframe",
-                foreign_key,
-                FrameCheck::Foreign { keyframe: true },
-            ),
-            (
-                "foreign delta",
-                foreign_delta,
-                FrameCheck::Foreign { keyframe: false },
-            ),
-            (
-                "a bare clip frame",
-                clip.frame(1).to_vec(),
-                FrameCheck::Corrupt(Corruption::Truncated),
-            ),
+            ("halves of two frames", spliced, FrameCheck::Corrupt(Corruption::Checksum)),
+            ("frames mixed up", mixed, FrameCheck::Corrupt(Corruption::Filler)),
+            ("VP8 length beyond the frame", vp8_len_too_big, FrameCheck::Corrupt(Corruption::BadHeader)),
+            ("keyframe start code damaged", bad_start_code, FrameCheck::Corrupt(Corruption::BadHeader)),
+            ("too short to tell", good_key[..12].to_vec(), FrameCheck::Foreign { keyframe: true }),
+            ("foreign keyframe", foreign_key, FrameCheck::Foreign { keyframe: true }),
+            ("foreign delta", foreign_delta, FrameCheck::Foreign { keyframe: false }),
+            ("a bare clip frame", clip.frame(1).to_vec(), FrameCheck::Corrupt(Corruption::Truncated)),
             ("empty", vec![], FrameCheck::Foreign { keyframe: false }),
         ];
         for (name, data, expected) in cases {
@@ -1591,10 +1381,7 @@ mod tests {
         assert_eq!(d.picture_id, Some(0x7fff));
         assert_eq!(d.tl0_pic_idx, Some(1));
         let next = p.packetize(&frame(2, false, 100), 15000);
-        assert_eq!(
-            parse_descriptor(&next[0].payload).unwrap().picture_id,
-            Some(0)
-        );
+        assert_eq!(parse_descriptor(&next[0].payload).unwrap().picture_id, Some(0));
     }
 
     #[test]
@@ -1603,34 +1390,18 @@ mod tests {
         type Parsed = (bool, Option<u16>, Option<u8>, Option<u8>, usize);
         let cases: &[(&[u8], Result<Parsed, DescriptorError>)] = &[
             (&[0x10, 0xAA], Ok((true, None, None, None, 1))),
-            (
-                &[0x90, 0x80, 0x05, 0xAA],
-                Ok((true, Some(5), None, None, 3)),
-            ),
-            (
-                &[0x80, 0x80, 0x81, 0x02],
-                Ok((false, Some(0x102), None, None, 4)),
-            ),
-            (
-                &[0x90, 0xC0, 0x81, 0x02, 0x09],
-                Ok((true, Some(0x102), Some(9), None, 5)),
-            ),
-            (
-                &[0x90, 0xE0, 0x81, 0x02, 0x09, 0x60],
-                Ok((true, Some(0x102), Some(9), Some(1), 6)),
-            ),
+            (&[0x90, 0x80, 0x05, 0xAA], Ok((true, Some(5), None, None, 3))),
+            (&[0x80, 0x80, 0x81, 0x02], Ok((false, Some(0x102), None, None, 4))),
+            (&[0x90, 0xC0, 0x81, 0x02, 0x09], Ok((true, Some(0x102), Some(9), None, 5))),
+            (&[0x90, 0xE0, 0x81, 0x02, 0x09, 0x60], Ok((true, Some(0x102), Some(9), Some(1), 6))),
             (&[0x90, 0x10, 0x1f], Ok((true, None, None, None, 3))),
             (&[], Err(DescriptorError::Truncated)),
             (&[0x90], Err(DescriptorError::Truncated)),
             (&[0x90, 0x80, 0x81], Err(DescriptorError::Truncated)),
-            (
-                &[0x90, 0xE0, 0x81, 0x02, 0x09],
-                Err(DescriptorError::Truncated),
-            ),
+            (&[0x90, 0xE0, 0x81, 0x02, 0x09], Err(DescriptorError::Truncated)),
         ];
         for (bytes, expected) in cases {
-            let got = parse_descriptor(bytes)
-                .map(|d| (d.start, d.picture_id, d.tl0_pic_idx, d.tid, d.len));
+            let got = parse_descriptor(bytes).map(|d| (d.start, d.picture_id, d.tl0_pic_idx, d.tid, d.len));
             assert_eq!(&got, expected, "{bytes:02x?}");
         }
     }
@@ -1638,10 +1409,7 @@ mod tests {
     /// Packets of consecutive frames with sequence numbers starting at `first_seq`.
     fn stream(first_seq: u16, frames: &[(u32, bool, usize)]) -> Vec<rtp::Packet> {
         let mut p = Vp8Packetizer::new(1, 96, first_seq, 0);
-        frames
-            .iter()
-            .flat_map(|&(counter, key, len)| p.packetize(&frame(counter, key, len), counter * 3000))
-            .collect()
+        frames.iter().flat_map(|&(counter, key, len)| p.packetize(&frame(counter, key, len), counter * 3000)).collect()
     }
 
     /// Feeds packets (in the given order of indices) and returns the stats.
@@ -1666,13 +1434,7 @@ mod tests {
             expect: (u64, u64, u64, u64), // complete, corrupt, missing, received
         }
         let cases = vec![
-            Case {
-                name: "in order",
-                first_seq: 100,
-                order: in_order.clone(),
-                corrupt: None,
-                expect: (3, 0, 0, 3),
-            },
+            Case { name: "in order", first_seq: 100, order: in_order.clone(), corrupt: None, expect: (3, 0, 0, 3) },
             Case {
                 name: "seq wraps inside a frame",
                 first_seq: 65532,
@@ -1746,12 +1508,7 @@ mod tests {
             }
             let s = run(&packets, &case.order);
             assert_eq!(
-                (
-                    s.frames_complete,
-                    s.frames_corrupt,
-                    s.frames_missing,
-                    s.frames_received
-                ),
+                (s.frames_complete, s.frames_corrupt, s.frames_missing, s.frames_received),
                 case.expect,
                 "{}: {s:?}",
                 case.name
@@ -1791,15 +1548,10 @@ mod tests {
             }
         }
         let s = rx.stats();
-        assert_eq!(
-            (s.frames_foreign, s.frames_complete, s.frames_received),
-            (1, 0, 2)
-        );
+        assert_eq!((s.frames_foreign, s.frames_complete, s.frames_received), (1, 0, 2));
         // Not abandoned yet: the stream has not moved far enough past it.
         assert_eq!(s.frames_missing, 0);
-        let more: Vec<rtp::Packet> = (0..600)
-            .flat_map(|i| p.packetize(&foreign[..200], 6000 + i * 3000))
-            .collect();
+        let more: Vec<rtp::Packet> = (0..600).flat_map(|i| p.packetize(&foreign[..200], 6000 + i * 3000)).collect();
         for pkt in &more {
             rx.handle_packet(pkt, 0);
         }
@@ -1818,14 +1570,7 @@ mod tests {
         let far = p.packetize(&frame(9, false, 100), 90_000);
         let out = asm.push(&far[0]);
         assert_eq!(out.completed.map(|f| f.timestamp), Some(90_000));
-        assert_eq!(
-            out.abandoned,
-            vec![AbandonedFrame {
-                timestamp: 0,
-                packets: 1,
-                ours: Some(true)
-            }]
-        );
+        assert_eq!(out.abandoned, vec![AbandonedFrame { timestamp: 0, packets: 1, ours: Some(true) }]);
         assert_eq!(asm.push(&packets[1]).status, PacketStatus::Late);
         assert_eq!(asm.pending_frames(), 0);
     }
@@ -1855,13 +1600,7 @@ mod tests {
         assert_eq!(src.frame_interval(), Duration::from_secs(1) / 30);
 
         // Below the clip's own bitrate, frames carry no filler: the clip's rate it is.
-        let mut low = VideoSource::new(
-            VideoConfig {
-                bitrate_bps: 10_000,
-                ..VideoConfig::default()
-            },
-            0,
-        );
+        let mut low = VideoSource::new(VideoConfig { bitrate_bps: 10_000, ..VideoConfig::default() }, 0);
         for _ in 0..200 {
             let f = low.next_frame(0);
             assert_eq!(f.data.len(), clip.frame(f.clip_frame).len() + TRAILER_LEN);
@@ -1924,11 +1663,7 @@ mod tests {
         ];
         for case in cases {
             let mut src = VideoSource::new(
-                VideoConfig {
-                    fps: case.fps,
-                    keyframe_interval: case.interval,
-                    ..VideoConfig::default()
-                },
+                VideoConfig { fps: case.fps, keyframe_interval: case.interval, ..VideoConfig::default() },
                 0,
             );
             let mut keyframes = Vec::new();
@@ -1944,11 +1679,7 @@ mod tests {
                     expected_clip_frame = 0;
                 }
                 // Always in clip order from the last keyframe: a valid decoding order.
-                assert_eq!(
-                    f.clip_frame, expected_clip_frame,
-                    "{}: {counter}",
-                    case.name
-                );
+                assert_eq!(f.clip_frame, expected_clip_frame, "{}: {counter}", case.name);
                 assert_eq!(f.keyframe, f.clip_frame == 0, "{}: {counter}", case.name);
                 assert_eq!(f.data[0] & 1 == 0, f.keyframe, "{}: {counter}", case.name);
                 expected_clip_frame += 1;
@@ -1978,18 +1709,7 @@ mod tests {
                 (f.clip_frame, f.keyframe)
             })
             .collect();
-        assert_eq!(
-            order,
-            vec![
-                (0, true),
-                (1, false),
-                (2, false),
-                (0, true),
-                (1, false),
-                (2, false),
-                (0, true)
-            ]
-        );
+        assert_eq!(order, vec![(0, true), (1, false), (2, false), (0, true), (1, false), (2, false), (0, true)]);
         assert_eq!(src.clip().len(), 3);
     }
 
@@ -2022,11 +1742,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("media-tests-vp8-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let md5 = |name: &str, frames: &[Vec<u8>]| {
-            let list: Vec<(u64, &[u8])> = frames
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (i as u64, &f[..]))
-                .collect();
+            let list: Vec<(u64, &[u8])> = frames.iter().enumerate().map(|(i, f)| (i as u64, &f[..])).collect();
             let path = dir.join(name);
             std::fs::write(&path, ivf::write(&header, &list)).unwrap();
             let out = std::process::Command::new("vpxdec")
@@ -2034,11 +1750,7 @@ mod tests {
                 .arg(&path)
                 .output()
                 .expect("vpxdec runs");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8(out.stdout).unwrap()
         };
         let with_trailers = md5("sent.ivf", &sent);
@@ -2069,10 +1781,7 @@ mod tests {
                 let i = next() as usize % damaged.len();
                 damaged[i] = next() as u8;
             }
-            assert!(
-                !matches!(verify_frame(&damaged), FrameCheck::Complete(_))
-                    || damaged.len() == good.len()
-            );
+            assert!(!matches!(verify_frame(&damaged), FrameCheck::Complete(_)) || damaged.len() == good.len());
             bytes.truncate(len);
             let packet = rtp::Packet {
                 header: rtp::header::Header {

@@ -129,16 +129,9 @@ pub fn parse(data: Bytes) -> Result<Ivf, IvfError> {
         at += FRAME_HEADER_LEN;
         let available = data.len() - at;
         if declared > available {
-            return Err(IvfError::TruncatedFrame {
-                index,
-                declared,
-                available,
-            });
+            return Err(IvfError::TruncatedFrame { index, declared, available });
         }
-        frames.push(IvfFrame {
-            pts,
-            data: data.slice(at..at + declared),
-        });
+        frames.push(IvfFrame { pts, data: data.slice(at..at + declared) });
         at += declared;
     }
     Ok(Ivf { header, frames })
@@ -146,13 +139,8 @@ pub fn parse(data: Bytes) -> Result<Ivf, IvfError> {
 
 /// Writes an IVF file (a 32-byte header; `declared_frames` is replaced by the real count).
 pub fn write(header: &IvfHeader, frames: &[(u64, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        FILE_HEADER_LEN
-            + frames
-                .iter()
-                .map(|(_, d)| FRAME_HEADER_LEN + d.len())
-                .sum::<usize>(),
-    );
+    let mut out =
+        Vec::with_capacity(FILE_HEADER_LEN + frames.iter().map(|(_, d)| FRAME_HEADER_LEN + d.len()).sum::<usize>());
     out.extend_from_slice(&SIGNATURE);
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&(FILE_HEADER_LEN as u16).to_le_bytes());
@@ -175,14 +163,8 @@ pub fn write(header: &IvfHeader, frames: &[(u64, &[u8])]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    const HEADER: IvfHeader = IvfHeader {
-        fourcc: *b"VP80",
-        width: 320,
-        height: 180,
-        timebase_den: 30,
-        timebase_num: 1,
-        declared_frames: 0,
-    };
+    const HEADER: IvfHeader =
+        IvfHeader { fourcc: *b"VP80", width: 320, height: 180, timebase_den: 30, timebase_num: 1, declared_frames: 0 };
 
     /// An IVF file with the given header length and frames.
     fn file(header_len: u16, frames: &[(u64, &[u8])]) -> Vec<u8> {
@@ -210,14 +192,7 @@ mod tests {
             }
         );
         let frames: Vec<(u64, &[u8])> = ivf.frames.iter().map(|f| (f.pts, &f.data[..])).collect();
-        assert_eq!(
-            frames,
-            vec![
-                (0, &b"abc"[..]),
-                (1, &b""[..]),
-                (0x1_0000_0002, &b"defgh"[..])
-            ]
-        );
+        assert_eq!(frames, vec![(0, &b"abc"[..]), (1, &b""[..]), (0x1_0000_0002, &b"defgh"[..])]);
     }
 
     #[test]
@@ -234,39 +209,15 @@ mod tests {
             ("no frames", good[..32].to_vec(), Ok(0)),
             ("longer header skipped", file(40, &[(0, b"abcdef")]), Ok(1)),
             ("empty", vec![], Err(IvfError::TooShort(0))),
-            (
-                "header cut",
-                good[..31].to_vec(),
-                Err(IvfError::TooShort(31)),
-            ),
-            (
-                "bad signature",
-                bad_signature,
-                Err(IvfError::BadSignature(*b"XKIF")),
-            ),
-            (
-                "header length below 32",
-                short_header_len,
-                Err(IvfError::BadHeaderLength(16)),
-            ),
-            (
-                "header length beyond the data",
-                huge_header_len,
-                Err(IvfError::BadHeaderLength(0xffff)),
-            ),
-            (
-                "frame header cut",
-                good[..32 + 5].to_vec(),
-                Err(IvfError::TruncatedFrameHeader { index: 0 }),
-            ),
+            ("header cut", good[..31].to_vec(), Err(IvfError::TooShort(31))),
+            ("bad signature", bad_signature, Err(IvfError::BadSignature(*b"XKIF"))),
+            ("header length below 32", short_header_len, Err(IvfError::BadHeaderLength(16))),
+            ("header length beyond the data", huge_header_len, Err(IvfError::BadHeaderLength(0xffff))),
+            ("frame header cut", good[..32 + 5].to_vec(), Err(IvfError::TruncatedFrameHeader { index: 0 })),
             (
                 "first frame cut",
                 good[..32 + 12 + 3].to_vec(),
-                Err(IvfError::TruncatedFrame {
-                    index: 0,
-                    declared: 6,
-                    available: 3,
-                }),
+                Err(IvfError::TruncatedFrame { index: 0, declared: 6, available: 3 }),
             ),
             (
                 "second frame header cut",
@@ -276,11 +227,7 @@ mod tests {
             (
                 "last byte missing",
                 good[..good.len() - 1].to_vec(),
-                Err(IvfError::TruncatedFrame {
-                    index: 1,
-                    declared: 4,
-                    available: 3,
-                }),
+                Err(IvfError::TruncatedFrame { index: 1, declared: 4, available: 3 }),
             ),
         ];
         for (name, data, expected) in cases {

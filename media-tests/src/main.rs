@@ -124,10 +124,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}"))?;
+    let value: f64 = number.trim().parse().map_err(|_| format!("bad duration {s:?}"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
@@ -146,8 +143,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,media_tests=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,media_tests=info".into()),
         )
         .init();
     match run(cli) {
@@ -198,14 +194,11 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         keyframe_interval: args.keyframe_interval,
         max_rtp_payload: args.max_rtp_payload,
     };
-    let mut client = Client::connect(&args.url, &args.token, options)
-        .await
-        .with_context(|| format!("joining via {}", args.url))?;
+    let mut client =
+        Client::connect(&args.url, &args.token, options).await.with_context(|| format!("joining via {}", args.url))?;
 
     let end = tokio::time::Instant::now() + args.duration;
-    let stop_reading_at = args
-        .stop_reading_after
-        .map(|d| tokio::time::Instant::now() + d);
+    let stop_reading_at = args.stop_reading_after.map(|d| tokio::time::Instant::now() + d);
     let mut closed_early = false;
     loop {
         let stop_reading = async {
@@ -244,11 +237,7 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     }
     .context("encoding the report")?;
     println!("{line}");
-    Ok(if closed_early {
-        ExitCode::from(3)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if closed_early { ExitCode::from(3) } else { ExitCode::SUCCESS })
 }
 
 #[cfg(test)]
@@ -300,9 +289,7 @@ mod tests {
             "json",
         ])
         .unwrap();
-        let Command::Client(args) = cli.command else {
-            panic!("not client")
-        };
+        let Command::Client(args) = cli.command else { panic!("not client") };
         assert_eq!(args.publish, vec![MediaKind::Audio, MediaKind::Video]);
         assert_eq!(args.duration, Duration::from_secs(3));
         assert_eq!(args.keyframe_interval, Duration::from_secs(1));
@@ -320,9 +307,7 @@ mod tests {
             "--no-publish",
         ])
         .unwrap();
-        let Command::Token(args) = cli.command else {
-            panic!("not token")
-        };
+        let Command::Token(args) = cli.command else { panic!("not token") };
         assert!(args.no_publish && !args.no_subscribe);
         assert_eq!(args.ttl, Duration::from_secs(3600));
     }

@@ -53,11 +53,7 @@ impl Report {
 
     /// Parses the report from the CLI's stdout (its last non-empty line).
     pub fn from_stdout(stdout: &str) -> Result<Report, serde_json::Error> {
-        let line = stdout
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
+        let line = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
         serde_json::from_str(line)
     }
 }
@@ -231,17 +227,10 @@ mod tests {
                 TrackReport::Audio(AudioTrackReport::new(
                     "TR_a".into(),
                     "PA_2".into(),
-                    AudioStats {
-                        packets_received: 500,
-                        ..Default::default()
-                    },
+                    AudioStats { packets_received: 500, ..Default::default() },
                 )),
             ],
-            published: PublishedReport {
-                audio_packets_sent: 500,
-                video_frames_sent: 300,
-                ..Default::default()
-            },
+            published: PublishedReport { audio_packets_sent: 500, video_frames_sent: 300, ..Default::default() },
         };
         let v = serde_json::to_value(&report).unwrap();
         assert_eq!(v["tracks"][0]["kind"], "video");
@@ -255,9 +244,6 @@ mod tests {
         let parsed = Report::from_stdout(&format!("log line\n{line}\n\n")).unwrap();
         assert_eq!(parsed, report);
         assert_eq!(parsed.video().count(), 1);
-        assert_eq!(
-            parsed.track("TR_a").map(|t| t.kind()),
-            Some(MediaKind::Audio)
-        );
+        assert_eq!(parsed.track("TR_a").map(|t| t.kind()), Some(MediaKind::Audio));
     }
 }

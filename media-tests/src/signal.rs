@@ -335,11 +335,7 @@ impl Default for Negotiation {
 impl Negotiation {
     /// Nothing outstanding, nothing wanted; the first offer gets id 1.
     pub fn new() -> Self {
-        Self {
-            next_id: 1,
-            outstanding: None,
-            wanted: false,
-        }
+        Self { next_id: 1, outstanding: None, wanted: false }
     }
 
     /// The id of our offer awaiting its answer.
@@ -447,11 +443,7 @@ impl Subscriptions {
 
     /// An `unsubscribed` arrived; returns what was removed.
     pub fn handle_unsubscribed(&mut self, track_id: &str) -> Option<Subscription> {
-        let mid = self
-            .by_mid
-            .iter()
-            .find(|(_, s)| s.track_id == track_id)
-            .map(|(m, _)| m.clone())?;
+        let mid = self.by_mid.iter().find(|(_, s)| s.track_id == track_id).map(|(m, _)| m.clone())?;
         let sub = self.by_mid.remove(&mid)?;
         self.retired.insert(mid, sub.clone());
         Some(sub)
@@ -533,15 +525,10 @@ pub struct SignalConnection {
 impl SignalConnection {
     /// Opens the WebSocket.
     pub async fn connect(url: &str) -> Result<Self, SignalError> {
-        let parsed = url::Url::parse(url).map_err(|e| SignalError::Url {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let parsed =
+            url::Url::parse(url).map_err(|e| SignalError::Url { url: url.to_owned(), reason: e.to_string() })?;
         if parsed.scheme() != "ws" && parsed.scheme() != "wss" {
-            return Err(SignalError::Url {
-                url: url.to_owned(),
-                reason: "scheme must be ws or wss".to_owned(),
-            });
+            return Err(SignalError::Url { url: url.to_owned(), reason: "scheme must be ws or wss".to_owned() });
         }
         let (ws, _response) = tokio_tungstenite::connect_async(url).await?;
         Ok(Self { ws, closed: false })
@@ -565,27 +552,18 @@ impl SignalConnection {
     /// tungstenite on the next write.
     pub async fn recv(&mut self) -> Result<Incoming, SignalError> {
         if self.closed {
-            return Ok(Incoming::Closed {
-                code: None,
-                reason: String::new(),
-            });
+            return Ok(Incoming::Closed { code: None, reason: String::new() });
         }
         loop {
             let Some(frame) = self.ws.next().await else {
                 self.closed = true;
-                return Ok(Incoming::Closed {
-                    code: None,
-                    reason: String::new(),
-                });
+                return Ok(Incoming::Closed { code: None, reason: String::new() });
             };
             match frame {
                 Ok(Message::Text(text)) => {
                     return Ok(match serde_json::from_str::<ServerMessage>(&text) {
                         Ok(msg) => Incoming::Message(msg),
-                        Err(e) => Incoming::Invalid {
-                            error: e.to_string(),
-                            text: text.chars().take(200).collect(),
-                        },
+                        Err(e) => Incoming::Invalid { error: e.to_string(), text: text.chars().take(200).collect() },
                     });
                 }
                 Ok(Message::Close(frame)) => {
@@ -628,11 +606,7 @@ mod tests {
     fn client_messages_match_the_document() {
         let cases = vec![
             (
-                ClientMessage::Join {
-                    v: 1,
-                    token: "t".into(),
-                    auto_subscribe: true,
-                },
+                ClientMessage::Join { v: 1, token: "t".into(), auto_subscribe: true },
                 json!({"type":"join","v":1,"token":"t","auto_subscribe":true}),
             ),
             (
@@ -640,28 +614,14 @@ mod tests {
                     id: 1,
                     sdp: "v=0".into(),
                     tracks: vec![
-                        OfferTrack {
-                            mid: "0".into(),
-                            source: Some(TrackSource::Microphone),
-                            name: Some("mic".into()),
-                        },
-                        OfferTrack {
-                            mid: "1".into(),
-                            source: Some(TrackSource::Camera),
-                            name: None,
-                        },
+                        OfferTrack { mid: "0".into(), source: Some(TrackSource::Microphone), name: Some("mic".into()) },
+                        OfferTrack { mid: "1".into(), source: Some(TrackSource::Camera), name: None },
                     ],
                 },
                 json!({"type":"offer","id":1,"sdp":"v=0","tracks":[
                     {"mid":"0","source":"microphone","name":"mic"},{"mid":"1","source":"camera"}]}),
             ),
-            (
-                ClientMessage::Answer {
-                    id: 7,
-                    sdp: "v=0".into(),
-                },
-                json!({"type":"answer","id":7,"sdp":"v=0"}),
-            ),
+            (ClientMessage::Answer { id: 7, sdp: "v=0".into() }, json!({"type":"answer","id":7,"sdp":"v=0"})),
             (
                 ClientMessage::Candidate {
                     candidate: "candidate:1 1 udp 2130706431 127.0.0.1 50123 typ host".into(),
@@ -671,30 +631,18 @@ mod tests {
                     "candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50123 typ host","sdp_mid":"0"}),
             ),
             (
-                ClientMessage::Subscribe {
-                    track_ids: vec!["TR_a".into()],
-                },
+                ClientMessage::Subscribe { track_ids: vec!["TR_a".into()] },
                 json!({"type":"subscribe","track_ids":["TR_a"]}),
             ),
             (
-                ClientMessage::Unsubscribe {
-                    track_ids: vec!["TR_a".into()],
-                },
+                ClientMessage::Unsubscribe { track_ids: vec!["TR_a".into()] },
                 json!({"type":"unsubscribe","track_ids":["TR_a"]}),
             ),
             (
-                ClientMessage::Mute {
-                    track_id: "TR_a".into(),
-                    muted: true,
-                },
+                ClientMessage::Mute { track_id: "TR_a".into(), muted: true },
                 json!({"type":"mute","track_id":"TR_a","muted":true}),
             ),
-            (
-                ClientMessage::Ping {
-                    ts: 1_732_406_400_123,
-                },
-                json!({"type":"ping","ts":1_732_406_400_123u64}),
-            ),
+            (ClientMessage::Ping { ts: 1_732_406_400_123 }, json!({"type":"ping","ts":1_732_406_400_123u64})),
             (ClientMessage::Leave, json!({"type":"leave"})),
         ];
         for (msg, expected) in cases {
@@ -737,10 +685,7 @@ mod tests {
             ),
             (
                 r#"{"type":"participant_left","participant_id":"PA_2","reason":"left"}"#,
-                ServerMessage::ParticipantLeft {
-                    participant_id: "PA_2".into(),
-                    reason: "left".into(),
-                },
+                ServerMessage::ParticipantLeft { participant_id: "PA_2".into(), reason: "left".into() },
             ),
             (
                 r#"{"type":"track_published","participant_id":"PA_2",
@@ -766,13 +711,7 @@ mod tests {
                     mid: "3".into(),
                 },
             ),
-            (
-                r#"{"type":"offer","id":7,"sdp":"v=0"}"#,
-                ServerMessage::Offer {
-                    id: 7,
-                    sdp: "v=0".into(),
-                },
-            ),
+            (r#"{"type":"offer","id":7,"sdp":"v=0"}"#, ServerMessage::Offer { id: 7, sdp: "v=0".into() }),
             (
                 r#"{"type":"error","code":"unknown_type","message":"unknown message type \"dance\"","req_type":"dance"}"#,
                 ServerMessage::Error {
@@ -781,31 +720,17 @@ mod tests {
                     req_type: Some("dance".into()),
                 },
             ),
-            (
-                r#"{"type":"pong","ts":1732406400123}"#,
-                ServerMessage::Pong {
-                    ts: json!(1_732_406_400_123u64),
-                },
-            ),
+            (r#"{"type":"pong","ts":1732406400123}"#, ServerMessage::Pong { ts: json!(1_732_406_400_123u64) }),
             (
                 r#"{"type":"leave","reason":"server_shutdown"}"#,
-                ServerMessage::Leave {
-                    reason: "server_shutdown".into(),
-                },
+                ServerMessage::Leave { reason: "server_shutdown".into() },
             ),
             // Forward compatibility: unknown fields and types, unknown sources.
             (
                 r#"{"type":"track_muted","participant_id":"P","track_id":"T","muted":true,"extra":1}"#,
-                ServerMessage::TrackMuted {
-                    participant_id: "P".into(),
-                    track_id: "T".into(),
-                    muted: true,
-                },
+                ServerMessage::TrackMuted { participant_id: "P".into(), track_id: "T".into(), muted: true },
             ),
-            (
-                r#"{"type":"chat_message","text":"hi"}"#,
-                ServerMessage::Unknown,
-            ),
+            (r#"{"type":"chat_message","text":"hi"}"#, ServerMessage::Unknown),
             (
                 r#"{"type":"track_published","participant_id":"P","track":{"id":"T","kind":"audio","source":"hologram"}}"#,
                 ServerMessage::TrackPublished {
@@ -822,8 +747,7 @@ mod tests {
             ),
         ];
         for (text, expected) in cases {
-            let got: ServerMessage =
-                serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let got: ServerMessage = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(got, expected, "{text}");
         }
         assert!(serde_json::from_str::<ServerMessage>(r#"{"type":"offer","id":"x"}"#).is_err());
@@ -885,10 +809,7 @@ mod tests {
         // a track moved to another mid
         s.handle_subscribed(sub("TR_b", "4"));
         assert!(s.by_mid("3").is_none());
-        assert_eq!(
-            s.handle_unsubscribed("TR_c").map(|s| s.mid),
-            Some("2".into())
-        );
+        assert_eq!(s.handle_unsubscribed("TR_c").map(|s| s.mid), Some("2".into()));
         assert!(s.handle_unsubscribed("TR_c").is_none());
         assert_eq!(s.iter().count(), 1);
         assert!(!s.is_subscribed("TR_c"));

@@ -85,10 +85,7 @@ pub enum TokenError {
 
 /// Signs a token for `req` (HS256, header `kid` = key).
 pub fn mint_token(req: &TokenRequest) -> Result<String, TokenError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let claims = Claims {
         iss: req.key.clone(),
         sub: req.identity.clone(),
@@ -103,11 +100,7 @@ pub fn mint_token(req: &TokenRequest) -> Result<String, TokenError> {
     };
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some(req.key.clone());
-    Ok(jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(req.secret.as_bytes()),
-    )?)
+    Ok(jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(req.secret.as_bytes()))?)
 }
 
 #[cfg(test)]
@@ -125,39 +118,22 @@ mod tests {
         assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.set_issuer(&["devkey"]);
-        let data = jsonwebtoken::decode::<Claims>(
-            &token,
-            &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
-            &validation,
-        )
-        .unwrap();
+        let data =
+            jsonwebtoken::decode::<Claims>(&token, &jsonwebtoken::DecodingKey::from_secret(b"s3cret"), &validation)
+                .unwrap();
         let c = data.claims;
-        assert_eq!(
-            (c.sub.as_str(), c.name.as_deref()),
-            ("alice", Some("Alice"))
-        );
+        assert_eq!((c.sub.as_str(), c.name.as_deref()), ("alice", Some("Alice")));
         assert_eq!(
             c.video,
-            VideoGrant {
-                room: "demo".into(),
-                room_join: true,
-                can_publish: false,
-                can_subscribe: true
-            }
+            VideoGrant { room: "demo".into(), room_join: true, can_publish: false, can_subscribe: true }
         );
-        assert!(jsonwebtoken::decode::<Claims>(
-            &token,
-            &jsonwebtoken::DecodingKey::from_secret(b"wrong"),
-            &validation
-        )
-        .is_err());
+        assert!(jsonwebtoken::decode::<Claims>(&token, &jsonwebtoken::DecodingKey::from_secret(b"wrong"), &validation)
+            .is_err());
         // Without a name the claim is absent, not null.
         let raw = mint_token(&TokenRequest::new("k", "s", "r", "i")).unwrap();
         let payload = raw.split('.').nth(1).unwrap();
         use base64::Engine;
-        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap();
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert!(v.get("name").is_none());
     }

@@ -39,7 +39,13 @@ fn disconnect_storm_memory() {
         let m = server.wait_empty(Duration::from_secs(30));
         assert_eq!(m["courier_sfu_peers"], 0.0, "round {round}: {m:?}");
         if (round + 1) % 5 == 0 {
-            println!("after {} rounds ({} peers): RSS {} KiB, peak with {per_round} peers {} KiB", round + 1, (round + 1) * per_round, server.rss_kib(), peak);
+            println!(
+                "after {} rounds ({} peers): RSS {} KiB, peak with {per_round} peers {} KiB",
+                round + 1,
+                (round + 1) * per_round,
+                server.rss_kib(),
+                peak
+            );
         }
     }
 }

@@ -37,13 +37,10 @@ fn token_prints_a_jwt() {
     assert_eq!(header.kid.as_deref(), Some("k"));
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     v.set_issuer(&["k"]);
-    let claims = jsonwebtoken::decode::<media_tests::token::Claims>(
-        token,
-        &jsonwebtoken::DecodingKey::from_secret(b"s"),
-        &v,
-    )
-    .unwrap()
-    .claims;
+    let claims =
+        jsonwebtoken::decode::<media_tests::token::Claims>(token, &jsonwebtoken::DecodingKey::from_secret(b"s"), &v)
+            .unwrap()
+            .claims;
     assert_eq!(claims.sub, "alice");
     assert!(claims.video.can_publish && !claims.video.can_subscribe);
 }
@@ -74,11 +71,7 @@ async fn client_prints_its_report_last() {
     .await
     .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let report = Report::from_stdout(&stdout).unwrap();
     assert_eq!(report.identity, "carol");
     assert!(report.duration_s >= 2.0);
@@ -89,21 +82,10 @@ async fn client_prints_its_report_last() {
 #[test]
 fn client_fails_cleanly_without_a_server() {
     let out = Command::new(BIN)
-        .args([
-            "client",
-            "--url",
-            "ws://127.0.0.1:1/rtc",
-            "--token",
-            "x",
-            "--duration",
-            "1s",
-        ])
+        .args(["client", "--url", "ws://127.0.0.1:1/rtc", "--token", "x", "--duration", "1s"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("error: joining via ws://127.0.0.1:1/rtc"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("error: joining via ws://127.0.0.1:1/rtc"), "{stderr}");
 }

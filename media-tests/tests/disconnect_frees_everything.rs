@@ -27,7 +27,14 @@ fn abrupt_disconnects_free_everything() {
         c.signal("KILL");
     }
     let m = server.wait_empty(Duration::from_secs(20));
-    for k in ["courier_rooms", "courier_participants", "courier_tracks", "courier_sfu_peers", "courier_sfu_tracks", "courier_sfu_downtracks"] {
+    for k in [
+        "courier_rooms",
+        "courier_participants",
+        "courier_tracks",
+        "courier_sfu_peers",
+        "courier_sfu_tracks",
+        "courier_sfu_downtracks",
+    ] {
         assert_eq!(m[k], 0.0, "{k} after the disconnect: {m:?}");
     }
     drop(clients);

@@ -15,8 +15,7 @@ const T: Duration = Duration::from_secs(15);
 async fn next_own_publication(client: &mut Client) -> (MediaKind, String, String) {
     match client
         .wait_for_event(T, |e| {
-            matches!(e, ClientEvent::TrackPublished { own: true, .. })
-                || matches!(e, ClientEvent::Error { .. })
+            matches!(e, ClientEvent::TrackPublished { own: true, .. }) || matches!(e, ClientEvent::Error { .. })
         })
         .await
         .unwrap()
@@ -30,31 +29,18 @@ async fn next_own_publication(client: &mut Client) -> (MediaKind, String, String
 async fn server_offers_during_our_offer_are_ignored() {
     init_tracing();
     let server = FakeServer::start(FakeOptions { glare: true }).await;
-    let mut alice = Client::connect(
-        &server.url,
-        "alice",
-        ClientOptions::publishing(&[MediaKind::Audio, MediaKind::Video]),
-    )
-    .await
-    .unwrap();
-    let first = [
-        next_own_publication(&mut alice).await,
-        next_own_publication(&mut alice).await,
-    ];
+    let mut alice =
+        Client::connect(&server.url, "alice", ClientOptions::publishing(&[MediaKind::Audio, MediaKind::Video]))
+            .await
+            .unwrap();
+    let first = [next_own_publication(&mut alice).await, next_own_publication(&mut alice).await];
     alice.wait_connected(T).await.unwrap();
-    let video_mid = first
-        .iter()
-        .find(|p| p.0 == MediaKind::Video)
-        .unwrap()
-        .2
-        .clone();
+    let video_mid = first.iter().find(|p| p.0 == MediaKind::Video).unwrap().2.clone();
 
     alice.unpublish(MediaKind::Video).await.unwrap();
     assert!(matches!(
         alice.unpublish(MediaKind::Video).await,
-        Err(media_tests::client::ClientError::NotPublished(
-            MediaKind::Video
-        ))
+        Err(media_tests::client::ClientError::NotPublished(MediaKind::Video))
     ));
     alice.republish(MediaKind::Video).await.unwrap();
     let (kind, id, mid) = next_own_publication(&mut alice).await;
@@ -77,17 +63,10 @@ async fn server_offers_during_our_offer_are_ignored() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(alice.stats().published.video_frames_sent > muted_at + 5);
 
-    let no_error = alice
-        .wait_for_event(Duration::from_millis(200), |e| {
-            matches!(e, ClientEvent::Error { .. })
-        })
-        .await;
+    let no_error = alice.wait_for_event(Duration::from_millis(200), |e| matches!(e, ClientEvent::Error { .. })).await;
     assert!(no_error.is_err(), "{no_error:?}");
     let answers = server.answers_received();
-    assert!(
-        answers.iter().all(|&id| id < 999_000),
-        "answered a glare offer: {answers:?}"
-    );
+    assert!(answers.iter().all(|&id| id < 999_000), "answered a glare offer: {answers:?}");
     let report = alice.leave().await.unwrap();
     assert_eq!(report.published.send_errors, 0);
 }

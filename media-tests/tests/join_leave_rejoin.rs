@@ -18,10 +18,12 @@ fn is_video(e: &ClientEvent) -> bool {
 async fn leave_and_rejoin() {
     let server = Courier::start();
     let av = [MediaKind::Audio, MediaKind::Video];
-    let mut alice = Client::connect(&server.url, &server.token("jl", "alice"), ClientOptions::publishing(&av)).await.unwrap();
-    let mut bob = Client::connect(&server.url, &server.token("jl", "bob"), ClientOptions::publishing(&[MediaKind::Audio]))
-        .await
-        .unwrap();
+    let mut alice =
+        Client::connect(&server.url, &server.token("jl", "alice"), ClientOptions::publishing(&av)).await.unwrap();
+    let mut bob =
+        Client::connect(&server.url, &server.token("jl", "bob"), ClientOptions::publishing(&[MediaKind::Audio]))
+            .await
+            .unwrap();
     bob.wait_for_event(T, is_video).await.expect("video before leaving");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let bob_id = bob.participant_id().to_string();
@@ -30,11 +32,11 @@ async fn leave_and_rejoin() {
     // Bob leaves: alice hears his track go and him leave.
     let first = bob.leave().await.unwrap();
     assert!(first.video().any(|v| v.frames_complete > 0), "bob received alice's video before leaving: {first:?}");
-    let left = alice
-        .wait_for_event(T, |e| matches!(e, ClientEvent::ParticipantLeft { .. }))
-        .await
-        .unwrap();
-    assert!(matches!(left, ClientEvent::ParticipantLeft { ref participant_id, ref reason } if *participant_id == bob_id && reason == "left"), "{left:?}");
+    let left = alice.wait_for_event(T, |e| matches!(e, ClientEvent::ParticipantLeft { .. })).await.unwrap();
+    assert!(
+        matches!(left, ClientEvent::ParticipantLeft { ref participant_id, ref reason } if *participant_id == bob_id && reason == "left"),
+        "{left:?}"
+    );
     assert_eq!(server.metric("courier_participants"), 1.0);
 
     // Bob comes back with the same identity and gets alice's media again.

@@ -15,12 +15,8 @@ const T: Duration = Duration::from_secs(15);
 async fn published_ids(client: &mut Client, n: usize) -> Vec<(MediaKind, String)> {
     let mut ids = Vec::new();
     while ids.len() < n {
-        let ev = client
-            .wait_for_event(T, |e| {
-                matches!(e, ClientEvent::TrackPublished { own: true, .. })
-            })
-            .await
-            .unwrap();
+        let ev =
+            client.wait_for_event(T, |e| matches!(e, ClientEvent::TrackPublished { own: true, .. })).await.unwrap();
         if let ClientEvent::TrackPublished { track, .. } = ev {
             assert!(track.mid.is_some(), "own track_published carries the mid");
             ids.push((track.kind, track.id));
@@ -35,21 +31,15 @@ async fn audio_and_video_arrive_intact() {
     let server = FakeServer::start(FakeOptions::default()).await;
     let mut options = ClientOptions::publishing(&[MediaKind::Audio, MediaKind::Video]);
     options.video.keyframe_interval = Duration::from_secs(1);
-    let mut alice = Client::connect(&server.url, "alice", options)
-        .await
-        .unwrap();
+    let mut alice = Client::connect(&server.url, "alice", options).await.unwrap();
     let published = published_ids(&mut alice, 2).await;
     alice.wait_connected(T).await.unwrap();
 
-    let mut bob = Client::connect(&server.url, "bob", ClientOptions::default())
-        .await
-        .unwrap();
+    let mut bob = Client::connect(&server.url, "bob", ClientOptions::default()).await.unwrap();
     let mut flowing = Vec::new();
     while flowing.len() < 2 {
-        if let ClientEvent::MediaReceived { track_id, kind } = bob
-            .wait_for_event(T, |e| matches!(e, ClientEvent::MediaReceived { .. }))
-            .await
-            .unwrap()
+        if let ClientEvent::MediaReceived { track_id, kind } =
+            bob.wait_for_event(T, |e| matches!(e, ClientEvent::MediaReceived { .. })).await.unwrap()
         {
             flowing.push((kind, track_id));
         }
@@ -57,10 +47,7 @@ async fn audio_and_video_arrive_intact() {
     flowing.sort();
     let mut expected = published.clone();
     expected.sort();
-    assert_eq!(
-        flowing, expected,
-        "received tracks are labelled with the published ids"
-    );
+    assert_eq!(flowing, expected, "received tracks are labelled with the published ids");
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mid_report = bob.stats();
@@ -70,16 +57,8 @@ async fn audio_and_video_arrive_intact() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let still_paused = bob.stats();
     assert_eq!(
-        paused
-            .tracks
-            .iter()
-            .map(|t| serde_json::to_string(t).unwrap())
-            .collect::<Vec<_>>(),
-        still_paused
-            .tracks
-            .iter()
-            .map(|t| serde_json::to_string(t).unwrap())
-            .collect::<Vec<_>>(),
+        paused.tracks.iter().map(|t| serde_json::to_string(t).unwrap()).collect::<Vec<_>>(),
+        still_paused.tracks.iter().map(|t| serde_json::to_string(t).unwrap()).collect::<Vec<_>>(),
         "nothing is counted while reading is stopped"
     );
     bob.set_media_reading(true);
@@ -101,16 +80,7 @@ async fn audio_and_video_arrive_intact() {
     let v = video[0];
     assert_eq!(v.participant_id, alice_id);
     assert!(v.frames_complete >= 80, "{v:?}");
-    assert_eq!(
-        (
-            v.frames_corrupt,
-            v.frames_foreign,
-            v.frames_duplicate,
-            v.packets_malformed
-        ),
-        (0, 0, 0, 0),
-        "{v:?}"
-    );
+    assert_eq!((v.frames_corrupt, v.frames_foreign, v.frames_duplicate, v.packets_malformed), (0, 0, 0, 0), "{v:?}");
     assert!(v.keyframes >= 2, "{v:?}");
     assert!(v.delay_ms_p50.unwrap() < 50.0, "{v:?}");
     let mid_video = mid_report.video().next().unwrap();

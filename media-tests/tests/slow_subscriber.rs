@@ -22,7 +22,8 @@ async fn a_stalled_subscriber_does_not_hurt_the_others() {
     .await
     .unwrap();
     let frozen = CliClient::spawn(&server, "slow", "frozen", "audio", "30s");
-    let mut stalled = Client::connect(&server.url, &server.token("slow", "stalled"), ClientOptions::default()).await.unwrap();
+    let mut stalled =
+        Client::connect(&server.url, &server.token("slow", "stalled"), ClientOptions::default()).await.unwrap();
     let mut bob = Client::connect(&server.url, &server.token("slow", "bob"), ClientOptions::default()).await.unwrap();
     for c in [&mut stalled, &mut bob] {
         c.wait_for_event(T, |e| matches!(e, ClientEvent::MediaReceived { kind: MediaKind::Video, .. })).await.unwrap();

@@ -42,7 +42,10 @@ async fn three_clients_receive_each_other() {
         let others: Vec<&str> =
             reports.iter().filter(|o| o.identity != r.identity).map(|o| o.participant_id.as_str()).collect();
         for pid in &others {
-            let v = r.video().find(|v| v.participant_id == *pid).unwrap_or_else(|| panic!("{} got no video from {pid}", r.identity));
+            let v = r
+                .video()
+                .find(|v| v.participant_id == *pid)
+                .unwrap_or_else(|| panic!("{} got no video from {pid}", r.identity));
             // About 10 s at 30 fps; the first frames before the subscription opened (and its first keyframe) are
             // legitimately not received, so the bar is 9 s worth.
             assert!(v.frames_received >= 270, "{}: only {} frames from {pid}: {v:?}", r.identity, v.frames_received);
@@ -51,7 +54,10 @@ async fn three_clients_receive_each_other() {
             assert!(complete >= 0.99, "{}: {:.2}% complete from {pid}: {v:?}", r.identity, complete * 100.0);
             assert_eq!(v.frames_corrupt, 0, "{v:?}");
             assert_eq!(v.frames_duplicate, 0, "{v:?}");
-            let a = r.audio().find(|a| a.participant_id == *pid).unwrap_or_else(|| panic!("{} got no audio from {pid}", r.identity));
+            let a = r
+                .audio()
+                .find(|a| a.participant_id == *pid)
+                .unwrap_or_else(|| panic!("{} got no audio from {pid}", r.identity));
             assert!(a.packets_decoded >= 400, "{}: audio from {pid}: {a:?}", r.identity);
             assert_eq!(a.decode_errors, 0, "{a:?}");
         }

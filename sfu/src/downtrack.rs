@@ -204,7 +204,11 @@ mod tests {
             ("remove while negotiating stops after answer", &[offer, remove, answer], DownTrackState::ToStop(mid("1"))),
             ("remove while negotiating, then glare: gone", &[offer, remove, glare], DownTrackState::Gone),
             ("remove open: stop offered and answered", &[offer, answer, remove, offer, answer], DownTrackState::Gone),
-            ("stop offer abandoned: stop again", &[offer, answer, remove, offer, glare], DownTrackState::ToStop(mid("1"))),
+            (
+                "stop offer abandoned: stop again",
+                &[offer, answer, remove, offer, glare],
+                DownTrackState::ToStop(mid("1")),
+            ),
         ];
         for (name, actions, want) in cases {
             let mut d = DownTrack::new(TrackId(1), MediaKind::Video, PeerId(2));

@@ -116,20 +116,61 @@ struct TrackEntry {
 }
 
 enum WorkerMsg {
-    AddPeer { peer: Box<Peer>, events: mpsc::UnboundedSender<PeerEvent>, label: String },
-    Datagram { peer: PeerId, source: SocketAddr, at: Instant, data: Vec<u8> },
-    Offer { peer: PeerId, id: u64, sdp: String },
-    Answer { peer: PeerId, id: u64, sdp: String },
-    Candidate { peer: PeerId, candidate: String },
-    AddDownTrack { peer: PeerId, track: TrackId, kind: MediaKind, publisher: PeerId },
-    RemoveDownTrack { peer: PeerId, track: TrackId },
-    AddRoute { track: TrackId, to: WorkerId },
-    RemoveRoute { track: TrackId, to: WorkerId },
+    AddPeer {
+        peer: Box<Peer>,
+        events: mpsc::UnboundedSender<PeerEvent>,
+        label: String,
+    },
+    Datagram {
+        peer: PeerId,
+        source: SocketAddr,
+        at: Instant,
+        data: Vec<u8>,
+    },
+    Offer {
+        peer: PeerId,
+        id: u64,
+        sdp: String,
+    },
+    Answer {
+        peer: PeerId,
+        id: u64,
+        sdp: String,
+    },
+    Candidate {
+        peer: PeerId,
+        candidate: String,
+    },
+    AddDownTrack {
+        peer: PeerId,
+        track: TrackId,
+        kind: MediaKind,
+        publisher: PeerId,
+    },
+    RemoveDownTrack {
+        peer: PeerId,
+        track: TrackId,
+    },
+    AddRoute {
+        track: TrackId,
+        to: WorkerId,
+    },
+    RemoveRoute {
+        track: TrackId,
+        to: WorkerId,
+    },
     Media(Vec<Arc<ForwardPacket>>),
-    KeyframeRequest { track: TrackId, kind: KeyframeRequestKind },
-    ClosePeer { peer: PeerId },
+    KeyframeRequest {
+        track: TrackId,
+        kind: KeyframeRequestKind,
+    },
+    ClosePeer {
+        peer: PeerId,
+    },
     #[cfg(any(test, feature = "fault-injection"))]
-    Panic { peer: PeerId },
+    Panic {
+        peer: PeerId,
+    },
     Shutdown,
     /// A peer's timer is due.
     Tick,
@@ -201,7 +242,10 @@ impl Sfu {
     }
 
     /// Create a peer. Its events arrive on the returned receiver until [`PeerEvent::Closed`].
-    pub async fn create_peer(&self, opts: PeerOptions) -> Result<(PeerId, mpsc::UnboundedReceiver<PeerEvent>), SfuError> {
+    pub async fn create_peer(
+        &self,
+        opts: PeerOptions,
+    ) -> Result<(PeerId, mpsc::UnboundedReceiver<PeerEvent>), SfuError> {
         let id = PeerId::random();
         let n = self.shared.workers.len() as u64;
         let worker = WorkerId((self.shared.next_worker.fetch_add(1, Ordering::Relaxed) % n) as usize);
@@ -241,8 +285,11 @@ impl Sfu {
         let entry = self.track(track)?;
         let worker = self.worker_of(subscriber)?;
         self.send(entry.worker, WorkerMsg::AddRoute { track, to: worker }).await?;
-        self.send(worker, WorkerMsg::AddDownTrack { peer: subscriber, track, kind: entry.kind, publisher: entry.publisher })
-            .await
+        self.send(
+            worker,
+            WorkerMsg::AddDownTrack { peer: subscriber, track, kind: entry.kind, publisher: entry.publisher },
+        )
+        .await
     }
 
     /// Stop sending `track` to `subscriber`.
@@ -380,7 +427,8 @@ impl Worker {
                 }
             }
             let now = Instant::now();
-            let due: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.next_timeout <= now).map(|(id, _)| *id).collect();
+            let due: Vec<PeerId> =
+                self.peers.iter().filter(|(_, p)| p.next_timeout <= now).map(|(id, _)| *id).collect();
             for id in due {
                 self.with_peer(id, |p| p.handle_timeout(now));
             }
@@ -509,12 +557,8 @@ impl Worker {
             self.unregister_track(t);
         }
         // Its subscriptions.
-        let subs: Vec<TrackId> = self
-            .local_subs
-            .iter()
-            .filter(|(_, peers)| peers.contains(&id))
-            .map(|(t, _)| *t)
-            .collect();
+        let subs: Vec<TrackId> =
+            self.local_subs.iter().filter(|(_, peers)| peers.contains(&id)).map(|(t, _)| *t).collect();
         for t in subs {
             self.remove_local_sub(t, id);
             if let Ok(entry) = self.shared.tracks.lock().expect("tracks lock").get(&t).copied().ok_or(()) {
@@ -583,17 +627,15 @@ impl Worker {
                     }
                     return;
                 }
-                PeerOutput::Transmit(t) => {
-                    match self.shared.socket.try_send_to(&t.contents, t.destination) {
-                        Ok(n) => {
-                            self.shared.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
-                            self.shared.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            self.shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
-                        }
+                PeerOutput::Transmit(t) => match self.shared.socket.try_send_to(&t.contents, t.destination) {
+                    Ok(n) => {
+                        self.shared.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                        self.shared.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                     }
-                }
+                    Err(_) => {
+                        self.shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
                 PeerOutput::Forward(pkt) => self.route(pkt),
                 PeerOutput::KeyframeRequest { track, kind } => {
                     let entry = self.shared.tracks.lock().expect("tracks lock").get(&track).copied();
@@ -601,7 +643,8 @@ impl Worker {
                         if e.worker == self.id {
                             self.keyframe_requests.push((track, kind));
                         } else {
-                            let _ = self.shared.workers[e.worker.0].try_send(WorkerMsg::KeyframeRequest { track, kind });
+                            let _ =
+                                self.shared.workers[e.worker.0].try_send(WorkerMsg::KeyframeRequest { track, kind });
                         }
                     }
                 }

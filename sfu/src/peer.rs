@@ -172,7 +172,8 @@ impl Peer {
             .enable_vp9(true)
             .enable_av1(true)
             .build(now);
-        let candidate = Candidate::host(config.udp_addr, Protocol::Udp).expect("a UDP host candidate from a socket address");
+        let candidate =
+            Candidate::host(config.udp_addr, Protocol::Udp).expect("a UDP host candidate from a socket address");
         rtc.add_local_candidate(candidate);
         Peer {
             id,

@@ -56,7 +56,11 @@ fn polite_server_abandons_its_offer_and_offers_again() {
     let stale = other.sdp_api().accept_offer(SdpOffer::from_sdp_string(&first[0].1).unwrap()).unwrap();
     p.peer.handle_answer(p.now, 1, &stale.to_sdp_string()).expect("a stale answer is not an error");
     let out = p.run(MOMENT);
-    assert!(out.offers().is_empty() && out.keyframe_requests.is_empty(), "stale answer changes nothing: {:?}", out.events);
+    assert!(
+        out.offers().is_empty() && out.keyframe_requests.is_empty(),
+        "stale answer changes nothing: {:?}",
+        out.events
+    );
 
     // The client answers the fresh offer: the video down-track opens and asks its publisher for a keyframe.
     let fresh = p.client.sdp_api().accept_offer(SdpOffer::from_sdp_string(&second[0].1).unwrap()).unwrap();

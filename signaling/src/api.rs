@@ -17,10 +17,8 @@ use crate::AppState;
 
 /// The whole application, so tests can serve it on their own listener.
 pub fn app(state: Arc<AppState>) -> Router {
-    let mut r = Router::new()
-        .route("/rtc", get(rtc))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics));
+    let mut r =
+        Router::new().route("/rtc", get(rtc)).route("/healthz", get(|| async { "ok" })).route("/metrics", get(metrics));
     if state.config.dev {
         r = r.route("/dev/token", get(dev_token));
     }

@@ -231,19 +231,63 @@ pub struct ParticipantInfo {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
-    Joined { v: u32, room: String, server_version: &'static str, participant: ParticipantInfo, participants: Vec<ParticipantInfo> },
-    ParticipantJoined { participant: ParticipantInfo },
-    ParticipantLeft { participant_id: String, reason: &'static str },
-    TrackPublished { participant_id: String, track: TrackInfo },
-    TrackUnpublished { participant_id: String, track_id: String },
-    TrackMuted { participant_id: String, track_id: String, muted: bool },
-    Subscribed { track_id: String, participant_id: String, kind: &'static str, mid: String },
-    Unsubscribed { track_id: String, reason: &'static str },
-    Offer { id: u64, sdp: String },
-    Answer { id: u64, sdp: String },
-    Pong { ts: serde_json::Value },
-    Error { code: ErrorCode, message: String, #[serde(skip_serializing_if = "Option::is_none")] req_type: Option<String> },
-    Leave { reason: &'static str },
+    Joined {
+        v: u32,
+        room: String,
+        server_version: &'static str,
+        participant: ParticipantInfo,
+        participants: Vec<ParticipantInfo>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant_id: String,
+        reason: &'static str,
+    },
+    TrackPublished {
+        participant_id: String,
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        participant_id: String,
+        track_id: String,
+    },
+    TrackMuted {
+        participant_id: String,
+        track_id: String,
+        muted: bool,
+    },
+    Subscribed {
+        track_id: String,
+        participant_id: String,
+        kind: &'static str,
+        mid: String,
+    },
+    Unsubscribed {
+        track_id: String,
+        reason: &'static str,
+    },
+    Offer {
+        id: u64,
+        sdp: String,
+    },
+    Answer {
+        id: u64,
+        sdp: String,
+    },
+    Pong {
+        ts: serde_json::Value,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req_type: Option<String>,
+    },
+    Leave {
+        reason: &'static str,
+    },
 }
 
 impl ServerMsg {
@@ -273,7 +317,10 @@ mod tests {
             (r#"{"type":"answer","id":3,"sdp":"v=0"}"#, ClientMsg::Answer { id: 3, sdp: "v=0".into() }),
             (r#"{"type":"leave"}"#, ClientMsg::Leave),
             (r#"{"type":"ping","ts":5}"#, ClientMsg::Ping { ts: serde_json::json!(5) }),
-            (r#"{"type":"mute","track_id":"TR_1","muted":true}"#, ClientMsg::Mute { track_id: "TR_1".into(), muted: true }),
+            (
+                r#"{"type":"mute","track_id":"TR_1","muted":true}"#,
+                ClientMsg::Mute { track_id: "TR_1".into(), muted: true },
+            ),
         ];
         for (text, want) in ok {
             assert_eq!(&ClientMsg::parse(text).unwrap(), want, "{text}");

@@ -299,7 +299,9 @@ mod tests {
 
         rooms.publish("r", &a.me.id, track("TR_1"), TrackId(9), MediaKind::Video);
         match ea.try_recv() {
-            Ok(RoomEvent::TrackPublished { track, .. }) => assert_eq!(track.mid.as_deref(), Some("0"), "own copy has mid"),
+            Ok(RoomEvent::TrackPublished { track, .. }) => {
+                assert_eq!(track.mid.as_deref(), Some("0"), "own copy has mid")
+            }
             other => panic!("{other:?}"),
         }
         match eb.try_recv() {

@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::auth::TokenError;
-use crate::protocol::{close, ClientMsg, ErrorCode, OfferTrack, ParticipantInfo, ServerMsg, TrackInfo, TrackSource, VERSION};
+use crate::protocol::{
+    close, ClientMsg, ErrorCode, OfferTrack, ParticipantInfo, ServerMsg, TrackInfo, TrackSource, VERSION,
+};
 use crate::room::{wire_track_id, MemberHandles, RoomEvent, MEMBER_QUEUE};
 use crate::AppState;
 
@@ -239,7 +241,9 @@ impl Session {
     async fn handle_client(&mut self, msg: ClientMsg) {
         let ty = msg.type_name();
         match msg {
-            ClientMsg::Join { .. } => self.out.push(ServerMsg::error(ErrorCode::AlreadyJoined, "already joined", Some(ty))),
+            ClientMsg::Join { .. } => {
+                self.out.push(ServerMsg::error(ErrorCode::AlreadyJoined, "already joined", Some(ty)))
+            }
             ClientMsg::Offer { id, sdp, tracks } => {
                 for t in tracks {
                     self.offered_tracks.insert(t.mid.clone(), t);
@@ -258,13 +262,21 @@ impl Session {
             }
             ClientMsg::Subscribe { track_ids } => {
                 if !self.can_subscribe {
-                    self.out.push(ServerMsg::error(ErrorCode::PermissionDenied, "this token may not subscribe", Some(ty)));
+                    self.out.push(ServerMsg::error(
+                        ErrorCode::PermissionDenied,
+                        "this token may not subscribe",
+                        Some(ty),
+                    ));
                     return;
                 }
                 for id in track_ids {
                     match self.state.rooms.track(&self.room, &id) {
                         Some(t) if t.participant_id != self.me.id => self.subscribe(t.sfu_track).await,
-                        _ => self.out.push(ServerMsg::error(ErrorCode::TrackNotFound, format!("no track {id}"), Some(ty))),
+                        _ => self.out.push(ServerMsg::error(
+                            ErrorCode::TrackNotFound,
+                            format!("no track {id}"),
+                            Some(ty),
+                        )),
                     }
                 }
             }
@@ -274,13 +286,21 @@ impl Session {
                         Some(t) if self.subscriptions.contains(&t.sfu_track) => {
                             self.unsubscribe(t.sfu_track, "requested").await;
                         }
-                        _ => self.out.push(ServerMsg::error(ErrorCode::TrackNotFound, format!("not subscribed to {id}"), Some(ty))),
+                        _ => self.out.push(ServerMsg::error(
+                            ErrorCode::TrackNotFound,
+                            format!("not subscribed to {id}"),
+                            Some(ty),
+                        )),
                     }
                 }
             }
             ClientMsg::Mute { track_id, muted } => {
                 if !self.state.rooms.mute(&self.room, &self.me.id, &track_id, muted) {
-                    self.out.push(ServerMsg::error(ErrorCode::TrackNotFound, format!("you publish no track {track_id}"), Some(ty)));
+                    self.out.push(ServerMsg::error(
+                        ErrorCode::TrackNotFound,
+                        format!("you publish no track {track_id}"),
+                        Some(ty),
+                    ));
                 }
             }
             ClientMsg::Ping { ts } => self.out.push(ServerMsg::Pong { ts }),
@@ -322,7 +342,11 @@ impl Session {
             PeerEvent::Answer { id, sdp } => self.out.push(ServerMsg::Answer { id, sdp }),
             PeerEvent::Offer { id, sdp } => self.out.push(ServerMsg::Offer { id, sdp }),
             PeerEvent::OfferRejected { reason, .. } => {
-                let code = if reason.starts_with("permission_denied") { ErrorCode::PermissionDenied } else { ErrorCode::SdpRejected };
+                let code = if reason.starts_with("permission_denied") {
+                    ErrorCode::PermissionDenied
+                } else {
+                    ErrorCode::SdpRejected
+                };
                 self.out.push(ServerMsg::error(code, reason, Some("offer")));
             }
             PeerEvent::TrackPublished { track, mid, kind } => {
@@ -387,7 +411,11 @@ fn str0m_candidate_invalid(c: &str) -> bool {
     let c = c.strip_prefix("candidate:").unwrap_or(c);
     // foundation component transport priority address port "typ" type
     let parts: Vec<&str> = c.split_whitespace().collect();
-    parts.len() < 8 || parts[1].parse::<u16>().is_err() || parts[3].parse::<u32>().is_err() || parts[5].parse::<u16>().is_err() || parts[6] != "typ"
+    parts.len() < 8
+        || parts[1].parse::<u16>().is_err()
+        || parts[3].parse::<u32>().is_err()
+        || parts[5].parse::<u16>().is_err()
+        || parts[6] != "typ"
 }
 
 fn text_msg(m: &ServerMsg) -> Message {

@@ -57,7 +57,8 @@ async fn bad_joins_close_with_documented_codes() {
         jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap()
     };
     let expired = sign(serde_json::json!({"sub":"a","exp":now-600,"video":{"room":"r","room_join":true}}), SECRET);
-    let forged = sign(serde_json::json!({"sub":"a","exp":now+600,"video":{"room":"r","room_join":true}}), "wrong-secret");
+    let forged =
+        sign(serde_json::json!({"sub":"a","exp":now+600,"video":{"room":"r","room_join":true}}), "wrong-secret");
     let no_join = sign(serde_json::json!({"sub":"a","exp":now+600,"video":{"room":"r"}}), SECRET);
     let join_msg = |t: &str, v: u32| format!(r#"{{"type":"join","v":{v},"token":"{t}"}}"#);
     let cases: Vec<(&str, String, u16)> = vec![

@@ -17,17 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use media_tests::signal::{
-    ClientMessage, Joined, MediaKind, ParticipantInfo, ServerMessage, TrackInfo, TrackSource,
-};
+use media_tests::signal::{ClientMessage, Joined, MediaKind, ParticipantInfo, ServerMessage, TrackInfo, TrackSource};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -39,17 +35,15 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
-    RTCIceGatheringState, Registry,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceGatheringState,
+    Registry,
 };
 
 /// Routes test logs (and webrtc-rs `log` records) to the test output; `RUST_LOG` filters.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .try_init();
 }
 
@@ -89,17 +83,9 @@ impl FakeServer {
     pub async fn start(options: FakeOptions) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/rtc", listener.local_addr().unwrap());
-        let server = FakeServer {
-            url,
-            room: Arc::default(),
-            answers: Arc::default(),
-            next_id: Arc::new(AtomicU64::new(1)),
-        };
-        let (room, answers, ids) = (
-            server.room.clone(),
-            server.answers.clone(),
-            server.next_id.clone(),
-        );
+        let server =
+            FakeServer { url, room: Arc::default(), answers: Arc::default(), next_id: Arc::new(AtomicU64::new(1)) };
+        let (room, answers, ids) = (server.room.clone(), server.answers.clone(), server.next_id.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let conn = Conn::new(room.clone(), answers.clone(), ids.clone(), options.clone());
@@ -156,11 +142,7 @@ fn mids_and_kinds(sdp: &str) -> Vec<(String, MediaKind)> {
     let mut kind = None;
     for line in sdp.lines() {
         if let Some(rest) = line.strip_prefix("m=") {
-            kind = Some(if rest.starts_with("audio") {
-                MediaKind::Audio
-            } else {
-                MediaKind::Video
-            });
+            kind = Some(if rest.starts_with("audio") { MediaKind::Audio } else { MediaKind::Video });
         } else if let Some(mid) = line.strip_prefix("a=mid:") {
             if let Some(k) = kind {
                 out.push((mid.trim().to_owned(), k));
@@ -171,18 +153,8 @@ fn mids_and_kinds(sdp: &str) -> Vec<(String, MediaKind)> {
 }
 
 impl Conn {
-    fn new(
-        room: Arc<Mutex<Room>>,
-        answers: Arc<Mutex<Vec<u64>>>,
-        ids: Arc<AtomicU64>,
-        options: FakeOptions,
-    ) -> Self {
-        Self {
-            room,
-            answers,
-            ids,
-            options,
-        }
+    fn new(room: Arc<Mutex<Room>>, answers: Arc<Mutex<Vec<u64>>>, ids: Arc<AtomicU64>, options: FakeOptions) -> Self {
+        Self { room, answers, ids, options }
     }
 
     fn id(&self, prefix: &str) -> String {
@@ -197,31 +169,18 @@ impl Conn {
 
     async fn run(self, tcp: TcpStream) -> anyhow::Result<()> {
         let mut ws = tokio_tungstenite::accept_async(tcp).await?;
-        let Some(Ok(Message::Text(text))) = ws.next().await else {
-            anyhow::bail!("no join")
-        };
-        let ClientMessage::Join { token, .. } = serde_json::from_str(&text)? else {
-            anyhow::bail!("not join")
-        };
+        let Some(Ok(Message::Text(text))) = ws.next().await else { anyhow::bail!("no join") };
+        let ClientMessage::Join { token, .. } = serde_json::from_str(&text)? else { anyhow::bail!("not join") };
         let me = self.id("PA");
-        let info = ParticipantInfo {
-            id: me.clone(),
-            identity: token.clone(),
-            name: token,
-            tracks: vec![],
-        };
+        let info = ParticipantInfo { id: me.clone(), identity: token.clone(), name: token, tracks: vec![] };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let existing = {
             let mut room = self.room.lock().unwrap();
-            let others: Vec<ParticipantInfo> =
-                room.participants.values().map(|(p, _)| p.clone()).collect();
+            let others: Vec<ParticipantInfo> = room.participants.values().map(|(p, _)| p.clone()).collect();
             for (_, other) in room.participants.values() {
-                let _ = other.send(ToConn::Send(ServerMessage::ParticipantJoined {
-                    participant: info.clone(),
-                }));
+                let _ = other.send(ToConn::Send(ServerMessage::ParticipantJoined { participant: info.clone() }));
             }
-            room.participants
-                .insert(me.clone(), (info.clone(), tx.clone()));
+            room.participants.insert(me.clone(), (info.clone(), tx.clone()));
             let published = room.published.clone();
             send_later(&tx, published);
             others
@@ -252,10 +211,7 @@ impl Conn {
                         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
                         .build(),
                 )
-                .with_handler(Arc::new(Handler {
-                    tracks: track_tx,
-                    gathered: gathered_tx,
-                }))
+                .with_handler(Arc::new(Handler { tracks: track_tx, gathered: gathered_tx }))
                 .with_udp_addrs(vec!["127.0.0.1:0"])
                 .build()
                 .await?,
@@ -378,10 +334,7 @@ impl Conn {
         }
         .await;
         self.room.lock().unwrap().participants.remove(&me);
-        self.broadcast(ServerMessage::ParticipantLeft {
-            participant_id: me.clone(),
-            reason: "left".into(),
-        });
+        self.broadcast(ServerMessage::ParticipantLeft { participant_id: me.clone(), reason: "left".into() });
         let _ = pc.close().await;
         result
     }
@@ -408,10 +361,7 @@ impl Conn {
                 p.id.clone(),
                 kind,
                 vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
                     ..Default::default()
                 }],
             )));
@@ -442,17 +392,10 @@ impl Conn {
                 },
             )
             .await?;
-            p.outputs
-                .lock()
-                .unwrap()
-                .push((me.to_owned(), local.clone(), *ssrc));
+            p.outputs.lock().unwrap().push((me.to_owned(), local.clone(), *ssrc));
         }
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        let sdp = pc
-            .local_description()
-            .await
-            .map(|d| d.sdp)
-            .unwrap_or_default();
+        let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
         send(ws, &ServerMessage::Offer { id, sdp }).await?;
         Ok(id)
     }

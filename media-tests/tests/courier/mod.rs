@@ -112,9 +112,15 @@ impl Courier {
         let deadline = Instant::now() + within;
         loop {
             let m = self.metrics();
-            let empty = ["courier_participants", "courier_tracks", "courier_sfu_peers", "courier_sfu_tracks", "courier_sfu_downtracks"]
-                .iter()
-                .all(|k| m.get(*k) == Some(&0.0));
+            let empty = [
+                "courier_participants",
+                "courier_tracks",
+                "courier_sfu_peers",
+                "courier_sfu_tracks",
+                "courier_sfu_downtracks",
+            ]
+            .iter()
+            .all(|k| m.get(*k) == Some(&0.0));
             if empty || Instant::now() > deadline {
                 return m;
             }
@@ -153,7 +159,8 @@ impl CliClient {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().map(|s| s.success());
+        let ok =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().map(|s| s.success());
         assert_eq!(ok.ok(), Some(true), "kill -{sig}");
     }
 }
