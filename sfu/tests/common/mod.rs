@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use sfu::id::{PeerId, TrackId};
@@ -22,6 +22,11 @@ pub struct Out {
     pub forwarded: Vec<std::sync::Arc<ForwardPacket>>,
     pub client_events: Vec<String>,
     pub client_connected: bool,
+    /// Sequence numbers of RTP packets the client received (RTX already unwrapped by str0m).
+    pub client_rtp: Vec<u64>,
+    /// RTCP NACKs the server peer received from the client are visible only as retransmissions; this counts
+    /// server → client datagrams dropped by the simulated network.
+    pub dropped: usize,
 }
 
 impl Out {
@@ -44,10 +49,26 @@ pub struct Pair {
     pub now: Instant,
     pub peer: Peer,
     pub client: Rtc,
+    /// Server → client RTP datagrams seen so far.
+    pub rtp_to_client: u64,
+    /// Decides, by the index of a server → client RTP datagram, whether the network loses it.
+    pub lose: Box<dyn FnMut(u64) -> bool>,
+    to_client: VecDeque<Vec<u8>>,
+    to_server: VecDeque<Vec<u8>>,
+}
+
+/// Is this datagram RTP (not RTCP, DTLS or STUN)?
+fn is_rtp(d: &[u8]) -> bool {
+    d.len() >= 12 && d[0] >> 6 == 2 && !(192..=223).contains(&d[1])
 }
 
 impl Pair {
     pub fn new() -> Pair {
+        Pair::with_client(|b| b)
+    }
+
+    /// A pair whose client is built from the given str0m config (e.g. RTP mode).
+    pub fn with_client(f: impl FnOnce(str0m::RtcConfig) -> str0m::RtcConfig) -> Pair {
         let now = Instant::now();
         let config = PeerConfig {
             can_publish: true,
@@ -56,75 +77,104 @@ impl Pair {
             keyframe_request_interval: Duration::from_millis(500),
         };
         let peer = Peer::new(PeerId(1), config, IceCreds::new(), now);
-        let mut client = Rtc::builder().build(now);
+        let mut client = f(Rtc::builder()).build(now);
         client.add_local_candidate(Candidate::host(CLIENT.parse().unwrap(), "udp").unwrap());
-        Pair { now, peer, client }
+        Pair {
+            now,
+            peer,
+            client,
+            rtp_to_client: 0,
+            lose: Box::new(|_| false),
+            to_client: VecDeque::new(),
+            to_server: VecDeque::new(),
+        }
     }
 
     /// Move datagrams both ways and advance the clock to each next timeout, for `duration` of virtual time.
+    ///
+    /// Each side is drained after every single input (str0m's rule; in RTP mode a second input before the drain
+    /// would overwrite the first received packet).
     pub fn run(&mut self, duration: Duration) -> Out {
-        let server: SocketAddr = SERVER.parse().unwrap();
-        let client_addr: SocketAddr = CLIENT.parse().unwrap();
         let end = self.now + duration;
         let mut out = Out::default();
-        for _ in 0..100_000 {
+        // In-flight datagrams carry over from one run to the next.
+        let mut to_client = std::mem::take(&mut self.to_client);
+        let mut to_server = std::mem::take(&mut self.to_server);
+        for _ in 0..200_000 {
             let mut next = end;
-            // Server side.
-            loop {
-                match self.peer.poll_output() {
-                    PeerOutput::Timeout(t) => {
-                        next = next.min(t);
-                        break;
-                    }
-                    PeerOutput::Transmit(t) => {
-                        let input = Input::Receive(
-                            self.now,
-                            Receive {
-                                proto: Protocol::Udp,
-                                source: server,
-                                destination: client_addr,
-                                contents: (&t.contents[..]).try_into().unwrap(),
-                            },
-                        );
-                        let _ = self.client.handle_input(input);
-                        next = self.now;
-                    }
-                    PeerOutput::Event(e) => out.events.push(e),
-                    PeerOutput::KeyframeRequest { track, .. } => out.keyframe_requests.push(track),
-                    PeerOutput::Forward(p) => out.forwarded.push(p),
-                }
+            next = next.min(self.drain_server(&mut out, &mut to_client));
+            next = next.min(self.drain_client(&mut out, &mut to_server));
+            if let Some(d) = to_client.pop_front() {
+                let input = Input::Receive(
+                    self.now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: SERVER.parse().unwrap(),
+                        destination: CLIENT.parse().unwrap(),
+                        contents: (&d[..]).try_into().unwrap(),
+                    },
+                );
+                let _ = self.client.handle_input(input);
+                continue;
             }
-            // Client side.
-            loop {
-                match self.client.poll_output().unwrap() {
-                    Output::Timeout(t) => {
-                        next = next.min(t);
-                        break;
-                    }
-                    Output::Transmit(t) => {
-                        self.peer.handle_receive(self.now, client_addr, server, &t.contents);
-                        next = self.now;
-                    }
-                    Output::Event(e) => {
-                        if matches!(e, Event::Connected) {
-                            out.client_connected = true;
-                        }
-                        out.client_events.push(format!("{e:?}"));
-                    }
-                }
+            if let Some(d) = to_server.pop_front() {
+                self.peer.handle_receive(self.now, CLIENT.parse().unwrap(), SERVER.parse().unwrap(), &d);
+                continue;
             }
             if next >= end {
                 self.now = end;
                 self.peer.handle_timeout(end);
                 let _ = self.client.handle_input(Input::Timeout(end));
+                self.drain_server(&mut out, &mut to_client);
+                self.drain_client(&mut out, &mut to_server);
+                self.to_client = to_client;
+                self.to_server = to_server;
                 return out;
             }
-            if next > self.now {
-                self.now = next;
-            }
+            self.now = self.now.max(next);
             self.peer.handle_timeout(self.now);
             let _ = self.client.handle_input(Input::Timeout(self.now));
         }
         panic!("the pair never settled");
+    }
+
+    fn drain_server(&mut self, out: &mut Out, to_client: &mut VecDeque<Vec<u8>>) -> Instant {
+        loop {
+            match self.peer.poll_output() {
+                PeerOutput::Timeout(t) => return t,
+                PeerOutput::Transmit(t) => {
+                    if is_rtp(&t.contents) {
+                        let n = self.rtp_to_client;
+                        self.rtp_to_client += 1;
+                        if (self.lose)(n) {
+                            out.dropped += 1;
+                            continue;
+                        }
+                    }
+                    to_client.push_back(t.contents.to_vec());
+                }
+                PeerOutput::Event(e) => out.events.push(e),
+                PeerOutput::KeyframeRequest { track, .. } => out.keyframe_requests.push(track),
+                PeerOutput::Forward(p) => out.forwarded.push(p),
+            }
+        }
+    }
+
+    fn drain_client(&mut self, out: &mut Out, to_server: &mut VecDeque<Vec<u8>>) -> Instant {
+        loop {
+            match self.client.poll_output().expect("client poll") {
+                Output::Timeout(t) => return t,
+                Output::Transmit(t) => to_server.push_back(t.contents.to_vec()),
+                Output::Event(e) => {
+                    if matches!(e, Event::Connected) {
+                        out.client_connected = true;
+                    }
+                    if let Event::RtpPacket(p) = &e {
+                        out.client_rtp.push(*p.seq_no);
+                    }
+                    out.client_events.push(format!("{e:?}"));
+                }
+            }
+        }
     }
 }
