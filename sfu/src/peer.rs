@@ -94,8 +94,8 @@ pub enum PeerEvent {
     Answer { id: u64, sdp: String },
     /// A server offer; the client answers with the same `id`.
     Offer { id: u64, sdp: String },
-    /// The client's offer could not be applied (`sdp_rejected`).
-    OfferRejected { id: u64, reason: String },
+    /// The client's offer could not be applied; the peer connection is unchanged.
+    OfferRejected { id: u64, why: OfferRejection, reason: String },
     /// A new published track from this client's m-line `mid`.
     TrackPublished { track: TrackId, mid: String, kind: MediaKind },
     /// The client stopped publishing this track.
@@ -106,6 +106,15 @@ pub enum PeerEvent {
     Connected,
     /// The peer is finished; the engine drops it after this event.
     Closed { reason: CloseReason },
+}
+
+/// Why a client offer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferRejection {
+    /// The SDP could not be parsed or negotiated.
+    Sdp,
+    /// The offer sends media and the peer may not publish.
+    NotAllowed,
 }
 
 /// What [`Peer::poll_output`] returns.
@@ -263,14 +272,19 @@ impl Peer {
         let offer = match SdpOffer::from_sdp_string(sdp) {
             Ok(o) => o,
             Err(e) => {
-                self.queue.push_back(PeerOutput::Event(PeerEvent::OfferRejected { id, reason: e.to_string() }));
+                self.queue.push_back(PeerOutput::Event(PeerEvent::OfferRejected {
+                    id,
+                    why: OfferRejection::Sdp,
+                    reason: e.to_string(),
+                }));
                 return;
             }
         };
         if !self.config.can_publish && offer_sends_media(&offer) {
             self.queue.push_back(PeerOutput::Event(PeerEvent::OfferRejected {
                 id,
-                reason: "permission_denied: this token may not publish".into(),
+                why: OfferRejection::NotAllowed,
+                reason: "this token may not publish".into(),
             }));
             return;
         }
@@ -291,7 +305,11 @@ impl Peer {
                 self.check_unpublished();
             }
             Err(e) => {
-                self.queue.push_back(PeerOutput::Event(PeerEvent::OfferRejected { id, reason: e.to_string() }));
+                self.queue.push_back(PeerOutput::Event(PeerEvent::OfferRejected {
+                    id,
+                    why: OfferRejection::Sdp,
+                    reason: e.to_string(),
+                }));
                 // accept_offer invalidated our pending offer even on failure; offer again.
                 for dt in &mut self.downtracks {
                     dt.rollback();

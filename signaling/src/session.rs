@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
+use sfu::peer::OfferRejection;
 use sfu::{MediaKind, PeerEvent, PeerId, PeerOptions, TrackId};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -341,11 +342,10 @@ impl Session {
         match ev {
             PeerEvent::Answer { id, sdp } => self.out.push(ServerMsg::Answer { id, sdp }),
             PeerEvent::Offer { id, sdp } => self.out.push(ServerMsg::Offer { id, sdp }),
-            PeerEvent::OfferRejected { reason, .. } => {
-                let code = if reason.starts_with("permission_denied") {
-                    ErrorCode::PermissionDenied
-                } else {
-                    ErrorCode::SdpRejected
+            PeerEvent::OfferRejected { why, reason, .. } => {
+                let code = match why {
+                    OfferRejection::NotAllowed => ErrorCode::PermissionDenied,
+                    _ => ErrorCode::SdpRejected,
                 };
                 self.out.push(ServerMsg::error(code, reason, Some("offer")));
             }

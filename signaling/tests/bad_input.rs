@@ -112,3 +112,39 @@ async fn room_events_replace_and_shutdown() {
     stop.await.unwrap();
     assert_eq!(state.rooms.counts(), (0, 0, 0));
 }
+
+#[tokio::test]
+async fn publishing_without_the_grant_is_refused() {
+    use signaling::auth::{mint, TokenRequest};
+    use str0m::media::{Direction, MediaKind};
+    let s = server().await;
+    let token = mint(
+        KEY,
+        SECRET,
+        &TokenRequest {
+            room: "p".into(),
+            identity: "viewer".into(),
+            name: None,
+            ttl: std::time::Duration::from_secs(60),
+            can_publish: false,
+            can_subscribe: true,
+        },
+    );
+    let mut ws = connect(&s).await;
+    send(&mut ws, &format!(r#"{{"type":"join","v":1,"token":"{token}"}}"#)).await;
+    recv_type(&mut ws, "joined").await;
+    // A real offer that sends audio.
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let mut change = rtc.sdp_api();
+    change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, _pending) = change.apply().unwrap();
+    let msg = serde_json::json!({"type": "offer", "id": 1, "sdp": offer.to_sdp_string()});
+    send(&mut ws, &msg.to_string()).await;
+    let err = recv_type(&mut ws, "error").await;
+    assert_eq!(err["code"], "permission_denied", "{err}");
+    assert_eq!(err["req_type"], "offer");
+    send(&mut ws, r#"{"type":"ping","ts":3}"#).await;
+    assert_eq!(recv_type(&mut ws, "pong").await["ts"], 3);
+    assert_eq!(s.state.sfu.stats().tracks, 0, "nothing was published");
+    s.shutdown(std::time::Duration::from_secs(2)).await;
+}
