@@ -24,7 +24,7 @@
 //!
 //! - [`engine`]: the async shell and the [`Sfu`] handle; the architecture diagram is in its doc.
 //! - [`peer`]: one participant's `Rtc`, its published tracks and its down-tracks.
-//! - [`downtrack`], [`munger`], [`keyframe`]: forwarding to one subscriber.
+//! - [`downtrack`], [`munger`], [`vp8munger`], [`keyframe`]: forwarding to one subscriber.
 //! - [`udp`]: the socket's demultiplexer.
 //! - [`config`], [`error`], [`id`].
 
@@ -34,9 +34,11 @@ pub mod engine;
 pub mod error;
 pub mod id;
 pub mod keyframe;
+pub mod layer;
 pub mod munger;
 pub mod peer;
 pub mod udp;
+pub mod vp8munger;
 
 pub use config::SfuConfig;
 pub use engine::{PeerOptions, Sfu, StatsSnapshot};

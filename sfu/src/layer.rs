@@ -1,0 +1,118 @@
+//! Simulcast layers of a published video track: which one a packet belongs to, and which are live.
+//!
+//! A simulcast publisher sends up to three encodings of one camera (spatial layers), each its own RTP stream
+//! named by a RID. The engine numbers them 0 (lowest) to 2 (highest): by the conventional names (`q`/`h`/`f`,
+//! `l`/`m`/`h`... see [`spatial_of`]) or else by their order in the publisher's SDP, which lists the lowest first
+//! by convention. A [`LayerTracker`] remembers when each layer last carried media, so a down-track never waits
+//! for a layer the publisher has stopped (Chrome pauses its upper layers when its uplink is short).
+
+use std::time::{Duration, Instant};
+
+/// Highest spatial layer index (three layers).
+pub const MAX_SPATIAL: u8 = 2;
+
+/// A layer that carried no media for this long is considered stopped.
+pub const LAYER_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Spatial index of `rid`, given the simulcast RIDs in SDP order (lowest first).
+pub fn spatial_of(rid: &str, sdp_order: &[String]) -> u8 {
+    match rid {
+        "q" | "l" | "low" | "0" => 0,
+        "h" if sdp_order.len() <= 2 || sdp_order.iter().any(|r| r == "q") => 1,
+        "m" | "mid" | "1" => 1,
+        "f" | "high" | "2" => 2,
+        "h" => 2, // l/m/h naming
+        _ => sdp_order.iter().position(|r| r == rid).map_or(0, |i| (i as u8).min(MAX_SPATIAL)),
+    }
+}
+
+/// Liveness of the spatial layers of one track, as a bitmask (bit `i` = layer `i` live).
+#[derive(Debug, Clone, Default)]
+pub struct LayerTracker {
+    last_seen: [Option<Instant>; 3],
+}
+
+impl LayerTracker {
+    /// A packet of `layer` arrived at `now`.
+    pub fn on_packet(&mut self, layer: u8, now: Instant) {
+        if let Some(slot) = self.last_seen.get_mut(usize::from(layer)) {
+            *slot = Some(now);
+        }
+    }
+
+    /// Layers that carried media within [`LAYER_TIMEOUT`] of `now`.
+    pub fn live_mask(&self, now: Instant) -> u8 {
+        let mut mask = 0;
+        for (i, seen) in self.last_seen.iter().enumerate() {
+            if seen.is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT) {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+}
+
+/// The layer to forward: the highest live layer not above `max`, or, when none is that low, the lowest live one.
+/// `None` when no layer is live.
+pub fn select(live_mask: u8, max: u8) -> Option<u8> {
+    let live = |l: u8| live_mask & (1 << l) != 0;
+    (0..=max.min(MAX_SPATIAL)).rev().find(|l| live(*l)).or_else(|| (0..=MAX_SPATIAL).find(|l| live(*l)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spatial_table() {
+        let qhf: Vec<String> = ["q", "h", "f"].map(String::from).to_vec();
+        let lmh: Vec<String> = ["l", "m", "h"].map(String::from).to_vec();
+        let custom: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let cases: &[(&str, &[String], u8)] = &[
+            ("q", &qhf, 0),
+            ("h", &qhf, 1),
+            ("f", &qhf, 2),
+            ("l", &lmh, 0),
+            ("m", &lmh, 1),
+            ("h", &lmh, 2),
+            ("0", &[], 0),
+            ("2", &[], 2),
+            ("a", &custom, 0),
+            ("c", &custom, 2),
+            ("zzz", &custom, 0),
+        ];
+        for (rid, order, want) in cases {
+            assert_eq!(spatial_of(rid, order), *want, "{rid} in {order:?}");
+        }
+    }
+
+    #[test]
+    fn liveness_times_out() {
+        let t0 = Instant::now();
+        let mut t = LayerTracker::default();
+        assert_eq!(t.live_mask(t0), 0);
+        t.on_packet(0, t0);
+        t.on_packet(2, t0 + Duration::from_millis(500));
+        t.on_packet(7, t0); // out of range: ignored
+        assert_eq!(t.live_mask(t0 + Duration::from_millis(600)), 0b101);
+        assert_eq!(t.live_mask(t0 + Duration::from_millis(1600)), 0b100, "layer 0 stopped");
+        assert_eq!(t.live_mask(t0 + Duration::from_secs(3)), 0);
+    }
+
+    #[test]
+    fn select_table() {
+        let cases: &[(u8, u8, Option<u8>)] = &[
+            (0b111, 2, Some(2)),
+            (0b111, 1, Some(1)),
+            (0b111, 0, Some(0)),
+            (0b011, 2, Some(1)), // top layer paused: next one down
+            (0b100, 0, Some(2)), // only the top layer live: better than nothing
+            (0b101, 1, Some(0)),
+            (0b000, 2, None),
+            (0b001, 9, Some(0)),
+        ];
+        for (mask, max, want) in cases {
+            assert_eq!(select(*mask, *max), *want, "mask {mask:03b} max {max}");
+        }
+    }
+}
