@@ -13,13 +13,25 @@
 //!    +--------------------+
 //! ```
 
+use std::time::{Duration, Instant};
+
 use str0m::media::{MediaKind, Mid, Pt};
+use str0m::rtp::Vp8Patch;
 use str0m::Rtc;
 
 use crate::id::{PeerId, TrackId};
 use crate::keyframe::KeyframeStart;
+use crate::layer::{self, MAX_SPATIAL};
 use crate::munger::Munger;
 use crate::peer::ForwardPacket;
+use crate::vp8munger::Vp8Munger;
+
+/// How often a down-track waiting for a keyframe asks again (the publisher side throttles further).
+const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
+
+/// RTP timestamp step assumed between the last frame of one layer and the first of the next (90 kHz, 30 fps),
+/// until timestamps are aligned from sender reports.
+const SWITCH_TS_GAP: u32 = 3000;
 
 /// Where a down-track is in its negotiation. See the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +55,8 @@ pub enum DownTrackState {
 pub struct WriteParams {
     /// The subscriber's payload type for the packet's codec.
     pub pt: Pt,
+    /// VP8 descriptor rewrite, when the picture id or TL0PICIDX must change (after a layer switch).
+    pub vp8_patch: Option<Vp8Patch>,
     /// Outgoing extended sequence number.
     pub seq_no: u64,
     /// Outgoing RTP timestamp.
@@ -65,8 +79,14 @@ pub struct DownTrack {
     munger: Munger,
     /// Publisher PT → our PT, cached.
     pt_map: Option<(Pt, Pt)>,
-    /// Video waits for a keyframe before forwarding anything.
-    waiting_keyframe: bool,
+    vp8: Vp8Munger,
+    /// The spatial layer being forwarded; `None` until the first keyframe (video) or packet (audio).
+    current: Option<u8>,
+    /// The highest spatial layer this subscriber should get (adaptive stream and the allocator lower it).
+    pub max_layer: u8,
+    /// The layer whose keyframe we wait for, and when we last asked for one.
+    keyframe_wish: Option<u8>,
+    keyframe_asked: Option<(u8, Instant)>,
 }
 
 impl DownTrack {
@@ -81,7 +101,11 @@ impl DownTrack {
             removed: false,
             munger: Munger::new(start_seq, rand::random()),
             pt_map: None,
-            waiting_keyframe: kind == MediaKind::Video,
+            vp8: Vp8Munger::new(),
+            current: None,
+            max_layer: MAX_SPATIAL,
+            keyframe_wish: None,
+            keyframe_asked: None,
         }
     }
 
@@ -161,14 +185,89 @@ impl DownTrack {
                 local
             }
         };
-        if self.waiting_keyframe {
-            if pkt.keyframe == KeyframeStart::No {
-                return None;
-            }
-            self.waiting_keyframe = false;
+        if !self.select(pkt) {
+            return None;
         }
         let m = self.munger.map(pkt.seq_no, pkt.timestamp)?;
-        Some((mid, WriteParams { pt, seq_no: m.seq_no, timestamp: m.timestamp }))
+        let vp8_patch = pkt.vp8.and_then(|d| {
+            let pid = d.picture_id().map(|p| (p, self.vp8_wide(&d)));
+            let out = self.vp8.map(pid, d.tl0_pic_idx());
+            if !out.changed {
+                return None;
+            }
+            let mut b = d.patch();
+            if let Some(p) = out.picture_id {
+                b = b.picture_id(p);
+            }
+            if let Some(t) = out.tl0_pic_idx {
+                b = b.tl0_pic_idx(t);
+            }
+            b.build().ok()
+        });
+        Some((mid, WriteParams { pt, vp8_patch, seq_no: m.seq_no, timestamp: m.timestamp }))
+    }
+
+    /// Is the picture id field 15 bits wide? (The descriptor knows; a value above 127 proves it.)
+    fn vp8_wide(&self, d: &str0m::rtp::Vp8Descriptor) -> bool {
+        // A 7-bit field cannot be patched with a 15-bit value; probe the builder.
+        d.patch().picture_id(0x100).build().is_ok()
+    }
+
+    /// Layer selection: forward the current layer; switch to the target layer at its keyframe. Returns whether
+    /// `pkt` is to be forwarded.
+    fn select(&mut self, pkt: &ForwardPacket) -> bool {
+        if self.kind == MediaKind::Audio {
+            return true;
+        }
+        let target = layer::select(pkt.live_layers | (1 << pkt.layer), self.max_layer).unwrap_or(pkt.layer);
+        if self.current == Some(pkt.layer) && target == pkt.layer {
+            self.keyframe_wish = None;
+            return true;
+        }
+        if pkt.layer == target {
+            // Switch (or start) only where the target layer can be decoded from.
+            if pkt.keyframe == KeyframeStart::No {
+                self.keyframe_wish = Some(target);
+                return false;
+            }
+            if self.current.is_some() {
+                self.munger.rebase(SWITCH_TS_GAP);
+                self.vp8.rebase();
+            }
+            self.current = Some(target);
+            self.keyframe_wish = None;
+            return true;
+        }
+        // Another layer: keep forwarding the current one until the target's keyframe arrives.
+        if self.current != Some(target) {
+            self.keyframe_wish = Some(target);
+        }
+        self.current == Some(pkt.layer)
+    }
+
+    /// If this down-track waits for a keyframe, the layer to ask for — at most every 500 ms.
+    pub fn take_keyframe_wish(&mut self, now: Instant) -> Option<u8> {
+        let layer = self.keyframe_wish?;
+        match self.keyframe_asked {
+            Some((l, at)) if l == layer && now.saturating_duration_since(at) < KEYFRAME_RETRY => None,
+            _ => {
+                self.keyframe_asked = Some((layer, now));
+                Some(layer)
+            }
+        }
+    }
+
+    /// The layer a subscriber's own PLI/FIR is about: the one it is decoding (or waiting for).
+    pub fn layer_for_keyframe(&self) -> Option<u8> {
+        match self.kind {
+            MediaKind::Audio => None,
+            MediaKind::Video => self.keyframe_wish.or(self.current).or(Some(0)),
+        }
+    }
+
+    /// The spatial layer being forwarded.
+    pub fn current_layer(&self) -> Option<u8> {
+        self.current
     }
 }
 

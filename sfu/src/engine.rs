@@ -163,6 +163,7 @@ enum WorkerMsg {
     KeyframeRequest {
         track: TrackId,
         kind: KeyframeRequestKind,
+        layer: u8,
     },
     ClosePeer {
         peer: PeerId,
@@ -382,7 +383,7 @@ struct Worker {
     /// Media to send to other workers at the end of this cycle.
     outbox: Vec<Vec<Arc<ForwardPacket>>>,
     /// Keyframe requests for publishers on this worker, applied after the current drain (not inside it).
-    keyframe_requests: Vec<(TrackId, KeyframeRequestKind)>,
+    keyframe_requests: Vec<(TrackId, KeyframeRequestKind, u8)>,
 }
 
 impl Worker {
@@ -501,7 +502,7 @@ impl Worker {
                     self.deliver_local(pkt);
                 }
             }
-            WorkerMsg::KeyframeRequest { track, kind } => self.keyframe_requests.push((track, kind)),
+            WorkerMsg::KeyframeRequest { track, kind, layer } => self.keyframe_requests.push((track, kind, layer)),
             WorkerMsg::ClosePeer { peer } => self.with_peer(peer, |p| p.close(CloseReason::Requested)),
             #[cfg(any(test, feature = "fault-injection"))]
             WorkerMsg::Panic { peer } => self.with_peer(peer, |_| panic!("injected fault")),
@@ -595,10 +596,10 @@ impl Worker {
     }
 
     fn apply_keyframe_requests(&mut self) {
-        for (track, kind) in std::mem::take(&mut self.keyframe_requests) {
+        for (track, kind, layer) in std::mem::take(&mut self.keyframe_requests) {
             let publisher = self.shared.tracks.lock().expect("tracks lock").get(&track).map(|e| e.publisher);
             if let Some(p) = publisher {
-                self.with_peer(p, |peer| peer.handle_keyframe_request(Instant::now(), track, kind));
+                self.with_peer(p, |peer| peer.handle_keyframe_request(Instant::now(), track, kind, layer));
             }
         }
     }
@@ -637,14 +638,17 @@ impl Worker {
                     }
                 },
                 PeerOutput::Forward(pkt) => self.route(pkt),
-                PeerOutput::KeyframeRequest { track, kind } => {
+                PeerOutput::KeyframeRequest { track, kind, layer } => {
                     let entry = self.shared.tracks.lock().expect("tracks lock").get(&track).copied();
                     if let Some(e) = entry {
                         if e.worker == self.id {
-                            self.keyframe_requests.push((track, kind));
+                            self.keyframe_requests.push((track, kind, layer));
                         } else {
-                            let _ =
-                                self.shared.workers[e.worker.0].try_send(WorkerMsg::KeyframeRequest { track, kind });
+                            let _ = self.shared.workers[e.worker.0].try_send(WorkerMsg::KeyframeRequest {
+                                track,
+                                kind,
+                                layer,
+                            });
                         }
                     }
                 }

@@ -28,6 +28,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::Vp8Descriptor;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tracing::{debug, info, warn};
@@ -35,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::downtrack::{DownTrack, DownTrackState};
 use crate::id::{PeerId, TrackId};
 use crate::keyframe::{starts_keyframe, KeyframeStart};
+use crate::layer::{spatial_of, LayerTracker};
 
 /// How a peer is set up.
 #[derive(Debug, Clone)]
@@ -68,6 +70,12 @@ pub struct ForwardPacket {
     pub marker: bool,
     /// Does this packet start a keyframe?
     pub keyframe: KeyframeStart,
+    /// Spatial layer (simulcast) it belongs to; 0 without simulcast.
+    pub layer: u8,
+    /// Which spatial layers of the track are live right now (bit `i` = layer `i`).
+    pub live_layers: u8,
+    /// The VP8 payload descriptor, parsed once here for every subscriber's munger.
+    pub vp8: Option<Vp8Descriptor>,
     /// Header extension values worth forwarding (audio level, orientation, …).
     pub ext: ExtensionValues,
     /// The RTP payload.
@@ -126,8 +134,8 @@ pub enum PeerOutput {
     Transmit(Transmit),
     /// Media published by this peer, to fan out to subscribers.
     Forward(Arc<ForwardPacket>),
-    /// A subscriber of `track` on this peer asked for a keyframe; route it to the publisher.
-    KeyframeRequest { track: TrackId, kind: KeyframeRequestKind },
+    /// A subscriber of `track` on this peer needs a keyframe of spatial `layer`; route it to the publisher.
+    KeyframeRequest { track: TrackId, kind: KeyframeRequestKind, layer: u8 },
     /// A signaling event.
     Event(PeerEvent),
 }
@@ -137,13 +145,23 @@ pub enum PeerOutput {
 struct TrackIn {
     id: TrackId,
     kind: MediaKind,
-    /// With simulcast the engine forwards one layer for now (the first rid seen); see issue 3.
-    forward_rid: Option<Rid>,
+    /// Simulcast RIDs in SDP order (empty without simulcast).
+    rids: Vec<String>,
+    /// When each spatial layer last carried media.
+    layers: LayerTracker,
     /// Cache of the publisher's codec parameters by payload type.
     params: Option<PayloadParams>,
-    last_keyframe_request: Option<Instant>,
-    /// A request arrived inside the throttle interval: send it when the interval ends, unless a keyframe comes first.
-    keyframe_pending: bool,
+    /// Per spatial layer: the last keyframe request sent upstream.
+    last_keyframe_request: [Option<Instant>; 3],
+    /// Per spatial layer: a request arrived inside the throttle interval; send it when the interval ends, unless
+    /// a keyframe of that layer comes first.
+    keyframe_pending: [bool; 3],
+}
+
+impl TrackIn {
+    fn rid_of(&self, layer: u8) -> Option<Rid> {
+        self.rids.iter().find(|r| spatial_of(r, &self.rids) == layer).map(|r| Rid::from(r.as_str()))
+    }
 }
 
 /// See the module doc.
@@ -253,14 +271,17 @@ impl Peer {
             return;
         }
         let interval = self.config.keyframe_request_interval;
-        let due: Vec<Mid> = self
-            .tracks_in
-            .iter()
-            .filter(|(_, t)| t.keyframe_pending && t.last_keyframe_request.is_none_or(|l| l + interval <= now))
-            .map(|(m, _)| *m)
-            .collect();
-        for mid in due {
-            self.request_keyframe(now, mid, KeyframeRequestKind::Pli);
+        let mut due = Vec::new();
+        for (mid, t) in &self.tracks_in {
+            for layer in 0..3u8 {
+                let l = usize::from(layer);
+                if t.keyframe_pending[l] && t.last_keyframe_request[l].is_none_or(|last| last + interval <= now) {
+                    due.push((*mid, layer));
+                }
+            }
+        }
+        for (mid, layer) in due {
+            self.request_keyframe(now, mid, KeyframeRequestKind::Pli, layer);
         }
     }
 
@@ -342,11 +363,8 @@ impl Peer {
                     }
                 }
                 self.downtracks.retain(|d| d.state != DownTrackState::Gone);
-                for (track, kind) in opened {
-                    if kind == MediaKind::Video {
-                        self.queue.push_back(PeerOutput::KeyframeRequest { track, kind: KeyframeRequestKind::Pli });
-                    }
-                }
+                // A video down-track asks for its keyframe with its first packet (when it knows which layer).
+                let _ = opened;
                 self.drain_rtc(now);
             }
             other => {
@@ -393,53 +411,79 @@ impl Peer {
         self.negotiate_if_needed();
     }
 
+    /// Limit the spatial layer this subscriber receives of `track` (adaptive stream; later the allocator).
+    pub fn set_max_layer(&mut self, track: TrackId, max: u8) {
+        if let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == track) {
+            dt.max_layer = max.min(crate::layer::MAX_SPATIAL);
+        }
+    }
+
+    /// The spatial layer currently forwarded to this subscriber for `track`.
+    pub fn current_layer(&self, track: TrackId) -> Option<u8> {
+        self.downtracks.iter().find(|d| d.track == track).and_then(|d| d.current_layer())
+    }
+
     /// A packet of a track this peer subscribes to. Never blocks: str0m queues it for the pacer/socket.
     pub fn handle_forward(&mut self, pkt: &ForwardPacket) {
         if self.closed {
             return;
         }
         let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == pkt.track) else { return };
-        let Some((mid, write)) = dt.prepare(pkt, &self.rtc) else { return };
+        let prepared = dt.prepare(pkt, &self.rtc);
+        if let Some(layer) = dt.take_keyframe_wish(pkt.arrival) {
+            self.queue.push_back(PeerOutput::KeyframeRequest {
+                track: pkt.track,
+                kind: KeyframeRequestKind::Pli,
+                layer,
+            });
+        }
+        let Some((mid, write)) = prepared else { return };
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else { return };
         let rtp = RtpWrite::new(write.pt, write.seq_no.into(), write.timestamp, pkt.arrival, pkt.payload.clone())
             .marker(pkt.marker)
             .ext_vals(pkt.ext.clone())
             .nackable(pkt.kind == MediaKind::Video);
+        let rtp = match write.vp8_patch {
+            Some(patch) => rtp.vp8_patch(patch),
+            None => rtp,
+        };
         stream.write_rtp(rtp);
         self.rtp_out += 1;
     }
 
-    /// A subscriber wants a keyframe of `track`, which this peer publishes.
+    /// A subscriber wants a keyframe of spatial `layer` of `track`, which this peer publishes.
     ///
-    /// Throttled per track: at most one request upstream per `keyframe_request_interval`. A request inside the
-    /// interval is not dropped but deferred to its end (a subscriber that opened just after another must not wait
-    /// for the publisher's next periodic keyframe), and a keyframe arriving meanwhile satisfies it.
-    pub fn handle_keyframe_request(&mut self, now: Instant, track: TrackId, kind: KeyframeRequestKind) {
+    /// Throttled per track and layer: at most one request upstream per `keyframe_request_interval`. A request
+    /// inside the interval is not dropped but deferred to its end (a subscriber that opened just after another must
+    /// not wait for the publisher's next periodic keyframe), and a keyframe arriving meanwhile satisfies it.
+    pub fn handle_keyframe_request(&mut self, now: Instant, track: TrackId, kind: KeyframeRequestKind, layer: u8) {
         let interval = self.config.keyframe_request_interval;
         let Some((mid, t)) = self.tracks_in.iter_mut().find(|(_, t)| t.id == track) else { return };
-        if t.kind != MediaKind::Video {
+        if t.kind != MediaKind::Video || layer > crate::layer::MAX_SPATIAL {
             return;
         }
-        if let Some(last) = t.last_keyframe_request {
+        let l = usize::from(layer);
+        if let Some(last) = t.last_keyframe_request[l] {
             if now.saturating_duration_since(last) < interval {
-                t.keyframe_pending = true;
+                t.keyframe_pending[l] = true;
                 return;
             }
         }
         let mid = *mid;
-        self.request_keyframe(now, mid, kind);
+        self.request_keyframe(now, mid, kind, layer);
     }
 
-    fn request_keyframe(&mut self, now: Instant, mid: Mid, kind: KeyframeRequestKind) {
+    fn request_keyframe(&mut self, now: Instant, mid: Mid, kind: KeyframeRequestKind, layer: u8) {
         let Some(t) = self.tracks_in.get_mut(&mid) else { return };
-        t.last_keyframe_request = Some(now);
-        t.keyframe_pending = false;
-        let (track, rid) = (t.id, t.forward_rid);
+        let l = usize::from(layer);
+        t.last_keyframe_request[l] = Some(now);
+        t.keyframe_pending[l] = false;
+        let (track, rid) = (t.id, t.rid_of(layer));
         let mut api = self.rtc.direct_api();
         if let Some(stream) = api.stream_rx_by_mid(mid, rid) {
             stream.request_keyframe(kind);
-            debug!(peer = %self.id, track = %track, "keyframe requested upstream");
+            debug!(peer = %self.id, track = %track, layer, "keyframe requested upstream");
         }
     }
 
@@ -448,8 +492,8 @@ impl Peer {
         let interval = self.config.keyframe_request_interval;
         self.tracks_in
             .values()
-            .filter(|t| t.keyframe_pending)
-            .filter_map(|t| t.last_keyframe_request.map(|l| l + interval))
+            .flat_map(|t| (0..3).filter(|l| t.keyframe_pending[*l]).filter_map(|l| t.last_keyframe_request[l]))
+            .map(|last| last + interval)
             .min()
     }
 
@@ -525,10 +569,15 @@ impl Peer {
                         TrackIn {
                             id,
                             kind: m.kind,
-                            forward_rid: None,
+                            rids: m
+                                .simulcast
+                                .as_ref()
+                                .map(|s| s.recv.iter().map(|l| l.rid.to_string()).collect())
+                                .unwrap_or_default(),
+                            layers: LayerTracker::default(),
                             params: None,
-                            last_keyframe_request: None,
-                            keyframe_pending: false,
+                            last_keyframe_request: [None; 3],
+                            keyframe_pending: [false; 3],
                         },
                     );
                     self.queue.push_back(PeerOutput::Event(PeerEvent::TrackPublished {
@@ -542,7 +591,9 @@ impl Peer {
             Event::RtpPacket(p) => self.handle_rtp(p),
             Event::KeyframeRequest(req) => {
                 if let Some(dt) = self.downtracks.iter().find(|d| d.mid() == Some(req.mid)) {
-                    self.queue.push_back(PeerOutput::KeyframeRequest { track: dt.track, kind: req.kind });
+                    if let Some(layer) = dt.layer_for_keyframe() {
+                        self.queue.push_back(PeerOutput::KeyframeRequest { track: dt.track, kind: req.kind, layer });
+                    }
                 }
             }
             _ => {}
@@ -573,14 +624,10 @@ impl Peer {
         let ssrc = p.header.ssrc;
         let Some((mid, rid)) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| (s.mid(), s.rid())) else { return };
         let Some(track) = self.tracks_in.get_mut(&mid) else { return };
-        // Simulcast: forward one layer (the first seen) until the allocator of issue 3 chooses per subscriber.
-        if rid.is_some() {
-            match track.forward_rid {
-                None => track.forward_rid = rid,
-                Some(r) if Some(r) != rid => return,
-                _ => {}
-            }
-        }
+        // Every layer is forwarded; each down-track picks one (see `downtrack`).
+        let layer = rid.map_or(0, |r| spatial_of(&r, &track.rids));
+        track.layers.on_packet(layer, p.timestamp);
+        let live_layers = track.layers.live_mask(p.timestamp);
         let pt = p.header.payload_type;
         let params = match track.params {
             Some(pp) if pp.pt() == pt => pp,
@@ -596,9 +643,10 @@ impl Peer {
             KeyframeStart::Unknown
         };
         if keyframe == KeyframeStart::Yes {
-            // Whoever was waiting gets this one.
-            track.keyframe_pending = false;
+            // Whoever was waiting for this layer gets this one.
+            track.keyframe_pending[usize::from(layer)] = false;
         }
+        let vp8 = if params.spec().codec == Codec::Vp8 { Vp8Descriptor::parse(&p.payload).ok() } else { None };
         let h = &p.header.ext_vals;
         let ext = ExtensionValues {
             audio_level: h.audio_level,
@@ -614,6 +662,9 @@ impl Peer {
             timestamp: p.header.timestamp,
             marker: p.header.marker,
             keyframe,
+            layer,
+            live_layers,
+            vp8,
             ext,
             payload: p.payload,
             arrival: p.timestamp,

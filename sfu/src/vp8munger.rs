@@ -122,9 +122,27 @@ mod tests {
             want: [(u16, u8); 2],
         }
         let cases = [
-            Case { name: "15-bit", wide: true, before: (500, 10), new: [(9000, 200), (9001, 201)], want: [(501, 11), (502, 12)] },
-            Case { name: "15-bit wrap", wide: true, before: (32767, 255), new: [(3, 40), (4, 41)], want: [(0, 0), (1, 1)] },
-            Case { name: "new source wraps", wide: true, before: (10, 1), new: [(32767, 9), (0, 10)], want: [(11, 2), (12, 3)] },
+            Case {
+                name: "15-bit",
+                wide: true,
+                before: (500, 10),
+                new: [(9000, 200), (9001, 201)],
+                want: [(501, 11), (502, 12)],
+            },
+            Case {
+                name: "15-bit wrap",
+                wide: true,
+                before: (32767, 255),
+                new: [(3, 40), (4, 41)],
+                want: [(0, 0), (1, 1)],
+            },
+            Case {
+                name: "new source wraps",
+                wide: true,
+                before: (10, 1),
+                new: [(32767, 9), (0, 10)],
+                want: [(11, 2), (12, 3)],
+            },
             Case { name: "7-bit", wide: false, before: (127, 3), new: [(50, 100), (51, 101)], want: [(0, 4), (1, 5)] },
         ];
         for c in cases {

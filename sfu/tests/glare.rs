@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use common::Pair;
 use sfu::id::{PeerId, TrackId};
-use sfu::peer::PeerEvent;
+use std::sync::Arc;
+
+use sfu::keyframe::KeyframeStart;
+use sfu::peer::{ForwardPacket, PeerEvent};
 use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind};
 
 const MOMENT: Duration = Duration::from_millis(1);
@@ -62,12 +66,32 @@ fn polite_server_abandons_its_offer_and_offers_again() {
         out.events
     );
 
-    // The client answers the fresh offer: the video down-track opens and asks its publisher for a keyframe.
+    // The client answers the fresh offer: the video down-track opens; its first (delta) packet is held back and
+    // the publisher is asked for a keyframe.
     let fresh = p.client.sdp_api().accept_offer(SdpOffer::from_sdp_string(&second[0].1).unwrap()).unwrap();
     p.peer.handle_answer(p.now, 2, &fresh.to_sdp_string()).unwrap();
+    p.run(MOMENT);
+    assert_eq!(p.peer.subscribed_tracks().collect::<Vec<_>>(), vec![TrackId(7)]);
+    let params = *p.client.codec_config().find(|c| c.spec().codec == Codec::Vp8).unwrap();
+    let delta = ForwardPacket {
+        track: TrackId(7),
+        kind: MediaKind::Video,
+        params,
+        seq_no: 1,
+        timestamp: 0,
+        marker: true,
+        keyframe: KeyframeStart::No,
+        layer: 0,
+        live_layers: 0b001,
+        vp8: None,
+        ext: Default::default(),
+        payload: Arc::from(vec![0x10, 0x01, 0, 0]),
+        arrival: p.now,
+    };
+    p.peer.handle_forward(&delta);
     let out = p.run(MOMENT);
     assert_eq!(out.keyframe_requests, vec![TrackId(7)], "{:?}", out.events);
-    assert_eq!(p.peer.subscribed_tracks().collect::<Vec<_>>(), vec![TrackId(7)]);
+    assert!(out.client_rtp.is_empty(), "a delta frame is not forwarded before a keyframe");
 }
 
 #[test]

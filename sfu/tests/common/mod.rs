@@ -24,6 +24,8 @@ pub struct Out {
     pub client_connected: bool,
     /// Sequence numbers of RTP packets the client received (RTX already unwrapped by str0m).
     pub client_rtp: Vec<u64>,
+    /// (sequence number, RTP timestamp, payload) of each RTP packet the client received.
+    pub client_payloads: Vec<(u64, u32, Vec<u8>)>,
     /// RTCP NACKs the server peer received from the client are visible only as retransmissions; this counts
     /// server → client datagrams dropped by the simulated network.
     pub dropped: usize,
@@ -171,6 +173,7 @@ impl Pair {
                     }
                     if let Event::RtpPacket(p) = &e {
                         out.client_rtp.push(*p.seq_no);
+                        out.client_payloads.push((*p.seq_no, p.header.timestamp, p.payload.to_vec()));
                     }
                     out.client_events.push(format!("{e:?}"));
                 }
