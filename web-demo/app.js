@@ -240,7 +240,8 @@ async function doJoin() {
   try {
     const { token, url } = await obtainToken();
     const publish = { audio: els.pubAudio.checked, video: els.pubVideo.checked };
-    const c = new CourierClient({ publish: publish.audio || publish.video ? publish : false });
+    const simulcast = params.get('simulcast') === '1';
+    const c = new CourierClient({ publish: publish.audio || publish.video ? publish : false, simulcast });
     client = c;
     /** @type {any} */ (window).courier = c;
     wireClient(c);

@@ -84,6 +84,7 @@ export function describeCloseCode(code) {
  * @property {MediaTrackConstraints} [videoConstraints]  default 1280×720 @ 30 fps
  * @property {MediaTrackConstraints} [audioConstraints]
  * @property {string|null} [preferVideoCodec='video/VP8']  moved to the front of the send codec list
+ * @property {boolean} [simulcast=false]  send camera video as three layers, rids q/h/f at 1/4, 1/2 and full size
  * @property {boolean} [autoSubscribe=true]
  * @property {RTCIceServer[]} [iceServers=[]]  the server is ICE-lite and its candidate is in its SDP
  * @property {number} [pingIntervalMs=10000]
@@ -394,7 +395,16 @@ export class CourierClient extends EventTarget {
       if (this.state !== 'joined') return;
       locals.forEach((local, i) => {
         const stream = specs[i].stream;
-        local.transceiver = pc.addTransceiver(local.track, { direction: 'sendonly', streams: stream ? [stream] : [] });
+        /** @type {RTCRtpTransceiverInit} */
+        const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
+        if (local.kind === 'video' && local.source !== 'screen' && this.options.simulcast) {
+          init.sendEncodings = [
+            { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+            { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+            { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+          ];
+        }
+        local.transceiver = pc.addTransceiver(local.track, init);
         if (local.kind === 'video' && this.options.preferVideoCodec) {
           preferCodec(local.transceiver, this.options.preferVideoCodec);
         }
