@@ -50,6 +50,15 @@ pub enum DownTrackState {
     Gone,
 }
 
+/// How the subscriber shows a video track (adaptive stream).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackSettings {
+    /// The size it renders at; `None`: no limit.
+    pub size: Option<(u16, u16)>,
+    /// Not shown at all: nothing is forwarded until shown again.
+    pub hidden: bool,
+}
+
 /// What to write for one forwarded packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteParams {
@@ -82,8 +91,12 @@ pub struct DownTrack {
     vp8: Vp8Munger,
     /// The spatial layer being forwarded; `None` until the first keyframe (video) or packet (audio).
     current: Option<u8>,
-    /// The highest spatial layer this subscriber should get (adaptive stream and the allocator lower it).
+    /// The highest spatial layer this subscriber should get (the allocator lowers it).
     pub max_layer: u8,
+    /// What the subscriber renders: its size (adaptive stream: no larger layer than that needs) or hidden.
+    pub settings: TrackSettings,
+    /// Has anything been forwarded yet? (Then a resume or switch continues the numbering.)
+    started: bool,
     /// The layer whose keyframe we wait for, and when we last asked for one.
     keyframe_wish: Option<u8>,
     keyframe_asked: Option<(u8, Instant)>,
@@ -104,6 +117,8 @@ impl DownTrack {
             vp8: Vp8Munger::new(),
             current: None,
             max_layer: MAX_SPATIAL,
+            settings: TrackSettings::default(),
+            started: false,
             keyframe_wish: None,
             keyframe_asked: None,
         }
@@ -219,7 +234,17 @@ impl DownTrack {
         if self.kind == MediaKind::Audio {
             return true;
         }
-        let target = layer::select(pkt.live_layers | (1 << pkt.layer), self.max_layer).unwrap_or(pkt.layer);
+        if self.settings.hidden {
+            // Paused: resume at a keyframe, continuing the numbering.
+            self.current = None;
+            self.keyframe_wish = None;
+            return false;
+        }
+        let max = match self.settings.size {
+            Some(size) => self.max_layer.min(layer::layer_for_size(&pkt.layer_sizes, size)),
+            None => self.max_layer,
+        };
+        let target = layer::select(pkt.live_layers | (1 << pkt.layer), max).unwrap_or(pkt.layer);
         if self.current == Some(pkt.layer) && target == pkt.layer {
             self.keyframe_wish = None;
             return true;
@@ -230,10 +255,11 @@ impl DownTrack {
                 self.keyframe_wish = Some(target);
                 return false;
             }
-            if self.current.is_some() {
+            if self.started {
                 self.munger.rebase(SWITCH_TS_GAP);
                 self.vp8.rebase();
             }
+            self.started = true;
             self.current = Some(target);
             self.keyframe_wish = None;
             return true;

@@ -168,6 +168,11 @@ enum WorkerMsg {
     ClosePeer {
         peer: PeerId,
     },
+    TrackSettings {
+        peer: PeerId,
+        track: TrackId,
+        settings: crate::downtrack::TrackSettings,
+    },
     #[cfg(any(test, feature = "fault-injection"))]
     Panic {
         peer: PeerId,
@@ -300,6 +305,16 @@ impl Sfu {
             self.send(entry.worker, WorkerMsg::RemoveRoute { track, to: worker }).await?;
         }
         self.send(worker, WorkerMsg::RemoveDownTrack { peer: subscriber, track }).await
+    }
+
+    /// How `subscriber` shows `track` (adaptive stream).
+    pub async fn track_settings(
+        &self,
+        subscriber: PeerId,
+        track: TrackId,
+        settings: crate::downtrack::TrackSettings,
+    ) -> Result<(), SfuError> {
+        self.to_peer(subscriber, WorkerMsg::TrackSettings { peer: subscriber, track, settings }).await
     }
 
     /// Close a peer. Its `Closed` event follows; its tracks are unpublished.
@@ -504,6 +519,9 @@ impl Worker {
             }
             WorkerMsg::KeyframeRequest { track, kind, layer } => self.keyframe_requests.push((track, kind, layer)),
             WorkerMsg::ClosePeer { peer } => self.with_peer(peer, |p| p.close(CloseReason::Requested)),
+            WorkerMsg::TrackSettings { peer, track, settings } => {
+                self.with_peer(peer, |p| p.set_track_settings(track, settings))
+            }
             #[cfg(any(test, feature = "fault-injection"))]
             WorkerMsg::Panic { peer } => self.with_peer(peer, |_| panic!("injected fault")),
             WorkerMsg::Tick => {}

@@ -59,6 +59,36 @@ fn vp8_starts_keyframe(p: &[u8]) -> bool {
     p.get(i).is_some_and(|tag| tag & 0x01 == 0)
 }
 
+/// Width and height from the first packet of a VP8 keyframe (RFC 6386 §9.1: after the 3-byte frame tag, the start
+/// code `9d 01 2a` and two little-endian 14-bit sizes), or `None` for any other packet.
+pub fn vp8_keyframe_size(p: &[u8]) -> Option<(u16, u16)> {
+    if !vp8_starts_keyframe(p) {
+        return None;
+    }
+    let b0 = p[0];
+    let mut i = 1;
+    if b0 & 0x80 != 0 {
+        let ext = *p.get(i)?;
+        i += 1;
+        if ext & 0x80 != 0 {
+            i += if p.get(i)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if ext & 0x40 != 0 {
+            i += 1;
+        }
+        if ext & 0x30 != 0 {
+            i += 1;
+        }
+    }
+    let h = p.get(i..i + 10)?;
+    if h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
+    let ht = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
+    Some((w, ht))
+}
+
 /// RFC 6184: an IDR slice (5) or an SPS (7) in a single NAL unit, inside a STAP-A, or at the start of an FU-A.
 fn h264_starts_keyframe(p: &[u8]) -> bool {
     let Some(&b0) = p.first() else { return false };
@@ -92,6 +122,19 @@ fn vp9_starts_keyframe(p: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vp8_sizes() {
+        let key_720p = [0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02];
+        assert_eq!(vp8_keyframe_size(&key_720p), Some((1280, 720)));
+        let mut delta = key_720p;
+        delta[4] = 0x11;
+        assert_eq!(vp8_keyframe_size(&delta), None, "delta frame");
+        let mut no_start_code = key_720p;
+        no_start_code[7] = 0;
+        assert_eq!(vp8_keyframe_size(&no_start_code), None);
+        assert_eq!(vp8_keyframe_size(&key_720p[..9]), None, "truncated");
+    }
 
     #[test]
     fn table() {

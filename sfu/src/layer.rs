@@ -59,6 +59,35 @@ pub fn select(live_mask: u8, max: u8) -> Option<u8> {
     (0..=max.min(MAX_SPATIAL)).rev().find(|l| live(*l)).or_else(|| (0..=MAX_SPATIAL).find(|l| live(*l)))
 }
 
+/// Known frame sizes of the spatial layers (from their keyframes).
+pub type LayerSizes = [Option<(u16, u16)>; 3];
+
+/// The lowest layer that covers a `want` = (width, height) render size: both dimensions at least as large. A
+/// layer whose size is not known yet is estimated from a known one (each layer twice the previous, the usual
+/// simulcast ladder); with nothing known, the top layer is taken as 1280×720. `None` means no layer is big enough
+/// to cover it: the top layer.
+pub fn layer_for_size(sizes: &LayerSizes, want: (u16, u16)) -> u8 {
+    let known = (0..3).rev().find_map(|l: usize| sizes[l].map(|s| (l, s)));
+    let size_of = |l: usize| -> (u32, u32) {
+        if let Some((w, h)) = sizes[l] {
+            return (u32::from(w), u32::from(h));
+        }
+        let (kl, (kw, kh)) = known.unwrap_or((2, (1280, 720)));
+        let (w, h) = (u32::from(kw), u32::from(kh));
+        if l >= kl {
+            (w << (l - kl), h << (l - kl))
+        } else {
+            (w >> (kl - l), h >> (kl - l))
+        }
+    };
+    (0..=MAX_SPATIAL)
+        .find(|l| {
+            let (w, h) = size_of(usize::from(*l));
+            w >= u32::from(want.0) && h >= u32::from(want.1)
+        })
+        .unwrap_or(MAX_SPATIAL)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +126,28 @@ mod tests {
         assert_eq!(t.live_mask(t0 + Duration::from_millis(600)), 0b101);
         assert_eq!(t.live_mask(t0 + Duration::from_millis(1600)), 0b100, "layer 0 stopped");
         assert_eq!(t.live_mask(t0 + Duration::from_secs(3)), 0);
+    }
+
+    #[test]
+    fn size_table() {
+        let ladder: LayerSizes = [Some((320, 180)), Some((640, 360)), Some((1280, 720))];
+        let top_only: LayerSizes = [None, None, Some((1920, 1080))];
+        let none: LayerSizes = [None, None, None];
+        let cases: &[(&LayerSizes, (u16, u16), u8)] = &[
+            (&ladder, (320, 180), 0),
+            (&ladder, (200, 100), 0),
+            (&ladder, (321, 180), 1),
+            (&ladder, (640, 360), 1),
+            (&ladder, (1280, 720), 2),
+            (&ladder, (3840, 2160), 2),
+            (&top_only, (480, 270), 0),
+            (&top_only, (481, 270), 1),
+            (&none, (320, 180), 0),
+            (&none, (400, 200), 1),
+        ];
+        for (sizes, want, layer) in cases {
+            assert_eq!(layer_for_size(sizes, *want), *layer, "{sizes:?} for {want:?}");
+        }
     }
 
     #[test]

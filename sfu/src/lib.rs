@@ -41,6 +41,7 @@ pub mod udp;
 pub mod vp8munger;
 
 pub use config::SfuConfig;
+pub use downtrack::TrackSettings;
 pub use engine::{PeerOptions, Sfu, StatsSnapshot};
 pub use error::SfuError;
 pub use id::{PeerId, TrackId};

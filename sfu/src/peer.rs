@@ -74,6 +74,8 @@ pub struct ForwardPacket {
     pub layer: u8,
     /// Which spatial layers of the track are live right now (bit `i` = layer `i`).
     pub live_layers: u8,
+    /// Frame sizes of the layers, as far as their keyframes have told.
+    pub layer_sizes: crate::layer::LayerSizes,
     /// The VP8 payload descriptor, parsed once here for every subscriber's munger.
     pub vp8: Option<Vp8Descriptor>,
     /// Header extension values worth forwarding (audio level, orientation, …).
@@ -149,6 +151,8 @@ struct TrackIn {
     rids: Vec<String>,
     /// When each spatial layer last carried media.
     layers: LayerTracker,
+    /// Frame size of each layer, from its last keyframe.
+    sizes: crate::layer::LayerSizes,
     /// Cache of the publisher's codec parameters by payload type.
     params: Option<PayloadParams>,
     /// Per spatial layer: the last keyframe request sent upstream.
@@ -411,7 +415,15 @@ impl Peer {
         self.negotiate_if_needed();
     }
 
-    /// Limit the spatial layer this subscriber receives of `track` (adaptive stream; later the allocator).
+    /// How the subscriber shows `track`: its render size (it never gets a larger layer than that needs) or hidden
+    /// (nothing is forwarded until shown again).
+    pub fn set_track_settings(&mut self, track: TrackId, settings: crate::downtrack::TrackSettings) {
+        if let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == track) {
+            dt.settings = settings;
+        }
+    }
+
+    /// Limit the spatial layer this subscriber receives of `track` (the allocator's lever).
     pub fn set_max_layer(&mut self, track: TrackId, max: u8) {
         if let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == track) {
             dt.max_layer = max.min(crate::layer::MAX_SPATIAL);
@@ -575,6 +587,7 @@ impl Peer {
                                 .map(|s| s.recv.iter().map(|l| l.rid.to_string()).collect())
                                 .unwrap_or_default(),
                             layers: LayerTracker::default(),
+                            sizes: [None; 3],
                             params: None,
                             last_keyframe_request: [None; 3],
                             keyframe_pending: [false; 3],
@@ -645,6 +658,11 @@ impl Peer {
         if keyframe == KeyframeStart::Yes {
             // Whoever was waiting for this layer gets this one.
             track.keyframe_pending[usize::from(layer)] = false;
+            if params.spec().codec == Codec::Vp8 {
+                if let Some(size) = crate::keyframe::vp8_keyframe_size(&p.payload) {
+                    track.sizes[usize::from(layer)] = Some(size);
+                }
+            }
         }
         let vp8 = if params.spec().codec == Codec::Vp8 { Vp8Descriptor::parse(&p.payload).ok() } else { None };
         let h = &p.header.ext_vals;
@@ -664,6 +682,7 @@ impl Peer {
             keyframe,
             layer,
             live_layers,
+            layer_sizes: track.sizes,
             vp8,
             ext,
             payload: p.payload,

@@ -83,6 +83,7 @@ fn polite_server_abandons_its_offer_and_offers_again() {
         keyframe: KeyframeStart::No,
         layer: 0,
         live_layers: 0b001,
+        layer_sizes: [None; 3],
         vp8: None,
         ext: Default::default(),
         payload: Arc::from(vec![0x10, 0x01, 0, 0]),

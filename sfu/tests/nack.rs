@@ -49,6 +49,7 @@ fn lost_video_packets_are_retransmitted() {
             keyframe: if keyframe { KeyframeStart::Yes } else { KeyframeStart::No },
             layer: 0,
             live_layers: 0b001,
+            layer_sizes: [None; 3],
             vp8: None,
             ext: Default::default(),
             payload: Arc::from(payload),

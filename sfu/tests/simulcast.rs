@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Pair;
+use sfu::downtrack::TrackSettings;
 use sfu::id::{PeerId, TrackId};
 use sfu::keyframe::{starts_keyframe, KeyframeStart};
 use sfu::peer::ForwardPacket;
@@ -45,6 +46,7 @@ impl Layer {
             keyframe: starts_keyframe(Codec::Vp8, &payload),
             layer: self.index,
             live_layers: live,
+            layer_sizes: [Some((320, 180)), None, Some((1280, 720))],
             vp8: Vp8Descriptor::parse(&payload).ok(),
             ext: Default::default(),
             payload: Arc::from(payload),
@@ -55,6 +57,17 @@ impl Layer {
         self.pid = (self.pid + 1) & 0x7fff;
         Arc::new(f)
     }
+}
+
+fn connected_pair() -> (Pair, PayloadParams) {
+    let mut p = Pair::with_client(|b| b.set_rtp_mode(true));
+    p.peer.add_downtrack(TRACK, MediaKind::Video, PeerId(9));
+    let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
+    let answer = p.client.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
+    p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).unwrap();
+    assert!(p.run(Duration::from_secs(2)).client_connected);
+    let params = *p.client.codec_config().find(|c| c.spec().codec == Codec::Vp8).unwrap();
+    (p, params)
 }
 
 fn picture_id(payload: &[u8]) -> u16 {
@@ -127,4 +140,44 @@ fn switches_layers_at_keyframes_with_continuous_numbering() {
     let ts: Vec<u32> = received.iter().map(|r| r.1).collect();
     assert!(ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) == 3000), "timestamps advance a frame at a time: {ts:?}");
     assert_eq!(starts_keyframe(Codec::Vp8, &received[7].2), KeyframeStart::Yes, "the switch lands on a keyframe");
+}
+
+#[test]
+fn a_small_tile_never_gets_the_full_layer_and_a_hidden_one_gets_nothing() {
+    let (mut p, params) = connected_pair();
+    // The subscriber renders this track at 320×180 from the start.
+    p.peer.set_track_settings(TRACK, TrackSettings { size: Some((320, 180)), hidden: false });
+    let mut low = Layer { index: 0, seq: 1, ts: 0, pid: 1 };
+    let mut high = Layer { index: 2, seq: 40_000, ts: 77, pid: 500 };
+    let live = 0b101;
+    let mut got: Vec<(u64, u32, Vec<u8>)> = Vec::new();
+    let step = |p: &mut Pair, l: &mut Layer, key: bool| {
+        let pkt = l.packet(params, key, live, p);
+        p.peer.handle_forward(&pkt);
+        p.run(Duration::from_millis(10)).client_payloads
+    };
+    for i in 0..20 {
+        got.extend(step(&mut p, &mut high, i % 5 == 0));
+        got.extend(step(&mut p, &mut low, i % 5 == 0));
+    }
+    assert_eq!(p.peer.current_layer(TRACK), Some(0));
+    assert_eq!(got.len(), 20, "every low-layer packet and none of the full layer");
+    assert!(got.iter().all(|g| picture_id(&g.2) < 100), "low layer's picture ids only");
+
+    // Hidden: nothing is forwarded.
+    p.peer.set_track_settings(TRACK, TrackSettings { size: Some((320, 180)), hidden: true });
+    for i in 0..10 {
+        assert!(step(&mut p, &mut low, i == 0).is_empty());
+    }
+    // Shown again: resumes at the next keyframe, numbering continuous.
+    p.peer.set_track_settings(TRACK, TrackSettings { size: None, hidden: false });
+    let mut resumed = Vec::new();
+    for i in 0..10 {
+        resumed.extend(step(&mut p, &mut high, i == 3));
+        resumed.extend(step(&mut p, &mut low, false));
+    }
+    assert_eq!(p.peer.current_layer(TRACK), Some(2), "no size limit: the full layer");
+    assert_eq!(resumed.len(), 7, "from the full layer's keyframe on");
+    let last = got.last().unwrap().0;
+    assert_eq!(resumed[0].0, last + 1, "no gap in sequence numbers across the pause");
 }

@@ -71,6 +71,7 @@ pub enum ClientMsg {
     Subscribe { track_ids: Vec<String> },
     Unsubscribe { track_ids: Vec<String> },
     Mute { track_id: String, muted: bool },
+    TrackSettings { track_id: String, width: Option<u16>, height: Option<u16>, hidden: bool },
     Ping { ts: serde_json::Value },
     Leave,
 }
@@ -117,6 +118,16 @@ struct TrackIdsF {
 struct MuteF {
     track_id: String,
     muted: bool,
+}
+#[derive(Deserialize)]
+struct TrackSettingsF {
+    track_id: String,
+    #[serde(default)]
+    width: Option<u16>,
+    #[serde(default)]
+    height: Option<u16>,
+    #[serde(default)]
+    hidden: bool,
 }
 #[derive(Deserialize)]
 struct PingF {
@@ -176,6 +187,13 @@ impl ClientMsg {
                 let f: MuteF = fields(value, &ty)?;
                 ClientMsg::Mute { track_id: f.track_id, muted: f.muted }
             }
+            "track_settings" => {
+                let f: TrackSettingsF = fields(value, &ty)?;
+                if f.width.is_some() != f.height.is_some() {
+                    return Err(bad("give both width and height, or neither".into(), Some("track_settings")));
+                }
+                ClientMsg::TrackSettings { track_id: f.track_id, width: f.width, height: f.height, hidden: f.hidden }
+            }
             "ping" => ClientMsg::Ping { ts: fields::<PingF>(value, &ty)?.ts },
             "leave" => ClientMsg::Leave,
             _ => {
@@ -199,6 +217,7 @@ impl ClientMsg {
             ClientMsg::Subscribe { .. } => "subscribe",
             ClientMsg::Unsubscribe { .. } => "unsubscribe",
             ClientMsg::Mute { .. } => "mute",
+            ClientMsg::TrackSettings { .. } => "track_settings",
             ClientMsg::Ping { .. } => "ping",
             ClientMsg::Leave => "leave",
         }
@@ -321,6 +340,19 @@ mod tests {
                 r#"{"type":"mute","track_id":"TR_1","muted":true}"#,
                 ClientMsg::Mute { track_id: "TR_1".into(), muted: true },
             ),
+            (
+                r#"{"type":"track_settings","track_id":"TR_1","width":320,"height":180}"#,
+                ClientMsg::TrackSettings {
+                    track_id: "TR_1".into(),
+                    width: Some(320),
+                    height: Some(180),
+                    hidden: false,
+                },
+            ),
+            (
+                r#"{"type":"track_settings","track_id":"TR_1","hidden":true}"#,
+                ClientMsg::TrackSettings { track_id: "TR_1".into(), width: None, height: None, hidden: true },
+            ),
         ];
         for (text, want) in ok {
             assert_eq!(&ClientMsg::parse(text).unwrap(), want, "{text}");
@@ -336,6 +368,8 @@ mod tests {
             (r#"{"type":"offer","sdp":"x"}"#, ErrorCode::BadMessage),
             (r#"{"type":"subscribe","track_ids":"TR_1"}"#, ErrorCode::BadMessage),
             (r#"{"type":"mute","track_id":"TR_1"}"#, ErrorCode::BadMessage),
+            (r#"{"type":"track_settings","track_id":"TR_1","width":320}"#, ErrorCode::BadMessage),
+            (r#"{"type":"track_settings","track_id":"TR_1","width":-5,"height":1}"#, ErrorCode::BadMessage),
         ];
         for (text, code) in bad {
             assert_eq!(ClientMsg::parse(text).unwrap_err().code, *code, "{text}");

@@ -304,6 +304,19 @@ impl Session {
                     ));
                 }
             }
+            ClientMsg::TrackSettings { track_id, width, height, hidden } => {
+                match self.state.rooms.track(&self.room, &track_id) {
+                    Some(t) if self.subscriptions.contains(&t.sfu_track) => {
+                        let settings = sfu::TrackSettings { size: width.zip(height), hidden };
+                        let _ = self.state.sfu.track_settings(self.peer, t.sfu_track, settings).await;
+                    }
+                    _ => self.out.push(ServerMsg::error(
+                        ErrorCode::TrackNotFound,
+                        format!("not subscribed to {track_id}"),
+                        Some(ty),
+                    )),
+                }
+            }
             ClientMsg::Ping { ts } => self.out.push(ServerMsg::Pong { ts }),
             ClientMsg::Leave => {}
         }

@@ -27,6 +27,12 @@ async fn malformed_messages_get_codes_and_the_session_survives() {
         ("subscribe to unknown track", r#"{"type":"subscribe","track_ids":["TR_nope"]}"#.into(), "track_not_found"),
         ("unsubscribe unknown", r#"{"type":"unsubscribe","track_ids":["TR_nope"]}"#.into(), "track_not_found"),
         ("mute a track not ours", r#"{"type":"mute","track_id":"TR_nope","muted":true}"#.into(), "track_not_found"),
+        (
+            "settings of a track not received",
+            r#"{"type":"track_settings","track_id":"TR_x","hidden":true}"#.into(),
+            "track_not_found",
+        ),
+        ("settings with half a size", r#"{"type":"track_settings","track_id":"TR_x","width":5}"#.into(), "bad_message"),
         ("garbage candidate", r#"{"type":"candidate","candidate":"candidate:garbage"}"#.into(), "bad_candidate"),
         ("garbage sdp offer", r#"{"type":"offer","id":1,"sdp":"not sdp"}"#.into(), "sdp_rejected"),
         ("oversized", big, "too_large"),
