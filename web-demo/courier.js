@@ -462,6 +462,22 @@ export class CourierClient extends EventTarget {
   }
 
   /**
+   * Adaptive stream: tell the server how a received video track is shown, so it never sends a larger simulcast
+   * layer than that size needs, and nothing while hidden.
+   * @param {string} trackId
+   * @param {{width?: number, height?: number, hidden?: boolean}} settings  width and height in device pixels
+   */
+  setTrackSettings(trackId, { width, height, hidden = false } = {}) {
+    /** @type {Record<string, unknown>} */
+    const msg = { type: 'track_settings', track_id: trackId, hidden };
+    if (width && height) {
+      msg.width = Math.round(width);
+      msg.height = Math.round(height);
+    }
+    this._send(msg);
+  }
+
+  /**
    * Leave the room: sends `leave`, waits (briefly) for the server to close the socket, releases media.
    * @param {number} [timeoutMs=2000]
    * @returns {Promise<void>}
