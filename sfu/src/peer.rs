@@ -360,15 +360,12 @@ impl Peer {
                     return Err(e.to_string());
                 }
                 self.negotiated_once = true;
-                let mut opened = Vec::new();
+                // A video down-track that opens asks for its keyframe with its first packet, when it knows
+                // which layer it wants.
                 for dt in &mut self.downtracks {
-                    if let Some(track) = dt.negotiated() {
-                        opened.push((track, dt.kind));
-                    }
+                    dt.negotiated();
                 }
                 self.downtracks.retain(|d| d.state != DownTrackState::Gone);
-                // A video down-track asks for its keyframe with its first packet (when it knows which layer).
-                let _ = opened;
                 self.drain_rtc(now);
             }
             other => {
