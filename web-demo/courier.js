@@ -99,6 +99,7 @@ export function describeCloseCode(code) {
  * - `track_published`       {participantId, track}          (also for own tracks; see `local_track_published`)
  * - `track_unpublished`     {participantId, trackId}
  * - `track_muted`           {participantId, trackId, muted}
+ * - `active_speakers`       {speakers: [{participant_id, level}]}, loudest first (also kept in `activeSpeakers`)
  * - `local_track_published` {localTrack}
  * - `remote_track_added`    RemoteTrack
  * - `remote_track_removed`  RemoteTrack & {reason}
@@ -799,6 +800,10 @@ export class CourierClient extends EventTarget {
         return this._onServerError(msg);
       case 'leave':
         this._leaveReason = msg.reason ?? null;
+        return;
+      case 'active_speakers':
+        this.activeSpeakers = Array.isArray(msg.speakers) ? msg.speakers : [];
+        this._emit('active_speakers', { speakers: this.activeSpeakers });
         return;
       default:
         this._log('ignoring unknown server message', msg.type);

@@ -37,6 +37,7 @@ pub mod keyframe;
 pub mod layer;
 pub mod munger;
 pub mod peer;
+pub mod speaker;
 pub mod udp;
 pub mod vp8munger;
 

@@ -86,6 +86,9 @@ pub struct ForwardPacket {
     pub arrival: Instant,
 }
 
+/// How often a publisher's audio levels are reported (the loudest packet of each period).
+pub const AUDIO_LEVEL_PERIOD: Duration = Duration::from_millis(100);
+
 /// Why a peer ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -112,6 +115,8 @@ pub enum PeerEvent {
     TrackUnpublished { track: TrackId },
     /// The down-track for `track` will arrive on m-line `mid` (sent before the offer that adds it).
     Subscribed { track: TrackId, mid: String },
+    /// The loudest audio level (dBov, RFC 6464) of an audio track over the last [`AUDIO_LEVEL_PERIOD`].
+    AudioLevel { track: TrackId, dbov: i8 },
     /// ICE and DTLS are up.
     Connected,
     /// The peer is finished; the engine drops it after this event.
@@ -153,6 +158,8 @@ struct TrackIn {
     layers: LayerTracker,
     /// Frame size of each layer, from its last keyframe.
     sizes: crate::layer::LayerSizes,
+    /// Audio: the loudest level of the current period, and when the period started.
+    level: Option<(i8, Instant)>,
     /// Cache of the publisher's codec parameters by payload type.
     params: Option<PayloadParams>,
     /// Per spatial layer: the last keyframe request sent upstream.
@@ -585,6 +592,7 @@ impl Peer {
                                 .unwrap_or_default(),
                             layers: LayerTracker::default(),
                             sizes: [None; 3],
+                            level: None,
                             params: None,
                             last_keyframe_request: [None; 3],
                             keyframe_pending: [false; 3],
@@ -663,6 +671,19 @@ impl Peer {
         }
         let vp8 = if params.spec().codec == Codec::Vp8 { Vp8Descriptor::parse(&p.payload).ok() } else { None };
         let h = &p.header.ext_vals;
+        if let Some(dbov) = h.audio_level {
+            let now = p.timestamp;
+            let (loudest, since) = match track.level {
+                Some((l, since)) => (l.max(dbov), since),
+                None => (dbov, now),
+            };
+            if now.saturating_duration_since(since) >= AUDIO_LEVEL_PERIOD {
+                self.queue.push_back(PeerOutput::Event(PeerEvent::AudioLevel { track: track.id, dbov: loudest }));
+                track.level = Some((i8::MIN, now));
+            } else {
+                track.level = Some((loudest, since));
+            }
+        }
         let ext = ExtensionValues {
             audio_level: h.audio_level,
             voice_activity: h.voice_activity,

@@ -246,6 +246,14 @@ pub struct ParticipantInfo {
     pub tracks: Vec<TrackInfo>,
 }
 
+/// One entry of `active_speakers`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SpeakerInfo {
+    pub participant_id: String,
+    /// Smoothed loudness, 0 (silence) to 1 (0 dBov).
+    pub level: f32,
+}
+
 /// Messages the server sends.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -286,6 +294,9 @@ pub enum ServerMsg {
     Unsubscribed {
         track_id: String,
         reason: &'static str,
+    },
+    ActiveSpeakers {
+        speakers: Vec<SpeakerInfo>,
     },
     Offer {
         id: u64,

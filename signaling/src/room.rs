@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use sfu::speaker::SpeakerDetector;
 use sfu::{MediaKind, PeerId, TrackId};
 use tokio::sync::mpsc;
 
@@ -20,10 +21,27 @@ pub const MEMBER_QUEUE: usize = 1024;
 #[derive(Debug, Clone)]
 pub enum RoomEvent {
     ParticipantJoined(ParticipantInfo),
-    ParticipantLeft { participant_id: String, reason: &'static str },
-    TrackPublished { participant_id: String, track: TrackInfo, sfu_track: TrackId },
-    TrackUnpublished { participant_id: String, track_id: String, sfu_track: TrackId },
-    TrackMuted { participant_id: String, track_id: String, muted: bool },
+    ParticipantLeft {
+        participant_id: String,
+        reason: &'static str,
+    },
+    TrackPublished {
+        participant_id: String,
+        track: TrackInfo,
+        sfu_track: TrackId,
+    },
+    TrackUnpublished {
+        participant_id: String,
+        track_id: String,
+        sfu_track: TrackId,
+    },
+    TrackMuted {
+        participant_id: String,
+        track_id: String,
+        muted: bool,
+    },
+    /// Who is talking, loudest first (changes only, at most every 500 ms).
+    ActiveSpeakers(Vec<(String, f32)>),
 }
 
 /// A reason to close a session, sent on its close channel.
@@ -45,10 +63,23 @@ struct Member {
     tracks: HashMap<String, TrackId>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Room {
     members: HashMap<String, Member>,
+    speakers: SpeakerDetector<String>,
 }
+
+impl Default for Room {
+    fn default() -> Self {
+        Room {
+            members: HashMap::new(),
+            speakers: SpeakerDetector::new(SPEAKER_INTERVAL, sfu::peer::AUDIO_LEVEL_PERIOD),
+        }
+    }
+}
+
+/// Active-speaker updates are sent at most this often.
+pub const SPEAKER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Where a published track lives.
 #[derive(Debug, Clone)]
@@ -133,6 +164,7 @@ impl Rooms {
             );
             gone.push((wire.clone(), *sfu_track));
         }
+        r.speakers.remove(&participant_id.to_string());
         broadcast(r, None, RoomEvent::ParticipantLeft { participant_id: participant_id.to_string(), reason });
         if r.members.is_empty() {
             st.rooms.remove(room);
@@ -187,6 +219,16 @@ impl Rooms {
             None,
             RoomEvent::TrackUnpublished { participant_id: participant_id.to_string(), track_id: wire, sfu_track },
         );
+    }
+
+    /// A publisher's audio level; may broadcast a new active-speaker list.
+    pub fn audio_level(&self, room: &str, participant_id: &str, dbov: i8, now: std::time::Instant) {
+        let mut st = self.lock();
+        let Some(r) = st.rooms.get_mut(room) else { return };
+        r.speakers.handle_level(participant_id.to_string(), dbov, now);
+        if let Some(list) = r.speakers.poll(now) {
+            broadcast(r, None, RoomEvent::ActiveSpeakers(list));
+        }
     }
 
     /// Mute or unmute one of the member's own tracks. `false` if it is not theirs.
@@ -318,6 +360,29 @@ mod tests {
         assert_eq!(rooms.counts(), (1, 1, 0));
         rooms.leave("r", &b.me.id, "left");
         assert_eq!(rooms.counts(), (0, 0, 0));
+    }
+
+    #[test]
+    fn loud_member_becomes_active_speaker() {
+        let rooms = Rooms::default();
+        let (ha, _ea, _ca) = member();
+        let a = rooms.join("r", "alice", "A", PeerId(1), ha);
+        let (hb, mut eb, _cb) = member();
+        rooms.join("r", "bob", "B", PeerId(2), hb);
+        let t0 = std::time::Instant::now();
+        let mut seen = None;
+        for i in 1..=10 {
+            rooms.audio_level("r", &a.me.id, -10, t0 + std::time::Duration::from_millis(100 * i));
+            while let Ok(ev) = eb.try_recv() {
+                if let RoomEvent::ActiveSpeakers(list) = ev {
+                    seen = Some((i, list));
+                }
+            }
+        }
+        let (at, list) = seen.expect("alice became an active speaker");
+        assert!(at <= 6, "within 600 ms of loud audio, was {at}00 ms");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].0, a.me.id);
     }
 
     #[test]

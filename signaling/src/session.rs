@@ -20,7 +20,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::auth::TokenError;
 use crate::protocol::{
-    close, ClientMsg, ErrorCode, OfferTrack, ParticipantInfo, ServerMsg, TrackInfo, TrackSource, VERSION,
+    close, ClientMsg, ErrorCode, OfferTrack, ParticipantInfo, ServerMsg, SpeakerInfo, TrackInfo, TrackSource, VERSION,
 };
 use crate::room::{wire_track_id, MemberHandles, RoomEvent, MEMBER_QUEUE};
 use crate::AppState;
@@ -345,6 +345,16 @@ impl Session {
                 }
                 self.out.push(ServerMsg::TrackUnpublished { participant_id, track_id });
             }
+            RoomEvent::ActiveSpeakers(list) => {
+                let speakers = list
+                    .into_iter()
+                    .map(|(participant_id, level)| SpeakerInfo {
+                        participant_id,
+                        level: (level * 100.0).round() / 100.0,
+                    })
+                    .collect();
+                self.out.push(ServerMsg::ActiveSpeakers { speakers });
+            }
             RoomEvent::TrackMuted { participant_id, track_id, muted } => {
                 self.out.push(ServerMsg::TrackMuted { participant_id, track_id, muted });
             }
@@ -388,6 +398,9 @@ impl Session {
                         mid,
                     });
                 }
+            }
+            PeerEvent::AudioLevel { dbov, .. } => {
+                self.state.rooms.audio_level(&self.room, &self.me.id, dbov, Instant::now());
             }
             PeerEvent::Connected => debug!("media connected"),
             PeerEvent::Closed { .. } => {}
