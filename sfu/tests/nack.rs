@@ -7,11 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Pair;
-use sfu::id::{PeerId, TrackId};
+use sfu::id::TrackId;
 use sfu::keyframe::KeyframeStart;
 use sfu::peer::ForwardPacket;
-use str0m::change::SdpOffer;
-use str0m::format::Codec;
 use str0m::media::MediaKind;
 
 #[test]
@@ -20,16 +18,8 @@ fn lost_video_packets_are_retransmitted() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let mut p = Pair::with_client(|b| b.set_rtp_mode(true));
-    p.peer.add_downtrack(TrackId(5), MediaKind::Video, PeerId(9));
-    let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
-    let answer = p.client.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
-    p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).unwrap();
-    let out = p.run(Duration::from_secs(2));
-    assert!(out.client_connected, "{:?}", out.client_events);
+    let (mut p, params) = Pair::subscribed_video(TrackId(5));
 
-    // The publisher's codec parameters (what a publishing peer would attach): VP8.
-    let params = *p.client.codec_config().find(|c| c.spec().codec == Codec::Vp8).expect("VP8 configured");
     // The network loses the 10th and 11th RTP packets on their first way to the subscriber.
     p.lose = Box::new(|n| n == 10 || n == 11);
     let first_seq = 40_000u64;

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use common::Pair;
 use sfu::downtrack::TrackSettings;
-use sfu::id::{PeerId, TrackId};
+use sfu::id::TrackId;
 use sfu::keyframe::{starts_keyframe, KeyframeStart};
 use sfu::peer::ForwardPacket;
-use str0m::change::SdpOffer;
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::MediaKind;
 use str0m::rtp::Vp8Descriptor;
@@ -59,30 +58,13 @@ impl Layer {
     }
 }
 
-fn connected_pair() -> (Pair, PayloadParams) {
-    let mut p = Pair::with_client(|b| b.set_rtp_mode(true));
-    p.peer.add_downtrack(TRACK, MediaKind::Video, PeerId(9));
-    let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
-    let answer = p.client.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
-    p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).unwrap();
-    assert!(p.run(Duration::from_secs(2)).client_connected);
-    let params = *p.client.codec_config().find(|c| c.spec().codec == Codec::Vp8).unwrap();
-    (p, params)
-}
-
 fn picture_id(payload: &[u8]) -> u16 {
     Vp8Descriptor::parse(payload).unwrap().picture_id().unwrap()
 }
 
 #[test]
 fn switches_layers_at_keyframes_with_continuous_numbering() {
-    let mut p = Pair::with_client(|b| b.set_rtp_mode(true));
-    p.peer.add_downtrack(TRACK, MediaKind::Video, PeerId(9));
-    let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
-    let answer = p.client.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
-    p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).unwrap();
-    assert!(p.run(Duration::from_secs(2)).client_connected);
-    let params = *p.client.codec_config().find(|c| c.spec().codec == Codec::Vp8).unwrap();
+    let (mut p, params) = Pair::subscribed_video(TRACK);
 
     // Two layers live (0 and 2), with unrelated numbering.
     let mut low = Layer { index: 0, seq: 100, ts: 5_000, pid: 30_000 };
@@ -144,7 +126,7 @@ fn switches_layers_at_keyframes_with_continuous_numbering() {
 
 #[test]
 fn a_small_tile_never_gets_the_full_layer_and_a_hidden_one_gets_nothing() {
-    let (mut p, params) = connected_pair();
+    let (mut p, params) = Pair::subscribed_video(TRACK);
     // The subscriber renders this track at 320×180 from the start.
     p.peer.set_track_settings(TRACK, TrackSettings { size: Some((320, 180)), hidden: false });
     let mut low = Layer { index: 0, seq: 1, ts: 0, pid: 1 };

@@ -92,6 +92,22 @@ impl Pair {
         }
     }
 
+    /// A connected pair whose client (in RTP mode) receives video `track` from the server peer, and the VP8
+    /// codec parameters a publisher of it would attach to its packets.
+    pub fn subscribed_video(track: TrackId) -> (Pair, str0m::format::PayloadParams) {
+        let mut p = Pair::with_client(|b| b.set_rtp_mode(true));
+        p.peer.add_downtrack(track, str0m::media::MediaKind::Video, PeerId(9));
+        let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
+        let offer = str0m::change::SdpOffer::from_sdp_string(&offer).expect("server offer parses");
+        let answer = p.client.sdp_api().accept_offer(offer).expect("client accepts the offer");
+        p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).expect("server accepts the answer");
+        let out = p.run(Duration::from_secs(2));
+        assert!(out.client_connected, "{:?}", out.client_events);
+        let params =
+            *p.client.codec_config().find(|c| c.spec().codec == str0m::format::Codec::Vp8).expect("VP8 configured");
+        (p, params)
+    }
+
     /// Move datagrams both ways and advance the clock to each next timeout, for `duration` of virtual time.
     ///
     /// Each side is drained after every single input (str0m's rule; in RTP mode a second input before the drain
