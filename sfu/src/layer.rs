@@ -26,10 +26,49 @@ pub fn spatial_of(rid: &str, sdp_order: &[String]) -> u8 {
     }
 }
 
-/// Liveness of the spatial layers of one track, as a bitmask (bit `i` = layer `i` live).
+/// How long a rate measurement window lasts.
+pub const RATE_WINDOW: Duration = Duration::from_millis(500);
+
+/// Liveness, bitrate and frame rate of the spatial layers of one track (liveness as a bitmask: bit `i` = layer
+/// `i` live). The stream allocator prices each layer by its measured bitrate.
 #[derive(Debug, Clone, Default)]
 pub struct LayerTracker {
     last_seen: [Option<Instant>; 3],
+    rates: [RateMeter; 3],
+}
+
+/// Bitrate and frame rate of one layer: bytes and frames counted over [`RATE_WINDOW`], smoothed over windows
+/// (keyframes make single windows spiky).
+#[derive(Debug, Clone, Copy, Default)]
+struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    frames: u32,
+    bps: f64,
+    fps: f64,
+}
+
+impl RateMeter {
+    fn on_packet(&mut self, now: Instant, bytes: usize, end_of_frame: bool) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            let secs = elapsed.as_secs_f64();
+            let (bps, fps) = (self.bytes as f64 * 8.0 / secs, f64::from(self.frames) / secs);
+            // The first full window is taken as is; after that, a moving average with weight 1/2 (a 1 s memory).
+            if self.bps == 0.0 {
+                (self.bps, self.fps) = (bps, fps);
+            } else {
+                self.bps = (self.bps + bps) / 2.0;
+                self.fps = (self.fps + fps) / 2.0;
+            }
+            self.window_start = Some(now);
+            self.bytes = 0;
+            self.frames = 0;
+        }
+        self.bytes += bytes as u64;
+        self.frames += u32::from(end_of_frame);
+    }
 }
 
 impl LayerTracker {
@@ -38,6 +77,25 @@ impl LayerTracker {
         if let Some(slot) = self.last_seen.get_mut(usize::from(layer)) {
             *slot = Some(now);
         }
+    }
+
+    /// A packet of `layer` arrived at `now`, with `bytes` of payload; `end_of_frame` is its marker bit.
+    pub fn on_media(&mut self, layer: u8, now: Instant, bytes: usize, end_of_frame: bool) {
+        self.on_packet(layer, now);
+        if let Some(r) = self.rates.get_mut(usize::from(layer)) {
+            r.on_packet(now, bytes, end_of_frame);
+        }
+    }
+
+    /// Measured bitrate of each layer in bits per second; 0 for a layer that is not live or not measured yet.
+    pub fn bitrates(&self, now: Instant) -> [u32; 3] {
+        let live = self.live_mask(now);
+        std::array::from_fn(|l| if live & (1 << l) != 0 { self.rates[l].bps as u32 } else { 0 })
+    }
+
+    /// Measured frame rate of `layer` (frames per second).
+    pub fn frame_rate(&self, layer: u8) -> f64 {
+        self.rates.get(usize::from(layer)).map_or(0.0, |r| r.fps)
     }
 
     /// Layers that carried media within [`LAYER_TIMEOUT`] of `now`.
@@ -126,6 +184,30 @@ mod tests {
         assert_eq!(t.live_mask(t0 + Duration::from_millis(600)), 0b101);
         assert_eq!(t.live_mask(t0 + Duration::from_millis(1600)), 0b100, "layer 0 stopped");
         assert_eq!(t.live_mask(t0 + Duration::from_secs(3)), 0);
+    }
+
+    #[test]
+    fn rates_are_measured_per_layer() {
+        let t0 = Instant::now();
+        let mut t = LayerTracker::default();
+        // Layer 0: 30 frames/s of 2 packets of 500 bytes (240 kbit/s); layer 2: 30 frames/s of 1 packet of 4000
+        // bytes (960 kbit/s). Two seconds, in 1/60 s steps.
+        for i in 0..120u32 {
+            let now = t0 + Duration::from_secs(1) * i / 60;
+            if i % 2 == 0 {
+                t.on_media(0, now, 500, false);
+                t.on_media(2, now, 4000, true);
+            } else {
+                t.on_media(0, now, 500, true);
+            }
+        }
+        let now = t0 + Duration::from_secs(2);
+        let [b0, b1, b2] = t.bitrates(now);
+        assert!((220_000..=260_000).contains(&b0), "layer 0 at {b0}");
+        assert_eq!(b1, 0, "layer 1 never sent");
+        assert!((880_000..=1_040_000).contains(&b2), "layer 2 at {b2}");
+        assert!((28.0..=32.0).contains(&t.frame_rate(0)), "fps {}", t.frame_rate(0));
+        assert_eq!(t.bitrates(now + Duration::from_secs(2)), [0, 0, 0], "stopped layers cost nothing");
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! - [`udp`]: the socket's demultiplexer.
 //! - [`config`], [`error`], [`id`].
 
+pub mod allocator;
 pub mod config;
 pub mod downtrack;
 pub mod engine;
