@@ -35,6 +35,9 @@ use crate::layer::{self, MAX_SPATIAL};
 pub const UP_FRACTION: f64 = 0.9;
 /// How long an upgrade must keep fitting before it is made.
 pub const UP_HOLD: Duration = Duration::from_secs(1);
+/// How long a video track's lowest layer must keep not fitting before the track is paused. Pausing freezes the
+/// picture, so a dip of the estimate (one burst of queueing) must not do it; a lower layer is taken at once.
+pub const PAUSE_HOLD: Duration = Duration::from_secs(2);
 /// How long a probe may take to raise the estimate enough for the next step.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// First wait after a failed probe.
@@ -118,6 +121,8 @@ pub struct Allocator {
     current: HashMap<TrackId, Allocation>,
     /// Since when a better allocation than the current one has fitted.
     better_since: Option<Instant>,
+    /// Since when some track's lowest layer has not fitted (it keeps that layer until [`PAUSE_HOLD`]).
+    pause_since: Option<Instant>,
     probe: Probe,
     backoff: Duration,
     last_wish: Option<BitrateWish>,
@@ -129,6 +134,7 @@ impl Default for Allocator {
             estimate: None,
             current: HashMap::new(),
             better_since: None,
+            pause_since: None,
             probe: Probe::Idle { next: None },
             backoff: BACKOFF_MIN,
             last_wish: None,
@@ -248,13 +254,29 @@ impl Allocator {
             let cur_cost = audio + total(&cur);
             let better = total(&fits_up) > total(&cur);
             if cur_cost > estimate {
-                // Over the estimate: cut at once.
-                cur = fits_up.clone();
+                // Over the estimate: cut at once to a lower layer; a pause waits for PAUSE_HOLD.
+                let pausing =
+                    fits_up.iter().zip(&cur).any(|(f, c)| *f == Allocation::Paused && *c != Allocation::Paused);
+                let since = if pausing { *self.pause_since.get_or_insert(now) } else { now };
+                let hold_pauses = pausing && now.saturating_duration_since(since) < PAUSE_HOLD;
+                if !hold_pauses {
+                    self.pause_since = None;
+                }
+                for (i, (f, c)) in fits_up.iter().zip(cur.iter_mut()).enumerate() {
+                    *c = match (*f, *c) {
+                        // Held: the lowest layer for now.
+                        (Allocation::Paused, Allocation::Layer(_)) if hold_pauses => {
+                            Allocation::Layer(levels(video[i]).0[0])
+                        }
+                        (f, _) => f,
+                    };
+                }
                 self.better_since = None;
                 if self.probing() {
                     self.probe = Probe::Idle { next: Some(now + self.backoff) };
                 }
             } else if better {
+                self.pause_since = None;
                 let since = *self.better_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= UP_HOLD {
                     cur = fits_up.clone();
@@ -265,6 +287,7 @@ impl Allocator {
                 }
             } else {
                 self.better_since = None;
+                self.pause_since = None;
             }
 
             // Probe when more is wanted than is allocated.
@@ -441,11 +464,18 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Allocator::default();
         let tracks = [audio(9), camera(1, Some(2))];
-        // 150 kbit/s: audio (40) + q (150) does not fit; audio is never paused, the video is.
-        let t = run(&mut a, t0, 500 * MS, 150_000, &tracks);
+        let t = run(&mut a, t0, 500 * MS, 3_000_000, &tracks);
+        // 150 kbit/s: audio (40) + q (150) does not fit; audio is never paused, the video is — after the hold.
+        a.set_estimate(150_000);
+        a.update(t, &tracks);
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "down to the lowest layer at once");
+        a.update(t + PAUSE_HOLD - MS, &tracks);
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "not paused before the hold");
+        let t = t + PAUSE_HOLD;
+        a.update(t, &tracks);
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Paused));
         assert_eq!(a.allocation(TrackId(9)), None, "audio is not allocated, only priced");
-        let t = run(&mut a, t, UP_HOLD + 200 * MS, 300_000, &tracks);
+        run(&mut a, t, UP_HOLD + 200 * MS, 300_000, &tracks);
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "resumed on its lowest layer");
     }
 
@@ -461,8 +491,8 @@ mod tests {
         assert_eq!(a.allocation(TrackId(5)), Some(Allocation::Layer(2)));
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)));
         assert_eq!(a.allocation(TrackId(2)), Some(Allocation::Layer(0)));
-        // Very little: the screen share keeps its lowest layer, the cameras pause.
-        run(&mut a, t0 + Duration::from_secs(1), 500 * MS, 200_000, &tracks);
+        // Very little: the screen share keeps its lowest layer, the cameras pause (after the hold).
+        run(&mut a, t0 + Duration::from_secs(1), PAUSE_HOLD + 100 * MS, 200_000, &tracks);
         assert_eq!(a.allocation(TrackId(5)), Some(Allocation::Layer(0)));
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Paused));
         assert_eq!(a.allocation(TrackId(2)), Some(Allocation::Paused));

@@ -21,6 +21,9 @@ pub struct SfuConfig {
     pub worker_batch: usize,
     /// Minimum interval between keyframe requests sent to one publisher track.
     pub keyframe_request_interval: Duration,
+    /// Send-side bandwidth estimation (TWCC) and the stream allocator, starting from this estimate in kbit/s;
+    /// `None` turns both off (every subscriber then gets what its settings want).
+    pub bwe_initial_kbps: Option<u32>,
 }
 
 impl Default for SfuConfig {
@@ -32,6 +35,7 @@ impl Default for SfuConfig {
             worker_queue: 8192,
             worker_batch: 512,
             keyframe_request_interval: Duration::from_millis(500),
+            bwe_initial_kbps: Some(1000),
         }
     }
 }
@@ -45,6 +49,9 @@ impl SfuConfig {
         }
         if self.worker_queue < 16 {
             return bad("worker_queue must be at least 16");
+        }
+        if self.bwe_initial_kbps.is_some_and(|k| !(30..=100_000).contains(&k)) {
+            return bad("bwe_initial_kbps must be between 30 and 100000");
         }
         if self.worker_batch == 0 {
             return bad("worker_batch must be at least 1");

@@ -19,6 +19,7 @@ use str0m::media::{MediaKind, Mid, Pt};
 use str0m::rtp::Vp8Patch;
 use str0m::Rtc;
 
+use crate::allocator::{Allocation, Priority, TrackInput};
 use crate::id::{PeerId, TrackId};
 use crate::keyframe::KeyframeStart;
 use crate::layer::{self, MAX_SPATIAL};
@@ -29,9 +30,21 @@ use crate::vp8munger::Vp8Munger;
 /// How often a down-track waiting for a keyframe asks again (the publisher side throttles further).
 const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
 
-/// RTP timestamp step assumed between the last frame of one layer and the first of the next (90 kHz, 30 fps),
-/// until timestamps are aligned from sender reports.
+/// RTP timestamp step between the last frame of one layer and the first of the next (90 kHz, 30 fps) when neither
+/// sender reports nor arrival times can tell.
 const SWITCH_TS_GAP: u32 = 3000;
+
+/// A measured step across a switch outside this range (seconds) is not believed.
+const SWITCH_GAP_RANGE: std::ops::RangeInclusive<f64> = 0.001..=3.0;
+
+/// What a subscriber is told about a video down-track (`stream_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamState {
+    /// Media flows; `layer` is the spatial layer forwarded (`None` without simulcast).
+    Active { layer: Option<u8> },
+    /// Paused by the allocator: not even the lowest layer fits the link.
+    Paused,
+}
 
 /// Where a down-track is in its negotiation. See the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,10 +104,26 @@ pub struct DownTrack {
     vp8: Vp8Munger,
     /// The spatial layer being forwarded; `None` until the first keyframe (video) or packet (audio).
     current: Option<u8>,
-    /// The highest spatial layer this subscriber should get (the allocator lowers it).
+    /// The highest spatial layer this subscriber may get (a fixed preference; the allocator works below it).
     pub max_layer: u8,
+    /// What the stream allocator gives this track.
+    pub allocation: Allocation,
+    /// Audio, screen share or camera.
+    pub priority: Priority,
     /// What the subscriber renders: its size (adaptive stream: no larger layer than that needs) or hidden.
     pub settings: TrackSettings,
+    /// From the latest packet: layer bitrates, live layers, sizes, and whether the track has simulcast.
+    bitrates: [u32; 3],
+    live: u8,
+    sizes: layer::LayerSizes,
+    simulcast: bool,
+    /// The last forwarded packet's capture time (seconds, publisher's clock, from its sender reports) and
+    /// arrival: how far to advance the timestamp across a switch.
+    last_capture: Option<f64>,
+    last_arrival: Option<Instant>,
+    /// The state last told to the subscriber, and the layer demand last told to the publisher.
+    reported: Option<StreamState>,
+    demand_reported: Option<Option<u8>>,
     /// Has anything been forwarded yet? (Then a resume or switch continues the numbering.)
     started: bool,
     /// The layer whose keyframe we wait for, and when we last asked for one.
@@ -117,7 +146,17 @@ impl DownTrack {
             vp8: Vp8Munger::new(),
             current: None,
             max_layer: MAX_SPATIAL,
+            allocation: Allocation::Layer(MAX_SPATIAL),
+            priority: if kind == MediaKind::Audio { Priority::Audio } else { Priority::Camera },
             settings: TrackSettings::default(),
+            bitrates: [0; 3],
+            live: 0,
+            sizes: [None; 3],
+            simulcast: false,
+            last_capture: None,
+            last_arrival: None,
+            reported: None,
+            demand_reported: None,
             started: false,
             keyframe_wish: None,
             keyframe_asked: None,
@@ -200,10 +239,16 @@ impl DownTrack {
                 local
             }
         };
+        self.bitrates = pkt.layer_bitrates;
+        self.live = pkt.live_layers | (1 << pkt.layer);
+        self.sizes = pkt.layer_sizes;
+        self.simulcast = pkt.simulcast;
         if !self.select(pkt) {
             return None;
         }
         let m = self.munger.map(pkt.seq_no, pkt.timestamp)?;
+        self.last_capture = pkt.capture;
+        self.last_arrival = Some(pkt.arrival);
         let vp8_patch = pkt.vp8.and_then(|d| {
             let pid = d.picture_id().map(|p| (p, self.vp8_wide(&d)));
             let out = self.vp8.map(pid, d.tl0_pic_idx());
@@ -234,16 +279,19 @@ impl DownTrack {
         if self.kind == MediaKind::Audio {
             return true;
         }
-        if self.settings.hidden {
-            // Paused: resume at a keyframe, continuing the numbering.
+        let Allocation::Layer(allocated) = self.allocation else {
+            // Paused by the allocator: resume at a keyframe, continuing the numbering.
             self.current = None;
             self.keyframe_wish = None;
             return false;
-        }
-        let max = match self.settings.size {
-            Some(size) => self.max_layer.min(layer::layer_for_size(&pkt.layer_sizes, size)),
-            None => self.max_layer,
         };
+        let Some(wanted) = self.wanted_layer() else {
+            // Hidden: likewise.
+            self.current = None;
+            self.keyframe_wish = None;
+            return false;
+        };
+        let max = wanted.min(allocated);
         let target = layer::select(pkt.live_layers | (1 << pkt.layer), max).unwrap_or(pkt.layer);
         if self.current == Some(pkt.layer) && target == pkt.layer {
             self.keyframe_wish = None;
@@ -256,7 +304,7 @@ impl DownTrack {
                 return false;
             }
             if self.started {
-                self.munger.rebase(SWITCH_TS_GAP);
+                self.munger.rebase(self.switch_gap(pkt));
                 self.vp8.rebase();
             }
             self.started = true;
@@ -269,6 +317,80 @@ impl DownTrack {
             self.keyframe_wish = Some(target);
         }
         self.current == Some(pkt.layer)
+    }
+
+    /// How far (RTP ticks) the timestamp advances from the last forwarded packet to `pkt`, the first of another
+    /// layer: the difference of their capture times when both layers' sender reports tell them, else of their
+    /// arrival times, else one frame at 30 fps. Layers have unrelated timestamp bases, so the numbers themselves
+    /// say nothing.
+    fn switch_gap(&self, pkt: &ForwardPacket) -> u32 {
+        let clock = f64::from(pkt.clock_rate);
+        let gap = match (self.last_capture, pkt.capture) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => self.last_arrival.map(|a| pkt.arrival.saturating_duration_since(a).as_secs_f64()),
+        };
+        match gap {
+            Some(g) if SWITCH_GAP_RANGE.contains(&g) => (g * clock).round() as u32,
+            Some(g) if g >= 0.0 && g < *SWITCH_GAP_RANGE.start() => (SWITCH_GAP_RANGE.start() * clock) as u32,
+            _ => SWITCH_TS_GAP,
+        }
+    }
+
+    /// The highest layer the subscriber can use: its preference, lowered to what its render size needs; `None`
+    /// when it hides the track.
+    pub fn wanted_layer(&self) -> Option<u8> {
+        if self.settings.hidden {
+            return None;
+        }
+        Some(match self.settings.size {
+            Some(size) => self.max_layer.min(layer::layer_for_size(&self.sizes, size)),
+            None => self.max_layer,
+        })
+    }
+
+    /// What the allocator needs to know about this down-track (`None` until it is open).
+    pub fn allocator_input(&self) -> Option<TrackInput> {
+        if !matches!(self.state, DownTrackState::Open(_)) {
+            return None;
+        }
+        Some(TrackInput {
+            track: self.track,
+            priority: self.priority,
+            bitrates: self.bitrates,
+            live: self.live,
+            wanted: if self.kind == MediaKind::Audio { Some(0) } else { self.wanted_layer() },
+        })
+    }
+
+    /// A change of what the subscriber should be told (`stream_state`), once per change. Video only.
+    pub fn take_state_change(&mut self) -> Option<StreamState> {
+        if self.kind != MediaKind::Video {
+            return None;
+        }
+        let state = match (self.allocation, self.current) {
+            (Allocation::Paused, _) => StreamState::Paused,
+            (_, Some(l)) => StreamState::Active { layer: self.simulcast.then_some(l) },
+            (_, None) => return None,
+        };
+        if self.reported == Some(state) {
+            return None;
+        }
+        self.reported = Some(state);
+        Some(state)
+    }
+
+    /// A change of the highest layer this subscriber needs from the publisher (dynacast), once per change.
+    /// `Some(None)`: it needs nothing (hidden or unsubscribed).
+    pub fn take_demand_change(&mut self) -> Option<Option<u8>> {
+        if self.kind != MediaKind::Video {
+            return None;
+        }
+        let demand = if self.removed { None } else { self.wanted_layer() };
+        if self.demand_reported == Some(demand) {
+            return None;
+        }
+        self.demand_reported = Some(demand);
+        Some(demand)
     }
 
     /// If this down-track waits for a keyframe, the layer to ask for — at most every 500 ms.

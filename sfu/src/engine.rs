@@ -32,6 +32,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::allocator::Priority;
 use crate::config::SfuConfig;
 use crate::error::SfuError;
 use crate::id::{PeerId, TrackId, WorkerId};
@@ -113,6 +114,8 @@ struct TrackEntry {
     publisher: PeerId,
     worker: WorkerId,
     kind: MediaKind,
+    /// For the subscribers' allocators: audio, screen share or camera.
+    priority: Priority,
 }
 
 enum WorkerMsg {
@@ -146,6 +149,13 @@ enum WorkerMsg {
         track: TrackId,
         kind: MediaKind,
         publisher: PeerId,
+        priority: Priority,
+    },
+    /// A subscriber's need for a track's layers, for the publisher's dynacast.
+    LayerDemand {
+        track: TrackId,
+        subscriber: PeerId,
+        demand: Option<u8>,
     },
     RemoveDownTrack {
         peer: PeerId,
@@ -261,6 +271,7 @@ impl Sfu {
             can_subscribe: opts.can_subscribe,
             udp_addr: self.shared.config.udp_addr,
             keyframe_request_interval: self.shared.config.keyframe_request_interval,
+            bwe_initial: self.shared.config.bwe_initial_kbps.map(|k| str0m::bwe::Bitrate::kbps(u64::from(k))),
         };
         let peer = Peer::new(id, config, ice.clone(), Instant::now());
         let (tx, rx) = mpsc::unbounded_channel();
@@ -293,9 +304,26 @@ impl Sfu {
         self.send(entry.worker, WorkerMsg::AddRoute { track, to: worker }).await?;
         self.send(
             worker,
-            WorkerMsg::AddDownTrack { peer: subscriber, track, kind: entry.kind, publisher: entry.publisher },
+            WorkerMsg::AddDownTrack {
+                peer: subscriber,
+                track,
+                kind: entry.kind,
+                publisher: entry.publisher,
+                priority: entry.priority,
+            },
         )
         .await
+    }
+
+    /// Set how subscribers' allocators rank `track` (a screen share before cameras). Call it when the track is
+    /// published, before anyone subscribes.
+    pub fn set_track_priority(&self, track: TrackId, priority: Priority) -> Result<(), SfuError> {
+        let mut tracks = self.shared.tracks.lock().expect("tracks lock");
+        let entry = tracks.get_mut(&track).ok_or(SfuError::UnknownTrack(track))?;
+        if entry.kind == MediaKind::Video {
+            entry.priority = priority;
+        }
+        Ok(())
     }
 
     /// Stop sending `track` to `subscriber`.
@@ -399,6 +427,8 @@ struct Worker {
     outbox: Vec<Vec<Arc<ForwardPacket>>>,
     /// Keyframe requests for publishers on this worker, applied after the current drain (not inside it).
     keyframe_requests: Vec<(TrackId, KeyframeRequestKind, u8)>,
+    /// Subscribers' layer demands (track, subscriber, demand) for publishers on this worker, likewise.
+    layer_demands: Vec<(TrackId, PeerId, Option<u8>)>,
 }
 
 impl Worker {
@@ -412,6 +442,7 @@ impl Worker {
             local_subs: HashMap::new(),
             outbox: vec![Vec::new(); n],
             keyframe_requests: Vec::new(),
+            layer_demands: Vec::new(),
         }
     }
 
@@ -442,13 +473,21 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let now = Instant::now();
-            let due: Vec<PeerId> =
-                self.peers.iter().filter(|(_, p)| p.next_timeout <= now).map(|(id, _)| *id).collect();
-            for id in due {
-                self.with_peer(id, |p| p.handle_timeout(now));
+            // Timers that are due, again while a timeout makes another one due at once (str0m's pacer releases a
+            // packet in one timeout and sends it in the next): a sleep, even to a past instant, costs a timer tick.
+            for _ in 0..4 {
+                let now = Instant::now();
+                let due: Vec<PeerId> =
+                    self.peers.iter().filter(|(_, p)| p.next_timeout <= now).map(|(id, _)| *id).collect();
+                if due.is_empty() {
+                    break;
+                }
+                for id in due {
+                    self.with_peer(id, |p| p.handle_timeout(now));
+                }
             }
             self.apply_keyframe_requests();
+            self.apply_layer_demands();
             self.flush_outbox();
         }
     }
@@ -481,14 +520,17 @@ impl Worker {
                     }
                 });
             }
-            WorkerMsg::AddDownTrack { peer, track, kind, publisher } => {
+            WorkerMsg::AddDownTrack { peer, track, kind, publisher, priority } => {
                 if self.peers.contains_key(&peer) {
                     let subs = self.local_subs.entry(track).or_default();
                     if !subs.contains(&peer) {
                         subs.push(peer);
                         self.shared.stats.downtracks.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.with_peer(peer, |p| p.add_downtrack(track, kind, publisher));
+                    self.with_peer(peer, |p| {
+                        p.add_downtrack(track, kind, publisher);
+                        p.set_track_priority(track, priority);
+                    });
                 }
             }
             WorkerMsg::RemoveDownTrack { peer, track } => {
@@ -518,6 +560,9 @@ impl Worker {
                 }
             }
             WorkerMsg::KeyframeRequest { track, kind, layer } => self.keyframe_requests.push((track, kind, layer)),
+            WorkerMsg::LayerDemand { track, subscriber, demand } => {
+                self.layer_demands.push((track, subscriber, demand))
+            }
             WorkerMsg::ClosePeer { peer } => self.with_peer(peer, |p| p.close(CloseReason::Requested)),
             WorkerMsg::TrackSettings { peer, track, settings } => {
                 self.with_peer(peer, |p| p.set_track_settings(track, settings))
@@ -583,6 +628,7 @@ impl Worker {
             if let Ok(entry) = self.shared.tracks.lock().expect("tracks lock").get(&t).copied().ok_or(()) {
                 let _ = self.shared.workers[entry.worker.0].try_send(WorkerMsg::RemoveRoute { track: t, to: self.id });
             }
+            self.send_layer_demand(t, id, None);
         }
     }
 
@@ -624,6 +670,26 @@ impl Worker {
         }
     }
 
+    fn apply_layer_demands(&mut self) {
+        for (track, subscriber, demand) in std::mem::take(&mut self.layer_demands) {
+            let publisher = self.shared.tracks.lock().expect("tracks lock").get(&track).map(|e| e.publisher);
+            if let Some(p) = publisher {
+                self.with_peer(p, |peer| peer.handle_layer_demand(Instant::now(), track, subscriber, demand));
+            }
+        }
+    }
+
+    /// Route a subscriber's layer demand to the worker of the track's publisher.
+    fn send_layer_demand(&mut self, track: TrackId, subscriber: PeerId, demand: Option<u8>) {
+        let entry = self.shared.tracks.lock().expect("tracks lock").get(&track).copied();
+        let Some(e) = entry else { return };
+        if e.worker == self.id {
+            self.layer_demands.push((track, subscriber, demand));
+        } else {
+            let _ = self.shared.workers[e.worker.0].try_send(WorkerMsg::LayerDemand { track, subscriber, demand });
+        }
+    }
+
     /// The drain rule: poll the peer until its timeout.
     fn drain(&mut self, id: PeerId) {
         // Bound the work per peer per cycle so one busy peer cannot starve the others.
@@ -658,6 +724,7 @@ impl Worker {
                     }
                 },
                 PeerOutput::Forward(pkt) => self.route(pkt),
+                PeerOutput::LayerDemand { track, demand } => self.send_layer_demand(track, id, demand),
                 PeerOutput::KeyframeRequest { track, kind, layer } => {
                     let entry = self.shared.tracks.lock().expect("tracks lock").get(&track).copied();
                     if let Some(e) = entry {
@@ -675,7 +742,11 @@ impl Worker {
                 PeerOutput::Event(ev) => {
                     match &ev {
                         PeerEvent::TrackPublished { track, kind, .. } => {
-                            let entry = TrackEntry { publisher: id, worker: self.id, kind: *kind };
+                            let priority = match kind {
+                                MediaKind::Audio => Priority::Audio,
+                                MediaKind::Video => Priority::Camera,
+                            };
+                            let entry = TrackEntry { publisher: id, worker: self.id, kind: *kind, priority };
                             self.shared.tracks.lock().expect("tracks lock").insert(*track, entry);
                             self.shared.stats.tracks.fetch_add(1, Ordering::Relaxed);
                         }

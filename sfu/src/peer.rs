@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
@@ -33,7 +34,8 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tracing::{debug, info, warn};
 
-use crate::downtrack::{DownTrack, DownTrackState};
+use crate::allocator::{Allocator, Priority};
+use crate::downtrack::{DownTrack, DownTrackState, StreamState};
 use crate::id::{PeerId, TrackId};
 use crate::keyframe::{starts_keyframe, KeyframeStart};
 use crate::layer::{spatial_of, LayerTracker};
@@ -49,7 +51,17 @@ pub struct PeerConfig {
     pub udp_addr: SocketAddr,
     /// Minimum time between two keyframe requests sent upstream for one track.
     pub keyframe_request_interval: Duration,
+    /// Send-side bandwidth estimation and stream allocation, starting from this estimate; `None`: off (every
+    /// subscriber gets what its settings want).
+    pub bwe_initial: Option<Bitrate>,
 }
+
+/// How often the stream allocator decides again (besides on every new estimate and settings change).
+pub const ALLOCATE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long a simulcast layer nobody needs keeps running before the publisher is told to stop it (dynacast). A
+/// layer somebody needs again is resumed at once.
+pub const DYNACAST_DELAY: Duration = Duration::from_secs(3);
 
 /// A media packet from a publisher, ready to be written to any number of down-tracks.
 ///
@@ -76,6 +88,15 @@ pub struct ForwardPacket {
     pub live_layers: u8,
     /// Frame sizes of the layers, as far as their keyframes have told.
     pub layer_sizes: crate::layer::LayerSizes,
+    /// Measured bitrate of each layer (bits per second; 0: not live), for the subscribers' allocators.
+    pub layer_bitrates: [u32; 3],
+    /// Does the track have simulcast layers?
+    pub simulcast: bool,
+    /// When the packet's frame was captured, in seconds on the publisher's sender-report clock (`None` before
+    /// the layer's first sender report). Aligns timestamps across layer switches.
+    pub capture: Option<f64>,
+    /// The RTP clock rate.
+    pub clock_rate: u32,
     /// The VP8 payload descriptor, parsed once here for every subscriber's munger.
     pub vp8: Option<Vp8Descriptor>,
     /// Header extension values worth forwarding (audio level, orientation, …).
@@ -117,6 +138,11 @@ pub enum PeerEvent {
     Subscribed { track: TrackId, mid: String },
     /// The loudest audio level (dBov, RFC 6464) of an audio track over the last [`AUDIO_LEVEL_PERIOD`].
     AudioLevel { track: TrackId, dbov: i8 },
+    /// What this subscriber receives of video `track` changed: another layer, paused or resumed.
+    StreamState { track: TrackId, state: StreamState },
+    /// Dynacast: which simulcast layers (by RID) of `track`, published by this peer, anyone needs. The client
+    /// stops encoding the inactive ones.
+    PublishLayers { track: TrackId, layers: Vec<(String, bool)> },
     /// ICE and DTLS are up.
     Connected,
     /// The peer is finished; the engine drops it after this event.
@@ -143,6 +169,9 @@ pub enum PeerOutput {
     Forward(Arc<ForwardPacket>),
     /// A subscriber of `track` on this peer needs a keyframe of spatial `layer`; route it to the publisher.
     KeyframeRequest { track: TrackId, kind: KeyframeRequestKind, layer: u8 },
+    /// This subscriber now needs `track` up to spatial layer `demand` (`None`: not at all); route it to the
+    /// publisher ([`Peer::handle_layer_demand`]).
+    LayerDemand { track: TrackId, demand: Option<u8> },
     /// A signaling event.
     Event(PeerEvent),
 }
@@ -167,9 +196,37 @@ struct TrackIn {
     /// Per spatial layer: a request arrived inside the throttle interval; send it when the interval ends, unless
     /// a keyframe of that layer comes first.
     keyframe_pending: [bool; 3],
+    /// Dynacast: the highest layer each subscriber needs, the layers the client was last told to send (bit
+    /// `i` = layer `i`), and since when fewer have been needed.
+    demands: HashMap<PeerId, u8>,
+    active: u8,
+    fewer_since: Option<Instant>,
 }
 
 impl TrackIn {
+    /// Dynacast at `now`: the layers to tell the client to send, when that changes. The lowest layer always
+    /// runs, so that a new subscriber starts at once.
+    fn dynacast(&mut self, now: Instant) -> Option<Vec<(String, bool)>> {
+        if self.rids.len() < 2 {
+            return None;
+        }
+        let top = self.demands.values().copied().max().unwrap_or(0).min(crate::layer::MAX_SPATIAL);
+        let need: u8 = (1u8 << (top + 1)) - 1;
+        if need == self.active {
+            self.fewer_since = None;
+            return None;
+        }
+        if need < self.active {
+            let since = *self.fewer_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < DYNACAST_DELAY {
+                return None;
+            }
+        }
+        self.active = need;
+        self.fewer_since = None;
+        Some(self.rids.iter().map(|r| (r.clone(), need & (1 << spatial_of(r, &self.rids)) != 0)).collect())
+    }
+
     fn rid_of(&self, layer: u8) -> Option<Rid> {
         self.rids.iter().find(|r| spatial_of(r, &self.rids) == layer).map(|r| Rid::from(r.as_str()))
     }
@@ -193,7 +250,25 @@ pub struct Peer {
     /// RTP packets received from the client / written to it (for the close log and metrics).
     rtp_in: u64,
     rtp_out: u64,
+    /// Divides this subscriber's downlink among its down-tracks.
+    allocator: Allocator,
+    next_allocation: Option<Instant>,
+    /// The latest time seen (events from str0m carry none).
+    now: Instant,
+    /// Has the client's TWCC feedback made an estimate possible? If not by `twcc_deadline` (a second after the
+    /// first down-track opened), estimation is switched off for this peer: str0m would otherwise pace everything
+    /// at twice the initial estimate forever.
+    twcc: bool,
+    twcc_deadline: Option<Instant>,
+    twcc_decided: bool,
+    /// Media was written since the last timeout. With BWE on, str0m moves written packets to its pacer only in
+    /// `handle_timeout`, so the next timeout is due at once: the worker runs it once per cycle, after the whole
+    /// batch of input, rather than once per packet.
+    flush_due: bool,
 }
+
+/// How long after its first down-track opens a subscriber must have made a TWCC estimate possible.
+const TWCC_GRACE: Duration = Duration::from_secs(1);
 
 impl Peer {
     /// A new peer answering on the shared UDP socket. `ice` are its local ICE credentials; their `ufrag` is how
@@ -209,6 +284,7 @@ impl Peer {
             .enable_h264(true)
             .enable_vp9(true)
             .enable_av1(true)
+            .enable_bwe(config.bwe_initial)
             .build(now);
         let candidate =
             Candidate::host(config.udp_addr, Protocol::Udp).expect("a UDP host candidate from a socket address");
@@ -227,6 +303,13 @@ impl Peer {
             connected: false,
             rtp_in: 0,
             rtp_out: 0,
+            allocator: Allocator::default(),
+            next_allocation: None,
+            now,
+            twcc: false,
+            twcc_deadline: None,
+            twcc_decided: false,
+            flush_due: false,
         }
     }
 
@@ -265,6 +348,7 @@ impl Peer {
             debug!(peer = %self.id, len = data.len(), "unrecognised datagram dropped");
             return;
         };
+        self.now = self.now.max(now);
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
         if let Err(e) = self.rtc.handle_input(input) {
             debug!(peer = %self.id, error = %e, "input rejected");
@@ -276,6 +360,7 @@ impl Peer {
         if self.closed {
             return;
         }
+        self.now = self.now.max(now);
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             warn!(peer = %self.id, error = %e, "timeout handling failed; closing");
             self.close(CloseReason::Disconnected);
@@ -293,6 +378,71 @@ impl Peer {
         }
         for (mid, layer) in due {
             self.request_keyframe(now, mid, KeyframeRequestKind::Pli, layer);
+        }
+        if self.twcc_deadline.is_some_and(|t| t <= now) {
+            self.twcc_deadline = None;
+            self.twcc_decided = true;
+            if !self.twcc {
+                info!(peer = %self.id, "no TWCC feedback from this subscriber: bandwidth estimation and pacing off");
+                self.rtc.bwe().reset(Bitrate::gbps(10));
+            }
+        }
+        if self.next_allocation.is_some_and(|t| t <= now) {
+            self.allocate(now);
+        }
+        let mut changed = Vec::new();
+        for t in self.tracks_in.values_mut() {
+            if let Some(layers) = t.dynacast(now) {
+                changed.push((t.id, layers));
+            }
+        }
+        for (track, layers) in changed {
+            self.queue.push_back(PeerOutput::Event(PeerEvent::PublishLayers { track, layers }));
+        }
+    }
+
+    /// Run the stream allocator now and apply its decision: layers, pauses, and what to ask the estimator for.
+    fn allocate(&mut self, now: Instant) {
+        self.next_allocation = if self.downtracks.is_empty() { None } else { Some(now + ALLOCATE_INTERVAL) };
+        if self.config.bwe_initial.is_none() {
+            return;
+        }
+        let inputs: Vec<_> = self.downtracks.iter().filter_map(|d| d.allocator_input()).collect();
+        let decision = self.allocator.update(now, &inputs);
+        for (track, allocation) in decision.changes {
+            if let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == track) {
+                debug!(peer = %self.id, %track, ?allocation, estimate = ?self.allocator.estimate(), "allocation");
+                dt.allocation = allocation;
+            }
+        }
+        if let Some(wish) = decision.wish {
+            self.rtc.bwe().set_bitrate(Bitrate::bps(wish.min), Bitrate::bps(wish.desired));
+        }
+        self.report_changes();
+    }
+
+    /// Tell the subscriber and the publishers what changed for each down-track.
+    fn report_changes(&mut self) {
+        for dt in &mut self.downtracks {
+            if let Some(state) = dt.take_state_change() {
+                self.queue.push_back(PeerOutput::Event(PeerEvent::StreamState { track: dt.track, state }));
+            }
+            if let Some(demand) = dt.take_demand_change() {
+                self.queue.push_back(PeerOutput::LayerDemand { track: dt.track, demand });
+            }
+        }
+    }
+
+    /// A subscriber (`subscriber`) of `track`, which this peer publishes, now needs it up to layer `demand`
+    /// (`None`: not at all). Dynacast: the client is told which layers to send.
+    pub fn handle_layer_demand(&mut self, now: Instant, track: TrackId, subscriber: PeerId, demand: Option<u8>) {
+        let Some(t) = self.tracks_in.values_mut().find(|t| t.id == track) else { return };
+        match demand {
+            Some(d) => t.demands.insert(subscriber, d),
+            None => t.demands.remove(&subscriber),
+        };
+        if let Some(layers) = t.dynacast(now) {
+            self.queue.push_back(PeerOutput::Event(PeerEvent::PublishLayers { track, layers }));
         }
     }
 
@@ -369,8 +519,12 @@ impl Peer {
                 self.negotiated_once = true;
                 // A video down-track that opens asks for its keyframe with its first packet, when it knows
                 // which layer it wants.
+                let mut opened = false;
                 for dt in &mut self.downtracks {
-                    dt.negotiated();
+                    opened |= dt.negotiated().is_some();
+                }
+                if opened && !self.twcc_decided && self.config.bwe_initial.is_some() {
+                    self.twcc_deadline.get_or_insert(now + TWCC_GRACE);
                 }
                 self.downtracks.retain(|d| d.state != DownTrackState::Gone);
                 self.drain_rtc(now);
@@ -407,7 +561,16 @@ impl Peer {
             return;
         }
         self.downtracks.push(DownTrack::new(track, kind, publisher));
+        self.next_allocation.get_or_insert(self.now);
+        self.report_changes();
         self.negotiate_if_needed();
+    }
+
+    /// How important `track` is to this subscriber's allocator (a screen share before cameras).
+    pub fn set_track_priority(&mut self, track: TrackId, priority: Priority) {
+        if let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == track) {
+            dt.priority = priority;
+        }
     }
 
     /// Stop sending `track` to this client. Renegotiates (the m-line is stopped).
@@ -415,6 +578,7 @@ impl Peer {
         if let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == track) {
             dt.remove();
         }
+        self.report_changes();
         self.downtracks.retain(|d| d.state != DownTrackState::Gone);
         self.negotiate_if_needed();
     }
@@ -425,6 +589,9 @@ impl Peer {
         if let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == track) {
             dt.settings = settings;
         }
+        // Decide at once: a hidden tile frees its share now, and the publisher learns the new need.
+        let now = self.now;
+        self.allocate(now);
     }
 
     /// Limit the spatial layer this subscriber receives of `track` (the allocator's lever).
@@ -446,6 +613,12 @@ impl Peer {
         }
         let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == pkt.track) else { return };
         let prepared = dt.prepare(pkt, &self.rtc);
+        if let Some(state) = dt.take_state_change() {
+            self.queue.push_back(PeerOutput::Event(PeerEvent::StreamState { track: pkt.track, state }));
+        }
+        if let Some(demand) = dt.take_demand_change() {
+            self.queue.push_back(PeerOutput::LayerDemand { track: pkt.track, demand });
+        }
         if let Some(layer) = dt.take_keyframe_wish(pkt.arrival) {
             self.queue.push_back(PeerOutput::KeyframeRequest {
                 track: pkt.track,
@@ -456,6 +629,10 @@ impl Peer {
         let Some((mid, write)) = prepared else { return };
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else { return };
+        if self.twcc_decided && !self.twcc {
+            // Without feedback there is nothing to pace against: forward at once.
+            stream.set_unpaced(true);
+        }
         let rtp = RtpWrite::new(write.pt, write.seq_no.into(), write.timestamp, pkt.arrival, pkt.payload.clone())
             .marker(pkt.marker)
             .ext_vals(pkt.ext.clone())
@@ -466,6 +643,7 @@ impl Peer {
         };
         stream.write_rtp(rtp);
         self.rtp_out += 1;
+        self.flush_due = self.config.bwe_initial.is_some();
     }
 
     /// A subscriber wants a keyframe of spatial `layer` of `track`, which this peer publishes.
@@ -513,6 +691,11 @@ impl Peer {
             .min()
     }
 
+    /// When a dynacast decision to stop layers is due.
+    fn dynacast_deadline(&self) -> Option<Instant> {
+        self.tracks_in.values().filter_map(|t| t.fewer_since).map(|t| t + DYNACAST_DELAY).min()
+    }
+
     /// Close the peer (participant left, removed, server shutdown).
     pub fn close(&mut self, reason: CloseReason) {
         if self.closed {
@@ -536,6 +719,10 @@ impl Peer {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
                     let t = self.keyframe_deadline().map_or(t, |k| k.min(t));
+                    let t = self.next_allocation.map_or(t, |k| k.min(t));
+                    let t = self.dynacast_deadline().map_or(t, |k| k.min(t));
+                    let t = self.twcc_deadline.map_or(t, |k| k.min(t));
+                    let t = if std::mem::take(&mut self.flush_due) { self.now.min(t) } else { t };
                     return PeerOutput::Timeout(t);
                 }
                 Ok(Output::Transmit(t)) => return PeerOutput::Transmit(t),
@@ -596,6 +783,9 @@ impl Peer {
                             params: None,
                             last_keyframe_request: [None; 3],
                             keyframe_pending: [false; 3],
+                            demands: HashMap::new(),
+                            active: 0b111,
+                            fewer_since: None,
                         },
                     );
                     self.queue.push_back(PeerOutput::Event(PeerEvent::TrackPublished {
@@ -606,6 +796,15 @@ impl Peer {
                 }
             }
             Event::MediaChanged(_) => self.check_unpublished(),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, can_probe: true }) => {
+                self.twcc = true;
+                tracing::trace!(peer = %self.id, estimate = estimate.as_u64(), "bandwidth estimate");
+                self.allocator.set_estimate(estimate.as_u64());
+                if !self.downtracks.is_empty() {
+                    let now = self.now;
+                    self.allocate(now);
+                }
+            }
             Event::RtpPacket(p) => self.handle_rtp(p),
             Event::KeyframeRequest(req) => {
                 if let Some(dt) = self.downtracks.iter().find(|d| d.mid() == Some(req.mid)) {
@@ -644,7 +843,7 @@ impl Peer {
         let Some(track) = self.tracks_in.get_mut(&mid) else { return };
         // Every layer is forwarded; each down-track picks one (see `downtrack`).
         let layer = rid.map_or(0, |r| spatial_of(&r, &track.rids));
-        track.layers.on_packet(layer, p.timestamp);
+        track.layers.on_media(layer, p.timestamp, p.payload.len(), p.header.marker);
         let live_layers = track.layers.live_mask(p.timestamp);
         let pt = p.header.payload_type;
         let params = match track.params {
@@ -690,6 +889,13 @@ impl Peer {
             video_orientation: h.video_orientation,
             ..Default::default()
         };
+        let clock_rate = p.time.denom();
+        let capture = p.last_sender_info.map(|sr| {
+            let ntp = sr.ntp_time.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            let ticks = p.header.timestamp.wrapping_sub(sr.rtp_time.numer() as u32) as i32;
+            ntp + f64::from(ticks) / f64::from(clock_rate.max(1))
+        });
+        let layer_bitrates = track.layers.bitrates(p.timestamp);
         let fwd = ForwardPacket {
             track: track.id,
             kind: track.kind,
@@ -701,6 +907,10 @@ impl Peer {
             layer,
             live_layers,
             layer_sizes: track.sizes,
+            layer_bitrates,
+            simulcast: track.rids.len() > 1,
+            capture,
+            clock_rate,
             vp8,
             ext,
             payload: p.payload,

@@ -33,7 +33,9 @@ struct Layer {
 }
 
 impl Layer {
-    fn packet(&mut self, params: PayloadParams, key: bool, live: u8, p: &Pair) -> Arc<ForwardPacket> {
+    /// The next packet: one whole frame, captured at `frame` / 30 s (on a clock both layers share, as their
+    /// sender reports would tell).
+    fn packet(&mut self, params: PayloadParams, key: bool, live: u8, p: &Pair, frame: u32) -> Arc<ForwardPacket> {
         let payload = vp8(self.pid, self.pid as u8, key);
         let f = ForwardPacket {
             track: TRACK,
@@ -46,6 +48,10 @@ impl Layer {
             layer: self.index,
             live_layers: live,
             layer_sizes: [Some((320, 180)), None, Some((1280, 720))],
+            layer_bitrates: [0; 3],
+            simulcast: true,
+            capture: Some(1_000.0 + f64::from(frame) / 30.0),
+            clock_rate: 90_000,
             vp8: Vp8Descriptor::parse(&payload).ok(),
             ext: Default::default(),
             payload: Arc::from(payload),
@@ -72,9 +78,11 @@ fn switches_layers_at_keyframes_with_continuous_numbering() {
     let live = 0b101;
     let mut received: Vec<(u64, u32, Vec<u8>)> = Vec::new();
     let mut keyframe_requests: Vec<TrackId> = Vec::new();
+    // The frame being captured; both layers encode each frame.
+    let mut frame = 0;
     macro_rules! send {
         ($p:expr, $l:expr, $key:expr) => {{
-            let pkt = $l.packet(params, $key, live, &$p);
+            let pkt = $l.packet(params, $key, live, &$p, frame);
             $p.peer.handle_forward(&pkt);
             let out = $p.run(Duration::from_millis(10));
             received.extend(out.client_payloads);
@@ -90,8 +98,10 @@ fn switches_layers_at_keyframes_with_continuous_numbering() {
     assert_eq!(p.peer.current_layer(TRACK), None);
 
     // The top layer's keyframe starts the stream; the low layer is not forwarded.
+    frame += 1;
     send!(p, high, true);
     for _ in 0..5 {
+        frame += 1;
         send!(p, low, false);
         send!(p, high, false);
     }
@@ -100,12 +110,15 @@ fn switches_layers_at_keyframes_with_continuous_numbering() {
 
     // The subscriber may now have only the lowest layer: the top keeps flowing until the low layer's keyframe.
     p.peer.set_max_layer(TRACK, 0);
+    frame += 1;
     send!(p, low, false);
     send!(p, high, false);
     assert_eq!(p.peer.current_layer(TRACK), Some(2), "no switch without a keyframe");
+    frame += 1;
     send!(p, low, true);
     assert_eq!(p.peer.current_layer(TRACK), Some(0), "switched at the keyframe");
     for _ in 0..5 {
+        frame += 1;
         send!(p, high, false);
         send!(p, low, false);
     }
@@ -120,6 +133,8 @@ fn switches_layers_at_keyframes_with_continuous_numbering() {
     let pids: Vec<u16> = received.iter().map(|r| picture_id(&r.2)).collect();
     assert!(pids.windows(2).all(|w| w[1] == (w[0] + 1) & 0x7fff), "continuous picture ids: {pids:?}");
     let ts: Vec<u32> = received.iter().map(|r| r.1).collect();
+    // Across the switch too: the step comes from the layers' capture times (sender reports), not from their
+    // unrelated timestamp bases or from when the packets happened to arrive.
     assert!(ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) == 3000), "timestamps advance a frame at a time: {ts:?}");
     assert_eq!(starts_keyframe(Codec::Vp8, &received[7].2), KeyframeStart::Yes, "the switch lands on a keyframe");
 }
@@ -134,7 +149,8 @@ fn a_small_tile_never_gets_the_full_layer_and_a_hidden_one_gets_nothing() {
     let live = 0b101;
     let mut got: Vec<(u64, u32, Vec<u8>)> = Vec::new();
     let step = |p: &mut Pair, l: &mut Layer, key: bool| {
-        let pkt = l.packet(params, key, live, p);
+        let frame = l.seq as u32; // capture times do not matter here
+        let pkt = l.packet(params, key, live, p, frame);
         p.peer.handle_forward(&pkt);
         p.run(Duration::from_millis(10)).client_payloads
     };

@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub data_dir: Option<PathBuf>,
     pub web_root: Option<PathBuf>,
     pub workers: Option<usize>,
+    /// Starting send-side bandwidth estimate per subscriber, kbit/s; 0 turns estimation and allocation off.
+    pub bwe_initial_kbps: Option<u32>,
     pub max_message_bytes: Option<usize>,
     pub log_format: Option<String>,
     /// API key → secret.
@@ -47,6 +49,7 @@ impl RawConfig {
             data_dir: get("COURIER_DATA_DIR").map(PathBuf::from),
             web_root: get("COURIER_WEB_ROOT").map(PathBuf::from),
             workers: parse("COURIER_WORKERS", get("COURIER_WORKERS"))?,
+            bwe_initial_kbps: parse("COURIER_BWE_INITIAL_KBPS", get("COURIER_BWE_INITIAL_KBPS"))?,
             max_message_bytes: parse("COURIER_MAX_MESSAGE_BYTES", get("COURIER_MAX_MESSAGE_BYTES"))?,
             log_format: get("COURIER_LOG_FORMAT"),
             keys: get("COURIER_KEYS").map(|s| parse_keys(&s)).transpose()?,
@@ -62,6 +65,7 @@ impl RawConfig {
             data_dir: self.data_dir.or(lower.data_dir),
             web_root: self.web_root.or(lower.web_root),
             workers: self.workers.or(lower.workers),
+            bwe_initial_kbps: self.bwe_initial_kbps.or(lower.bwe_initial_kbps),
             max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
             log_format: self.log_format.or(lower.log_format),
             keys: self.keys.or(lower.keys),
@@ -98,6 +102,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub web_root: Option<PathBuf>,
     pub workers: usize,
+    /// `None`: bandwidth estimation and stream allocation off.
+    pub bwe_initial_kbps: Option<u32>,
     pub max_message_bytes: usize,
     pub log_format: LogFormat,
     pub keys: HashMap<String, String>,
@@ -116,6 +122,11 @@ impl Config {
         if workers == 0 || workers > 256 {
             bail!("workers must be between 1 and 256");
         }
+        let bwe_initial_kbps = match raw.bwe_initial_kbps.unwrap_or(1000) {
+            0 => None,
+            k if (30..=100_000).contains(&k) => Some(k),
+            _ => bail!("bwe_initial_kbps must be 0 (off) or between 30 and 100000"),
+        };
         let max_message_bytes = raw.max_message_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_message_bytes) {
             bail!("max_message_bytes must be between 1 KiB and 16 MiB");
@@ -139,6 +150,7 @@ impl Config {
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("courier-data")),
             web_root,
             workers,
+            bwe_initial_kbps,
             max_message_bytes,
             log_format,
             keys,

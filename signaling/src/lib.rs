@@ -56,6 +56,7 @@ impl Server {
             udp_addr: config.udp_addr,
             public_ip: config.public_ip,
             workers: config.workers,
+            bwe_initial_kbps: config.bwe_initial_kbps,
             ..SfuConfig::default()
         })
         .await

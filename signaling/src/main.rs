@@ -142,6 +142,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         web_root: args.web_root,
         workers: args.workers,
+        bwe_initial_kbps: None,
         max_message_bytes: None,
         log_format: args.log_format,
         keys: args.keys.as_deref().map(parse_keys).transpose()?,

@@ -61,6 +61,13 @@ pub enum TrackSource {
     Unknown,
 }
 
+/// One simulcast layer in `set_layers`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LayerActive {
+    pub rid: String,
+    pub active: bool,
+}
+
 /// Messages a client sends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMsg {
@@ -297,6 +304,23 @@ pub enum ServerMsg {
     },
     ActiveSpeakers {
         speakers: Vec<SpeakerInfo>,
+    },
+    /// To a subscriber: what it receives of a video track now (another layer, paused, resumed).
+    StreamState {
+        track_id: String,
+        /// `active` or `paused`.
+        state: &'static str,
+        /// The layer forwarded (`q`, `h`, `f`, lowest to highest), `null` without simulcast; only when active.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        layer: Option<Option<&'static str>>,
+        /// Why it is paused (`bandwidth`); only when paused.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+    },
+    /// To a publisher (dynacast): which simulcast layers of its track anyone needs; it stops encoding the others.
+    SetLayers {
+        track_id: String,
+        layers: Vec<LayerActive>,
     },
     Offer {
         id: u64,

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
+use sfu::allocator::Priority;
+use sfu::downtrack::StreamState;
 use sfu::peer::OfferRejection;
 use sfu::{MediaKind, PeerEvent, PeerId, PeerOptions, TrackId};
 use tokio::sync::mpsc;
@@ -20,7 +22,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::auth::TokenError;
 use crate::protocol::{
-    close, ClientMsg, ErrorCode, OfferTrack, ParticipantInfo, ServerMsg, SpeakerInfo, TrackInfo, TrackSource, VERSION,
+    close, ClientMsg, ErrorCode, LayerActive, OfferTrack, ParticipantInfo, ServerMsg, SpeakerInfo, TrackInfo,
+    TrackSource, VERSION,
 };
 use crate::room::{wire_track_id, MemberHandles, RoomEvent, MEMBER_QUEUE};
 use crate::AppState;
@@ -386,6 +389,14 @@ impl Session {
                     muted: false,
                     mid: Some(mid),
                 };
+                let priority = match source {
+                    TrackSource::Screen => Priority::Screen,
+                    _ if kind == MediaKind::Audio => Priority::Audio,
+                    _ => Priority::Camera,
+                };
+                if let Err(e) = self.state.sfu.set_track_priority(track, priority) {
+                    debug!(error = %e, "track priority not set");
+                }
                 self.state.rooms.publish(&self.room, &self.me.id, info, track, kind);
             }
             PeerEvent::TrackUnpublished { track } => self.state.rooms.unpublish(&self.room, &self.me.id, track),
@@ -401,6 +412,24 @@ impl Session {
             }
             PeerEvent::AudioLevel { dbov, .. } => {
                 self.state.rooms.audio_level(&self.room, &self.me.id, dbov, Instant::now());
+            }
+            PeerEvent::StreamState { track, state } => {
+                let track_id = wire_track_id(track);
+                self.out.push(match state {
+                    StreamState::Active { layer } => ServerMsg::StreamState {
+                        track_id,
+                        state: "active",
+                        layer: Some(layer.map(|l| ["q", "h", "f"][usize::from(l.min(2))])),
+                        reason: None,
+                    },
+                    StreamState::Paused => {
+                        ServerMsg::StreamState { track_id, state: "paused", layer: None, reason: Some("bandwidth") }
+                    }
+                });
+            }
+            PeerEvent::PublishLayers { track, layers } => {
+                let layers = layers.into_iter().map(|(rid, active)| LayerActive { rid, active }).collect();
+                self.out.push(ServerMsg::SetLayers { track_id: wire_track_id(track), layers });
             }
             PeerEvent::Connected => debug!("media connected"),
             PeerEvent::Closed { .. } => {}

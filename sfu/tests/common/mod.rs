@@ -20,6 +20,8 @@ pub struct Out {
     pub events: Vec<PeerEvent>,
     pub keyframe_requests: Vec<TrackId>,
     pub forwarded: Vec<std::sync::Arc<ForwardPacket>>,
+    /// Layer demands (dynacast) the subscriber peer sent toward publishers.
+    pub layer_demands: Vec<(TrackId, Option<u8>)>,
     pub client_events: Vec<String>,
     pub client_connected: bool,
     /// Sequence numbers of RTP packets the client received (RTX already unwrapped by str0m).
@@ -77,6 +79,8 @@ impl Pair {
             can_subscribe: true,
             udp_addr: SERVER.parse().unwrap(),
             keyframe_request_interval: Duration::from_millis(500),
+            // These tests drive down-tracks directly; the allocator has its own (simulated-time) tests.
+            bwe_initial: None,
         };
         let peer = Peer::new(PeerId(1), config, IceCreds::new(), now);
         let mut client = f(Rtc::builder()).build(now);
@@ -174,6 +178,7 @@ impl Pair {
                 PeerOutput::Event(e) => out.events.push(e),
                 PeerOutput::KeyframeRequest { track, .. } => out.keyframe_requests.push(track),
                 PeerOutput::Forward(p) => out.forwarded.push(p),
+                PeerOutput::LayerDemand { track, demand } => out.layer_demands.push((track, demand)),
             }
         }
     }
