@@ -23,6 +23,9 @@
 //!   for the full want (`desired`, which makes str0m send a probe cluster). If the estimate grows enough, the hold
 //!   rule moves up; if not within [`PROBE_TIMEOUT`], the probe fails, padding stops and the next probe waits a
 //!   back-off that doubles from [`BACKOFF_MIN`] to [`BACKOFF_MAX`].
+//! - **Loss is a second opinion**: a delay-based estimate can lag a link that suddenly shrinks (it holds while
+//!   the queue overflows). When the subscriber reports losing [`LOSS_CONGESTED`] or more of what it was sent,
+//!   the link is taken to carry at most what was sent less what was lost, for [`LOSS_MEMORY`].
 //! - **No estimate, no limit**: without TWCC feedback (no estimate) tracks get what their settings want.
 
 use std::collections::HashMap;
@@ -38,6 +41,10 @@ pub const UP_HOLD: Duration = Duration::from_secs(1);
 /// How long a video track's lowest layer must keep not fitting before the track is paused. Pausing freezes the
 /// picture, so a dip of the estimate (one burst of queueing) must not do it; a lower layer is taken at once.
 pub const PAUSE_HOLD: Duration = Duration::from_secs(2);
+/// A subscriber losing this fraction of its packets is congested, whatever the estimate says.
+pub const LOSS_CONGESTED: f32 = 0.1;
+/// How long a loss report caps the estimate.
+pub const LOSS_MEMORY: Duration = Duration::from_secs(2);
 /// How long a probe may take to raise the estimate enough for the next step.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// First wait after a failed probe.
@@ -126,6 +133,9 @@ pub struct Allocator {
     probe: Probe,
     backoff: Duration,
     last_wish: Option<BitrateWish>,
+    /// What the last allocation cost (bits per second), and the ceiling a loss report put on the estimate.
+    last_cost: u64,
+    loss_cap: Option<(Instant, u64)>,
 }
 
 impl Default for Allocator {
@@ -138,6 +148,8 @@ impl Default for Allocator {
             probe: Probe::Idle { next: None },
             backoff: BACKOFF_MIN,
             last_wish: None,
+            last_cost: 0,
+            loss_cap: None,
         }
     }
 }
@@ -207,6 +219,28 @@ impl Allocator {
         self.estimate
     }
 
+    /// The subscriber reported losing `fraction` of the packets sent to it (RTCP receiver report).
+    pub fn report_loss(&mut self, now: Instant, fraction: f32) {
+        if fraction >= LOSS_CONGESTED && self.last_cost > 0 {
+            let cap = (self.last_cost as f64 * (1.0 - f64::from(fraction.min(1.0)))) as u64;
+            // A second report while one holds lowers the cap only.
+            let cap = match self.loss_cap {
+                Some((at, c)) if now.saturating_duration_since(at) < LOSS_MEMORY => c.min(cap),
+                _ => cap,
+            };
+            self.loss_cap = Some((now, cap));
+        }
+    }
+
+    /// The estimate to allocate by at `now`: the BWE's, lowered by a recent loss report.
+    fn effective_estimate(&mut self, now: Instant) -> Option<u64> {
+        if self.loss_cap.is_some_and(|(at, _)| now.saturating_duration_since(at) >= LOSS_MEMORY) {
+            self.loss_cap = None;
+        }
+        let e = self.estimate?;
+        Some(self.loss_cap.map_or(e, |(_, cap)| e.min(cap)))
+    }
+
     /// The current allocation of `track`.
     pub fn allocation(&self, track: TrackId) -> Option<Allocation> {
         self.current.get(&track).copied()
@@ -232,7 +266,14 @@ impl Allocator {
 
         // The current allocation, normalised: new tracks start where they fit now; nobody is above their want.
         let unlimited = greedy(&video, u64::MAX);
-        let fits_up = match self.estimate {
+        // A loss report can take a track down to its lowest layer, never pause it: loss at a low rate is as likely
+        // noise (or the tail of a queue that already drained) as congestion. Pausing is left to the estimate.
+        let lowest: u64 = audio + video.iter().map(|t| layer_cost(t, levels(t).0[0])).sum::<u64>();
+        let estimate = match (self.effective_estimate(now), self.estimate) {
+            (Some(eff), Some(raw)) if eff < raw => Some(eff.max(lowest.min(raw))),
+            (eff, _) => eff,
+        };
+        let fits_up = match estimate {
             Some(e) => greedy(&video, ((e as f64 * UP_FRACTION) as u64).saturating_sub(audio)),
             None => unlimited.clone(),
         };
@@ -250,9 +291,14 @@ impl Allocator {
             .collect();
         let total = |a: &[Allocation]| -> u64 { video.iter().zip(a).map(|(t, a)| cost(t, *a)).sum::<u64>() };
 
-        if let Some(estimate) = self.estimate {
+        if let Some(estimate) = estimate {
             let cur_cost = audio + total(&cur);
-            let better = total(&fits_up) > total(&cur);
+            // Up one step at a time: the probe pads the link up to that step's rate first, so the estimator has
+            // seen the link carry it (a jump from q to f on an estimate alone can overrun a queue, and the
+            // estimator then drops toward what was flowing before).
+            let step = step_up(&video, &cur);
+            let better =
+                total(&fits_up) > total(&cur) && audio + total(&step) <= (estimate as f64 * UP_FRACTION) as u64;
             if cur_cost > estimate {
                 // Over the estimate: cut at once to a lower layer; a pause waits for PAUSE_HOLD.
                 let pausing =
@@ -279,7 +325,7 @@ impl Allocator {
                 self.pause_since = None;
                 let since = *self.better_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= UP_HOLD {
-                    cur = fits_up.clone();
+                    cur = step;
                     self.better_since = None;
                     // A probe that got us here succeeded.
                     self.probe = Probe::Idle { next: None };
@@ -313,6 +359,7 @@ impl Allocator {
                 decision.changes.push((t.track, *a));
             }
         }
+        self.last_cost = audio + total(&cur);
         if self.estimate.is_some() {
             let cur_cost = audio + total(&cur);
             let wish = match self.probe {
@@ -448,7 +495,7 @@ mod tests {
         let d = a.update(t, &tracks);
         assert_eq!(d.changes, vec![(TrackId(1), Allocation::Layer(0))]);
 
-        // Back to 3 Mbit/s: not before the hold, then straight to f.
+        // Back to 3 Mbit/s: not before the hold, then up one layer per hold.
         a.set_estimate(3_000_000);
         let t = t + 100 * MS;
         a.update(t, &tracks);
@@ -456,6 +503,9 @@ mod tests {
         let d = a.update(t + UP_HOLD - MS, &tracks);
         assert!(d.changes.is_empty());
         let d = a.update(t + UP_HOLD, &tracks);
+        assert_eq!(d.changes, vec![(TrackId(1), Allocation::Layer(1))], "one step at a time");
+        a.update(t + UP_HOLD + 100 * MS, &tracks);
+        let d = a.update(t + 2 * UP_HOLD + 100 * MS, &tracks);
         assert_eq!(d.changes, vec![(TrackId(1), Allocation::Layer(2))]);
     }
 
@@ -584,6 +634,25 @@ mod tests {
         }
         assert_eq!(changes, 1, "one switch down, and no way back up without a steady estimate");
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(1)));
+    }
+
+    #[test]
+    fn heavy_loss_lowers_the_estimate_for_a_while() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let tracks = [audio(9), camera(1, Some(2))];
+        let t = run(&mut a, t0, 2000 * MS, 3_000_000, &tracks);
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(2)));
+        // The estimate still says 3 Mbit/s, but a quarter of the 1.54 Mbit/s sent is lost: the link carries about
+        // 1.15 Mbit/s. Down to h (540 k with audio) at once.
+        a.report_loss(t, 0.25);
+        a.update(t, &tracks);
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(1)));
+        // Small loss is not congestion.
+        a.report_loss(t + 100 * MS, 0.02);
+        // The report is forgotten after LOSS_MEMORY; then up again after the hold.
+        run(&mut a, t + 100 * MS, LOSS_MEMORY + UP_HOLD + 200 * MS, 3_000_000, &tracks);
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(2)));
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub struct DownTrack {
     /// The state last told to the subscriber, and the layer demand last told to the publisher.
     reported: Option<StreamState>,
     demand_reported: Option<Option<u8>>,
+    /// Egress counters at the last stats (packets sent, NACKs received, receiver-report loss).
+    last_egress: Option<(u64, u64, Option<f32>)>,
     /// Has anything been forwarded yet? (Then a resume or switch continues the numbering.)
     started: bool,
     /// The layer whose keyframe we wait for, and when we last asked for one.
@@ -157,6 +159,7 @@ impl DownTrack {
             last_arrival: None,
             reported: None,
             demand_reported: None,
+            last_egress: None,
             started: false,
             keyframe_wish: None,
             keyframe_asked: None,
@@ -391,6 +394,17 @@ impl DownTrack {
         }
         self.demand_reported = Some(demand);
         Some(demand)
+    }
+
+    /// The loss the subscriber signals since the last call, from str0m's cumulative egress counters: NACKs received
+    /// per packet sent, or a receiver report's fraction lost when it changed (a report is repeated until the next).
+    pub fn egress_loss(&mut self, packets: u64, nacks: u64, rr_loss: Option<f32>) -> Option<f32> {
+        let last = self.last_egress.replace((packets, nacks, rr_loss));
+        let (p0, n0, l0) = last?;
+        let sent = packets.saturating_sub(p0);
+        let nack_ratio = if sent >= 20 { nacks.saturating_sub(n0) as f32 / sent as f32 } else { 0.0 };
+        let rr = rr_loss.filter(|l| Some(*l) != l0).unwrap_or(0.0);
+        Some(nack_ratio.max(rr))
     }
 
     /// If this down-track waits for a keyframe, the layer to ask for — at most every 500 ms.

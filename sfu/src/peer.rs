@@ -285,6 +285,8 @@ impl Peer {
             .enable_vp9(true)
             .enable_av1(true)
             .enable_bwe(config.bwe_initial)
+            // Egress stats carry the subscriber's reported loss, the allocator's second opinion.
+            .set_stats_interval(config.bwe_initial.map(|_| Duration::from_millis(500)))
             .build(now);
         let candidate =
             Candidate::host(config.udp_addr, Protocol::Udp).expect("a UDP host candidate from a socket address");
@@ -796,6 +798,17 @@ impl Peer {
                 }
             }
             Event::MediaChanged(_) => self.check_unpublished(),
+            Event::MediaEgressStats(stats) => {
+                // Loss as the subscriber sees it: the NACKs it sent per packet we sent since the last stats (fresh
+                // every interval, a NACK comes within a round trip of a loss), or a new receiver report's fraction.
+                let video = self.rtc.media(stats.mid).is_some_and(|m| m.kind() == MediaKind::Video);
+                if let Some(dt) = self.downtracks.iter_mut().find(|d| d.mid() == Some(stats.mid)).filter(|_| video) {
+                    if let Some(loss) = dt.egress_loss(stats.packets, stats.nacks, stats.loss) {
+                        let now = self.now;
+                        self.allocator.report_loss(now, loss);
+                    }
+                }
+            }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, can_probe: true }) => {
                 self.twcc = true;
                 tracing::trace!(peer = %self.id, estimate = estimate.as_u64(), "bandwidth estimate");
@@ -965,6 +978,11 @@ impl Peer {
         self.tracks_in.values().find(|t| t.id == track).and_then(|t| t.params.map(|p| p.spec().codec))
     }
 
+    /// The latest send-side bandwidth estimate to this client (bits per second), if it gives TWCC feedback.
+    pub fn bandwidth_estimate(&self) -> Option<u64> {
+        self.allocator.estimate()
+    }
+
     /// Has this peer connected (ICE + DTLS)?
     pub fn is_connected(&self) -> bool {
         self.connected
@@ -1004,4 +1022,61 @@ fn offer_sends_media(offer: &SdpOffer) -> bool {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(rids: &[&str]) -> TrackIn {
+        TrackIn {
+            id: TrackId(1),
+            kind: MediaKind::Video,
+            rids: rids.iter().map(|r| r.to_string()).collect(),
+            layers: LayerTracker::default(),
+            sizes: [None; 3],
+            level: None,
+            params: None,
+            last_keyframe_request: [None; 3],
+            keyframe_pending: [false; 3],
+            demands: HashMap::new(),
+            active: 0b111,
+            fewer_since: None,
+        }
+    }
+
+    fn active(layers: Option<Vec<(String, bool)>>) -> Option<Vec<bool>> {
+        layers.map(|l| l.into_iter().map(|(_, a)| a).collect())
+    }
+
+    #[test]
+    fn dynacast_stops_unneeded_layers_late_and_resumes_them_at_once() {
+        let t0 = Instant::now();
+        let mut t = track(&["q", "h", "f"]);
+        // Nobody needs anything: after the delay, only q keeps running.
+        assert_eq!(t.dynacast(t0), None);
+        assert_eq!(t.dynacast(t0 + DYNACAST_DELAY - Duration::from_millis(1)), None);
+        assert_eq!(active(t.dynacast(t0 + DYNACAST_DELAY)), Some(vec![true, false, false]));
+        // A subscriber wants f: at once.
+        let t1 = t0 + Duration::from_secs(10);
+        t.demands.insert(PeerId(7), 2);
+        assert_eq!(active(t.dynacast(t1)), Some(vec![true, true, true]));
+        // It shrinks its tile to h, another one wants q: f stops after the delay.
+        t.demands.insert(PeerId(7), 1);
+        t.demands.insert(PeerId(8), 0);
+        assert_eq!(t.dynacast(t1), None);
+        assert_eq!(active(t.dynacast(t1 + DYNACAST_DELAY)), Some(vec![true, true, false]));
+        // A change of mind within the delay stops nothing.
+        t.demands.remove(&PeerId(7));
+        let t2 = t1 + Duration::from_secs(10);
+        assert_eq!(t.dynacast(t2), None);
+        t.demands.insert(PeerId(7), 1);
+        assert_eq!(t.dynacast(t2 + DYNACAST_DELAY), None, "still needed");
+    }
+
+    #[test]
+    fn dynacast_ignores_tracks_without_simulcast() {
+        let mut t = track(&[]);
+        assert_eq!(t.dynacast(Instant::now() + DYNACAST_DELAY * 2), None);
+    }
 }

@@ -144,6 +144,8 @@ fn a_small_tile_never_gets_the_full_layer_and_a_hidden_one_gets_nothing() {
     let (mut p, params) = Pair::subscribed_video(TRACK);
     // The subscriber renders this track at 320×180 from the start.
     p.peer.set_track_settings(TRACK, TrackSettings { size: Some((320, 180)), hidden: false });
+    // Dynacast: the publisher learns that this subscriber needs the low layer only.
+    assert_eq!(p.run(Duration::from_millis(1)).layer_demands, vec![(TRACK, Some(0))]);
     let mut low = Layer { index: 0, seq: 1, ts: 0, pid: 1 };
     let mut high = Layer { index: 2, seq: 40_000, ts: 77, pid: 500 };
     let live = 0b101;
@@ -164,11 +166,13 @@ fn a_small_tile_never_gets_the_full_layer_and_a_hidden_one_gets_nothing() {
 
     // Hidden: nothing is forwarded.
     p.peer.set_track_settings(TRACK, TrackSettings { size: Some((320, 180)), hidden: true });
+    assert_eq!(p.run(Duration::from_millis(1)).layer_demands, vec![(TRACK, None)], "a hidden tile needs nothing");
     for i in 0..10 {
         assert!(step(&mut p, &mut low, i == 0).is_empty());
     }
     // Shown again: resumes at the next keyframe, numbering continuous.
     p.peer.set_track_settings(TRACK, TrackSettings { size: None, hidden: false });
+    assert_eq!(p.run(Duration::from_millis(1)).layer_demands, vec![(TRACK, Some(2))]);
     let mut resumed = Vec::new();
     for i in 0..10 {
         resumed.extend(step(&mut p, &mut high, i == 3));

@@ -1,5 +1,6 @@
 //! A simulated network for one server [`Peer`] and one client (a str0m `Rtc`), with a virtual clock: datagrams
-//! are delivered in memory and time jumps to the next timeout, so tests are deterministic and fast.
+//! are delivered in memory and time jumps to the next timeout, so tests are deterministic and fast. By default
+//! the network is perfect (no delay, no limit); [`Link`] makes the server → client direction a bottleneck.
 
 #![allow(dead_code)]
 
@@ -31,6 +32,23 @@ pub struct Out {
     /// RTCP NACKs the server peer received from the client are visible only as retransmissions; this counts
     /// server → client datagrams dropped by the simulated network.
     pub dropped: usize,
+    /// Keyframe requests the server peer sent upstream: (track, spatial layer).
+    pub keyframe_layers: Vec<(TrackId, u8)>,
+    /// Server → client datagrams (count, bytes) that entered the link, and those the link's queue dropped.
+    pub link_bytes: u64,
+    pub link_dropped: usize,
+}
+
+/// A bottleneck on the server → client path: a capacity, a drop-tail queue holding at most `queue` of data at
+/// that rate, and a one-way `delay` (both directions).
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// Bits per second.
+    pub capacity: u64,
+    /// Longest queueing delay before the queue drops arrivals.
+    pub queue: Duration,
+    /// Propagation delay, each way.
+    pub delay: Duration,
 }
 
 impl Out {
@@ -57,8 +75,11 @@ pub struct Pair {
     pub rtp_to_client: u64,
     /// Decides, by the index of a server → client RTP datagram, whether the network loses it.
     pub lose: Box<dyn FnMut(u64) -> bool>,
-    to_client: VecDeque<Vec<u8>>,
-    to_server: VecDeque<Vec<u8>>,
+    to_client: VecDeque<(Instant, Vec<u8>)>,
+    to_server: VecDeque<(Instant, Vec<u8>)>,
+    /// The bottleneck, if any, and when its transmitter is next free.
+    pub link: Option<Link>,
+    link_free_at: Instant,
 }
 
 /// Is this datagram RTP (not RTCP, DTLS or STUN)?
@@ -73,14 +94,23 @@ impl Pair {
 
     /// A pair whose client is built from the given str0m config (e.g. RTP mode).
     pub fn with_client(f: impl FnOnce(str0m::RtcConfig) -> str0m::RtcConfig) -> Pair {
+        // These tests drive down-tracks directly; allocation is tested with [`Pair::with_bwe`].
+        Pair::build(None, f)
+    }
+
+    /// A pair whose server peer estimates the bandwidth to the client from `initial` and allocates by it.
+    pub fn with_bwe(initial: str0m::bwe::Bitrate, f: impl FnOnce(str0m::RtcConfig) -> str0m::RtcConfig) -> Pair {
+        Pair::build(Some(initial), f)
+    }
+
+    fn build(bwe_initial: Option<str0m::bwe::Bitrate>, f: impl FnOnce(str0m::RtcConfig) -> str0m::RtcConfig) -> Pair {
         let now = Instant::now();
         let config = PeerConfig {
             can_publish: true,
             can_subscribe: true,
             udp_addr: SERVER.parse().unwrap(),
             keyframe_request_interval: Duration::from_millis(500),
-            // These tests drive down-tracks directly; the allocator has its own (simulated-time) tests.
-            bwe_initial: None,
+            bwe_initial,
         };
         let peer = Peer::new(PeerId(1), config, IceCreds::new(), now);
         let mut client = f(Rtc::builder()).build(now);
@@ -93,13 +123,19 @@ impl Pair {
             lose: Box::new(|_| false),
             to_client: VecDeque::new(),
             to_server: VecDeque::new(),
+            link: None,
+            link_free_at: now,
         }
     }
 
     /// A connected pair whose client (in RTP mode) receives video `track` from the server peer, and the VP8
     /// codec parameters a publisher of it would attach to its packets.
     pub fn subscribed_video(track: TrackId) -> (Pair, str0m::format::PayloadParams) {
-        let mut p = Pair::with_client(|b| b.set_rtp_mode(true));
+        Pair::subscribed_video_on(Pair::with_client(|b| b.set_rtp_mode(true)), track)
+    }
+
+    /// [`Pair::subscribed_video`] on a given pair (whose client must be in RTP mode).
+    pub fn subscribed_video_on(mut p: Pair, track: TrackId) -> (Pair, str0m::format::PayloadParams) {
         p.peer.add_downtrack(track, str0m::media::MediaKind::Video, PeerId(9));
         let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
         let offer = str0m::change::SdpOffer::from_sdp_string(&offer).expect("server offer parses");
@@ -126,7 +162,13 @@ impl Pair {
             let mut next = end;
             next = next.min(self.drain_server(&mut out, &mut to_client));
             next = next.min(self.drain_client(&mut out, &mut to_server));
-            if let Some(d) = to_client.pop_front() {
+            if let Some(&(at, _)) = to_client.front() {
+                next = next.min(at);
+            }
+            if let Some(&(at, _)) = to_server.front() {
+                next = next.min(at);
+            }
+            if let Some((_, d)) = pop_due(&mut to_client, self.now) {
                 let input = Input::Receive(
                     self.now,
                     Receive {
@@ -139,7 +181,7 @@ impl Pair {
                 let _ = self.client.handle_input(input);
                 continue;
             }
-            if let Some(d) = to_server.pop_front() {
+            if let Some((_, d)) = pop_due(&mut to_server, self.now) {
                 self.peer.handle_receive(self.now, CLIENT.parse().unwrap(), SERVER.parse().unwrap(), &d);
                 continue;
             }
@@ -160,7 +202,7 @@ impl Pair {
         panic!("the pair never settled");
     }
 
-    fn drain_server(&mut self, out: &mut Out, to_client: &mut VecDeque<Vec<u8>>) -> Instant {
+    fn drain_server(&mut self, out: &mut Out, to_client: &mut VecDeque<(Instant, Vec<u8>)>) -> Instant {
         loop {
             match self.peer.poll_output() {
                 PeerOutput::Timeout(t) => return t,
@@ -173,21 +215,41 @@ impl Pair {
                             continue;
                         }
                     }
-                    to_client.push_back(t.contents.to_vec());
+                    let release = match self.link {
+                        None => self.now,
+                        Some(link) => {
+                            let start = self.link_free_at.max(self.now);
+                            if start.saturating_duration_since(self.now) > link.queue {
+                                out.link_dropped += 1;
+                                continue;
+                            }
+                            let bits = t.contents.len() as u64 * 8;
+                            self.link_free_at = start + Duration::from_nanos(bits * 1_000_000_000 / link.capacity);
+                            self.link_free_at + link.delay
+                        }
+                    };
+                    out.link_bytes += t.contents.len() as u64;
+                    to_client.push_back((release, t.contents.to_vec()));
                 }
                 PeerOutput::Event(e) => out.events.push(e),
-                PeerOutput::KeyframeRequest { track, .. } => out.keyframe_requests.push(track),
+                PeerOutput::KeyframeRequest { track, layer, .. } => {
+                    out.keyframe_requests.push(track);
+                    out.keyframe_layers.push((track, layer));
+                }
                 PeerOutput::Forward(p) => out.forwarded.push(p),
                 PeerOutput::LayerDemand { track, demand } => out.layer_demands.push((track, demand)),
             }
         }
     }
 
-    fn drain_client(&mut self, out: &mut Out, to_server: &mut VecDeque<Vec<u8>>) -> Instant {
+    fn drain_client(&mut self, out: &mut Out, to_server: &mut VecDeque<(Instant, Vec<u8>)>) -> Instant {
         loop {
             match self.client.poll_output().expect("client poll") {
                 Output::Timeout(t) => return t,
-                Output::Transmit(t) => to_server.push_back(t.contents.to_vec()),
+                Output::Transmit(t) => {
+                    let delay = self.link.map_or(Duration::ZERO, |l| l.delay);
+                    to_server.push_back((self.now + delay, t.contents.to_vec()))
+                }
                 Output::Event(e) => {
                     if matches!(e, Event::Connected) {
                         out.client_connected = true;
@@ -200,5 +262,14 @@ impl Pair {
                 }
             }
         }
+    }
+}
+
+/// The first datagram of `q`, if it is due at `now`.
+fn pop_due(q: &mut VecDeque<(Instant, Vec<u8>)>, now: Instant) -> Option<(Instant, Vec<u8>)> {
+    if q.front().is_some_and(|(at, _)| *at <= now) {
+        q.pop_front()
+    } else {
+        None
     }
 }

@@ -1,0 +1,228 @@
+//! The stream allocator against a bottleneck: a subscriber behind a link whose capacity steps 3 Mbit/s → 400 kbit/s
+//! → 3 Mbit/s receives a three-layer simulcast track (q/h/f at 150/500/1500 kbit/s). str0m's send-side estimate
+//! (TWCC from the str0m client) drives the allocator; the test checks the layer the client actually receives, the
+//! continuity of what it receives, and prints the switch times (recorded in docs/benchmarks.md). Simulated network,
+//! virtual clock: about 30 s of call in well under a second of test.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Link, Pair};
+use sfu::downtrack::StreamState;
+use sfu::id::TrackId;
+use sfu::keyframe::starts_keyframe;
+use sfu::peer::{ForwardPacket, PeerEvent};
+use str0m::bwe::Bitrate;
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::MediaKind;
+use str0m::rtp::Vp8Descriptor;
+
+const TRACK: TrackId = TrackId(21);
+const FRAME: Duration = Duration::from_nanos(33_333_333);
+const BITRATES: [u32; 3] = [150_000, 500_000, 1_500_000];
+const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
+/// Payload bytes per RTP packet.
+const MTU: usize = 1000;
+/// Every packet ends with the layer and the frame number, so the client can tell what it got.
+const TRAILER: usize = 5;
+
+/// One simulcast layer of the synthetic publisher.
+struct Layer {
+    index: u8,
+    seq: u64,
+    ts: u32,
+    pid: u16,
+    tl0: u8,
+    key_due: bool,
+}
+
+impl Layer {
+    /// The packets of one frame: VP8 descriptors (15-bit picture id, TL0PICIDX), a keyframe tag when `key_due`,
+    /// filler to the layer's bitrate (a keyframe twice that), and the trailer.
+    fn frame(&mut self, params: PayloadParams, frame: u32, arrival: Instant) -> Vec<Arc<ForwardPacket>> {
+        let key = std::mem::take(&mut self.key_due);
+        let mut size = (BITRATES[usize::from(self.index)] / 8 / 30) as usize;
+        if key {
+            size *= 2;
+        }
+        let n = size.div_ceil(MTU);
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut payload = vec![if i == 0 { 0x90 } else { 0x80 }, 0xe0];
+            payload.extend([0x80 | (self.pid >> 8) as u8, self.pid as u8, self.tl0, 0x20]);
+            if i == 0 {
+                // Frame tag (bit 0 clear: keyframe) and, for keyframes, the start code and size.
+                payload.push(if key { 0x10 } else { 0x11 });
+                payload.extend([0, 0]);
+                if key {
+                    let (w, h) = SIZES[usize::from(self.index)];
+                    payload.extend([0x9d, 0x01, 0x2a]);
+                    payload.extend(w.to_le_bytes());
+                    payload.extend(h.to_le_bytes());
+                }
+            }
+            payload.resize(MTU.min(size - i * MTU).max(payload.len() + TRAILER) - TRAILER, 0xab);
+            payload.push(self.index);
+            payload.extend(frame.to_be_bytes());
+            let keyframe = starts_keyframe(Codec::Vp8, &payload);
+            out.push(Arc::new(ForwardPacket {
+                track: TRACK,
+                kind: MediaKind::Video,
+                params,
+                seq_no: self.seq,
+                timestamp: self.ts,
+                marker: i + 1 == n,
+                keyframe,
+                layer: self.index,
+                live_layers: 0b111,
+                layer_sizes: SIZES.map(Some),
+                layer_bitrates: BITRATES,
+                simulcast: true,
+                capture: Some(f64::from(frame) / 30.0),
+                clock_rate: 90_000,
+                vp8: Vp8Descriptor::parse(&payload).ok(),
+                ext: Default::default(),
+                payload: Arc::from(payload),
+                arrival,
+            }));
+            self.seq += 1;
+        }
+        self.ts = self.ts.wrapping_add(3000);
+        self.pid = (self.pid + 1) & 0x7fff;
+        self.tl0 = self.tl0.wrapping_add(1);
+        out
+    }
+}
+
+/// What the client received of one frame (by its outgoing timestamp).
+#[derive(Debug, Default)]
+struct Frame {
+    layers: Vec<u8>,
+    numbers: Vec<u32>,
+    /// When its first packet reached the client (to the step, 1/30 s).
+    at: Duration,
+}
+
+#[test]
+fn follows_a_bandwidth_step_down_and_up() {
+    let mut pair = Pair::with_bwe(Bitrate::kbps(1000), |b| b.set_rtp_mode(true));
+    let link = Link { capacity: 3_000_000, queue: Duration::from_millis(200), delay: Duration::from_millis(20) };
+    pair.link = Some(link);
+    let (mut p, params) = Pair::subscribed_video_on(pair, TRACK);
+    let start = p.now;
+
+    // The publisher's layers, numbered unrelatedly, each starting with a keyframe.
+    let mut layers: Vec<Layer> = [(0u8, 100u64, 5_000u32), (1, 20_000, 700_000), (2, 50_000, 9_000_000)]
+        .into_iter()
+        .map(|(index, seq, ts)| Layer { index, seq, ts, pid: 1000 * u16::from(index), tl0: 0, key_due: true })
+        .collect();
+
+    let drop_at = Duration::from_secs(10);
+    let back_at = Duration::from_secs(20);
+    let end = Duration::from_secs(34);
+
+    let mut frames: BTreeMap<u64, Frame> = BTreeMap::new(); // by extended outgoing sequence number of first packet
+    let mut by_ts: BTreeMap<u32, Frame> = BTreeMap::new();
+    let mut seqs: Vec<u64> = Vec::new();
+    let mut states: Vec<(Duration, StreamState)> = Vec::new();
+    let (mut link_bytes, mut link_dropped) = (0u64, 0usize);
+    let mut frame = 0u32;
+    while p.now - start < end {
+        let t = p.now - start;
+        let capacity = if t < drop_at || t >= back_at { 3_000_000 } else { 400_000 };
+        p.link = Some(Link { capacity, ..link });
+        frame += 1;
+        // Periodic keyframes every 3 s, as encoders do; requested ones below.
+        if frame % 90 == 0 {
+            layers.iter_mut().for_each(|l| l.key_due = true);
+        }
+        let now = p.now;
+        for l in &mut layers {
+            for pkt in l.frame(params, frame, now) {
+                p.peer.handle_forward(&pkt);
+            }
+        }
+        let out = p.run(FRAME);
+        let t = p.now - start;
+        if std::env::var("TRACE_ESTIMATE").is_ok() && frame % 6 == 0 {
+            println!("{:>6.2} s  cap {capacity:>7}  estimate {:?}", t.as_secs_f64(), p.peer.bandwidth_estimate());
+        }
+        for (track, layer) in &out.keyframe_layers {
+            if *track == TRACK {
+                layers[usize::from(*layer)].key_due = true;
+            }
+        }
+        for e in &out.events {
+            if let PeerEvent::StreamState { track, state } = e {
+                assert_eq!(*track, TRACK);
+                states.push((t, *state));
+            }
+        }
+        link_bytes += out.link_bytes;
+        link_dropped += out.link_dropped;
+        for (seq, ts, payload) in out.client_payloads {
+            let n = payload.len();
+            assert!(n >= TRAILER, "a forwarded packet lost its trailer");
+            let layer = payload[n - TRAILER];
+            let number = u32::from_be_bytes(payload[n - 4..].try_into().unwrap());
+            seqs.push(seq);
+            let f = by_ts.entry(ts).or_insert_with(|| Frame { at: t, ..Default::default() });
+            f.layers.push(layer);
+            f.numbers.push(number);
+        }
+    }
+    let _ = &mut frames;
+
+    // Continuity: every frame is made of one layer's packets of one source frame, and frames follow each other in
+    // timestamp order with the source pictures moving forward. At a switch the new layer's keyframe may carry the
+    // picture just shown from the old layer (the layers of one picture arrive together): shown again, sharper.
+    let (mut last_number, mut last_layer) = (0, 0);
+    for (ts, f) in &by_ts {
+        assert!(f.layers.iter().all(|l| *l == f.layers[0]), "frame at ts {ts} mixes layers: {:?}", f.layers);
+        assert!(f.numbers.iter().all(|n| *n == f.numbers[0]), "frame at ts {ts} mixes pictures: {:?}", f.numbers);
+        let switched = f.layers[0] != last_layer;
+        assert!(
+            f.numbers[0] > last_number || (switched && f.numbers[0] == last_number),
+            "picture {} after {last_number} at ts {ts}",
+            f.numbers[0]
+        );
+        (last_number, last_layer) = (f.numbers[0], f.layers[0]);
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+
+    // The layer on screen over time: the layer of each received frame, in order.
+    let timeline: Vec<(Duration, u8)> = by_ts.values().map(|f| (f.at, f.layers[0])).collect();
+    let first_f = timeline.iter().find(|(_, l)| *l == 2).map(|(t, _)| *t);
+    let low_after_drop = timeline.iter().find(|(t, l)| *t >= drop_at && *l == 0).map(|(t, _)| *t);
+    let last_above_low =
+        timeline.iter().filter(|(t, l)| *t >= drop_at && *t < back_at && *l > 0).map(|(t, _)| *t).max();
+    let f_after_back = timeline.iter().find(|(t, l)| *t >= back_at && *l == 2).map(|(t, _)| *t);
+    // The longest time without a new frame around each switch (frozen picture).
+    let mut frozen = Duration::ZERO;
+    for w in timeline.windows(2) {
+        if w[0].1 != w[1].1 {
+            frozen = frozen.max(w[1].0 - w[0].0);
+        }
+    }
+    println!(
+        "first f at {first_f:?}; drop at {drop_at:?}: q from {low_after_drop:?} (last h/f frame {last_above_low:?}); \
+         back at {back_at:?}: f from {f_after_back:?}; longest gap at a switch {frozen:?}; \
+         frames received {}, link bytes {link_bytes}, dropped by the link queue {link_dropped}; states {states:?}",
+        by_ts.len()
+    );
+
+    let first_f = first_f.expect("the full layer was reached on the 3 Mbit/s link");
+    assert!(first_f < drop_at, "the full layer came only at {first_f:?}");
+    let low = low_after_drop.expect("the low layer after the drop");
+    assert!(low - drop_at <= Duration::from_secs(2), "on the low layer only {:?} after the drop", low - drop_at);
+    let settled = last_above_low.map_or(drop_at, |t| t.max(drop_at));
+    assert!(settled - drop_at <= Duration::from_secs(2), "h or f frames until {settled:?} after the drop");
+    let f = f_after_back.expect("back on the full layer");
+    assert!(f - back_at <= Duration::from_secs(10), "back on the full layer only {:?} after the link", f - back_at);
+    assert!(states.iter().any(|(_, s)| *s == StreamState::Active { layer: Some(0) }), "told about q: {states:?}");
+    assert!(!states.iter().any(|(_, s)| *s == StreamState::Paused), "400 kbit/s carries q: never paused");
+}
