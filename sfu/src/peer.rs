@@ -765,37 +765,35 @@ impl Peer {
                 self.close(CloseReason::Disconnected);
             }
             Event::Closed => self.close(CloseReason::Disconnected),
-            Event::MediaAdded(m) => {
-                if m.direction.is_receiving() && !self.tracks_in.contains_key(&m.mid) {
-                    let id = TrackId::random();
-                    info!(peer = %self.id, track = %id, mid = %m.mid, kind = ?m.kind, "track published");
-                    self.tracks_in.insert(
-                        m.mid,
-                        TrackIn {
-                            id,
-                            kind: m.kind,
-                            rids: m
-                                .simulcast
-                                .as_ref()
-                                .map(|s| s.recv.iter().map(|l| l.rid.to_string()).collect())
-                                .unwrap_or_default(),
-                            layers: LayerTracker::default(),
-                            sizes: [None; 3],
-                            level: None,
-                            params: None,
-                            last_keyframe_request: [None; 3],
-                            keyframe_pending: [false; 3],
-                            demands: HashMap::new(),
-                            active: 0b111,
-                            fewer_since: None,
-                        },
-                    );
-                    self.queue.push_back(PeerOutput::Event(PeerEvent::TrackPublished {
-                        track: id,
-                        mid: m.mid.to_string(),
+            Event::MediaAdded(m) if m.direction.is_receiving() && !self.tracks_in.contains_key(&m.mid) => {
+                let id = TrackId::random();
+                info!(peer = %self.id, track = %id, mid = %m.mid, kind = ?m.kind, "track published");
+                self.tracks_in.insert(
+                    m.mid,
+                    TrackIn {
+                        id,
                         kind: m.kind,
-                    }));
-                }
+                        rids: m
+                            .simulcast
+                            .as_ref()
+                            .map(|s| s.recv.iter().map(|l| l.rid.to_string()).collect())
+                            .unwrap_or_default(),
+                        layers: LayerTracker::default(),
+                        sizes: [None; 3],
+                        level: None,
+                        params: None,
+                        last_keyframe_request: [None; 3],
+                        keyframe_pending: [false; 3],
+                        demands: HashMap::new(),
+                        active: 0b111,
+                        fewer_since: None,
+                    },
+                );
+                self.queue.push_back(PeerOutput::Event(PeerEvent::TrackPublished {
+                    track: id,
+                    mid: m.mid.to_string(),
+                    kind: m.kind,
+                }));
             }
             Event::MediaChanged(_) => self.check_unpublished(),
             Event::MediaEgressStats(stats) => {

@@ -136,7 +136,7 @@ fn follows_a_bandwidth_step_down_and_up() {
         p.link = Some(Link { capacity, ..link });
         frame += 1;
         // Periodic keyframes every 3 s, as encoders do; requested ones below.
-        if frame % 90 == 0 {
+        if frame.is_multiple_of(90) {
             layers.iter_mut().for_each(|l| l.key_due = true);
         }
         let now = p.now;
@@ -147,7 +147,7 @@ fn follows_a_bandwidth_step_down_and_up() {
         }
         let out = p.run(FRAME);
         let t = p.now - start;
-        if std::env::var("TRACE_ESTIMATE").is_ok() && frame % 6 == 0 {
+        if std::env::var("TRACE_ESTIMATE").is_ok() && frame.is_multiple_of(6) {
             println!("{:>6.2} s  cap {capacity:>7}  estimate {:?}", t.as_secs_f64(), p.peer.bandwidth_estimate());
         }
         for (track, layer) in &out.keyframe_layers {
