@@ -407,6 +407,7 @@ impl Peer {
     fn allocate(&mut self, now: Instant) {
         self.next_allocation = if self.downtracks.is_empty() { None } else { Some(now + ALLOCATE_INTERVAL) };
         if self.config.bwe_initial.is_none() {
+            self.report_changes();
             return;
         }
         let inputs: Vec<_> = self.downtracks.iter().filter_map(|d| d.allocator_input()).collect();
