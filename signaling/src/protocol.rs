@@ -419,5 +419,39 @@ mod tests {
             r#"{"type":"error","code":"unknown_type","message":"unknown message type \"dance\"","req_type":"dance"}"#
         );
         assert_eq!(ServerMsg::Pong { ts: serde_json::json!(1) }.to_json(), r#"{"type":"pong","ts":1}"#);
+        // The examples of docs/protocol.md.
+        let active = ServerMsg::StreamState {
+            track_id: "TR_4mZk2LpQ".into(),
+            state: "active",
+            layer: Some(Some("h")),
+            reason: None,
+        };
+        assert_eq!(
+            active.to_json(),
+            r#"{"type":"stream_state","track_id":"TR_4mZk2LpQ","state":"active","layer":"h"}"#
+        );
+        let plain =
+            ServerMsg::StreamState { track_id: "TR_1".into(), state: "active", layer: Some(None), reason: None };
+        assert_eq!(plain.to_json(), r#"{"type":"stream_state","track_id":"TR_1","state":"active","layer":null}"#);
+        let paused = ServerMsg::StreamState {
+            track_id: "TR_4mZk2LpQ".into(),
+            state: "paused",
+            layer: None,
+            reason: Some("bandwidth"),
+        };
+        assert_eq!(
+            paused.to_json(),
+            r#"{"type":"stream_state","track_id":"TR_4mZk2LpQ","state":"paused","reason":"bandwidth"}"#
+        );
+        let layers = ServerMsg::SetLayers {
+            track_id: "TR_4mZk2LpQ".into(),
+            layers: [("q", true), ("h", true), ("f", false)]
+                .map(|(rid, active)| LayerActive { rid: rid.into(), active })
+                .to_vec(),
+        };
+        assert_eq!(
+            layers.to_json(),
+            r#"{"type":"set_layers","track_id":"TR_4mZk2LpQ","layers":[{"rid":"q","active":true},{"rid":"h","active":true},{"rid":"f","active":false}]}"#
+        );
     }
 }
