@@ -128,7 +128,7 @@ fn follows_a_bandwidth_step_down_and_up() {
     let mut by_ts: BTreeMap<u32, Frame> = BTreeMap::new();
     let mut seqs: Vec<u64> = Vec::new();
     let mut states: Vec<(Duration, StreamState)> = Vec::new();
-    let (mut link_bytes, mut link_dropped) = (0u64, 0usize);
+    let (mut link_bytes, mut link_dropped, mut media_bytes, mut media_packets) = (0u64, 0usize, 0u64, 0u64);
     let mut frame = 0u32;
     while p.now - start < end {
         let t = p.now - start;
@@ -165,6 +165,8 @@ fn follows_a_bandwidth_step_down_and_up() {
         link_dropped += out.link_dropped;
         for (seq, ts, payload) in out.client_payloads {
             let n = payload.len();
+            media_bytes += n as u64;
+            media_packets += 1;
             assert!(n >= TRAILER, "a forwarded packet lost its trailer");
             let layer = payload[n - TRAILER];
             let number = u32::from_be_bytes(payload[n - 4..].try_into().unwrap());
@@ -211,7 +213,8 @@ fn follows_a_bandwidth_step_down_and_up() {
     println!(
         "first f at {first_f:?}; drop at {drop_at:?}: q from {low_after_drop:?} (last h/f frame {last_above_low:?}); \
          back at {back_at:?}: f from {f_after_back:?}; longest gap at a switch {frozen:?}; \
-         frames received {}, link bytes {link_bytes}, dropped by the link queue {link_dropped}; states {states:?}",
+         frames received {}, link bytes {link_bytes} for {media_bytes} bytes of media payload in {media_packets} \
+         packets, dropped by the link queue {link_dropped}; states {states:?}",
         by_ts.len()
     );
 
