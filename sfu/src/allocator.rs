@@ -281,6 +281,8 @@ impl Allocator {
             .iter()
             .zip(&fits_up)
             .map(|(t, fit)| match before.get(&t.track) {
+                // No estimate: every track gets what it wants, whatever it had.
+                _ if estimate.is_none() => *fit,
                 Some(Allocation::Layer(l)) => {
                     let top = levels(t);
                     Allocation::Layer((*l).min(top.0[top.1 - 1]))
@@ -480,6 +482,16 @@ mod tests {
         let d = a.update(Instant::now(), &[camera(1, Some(2)), camera(2, Some(0)), camera(3, None)]);
         assert_eq!(d.changes, vec![(TrackId(1), Allocation::Layer(2)), (TrackId(2), Allocation::Layer(0))]);
         assert_eq!(d.wish, None, "nothing to ask an estimator that is not there");
+    }
+
+    #[test]
+    fn no_estimate_follows_the_wish_both_ways() {
+        let mut a = Allocator::default();
+        let t0 = Instant::now();
+        a.update(t0, &[camera(1, Some(0))]);
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)));
+        let d = a.update(t0 + MS, &[camera(1, Some(2))]);
+        assert_eq!(d.changes, vec![(TrackId(1), Allocation::Layer(2))], "a bigger tile gets the full layer at once");
     }
 
     #[test]
