@@ -45,6 +45,10 @@ pub const PAUSE_HOLD: Duration = Duration::from_secs(2);
 pub const LOSS_CONGESTED: f32 = 0.1;
 /// How long a loss report caps the estimate.
 pub const LOSS_MEMORY: Duration = Duration::from_secs(2);
+/// No probe for this long after a cut.
+pub const CUT_QUIET: Duration = Duration::from_secs(2);
+/// How long after a probe loss reports are still blamed on it.
+pub const PROBE_LOSS_LAG: Duration = Duration::from_secs(1);
 /// How long a probe may take to raise the estimate enough for the next step.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// First wait after a failed probe.
@@ -136,6 +140,10 @@ pub struct Allocator {
     /// What the last allocation cost (bits per second), and the ceiling a loss report put on the estimate.
     last_cost: u64,
     loss_cap: Option<(Instant, u64)>,
+    /// When the last probe ended (loss then is the probe's own doing for a while).
+    probe_ended: Option<Instant>,
+    /// Was a probe running when the last wish was made?
+    wish_probing: bool,
 }
 
 impl Default for Allocator {
@@ -150,6 +158,8 @@ impl Default for Allocator {
             last_wish: None,
             last_cost: 0,
             loss_cap: None,
+            probe_ended: None,
+            wish_probing: false,
         }
     }
 }
@@ -221,7 +231,11 @@ impl Allocator {
 
     /// The subscriber reported losing `fraction` of the packets sent to it (RTCP receiver report).
     pub fn report_loss(&mut self, now: Instant, fraction: f32) {
-        if fraction >= LOSS_CONGESTED && self.last_cost > 0 {
+        // A probe overfills the link on purpose; the estimator reads its outcome. Loss during a probe, or just
+        // after one (reports lag), says nothing about what the media alone can have.
+        let probe_loss =
+            self.probing() || self.probe_ended.is_some_and(|t| now.saturating_duration_since(t) < PROBE_LOSS_LAG);
+        if fraction >= LOSS_CONGESTED && self.last_cost > 0 && !probe_loss {
             let cap = (self.last_cost as f64 * (1.0 - f64::from(fraction.min(1.0)))) as u64;
             // A second report while one holds lowers the cap only.
             let cap = match self.loss_cap {
@@ -258,6 +272,15 @@ impl Allocator {
 
     /// Decide again, at `now`, for the subscriber's `tracks` (audio and video).
     pub fn update(&mut self, now: Instant, tracks: &[TrackInput]) -> Decision {
+        let was_probing = self.probing();
+        let decision = self.decide(now, tracks);
+        if was_probing && !self.probing() {
+            self.probe_ended = Some(now);
+        }
+        decision
+    }
+
+    fn decide(&mut self, now: Instant, tracks: &[TrackInput]) -> Decision {
         let mut video: Vec<&TrackInput> =
             tracks.iter().filter(|t| t.priority != Priority::Audio && t.wanted.is_some()).collect();
         video.sort_by_key(|t| (t.priority, t.track.0));
@@ -320,9 +343,12 @@ impl Allocator {
                     };
                 }
                 self.better_since = None;
-                if self.probing() {
-                    self.probe = Probe::Idle { next: Some(now + self.backoff) };
-                }
+                // After a cut the link is congested: no probe for a while.
+                let quiet = now + self.backoff.max(CUT_QUIET);
+                self.probe = match self.probe {
+                    Probe::Idle { next } => Probe::Idle { next: Some(next.map_or(quiet, |n| n.max(quiet))) },
+                    Probe::Running { .. } => Probe::Idle { next: Some(quiet) },
+                };
             } else if better {
                 self.pause_since = None;
                 let since = *self.better_since.get_or_insert(now);
@@ -372,12 +398,11 @@ impl Allocator {
             };
             // Only a change of allocation or probe state is a new wish; measured costs drift all the time, and
             // every raise of `desired` would start another probe.
-            let changed = match self.last_wish {
-                None => true,
-                Some(last) => !decision.changes.is_empty() || (last.min < last.desired) != (wish.min < wish.desired),
-            };
+            let probing = self.probing();
+            let changed = self.last_wish.is_none() || !decision.changes.is_empty() || probing != self.wish_probing;
             if changed && self.last_wish != Some(wish) {
                 self.last_wish = Some(wish);
+                self.wish_probing = probing;
                 decision.wish = Some(wish);
             }
         }

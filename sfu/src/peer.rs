@@ -419,6 +419,7 @@ impl Peer {
             }
         }
         if let Some(wish) = decision.wish {
+            debug!(peer = %self.id, ?wish, "bitrate wish");
             self.rtc.bwe().set_bitrate(Bitrate::bps(wish.min), Bitrate::bps(wish.desired));
         }
         self.report_changes();

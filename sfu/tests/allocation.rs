@@ -220,6 +220,8 @@ fn follows_a_bandwidth_step_down_and_up() {
 
     let first_f = first_f.expect("the full layer was reached on the 3 Mbit/s link");
     assert!(first_f < drop_at, "the full layer came only at {first_f:?}");
+    let before_drop = timeline.iter().rev().find(|(t, _)| *t < drop_at).map(|(_, l)| *l);
+    assert_eq!(before_drop, Some(2), "on the full layer when the link shrinks: {states:?}");
     let low = low_after_drop.expect("the low layer after the drop");
     assert!(low - drop_at <= Duration::from_secs(2), "on the low layer only {:?} after the drop", low - drop_at);
     let settled = last_above_low.map_or(drop_at, |t| t.max(drop_at));
