@@ -19,6 +19,22 @@
 //! - one **reader** task per remote track, feeding packets to a [`VideoReceiver`] or
 //!   [`AudioReceiver`] under the track id that `subscribed` gave its m-line.
 //!
+//! # Simulcast, dynacast, adaptive stream
+//!
+//! With [`ClientOptions::simulcast`] the video track is sent as up to three synthetic layers
+//! ([`crate::simulcast`]): one encoding per RID on one m-line (`a=rid:q send` … `a=simulcast:send
+//! q;h;f`), each packet carrying the `sdes:mid` and `sdes:rtp-stream-id` header extensions so the
+//! server can map each SSRC to its layer. The server's `set_layers` pauses and resumes layers (a
+//! resumed layer starts with a keyframe); a PLI/FIR for one layer's SSRC makes a keyframe on that
+//! layer only. A subscriber records `stream_state` messages, and with
+//! [`ClientOptions::max_video_size`] sends `track_settings` for every video track it receives.
+//!
+//! # Behind the impairment relay
+//!
+//! [`ClientOptions::udp_via`] rewrites the server's ICE candidates (in its SDP, and any trickled
+//! ones) to another address, the [`crate::relay::Relay`]'s; the ICE-lite server then learns the
+//! relay's upstream address as a peer-reflexive candidate from the first STUN request.
+//!
 //! The webrtc-rs driver never blocks on a slow reader: it drops packets when a track's queue
 //! (256) is full. So [`Client::set_media_reading`]`(false)` makes a subscriber that stops
 //! *consuming* media, but it keeps sending RTCP receiver reports from the interceptors; to the
@@ -26,14 +42,14 @@
 //! emulator.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet as InterceptorPacket, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_twcc,
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
 };
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -58,12 +74,16 @@ use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
 
 use crate::audio::{AudioError, AudioReceiver, AudioSource, DEFAULT_BITRATE_BPS, FRAME_DURATION, FRAME_SAMPLES};
 use crate::frame::{VideoConfig, VideoReceiver, VideoSource, Vp8Packetizer};
-use crate::report::{AudioTrackReport, PublishedReport, Report, TrackReport, VideoTrackReport};
-use crate::signal::{
-    AnswerAction, ClientMessage, Incoming, Joined, MediaKind, Negotiation, OfferTrack, ParticipantInfo, ServerMessage,
-    ServerOfferAction, SignalConnection, SignalError, Subscription, Subscriptions, TrackInfo, TrackSource,
-    PROTOCOL_VERSION,
+use crate::report::{
+    AudioTrackReport, LayerSentReport, PublishedReport, Report, SetLayersReport, StreamStateReport, TrackReport,
+    VideoTrackReport,
 };
+use crate::signal::{
+    rewrite_candidate, rewrite_candidates, AnswerAction, ClientMessage, Incoming, Joined, LayerActive, MediaKind,
+    Negotiation, OfferTrack, ParticipantInfo, ServerMessage, ServerOfferAction, SignalConnection, SignalError,
+    Subscription, Subscriptions, TrackInfo, TrackSource, PROTOCOL_VERSION,
+};
+use crate::simulcast::{SimulcastConfig, SimulcastError, SimulcastSource};
 
 /// How a [`Client`] behaves.
 #[derive(Debug, Clone)]
@@ -87,6 +107,18 @@ pub struct ClientOptions {
     pub join_timeout: Duration,
     /// Keepalive interval (the protocol says 10 s; the server closes after 30 s of silence).
     pub ping_interval: Duration,
+    /// Send the video track as these simulcast layers (with `publish_video`); `None`: one stream.
+    pub simulcast: Option<SimulcastConfig>,
+    /// Send media to this address instead of the server's: every server ICE candidate (from its
+    /// SDP and trickled) is rewritten to it. Point it at a [`crate::relay::Relay`].
+    pub udp_via: Option<SocketAddr>,
+    /// Right after each `subscribed` for a video track, send `track_settings` with this render
+    /// size (width, height), as an app showing it in a tile of that size would.
+    pub max_video_size: Option<(u16, u16)>,
+    /// Negotiate transport-wide congestion control (TWCC feedback for what this client receives,
+    /// sequence numbers on what it sends), which the server's bandwidth estimator needs. Off by
+    /// default: see the note in `build_peer_connection`.
+    pub twcc: bool,
 }
 
 impl Default for ClientOptions {
@@ -101,6 +133,10 @@ impl Default for ClientOptions {
             udp_addr: None,
             join_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(10),
+            simulcast: None,
+            udp_via: None,
+            max_video_size: None,
+            twcc: false,
         }
     }
 }
@@ -172,6 +208,24 @@ pub enum ClientEvent {
         /// Its kind.
         kind: MediaKind,
     },
+    /// The server asked this publisher to send only some simulcast layers (`set_layers`).
+    SetLayers {
+        /// The publisher's own track.
+        track_id: String,
+        /// The layers as the server set them.
+        layers: Vec<LayerActive>,
+    },
+    /// What this subscriber receives of a track changed (`stream_state`).
+    StreamState {
+        /// The received track.
+        track_id: String,
+        /// `active` or `paused`.
+        state: String,
+        /// When active: the RID forwarded.
+        layer: Option<String>,
+        /// When paused: why.
+        reason: Option<String>,
+    },
     /// The peer connection changed state (`connected`, `failed`, …).
     ConnectionState(String),
     /// The server reported an error, or a local negotiation step failed (`code` = `local`).
@@ -229,6 +283,9 @@ pub enum ClientError {
     /// libopus failed.
     #[error(transparent)]
     Audio(#[from] AudioError),
+    /// The simulcast configuration cannot be sent.
+    #[error(transparent)]
+    Simulcast(#[from] SimulcastError),
     /// Nothing of this kind is published.
     #[error("no {0} track is published")]
     NotPublished(MediaKind),
@@ -253,6 +310,10 @@ fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
+fn now_ms() -> u64 {
+    now_us() / 1000
+}
+
 fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
     // A panic in another holder does not make the counters meaningless; keep going.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -267,6 +328,41 @@ struct SentCounters {
     video_frames: AtomicU64,
     video_packets: AtomicU64,
     errors: AtomicU64,
+    /// Simulcast: one per layer of the configuration.
+    layers: Vec<LayerCounters>,
+}
+
+#[derive(Debug)]
+struct LayerCounters {
+    rid: String,
+    width: u16,
+    height: u16,
+    frames: AtomicU64,
+    packets: AtomicU64,
+    keyframes: AtomicU64,
+    active: AtomicBool,
+}
+
+impl SentCounters {
+    fn new(simulcast: Option<&SimulcastConfig>) -> Self {
+        let layers = simulcast
+            .map(|c| {
+                c.layers
+                    .iter()
+                    .map(|l| LayerCounters {
+                        rid: l.rid.clone(),
+                        width: l.width,
+                        height: l.height,
+                        frames: AtomicU64::new(0),
+                        packets: AtomicU64::new(0),
+                        keyframes: AtomicU64::new(0),
+                        active: AtomicBool::new(true),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self { layers, ..Self::default() }
+    }
 }
 
 enum RxMedia {
@@ -293,6 +389,8 @@ struct Shared {
     room: String,
     rx: StdMutex<RxState>,
     sent: SentCounters,
+    set_layers: StdMutex<Vec<SetLayersReport>>,
+    stream_states: StdMutex<Vec<StreamStateReport>>,
 }
 
 impl Shared {
@@ -365,7 +463,23 @@ impl Shared {
                 video_frames_sent: self.sent.video_frames.load(Ordering::Relaxed),
                 video_packets_sent: self.sent.video_packets.load(Ordering::Relaxed),
                 send_errors: self.sent.errors.load(Ordering::Relaxed),
+                video_layers: self
+                    .sent
+                    .layers
+                    .iter()
+                    .map(|l| LayerSentReport {
+                        rid: l.rid.clone(),
+                        width: l.width,
+                        height: l.height,
+                        frames_sent: l.frames.load(Ordering::Relaxed),
+                        packets_sent: l.packets.load(Ordering::Relaxed),
+                        keyframes_sent: l.keyframes.load(Ordering::Relaxed),
+                        active: l.active.load(Ordering::Relaxed),
+                    })
+                    .collect(),
+                set_layers: lock(&self.set_layers).clone(),
             },
+            stream_states: lock(&self.stream_states).clone(),
         }
     }
 }
@@ -408,6 +522,9 @@ impl Client {
     /// and starts publishing what `options` asks for. Returns once `joined` arrived; media starts
     /// when ICE and DTLS are up (see [`Client::wait_connected`]).
     pub async fn connect(url: &str, token: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        if let Some(simulcast) = &options.simulcast {
+            simulcast.validate()?;
+        }
         let mut conn = SignalConnection::connect(url).await?;
         conn.send(&ClientMessage::Join {
             v: PROTOCOL_VERSION,
@@ -443,14 +560,16 @@ impl Client {
             participant_id: joined.participant.id.clone(),
             room: joined.room.clone(),
             rx: StdMutex::new(RxState::default()),
-            sent: SentCounters::default(),
+            sent: SentCounters::new(options.simulcast.as_ref().filter(|_| options.publish_video)),
+            set_layers: StdMutex::new(Vec::new()),
+            stream_states: StdMutex::new(Vec::new()),
         });
 
         let (pc_tx, pc_rx) = mpsc::unbounded_channel();
         let (conn_state_tx, conn_state_rx) = watch::channel(RTCPeerConnectionState::New);
         let handler = Arc::new(PcHandler { tx: pc_tx, state: conn_state_tx });
         let udp_addr = options.udp_addr.unwrap_or_else(|| default_udp_addr(url));
-        let pc = build_peer_connection(handler, udp_addr).await?;
+        let pc = build_peer_connection(handler, udp_addr, options.simulcast.is_some(), options.twcc).await?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let _ = events_tx.send(ClientEvent::Joined(joined.clone()));
@@ -588,6 +707,23 @@ impl Client {
         self.command(|tx| Command::Send(msg, tx)).await
     }
 
+    /// Sends `track_settings` for a received video track: render `size` (width, height; `None`
+    /// lifts the limit) or `hidden`.
+    pub async fn set_track_settings(
+        &self,
+        track_id: &str,
+        size: Option<(u16, u16)>,
+        hidden: bool,
+    ) -> Result<(), ClientError> {
+        self.send(ClientMessage::TrackSettings {
+            track_id: track_id.to_owned(),
+            width: size.map(|s| s.0),
+            height: size.map(|s| s.1),
+            hidden,
+        })
+        .await
+    }
+
     /// Sends a raw text frame (for malformed-input tests).
     pub async fn send_text(&self, text: impl Into<String>) -> Result<(), ClientError> {
         let text = text.into();
@@ -679,13 +815,24 @@ impl PeerConnectionEventHandler for PcHandler {
 async fn build_peer_connection(
     handler: Arc<PcHandler>,
     udp_addr: SocketAddr,
+    simulcast: bool,
+    twcc: bool,
 ) -> Result<Arc<dyn PeerConnection>, ClientError> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
-    // NACK (generator + responder), RTCP SR/RR, full TWCC (sender + receiver), and
-    // keyframe requests delivered to the sender tasks.
+    if simulcast {
+        // sdes:mid, sdes:rtp-stream-id and repaired-rtp-stream-id on video m-lines: the server
+        // maps each layer's SSRC by mid + rid (no a=ssrc lines for simulcast encodings).
+        configure_simulcast_extension_headers(&mut media_engine)?;
+    }
+    // NACK (generator + responder), RTCP SR/RR, TWCC when asked for, and keyframe requests
+    // delivered to the sender tasks.
     let registry = configure_nack(Registry::new(), &mut media_engine);
-    let registry = configure_twcc(registry, &mut media_engine)?;
+    // TWCC is off unless asked for: webrtc-rs 0.21's feedback makes the server's send-side
+    // estimate collapse at the start of a call (its bandwidth probes measure ~300 kbit/s on loopback, where
+    // Chrome's feedback gives 2 Mbit/s), which would have the server's allocator pause video on a clean link.
+    // Without TWCC the server has no estimate for this client and forwards what its settings want.
+    let registry = if twcc { configure_twcc(registry, &mut media_engine)? } else { registry };
     let registry = configure_rtcp_reports(registry);
     let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
 
@@ -773,6 +920,8 @@ struct Publisher {
     negotiated: watch::Sender<bool>,
     muted: watch::Sender<bool>,
     stop: watch::Sender<bool>,
+    /// Simulcast: which layers to send (from `set_layers`), by spatial index.
+    layers: Option<watch::Sender<Vec<bool>>>,
     task: JoinHandle<()>,
 }
 
@@ -832,7 +981,12 @@ async fn wait_ready(
 struct SenderTask {
     track: Arc<TrackLocalStaticRTP>,
     sender: Arc<dyn RtpSender>,
+    transceiver: Arc<dyn RtpTransceiver>,
     ssrc: u32,
+    /// Simulcast: the SSRC of each layer (`ssrc` is the first).
+    layer_ssrcs: Vec<u32>,
+    /// Simulcast: which layers to send.
+    active_layers: watch::Receiver<Vec<bool>>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     muted: watch::Receiver<bool>,
@@ -958,6 +1112,142 @@ impl SenderTask {
         }
         debug!(ssrc = self.ssrc, "video sender stopped");
     }
+
+    /// The simulcast video sender: every frame interval, one frame per active layer, each layer
+    /// on its own SSRC with the mid and rid header extensions.
+    async fn run_simulcast(mut self, video: VideoConfig, config: SimulcastConfig) {
+        if !wait_ready(&mut self.stop, &mut self.negotiated, &mut self.connection).await {
+            return;
+        }
+        let pt = negotiated_payload_type(&self.sender, MIME_TYPE_VP8).await.unwrap_or(96);
+        let (mid_ext, rid_ext) = simulcast_extension_ids(&self.sender).await;
+        let mid = self.transceiver.mid().await.ok().flatten().unwrap_or_default();
+        if mid_ext.is_none() || rid_ext.is_none() {
+            warn!(?mid_ext, ?rid_ext, "mid/rid header extensions not negotiated; the server may not see the layers");
+        }
+        let mut source = SimulcastSource::new(&config, &video, rand::random());
+        let mut packetizers: Vec<Vp8Packetizer> = self
+            .layer_ssrcs
+            .iter()
+            .map(|&ssrc| {
+                let mut p = Vp8Packetizer::new(ssrc, pt, rand::random(), rand::random());
+                p.set_max_payload(video.max_rtp_payload);
+                p
+            })
+            .collect();
+        let rids: Vec<bytes::Bytes> = config.layers.iter().map(|l| bytes::Bytes::from(l.rid.clone())).collect();
+        let mid = bytes::Bytes::from(mid);
+        let mut tick = tokio::time::interval(source.frame_interval());
+        let mut last_forced: Vec<Option<Instant>> = vec![None; self.layer_ssrcs.len()];
+        let mut feedback_open = true;
+        let mut layers_open = true;
+        debug!(ssrcs = ?self.layer_ssrcs, pt, ?mid_ext, ?rid_ext, "simulcast sender started");
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.stop.changed() => break,
+                r = self.active_layers.changed(), if layers_open => {
+                    if r.is_err() {
+                        layers_open = false;
+                        continue;
+                    }
+                    let active = self.active_layers.borrow_and_update().clone();
+                    for (i, on) in active.iter().enumerate() {
+                        if source.set_active(i as u8, *on) {
+                            info!(layer = i, active = on, "simulcast layer switched");
+                        }
+                    }
+                    continue;
+                }
+                event = self.track.poll(), if feedback_open => {
+                    match event {
+                        Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                            for ssrc in packets.iter().flat_map(|p| keyframe_request_ssrcs(p.as_ref())) {
+                                let Some(layer) = self.layer_ssrcs.iter().position(|s| *s == ssrc) else { continue };
+                                // At most one per 250 ms per layer; SFUs repeat them.
+                                if last_forced[layer].is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
+                                    debug!(ssrc, layer, "keyframe requested");
+                                    source.request_keyframe(layer as u8);
+                                    last_forced[layer] = Some(Instant::now());
+                                }
+                            }
+                        }
+                        Some(_) => {}
+                        None => feedback_open = false,
+                    }
+                    continue;
+                }
+            }
+            if *self.stop.borrow() {
+                break;
+            }
+            if *self.muted.borrow() {
+                continue;
+            }
+            let mut any_ok = false;
+            for lf in source.next_frames(now_us()) {
+                let layer = usize::from(lf.layer);
+                let Some(packetizer) = packetizers.get_mut(layer) else { continue };
+                let mut ok = true;
+                for mut packet in packetizer.packetize(&lf.frame.data, lf.frame.rtp_timestamp) {
+                    for (id, value) in [(mid_ext, &mid), (rid_ext, &rids[layer])] {
+                        if let Some(id) = id {
+                            if packet.header.set_extension(id, value.clone()).is_err() {
+                                self.shared.sent.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    match self.track.write_rtp(packet).await {
+                        Ok(()) => {
+                            self.shared.sent.video_packets.fetch_add(1, Ordering::Relaxed);
+                            if let Some(c) = self.shared.sent.layers.get(layer) {
+                                c.packets.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(_) => {
+                            ok = false;
+                            self.shared.sent.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                if ok {
+                    any_ok = true;
+                    if let Some(c) = self.shared.sent.layers.get(layer) {
+                        c.frames.fetch_add(1, Ordering::Relaxed);
+                        if lf.frame.keyframe {
+                            c.keyframes.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            if any_ok {
+                // One captured frame, however many layers carried it.
+                self.shared.sent.video_frames.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        debug!(ssrcs = ?self.layer_ssrcs, "simulcast sender stopped");
+    }
+}
+
+/// The SSRCs a PLI or FIR asks a keyframe of.
+fn keyframe_request_ssrcs(packet: &dyn rtc::rtcp::Packet) -> Vec<u32> {
+    let any = packet.as_any();
+    if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+        return vec![pli.media_ssrc];
+    }
+    if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+        return fir.fir.iter().map(|e| e.ssrc).collect();
+    }
+    Vec::new()
+}
+
+/// The negotiated ids of the `sdes:mid` and `sdes:rtp-stream-id` header extensions on `sender`.
+async fn simulcast_extension_ids(sender: &Arc<dyn RtpSender>) -> (Option<u8>, Option<u8>) {
+    let Ok(params) = sender.get_parameters().await else { return (None, None) };
+    let id = |uri: &str| {
+        params.rtp_parameters.header_extensions.iter().find(|e| e.uri == uri).and_then(|e| u8::try_from(e.id).ok())
+    };
+    (id("urn:ietf:params:rtp-hdrext:sdes:mid"), id("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1108,16 +1398,40 @@ impl Session {
         };
         let n = self.publishers.len();
         let id = format!("{}-{kind}-{n}", self.shared.identity);
+        let simulcast = self.options.simulcast.clone().filter(|_| kind == MediaKind::Video);
+        // One encoding, or one per simulcast layer (each with its own SSRC and RID).
+        let codings: Vec<RTCRtpEncodingParameters> = match &simulcast {
+            None => vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: codec_for(kind),
+                ..Default::default()
+            }],
+            Some(config) => config
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        rid: l.rid.clone(),
+                        ssrc: Some(if i == 0 { ssrc } else { rand::random() }),
+                        ..Default::default()
+                    },
+                    codec: codec_for(kind),
+                    max_bitrate: l.bitrate_bps,
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let layer_ssrcs: Vec<u32> = match &simulcast {
+            None => Vec::new(),
+            Some(_) => codings.iter().filter_map(|c| c.rtp_coding_parameters.ssrc).collect(),
+        };
         let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             format!("{}-stream", self.shared.identity),
             id.clone(),
             id,
             rtc_kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                codec: codec_for(kind),
-                ..Default::default()
-            }],
+            codings,
         )));
         // Always a new transceiver: add_track would (per the spec) reuse a recvonly m-line the
         // server created for a subscription, turning it into a publication.
@@ -1136,21 +1450,29 @@ impl Session {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (neg_tx, neg_rx) = watch::channel(false);
         let (muted_tx, muted_rx) = watch::channel(false);
+        let (layers_tx, layers_rx) = watch::channel(vec![true; layer_ssrcs.len()]);
+        for l in &self.shared.sent.layers {
+            l.active.store(true, Ordering::Relaxed);
+        }
         let task = SenderTask {
             track,
             sender: Arc::clone(&sender),
+            transceiver: Arc::clone(&transceiver),
             ssrc,
+            layer_ssrcs,
+            active_layers: layers_rx,
             shared: Arc::clone(&self.shared),
             stop: stop_rx,
             negotiated: neg_rx,
             muted: muted_rx,
             connection: self.connection.clone(),
         };
-        let task = match kind {
-            MediaKind::Audio => tokio::spawn(task.run_audio(self.options.audio_bitrate_bps)),
-            MediaKind::Video => tokio::spawn(task.run_video(self.options.video.clone())),
+        let task = match (kind, simulcast.clone()) {
+            (MediaKind::Audio, _) => tokio::spawn(task.run_audio(self.options.audio_bitrate_bps)),
+            (MediaKind::Video, None) => tokio::spawn(task.run_video(self.options.video.clone())),
+            (MediaKind::Video, Some(config)) => tokio::spawn(task.run_simulcast(self.options.video.clone(), config)),
         };
-        info!(%kind, ssrc, "publishing");
+        info!(%kind, ssrc, simulcast = simulcast.is_some(), "publishing");
         self.publishers.push(Publisher {
             kind,
             transceiver,
@@ -1161,6 +1483,7 @@ impl Session {
             negotiated: neg_tx,
             muted: muted_tx,
             stop: stop_tx,
+            layers: simulcast.map(|_| layers_tx),
             task,
         });
         self.neg.request_offer();
@@ -1322,7 +1645,16 @@ impl Session {
         Ok(())
     }
 
+    /// The server's SDP, its candidates pointed at `udp_via` when set.
+    fn server_sdp(&self, sdp: String) -> String {
+        match self.options.udp_via {
+            Some(via) => rewrite_candidates(&sdp, via),
+            None => sdp,
+        }
+    }
+
     async fn answer_offer(&mut self, id: u64, sdp: String) -> Result<(), ClientError> {
+        let sdp = self.server_sdp(sdp);
         trace!(id, %sdp, "server offer");
         let offer = RTCSessionDescription::offer(sdp)?;
         self.pc.set_remote_description(offer).await?;
@@ -1348,6 +1680,7 @@ impl Session {
     }
 
     async fn apply_answer(&mut self, sdp: String) -> Result<(), ClientError> {
+        let sdp = self.server_sdp(sdp);
         trace!(%sdp, "server answer");
         let answer = RTCSessionDescription::answer(sdp)?;
         self.pc.set_remote_description(answer).await?;
@@ -1384,6 +1717,18 @@ impl Session {
                 let sub = Subscription { track_id, participant_id, kind, mid };
                 info!(track = %sub.track_id, mid = %sub.mid, kind = %sub.kind, "subscribed");
                 lock(&self.shared.rx).subs.handle_subscribed(sub.clone());
+                if let (Some((width, height)), MediaKind::Video) = (self.options.max_video_size, sub.kind) {
+                    let msg = ClientMessage::TrackSettings {
+                        track_id: sub.track_id.clone(),
+                        width: Some(width),
+                        height: Some(height),
+                        hidden: false,
+                    };
+                    debug!(track = %sub.track_id, width, height, "track settings");
+                    if let Err(e) = self.conn.send(&msg).await {
+                        warn!(error = %e, "sending track_settings failed");
+                    }
+                }
                 self.emit(ClientEvent::TrackSubscribed(sub));
             }
             ServerMessage::Unsubscribed { track_id, reason } => {
@@ -1425,10 +1770,62 @@ impl Session {
                 info!(%reason, "server says leave");
                 self.leave_reason = Some(reason);
             }
+            ServerMessage::SetLayers { track_id, layers } => self.set_layers(track_id, layers),
+            ServerMessage::StreamState { track_id, state, layer, reason } => {
+                info!(track = %track_id, %state, ?layer, ?reason, "stream state");
+                lock(&self.shared.stream_states).push(StreamStateReport {
+                    at_ms: now_ms(),
+                    track_id: track_id.clone(),
+                    state: state.clone(),
+                    layer: layer.clone(),
+                    reason: reason.clone(),
+                });
+                self.emit(ClientEvent::StreamState { track_id, state, layer, reason });
+            }
+            ServerMessage::Candidate { candidate, sdp_mid } => {
+                let candidate = match self.options.udp_via {
+                    Some(via) => rewrite_candidate(&candidate, via),
+                    None => candidate,
+                };
+                let init = RTCIceCandidateInit { candidate, sdp_mid, ..Default::default() };
+                if let Err(e) = self.pc.add_ice_candidate(init).await {
+                    self.local_error("adding a server candidate", e);
+                }
+            }
             ServerMessage::Pong { .. } => trace!("pong"),
             ServerMessage::Joined(_) => warn!("unexpected second joined"),
             ServerMessage::Unknown => debug!("unknown server message type"),
         }
+    }
+
+    /// `set_layers`: pause or resume the layers of our simulcast track `track_id`. Layers the
+    /// message does not name keep their state.
+    fn set_layers(&mut self, track_id: String, layers: Vec<LayerActive>) {
+        info!(track = %track_id, ?layers, "set_layers");
+        lock(&self.shared.set_layers).push(SetLayersReport {
+            at_ms: now_ms(),
+            track_id: track_id.clone(),
+            layers: layers.clone(),
+        });
+        let publisher = self.publishers.iter().find(|p| p.active && p.track_id.as_deref() == Some(track_id.as_str()));
+        match (publisher.and_then(|p| p.layers.as_ref()), &self.options.simulcast) {
+            (Some(tx), Some(config)) => {
+                tx.send_modify(|active| {
+                    for l in &layers {
+                        if let Some(i) = config.index_of(&l.rid) {
+                            if let Some(a) = active.get_mut(usize::from(i)) {
+                                *a = l.active;
+                            }
+                            if let Some(c) = self.shared.sent.layers.get(usize::from(i)) {
+                                c.active.store(l.active, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                });
+            }
+            _ => warn!(track = %track_id, "set_layers for a track that is not our simulcast track"),
+        }
+        self.emit(ClientEvent::SetLayers { track_id, layers });
     }
 
     async fn leave(&mut self) {

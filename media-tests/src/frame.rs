@@ -10,8 +10,8 @@
 //!
 //! ```text
 //! VP8 frame (from the clip) | filler | trailer (28 bytes):
-//!     "CRFR" | counter u32 | send time u64 (µs since the UNIX epoch) | VP8 length u32 |
-//!     frame length u32 | crc32 u32
+//!     "CRFR" | counter u32 | send time u64 (µs since the UNIX epoch) | layer u8 |
+//!     VP8 length u24 | frame length u32 | crc32 u32
 //! ```
 //!
 //! A VP8 frame's last partition runs to the end of the buffer, yet libvpx (which browsers decode
@@ -23,7 +23,10 @@
 //! this stream (the browser smoke test in `web-demo/` checks `framesDecoded`).
 //!
 //! Trailer integers are big-endian. The VP8 length is the clip frame's, the frame length the
-//! whole frame's. The filler is derived from the counter and pads each frame to the size the
+//! whole frame's. The layer byte is 0 on a track without simulcast and `1 + spatial index` on a
+//! simulcast layer (1 = q, 2 = h, 3 = f; see [`crate::simulcast`]), so a receiver knows which
+//! layer every frame came from even after the SFU rewrote SSRCs and sequence numbers; it was the
+//! VP8 length's (always zero) high byte before simulcast, so old frames read as layer-less. The filler is derived from the counter and pads each frame to the size the
 //! configured bitrate asks for. The CRC-32 (IEEE) covers every byte before it. A receiver reads
 //! from the end ([`verify_frame`]):
 //!
@@ -63,7 +66,7 @@ use crate::seq::Unwrapper;
 
 /// The four bytes that start the trailer of our frames.
 pub const MAGIC: [u8; 4] = *b"CRFR";
-/// Length of the trailer: magic, counter, send time, VP8 length, frame length, CRC-32.
+/// Length of the trailer: magic, counter, send time, layer and VP8 length, frame length, CRC-32.
 pub const TRAILER_LEN: usize = 4 + 4 + 8 + 4 + 4 + 4;
 /// Largest RTP payload (descriptor included) the packetizer emits.
 pub const MAX_RTP_PAYLOAD: usize = 1100;
@@ -75,6 +78,11 @@ pub const DESCRIPTOR_LEN: usize = 6;
 pub const MAX_FRAME_LEN: usize = 1 << 19;
 /// How many leading bytes of a received frame [`Vp8Clip::recognizes`] compares.
 pub const RECOGNIZE_PREFIX_LEN: usize = 16;
+
+/// Largest spatial layer index a trailer can carry (three layers: q, h, f).
+pub const MAX_LAYER: u8 = 2;
+/// Largest VP8 length the trailer's 24-bit field holds.
+const MAX_VP8_LEN: usize = (1 << 24) - 1;
 
 const FRAME_TAG_LEN: usize = 3;
 const KEYFRAME_HEADER_LEN: usize = 10;
@@ -207,7 +215,7 @@ impl Vp8Clip {
         }
         let (width, height) = size.expect("frame 0 is a keyframe, which has a size");
         let frames: Vec<Bytes> = file.frames.into_iter().map(|f| f.data).collect();
-        let prefixes = frames.iter().filter_map(|f| f.get(..RECOGNIZE_PREFIX_LEN)?.try_into().ok()).collect();
+        let prefixes = frames.iter().filter_map(|f| recognition_prefix(f)).collect();
         Ok(Self { width, height, frames, keyframes, prefixes })
     }
 
@@ -254,12 +262,37 @@ impl Vp8Clip {
 
     /// Whether `data` begins with the first [`RECOGNIZE_PREFIX_LEN`] bytes of one of the clip's
     /// frames (frames shorter than that are never recognised). This is how a frame of ours
-    /// that lost its trailer is told from a foreign one.
+    /// that lost its trailer is told from a foreign one. A keyframe's size bytes are not
+    /// compared, since simulcast layers patch them ([`patch_keyframe_size`]).
     pub fn recognizes(&self, data: &[u8]) -> bool {
-        data.get(..RECOGNIZE_PREFIX_LEN)
-            .and_then(|p| <[u8; RECOGNIZE_PREFIX_LEN]>::try_from(p).ok())
-            .is_some_and(|p| self.prefixes.contains(&p))
+        recognition_prefix(data).is_some_and(|p| self.prefixes.contains(&p))
     }
+}
+
+/// The first [`RECOGNIZE_PREFIX_LEN`] bytes, with a keyframe's width and height zeroed.
+fn recognition_prefix(data: &[u8]) -> Option<[u8; RECOGNIZE_PREFIX_LEN]> {
+    let mut p: [u8; RECOGNIZE_PREFIX_LEN] = data.get(..RECOGNIZE_PREFIX_LEN)?.try_into().ok()?;
+    if p[0] & 1 == 0 && p[3..6] == KEYFRAME_START_CODE {
+        p[6..KEYFRAME_HEADER_LEN].fill(0);
+    }
+    Some(p)
+}
+
+/// Writes `width` × `height` (14 bits each, scaling bits cleared) into the header of a VP8
+/// keyframe (bytes 6..10, RFC 6386 §9.1). Returns false, changing nothing, when `frame` is not
+/// a keyframe with a valid start code or a size does not fit 14 bits.
+///
+/// The SFU learns each simulcast layer's size from its keyframes; the synthetic layers carry the
+/// 320×180 clip, so their keyframes are patched to the layer's nominal size. Such frames are not
+/// decodable at the patched size; nothing here decodes them.
+pub fn patch_keyframe_size(frame: &mut [u8], width: u16, height: u16) -> bool {
+    let is_key = frame.len() >= KEYFRAME_HEADER_LEN && frame[0] & 1 == 0 && frame[3..6] == KEYFRAME_START_CODE;
+    if !is_key || width > 0x3fff || height > 0x3fff {
+        return false;
+    }
+    frame[6..8].copy_from_slice(&width.to_le_bytes());
+    frame[8..10].copy_from_slice(&height.to_le_bytes());
+    true
 }
 
 fn builtin_clip() -> &'static Arc<Vp8Clip> {
@@ -288,11 +321,22 @@ pub struct FrameInfo {
     pub len: usize,
     /// Length of the VP8 frame at its start.
     pub vp8_len: usize,
+    /// The simulcast layer (spatial index, 0 = lowest) it was sent on; `None` without simulcast.
+    pub layer: Option<u8>,
+    /// Width and height of a keyframe, from its VP8 header.
+    pub size: Option<(u16, u16)>,
 }
 
 /// Builds one frame: `vp8`, then filler, then the trailer, `len` bytes in all. `len` is capped
 /// at [`MAX_FRAME_LEN`] and raised to `vp8.len() + TRAILER_LEN` (no filler) when smaller.
 pub fn build_frame(vp8: &[u8], counter: u32, send_time_us: u64, len: usize) -> Vec<u8> {
+    build_layer_frame(vp8, counter, send_time_us, len, None)
+}
+
+/// Like [`build_frame`], for simulcast layer `layer` (spatial index, at most [`MAX_LAYER`]; larger
+/// values are clamped) when it is `Some`. `vp8` must be shorter than 16 MiB.
+pub fn build_layer_frame(vp8: &[u8], counter: u32, send_time_us: u64, len: usize, layer: Option<u8>) -> Vec<u8> {
+    let vp8 = &vp8[..vp8.len().min(MAX_VP8_LEN)];
     let len = len.min(MAX_FRAME_LEN).max(vp8.len() + TRAILER_LEN);
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(vp8);
@@ -301,7 +345,8 @@ pub fn build_frame(vp8: &[u8], counter: u32, send_time_us: u64, len: usize) -> V
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&counter.to_be_bytes());
     out.extend_from_slice(&send_time_us.to_be_bytes());
-    out.extend_from_slice(&(vp8.len() as u32).to_be_bytes());
+    let layer_byte = layer.map_or(0, |l| l.min(MAX_LAYER) + 1);
+    out.extend_from_slice(&((u32::from(layer_byte) << 24) | vp8.len() as u32).to_be_bytes());
     out.extend_from_slice(&(len as u32).to_be_bytes());
     let crc = crc32(&out);
     out.extend_from_slice(&crc.to_be_bytes());
@@ -361,7 +406,8 @@ pub fn verify_frame(data: &[u8]) -> FrameCheck {
     let t = &data[trailer_at..];
     let counter = be_u32(&t[4..8]);
     let send_time_us = u64::from_be_bytes(t[8..16].try_into().expect("8 bytes"));
-    let vp8_len = be_u32(&t[16..20]) as usize;
+    let layer_byte = t[16];
+    let vp8_len = (be_u32(&t[16..20]) & 0x00ff_ffff) as usize;
     let declared = be_u32(&t[20..24]) as usize;
     let checksum = be_u32(&t[24..28]);
     if declared != data.len() {
@@ -370,7 +416,7 @@ pub fn verify_frame(data: &[u8]) -> FrameCheck {
     if crc32(&data[..data.len() - 4]) != checksum {
         return FrameCheck::Corrupt(Corruption::Checksum);
     }
-    if vp8_len > trailer_at {
+    if vp8_len > trailer_at || layer_byte > MAX_LAYER + 1 {
         return FrameCheck::Corrupt(Corruption::BadHeader);
     }
     let mut filler = Filler::new(counter);
@@ -380,7 +426,15 @@ pub fn verify_frame(data: &[u8]) -> FrameCheck {
     let Some(header) = parse_vp8_header(&data[..vp8_len]) else {
         return FrameCheck::Corrupt(Corruption::BadHeader);
     };
-    FrameCheck::Complete(FrameInfo { counter, keyframe: header.keyframe, send_time_us, len: data.len(), vp8_len })
+    FrameCheck::Complete(FrameInfo {
+        counter,
+        keyframe: header.keyframe,
+        send_time_us,
+        len: data.len(),
+        vp8_len,
+        layer: layer_byte.checked_sub(1),
+        size: header.size,
+    })
 }
 
 /// Deterministic filler bytes: xorshift32 seeded from the frame counter.
@@ -501,6 +555,8 @@ pub struct VideoSource {
     since_keyframe: Option<u32>,
     force_keyframe: bool,
     timestamp_base: u32,
+    /// Simulcast: the layer's spatial index and the size its keyframes announce.
+    layer: Option<(u8, u16, u16)>,
 }
 
 impl VideoSource {
@@ -521,7 +577,21 @@ impl VideoSource {
             since_keyframe: None,
             force_keyframe: false,
             timestamp_base,
+            layer: None,
         }
+    }
+
+    /// A source for simulcast layer `layer` (spatial index, 0 = lowest): like [`VideoSource::new`],
+    /// but its trailers carry the layer and its keyframes announce `width` × `height`
+    /// ([`patch_keyframe_size`]). Sources of one track built with the same `timestamp_base` and
+    /// advanced together give the same counter and RTP timestamp to the same captured frame.
+    pub fn for_layer(config: VideoConfig, layer: u8, width: u16, height: u16, timestamp_base: u32) -> Self {
+        Self { layer: Some((layer.min(MAX_LAYER), width, height)), ..Self::new(config, timestamp_base) }
+    }
+
+    /// The simulcast layer it sends, if any.
+    pub fn layer(&self) -> Option<u8> {
+        self.layer.map(|(l, _, _)| l)
     }
 
     /// The clip it sends.
@@ -582,12 +652,22 @@ impl VideoSource {
         self.counter = self.counter.wrapping_add(1);
         let len = self.frame_len(counter, keyframe);
         let ticks = u64::from(counter) * u64::from(VP8_CLOCK_RATE) / u64::from(self.config.fps);
+        let data = match self.layer {
+            None => build_frame(self.clip.frame(clip_frame), counter, send_time_us, len),
+            Some((layer, width, height)) => {
+                let mut vp8 = self.clip.frame(clip_frame).to_vec();
+                if keyframe {
+                    patch_keyframe_size(&mut vp8, width, height);
+                }
+                build_layer_frame(&vp8, counter, send_time_us, len, Some(layer))
+            }
+        };
         SourceFrame {
             counter,
             keyframe,
             clip_frame,
             rtp_timestamp: self.timestamp_base.wrapping_add(ticks as u32),
-            data: build_frame(self.clip.frame(clip_frame), counter, send_time_us, len),
+            data,
         }
     }
 }
@@ -988,15 +1068,56 @@ pub struct VideoStats {
     pub frames_foreign: u64,
     /// Frames that never completed; see [`VideoReceiver`] for how they are counted.
     pub frames_missing: u64,
-    /// Our frames received intact more than once (same counter): a mix-up upstream.
+    /// Our frames received intact more than once (same counter, same layer): a mix-up upstream.
     pub frames_duplicate: u64,
+    /// Our frames received again from another simulcast layer: at an up-switch the new layer's keyframe can
+    /// carry the picture just shown from the old one (both layers encode every picture). Not an error.
+    pub frames_repeated_at_switch: u64,
     /// Complete frames (ours or foreign) that are keyframes.
     pub keyframes: u64,
     /// Median one-way delay of our complete frames, in ms.
     pub delay_ms_p50: Option<f64>,
     /// 99th-percentile one-way delay of our complete frames, in ms.
     pub delay_ms_p99: Option<f64>,
+    /// Our intact frames per simulcast layer (index = spatial layer: q, h, f).
+    pub frames_per_layer: [u64; 3],
+    /// The layer of the newest intact frame (in RTP timestamp order); `None` without simulcast.
+    pub current_layer: Option<u8>,
+    /// The largest keyframe width and height among our intact frames.
+    pub max_width: Option<u16>,
+    /// See `max_width`.
+    pub max_height: Option<u16>,
+    /// Intact frames whose counter is below the counter of the intact frame before them in RTP
+    /// timestamp order (or above the one after): the stream went backwards. (A repeated counter
+    /// is a duplicate, see `frames_duplicate`.)
+    pub counter_backwards: u64,
+    /// Runs of missing counters between the lowest and highest intact counter (a run of 5
+    /// missing frames is one gap; their number is in `frames_missing`).
+    pub counter_gaps: u64,
+    /// Every change of (layer, width) between consecutive newest intact frames (a frame older
+    /// than one already received, completed late, changes nothing), starting with the first
+    /// intact frame; at most [`MAX_LAYER_CHANGES`] are kept.
+    pub layer_changes: Vec<LayerChange>,
 }
+
+/// One entry of [`VideoStats::layer_changes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerChange {
+    /// When the first frame of the new layer completed, µs since the UNIX epoch.
+    pub at_us: u64,
+    /// Its frame counter.
+    pub counter: u32,
+    /// The layer from its trailer (`None`: not a simulcast layer).
+    pub layer: Option<u8>,
+    /// The width of the stream from then on, if a keyframe told: from the layer's last keyframe
+    /// (simulcast), else from the last keyframe.
+    pub width: Option<u16>,
+}
+
+/// How many layer changes a [`VideoReceiver`] keeps.
+pub const MAX_LAYER_CHANGES: usize = 1000;
+/// How many recent frames (by RTP timestamp) the backwards check compares against.
+const ORDER_MEMORY: usize = 512;
 
 /// Receives one video track: assembles frames, verifies them and keeps [`VideoStats`].
 ///
@@ -1005,15 +1126,33 @@ pub struct VideoStats {
 /// number of abandoned incomplete frames when it carries only foreign frames (there a frame
 /// none of whose packets arrived is not seen). Delay is `receive time - send time` of each
 /// intact frame, so sender and receiver must share a clock (they do on one machine).
+///
+/// Simulcast: each intact frame's layer is read from its trailer, and the stream's size from
+/// its last keyframe; changes of either between the newest frames (RTP order) go to
+/// [`VideoStats::layer_changes`]. The frame counter
+/// is shared by a track's layers, so a subscriber that the SFU switches between layers still
+/// sees one counter sequence: [`VideoStats::counter_backwards`] checks that it only moves
+/// forward in RTP timestamp order (the order the SFU sent the frames in, whatever order they
+/// completed in after retransmissions).
 #[derive(Debug, Default)]
 pub struct VideoReceiver {
     assembler: FrameAssembler,
     stats: VideoStats,
     counters: HashSet<u32>,
+    /// The layers (bit `i` = layer `i`, bit 7 = no layer) each counter was received on.
+    counter_layers: HashMap<u32, u8>,
     counter_min: Option<u32>,
     counter_max: Option<u32>,
     abandoned: u64,
     delays: DelaySamples,
+    /// Unwrapped RTP timestamp → counter of recent intact frames.
+    order: BTreeMap<i64, u32>,
+    ts: Unwrapper,
+    /// Size from the newest intact keyframe (streams without simulcast).
+    size: Option<(u16, u16)>,
+    /// Per simulcast layer: the size from its last intact keyframe.
+    layer_sizes: [Option<(u16, u16)>; 3],
+    last: Option<(Option<u8>, Option<u16>)>,
 }
 
 impl VideoReceiver {
@@ -1037,8 +1176,14 @@ impl VideoReceiver {
         let check = verify_frame(&frame.data);
         match check {
             FrameCheck::Complete(info) => {
+                let bit = info.layer.map_or(0x80, |l| 1u8 << l.min(MAX_LAYER));
+                let layers = self.counter_layers.entry(info.counter).or_insert(0);
+                let other_layer = *layers != 0 && *layers & bit == 0;
+                *layers |= bit;
                 if self.counters.insert(info.counter) {
                     self.stats.frames_complete += 1;
+                } else if other_layer {
+                    self.stats.frames_repeated_at_switch += 1;
                 } else {
                     self.stats.frames_duplicate += 1;
                 }
@@ -1049,6 +1194,7 @@ impl VideoReceiver {
                 }
                 let delay_ms = (now_us as f64 - info.send_time_us as f64) / 1000.0;
                 self.delays.record(delay_ms);
+                self.on_intact(&info, frame.timestamp, now_us);
             }
             FrameCheck::Corrupt(_) => self.stats.frames_corrupt += 1,
             FrameCheck::Foreign { keyframe } => {
@@ -1061,9 +1207,62 @@ impl VideoReceiver {
         Some(check)
     }
 
+    fn on_intact(&mut self, info: &FrameInfo, timestamp: u32, now_us: u64) {
+        if let Some(layer) = info.layer {
+            self.stats.frames_per_layer[usize::from(layer.min(MAX_LAYER))] += 1;
+        }
+        if let Some((w, h)) = info.size {
+            self.stats.max_width = Some(self.stats.max_width.map_or(w, |m| m.max(w)));
+            self.stats.max_height = Some(self.stats.max_height.map_or(h, |m| m.max(h)));
+            if let Some(layer) = info.layer {
+                // Even when it completed late: the layer's delta frames that follow need it.
+                self.layer_sizes[usize::from(layer.min(MAX_LAYER))] = Some((w, h));
+            }
+        }
+        let ts = self.ts.unwrap_u32(timestamp);
+        // Only the newest frame (in RTP order) says what is being received now: an older one that
+        // completed late (a retransmission) is from before the current layer.
+        let newest = self.order.last_key_value().is_none_or(|(last, _)| ts > *last);
+        if newest {
+            self.stats.current_layer = info.layer;
+            if let Some(size) = info.size {
+                self.size = Some(size);
+            }
+            let size = match info.layer {
+                Some(layer) => self.layer_sizes[usize::from(layer.min(MAX_LAYER))],
+                None => self.size,
+            };
+            let now = (info.layer, size.map(|(w, _)| w));
+            if self.last != Some(now) {
+                self.last = Some(now);
+                if self.stats.layer_changes.len() < MAX_LAYER_CHANGES {
+                    self.stats.layer_changes.push(LayerChange {
+                        at_us: now_us,
+                        counter: info.counter,
+                        layer: info.layer,
+                        width: now.1,
+                    });
+                }
+            }
+        }
+        let before = self.order.range(..ts).next_back().map(|(_, c)| *c);
+        let after = self.order.range(ts + 1..).next().map(|(_, c)| *c);
+        // Equal counters are duplicates (counted as such), not a step backwards.
+        if before.is_some_and(|b| b > info.counter) || after.is_some_and(|a| a < info.counter) {
+            self.stats.counter_backwards += 1;
+        }
+        self.order.insert(ts, info.counter);
+        while self.order.len() > ORDER_MEMORY {
+            self.order.pop_first();
+        }
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> VideoStats {
         let mut stats = self.stats.clone();
+        let mut counters: Vec<u32> = self.counters.iter().copied().collect();
+        counters.sort_unstable();
+        stats.counter_gaps = counters.windows(2).filter(|w| w[1] - w[0] > 1).count() as u64;
         stats.frames_missing = match (self.counter_min, self.counter_max) {
             (Some(min), Some(max)) => {
                 (u64::from(max - min) + 1).saturating_sub(self.counters.len() as u64 + self.stats.frames_corrupt)
@@ -1277,6 +1476,8 @@ mod tests {
                     send_time_us: SEND_TIME_BASE + 3,
                     len: 3000,
                     vp8_len: key_len,
+                    layer: None,
+                    size: Some((320, 180)),
                 }),
             ),
             (
@@ -1288,6 +1489,8 @@ mod tests {
                     send_time_us: SEND_TIME_BASE + 4,
                     len: 2000,
                     vp8_len: delta_len,
+                    layer: None,
+                    size: None,
                 }),
             ),
             (
@@ -1299,6 +1502,8 @@ mod tests {
                     send_time_us: SEND_TIME_BASE + 9,
                     len: delta_len + TRAILER_LEN,
                     vp8_len: delta_len,
+                    layer: None,
+                    size: None,
                 }),
             ),
             ("VP8 tag byte flipped", flip(good_delta.clone(), 0), FrameCheck::Corrupt(Corruption::Checksum)),
@@ -1757,6 +1962,92 @@ mod tests {
         let without = md5("bare.ivf", &bare);
         std::fs::remove_dir_all(&dir).ok();
         assert_eq!(with_trailers, without);
+    }
+
+    #[test]
+    fn layer_byte_and_size_patch() {
+        let clip = Vp8Clip::builtin();
+        let mut key = clip.frame(0).to_vec();
+        assert!(patch_keyframe_size(&mut key, 1280, 720));
+        assert_eq!(parse_vp8_header(&key).and_then(|h| h.size), Some((1280, 720)));
+        let mut delta = clip.frame(1).to_vec();
+        assert!(!patch_keyframe_size(&mut delta, 1280, 720), "not a keyframe");
+        assert_eq!(&delta[..], &clip.frame(1)[..]);
+        assert!(!patch_keyframe_size(&mut key, 16384, 1), "14 bits");
+
+        for (layer, expected) in [(None, None), (Some(0), Some(0)), (Some(2), Some(2)), (Some(9), Some(MAX_LAYER))] {
+            let f = build_layer_frame(&key, 5, 0, 3000, layer);
+            let FrameCheck::Complete(info) = verify_frame(&f) else { panic!("{layer:?} intact") };
+            assert_eq!((info.layer, info.size, info.vp8_len), (expected, Some((1280, 720)), key.len()), "{layer:?}");
+        }
+        // Without a layer the trailer is byte for byte the pre-simulcast one.
+        assert_eq!(build_layer_frame(clip.frame(1), 3, 9, 2000, None), build_frame(clip.frame(1), 3, 9, 2000));
+        // A layer byte no sender writes, CRC fixed up.
+        let mut bad = build_layer_frame(&key, 5, 0, 3000, Some(1));
+        bad[3000 - TRAILER_LEN + 16] = 7;
+        assert_eq!(verify_frame(&fix_crc(bad)), FrameCheck::Corrupt(Corruption::BadHeader));
+        // A patched keyframe that lost its end is still recognised as ours.
+        let f = build_layer_frame(&key, 5, 0, 3000, Some(2));
+        assert_eq!(verify_frame(&f[..1500]), FrameCheck::Corrupt(Corruption::Truncated));
+    }
+
+    #[test]
+    fn receiver_follows_layers_and_counter_order() {
+        let sc = crate::simulcast::SimulcastConfig::default();
+        let mut src = crate::simulcast::SimulcastSource::new(&sc, &VideoConfig::default(), 90_000);
+        // What an SFU forwards: f for frames 0..10, q from its keyframe at 10, h from its keyframe at 20.
+        let mut forwarded = Vec::new();
+        for n in 0..30u32 {
+            if n == 10 {
+                src.request_keyframe(0);
+            }
+            if n == 20 {
+                src.request_keyframe(1);
+            }
+            let want = match n {
+                0..=9 => 2,
+                10..=19 => 0,
+                _ => 1,
+            };
+            let f = src.next_frames(1_000 + u64::from(n)).into_iter().find(|f| f.layer == want).unwrap();
+            forwarded.push(f.frame);
+        }
+        forwarded.remove(25); // frames 25 and 26 lost entirely: one gap of two
+        forwarded.remove(25);
+        let mut p = Vp8Packetizer::new(1, 96, 65_500, 0);
+        let mut packets: Vec<Vec<rtp::Packet>> =
+            forwarded.iter().map(|f| p.packetize(&f.data, f.rtp_timestamp)).collect();
+        // Frames 5 and 9 complete after the frames that follow them (retransmissions): completion
+        // order is not RTP order, and frame 9 (f) completing after frame 10 (q) is no switch back.
+        packets.swap(5, 6);
+        packets.swap(9, 10);
+        let mut rx = VideoReceiver::new();
+        for (i, frame) in packets.iter().enumerate() {
+            for pkt in frame {
+                rx.handle_packet(pkt, 2_000_000 + i as u64 * 1000);
+            }
+        }
+        let s = rx.stats();
+        assert_eq!((s.frames_complete, s.frames_corrupt, s.frames_duplicate), (28, 0, 0), "{s:?}");
+        assert_eq!((s.frames_missing, s.counter_gaps, s.counter_backwards), (2, 1, 0), "{s:?}");
+        assert_eq!(s.frames_per_layer, [10, 8, 10]);
+        assert_eq!((s.current_layer, s.max_width, s.max_height), (Some(1), Some(1280), Some(720)));
+        let changes: Vec<(u32, Option<u8>, Option<u16>)> =
+            s.layer_changes.iter().map(|c| (c.counter, c.layer, c.width)).collect();
+        assert_eq!(changes, vec![(0, Some(2), Some(1280)), (10, Some(0), Some(320)), (20, Some(1), Some(640))]);
+        assert_eq!(s.layer_changes[1].at_us, 2_009_000);
+
+        // The same counter again, later in the stream: a duplicate. A lower one: backwards.
+        let last = forwarded.last().unwrap();
+        let ts = last.rtp_timestamp;
+        for (counter, dts) in [(29, 3000), (25, 6000)] {
+            let again = build_layer_frame(Vp8Clip::builtin().frame(1), counter, 0, 800, Some(1));
+            for pkt in p.packetize(&again, ts.wrapping_add(dts)) {
+                rx.handle_packet(&pkt, 3_000_000);
+            }
+        }
+        let s = rx.stats();
+        assert_eq!((s.frames_duplicate, s.counter_backwards), (1, 1), "{s:?}");
     }
 
     #[test]

@@ -16,7 +16,10 @@
 //! - [`audio`]: the speech-like Opus source and the decoding receiver with packet loss
 //!   concealment. Sans-I/O.
 //! - [`signal`]: protocol v1 messages, the glare rules, the mid → track map, and the WebSocket.
+//! - [`simulcast`]: synthetic simulcast layers (q/h/f) of the same frames. Sans-I/O.
 //! - [`client`]: [`client::Client`], the webrtc-rs participant tying it all together.
+//! - [`relay`]: the impairment relay between one client and the server (bandwidth cap with a
+//!   tail-drop queue, delay, jitter, loss, on a schedule): a sans-I/O link and a tokio shell.
 //! - [`report`]: the JSON report.
 //! - [`token`]: minting HS256 access tokens for tests.
 //! - [`seq`], [`delay`]: RTP counter unwrapping and delay percentiles.
@@ -44,7 +47,9 @@ pub mod client;
 pub mod delay;
 pub mod frame;
 pub mod ivf;
+pub mod relay;
 pub mod report;
 pub mod seq;
 pub mod signal;
+pub mod simulcast;
 pub mod token;

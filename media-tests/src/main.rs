@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use media_tests::client::{Client, ClientEvent, ClientOptions};
 use media_tests::frame::VideoConfig;
 use media_tests::signal::MediaKind;
+use media_tests::simulcast::SimulcastConfig;
 use media_tests::token::{mint_token, TokenRequest};
 use tracing::{debug, info, warn};
 
@@ -79,6 +80,22 @@ struct ClientArgs {
     /// Local UDP address for ICE (default: 127.0.0.1:0 for a loopback server, else 0.0.0.0:0).
     #[arg(long)]
     udp_addr: Option<std::net::SocketAddr>,
+    /// Send media to this address instead of the server's ICE candidate (an impairment relay):
+    /// the server's candidates are rewritten to it.
+    #[arg(long)]
+    udp_via: Option<std::net::SocketAddr>,
+    /// Publish video as three synthetic simulcast layers q/h/f (320x180, 640x360, 1280x720).
+    #[arg(long)]
+    simulcast: bool,
+    /// Simulcast layer bitrates in kbps, q,h,f (with --simulcast).
+    #[arg(long, value_delimiter = ',', default_values_t = media_tests::simulcast::DEFAULT_LAYER_KBPS)]
+    layer_kbps: Vec<u32>,
+    /// Send track_settings with this render size (WIDTHxHEIGHT) for every video track received.
+    #[arg(long, value_parser = parse_size)]
+    max_size: Option<(u16, u16)>,
+    /// Negotiate TWCC (the server's bandwidth estimation needs it; off by default).
+    #[arg(long)]
+    twcc: bool,
 }
 
 #[derive(clap::Args)]
@@ -115,6 +132,13 @@ fn parse_kind(s: &str) -> Result<MediaKind, String> {
         "video" => Ok(MediaKind::Video),
         other => Err(format!("unknown kind {other:?} (audio or video)")),
     }
+}
+
+/// `320x180`.
+fn parse_size(s: &str) -> Result<(u16, u16), String> {
+    let (w, h) = s.trim().split_once(['x', 'X']).ok_or_else(|| format!("bad size {s:?} (WIDTHxHEIGHT)"))?;
+    let parse = |v: &str| v.trim().parse::<u16>().ok().filter(|v| *v > 0).ok_or_else(|| format!("bad size {s:?}"));
+    Ok((parse(w)?, parse(h)?))
 }
 
 /// `10s`, `1500ms`, `2m`, `1h`, or a plain number of seconds (fractions allowed).
@@ -188,6 +212,16 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let mut options = ClientOptions::publishing(&args.publish);
     options.auto_subscribe = !args.no_auto_subscribe;
     options.udp_addr = args.udp_addr;
+    options.udp_via = args.udp_via;
+    options.max_video_size = args.max_size;
+    options.twcc = args.twcc;
+    if args.simulcast {
+        if !args.publish.contains(&MediaKind::Video) {
+            bail!("--simulcast needs --publish video");
+        }
+        let kbps: [u32; 3] = args.layer_kbps.as_slice().try_into().context("--layer-kbps takes three numbers")?;
+        options.simulcast = Some(SimulcastConfig::with_kbps(kbps));
+    }
     options.video = VideoConfig {
         fps: args.fps,
         bitrate_bps: args.video_kbps.saturating_mul(1000),
@@ -261,6 +295,41 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(parse_duration(input).ok(), *expected, "{input:?}");
         }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("320x180"), Ok((320, 180)));
+        assert_eq!(parse_size(" 1280X720 "), Ok((1280, 720)));
+        for bad in ["320", "x180", "0x180", "320x", "70000x1", "axb"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn simulcast_flags() {
+        let base = ["media-tests", "client", "--url", "ws://127.0.0.1:1/rtc", "--token", "t", "--publish", "video"];
+        let cli = Cli::try_parse_from(base).unwrap();
+        let Command::Client(args) = cli.command else { panic!("not client") };
+        assert!(!args.simulcast && !args.twcc);
+        assert_eq!(args.layer_kbps, vec![150, 500, 1500]);
+        assert_eq!(args.max_size, None);
+        let mut argv = base.to_vec();
+        argv.extend([
+            "--simulcast",
+            "--layer-kbps",
+            "100,300,900",
+            "--max-size",
+            "320x180",
+            "--udp-via",
+            "127.0.0.1:4000",
+            "--twcc",
+        ]);
+        let Command::Client(args) = Cli::try_parse_from(argv).unwrap().command else { panic!("not client") };
+        assert!(args.simulcast && args.twcc);
+        assert_eq!(args.layer_kbps, vec![100, 300, 900]);
+        assert_eq!(args.max_size, Some((320, 180)));
+        assert_eq!(args.udp_via, Some("127.0.0.1:4000".parse().unwrap()));
     }
 
     #[test]

@@ -5,12 +5,17 @@
 //! names and no webrtc-rs types. Fields are documented on [`VideoTrackReport`] and
 //! [`AudioTrackReport`]; the counting rules are in [`crate::frame::VideoReceiver`] and
 //! [`crate::audio::AudioReceiver`].
+//!
+//! Times in timelines (`at_ms`) are milliseconds since the UNIX epoch, so that reports of
+//! several processes (and the relay's schedule, [`crate::relay::Relay::started_unix_ms`]) can
+//! be lined up. Fields added after the first version default when absent, so older reports
+//! still parse.
 
 use serde::{Deserialize, Serialize};
 
 use crate::audio::AudioStats;
 use crate::frame::VideoStats;
-use crate::signal::MediaKind;
+use crate::signal::{LayerActive, MediaKind};
 
 /// Everything one client saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +32,26 @@ pub struct Report {
     pub tracks: Vec<TrackReport>,
     /// What this client sent.
     pub published: PublishedReport,
+    /// Every `stream_state` the server sent about the tracks this client receives, in order.
+    #[serde(default)]
+    pub stream_states: Vec<StreamStateReport>,
+}
+
+/// One `stream_state` message, when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamStateReport {
+    /// Arrival, ms since the UNIX epoch.
+    pub at_ms: u64,
+    /// The received track.
+    pub track_id: String,
+    /// `active` or `paused`.
+    pub state: String,
+    /// When active: the RID forwarded.
+    #[serde(default)]
+    pub layer: Option<String>,
+    /// When paused: why.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl Report {
@@ -112,8 +137,10 @@ pub struct VideoTrackReport {
     pub frames_missing: u64,
     /// Complete frames without our magic (e.g. from a browser).
     pub frames_foreign: u64,
-    /// Our frames received intact more than once.
+    /// Our frames received intact more than once (same layer).
     pub frames_duplicate: u64,
+    /// Our frames received again from another simulcast layer at a switch (the same picture, sharper).
+    pub frames_repeated_at_switch: u64,
     /// Median one-way frame delay, ms (null without intact frames).
     pub delay_ms_p50: Option<f64>,
     /// 99th-percentile one-way frame delay, ms.
@@ -124,6 +151,41 @@ pub struct VideoTrackReport {
     pub packets_malformed: u64,
     /// Complete keyframes.
     pub keyframes: u64,
+    /// Intact frames per simulcast layer (q, h, f), from the layer byte of their trailers.
+    #[serde(default)]
+    pub frames_per_layer: [u64; 3],
+    /// The layer of the newest intact frame (0 = q, 1 = h, 2 = f; null without simulcast).
+    #[serde(default)]
+    pub current_layer: Option<u8>,
+    /// The largest width any intact keyframe announced.
+    #[serde(default)]
+    pub max_width: Option<u16>,
+    /// The largest height any intact keyframe announced.
+    #[serde(default)]
+    pub max_height: Option<u16>,
+    /// Intact frames out of counter order (in RTP timestamp order): should be 0.
+    #[serde(default)]
+    pub counter_backwards: u64,
+    /// Runs of missing frame counters.
+    #[serde(default)]
+    pub counter_gaps: u64,
+    /// Each change of layer or width between the newest intact frames, from the first one on
+    /// (late retransmitted frames change nothing).
+    #[serde(default)]
+    pub layer_timeline: Vec<LayerChangeReport>,
+}
+
+/// One change of the layer (or the width) a subscriber receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerChangeReport {
+    /// When the first frame of it completed, ms since the UNIX epoch.
+    pub at_ms: u64,
+    /// That frame's counter.
+    pub counter: u32,
+    /// The layer (0 = q, 1 = h, 2 = f; null without simulcast).
+    pub layer: Option<u8>,
+    /// The width from the last keyframe.
+    pub width: Option<u16>,
 }
 
 impl VideoTrackReport {
@@ -138,11 +200,28 @@ impl VideoTrackReport {
             frames_missing: s.frames_missing,
             frames_foreign: s.frames_foreign,
             frames_duplicate: s.frames_duplicate,
+            frames_repeated_at_switch: s.frames_repeated_at_switch,
             delay_ms_p50: s.delay_ms_p50,
             delay_ms_p99: s.delay_ms_p99,
             packets_received: s.packets_received,
             packets_malformed: s.packets_malformed,
             keyframes: s.keyframes,
+            frames_per_layer: s.frames_per_layer,
+            current_layer: s.current_layer,
+            max_width: s.max_width,
+            max_height: s.max_height,
+            counter_backwards: s.counter_backwards,
+            counter_gaps: s.counter_gaps,
+            layer_timeline: s
+                .layer_changes
+                .iter()
+                .map(|c| LayerChangeReport {
+                    at_ms: c.at_us / 1000,
+                    counter: c.counter,
+                    layer: c.layer,
+                    width: c.width,
+                })
+                .collect(),
         }
     }
 }
@@ -199,6 +278,42 @@ pub struct PublishedReport {
     pub video_packets_sent: u64,
     /// Packets the peer connection refused (not yet negotiated, closed, …).
     pub send_errors: u64,
+    /// Simulcast: per layer of the published video track, lowest first (empty without).
+    #[serde(default)]
+    pub video_layers: Vec<LayerSentReport>,
+    /// Every `set_layers` the server sent, in order.
+    #[serde(default)]
+    pub set_layers: Vec<SetLayersReport>,
+}
+
+/// What was sent on one simulcast layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerSentReport {
+    /// Its RID.
+    pub rid: String,
+    /// The width its keyframes announce.
+    pub width: u16,
+    /// The height its keyframes announce.
+    pub height: u16,
+    /// Frames handed to the peer connection.
+    pub frames_sent: u64,
+    /// RTP packets handed to the peer connection.
+    pub packets_sent: u64,
+    /// Keyframes among them.
+    pub keyframes_sent: u64,
+    /// Whether it is being sent now (the server may pause it with `set_layers`).
+    pub active: bool,
+}
+
+/// One `set_layers` message, when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetLayersReport {
+    /// Arrival, ms since the UNIX epoch.
+    pub at_ms: u64,
+    /// The publisher's track.
+    pub track_id: String,
+    /// The layers as the server set them.
+    pub layers: Vec<LayerActive>,
 }
 
 #[cfg(test)]
@@ -231,6 +346,7 @@ mod tests {
                 )),
             ],
             published: PublishedReport { audio_packets_sent: 500, video_frames_sent: 300, ..Default::default() },
+            stream_states: vec![],
         };
         let v = serde_json::to_value(&report).unwrap();
         assert_eq!(v["tracks"][0]["kind"], "video");
@@ -245,5 +361,15 @@ mod tests {
         assert_eq!(parsed, report);
         assert_eq!(parsed.video().count(), 1);
         assert_eq!(parsed.track("TR_a").map(|t| t.kind()), Some(MediaKind::Audio));
+
+        // A report from before simulcast (no new fields) still parses, with defaults.
+        let mut old = serde_json::to_value(&report).unwrap();
+        old.as_object_mut().unwrap().remove("stream_states");
+        for k in ["frames_per_layer", "current_layer", "max_width", "layer_timeline", "counter_backwards"] {
+            old["tracks"][0].as_object_mut().unwrap().remove(k);
+        }
+        old["published"].as_object_mut().unwrap().remove("video_layers");
+        let parsed: Report = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed, report);
     }
 }

@@ -10,9 +10,16 @@
 //!   answering). Sans-I/O, unit-tested.
 //! - [`Subscriptions`]: the `mid` → track map built from `subscribed`/`unsubscribed`, which is how
 //!   an incoming RTP stream is labelled with the server's track id.
+//! - [`rewrite_candidates`]: points the server's ICE candidates at another address (the
+//!   impairment relay, [`crate::relay`]).
 //! - [`SignalConnection`]: the WebSocket itself (text frames, one JSON object each).
+//!
+//! Beyond `docs/protocol.md`, this client already speaks the simulcast messages being added to
+//! the server (`set_layers`, `stream_state`; see [`ServerMessage`]). Unknown types are still
+//! ignored.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -128,6 +135,20 @@ pub enum ClientMessage {
         /// New state.
         muted: bool,
     },
+    /// How a received video track is shown (adaptive stream): the render size, or hidden.
+    /// Without `width`/`height` the size limit is lifted.
+    TrackSettings {
+        /// The received track.
+        track_id: String,
+        /// Render width in device pixels.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u16>,
+        /// Render height in device pixels.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u16>,
+        /// Nothing of it is shown.
+        hidden: bool,
+    },
     /// Keepalive; echoed as `pong`.
     Ping {
         /// Any number.
@@ -188,6 +209,15 @@ pub struct Joined {
     /// Everyone else already in the room.
     #[serde(default)]
     pub participants: Vec<ParticipantInfo>,
+}
+
+/// Whether one simulcast layer of a published track should be sent (in `set_layers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerActive {
+    /// The layer's RID.
+    pub rid: String,
+    /// Send it (`true`) or stop sending it (`false`).
+    pub active: bool,
 }
 
 /// Messages the server sends. Unknown types parse as [`ServerMessage::Unknown`].
@@ -287,6 +317,39 @@ pub enum ServerMessage {
         /// `server_shutdown`, `replaced`, `removed`.
         #[serde(default)]
         reason: String,
+    },
+    /// To a publisher (dynacast): which simulcast layers of its track anyone receives; stop
+    /// sending the inactive ones, resume (with a keyframe) the active ones.
+    /// `{"type":"set_layers","track_id":"TR_…","layers":[{"rid":"q","active":true},…]}`
+    SetLayers {
+        /// The publisher's own track (mapped to its m-line through `track_published.mid`).
+        track_id: String,
+        /// Per layer.
+        layers: Vec<LayerActive>,
+    },
+    /// To a subscriber: what it receives of a track now.
+    /// `{"type":"stream_state","track_id":"TR_…","state":"active","layer":"h"}` or
+    /// `{"type":"stream_state","track_id":"TR_…","state":"paused","reason":"bandwidth"}`
+    StreamState {
+        /// The received track.
+        track_id: String,
+        /// `active` or `paused`.
+        state: String,
+        /// When active: the RID of the layer forwarded.
+        #[serde(default)]
+        layer: Option<String>,
+        /// When paused: why (`bandwidth`, …).
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// A trickled server candidate. Courier puts its only candidate in its SDP and never sends
+    /// this; it is accepted (and rewritten with `udp_via`) should that change.
+    Candidate {
+        /// The candidate attribute value.
+        candidate: String,
+        /// The m-line it belongs to.
+        #[serde(default)]
+        sdp_mid: Option<String>,
     },
     /// A message type this client does not know (ignored, per the protocol's forward rules).
     #[serde(other)]
@@ -466,6 +529,53 @@ impl Subscriptions {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Candidate rewriting
+
+/// Rewrites one ICE candidate (`candidate:…` with or without the `candidate:` / `a=candidate:`
+/// prefix) so that a UDP candidate's address and port become `to`; other candidates (TCP) and
+/// lines that do not parse are returned unchanged.
+///
+/// This is how a client is put behind the impairment relay: the server only announces its own
+/// host candidate, so the client is told the relay's address instead; the ICE-lite server then
+/// sees the relay's upstream socket as the client's peer-reflexive address.
+pub fn rewrite_candidate(candidate: &str, to: SocketAddr) -> String {
+    let (prefix, body) = match candidate.find("candidate:") {
+        Some(i) => candidate.split_at(i + "candidate:".len()),
+        None => ("", candidate),
+    };
+    let mut fields: Vec<&str> = body.split(' ').collect();
+    // foundation component transport priority address port "typ" type …
+    if fields.len() < 8 || !fields[2].eq_ignore_ascii_case("udp") || fields[6] != "typ" {
+        return candidate.to_owned();
+    }
+    let (ip, port) = (to.ip().to_string(), to.port().to_string());
+    fields[4] = &ip;
+    fields[5] = &port;
+    format!("{prefix}{}", fields.join(" "))
+}
+
+/// [`rewrite_candidate`] on every `a=candidate:` line of an SDP (line endings kept).
+pub fn rewrite_candidates(sdp: &str, to: SocketAddr) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let (text, end) = match line.strip_suffix("\r\n") {
+            Some(t) => (t, "\r\n"),
+            None => match line.strip_suffix('\n') {
+                Some(t) => (t, "\n"),
+                None => (line, ""),
+            },
+        };
+        if text.starts_with("a=candidate:") {
+            out.push_str(&rewrite_candidate(text, to));
+        } else {
+            out.push_str(text);
+        }
+        out.push_str(end);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // Connection
 
 /// A signaling connection failure.
@@ -642,6 +752,19 @@ mod tests {
                 ClientMessage::Mute { track_id: "TR_a".into(), muted: true },
                 json!({"type":"mute","track_id":"TR_a","muted":true}),
             ),
+            (
+                ClientMessage::TrackSettings {
+                    track_id: "TR_4mZk2LpQ".into(),
+                    width: Some(320),
+                    height: Some(180),
+                    hidden: false,
+                },
+                json!({"type":"track_settings","track_id":"TR_4mZk2LpQ","width":320,"height":180,"hidden":false}),
+            ),
+            (
+                ClientMessage::TrackSettings { track_id: "TR_a".into(), width: None, height: None, hidden: true },
+                json!({"type":"track_settings","track_id":"TR_a","hidden":true}),
+            ),
             (ClientMessage::Ping { ts: 1_732_406_400_123 }, json!({"type":"ping","ts":1_732_406_400_123u64})),
             (ClientMessage::Leave, json!({"type":"leave"})),
         ];
@@ -732,6 +855,35 @@ mod tests {
             ),
             (r#"{"type":"chat_message","text":"hi"}"#, ServerMessage::Unknown),
             (
+                r#"{"type":"set_layers","track_id":"TR_1","layers":[{"rid":"q","active":true},{"rid":"h","active":true},{"rid":"f","active":false}]}"#,
+                ServerMessage::SetLayers {
+                    track_id: "TR_1".into(),
+                    layers: vec![
+                        LayerActive { rid: "q".into(), active: true },
+                        LayerActive { rid: "h".into(), active: true },
+                        LayerActive { rid: "f".into(), active: false },
+                    ],
+                },
+            ),
+            (
+                r#"{"type":"stream_state","track_id":"TR_1","state":"active","layer":"h"}"#,
+                ServerMessage::StreamState {
+                    track_id: "TR_1".into(),
+                    state: "active".into(),
+                    layer: Some("h".into()),
+                    reason: None,
+                },
+            ),
+            (
+                r#"{"type":"stream_state","track_id":"TR_1","state":"paused","reason":"bandwidth"}"#,
+                ServerMessage::StreamState {
+                    track_id: "TR_1".into(),
+                    state: "paused".into(),
+                    layer: None,
+                    reason: Some("bandwidth".into()),
+                },
+            ),
+            (
                 r#"{"type":"track_published","participant_id":"P","track":{"id":"T","kind":"audio","source":"hologram"}}"#,
                 ServerMessage::TrackPublished {
                     participant_id: "P".into(),
@@ -752,6 +904,43 @@ mod tests {
         }
         assert!(serde_json::from_str::<ServerMessage>(r#"{"type":"offer","id":"x"}"#).is_err());
         assert!(serde_json::from_str::<ServerMessage>(r#"[1,2]"#).is_err());
+    }
+
+    #[test]
+    fn candidates_are_pointed_at_the_relay() {
+        let relay: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let cases = [
+            (
+                "candidate:1 1 udp 2130706431 127.0.0.1 50123 typ host",
+                "candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host",
+            ),
+            (
+                "a=candidate:abc 1 UDP 2130706431 10.0.0.1 3478 typ host generation 0",
+                "a=candidate:abc 1 UDP 2130706431 127.0.0.1 40000 typ host generation 0",
+            ),
+            (
+                "1 1 udp 1 192.168.1.2 9 typ srflx raddr 0.0.0.0 rport 0",
+                "1 1 udp 1 127.0.0.1 40000 typ srflx raddr 0.0.0.0 rport 0",
+            ),
+            // TCP and garbage stay as they are.
+            (
+                "candidate:2 1 tcp 1 127.0.0.1 9 typ host tcptype passive",
+                "candidate:2 1 tcp 1 127.0.0.1 9 typ host tcptype passive",
+            ),
+            ("candidate:nonsense", "candidate:nonsense"),
+            ("", ""),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(rewrite_candidate(input, relay), expected, "{input:?}");
+        }
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 50123 typ host\r\na=end-of-candidates\r\n";
+        let out = rewrite_candidates(sdp, relay);
+        assert_eq!(out, sdp.replace("127.0.0.1 50123", "127.0.0.1 40000"));
+        assert_eq!(
+            rewrite_candidates("a=candidate:1 1 udp 1 ::1 5 typ host", relay),
+            "a=candidate:1 1 udp 1 127.0.0.1 40000 typ host"
+        );
     }
 
     #[test]

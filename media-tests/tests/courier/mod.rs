@@ -33,6 +33,8 @@ pub struct Courier {
     child: Child,
     pub http: String,
     pub url: String,
+    /// The server's UDP (media) address, its ICE host candidate.
+    pub udp: std::net::SocketAddr,
     data: PathBuf,
 }
 
@@ -66,7 +68,12 @@ impl Courier {
         });
         let ready = rx.recv_timeout(Duration::from_secs(30)).expect("COURIER_READY within 30 s");
         let http = ready.split_whitespace().find_map(|w| w.strip_prefix("http=")).expect("http=").to_string();
-        Courier { child, url: format!("ws://{http}/rtc"), http, data }
+        let udp = ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("udp="))
+            .and_then(|a| a.parse().ok())
+            .expect("udp= with an address");
+        Courier { child, url: format!("ws://{http}/rtc"), http, udp, data }
     }
 
     pub fn pid(&self) -> u32 {
