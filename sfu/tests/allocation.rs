@@ -129,6 +129,7 @@ fn follows_a_bandwidth_step_down_and_up() {
     let mut seqs: Vec<u64> = Vec::new();
     let mut states: Vec<(Duration, StreamState)> = Vec::new();
     let (mut link_bytes, mut link_dropped, mut media_bytes, mut media_packets) = (0u64, 0usize, 0u64, 0u64);
+    let (mut padding_bytes, mut rtx_bytes) = (0u64, 0u64);
     let mut frame = 0u32;
     while p.now - start < end {
         let t = p.now - start;
@@ -163,6 +164,8 @@ fn follows_a_bandwidth_step_down_and_up() {
         }
         link_bytes += out.link_bytes;
         link_dropped += out.link_dropped;
+        padding_bytes += out.link_padding_bytes;
+        rtx_bytes += out.link_rtx_bytes;
         for (seq, ts, payload) in out.client_payloads {
             let n = payload.len();
             media_bytes += n as u64;
@@ -213,7 +216,7 @@ fn follows_a_bandwidth_step_down_and_up() {
     println!(
         "first f at {first_f:?}; drop at {drop_at:?}: q from {low_after_drop:?} (last h/f frame {last_above_low:?}); \
          back at {back_at:?}: f from {f_after_back:?}; longest gap at a switch {frozen:?}; \
-         frames received {}, link bytes {link_bytes} for {media_bytes} bytes of media payload in {media_packets} \
+         frames received {}, link bytes {link_bytes} (padding-only {padding_bytes}, RTX {rtx_bytes}) for {media_bytes} bytes of media payload in {media_packets} \
          packets, dropped by the link queue {link_dropped}; states {states:?}",
         by_ts.len()
     );

@@ -37,6 +37,10 @@ pub struct Out {
     /// Server → client datagrams (count, bytes) that entered the link, and those the link's queue dropped.
     pub link_bytes: u64,
     pub link_dropped: usize,
+    /// Of `link_bytes`: RTP datagrams with the padding bit set (str0m's padding and probes).
+    pub link_padding_bytes: u64,
+    /// Of `link_bytes`: RTX datagrams (retransmissions, and probes str0m makes of resent media).
+    pub link_rtx_bytes: u64,
 }
 
 /// A bottleneck on the server → client path: a capacity, a drop-tail queue holding at most `queue` of data at
@@ -80,6 +84,8 @@ pub struct Pair {
     /// The bottleneck, if any, and when its transmitter is next free.
     pub link: Option<Link>,
     link_free_at: Instant,
+    /// The subscriber's RTX payload type for video, once known (to count retransmissions on the link).
+    pub rtx_pt: Option<u8>,
 }
 
 /// Is this datagram RTP (not RTCP, DTLS or STUN)?
@@ -125,6 +131,7 @@ impl Pair {
             to_server: VecDeque::new(),
             link: None,
             link_free_at: now,
+            rtx_pt: None,
         }
     }
 
@@ -145,6 +152,7 @@ impl Pair {
         assert!(out.client_connected, "{:?}", out.client_events);
         let params =
             *p.client.codec_config().find(|c| c.spec().codec == str0m::format::Codec::Vp8).expect("VP8 configured");
+        p.rtx_pt = params.resend().map(|pt| *pt);
         (p, params)
     }
 
@@ -229,6 +237,11 @@ impl Pair {
                         }
                     };
                     out.link_bytes += t.contents.len() as u64;
+                    if is_rtp(&t.contents) && t.contents[0] & 0x20 != 0 {
+                        out.link_padding_bytes += t.contents.len() as u64;
+                    } else if is_rtp(&t.contents) && Some(t.contents[1] & 0x7f) == self.rtx_pt {
+                        out.link_rtx_bytes += t.contents.len() as u64;
+                    }
                     to_client.push_back((release, t.contents.to_vec()));
                 }
                 PeerOutput::Event(e) => out.events.push(e),
