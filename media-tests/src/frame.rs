@@ -2048,6 +2048,19 @@ mod tests {
         }
         let s = rx.stats();
         assert_eq!((s.frames_duplicate, s.counter_backwards), (1, 1), "{s:?}");
+
+        // The newest picture again from another layer (an up-switch landing on the same picture): a repeat,
+        // not a duplicate, and not backwards.
+        let newest = build_layer_frame(Vp8Clip::builtin().frame(1), 40, 0, 800, Some(2));
+        for pkt in p.packetize(&newest, ts.wrapping_add(9000)) {
+            rx.handle_packet(&pkt, 3_100_000);
+        }
+        let repeat = build_layer_frame(Vp8Clip::builtin().frame(1), 40, 0, 800, Some(0));
+        for pkt in p.packetize(&repeat, ts.wrapping_add(9090)) {
+            rx.handle_packet(&pkt, 3_200_000);
+        }
+        let s = rx.stats();
+        assert_eq!((s.frames_duplicate, s.frames_repeated_at_switch, s.counter_backwards), (1, 1, 1), "{s:?}");
     }
 
     #[test]
