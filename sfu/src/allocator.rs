@@ -45,6 +45,8 @@ pub const PAUSE_HOLD: Duration = Duration::from_secs(2);
 pub const LOSS_CONGESTED: f32 = 0.1;
 /// How long a loss report caps the estimate.
 pub const LOSS_MEMORY: Duration = Duration::from_secs(2);
+/// How far beyond what a step needs a probe asks the estimator to look.
+pub const PROBE_OVERSHOOT: f64 = 1.15;
 /// No probe for this long after a cut.
 pub const CUT_QUIET: Duration = Duration::from_secs(2);
 /// How long after a probe loss reports are still blamed on it.
@@ -392,7 +394,10 @@ impl Allocator {
             let cur_cost = audio + total(&cur);
             let wish = match self.probe {
                 Probe::Running { target, .. } => {
-                    BitrateWish { min: target.max(cur_cost), desired: (audio + total(&unlimited)).max(target) }
+                    // The estimate must reach the want divided by UP_FRACTION before a step is taken: probe a
+                    // little beyond that, or the probe can only confirm what is already known.
+                    let want = (audio + total(&unlimited)).max(target) as f64 / UP_FRACTION * PROBE_OVERSHOOT;
+                    BitrateWish { min: target.max(cur_cost), desired: want as u64 }
                 }
                 Probe::Idle { .. } => BitrateWish { min: cur_cost, desired: cur_cost },
             };
@@ -615,14 +620,15 @@ mod tests {
         let d = a.update(t0, &tracks);
         assert_eq!(d.changes, vec![(TrackId(1), Allocation::Layer(0))]);
         assert!(a.probing());
-        assert_eq!(d.wish, Some(BitrateWish { min: 540_000, desired: 1_540_000 }));
+        // desired: 1.54 M / 0.9 × 1.15.
+        assert_eq!(d.wish, Some(BitrateWish { min: 540_000, desired: 1_967_777 }));
         // The estimate grows with the padding; after the hold, up to h, and the probe is over.
         let t = run(&mut a, t0 + 100 * MS, UP_HOLD + 100 * MS, 700_000, &tracks);
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(1)));
         // The next probe goes for f.
         a.update(t, &tracks);
         assert!(a.probing());
-        assert_eq!(a.wish(), Some(BitrateWish { min: 1_540_000, desired: 1_540_000 }));
+        assert_eq!(a.wish(), Some(BitrateWish { min: 1_540_000, desired: 1_967_777 }));
     }
 
     #[test]
