@@ -26,6 +26,12 @@
 //! - **Loss is a second opinion**: a delay-based estimate can lag a link that suddenly shrinks (it holds while
 //!   the queue overflows). When the subscriber reports losing [`LOSS_CONGESTED`] or more of what it was sent,
 //!   the link is taken to carry at most what was sent less what was lost, for [`LOSS_MEMORY`].
+//! - **Estimate memory**: str0m lowers its estimate toward what is sent when little is sent (a hidden tile, a
+//!   paused camera), though the link did not change. The highest estimate seen while everything wanted was being
+//!   sent (and at least a third of it used) is remembered for [`ESTIMATE_MEMORY`]; when more is wanted again and
+//!   the estimate has fallen below that with no congestion seen since (no cut, no loss), the estimator is
+//!   restarted from the remembered value. If the link did shrink meanwhile, the estimator finds out within a
+//!   second and the allocator cuts as usual.
 //! - **No estimate, no limit**: without TWCC feedback (no estimate) tracks get what their settings want.
 
 use std::collections::HashMap;
@@ -45,6 +51,8 @@ pub const PAUSE_HOLD: Duration = Duration::from_secs(2);
 pub const LOSS_CONGESTED: f32 = 0.1;
 /// How long a loss report caps the estimate.
 pub const LOSS_MEMORY: Duration = Duration::from_secs(2);
+/// How long a proven estimate is remembered.
+pub const ESTIMATE_MEMORY: Duration = Duration::from_secs(30);
 /// How far beyond what a step needs a probe asks the estimator to look.
 pub const PROBE_OVERSHOOT: f64 = 1.15;
 /// No probe for this long after a cut.
@@ -117,6 +125,8 @@ pub struct Decision {
     pub changes: Vec<(TrackId, Allocation)>,
     /// A new wish for the estimator, when it changed.
     pub wish: Option<BitrateWish>,
+    /// Restart the estimator from this estimate (see "estimate memory" in the module doc).
+    pub reset_estimate: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +156,10 @@ pub struct Allocator {
     probe_ended: Option<Instant>,
     /// Was a probe running when the last wish was made?
     wish_probing: bool,
+    /// The highest estimate proven by use, and when (see "estimate memory").
+    proven: Option<(u64, Instant)>,
+    /// What everything wanted cost at the last update.
+    last_wanted: u64,
 }
 
 impl Default for Allocator {
@@ -162,6 +176,8 @@ impl Default for Allocator {
             loss_cap: None,
             probe_ended: None,
             wish_probing: false,
+            proven: None,
+            last_wanted: 0,
         }
     }
 }
@@ -233,6 +249,9 @@ impl Allocator {
 
     /// The subscriber reported losing `fraction` of the packets sent to it (RTCP receiver report).
     pub fn report_loss(&mut self, now: Instant, fraction: f32) {
+        if fraction >= LOSS_CONGESTED {
+            self.proven = None;
+        }
         // A probe overfills the link on purpose; the estimator reads its outcome. Loss during a probe, or just
         // after one (reports lag), says nothing about what the media alone can have.
         let probe_loss =
@@ -291,6 +310,20 @@ impl Allocator {
 
         // The current allocation, normalised: new tracks start where they fit now; nobody is above their want.
         let unlimited = greedy(&video, u64::MAX);
+        let mut reset_estimate = None;
+        if let (Some(e), Some((p, at))) = (self.estimate, self.proven) {
+            let fresh = now.saturating_duration_since(at) < ESTIMATE_MEMORY && self.loss_cap.is_none();
+            let wanted = audio + total_of(&video, &unlimited);
+            // The want grew (a tile shown, a track subscribed) after a time when it all fitted: the estimate fell
+            // for want of traffic, not because of congestion (then the want stays and the estimate drops under it).
+            let grew = wanted as f64 > self.last_wanted as f64 * 1.2;
+            let was_limited_by_want = self.last_wanted as f64 <= e as f64 * UP_FRACTION;
+            if fresh && p > e && grew && was_limited_by_want && wanted as f64 > e as f64 * UP_FRACTION {
+                self.estimate = Some(p);
+                self.proven = None;
+                reset_estimate = Some(p);
+            }
+        }
         // A loss report can take a track down to its lowest layer, never pause it: loss at a low rate is as likely
         // noise (or the tail of a queue that already drained) as congestion. Pausing is left to the estimate.
         let lowest: u64 = audio + video.iter().map(|t| layer_cost(t, levels(t).0[0])).sum::<u64>();
@@ -345,6 +378,7 @@ impl Allocator {
                     };
                 }
                 self.better_since = None;
+                self.proven = None;
                 // After a cut the link is congested: no probe for a while.
                 let quiet = now + self.backoff.max(CUT_QUIET);
                 self.probe = match self.probe {
@@ -382,7 +416,7 @@ impl Allocator {
             }
         }
 
-        let mut decision = Decision::default();
+        let mut decision = Decision { reset_estimate, ..Decision::default() };
         for (t, a) in video.iter().zip(&cur) {
             self.current.insert(t.track, *a);
             if before.get(&t.track) != Some(a) {
@@ -390,6 +424,16 @@ impl Allocator {
             }
         }
         self.last_cost = audio + total(&cur);
+        self.last_wanted = audio + total(&unlimited);
+        if let Some(e) = estimate {
+            let all_wanted = total(&cur) == total(&unlimited) && !cur.contains(&Allocation::Paused);
+            let used = self.last_cost.saturating_mul(3) >= e;
+            let higher =
+                self.proven.is_none_or(|(p, at)| e >= p || now.saturating_duration_since(at) >= ESTIMATE_MEMORY);
+            if all_wanted && used && higher && self.loss_cap.is_none() {
+                self.proven = Some((e, now));
+            }
+        }
         if self.estimate.is_some() {
             let cur_cost = audio + total(&cur);
             let wish = match self.probe {
@@ -413,6 +457,11 @@ impl Allocator {
         }
         decision
     }
+}
+
+/// What `alloc` of `video` costs.
+fn total_of(video: &[&TrackInput], alloc: &[Allocation]) -> u64 {
+    video.iter().zip(alloc).map(|(t, a)| cost(t, *a)).sum()
 }
 
 /// Allocate `budget` bits per second over `video` (in priority order): every track its lowest level first, then
@@ -696,6 +745,35 @@ mod tests {
         // The report is forgotten after LOSS_MEMORY; then up again after the hold.
         run(&mut a, t + 100 * MS, LOSS_MEMORY + UP_HOLD + 200 * MS, 3_000_000, &tracks);
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(2)));
+    }
+
+    #[test]
+    fn an_estimate_that_fell_while_little_was_sent_is_restored() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let tracks = [audio(9), camera(1, Some(2))];
+        let t = run(&mut a, t0, 2000 * MS, 3_000_000, &tracks);
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(2)));
+        // Hidden: only audio flows and the estimator falls to 120 k.
+        let hidden = [audio(9), camera(1, None)];
+        let t = run(&mut a, t, 5000 * MS, 120_000, &hidden);
+        // Shown again: the estimator restarts from the 3 M it had proven, and the track gets f at once.
+        let d = a.update(t, &tracks);
+        assert_eq!(d.reset_estimate, Some(3_000_000));
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(2)));
+    }
+
+    #[test]
+    fn a_cut_forgets_the_proven_estimate() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let tracks = [audio(9), camera(1, Some(2))];
+        let t = run(&mut a, t0, 2000 * MS, 3_000_000, &tracks);
+        // Congestion: the estimate falls while f is being sent.
+        let t = run(&mut a, t, 1000 * MS, 400_000, &tracks);
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)));
+        let d = a.update(t, &tracks);
+        assert_eq!(d.reset_estimate, None, "a congested link is not remembered as it was");
     }
 
     #[test]

@@ -418,6 +418,10 @@ impl Peer {
                 dt.allocation = allocation;
             }
         }
+        if let Some(bps) = decision.reset_estimate {
+            debug!(peer = %self.id, bps, "estimator restarted from the proven estimate");
+            self.rtc.bwe().reset(Bitrate::bps(bps));
+        }
         if let Some(wish) = decision.wish {
             debug!(peer = %self.id, ?wish, "bitrate wish");
             self.rtc.bwe().set_bitrate(Bitrate::bps(wish.min), Bitrate::bps(wish.desired));
