@@ -7,6 +7,7 @@
  *   &token=JWT           use this token; otherwise one is fetched from the dev endpoint `dev/token`
  *   &room=R&identity=I&name=N
  *   &publish=audio,video publish what (`none` for nothing; default both)
+ *   &simulcast=1         send the camera as three simulcast layers (q/h/f)
  *   &autojoin=1          join at once
  *
  * For tests: `window.courier` is the current CourierClient (see courier.js; `snapshot()`, `inboundStats()`),
@@ -105,7 +106,14 @@ function showError(el, text) {
  * @property {MediaStream} videoStream
  * @property {Map<string, HTMLAudioElement>} audios  by track id
  * @property {Set<string>} mutedKinds
+ * @property {string|null} videoTrackId  the remote video track shown (its `stream_state` drives the badge/overlay)
  */
+
+/** Simulcast rids as people say them. */
+const LAYER_LABELS = /** @type {Record<string, string>} */ ({ q: 'low', h: 'medium', f: 'high' });
+
+/** @param {string} rid */
+const layerLabel = (rid) => LAYER_LABELS[rid] ?? rid;
 
 /** @type {Map<string, Tile>} by participant id ('local' for the preview) */
 const tiles = new Map();
@@ -126,7 +134,7 @@ function ensureTile(key, label, local = false) {
   /** @type {HTMLElement} */ (el.querySelector('.tile-name')).textContent = label;
   /** @type {HTMLElement} */ (el.querySelector('.avatar')).textContent = initials(label);
   const video = /** @type {HTMLVideoElement} */ (el.querySelector('video'));
-  tile = { el, video, videoStream: new MediaStream(), audios: new Map(), mutedKinds: new Set() };
+  tile = { el, video, videoStream: new MediaStream(), audios: new Map(), mutedKinds: new Set(), videoTrackId: null };
   tiles.set(key, tile);
   if (local) els.tiles.prepend(el);
   else els.tiles.append(el);
@@ -158,6 +166,56 @@ function refreshTile(tile) {
     b.textContent = kind === 'audio' ? 'mic off' : 'cam off';
     badges.append(b);
   }
+  renderStreamState(tile);
+}
+
+/**
+ * A remote tile: which simulcast layer the server forwards (badge), or that it paused the video (overlay).
+ * @param {Tile} tile
+ */
+function renderStreamState(tile) {
+  if (tile.el.classList.contains('local')) return;
+  const badge = /** @type {HTMLElement} */ (tile.el.querySelector('.layer-badge'));
+  const overlay = /** @type {HTMLElement} */ (tile.el.querySelector('.paused-overlay'));
+  const st = tile.videoTrackId ? client?.getStreamState(tile.videoTrackId) ?? null : null;
+  const paused = st?.state === 'paused';
+  const layer = !paused && st?.layer ? st.layer : null;
+  badge.hidden = !layer;
+  if (layer) {
+    badge.dataset.layer = layer;
+    badge.textContent = layerLabel(layer);
+    badge.title = `Receiving the ${layerLabel(layer)} quality layer`;
+  } else {
+    delete badge.dataset.layer;
+    badge.textContent = '';
+  }
+  overlay.hidden = !paused;
+  tile.el.classList.toggle('paused', paused);
+  tile.el.dataset.streamState = st?.state ?? '';
+  if (paused) {
+    const bandwidth = st?.reason === 'bandwidth';
+    /** @type {HTMLElement} */ (overlay.querySelector('.paused-title')).textContent = bandwidth
+      ? 'Paused — low bandwidth'
+      : 'Video paused';
+    /** @type {HTMLElement} */ (overlay.querySelector('.paused-hint')).textContent = bandwidth
+      ? 'Video resumes when your connection improves'
+      : st?.reason ?? '';
+  }
+}
+
+/**
+ * The own tile: which simulcast layers this browser encodes, as the server asked (dynacast `set_layers`).
+ * @param {import('./courier.js').LayerState[]} layers
+ */
+function renderLocalLayers(layers) {
+  const tile = tiles.get('local');
+  if (!tile) return;
+  const badge = /** @type {HTMLElement} */ (tile.el.querySelector('.layer-badge'));
+  const active = layers.filter((l) => l.active).map((l) => l.rid);
+  badge.hidden = layers.length === 0;
+  badge.dataset.layer = active.length === 0 ? 'none' : active[active.length - 1];
+  badge.textContent = active.length === 0 ? 'not sending — nobody watching' : `sending ${active.map(layerLabel).join(' · ')}`;
+  badge.title = 'Simulcast layers encoded: the server pauses those no viewer needs';
 }
 
 /** @param {HTMLMediaElement} media */
@@ -275,6 +333,8 @@ function showLocalPreview(c) {
   tile.video.srcObject = tile.videoStream;
   play(tile.video);
   refreshTile(tile);
+  const cam = c.localTracks.find((l) => l.kind === 'video' && l.layers);
+  if (cam?.layers) renderLocalLayers(cam.layers);
   els.toggleMic.disabled = c.localStream.getAudioTracks().length === 0;
   els.toggleCam.disabled = c.localStream.getVideoTracks().length === 0;
 }
@@ -290,6 +350,7 @@ function attachRemote(r) {
     if (current.length === 0 || isCamera) {
       for (const t of current) tile.videoStream.removeTrack(t);
       tile.videoStream.addTrack(r.track);
+      tile.videoTrackId = r.trackId;
       tile.video.srcObject = tile.videoStream;
       play(tile.video);
     }
@@ -320,6 +381,7 @@ function wireClient(c) {
     if (!tile) return;
     if (r.kind === 'video') {
       for (const t of tile.videoStream.getVideoTracks()) if (t === r.track) tile.videoStream.removeTrack(t);
+      if (tile.videoTrackId === r.trackId) tile.videoTrackId = null;
     } else {
       const audio = tile.audios.get(r.trackId);
       if (audio) {
@@ -337,6 +399,12 @@ function wireClient(c) {
     if (muted) tile.mutedKinds.add(info.kind);
     else tile.mutedKinds.delete(info.kind);
     refreshTile(tile);
+  });
+  c.on('stream_state', ({ trackId }) => {
+    for (const tile of tiles.values()) if (tile.videoTrackId === trackId) renderStreamState(tile);
+  });
+  c.on('layers', ({ localTrack, layers }) => {
+    if (localTrack.kind === 'video' && localTrack.source === 'camera') renderLocalLayers(layers);
   });
   c.on('error', ({ code, message }) => {
     console.warn('courier error', code, message);

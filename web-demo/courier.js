@@ -69,6 +69,23 @@ export function describeCloseCode(code) {
  * @property {string|null} mid       set once the offer carrying it is created
  * @property {string|null} trackId   set when the server confirms with `track_published`
  * @property {boolean} muted
+ * @property {LayerState[]|null} layers  simulcast encodings as last applied (after `set_layers`); null before any
+ *
+ * @typedef {object} LayerState       One simulcast encoding of a published track (dynacast, `set_layers`).
+ * @property {string} rid            `q`, `h` or `f`
+ * @property {boolean} active        false: the browser does not encode this layer
+ *
+ * @typedef {object} LayerJob         (internal) dynacast state of one sender
+ * @property {Map<string, boolean>} want    latest `active` asked for, by rid
+ * @property {boolean} busy                 a setParameters() run is in progress
+ * @property {Promise<void>} running        resolves when the current (or last) run is done
+ *
+ * @typedef {object} StreamState      What the server forwards of a received track (`stream_state`).
+ * @property {string} trackId
+ * @property {string|null} participantId
+ * @property {'active'|'paused'|string} state
+ * @property {string|null} layer     rid of the simulcast layer forwarded (`q`/`h`/`f`); null if not simulcast
+ * @property {'bandwidth'|string|null} reason  why paused (`bandwidth`: the subscriber's downlink is too small)
  *
  * @typedef {object} RemoteTrack      A track this client receives.
  * @property {string} trackId
@@ -77,6 +94,7 @@ export function describeCloseCode(code) {
  * @property {string} mid
  * @property {MediaStreamTrack} track
  * @property {RTCRtpReceiver} receiver
+ * @property {StreamState|null} streamState  latest `stream_state` from the server (also in `client.streamStates`)
  *
  * @typedef {object} JoinOptions
  * @property {boolean|{audio?: boolean, video?: boolean}} [publish=true]  publish camera and/or microphone
@@ -101,6 +119,10 @@ export function describeCloseCode(code) {
  * - `track_muted`           {participantId, trackId, muted}
  * - `active_speakers`       {speakers: [{participant_id, level}]}, loudest first (also kept in `activeSpeakers`)
  * - `local_track_published` {localTrack}
+ * - `layers`                {trackId, localTrack, layers: LayerState[]}  the server asked (`set_layers`) to pause or
+ *                           resume simulcast layers of an own track, and the sender's encodings now match
+ * - `stream_state`          StreamState & {previous: StreamState|null}  the server changed what it forwards of a
+ *                           received track: another layer, or paused (`reason: 'bandwidth'`), or active again
  * - `remote_track_added`    RemoteTrack
  * - `remote_track_removed`  RemoteTrack & {reason}
  * - `connection_state`      {state}                          RTCPeerConnection.connectionState
@@ -178,6 +200,11 @@ export class CourierClient extends EventTarget {
     this.localStream = null;
     /** Tracks being received, by track id. @type {Map<string, RemoteTrack>} */
     this.remoteTracks = new Map();
+    /**
+     * Latest `stream_state` of each subscribed track, by track id (may arrive before the track is in
+     * `remoteTracks`). @type {Map<string, StreamState>}
+     */
+    this.streamStates = new Map();
     /** Last measured signaling round trip (ping → pong), ms. @type {number|null} */
     this.rttMs = null;
     /** @type {{code:number, reason:string, leaveReason:string|null}|null} */
@@ -206,6 +233,14 @@ export class CourierClient extends EventTarget {
     this._publishWaiters = new Map();
     this._ownsLocalStream = false;
     this._opened = false;
+    /**
+     * Dynacast, per own track: the layer states the server last asked for (merged by rid) and the sender update
+     * in progress. Only one setParameters() runs per sender; whatever arrives meanwhile is applied after it.
+     * @type {Map<LocalTrack, LayerJob>}
+     */
+    this._layerJobs = new Map();
+    /** `set_layers` for own tracks not yet confirmed by `track_published`, by track id @type {Map<string, any>} */
+    this._earlySetLayers = new Map();
     const log = this.options.log;
     /** @type {(...args:any[]) => void} */
     this._log = typeof log === 'function' ? log : log ? (...a) => console.debug('[courier]', ...a) : () => {};
@@ -379,6 +414,7 @@ export class CourierClient extends EventTarget {
         mid: null,
         trackId: null,
         muted: false,
+        layers: null,
       };
       locals.push(local);
       return /** @type {Promise<LocalTrack>} */ (
@@ -426,6 +462,7 @@ export class CourierClient extends EventTarget {
       const local = this._findLocal(which);
       if (!local) throw new CourierError('track_not_found', 'no such local track');
       this.localTracks = this.localTracks.filter((l) => l !== local);
+      this._layerJobs.delete(local);
       if (local.transceiver && local.transceiver.currentDirection !== 'stopped') {
         await local.transceiver.sender.replaceTrack(null);
         local.transceiver.direction = 'inactive';
@@ -479,6 +516,15 @@ export class CourierClient extends EventTarget {
   }
 
   /**
+   * What the server currently forwards of a received track (latest `stream_state`), or null if it has not said.
+   * @param {string} trackId
+   * @returns {StreamState|null}
+   */
+  getStreamState(trackId) {
+    return this.streamStates.get(trackId) ?? null;
+  }
+
+  /**
    * Leave the room: sends `leave`, waits (briefly) for the server to close the socket, releases media.
    * @param {number} [timeoutMs=2000]
    * @returns {Promise<void>}
@@ -528,6 +574,7 @@ export class CourierClient extends EventTarget {
         source: l.source,
         mid: l.mid,
         muted: l.muted,
+        layers: l.layers,
       })),
       remoteTracks: [...this.remoteTracks.values()].map((r) => ({
         trackId: r.trackId,
@@ -536,6 +583,7 @@ export class CourierClient extends EventTarget {
         mid: r.mid,
         readyState: r.track.readyState,
         muted: r.track.muted,
+        streamState: r.streamState,
       })),
       closeInfo: this.closeInfo,
     };
@@ -754,6 +802,7 @@ export class CourierClient extends EventTarget {
         for (const [mid, sub] of [...this._subsByMid]) {
           if (sub.participantId === msg.participant_id) {
             this._subsByMid.delete(mid);
+            this.streamStates.delete(sub.trackId);
             const remote = this.remoteTracks.get(sub.trackId);
             if (remote) this._removeRemote(remote, 'participant_left');
           }
@@ -765,6 +814,8 @@ export class CourierClient extends EventTarget {
         return this._onTrackPublished(msg);
       case 'track_unpublished': {
         this.participants.get(msg.participant_id)?.tracks.delete(msg.track_id);
+        this.streamStates.delete(msg.track_id);
+        this._earlySetLayers.delete(msg.track_id);
         const remote = this.remoteTracks.get(msg.track_id);
         if (remote) this._removeRemote(remote, 'unpublished');
         this._emit('track_unpublished', { participantId: msg.participant_id, trackId: msg.track_id });
@@ -785,6 +836,7 @@ export class CourierClient extends EventTarget {
         });
         return;
       case 'unsubscribed': {
+        this.streamStates.delete(msg.track_id);
         for (const [mid, sub] of [...this._subsByMid]) {
           if (sub.trackId === msg.track_id) this._subsByMid.delete(mid);
         }
@@ -805,6 +857,12 @@ export class CourierClient extends EventTarget {
         this.activeSpeakers = Array.isArray(msg.speakers) ? msg.speakers : [];
         this._emit('active_speakers', { speakers: this.activeSpeakers });
         return;
+      case 'set_layers':
+        // Not awaited: a sender update must not hold up negotiation; updates are serialized per sender.
+        this._onSetLayers(msg);
+        return;
+      case 'stream_state':
+        return this._onStreamState(msg);
       default:
         this._log('ignoring unknown server message', msg.type);
     }
@@ -848,12 +906,140 @@ export class CourierClient extends EventTarget {
           w.resolve(local);
         }
         this._emit('local_track_published', { localTrack: local });
+        const early = this._earlySetLayers.get(info.id);
+        if (early) {
+          this._earlySetLayers.delete(info.id);
+          this._onSetLayers(early);
+        }
       }
     } else {
       const p = this.participants.get(msg.participant_id);
       if (p) p.tracks.set(info.id, info);
     }
     this._emit('track_published', { participantId: msg.participant_id, track: info });
+  }
+
+  /**
+   * Dynacast: the server asks to pause (`active: false`) or resume simulcast layers of an own track, because no
+   * subscriber needs them (or one does again). Layers are matched to the sender's encodings by `rid`; rids the
+   * sender does not have (a track sent without simulcast) are ignored. Returns when the sender's encodings match the
+   * latest state asked for (also when called again meanwhile: updates are serialized per sender, and only the
+   * latest state is applied).
+   * @param {any} msg  `{type: 'set_layers', track_id, layers: [{rid, active}]}`
+   * @returns {Promise<void>}
+   */
+  _onSetLayers(msg) {
+    const trackId = typeof msg.track_id === 'string' ? msg.track_id : null;
+    if (!trackId || !Array.isArray(msg.layers)) {
+      this._log('ignoring malformed set_layers', msg);
+      return Promise.resolve();
+    }
+    const local = this.localTracks.find((l) => l.trackId === trackId);
+    if (!local) {
+      // Possibly ahead of our own `track_published` (or for a track already gone): keep the latest, bounded.
+      const oldest = this._earlySetLayers.keys().next().value;
+      if (this._earlySetLayers.size >= 16 && oldest !== undefined) this._earlySetLayers.delete(oldest);
+      this._earlySetLayers.set(trackId, msg);
+      this._log('set_layers for a track not (yet) published here', trackId);
+      return Promise.resolve();
+    }
+    const sender = local.transceiver?.sender;
+    if (!sender) return Promise.resolve();
+    const rids = new Set((sender.getParameters().encodings ?? []).map((e) => e.rid).filter(Boolean));
+    let job = this._layerJobs.get(local);
+    if (!job) {
+      job = { want: new Map(), busy: false, running: Promise.resolve() };
+      this._layerJobs.set(local, job);
+    }
+    let relevant = false;
+    for (const l of msg.layers) {
+      if (!l || typeof l.rid !== 'string' || !rids.has(l.rid)) continue;
+      job.want.set(l.rid, l.active !== false);
+      relevant = true;
+    }
+    if (!relevant) {
+      this._log('set_layers names no encoding of this sender; ignored', trackId, msg.layers);
+      return job.running;
+    }
+    if (!job.busy) {
+      // `busy` is cleared by _applyLayers in the same step in which it finds nothing left to do, so a state merged
+      // into `want` after that starts a new run instead of being left behind.
+      job.busy = true;
+      job.running = this._applyLayers(local, job);
+    }
+    return job.running;
+  }
+
+  /**
+   * Bring the sender's encodings to `job.want`, repeating until a pass finds nothing left to change (so a state
+   * that arrived during setParameters() is applied next; intermediate states are skipped).
+   * @param {LocalTrack} local
+   * @param {LayerJob} job
+   */
+  async _applyLayers(local, job) {
+    const sender = local.transceiver.sender;
+    try {
+      for (let pass = 0; pass < 10; pass++) {
+        const params = sender.getParameters();
+        const encodings = params.encodings ?? [];
+        let changed = false;
+        for (const e of encodings) {
+          const want = e.rid != null ? job.want.get(e.rid) : undefined;
+          if (want !== undefined && e.active !== want) {
+            e.active = want;
+            changed = true;
+          }
+        }
+        if (!changed) {
+          /** @type {LayerState[]} */
+          const layers = encodings
+            .filter((e) => e.rid != null)
+            .map((e) => ({ rid: /** @type {string} */ (e.rid), active: e.active !== false }));
+          const before = JSON.stringify(local.layers);
+          local.layers = layers;
+          if (before !== JSON.stringify(layers)) {
+            this._emit('layers', { trackId: local.trackId, localTrack: local, layers });
+          }
+          return;
+        }
+        try {
+          await sender.setParameters(params);
+        } catch (err) {
+          if (!this.localTracks.includes(local) || this.state !== 'joined') return; // unpublished or closed meanwhile
+          const text = /** @type {Error} */ (err).message;
+          this._emitError('set_layers_failed', `cannot update the layers of ${local.trackId}: ${text}`);
+          return;
+        }
+      }
+    } finally {
+      // In the same step as the last check: a state merged into `want` after this starts a new run.
+      job.busy = false;
+    }
+  }
+
+  /**
+   * The server says what it forwards of a received track: which simulcast layer, or that it is paused.
+   * @param {any} msg  `{type: 'stream_state', track_id, state, layer?, reason?}`
+   */
+  _onStreamState(msg) {
+    if (typeof msg.track_id !== 'string' || typeof msg.state !== 'string') {
+      this._log('ignoring malformed stream_state', msg);
+      return;
+    }
+    const remote = this.remoteTracks.get(msg.track_id);
+    const sub = [...this._subsByMid.values()].find((x) => x.trackId === msg.track_id);
+    /** @type {StreamState} */
+    const st = {
+      trackId: msg.track_id,
+      participantId: remote?.participantId ?? sub?.participantId ?? null,
+      state: msg.state,
+      layer: typeof msg.layer === 'string' ? msg.layer : null,
+      reason: typeof msg.reason === 'string' ? msg.reason : null,
+    };
+    const previous = this.streamStates.get(msg.track_id) ?? null;
+    this.streamStates.set(msg.track_id, st);
+    if (remote) remote.streamState = st;
+    this._emit('stream_state', { ...st, previous });
   }
 
   /** @param {any} msg */
@@ -1017,6 +1203,7 @@ export class CourierClient extends EventTarget {
         mid,
         track: tr.receiver.track,
         receiver: tr.receiver,
+        streamState: this.streamStates.get(sub.trackId) ?? null,
       };
       this.remoteTracks.set(sub.trackId, remote);
       this._emit('remote_track_added', remote);

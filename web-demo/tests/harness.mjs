@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -183,3 +184,130 @@ export function requireExecutable(file, what) {
   }
 }
 
+
+// ------------------------------------------------------------------ server + browser pages (simulcast, dynacast)
+
+/**
+ * `courier serve` on ephemeral ports in a scratch directory, serving this web-demo, with the test API key.
+ * Resolves once it prints COURIER_READY.
+ * @param {string} name  log file name in test-artifacts/
+ */
+export async function startCourier(name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  requireExecutable(COURIER_BIN, 'COURIER_BIN');
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`));
+  const server = startProcess(
+    name,
+    COURIER_BIN,
+    ['serve', '--http-addr', '127.0.0.1:0', '--udp-addr', '127.0.0.1:0', '--keys', `${API_KEY}:${API_SECRET}`]
+      .concat(['--web-root', WEB_DEMO, '--data-dir', path.join(scratch, 'data')]),
+    scratch,
+  );
+  const stop = async () => {
+    await server.stop();
+    fs.rmSync(scratch, { recursive: true, force: true });
+  };
+  try {
+    const ready = await server.waitForLine(/COURIER_READY http=(\S+) udp=(\S+)/, SERVER_READY_TIMEOUT_MS);
+    return { server, http: `http://${ready[1]}`, url: `ws://${ready[1]}/rtc`, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** Headless Chromium with the flags above (bounded). */
+export async function launchChromium() {
+  requireExecutable(CHROMIUM_BIN, 'Chromium (run scripts/install-browser-deps.sh)');
+  const { chromium } = await import('playwright-core');
+  return withTimeout(chromium.launch({ executablePath: CHROMIUM_BIN, headless: true, args: CHROMIUM_ARGS }), 30_000, 'chromium to launch');
+}
+
+/**
+ * Open the demo page in its own context, join `room` as `identity` (autojoin), wait until joined. The page's
+ * console goes to test-artifacts/<logName>-<identity>-console.log.
+ * @param {import('playwright-core').Browser} browser
+ * @param {{http: string, url: string, room: string, identity: string, logName?: string, params?: Record<string, string>}} o
+ */
+export async function openDemoPage(browser, { http, url, room, identity, logName = room, params = {} }) {
+  const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+  const consoleStream = fs.createWriteStream(path.join(ARTIFACTS, `${logName}-${identity}-console.log`));
+  const write = (/** @type {string} */ s) => consoleStream.writableEnded || consoleStream.write(s);
+  page.on('console', (m) => write(`[${m.type()}] ${m.text()}\n`));
+  page.on('pageerror', (e) => write(`[pageerror] ${e.stack ?? e.message}\n`));
+  page.on('close', () => consoleStream.end());
+  const token = mintToken({ identity, name: identity, room });
+  await page.goto(`${http}/?` + new URLSearchParams({ room, identity, token, url, autojoin: '1', ...params }), {
+    timeout: 15_000,
+  });
+  await page.waitForFunction(() => /** @type {any} */ (window).courierApp?.state === 'joined', null, {
+    timeout: BROWSER_JOIN_TIMEOUT_MS,
+    polling: 100,
+  });
+  return page;
+}
+
+/**
+ * Poll `fn` until it returns a truthy value (returned) or `ms` pass (fails with `what` and the last value).
+ * @template T
+ * @param {() => Promise<T>} fn
+ * @param {number} ms
+ * @param {string|(() => string)} what
+ * @param {number} [everyMs=250]
+ * @returns {Promise<T>}
+ */
+export async function waitUntil(fn, ms, what, everyMs = 250) {
+  const deadline = Date.now() + ms;
+  /** @type {any} */ let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() >= deadline) break;
+    await sleep(everyMs);
+  }
+  assert.fail(`${typeof what === 'function' ? what() : what}: not within ${ms} ms (last: ${JSON.stringify(last)})`);
+}
+
+/**
+ * The first inbound video stream of a page's client: width, frames decoded, packets lost, track id.
+ * @param {import('playwright-core').Page} page
+ */
+export const inboundVideo = (page) =>
+  page.evaluate(async () => {
+    const s = await /** @type {any} */ (window).courier.inboundStats();
+    const v = s.video[0];
+    return v ? { width: v.frameWidth, decoded: v.framesDecoded, lost: v.packetsLost, trackId: v.trackId } : null;
+  });
+
+/**
+ * Wait (bounded) until `page` decodes frames `width` wide, and more of them than at the previous poll.
+ * @param {import('playwright-core').Page} page
+ * @param {number} width
+ * @param {string} what
+ * @param {number} ms
+ */
+export async function waitForWidth(page, width, what, ms) {
+  /** @type {any} */ let last = null;
+  return waitUntil(
+    async () => {
+      const v = await inboundVideo(page);
+      const ok = v && v.width === width && last && last.width === width && v.decoded > last.decoded;
+      last = v;
+      return ok ? v : null;
+    },
+    ms,
+    () => `${what}: ${width}-wide frames (last stats: ${JSON.stringify(last)})`,
+    500,
+  );
+}
+
+/**
+ * Tell the server how big every remote track of the page's client is shown (`setTrackSettings`).
+ * @param {import('playwright-core').Page} page
+ * @param {Record<string, unknown>} settings
+ */
+export const setTrackSettings = (page, settings) =>
+  page.evaluate((s) => {
+    const c = /** @type {any} */ (window).courier;
+    for (const id of c.remoteTracks.keys()) c.setTrackSettings(id, s);
+  }, settings);
