@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use courier::Courier;
 use media_tests::client::{Client, ClientEvent, ClientOptions};
-use media_tests::signal::MediaKind;
-use media_tests::simulcast::SimulcastConfig;
 
 const T: Duration = Duration::from_secs(15);
 
@@ -27,15 +25,7 @@ fn f_frames_sent(c: &Client) -> u64 {
 async fn unused_layers_are_paused_and_resumed() {
     let server = Courier::start();
     let room = "dynacast";
-    let mut alice = Client::connect(
-        &server.url,
-        &server.token(room, "alice"),
-        ClientOptions { simulcast: Some(SimulcastConfig::default()), ..ClientOptions::publishing(&[MediaKind::Video]) },
-    )
-    .await
-    .expect("alice joins");
-    alice.wait_connected(T).await.expect("alice connected");
-    alice.wait_for_event(T, |e| matches!(e, ClientEvent::TrackPublished { own: true, .. })).await.expect("published");
+    let mut alice = courier::simulcast_publisher(&server, room, T).await;
 
     let mut bob = Client::connect(
         &server.url,

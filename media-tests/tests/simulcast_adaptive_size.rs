@@ -13,7 +13,6 @@ use courier::Courier;
 use media_tests::client::{Client, ClientEvent, ClientOptions};
 use media_tests::report::VideoTrackReport;
 use media_tests::signal::MediaKind;
-use media_tests::simulcast::SimulcastConfig;
 
 const T: Duration = Duration::from_secs(15);
 
@@ -25,17 +24,7 @@ fn now_ms() -> u64 {
 async fn a_small_tile_gets_only_the_low_layer() {
     let server = Courier::start();
     let room = "adaptive";
-    let mut alice = Client::connect(
-        &server.url,
-        &server.token(room, "alice"),
-        ClientOptions { simulcast: Some(SimulcastConfig::default()), ..ClientOptions::publishing(&[MediaKind::Video]) },
-    )
-    .await
-    .expect("alice joins");
-    alice.wait_connected(T).await.expect("alice connected");
-    alice.wait_for_event(T, |e| matches!(e, ClientEvent::TrackPublished { own: true, .. })).await.expect("published");
-    // Let the server see every layer's first keyframe (and so its size) before anyone subscribes.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let alice = courier::simulcast_publisher(&server, room, T).await;
 
     let mut big = Client::connect(&server.url, &server.token(room, "big"), ClientOptions::default()).await.unwrap();
     let mut small = Client::connect(

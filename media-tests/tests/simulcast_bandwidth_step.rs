@@ -22,27 +22,11 @@ use media_tests::client::{Client, ClientEvent, ClientOptions};
 use media_tests::relay::{Impairment, Relay, RelayConfig, Schedule};
 use media_tests::report::{Report, VideoTrackReport};
 use media_tests::signal::MediaKind;
-use media_tests::simulcast::SimulcastConfig;
 
 const T: Duration = Duration::from_secs(15);
 const DROP_AT: Duration = Duration::from_secs(8);
 const RISE_AT: Duration = Duration::from_secs(16);
 const RUN: Duration = Duration::from_secs(30);
-
-async fn publisher(server: &Courier, room: &str) -> Client {
-    let mut alice = Client::connect(
-        &server.url,
-        &server.token(room, "alice"),
-        ClientOptions { simulcast: Some(SimulcastConfig::default()), ..ClientOptions::publishing(&[MediaKind::Video]) },
-    )
-    .await
-    .expect("alice joins");
-    alice.wait_connected(T).await.expect("alice connected");
-    alice.wait_for_event(T, |e| matches!(e, ClientEvent::TrackPublished { own: true, .. })).await.expect("published");
-    // Every layer's first keyframe (and size) reaches the server before anyone subscribes.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    alice
-}
 
 fn video_from(report: &Report, publisher: &Report) -> VideoTrackReport {
     report.video().find(|v| v.participant_id == publisher.participant_id).cloned().expect("the publisher's video")
@@ -51,7 +35,7 @@ fn video_from(report: &Report, publisher: &Report) -> VideoTrackReport {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_path_carries_the_full_layer() {
     let server = Courier::start();
-    let alice = publisher(&server, "relay").await;
+    let alice = courier::simulcast_publisher(&server, "relay", T).await;
     let relay = Relay::start(RelayConfig::new(server.udp)).await.expect("relay");
     let mut bob = Client::connect(
         &server.url,
@@ -85,7 +69,7 @@ async fn relay_path_carries_the_full_layer() {
 #[ignore = "on demand: webrtc-rs 0.21's TWCC feedback destabilises the estimate (see the module doc)"]
 async fn layers_follow_a_bandwidth_step() {
     let server = Courier::start();
-    let alice = publisher(&server, "step").await;
+    let alice = courier::simulcast_publisher(&server, "step", T).await;
     let down = Schedule::constant(Impairment::rate(3_000_000))
         .then(DROP_AT, Impairment::rate(400_000))
         .then(RISE_AT, Impairment::rate(3_000_000));

@@ -204,6 +204,25 @@ struct TrackIn {
 }
 
 impl TrackIn {
+    /// A track just published on an m-line, with its simulcast RIDs in SDP order (none without simulcast). All its
+    /// layers are taken to be running until dynacast says otherwise.
+    fn new(id: TrackId, kind: MediaKind, rids: Vec<String>) -> TrackIn {
+        TrackIn {
+            id,
+            kind,
+            rids,
+            layers: LayerTracker::default(),
+            sizes: [None; 3],
+            level: None,
+            params: None,
+            last_keyframe_request: [None; 3],
+            keyframe_pending: [false; 3],
+            demands: HashMap::new(),
+            active: 0b111,
+            fewer_since: None,
+        }
+    }
+
     /// Dynacast at `now`: the layers to tell the client to send, when that changes. The lowest layer always
     /// runs, so that a new subscriber starts at once.
     fn dynacast(&mut self, now: Instant) -> Option<Vec<(String, bool)>> {
@@ -774,27 +793,8 @@ impl Peer {
             Event::MediaAdded(m) if m.direction.is_receiving() && !self.tracks_in.contains_key(&m.mid) => {
                 let id = TrackId::random();
                 info!(peer = %self.id, track = %id, mid = %m.mid, kind = ?m.kind, "track published");
-                self.tracks_in.insert(
-                    m.mid,
-                    TrackIn {
-                        id,
-                        kind: m.kind,
-                        rids: m
-                            .simulcast
-                            .as_ref()
-                            .map(|s| s.recv.iter().map(|l| l.rid.to_string()).collect())
-                            .unwrap_or_default(),
-                        layers: LayerTracker::default(),
-                        sizes: [None; 3],
-                        level: None,
-                        params: None,
-                        last_keyframe_request: [None; 3],
-                        keyframe_pending: [false; 3],
-                        demands: HashMap::new(),
-                        active: 0b111,
-                        fewer_since: None,
-                    },
-                );
+                let rids = m.simulcast.as_ref().map(|s| s.recv.iter().map(|l| l.rid.to_string()).collect());
+                self.tracks_in.insert(m.mid, TrackIn::new(id, m.kind, rids.unwrap_or_default()));
                 self.queue.push_back(PeerOutput::Event(PeerEvent::TrackPublished {
                     track: id,
                     mid: m.mid.to_string(),
@@ -1033,20 +1033,7 @@ mod tests {
     use super::*;
 
     fn track(rids: &[&str]) -> TrackIn {
-        TrackIn {
-            id: TrackId(1),
-            kind: MediaKind::Video,
-            rids: rids.iter().map(|r| r.to_string()).collect(),
-            layers: LayerTracker::default(),
-            sizes: [None; 3],
-            level: None,
-            params: None,
-            last_keyframe_request: [None; 3],
-            keyframe_pending: [false; 3],
-            demands: HashMap::new(),
-            active: 0b111,
-            fewer_since: None,
-        }
+        TrackIn::new(TrackId(1), MediaKind::Video, rids.iter().map(|r| r.to_string()).collect())
     }
 
     fn active(layers: Option<Vec<(String, bool)>>) -> Option<Vec<bool>> {

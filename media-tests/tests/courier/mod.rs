@@ -179,3 +179,22 @@ impl Drop for CliClient {
         let _ = self.child.wait();
     }
 }
+
+/// A client "alice" in `room` publishing three synthetic simulcast layers (q/h/f), connected, its track published,
+/// and given half a second so every layer's first keyframe (and so its size) reaches the server before anyone
+/// subscribes.
+pub async fn simulcast_publisher(server: &Courier, room: &str, timeout: Duration) -> media_tests::client::Client {
+    use media_tests::client::{Client, ClientEvent, ClientOptions};
+    let options = ClientOptions {
+        simulcast: Some(media_tests::simulcast::SimulcastConfig::default()),
+        ..ClientOptions::publishing(&[media_tests::signal::MediaKind::Video])
+    };
+    let mut alice = Client::connect(&server.url, &server.token(room, "alice"), options).await.expect("alice joins");
+    alice.wait_connected(timeout).await.expect("alice connected");
+    alice
+        .wait_for_event(timeout, |e| matches!(e, ClientEvent::TrackPublished { own: true, .. }))
+        .await
+        .expect("published");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    alice
+}
