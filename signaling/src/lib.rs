@@ -11,10 +11,12 @@
 //! - [`protocol`]: the wire messages; parse and encode only.
 //! - [`room`]: membership, published tracks and the events a room fans out.
 //! - [`session`]: one WebSocket connection.
+//! - [`chat`]: sequenced, durable chat history (the store so far; not yet on the wire).
 //! - [`api`]: the HTTP routes.
 
 pub mod api;
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod protocol;
 pub mod room;
