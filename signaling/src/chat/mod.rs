@@ -15,7 +15,9 @@
 //! - [`sequencer`]: sans-I/O: sequence numbers, epochs and the idempotency cache.
 //! - [`store`]: the store interface ([`store::ChatStore`]) and its plain types.
 //! - [`sqlite`]: the embedded SQLite store, one writer thread with group commit.
+//! - [`resume`]: sans-I/O: a reconnecting member's replay merged with live messages, each number once, in order.
 
+pub mod resume;
 pub mod sequencer;
 pub mod sqlite;
 pub mod store;
