@@ -349,7 +349,7 @@ impl Allocator {
                 None => *fit,
             })
             .collect();
-        let total = |a: &[Allocation]| -> u64 { video.iter().zip(a).map(|(t, a)| cost(t, *a)).sum::<u64>() };
+        let total = |a: &[Allocation]| total_of(&video, a);
 
         if let Some(estimate) = estimate {
             let cur_cost = audio + total(&cur);

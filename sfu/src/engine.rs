@@ -681,12 +681,24 @@ impl Worker {
 
     /// Route a subscriber's layer demand to the worker of the track's publisher.
     fn send_layer_demand(&mut self, track: TrackId, subscriber: PeerId, demand: Option<u8>) {
+        self.route_to_publisher(track, WorkerMsg::LayerDemand { track, subscriber, demand });
+    }
+
+    /// A message for the publisher of `track`: queued here for after the current drain when the publisher is on
+    /// this worker (never applied inside another peer's drain), else sent to its worker without waiting.
+    fn route_to_publisher(&mut self, track: TrackId, msg: WorkerMsg) {
         let entry = self.shared.tracks.lock().expect("tracks lock").get(&track).copied();
         let Some(e) = entry else { return };
-        if e.worker == self.id {
-            self.layer_demands.push((track, subscriber, demand));
-        } else {
-            let _ = self.shared.workers[e.worker.0].try_send(WorkerMsg::LayerDemand { track, subscriber, demand });
+        if e.worker != self.id {
+            let _ = self.shared.workers[e.worker.0].try_send(msg);
+            return;
+        }
+        match msg {
+            WorkerMsg::KeyframeRequest { track, kind, layer } => self.keyframe_requests.push((track, kind, layer)),
+            WorkerMsg::LayerDemand { track, subscriber, demand } => {
+                self.layer_demands.push((track, subscriber, demand))
+            }
+            _ => debug_assert!(false, "only requests for a publisher are routed to it"),
         }
     }
 
@@ -726,18 +738,7 @@ impl Worker {
                 PeerOutput::Forward(pkt) => self.route(pkt),
                 PeerOutput::LayerDemand { track, demand } => self.send_layer_demand(track, id, demand),
                 PeerOutput::KeyframeRequest { track, kind, layer } => {
-                    let entry = self.shared.tracks.lock().expect("tracks lock").get(&track).copied();
-                    if let Some(e) = entry {
-                        if e.worker == self.id {
-                            self.keyframe_requests.push((track, kind, layer));
-                        } else {
-                            let _ = self.shared.workers[e.worker.0].try_send(WorkerMsg::KeyframeRequest {
-                                track,
-                                kind,
-                                layer,
-                            });
-                        }
-                    }
+                    self.route_to_publisher(track, WorkerMsg::KeyframeRequest { track, kind, layer })
                 }
                 PeerOutput::Event(ev) => {
                     match &ev {

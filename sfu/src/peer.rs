@@ -640,11 +640,9 @@ impl Peer {
         }
         let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == pkt.track) else { return };
         let prepared = dt.prepare(pkt, &self.rtc);
+        // A switch shows here first; a change of demand (new layer sizes) waits for the allocation pass.
         if let Some(state) = dt.take_state_change() {
             self.queue.push_back(PeerOutput::Event(PeerEvent::StreamState { track: pkt.track, state }));
-        }
-        if let Some(demand) = dt.take_demand_change() {
-            self.queue.push_back(PeerOutput::LayerDemand { track: pkt.track, demand });
         }
         if let Some(layer) = dt.take_keyframe_wish(pkt.arrival) {
             self.queue.push_back(PeerOutput::KeyframeRequest {
