@@ -187,7 +187,7 @@ impl Priority {
 }
 
 /// What a message asks of the server beyond storing it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flags {
     /// Every member is asked to acknowledge it; the server tracks who has.
     pub must_ack: bool,
@@ -196,6 +196,14 @@ pub struct Flags {
     /// `@identity`, each a valid identity.
     pub mentions: Vec<String>,
     pub priority: Priority,
+    /// Counts toward the members' unread count (`false` for notices that should not badge).
+    pub counted: bool,
+}
+
+impl Default for Flags {
+    fn default() -> Self {
+        Flags { must_ack: false, mention_all: false, mentions: Vec::new(), priority: Priority::Normal, counted: true }
+    }
 }
 
 /// A persisted message as the sender gave it, before it has a sequence number.
@@ -211,6 +219,11 @@ pub struct NewMessage {
     /// JSON text.
     pub payload: String,
     pub flags: Flags,
+    /// This message recalls or edits an earlier one of the same conversation; the store applies the change to that
+    /// message in the same transaction (see [`store::Amend`]).
+    pub amends: Option<store::Amend>,
+    /// The identities asked to acknowledge it (must-acknowledge alerts), chosen by the server at send time.
+    pub alert_to: Vec<String>,
 }
 
 /// The size limits the store enforces on input.
@@ -261,7 +274,7 @@ impl NewMessage {
         if self.flags.mentions.len() > MAX_MENTIONS {
             return Err(InvalidInput::TooManyMentions);
         }
-        for m in &self.flags.mentions {
+        for m in self.flags.mentions.iter().chain(&self.alert_to) {
             validate_identity(m)?;
         }
         validate_payload(&self.payload, limits)
@@ -318,6 +331,8 @@ mod tests {
             kind: "text".into(),
             payload: payload.into(),
             flags: Flags::default(),
+            amends: None,
+            alert_to: Vec::new(),
         }
     }
 

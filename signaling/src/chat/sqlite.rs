@@ -22,7 +22,7 @@
 //! writer answers. The schema is versioned in `schema_version` and migrated at open.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
@@ -31,7 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sequencer::{ConversationState, DedupKey, Group, SequenceError, Sequencer};
 use super::store::{
-    Ack, ChatStore, Head, MessageState, PageFrom, Replay, Retention, StoreError, StoredMessage, Tombstone, Trimmed,
+    Ack, AlertAck, AlertStatus, ChatStore, CommitListener, Head, MessageState, PageFrom, Receipt, Replay, Retention,
+    StoreError, StoredMessage, Tombstone, Trimmed,
 };
 use super::{validate_identity, validate_payload, ConversationId, Flags, Limits, NewMessage, Priority};
 
@@ -102,10 +103,30 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX messages_client_id ON messages (conversation, sender, client_id);
     CREATE INDEX messages_sender ON messages (sender);",
+    // 2: receipts and must-acknowledge alerts.
+    "CREATE TABLE receipts (
+        conversation TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        delivered_seq INTEGER NOT NULL,
+        read_seq INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (conversation, identity)
+    );
+    CREATE INDEX receipts_identity ON receipts (identity);
+    CREATE TABLE alerts (
+        conversation TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        identity TEXT NOT NULL,
+        acked_ms INTEGER,
+        PRIMARY KEY (conversation, seq, identity)
+    );
+    CREATE INDEX alerts_pending ON alerts (identity, conversation, seq) WHERE acked_ms IS NULL;",
 ];
 
 const FLAG_MUST_ACK: i64 = 1;
 const FLAG_MENTION_ALL: i64 = 2;
+/// Set when a message does not count toward unread (so rows from before the flag existed count).
+const FLAG_NOT_COUNTED: i64 = 4;
 
 const MESSAGE_COLUMNS: &str = "seq, sender, client_id, kind, payload, flags, mentions, priority, server_time_ms, state";
 
@@ -147,6 +168,17 @@ enum Request {
         now_ms: u64,
     },
     EraseIdentity(String),
+    Receipt {
+        conversation: ConversationId,
+        identity: String,
+        delivered: u64,
+        read: u64,
+    },
+    AckAlert {
+        conversation: ConversationId,
+        seq: u64,
+        identity: String,
+    },
     /// Finish the current group and stop.
     Close,
 }
@@ -165,8 +197,13 @@ enum Outcome {
     Changed(bool),
     Trimmed(Option<Trimmed>),
     Count(u64),
+    Receipt(Option<Receipt>),
+    AlertAck(AlertAck),
     Closed,
 }
+
+/// Where the writer publishes committed messages.
+type ListenerSlot = Arc<RwLock<Option<Arc<dyn CommitListener>>>>;
 
 struct Command {
     request: Request,
@@ -179,6 +216,7 @@ pub struct SqliteStore {
     tx: mpsc::Sender<Command>,
     readers: Arc<ReadPool>,
     config: SqliteConfig,
+    listener: ListenerSlot,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -201,6 +239,8 @@ impl SqliteStore {
         let (ready_tx, ready_rx) = oneshot::channel();
         let writer_path = path.clone();
         let writer_config = config.clone();
+        let listener: ListenerSlot = Arc::new(RwLock::new(None));
+        let writer_listener = listener.clone();
         let handle = std::thread::Builder::new()
             .name("chat-writer".into())
             .spawn(move || {
@@ -212,7 +252,7 @@ impl SqliteStore {
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                run_writer(conn, rx, &writer_config);
+                run_writer(conn, rx, &writer_config, &writer_listener);
             })
             .map_err(backend)?;
         match ready_rx.await {
@@ -226,7 +266,7 @@ impl SqliteStore {
             max_idle: config.read_connections,
             busy_timeout: config.busy_timeout,
         });
-        Ok(SqliteStore { tx, readers, config, writer: Mutex::new(Some(handle)) })
+        Ok(SqliteStore { tx, readers, config, listener, writer: Mutex::new(Some(handle)) })
     }
 
     /// Finish what is queued, stop the writer and wait for it. Later calls fail with [`StoreError::Closed`].
@@ -372,6 +412,70 @@ impl ChatStore for SqliteStore {
             }
         })
     }
+
+    fn set_listener(&self, listener: Arc<dyn CommitListener>) {
+        if let Ok(mut slot) = self.listener.write() {
+            *slot = Some(listener);
+        }
+    }
+
+    fn set_receipt(
+        &self,
+        conversation: &ConversationId,
+        identity: &str,
+        delivered: u64,
+        read: u64,
+    ) -> BoxFuture<'_, Result<Option<Receipt>, StoreError>> {
+        let (conversation, identity) = (conversation.clone(), identity.to_string());
+        Box::pin(async move {
+            validate_identity(&identity).map_err(|source| StoreError::Invalid { index: 0, source })?;
+            match self.call(Request::Receipt { conversation, identity, delivered, read }).await? {
+                Outcome::Receipt(r) => Ok(r),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
+    fn receipts(&self, conversation: &ConversationId, limit: usize) -> BoxFuture<'_, Result<Vec<Receipt>, StoreError>> {
+        let conversation = conversation.clone();
+        let limit = limit.min(self.config.max_page);
+        Box::pin(self.read(move |conn| read_receipts(conn, &conversation, limit)))
+    }
+
+    fn unread(&self, conversation: &ConversationId, identity: &str) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let (conversation, identity) = (conversation.clone(), identity.to_string());
+        Box::pin(self.read(move |conn| read_unread(conn, &conversation, &identity)))
+    }
+
+    fn ack_alert(
+        &self,
+        conversation: &ConversationId,
+        seq: u64,
+        identity: &str,
+    ) -> BoxFuture<'_, Result<AlertAck, StoreError>> {
+        let (conversation, identity) = (conversation.clone(), identity.to_string());
+        Box::pin(async move {
+            match self.call(Request::AckAlert { conversation, seq, identity }).await? {
+                Outcome::AlertAck(a) => Ok(a),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
+    fn alert_status(
+        &self,
+        conversation: &ConversationId,
+        seq: u64,
+    ) -> BoxFuture<'_, Result<Option<AlertStatus>, StoreError>> {
+        let conversation = conversation.clone();
+        Box::pin(self.read(move |conn| read_alert_status(conn, &conversation, seq)))
+    }
+
+    fn pending_alerts(&self, identity: &str, limit: usize) -> BoxFuture<'_, Result<Vec<StoredMessage>, StoreError>> {
+        let identity = identity.to_string();
+        let limit = limit.min(self.config.max_page);
+        Box::pin(self.read(move |conn| read_pending_alerts(conn, &identity, limit)))
+    }
 }
 
 // ---- opening ----
@@ -428,7 +532,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 // ---- the writer ----
 
-fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>, config: &SqliteConfig) {
+fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>, config: &SqliteConfig, listener: &ListenerSlot) {
     let mut sequencer = Sequencer::new(config.dedup_cache);
     while let Some(first) = rx.blocking_recv() {
         let mut messages = first.request.messages();
@@ -446,7 +550,13 @@ fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>, config: &Sq
         }
         let (requests, replies): (Vec<Request>, Vec<_>) = group.into_iter().map(|c| (c.request, c.reply)).unzip();
         match execute(&mut conn, &mut sequencer, requests, now_ms()) {
-            Ok(outcomes) => {
+            Ok((outcomes, committed)) => {
+                if !committed.is_empty() {
+                    let listener = listener.read().ok().and_then(|l| l.clone());
+                    if let Some(listener) = listener {
+                        listener.committed(&committed);
+                    }
+                }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
@@ -464,19 +574,27 @@ fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>, config: &Sq
     }
 }
 
-/// Run one group in one transaction; on success the outcomes match `requests` one to one.
+/// Run one group in one transaction; on success the outcomes match `requests` one to one, followed by the newly
+/// stored messages in commit order.
 fn execute(
     conn: &mut Connection,
     sequencer: &mut Sequencer,
     requests: Vec<Request>,
     now_ms: u64,
-) -> Result<Vec<Outcome>, StoreError> {
+) -> Result<(Vec<Outcome>, Vec<StoredMessage>), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut group = sequencer.begin();
     let mut outcomes = Vec::with_capacity(requests.len());
+    let mut committed = Vec::new();
     for request in requests {
         let outcome = match request {
-            Request::Append(batch) => Outcome::Acks(append(&tx, &mut group, batch, now_ms)?),
+            Request::Append(batch) => Outcome::Acks(append(&tx, &mut group, batch, now_ms, &mut committed)?),
+            Request::Receipt { conversation, identity, delivered, read } => {
+                Outcome::Receipt(set_receipt(&tx, &mut group, &conversation, &identity, delivered, read, now_ms)?)
+            }
+            Request::AckAlert { conversation, seq, identity } => {
+                Outcome::AlertAck(ack_alert(&tx, &conversation, seq, &identity, now_ms)?)
+            }
             Request::Tombstone { conversation, seq, change } => {
                 Outcome::Changed(tombstone(&tx, &conversation, seq, change)?)
             }
@@ -500,7 +618,7 @@ fn execute(
     }
     tx.commit()?;
     group.commit();
-    Ok(outcomes)
+    Ok((outcomes, committed))
 }
 
 fn sequence_error(e: SequenceError) -> StoreError {
@@ -548,6 +666,7 @@ fn append(
     group: &mut Group<'_>,
     batch: Vec<NewMessage>,
     now_ms: u64,
+    committed: &mut Vec<StoredMessage>,
 ) -> Result<Vec<Ack>, StoreError> {
     let mut acks = Vec::with_capacity(batch.len());
     let mut lookup = tx.prepare_cached(
@@ -592,6 +711,9 @@ fn append(
         if m.flags.mention_all {
             flags |= FLAG_MENTION_ALL;
         }
+        if !m.flags.counted {
+            flags |= FLAG_NOT_COUNTED;
+        }
         let mentions = if m.flags.mentions.is_empty() {
             None
         } else {
@@ -612,6 +734,30 @@ fn append(
             m.flags.priority.code(),
             sql(ack.server_time_ms),
         ])?;
+        if let Some(amend) = m.amends {
+            if amend.seq < ack.seq {
+                tombstone(tx, &conversation, amend.seq, amend.change)?;
+            }
+        }
+        if !m.alert_to.is_empty() {
+            let mut alert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO alerts (conversation, seq, identity, acked_ms) VALUES (?1, ?2, ?3, NULL)",
+            )?;
+            for identity in &m.alert_to {
+                alert.execute(params![conversation.as_str(), sql(ack.seq), identity])?;
+            }
+        }
+        committed.push(StoredMessage {
+            conversation,
+            seq: ack.seq,
+            sender,
+            client_id,
+            kind: m.kind,
+            payload: Some(m.payload),
+            flags: m.flags,
+            server_time_ms: ack.server_time_ms,
+            state: MessageState::Normal,
+        });
         acks.push(ack);
     }
     Ok(acks)
@@ -681,6 +827,10 @@ fn trim(
             "DELETE FROM messages WHERE conversation = ?1 AND seq < ?2",
             params![conversation.as_str(), sql(cutoff)],
         )? as u64;
+        tx.execute(
+            "DELETE FROM alerts WHERE conversation = ?1 AND seq < ?2",
+            params![conversation.as_str(), sql(cutoff)],
+        )?;
         if let Some(s) = group.state_mut(conversation) {
             s.first_seq = cutoff;
         }
@@ -693,7 +843,70 @@ fn erase_identity(tx: &Transaction<'_>, identity: &str) -> Result<u64, StoreErro
         "UPDATE messages SET payload = NULL, state = ?2 WHERE sender = ?1 AND state != ?2",
         params![identity, MessageState::Erased.code()],
     )?;
+    tx.execute("DELETE FROM receipts WHERE identity = ?1", [identity])?;
+    tx.execute("DELETE FROM alerts WHERE identity = ?1", [identity])?;
     Ok(n as u64)
+}
+
+fn set_receipt(
+    tx: &Transaction<'_>,
+    group: &mut Group<'_>,
+    conversation: &ConversationId,
+    identity: &str,
+    delivered: u64,
+    read: u64,
+    now_ms: u64,
+) -> Result<Option<Receipt>, StoreError> {
+    if !group.is_loaded(conversation) {
+        match select_state(tx, conversation)? {
+            Some(state) => group.load(conversation.clone(), state, false),
+            None => return Ok(None),
+        }
+    }
+    let last = group.state(conversation).map_or(0, |s| s.last_seq);
+    let read = read.min(last);
+    let delivered = delivered.min(last).max(read);
+    let (delivered, read): (i64, i64) = tx
+        .prepare_cached(
+            "INSERT INTO receipts (conversation, identity, delivered_seq, read_seq, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (conversation, identity) DO UPDATE SET
+                 delivered_seq = MAX(delivered_seq, excluded.delivered_seq),
+                 read_seq = MAX(read_seq, excluded.read_seq),
+                 updated_ms = excluded.updated_ms
+             RETURNING delivered_seq, read_seq",
+        )?
+        .query_row(params![conversation.as_str(), identity, sql(delivered), sql(read), sql(now_ms)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok(Some(Receipt {
+        identity: identity.to_string(),
+        delivered: unsql(delivered, "delivered_seq")?,
+        read: unsql(read, "read_seq")?,
+    }))
+}
+
+fn ack_alert(
+    tx: &Transaction<'_>,
+    conversation: &ConversationId,
+    seq: u64,
+    identity: &str,
+    now_ms: u64,
+) -> Result<AlertAck, StoreError> {
+    let row: Option<Option<i64>> = tx
+        .prepare_cached("SELECT acked_ms FROM alerts WHERE conversation = ?1 AND seq = ?2 AND identity = ?3")?
+        .query_row(params![conversation.as_str(), sql(seq), identity], |r| r.get(0))
+        .optional()?;
+    match row {
+        None => Ok(AlertAck::NotAsked),
+        Some(Some(at)) => Ok(AlertAck::AlreadyAcked { at_ms: unsql(at, "acked_ms")? }),
+        Some(None) => {
+            tx.prepare_cached(
+                "UPDATE alerts SET acked_ms = ?4 WHERE conversation = ?1 AND seq = ?2 AND identity = ?3",
+            )?
+            .execute(params![conversation.as_str(), sql(seq), identity, sql(now_ms)])?;
+            Ok(AlertAck::Acked { at_ms: now_ms })
+        }
+    }
 }
 
 // ---- reads ----
@@ -775,6 +988,7 @@ fn decode(conversation: &ConversationId, row: RawRow) -> Result<StoredMessage, S
             mention_all: flags & FLAG_MENTION_ALL != 0,
             mentions,
             priority,
+            counted: flags & FLAG_NOT_COUNTED == 0,
         },
         server_time_ms: unsql(time, "server_time_ms")?,
         state,
@@ -875,6 +1089,94 @@ fn read_range(
     }
     tx.finish()?;
     Ok(Replay::Messages { epoch: head.epoch, messages })
+}
+
+fn read_receipts(
+    conn: &mut Connection,
+    conversation: &ConversationId,
+    limit: usize,
+) -> Result<Vec<Receipt>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT identity, delivered_seq, read_seq FROM receipts WHERE conversation = ?1 ORDER BY identity LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![conversation.as_str(), sql(limit as u64)], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (identity, delivered, read) = row?;
+        out.push(Receipt { identity, delivered: unsql(delivered, "delivered_seq")?, read: unsql(read, "read_seq")? });
+    }
+    Ok(out)
+}
+
+fn read_unread(conn: &mut Connection, conversation: &ConversationId, identity: &str) -> Result<u64, StoreError> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM messages WHERE conversation = ?1 AND sender != ?2 AND (flags & ?3) = 0
+                 AND state IN (?4, ?5)
+                 AND seq > COALESCE((SELECT read_seq FROM receipts WHERE conversation = ?1 AND identity = ?2), 0)",
+        )?
+        .query_row(
+            params![
+                conversation.as_str(),
+                identity,
+                FLAG_NOT_COUNTED,
+                MessageState::Normal.code(),
+                MessageState::Edited.code()
+            ],
+            |r| r.get(0),
+        )?;
+    unsql(n, "count")
+}
+
+fn read_alert_status(
+    conn: &mut Connection,
+    conversation: &ConversationId,
+    seq: u64,
+) -> Result<Option<AlertStatus>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT identity, acked_ms FROM alerts WHERE conversation = ?1 AND seq = ?2 ORDER BY identity",
+    )?;
+    let rows = stmt.query_map(params![conversation.as_str(), sql(seq)], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+    })?;
+    let mut status = AlertStatus::default();
+    let mut any = false;
+    for row in rows {
+        any = true;
+        match row? {
+            (identity, Some(at)) => status.acked.push((identity, unsql(at, "acked_ms")?)),
+            (identity, None) => status.pending.push(identity),
+        }
+    }
+    Ok(any.then_some(status))
+}
+
+fn read_pending_alerts(conn: &mut Connection, identity: &str, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+    let tx = conn.transaction()?;
+    let keys: Vec<(String, i64)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT conversation, seq FROM alerts WHERE identity = ?1 AND acked_ms IS NULL
+                 ORDER BY conversation, seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![identity, sql(limit as u64)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::with_capacity(keys.len());
+    for (conversation, seq) in keys {
+        let conversation = ConversationId::parse(&conversation)
+            .map_err(|_| StoreError::Inconsistent(format!("bad conversation id {conversation:?}")))?;
+        out.extend(query_messages(
+            &tx,
+            &conversation,
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ?1 AND seq = ?2"),
+            params![conversation.as_str(), seq],
+        )?);
+    }
+    out.sort_by_key(|m| m.server_time_ms);
+    tx.finish()?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@
 //!   Rows are never deleted except from the front by [`ChatStore::trim`], which moves `first_seq` forward; recall,
 //!   edit and erasure keep the row and its number ([`Tombstone`]).
 //! - **Never a partial replay.** [`ChatStore::range`] returns the whole gap or [`Replay::NotRecovered`].
+//! - **Published in commit order.** Every newly stored message is handed to the [`CommitListener`], in commit
+//!   order, after its transaction committed and before its sender's [`Ack`] is released. This is how chat fans out:
+//!   a message that reaches anyone is durable, and members see each conversation in sequence order.
+//! - **Receipts and alert acknowledgements only move forward** and survive restarts like messages do.
 //!
 //! [`ChatStore`] is an object-safe trait whose methods return boxed futures, used as `Arc<dyn ChatStore>`: the
 //! backend is picked by configuration at run time, tests can put a fault-injecting store in its place, and the one
@@ -128,6 +132,50 @@ pub enum Tombstone {
     Erase,
 }
 
+/// A recall or edit of an earlier message, carried by the (sequenced) message that announces it. The store applies
+/// it to message `seq` in the same transaction, if that message is still retained and not recalled or erased;
+/// either way the announcing message is stored, so every member sees the change in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Amend {
+    pub seq: u64,
+    pub change: Tombstone,
+}
+
+/// How far one member of a conversation has got: delivered up to, read up to. Both only move forward and
+/// `read <= delivered`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub identity: String,
+    pub delivered: u64,
+    pub read: u64,
+}
+
+/// What acknowledging a must-acknowledge alert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertAck {
+    /// Recorded now, at this Unix millisecond time.
+    Acked { at_ms: u64 },
+    /// Recorded before.
+    AlreadyAcked { at_ms: u64 },
+    /// This identity was not asked to acknowledge that message (or there is no such alert).
+    NotAsked,
+}
+
+/// Who has and has not acknowledged one alert.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AlertStatus {
+    /// (identity, Unix milliseconds), by identity.
+    pub acked: Vec<(String, u64)>,
+    /// By identity.
+    pub pending: Vec<String>,
+}
+
+/// Told about every newly stored message, in commit order (see the module doc). Called on the store's writer, so
+/// it must not block: push into bounded queues and return.
+pub trait CommitListener: Send + Sync + 'static {
+    fn committed(&self, messages: &[StoredMessage]);
+}
+
 /// How much history a conversation keeps. `None` is no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Retention {
@@ -220,7 +268,46 @@ pub trait ChatStore: Send + Sync + 'static {
         now_ms: u64,
     ) -> BoxFuture<'_, Result<Option<Trimmed>, StoreError>>;
 
-    /// Erase every message `identity` sent, in every conversation (tombstones: the sequence stays intact).
-    /// Returns how many messages changed.
+    /// Erase every message `identity` sent, in every conversation (tombstones: the sequence stays intact), and
+    /// its receipts and alert records. Returns how many messages changed.
     fn erase_identity(&self, identity: &str) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Set where the listener of committed messages is; call it before the first append.
+    fn set_listener(&self, listener: std::sync::Arc<dyn CommitListener>);
+
+    /// Move `identity`'s receipt in `conversation` forward to at least (`delivered`, `read`), clamped to the last
+    /// issued number, `read` raising `delivered` too. Answers the receipt as it now stands, or `None` for an unknown
+    /// conversation.
+    fn set_receipt(
+        &self,
+        conversation: &ConversationId,
+        identity: &str,
+        delivered: u64,
+        read: u64,
+    ) -> BoxFuture<'_, Result<Option<Receipt>, StoreError>>;
+
+    /// The receipts of `conversation`, by identity, at most `limit`.
+    fn receipts(&self, conversation: &ConversationId, limit: usize) -> BoxFuture<'_, Result<Vec<Receipt>, StoreError>>;
+
+    /// Messages of `conversation` after `identity`'s read position that count toward unread and that someone else
+    /// sent (not recalled or erased).
+    fn unread(&self, conversation: &ConversationId, identity: &str) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// `identity` acknowledges the must-acknowledge message `seq` of `conversation`.
+    fn ack_alert(
+        &self,
+        conversation: &ConversationId,
+        seq: u64,
+        identity: &str,
+    ) -> BoxFuture<'_, Result<AlertAck, StoreError>>;
+
+    /// Who was asked to acknowledge message `seq`, and who has; `None` if it asked no one.
+    fn alert_status(
+        &self,
+        conversation: &ConversationId,
+        seq: u64,
+    ) -> BoxFuture<'_, Result<Option<AlertStatus>, StoreError>>;
+
+    /// The must-acknowledge messages `identity` has not acknowledged yet, oldest first, at most `limit`.
+    fn pending_alerts(&self, identity: &str, limit: usize) -> BoxFuture<'_, Result<Vec<StoredMessage>, StoreError>>;
 }

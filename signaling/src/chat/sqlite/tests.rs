@@ -19,6 +19,8 @@ fn msg(conversation: &ConversationId, sender: &str, client_id: &str) -> NewMessa
         kind: "text".into(),
         payload: format!(r#"{{"text":"{client_id}"}}"#),
         flags: Flags::default(),
+        amends: None,
+        alert_to: Vec::new(),
     }
 }
 
@@ -276,7 +278,13 @@ async fn flags_and_direct_conversations_round_trip() {
     let ab = ConversationId::direct("bob", "alice").unwrap();
     let mut m = msg(&ab, "bob", "x");
     m.kind = "app.poll".into();
-    m.flags = Flags { must_ack: true, mention_all: true, mentions: vec!["alice".into()], priority: Priority::High };
+    m.flags = Flags {
+        must_ack: true,
+        mention_all: true,
+        mentions: vec!["alice".into()],
+        priority: Priority::High,
+        counted: false,
+    };
     send(&store, m.clone()).await;
     let reply = msg(&ConversationId::direct("alice", "bob").unwrap(), "alice", "y");
     assert_eq!(send(&store, reply).await.seq, 2, "both sides write the same conversation");
@@ -383,4 +391,138 @@ async fn bench_append_throughput() {
         latencies[n - 1],
     );
     assert_eq!(store.head(&conv).await.unwrap().unwrap().last_seq, n as u64);
+}
+
+/// Records what the writer publishes.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(ConversationId, u64)>>);
+
+impl crate::chat::store::CommitListener for Recorder {
+    fn committed(&self, messages: &[StoredMessage]) {
+        self.0.lock().unwrap().extend(messages.iter().map(|m| (m.conversation.clone(), m.seq)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_messages_are_published_in_order_before_their_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir).await);
+    let recorder = Arc::new(Recorder::default());
+    store.set_listener(recorder.clone());
+    let (a, b) = (room("a"), room("b"));
+    let mut tasks = Vec::new();
+    for sender in 0..8 {
+        let (store, recorder, a, b) = (store.clone(), recorder.clone(), a.clone(), b.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let c = if i % 2 == 0 { &a } else { &b };
+                let ack = send(&store, msg(c, &format!("s{sender}"), &format!("m{i}"))).await;
+                let seen = recorder.0.lock().unwrap().contains(&(c.clone(), ack.seq));
+                assert!(seen, "published before acknowledged");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // A retry is not published again.
+    let dup = send(&store, msg(&a, "s0", "m0")).await;
+    assert!(dup.duplicate);
+    let published = recorder.0.lock().unwrap().clone();
+    assert_eq!(published.len(), 400);
+    for c in [&a, &b] {
+        let seqs: Vec<u64> = published.iter().filter(|(x, _)| x == c).map(|(_, s)| *s).collect();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>(), "{c}: published in sequence order, once each");
+    }
+}
+
+#[tokio::test]
+async fn recall_and_edit_are_sequenced_and_applied_to_their_target() {
+    use crate::chat::store::Amend;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let c = room("r");
+    send(&store, msg(&c, "alice", "m1")).await;
+    send(&store, msg(&c, "alice", "m2")).await;
+    let mut edit = msg(&c, "alice", "e1");
+    edit.kind = "chat.edit".into();
+    edit.payload = r#"{"seq":1,"payload":{"text":"fixed"}}"#.into();
+    edit.amends = Some(Amend { seq: 1, change: Tombstone::Edit { payload: r#"{"text":"fixed"}"#.into() } });
+    assert_eq!(send(&store, edit.clone()).await.seq, 3);
+    let mut recall = msg(&c, "alice", "r1");
+    recall.kind = "chat.recall".into();
+    recall.payload = r#"{"seq":2}"#.into();
+    recall.amends = Some(Amend { seq: 2, change: Tombstone::Recall });
+    assert_eq!(send(&store, recall.clone()).await.seq, 4);
+    // Retries change nothing.
+    assert!(send(&store, recall).await.duplicate);
+    let msgs = all(&store, &c).await;
+    assert_eq!(msgs.len(), 4);
+    assert_eq!((msgs[0].state, msgs[0].payload.as_deref()), (MessageState::Edited, Some(r#"{"text":"fixed"}"#)));
+    assert_eq!((msgs[1].state, msgs[1].payload.as_deref()), (MessageState::Recalled, None));
+    assert_eq!(msgs[2].kind, "chat.edit");
+    assert_eq!(msgs[3].kind, "chat.recall");
+    // An edit of a recalled message is stored as an event but does not bring the payload back.
+    let mut late = msg(&c, "alice", "e2");
+    late.kind = "chat.edit".into();
+    late.amends = Some(Amend { seq: 2, change: Tombstone::Edit { payload: "1".into() } });
+    send(&store, late).await;
+    let msgs = all(&store, &c).await;
+    assert_eq!((msgs[1].state, msgs[1].payload.as_deref()), (MessageState::Recalled, None));
+}
+
+#[tokio::test]
+async fn receipts_only_move_forward_and_unread_counts_follow_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let c = ConversationId::direct("alice", "bob").unwrap();
+    assert_eq!(store.set_receipt(&c, "bob", 1, 0).await.unwrap(), None, "unknown conversation");
+    for i in 0..5 {
+        send(&store, msg(&c, "alice", &format!("m{i}"))).await;
+    }
+    let mut quiet = msg(&c, "alice", "notice");
+    quiet.flags.counted = false;
+    send(&store, quiet).await;
+    send(&store, msg(&c, "bob", "reply")).await;
+    assert_eq!(store.unread(&c, "bob").await.unwrap(), 5, "counted messages from others");
+    assert_eq!(store.unread(&c, "alice").await.unwrap(), 1);
+    let r = store.set_receipt(&c, "bob", 4, 2).await.unwrap().unwrap();
+    assert_eq!((r.delivered, r.read), (4, 2));
+    let r = store.set_receipt(&c, "bob", 1, 1).await.unwrap().unwrap();
+    assert_eq!((r.delivered, r.read), (4, 2), "never backwards");
+    let r = store.set_receipt(&c, "bob", 0, 100).await.unwrap().unwrap();
+    assert_eq!((r.delivered, r.read), (7, 7), "read raises delivered; clamped to the last number");
+    assert_eq!(store.unread(&c, "bob").await.unwrap(), 0);
+    drop(store);
+    let store = open(&dir).await;
+    let all_receipts = store.receipts(&c, 10).await.unwrap();
+    assert_eq!(all_receipts, vec![crate::chat::store::Receipt { identity: "bob".into(), delivered: 7, read: 7 }]);
+    store.erase_identity("bob").await.unwrap();
+    assert!(store.receipts(&c, 10).await.unwrap().is_empty(), "erasure removes receipts");
+}
+
+#[tokio::test]
+async fn alerts_track_who_has_acknowledged() {
+    use crate::chat::store::AlertAck;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let c = room("crew");
+    send(&store, msg(&c, "captain", "hello")).await;
+    let mut alert = msg(&c, "captain", "pushback");
+    alert.flags.must_ack = true;
+    alert.alert_to = vec!["fo".into(), "purser".into()];
+    let seq = send(&store, alert.clone()).await.seq;
+    // The retry does not ask again.
+    assert!(send(&store, alert).await.duplicate);
+    assert_eq!(store.alert_status(&c, 1).await.unwrap(), None);
+    let pending = store.pending_alerts("fo", 10).await.unwrap();
+    assert_eq!(pending.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![seq]);
+    assert!(pending[0].flags.must_ack);
+    assert!(matches!(store.ack_alert(&c, seq, "fo").await.unwrap(), AlertAck::Acked { .. }));
+    assert!(matches!(store.ack_alert(&c, seq, "fo").await.unwrap(), AlertAck::AlreadyAcked { .. }));
+    assert_eq!(store.ack_alert(&c, seq, "stranger").await.unwrap(), AlertAck::NotAsked);
+    assert!(store.pending_alerts("fo", 10).await.unwrap().is_empty());
+    let status = store.alert_status(&c, seq).await.unwrap().unwrap();
+    assert_eq!(status.acked.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), vec!["fo"]);
+    assert_eq!(status.pending, vec!["purser".to_string()]);
 }
