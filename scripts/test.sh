@@ -20,6 +20,11 @@ bash scripts/install-browser-deps.sh
 
 echo "== cargo build"
 cargo build --workspace --all-targets --locked
+echo "== PostgreSQL for the chat store tests"
+PG_DIR=$(mktemp -d)
+trap 'bash scripts/postgres.sh stop "$PG_DIR" || true; rm -rf "$PG_DIR"' EXIT
+COURIER_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start "$PG_DIR")
+export COURIER_TEST_POSTGRES_URL
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
 echo "== browser tests (headless Chromium)"

@@ -88,6 +88,8 @@ async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQ
             ttl: Duration::from_secs(6 * 3600),
             can_publish: true,
             can_subscribe: true,
+            can_chat: true,
+            room_admin: false,
         },
     );
     Json(serde_json::json!({ "token": token, "room": room, "identity": identity })).into_response()

@@ -23,6 +23,12 @@ pub struct VideoGrant {
     pub can_publish: bool,
     #[serde(default = "yes")]
     pub can_subscribe: bool,
+    /// May send chat messages (reading the room's chat comes with joining).
+    #[serde(default = "yes")]
+    pub can_chat: bool,
+    /// May moderate the room: high-priority chat, recalling others' messages.
+    #[serde(default)]
+    pub room_admin: bool,
 }
 
 fn yes() -> bool {
@@ -154,6 +160,8 @@ pub struct TokenRequest {
     pub ttl: Duration,
     pub can_publish: bool,
     pub can_subscribe: bool,
+    pub can_chat: bool,
+    pub room_admin: bool,
 }
 
 /// Mint a token signed with `key`/`secret`.
@@ -170,6 +178,8 @@ pub fn mint(key: &str, secret: &str, req: &TokenRequest) -> String {
             room_join: true,
             can_publish: req.can_publish,
             can_subscribe: req.can_subscribe,
+            can_chat: req.can_chat,
+            room_admin: req.room_admin,
         },
     };
     let mut header = Header::new(Algorithm::HS256);
@@ -193,6 +203,8 @@ mod tests {
             ttl: Duration::from_secs(60),
             can_publish: true,
             can_subscribe: false,
+            can_chat: true,
+            room_admin: false,
         }
     }
 

@@ -25,6 +25,143 @@ pub struct RawConfig {
     pub log_format: Option<String>,
     /// API key → secret.
     pub keys: Option<HashMap<String, String>>,
+    /// The `[chat]` table.
+    pub chat: Option<RawChatConfig>,
+}
+
+/// The raw `[chat]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChatConfig {
+    /// `sqlite` (default, in the data directory) or `postgres`.
+    pub store: Option<String>,
+    pub postgres_url: Option<String>,
+    pub max_payload_bytes: Option<usize>,
+    /// Chat messages per second one connection may send (burst: twice as many).
+    pub rate_per_sec: Option<f64>,
+    /// Outbound chat items queued per connection before droppable ones are shed.
+    pub queue_capacity: Option<usize>,
+    /// Rooms with more sessions than this do not fan receipts out to every member.
+    pub receipt_fanout_max: Option<usize>,
+    /// Unacknowledged alerts are sent again this often, seconds.
+    pub alert_renotify_secs: Option<u64>,
+    /// Chat messages per second one room takes, all priorities together.
+    pub room_rate_per_sec: Option<f64>,
+    /// Share of a room's burst only high priority may use.
+    pub high_reserve: Option<f64>,
+    /// Low priority passes only while more than this share of a room's burst is left.
+    pub low_floor: Option<f64>,
+    /// Message kinds that are low priority (ephemeral, shed first).
+    pub low_priority_kinds: Option<Vec<String>>,
+    /// Message kinds that are high priority (never shed).
+    pub high_priority_kinds: Option<Vec<String>>,
+    /// Identities whose messages are high priority.
+    pub high_priority_identities: Option<Vec<String>>,
+    /// Low-priority kinds delivered as a count per room each second instead of one by one.
+    pub aggregate_kinds: Option<Vec<String>>,
+}
+
+impl RawChatConfig {
+    fn over(self, lower: RawChatConfig) -> RawChatConfig {
+        RawChatConfig {
+            store: self.store.or(lower.store),
+            postgres_url: self.postgres_url.or(lower.postgres_url),
+            max_payload_bytes: self.max_payload_bytes.or(lower.max_payload_bytes),
+            rate_per_sec: self.rate_per_sec.or(lower.rate_per_sec),
+            queue_capacity: self.queue_capacity.or(lower.queue_capacity),
+            receipt_fanout_max: self.receipt_fanout_max.or(lower.receipt_fanout_max),
+            alert_renotify_secs: self.alert_renotify_secs.or(lower.alert_renotify_secs),
+            room_rate_per_sec: self.room_rate_per_sec.or(lower.room_rate_per_sec),
+            high_reserve: self.high_reserve.or(lower.high_reserve),
+            low_floor: self.low_floor.or(lower.low_floor),
+            low_priority_kinds: self.low_priority_kinds.or(lower.low_priority_kinds),
+            high_priority_kinds: self.high_priority_kinds.or(lower.high_priority_kinds),
+            high_priority_identities: self.high_priority_identities.or(lower.high_priority_identities),
+            aggregate_kinds: self.aggregate_kinds.or(lower.aggregate_kinds),
+        }
+    }
+}
+
+/// Where chat history is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatStoreKind {
+    /// `chat.sqlite3` in the data directory.
+    Sqlite,
+    Postgres {
+        url: String,
+    },
+}
+
+/// The validated `[chat]` settings.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    pub store: ChatStoreKind,
+    pub max_payload_bytes: usize,
+    pub rate_per_sec: f64,
+    pub queue_capacity: usize,
+    pub receipt_fanout_max: usize,
+    pub alert_renotify: std::time::Duration,
+    pub quota: crate::chat::quota::QuotaConfig,
+    pub low_priority_kinds: Vec<String>,
+    pub high_priority_kinds: Vec<String>,
+    pub high_priority_identities: Vec<String>,
+    pub aggregate_kinds: Vec<String>,
+}
+
+impl ChatConfig {
+    fn resolve(raw: RawChatConfig) -> anyhow::Result<ChatConfig> {
+        let store = match raw.store.as_deref() {
+            None | Some("sqlite") => ChatStoreKind::Sqlite,
+            Some("postgres") => match raw.postgres_url {
+                Some(url) if !url.is_empty() => ChatStoreKind::Postgres { url },
+                _ => bail!("chat.store = \"postgres\" needs chat.postgres_url"),
+            },
+            Some(other) => bail!("chat.store must be sqlite or postgres, not {other:?}"),
+        };
+        let max_payload_bytes = raw.max_payload_bytes.unwrap_or(crate::chat::DEFAULT_MAX_PAYLOAD_BYTES);
+        if !(64..=1024 * 1024).contains(&max_payload_bytes) {
+            bail!("chat.max_payload_bytes must be between 64 and 1048576");
+        }
+        let rate_per_sec = raw.rate_per_sec.unwrap_or(20.0);
+        if !(rate_per_sec > 0.0 && rate_per_sec <= 100_000.0) {
+            bail!("chat.rate_per_sec must be above 0 and at most 100000");
+        }
+        let queue_capacity = raw.queue_capacity.unwrap_or(1024);
+        if !(16..=1_000_000).contains(&queue_capacity) {
+            bail!("chat.queue_capacity must be between 16 and 1000000");
+        }
+        let alert_renotify_secs = raw.alert_renotify_secs.unwrap_or(30);
+        if alert_renotify_secs == 0 {
+            bail!("chat.alert_renotify_secs must be at least 1");
+        }
+        let quota = crate::chat::quota::QuotaConfig {
+            rate: raw.room_rate_per_sec.unwrap_or(200.0),
+            high_reserve: raw.high_reserve.unwrap_or(0.2),
+            low_floor: raw.low_floor.unwrap_or(0.5),
+        };
+        if !(quota.rate >= 1.0 && quota.rate <= 1_000_000.0) {
+            bail!("chat.room_rate_per_sec must be between 1 and 1000000");
+        }
+        if !(0.0..1.0).contains(&quota.high_reserve) || !(0.0..1.0).contains(&quota.low_floor) {
+            bail!("chat.high_reserve and chat.low_floor must be at least 0 and below 1");
+        }
+        let strings = |v: Option<Vec<String>>, default: &[&str]| {
+            v.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect())
+        };
+        Ok(ChatConfig {
+            quota,
+            low_priority_kinds: strings(raw.low_priority_kinds, &["like", "danmaku"]),
+            high_priority_kinds: strings(raw.high_priority_kinds, &[]),
+            high_priority_identities: strings(raw.high_priority_identities, &[]),
+            aggregate_kinds: strings(raw.aggregate_kinds, &["like"]),
+            store,
+            max_payload_bytes,
+            rate_per_sec,
+            queue_capacity,
+            receipt_fanout_max: raw.receipt_fanout_max.unwrap_or(200),
+            alert_renotify: std::time::Duration::from_secs(alert_renotify_secs),
+        })
+    }
 }
 
 impl RawConfig {
@@ -53,6 +190,25 @@ impl RawConfig {
             max_message_bytes: parse("COURIER_MAX_MESSAGE_BYTES", get("COURIER_MAX_MESSAGE_BYTES"))?,
             log_format: get("COURIER_LOG_FORMAT"),
             keys: get("COURIER_KEYS").map(|s| parse_keys(&s)).transpose()?,
+            chat: Some(RawChatConfig {
+                store: get("COURIER_CHAT_STORE"),
+                postgres_url: get("COURIER_CHAT_POSTGRES_URL"),
+                max_payload_bytes: parse("COURIER_CHAT_MAX_PAYLOAD_BYTES", get("COURIER_CHAT_MAX_PAYLOAD_BYTES"))?,
+                rate_per_sec: parse("COURIER_CHAT_RATE_PER_SEC", get("COURIER_CHAT_RATE_PER_SEC"))?,
+                queue_capacity: parse("COURIER_CHAT_QUEUE_CAPACITY", get("COURIER_CHAT_QUEUE_CAPACITY"))?,
+                receipt_fanout_max: parse("COURIER_CHAT_RECEIPT_FANOUT_MAX", get("COURIER_CHAT_RECEIPT_FANOUT_MAX"))?,
+                alert_renotify_secs: parse(
+                    "COURIER_CHAT_ALERT_RENOTIFY_SECS",
+                    get("COURIER_CHAT_ALERT_RENOTIFY_SECS"),
+                )?,
+                room_rate_per_sec: parse("COURIER_CHAT_ROOM_RATE_PER_SEC", get("COURIER_CHAT_ROOM_RATE_PER_SEC"))?,
+                high_reserve: parse("COURIER_CHAT_HIGH_RESERVE", get("COURIER_CHAT_HIGH_RESERVE"))?,
+                low_floor: parse("COURIER_CHAT_LOW_FLOOR", get("COURIER_CHAT_LOW_FLOOR"))?,
+                low_priority_kinds: get("COURIER_CHAT_LOW_PRIORITY_KINDS").map(|s| list(&s)),
+                high_priority_kinds: get("COURIER_CHAT_HIGH_PRIORITY_KINDS").map(|s| list(&s)),
+                high_priority_identities: get("COURIER_CHAT_HIGH_PRIORITY_IDENTITIES").map(|s| list(&s)),
+                aggregate_kinds: get("COURIER_CHAT_AGGREGATE_KINDS").map(|s| list(&s)),
+            }),
         })
     }
 
@@ -69,8 +225,17 @@ impl RawConfig {
             max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
             log_format: self.log_format.or(lower.log_format),
             keys: self.keys.or(lower.keys),
+            chat: match (self.chat, lower.chat) {
+                (Some(a), Some(b)) => Some(a.over(b)),
+                (a, b) => a.or(b),
+            },
         }
     }
+}
+
+/// `a,b,c` (empty items dropped).
+fn list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect()
 }
 
 /// `key:secret[,key:secret…]`.
@@ -108,6 +273,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub keys: HashMap<String, String>,
     pub dev: bool,
+    pub chat: ChatConfig,
 }
 
 impl Config {
@@ -142,6 +308,7 @@ impl Config {
         if udp_addr.ip().is_unspecified() && raw.public_ip.is_none() {
             bail!("udp_addr {udp_addr} is unspecified: set public_ip to the address clients reach");
         }
+        let chat = ChatConfig::resolve(raw.chat.unwrap_or_default())?;
         let web_root = raw.web_root.or_else(|| Some(PathBuf::from("web-demo"))).filter(|p| p.is_dir());
         Ok(Config {
             http_addr: raw.http_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880))),
@@ -155,6 +322,7 @@ impl Config {
             log_format,
             keys,
             dev,
+            chat,
         })
     }
 }
@@ -182,6 +350,22 @@ mod tests {
         assert_eq!(c.workers, 5, "flag beats env");
         assert_eq!(c.max_message_bytes, 65536, "default");
         assert_eq!(c.keys["file"], "filesecret");
+    }
+
+    #[test]
+    fn the_deploy_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/courier.toml");
+        let c = Config::resolve(RawConfig::from_file(&path).unwrap(), false).unwrap();
+        assert_eq!(c.chat.store, ChatStoreKind::Sqlite);
+        assert_eq!(c.chat.high_priority_identities, vec!["system".to_string()]);
+        let env = RawConfig::from_env(|k| (k == "COURIER_CHAT_LOW_PRIORITY_KINDS").then(|| "a, b,".into())).unwrap();
+        let c = Config::resolve(env, true).unwrap();
+        assert_eq!(c.chat.low_priority_kinds, vec!["a".to_string(), "b".to_string()]);
+        let bad = RawConfig {
+            chat: Some(RawChatConfig { store: Some("postgres".into()), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(Config::resolve(bad, true).is_err(), "postgres needs a URL");
     }
 
     #[test]

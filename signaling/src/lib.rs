@@ -11,7 +11,7 @@
 //! - [`protocol`]: the wire messages; parse and encode only.
 //! - [`room`]: membership, published tracks and the events a room fans out.
 //! - [`session`]: one WebSocket connection.
-//! - [`chat`]: sequenced, durable chat history (the store so far; not yet on the wire).
+//! - [`chat`]: chat (IM) that is never lost, duplicated or reordered: sequencing, storage, fan-out, resume.
 //! - [`api`]: the HTTP routes.
 
 pub mod api;
@@ -28,8 +28,45 @@ use sfu::{Sfu, SfuConfig};
 use tokio::sync::watch;
 
 use crate::auth::Keys;
-use crate::config::Config;
+use crate::chat::hub::Hub;
+use crate::chat::sqlite::{SqliteConfig, SqliteStore};
+use crate::chat::store::ChatStore;
+use crate::chat::Limits;
+use crate::config::{ChatStoreKind, Config};
 use crate::room::Rooms;
+
+/// Chat's shared parts: the durable store, the fan-out hub listening to it, room quotas and aggregated counts.
+pub struct ChatService {
+    pub store: Arc<dyn ChatStore>,
+    pub hub: Arc<Hub>,
+    pub limits: Limits,
+    /// Room → its quota bucket.
+    pub quotas: std::sync::Mutex<std::collections::HashMap<String, crate::chat::quota::RoomQuota>>,
+    /// (conversation, kind) → count since the last flush.
+    pub aggregates: std::sync::Mutex<std::collections::HashMap<(crate::chat::ConversationId, String), u64>>,
+}
+
+/// How often aggregated counts (likes) are sent.
+pub const AGGREGATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ChatService {
+    /// Send the counts gathered since the last call.
+    pub fn flush_aggregates(&self) {
+        let counts = match self.aggregates.lock() {
+            Ok(mut a) => std::mem::take(&mut *a),
+            Err(_) => return,
+        };
+        for ((conversation, kind), count) in counts {
+            let frame = crate::protocol::ServerMsg::ChatAggregate {
+                conversation: conversation.to_string(),
+                kind,
+                count,
+                window_ms: AGGREGATE_INTERVAL.as_millis() as u64,
+            };
+            self.hub.send(&conversation, None, crate::chat::outbound::Class::Droppable, frame.to_json().into());
+        }
+    }
+}
 
 /// What every request and session shares.
 pub struct AppState {
@@ -37,6 +74,7 @@ pub struct AppState {
     pub keys: Keys,
     pub sfu: Sfu,
     pub rooms: Rooms,
+    pub chat: ChatService,
     /// Flips to `true` when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -48,6 +86,7 @@ pub struct Server {
     pub state: Arc<AppState>,
     shutdown_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    sqlite: Option<Arc<SqliteStore>>,
 }
 
 impl Server {
@@ -63,6 +102,22 @@ impl Server {
         })
         .await
         .context("starting the media engine")?;
+        let limits = Limits { max_payload_bytes: config.chat.max_payload_bytes };
+        let (store, sqlite): (Arc<dyn ChatStore>, _) = match &config.chat.store {
+            ChatStoreKind::Sqlite => {
+                let path = SqliteStore::path_in(&config.data_dir);
+                let store = SqliteStore::open(&path, SqliteConfig { limits, ..SqliteConfig::default() })
+                    .await
+                    .with_context(|| format!("opening the chat store {}", path.display()))?;
+                let store = Arc::new(store);
+                (store.clone(), Some(store))
+            }
+            ChatStoreKind::Postgres { .. } => {
+                anyhow::bail!("the PostgreSQL chat store is not built into this server yet")
+            }
+        };
+        let hub = Arc::new(Hub::new(config.chat.queue_capacity));
+        store.set_listener(hub.clone());
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP {}", config.http_addr))?;
@@ -73,9 +128,21 @@ impl Server {
             config,
             sfu: sfu.clone(),
             rooms: Rooms::default(),
+            chat: ChatService { store, hub, limits, quotas: Default::default(), aggregates: Default::default() },
             shutdown: shutdown_rx.clone(),
         });
         let app = api::app(state.clone());
+        {
+            let state = Arc::downgrade(&state);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(AGGREGATE_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    let Some(state) = state.upgrade() else { break };
+                    state.chat.flush_aggregates();
+                }
+            });
+        }
         let mut rx = shutdown_rx;
         let task = tokio::spawn(async move {
             axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
@@ -84,7 +151,7 @@ impl Server {
                 })
                 .await
         });
-        Ok(Server { http_addr, udp_addr: sfu.local_addr(), state, shutdown_tx, task })
+        Ok(Server { http_addr, udp_addr: sfu.local_addr(), state, shutdown_tx, task, sqlite })
     }
 
     /// Tell every participant, close the sessions, stop the engine. Waits at most `grace` for sessions to end.
@@ -96,5 +163,8 @@ impl Server {
         }
         self.state.sfu.shutdown().await;
         let _ = tokio::time::timeout(grace, self.task).await;
+        if let Some(store) = self.sqlite {
+            store.close().await;
+        }
     }
 }

@@ -122,6 +122,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ttl: Duration::from_secs(ttl),
                 can_publish: !deny.iter().any(|d| d == "publish"),
                 can_subscribe: !deny.iter().any(|d| d == "subscribe"),
+                can_chat: true,
+                room_admin: false,
             };
             println!("{}", mint(&key, &secret, &req));
             Ok(())
@@ -146,6 +148,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_message_bytes: None,
         log_format: args.log_format,
         keys: args.keys.as_deref().map(parse_keys).transpose()?,
+        chat: None,
     };
     let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;
     init_tracing(config.log_format);
@@ -176,6 +179,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     ttl: Duration::from_secs(24 * 3600),
                     can_publish: true,
                     can_subscribe: true,
+                    can_chat: true,
+                    room_admin: false,
                 },
             );
             eprintln!("\n  Courier (development mode)");

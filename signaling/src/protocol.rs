@@ -6,6 +6,10 @@
 //! right types (else `bad_message` naming the type).
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::chat::store::{MessageState, StoredMessage};
+use crate::chat::Priority;
 
 /// Protocol version this server speaks.
 pub const VERSION: u32 = 1;
@@ -25,6 +29,14 @@ pub enum ErrorCode {
     BadCandidate,
     RateLimited,
     Internal,
+    /// The conversation does not exist or is not yours to read or write.
+    ConversationNotFound,
+    /// No such message (never sent, trimmed, or not yours to change).
+    MessageNotFound,
+    /// The server is too busy to take this now; retry later (nothing was stored).
+    Overloaded,
+    /// The room is over its chat quota for this priority; retry later (nothing was stored).
+    QuotaExceeded,
 }
 
 /// WebSocket close codes (see `docs/protocol.md`).
@@ -68,10 +80,64 @@ pub struct LayerActive {
     pub active: bool,
 }
 
+/// Where a client's copy of a conversation stands, for a resume.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ResumePos {
+    pub conversation: String,
+    pub epoch: u64,
+    pub last_seq: u64,
+}
+
+/// Wire priority of a chat message.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WirePriority {
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+impl From<WirePriority> for Priority {
+    fn from(p: WirePriority) -> Priority {
+        match p {
+            WirePriority::Low => Priority::Low,
+            WirePriority::Normal => Priority::Normal,
+            WirePriority::High => Priority::High,
+        }
+    }
+}
+
+/// Which conversation a chat request is about: `conversation` by id, or `to` an identity (a direct
+/// conversation), or neither (the chat of the session's room).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct Target {
+    #[serde(default)]
+    pub conversation: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// `chat_send`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatSend {
+    pub client_id: String,
+    pub target: Target,
+    pub kind: String,
+    /// JSON text.
+    pub payload: String,
+    pub persist: bool,
+    pub counted: bool,
+    pub priority: WirePriority,
+    pub must_ack: bool,
+    pub mentions: Vec<String>,
+    pub mention_all: bool,
+}
+
 /// Messages a client sends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMsg {
-    Join { v: u32, token: String, auto_subscribe: bool },
+    Join { v: u32, token: String, auto_subscribe: bool, chat: Vec<ResumePos> },
     Offer { id: u64, sdp: String, tracks: Vec<OfferTrack> },
     Answer { id: u64, sdp: String },
     Candidate { candidate: String, sdp_mid: Option<String> },
@@ -81,7 +147,21 @@ pub enum ClientMsg {
     TrackSettings { track_id: String, width: Option<u16>, height: Option<u16>, hidden: bool },
     Ping { ts: serde_json::Value },
     Leave,
+    ChatSend(ChatSend),
+    ChatHistory { id: serde_json::Value, target: Target, before: Option<u64>, after: Option<u64>, limit: usize },
+    ChatResume { conversations: Vec<ResumePos> },
+    ChatReceipt { conversation: String, delivered: u64, read: u64 },
+    ChatReceipts { id: serde_json::Value, conversation: String },
+    ChatTyping { target: Target, typing: bool },
+    ChatRecall { client_id: String, target: Target, seq: u64 },
+    ChatEdit { client_id: String, target: Target, seq: u64, payload: String },
+    ChatAlertAck { conversation: String, seq: u64 },
+    ChatAlertStatus { id: serde_json::Value, conversation: String, seq: u64 },
 }
+
+/// Default and largest `chat_history` page.
+pub const HISTORY_DEFAULT_LIMIT: usize = 50;
+pub const HISTORY_MAX_LIMIT: usize = 200;
 
 /// Why a frame could not be parsed.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,7 +178,96 @@ struct JoinF {
     token: String,
     #[serde(default = "yes")]
     auto_subscribe: bool,
+    #[serde(default)]
+    chat: Vec<ResumePos>,
 }
+#[derive(Deserialize)]
+struct ChatSendF {
+    client_id: String,
+    #[serde(flatten)]
+    target: Target,
+    #[serde(default = "text_kind")]
+    kind: String,
+    payload: Box<RawValue>,
+    #[serde(default = "yes")]
+    persist: bool,
+    #[serde(default = "yes")]
+    counted: bool,
+    #[serde(default)]
+    priority: WirePriority,
+    #[serde(default)]
+    must_ack: bool,
+    #[serde(default)]
+    mentions: Vec<String>,
+    #[serde(default)]
+    mention_all: bool,
+}
+#[derive(Deserialize)]
+struct ChatHistoryF {
+    #[serde(default)]
+    id: serde_json::Value,
+    #[serde(flatten)]
+    target: Target,
+    #[serde(default)]
+    before: Option<u64>,
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+#[derive(Deserialize)]
+struct ChatResumeF {
+    conversations: Vec<ResumePos>,
+}
+#[derive(Deserialize)]
+struct ChatReceiptF {
+    conversation: String,
+    #[serde(default)]
+    delivered: u64,
+    #[serde(default)]
+    read: u64,
+}
+#[derive(Deserialize)]
+struct IdConversationF {
+    #[serde(default)]
+    id: serde_json::Value,
+    conversation: String,
+}
+#[derive(Deserialize)]
+struct ChatTypingF {
+    #[serde(flatten)]
+    target: Target,
+    typing: bool,
+}
+#[derive(Deserialize)]
+struct ChatRecallF {
+    client_id: String,
+    #[serde(flatten)]
+    target: Target,
+    seq: u64,
+}
+#[derive(Deserialize)]
+struct ChatEditF {
+    client_id: String,
+    #[serde(flatten)]
+    target: Target,
+    seq: u64,
+    payload: Box<RawValue>,
+}
+#[derive(Deserialize)]
+struct AlertF {
+    #[serde(default)]
+    id: serde_json::Value,
+    conversation: String,
+    seq: u64,
+}
+
+fn text_kind() -> String {
+    "text".into()
+}
+
+/// Most positions in one resume.
+pub const MAX_RESUME: usize = 256;
 #[derive(Deserialize)]
 struct OfferF {
     id: u64,
@@ -171,7 +340,10 @@ impl ClientMsg {
         let msg = match ty.as_str() {
             "join" => {
                 let f: JoinF = fields(value, &ty)?;
-                ClientMsg::Join { v: f.v, token: f.token, auto_subscribe: f.auto_subscribe }
+                if f.chat.len() > MAX_RESUME {
+                    return Err(bad(format!("more than {MAX_RESUME} chat positions"), Some("join")));
+                }
+                ClientMsg::Join { v: f.v, token: f.token, auto_subscribe: f.auto_subscribe, chat: f.chat }
             }
             "offer" => {
                 let f: OfferF = fields(value, &ty)?;
@@ -203,6 +375,72 @@ impl ClientMsg {
             }
             "ping" => ClientMsg::Ping { ts: fields::<PingF>(value, &ty)?.ts },
             "leave" => ClientMsg::Leave,
+            "chat_send" => {
+                let f: ChatSendF = fields(value, &ty)?;
+                ClientMsg::ChatSend(ChatSend {
+                    client_id: f.client_id,
+                    target: f.target,
+                    kind: f.kind,
+                    payload: f.payload.get().to_string(),
+                    persist: f.persist,
+                    counted: f.counted,
+                    priority: f.priority,
+                    must_ack: f.must_ack,
+                    mentions: f.mentions,
+                    mention_all: f.mention_all,
+                })
+            }
+            "chat_history" => {
+                let f: ChatHistoryF = fields(value, &ty)?;
+                if f.before.is_some() && f.after.is_some() {
+                    return Err(bad("give before or after, not both".into(), Some("chat_history")));
+                }
+                let limit = f.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
+                if limit == 0 || limit > HISTORY_MAX_LIMIT {
+                    return Err(bad(format!("limit must be 1..={HISTORY_MAX_LIMIT}"), Some("chat_history")));
+                }
+                ClientMsg::ChatHistory { id: f.id, target: f.target, before: f.before, after: f.after, limit }
+            }
+            "chat_resume" => {
+                let f: ChatResumeF = fields(value, &ty)?;
+                if f.conversations.len() > MAX_RESUME {
+                    return Err(bad(format!("more than {MAX_RESUME} positions"), Some("chat_resume")));
+                }
+                ClientMsg::ChatResume { conversations: f.conversations }
+            }
+            "chat_receipt" => {
+                let f: ChatReceiptF = fields(value, &ty)?;
+                ClientMsg::ChatReceipt { conversation: f.conversation, delivered: f.delivered, read: f.read }
+            }
+            "chat_receipts" => {
+                let f: IdConversationF = fields(value, &ty)?;
+                ClientMsg::ChatReceipts { id: f.id, conversation: f.conversation }
+            }
+            "chat_typing" => {
+                let f: ChatTypingF = fields(value, &ty)?;
+                ClientMsg::ChatTyping { target: f.target, typing: f.typing }
+            }
+            "chat_recall" => {
+                let f: ChatRecallF = fields(value, &ty)?;
+                ClientMsg::ChatRecall { client_id: f.client_id, target: f.target, seq: f.seq }
+            }
+            "chat_edit" => {
+                let f: ChatEditF = fields(value, &ty)?;
+                ClientMsg::ChatEdit {
+                    client_id: f.client_id,
+                    target: f.target,
+                    seq: f.seq,
+                    payload: f.payload.get().to_string(),
+                }
+            }
+            "chat_alert_ack" => {
+                let f: AlertF = fields(value, &ty)?;
+                ClientMsg::ChatAlertAck { conversation: f.conversation, seq: f.seq }
+            }
+            "chat_alert_status" => {
+                let f: AlertF = fields(value, &ty)?;
+                ClientMsg::ChatAlertStatus { id: f.id, conversation: f.conversation, seq: f.seq }
+            }
             _ => {
                 return Err(ParseError {
                     code: ErrorCode::UnknownType,
@@ -212,6 +450,23 @@ impl ClientMsg {
             }
         };
         Ok(msg)
+    }
+
+    /// Is this a chat request (handled by the session's chat half)?
+    pub fn is_chat(&self) -> bool {
+        matches!(
+            self,
+            ClientMsg::ChatSend(_)
+                | ClientMsg::ChatHistory { .. }
+                | ClientMsg::ChatResume { .. }
+                | ClientMsg::ChatReceipt { .. }
+                | ClientMsg::ChatReceipts { .. }
+                | ClientMsg::ChatTyping { .. }
+                | ClientMsg::ChatRecall { .. }
+                | ClientMsg::ChatEdit { .. }
+                | ClientMsg::ChatAlertAck { .. }
+                | ClientMsg::ChatAlertStatus { .. }
+        )
     }
 
     /// The wire `type` of this message.
@@ -227,6 +482,16 @@ impl ClientMsg {
             ClientMsg::TrackSettings { .. } => "track_settings",
             ClientMsg::Ping { .. } => "ping",
             ClientMsg::Leave => "leave",
+            ClientMsg::ChatSend(_) => "chat_send",
+            ClientMsg::ChatHistory { .. } => "chat_history",
+            ClientMsg::ChatResume { .. } => "chat_resume",
+            ClientMsg::ChatReceipt { .. } => "chat_receipt",
+            ClientMsg::ChatReceipts { .. } => "chat_receipts",
+            ClientMsg::ChatTyping { .. } => "chat_typing",
+            ClientMsg::ChatRecall { .. } => "chat_recall",
+            ClientMsg::ChatEdit { .. } => "chat_edit",
+            ClientMsg::ChatAlertAck { .. } => "chat_alert_ack",
+            ClientMsg::ChatAlertStatus { .. } => "chat_alert_status",
         }
     }
 }
@@ -261,8 +526,126 @@ pub struct SpeakerInfo {
     pub level: f32,
 }
 
+/// One chat message as sent in `chat_message`, `chat_history` and `chat_alert`.
+#[derive(Debug, Serialize)]
+pub struct ChatMessageView<'a> {
+    /// `chat_message` when this is a frame of its own; absent inside a list.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub ty: Option<&'static str>,
+    pub conversation: &'a str,
+    /// Absent for ephemeral messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    pub sender: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<&'a str>,
+    pub kind: &'a str,
+    /// Absent once recalled or erased.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<&'a RawValue>,
+    pub time: u64,
+    /// `normal`, `edited`, `recalled`, `erased`.
+    #[serde(skip_serializing_if = "is_normal")]
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "is_normal")]
+    pub priority: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub must_ack: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mention_all: bool,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub mentions: &'a [String],
+    /// The receiving member is mentioned (by name or `@all`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mentioned: bool,
+    #[serde(skip_serializing_if = "is_true")]
+    pub counted: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_normal(s: &&'static str) -> bool {
+    *s == "normal"
+}
+
+/// The wire name of a priority.
+pub fn priority_name(p: Priority) -> &'static str {
+    match p {
+        Priority::Low => "low",
+        Priority::Normal => "normal",
+        Priority::High => "high",
+    }
+}
+
+fn state_name(s: MessageState) -> &'static str {
+    match s {
+        MessageState::Normal => "normal",
+        MessageState::Edited => "edited",
+        MessageState::Recalled => "recalled",
+        MessageState::Erased => "erased",
+    }
+}
+
+impl<'a> ChatMessageView<'a> {
+    /// The view of a stored message; `payload` is its parsed JSON text.
+    pub fn stored(m: &'a StoredMessage, payload: Option<&'a RawValue>, mentioned: bool) -> ChatMessageView<'a> {
+        ChatMessageView {
+            ty: None,
+            conversation: m.conversation.as_str(),
+            seq: Some(m.seq),
+            sender: &m.sender,
+            client_id: Some(&m.client_id),
+            kind: &m.kind,
+            payload,
+            time: m.server_time_ms,
+            state: state_name(m.state),
+            priority: priority_name(m.flags.priority),
+            must_ack: m.flags.must_ack,
+            mention_all: m.flags.mention_all,
+            mentions: &m.flags.mentions,
+            mentioned,
+            counted: m.flags.counted,
+            ephemeral: false,
+        }
+    }
+}
+
+/// A stored message as JSON text: a `chat_message` frame when `frame`, else an element of a list.
+pub fn encode_stored(m: &StoredMessage, mentioned: bool, frame: bool) -> String {
+    let payload: Option<&RawValue> = m.payload.as_deref().and_then(|p| serde_json::from_str(p).ok());
+    let mut view = ChatMessageView::stored(m, payload, mentioned);
+    if frame {
+        view.ty = Some("chat_message");
+    }
+    serde_json::to_string(&view).expect("chat messages always serialize")
+}
+
+/// The `chat_message` frame of a stored message for a member (`mentioned`: that member is mentioned).
+pub fn chat_message_frame(m: &StoredMessage, mentioned: bool) -> String {
+    encode_stored(m, mentioned, true)
+}
+
+/// One receipt in `chat_receipts`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiptView {
+    pub identity: String,
+    pub delivered: u64,
+    pub read: u64,
+}
+
+/// One acknowledgement in `chat_alert_status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertAckView {
+    pub identity: String,
+    pub at: u64,
+}
+
 /// Messages the server sends.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
     Joined {
@@ -338,6 +721,99 @@ pub enum ServerMsg {
         message: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         req_type: Option<String>,
+        /// The `client_id` of the refused chat message, so the client's outbox knows which.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+    /// A chat message is stored (or, `ephemeral`, was passed on without being stored).
+    ChatAck {
+        client_id: String,
+        conversation: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
+        time: u64,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        ephemeral: bool,
+        /// A low-priority message the room's quota shed: it reached no one.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        shed: bool,
+    },
+    ChatHistory {
+        #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+        id: serde_json::Value,
+        conversation: String,
+        epoch: u64,
+        first_seq: u64,
+        last_seq: u64,
+        messages: Vec<Box<RawValue>>,
+    },
+    /// After the replay of one conversation of a resume (or, `fresh`, where a conversation stands at join).
+    ChatResumed {
+        conversation: String,
+        /// `ok`, `fresh`, `not_recovered` or `reset`.
+        status: &'static str,
+        epoch: u64,
+        first_seq: u64,
+        last_seq: u64,
+        replayed: u64,
+        unread: u64,
+    },
+    ChatReceipt {
+        conversation: String,
+        identity: String,
+        delivered: u64,
+        read: u64,
+    },
+    ChatReceipts {
+        #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+        id: serde_json::Value,
+        conversation: String,
+        receipts: Vec<ReceiptView>,
+    },
+    ChatTyping {
+        conversation: String,
+        identity: String,
+        typing: bool,
+    },
+    /// Aggregated low-priority messages (likes): how many of `kind` were sent in the last `window_ms`.
+    ChatAggregate {
+        conversation: String,
+        kind: String,
+        count: u64,
+        window_ms: u64,
+    },
+    /// A must-acknowledge message this member has not acknowledged yet (sent again until it is).
+    ChatAlert {
+        conversation: String,
+        seq: u64,
+        message: Box<RawValue>,
+    },
+    /// The answer to `chat_alert_ack`: `acked`, `already_acked` or `not_asked`.
+    ChatAlertAck {
+        conversation: String,
+        seq: u64,
+        status: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
+    },
+    /// To the sender's sessions: a member acknowledged an alert.
+    ChatAlertAcked {
+        conversation: String,
+        seq: u64,
+        identity: String,
+        at: u64,
+    },
+    ChatAlertStatus {
+        #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+        id: serde_json::Value,
+        conversation: String,
+        seq: u64,
+        acked: Vec<AlertAckView>,
+        pending: Vec<String>,
     },
     Leave {
         reason: &'static str,
@@ -352,7 +828,17 @@ impl ServerMsg {
 
     /// An `error` message.
     pub fn error(code: ErrorCode, message: impl Into<String>, req_type: Option<&str>) -> ServerMsg {
-        ServerMsg::Error { code, message: message.into(), req_type: req_type.map(str::to_string) }
+        ServerMsg::Error { code, message: message.into(), req_type: req_type.map(str::to_string), client_id: None }
+    }
+
+    /// An `error` about the chat message `client_id`.
+    pub fn chat_error(code: ErrorCode, message: impl Into<String>, req_type: &str, client_id: &str) -> ServerMsg {
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+            req_type: Some(req_type.to_string()),
+            client_id: Some(client_id.to_string()),
+        }
     }
 }
 
@@ -363,10 +849,13 @@ mod tests {
     #[test]
     fn parse_table() {
         let ok: &[(&str, ClientMsg)] = &[
-            (r#"{"type":"join","v":1,"token":"t"}"#, ClientMsg::Join { v: 1, token: "t".into(), auto_subscribe: true }),
+            (
+                r#"{"type":"join","v":1,"token":"t"}"#,
+                ClientMsg::Join { v: 1, token: "t".into(), auto_subscribe: true, chat: Vec::new() },
+            ),
             (
                 r#"{"type":"join","v":1,"token":"t","auto_subscribe":false,"extra":1}"#,
-                ClientMsg::Join { v: 1, token: "t".into(), auto_subscribe: false },
+                ClientMsg::Join { v: 1, token: "t".into(), auto_subscribe: false, chat: Vec::new() },
             ),
             (r#"{"type":"answer","id":3,"sdp":"v=0"}"#, ClientMsg::Answer { id: 3, sdp: "v=0".into() }),
             (r#"{"type":"leave"}"#, ClientMsg::Leave),
@@ -409,6 +898,64 @@ mod tests {
         for (text, code) in bad {
             assert_eq!(ClientMsg::parse(text).unwrap_err().code, *code, "{text}");
         }
+    }
+
+    #[test]
+    fn chat_examples_of_the_protocol_document_parse() {
+        let doc = include_str!("../../docs/protocol.md");
+        let mut parsed = 0;
+        for line in doc.lines().filter(|l| l.starts_with(r#"{"type":"chat_"#)) {
+            let ty = line.split('"').nth(3).unwrap_or_default();
+            let client_side = [
+                "chat_send",
+                "chat_history",
+                "chat_resume",
+                "chat_typing",
+                "chat_recall",
+                "chat_edit",
+                "chat_alert_ack",
+                "chat_alert_status",
+                "chat_receipts",
+                "chat_receipt",
+            ];
+            if !client_side.contains(&ty) || line.contains(r#""identity":"#) || line.contains(r#""status":"#) {
+                continue; // a server message of the same name
+            }
+            if ty == "chat_history" && line.contains("epoch") {
+                continue;
+            }
+            let m = ClientMsg::parse(line).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            assert_eq!(m.type_name(), ty);
+            assert!(m.is_chat());
+            parsed += 1;
+        }
+        assert!(parsed >= 10, "found {parsed} client chat examples");
+        let join = r#"{"type":"join","v":1,"token":"t","chat":[{"conversation":"room:demo","epoch":5214087365517,"last_seq":41}]}"#;
+        assert!(matches!(ClientMsg::parse(join), Ok(ClientMsg::Join { chat, .. }) if chat[0].last_seq == 41));
+    }
+
+    #[test]
+    fn chat_message_frames_leave_defaults_out() {
+        use crate::chat::{ConversationId, Flags};
+        let m = StoredMessage {
+            conversation: ConversationId::room("demo").unwrap(),
+            seq: 42,
+            sender: "alice".into(),
+            client_id: "7b0c-01".into(),
+            kind: "text".into(),
+            payload: Some(r#"{"text":"hello @bob"}"#.into()),
+            flags: Flags { mentions: vec!["bob".into()], ..Flags::default() },
+            server_time_ms: 1764000000123,
+            state: MessageState::Normal,
+        };
+        assert_eq!(
+            chat_message_frame(&m, true),
+            r#"{"type":"chat_message","conversation":"room:demo","seq":42,"sender":"alice","client_id":"7b0c-01","kind":"text","payload":{"text":"hello @bob"},"time":1764000000123,"mentions":["bob"],"mentioned":true}"#
+        );
+        let recalled = StoredMessage { payload: None, state: MessageState::Recalled, ..m };
+        let text = encode_stored(&recalled, false, false);
+        assert!(text.starts_with(r#"{"conversation":"room:demo","seq":42"#) && text.contains(r#""state":"recalled""#));
+        assert!(!text.contains("payload"));
     }
 
     #[test]

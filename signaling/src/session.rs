@@ -28,6 +28,10 @@ use crate::protocol::{
 use crate::room::{wire_track_id, MemberHandles, RoomEvent, MEMBER_QUEUE};
 use crate::AppState;
 
+mod chat;
+
+use chat::{ChatSession, Out};
+
 /// How long a client has to send `join`.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection silent for this long is closed.
@@ -54,13 +58,13 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         let _ = tx.send(close_msg(close::NO_JOIN, "join too large")).await;
         return;
     }
-    let (token, auto_subscribe) = match ClientMsg::parse(&text) {
-        Ok(ClientMsg::Join { v, token, auto_subscribe }) => {
+    let (token, auto_subscribe, chat_positions) = match ClientMsg::parse(&text) {
+        Ok(ClientMsg::Join { v, token, auto_subscribe, chat }) => {
             if v != VERSION {
                 let _ = tx.send(close_msg(close::BAD_VERSION, "unsupported protocol version")).await;
                 return;
             }
-            (token, auto_subscribe)
+            (token, auto_subscribe, chat)
         }
         _ => {
             let _ = tx.send(close_msg(close::NO_JOIN, "first message must be join")).await;
@@ -100,6 +104,15 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 return;
             }
         };
+        // Chat first: live messages queue from here on, so nothing committed after the resume reads can be missed.
+        let mut chat = ChatSession::start(
+            state.clone(),
+            &identity,
+            &room,
+            claims.video.can_chat,
+            claims.video.room_admin,
+        );
+        let inbox = chat.inbox();
         let (ev_tx, mut ev_rx) = mpsc::channel(MEMBER_QUEUE);
         let (close_tx, mut close_rx) = mpsc::channel(1);
         let joined = state.rooms.join(&room, &identity, &name, peer, MemberHandles { events: ev_tx, close: close_tx });
@@ -116,13 +129,16 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             offered_tracks: HashMap::new(),
             out: Vec::new(),
         };
-        s.out.push(ServerMsg::Joined {
+        s.out.push(Out::Msg(ServerMsg::Joined {
             v: VERSION,
             room: room.clone(),
             server_version: env!("CARGO_PKG_VERSION"),
             participant: me.clone(),
             participants: joined.others.clone(),
-        });
+        }));
+        chat.resume(&chat_positions, &mut s.out).await;
+        chat.start_fresh_room(&mut s.out).await;
+        chat.renotify_alerts(&mut s.out).await;
         if s.auto_subscribe && s.can_subscribe {
             for t in joined.tracks {
                 s.subscribe(t).await;
@@ -137,19 +153,45 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         let mut shutdown = state.shutdown.clone();
         'outer: loop {
             // Flush what this session has to say, in order.
+            let mut failed = false;
             for m in s.out.drain(..) {
-                if tx.send(text_msg(&m)).await.is_err() {
+                let frame = match m {
+                    Out::Msg(m) => text_msg(&m),
+                    Out::Frame(f) => Message::Text(f),
+                };
+                if tx.feed(frame).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed || tx.flush().await.is_err() {
+                leave_reason = "disconnected";
+                break 'outer;
+            }
+            if chat.replaying() {
+                if chat.step_replay(&mut s.out).await.is_err() {
                     leave_reason = "disconnected";
+                    let _ = tx.send(close_msg(close::TIMEOUT_OR_SLOW, "too slow")).await;
                     break 'outer;
                 }
             }
             tokio::select! {
+                biased;
+                _ = inbox.wait() => {
+                    if chat.take_inbox(&mut s.out).is_err() {
+                        info!("chat queue overflowed; closing");
+                        leave_reason = "disconnected";
+                        let _ = tx.send(close_msg(close::TIMEOUT_OR_SLOW, "too slow")).await;
+                        break;
+                    }
+                }
+                Some(ack) = chat.acks.recv() => s.out.push(Out::Msg(ack)),
                 frame = rx.next() => {
                     let text = match frame {
                         Some(Ok(Message::Text(t))) => t,
                         Some(Ok(Message::Binary(_))) => {
                             last_heard = Instant::now();
-                            s.out.push(ServerMsg::error(ErrorCode::BadMessage, "binary frames are not part of the protocol", None));
+                            s.out.push(Out::Msg(ServerMsg::error(ErrorCode::BadMessage, "binary frames are not part of the protocol", None)));
                             continue;
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => { last_heard = Instant::now(); continue; }
@@ -166,19 +208,24 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                     let now = Instant::now();
                     bucket = (bucket + now.duration_since(bucket_at).as_secs_f64() * RATE_PER_SEC).min(RATE_PER_SEC);
                     bucket_at = now;
-                    if bucket < 1.0 {
-                        s.out.push(ServerMsg::error(ErrorCode::RateLimited, "too many messages", None));
-                        continue;
-                    }
-                    bucket -= 1.0;
                     if text.len() > max {
-                        s.out.push(ServerMsg::error(ErrorCode::TooLarge, format!("message over {max} bytes"), None));
+                        s.out.push(Out::Msg(ServerMsg::error(ErrorCode::TooLarge, format!("message over {max} bytes"), None)));
                         continue;
                     }
-                    match ClientMsg::parse(&text) {
+                    let parsed = ClientMsg::parse(&text);
+                    // Chat has its own rate limit (per message kind and room); everything else shares this bucket.
+                    if !parsed.as_ref().is_ok_and(ClientMsg::is_chat) {
+                        if bucket < 1.0 {
+                            s.out.push(Out::Msg(ServerMsg::error(ErrorCode::RateLimited, "too many messages", None)));
+                            continue;
+                        }
+                        bucket -= 1.0;
+                    }
+                    match parsed {
                         Ok(ClientMsg::Leave) => { leave_reason = "left"; let _ = tx.send(close_msg(close::NORMAL, "left")).await; break; }
+                        Ok(msg) if msg.is_chat() => chat.handle(msg, &mut s.out).await,
                         Ok(msg) => s.handle_client(msg).await,
-                        Err(e) => s.out.push(ServerMsg::Error { code: e.code, message: e.message, req_type: e.req_type }),
+                        Err(e) => s.out.push(Out::Msg(ServerMsg::Error { code: e.code, message: e.message, req_type: e.req_type, client_id: None })),
                     }
                 }
                 ev = ev_rx.recv() => {
@@ -211,6 +258,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                     break;
                 }
                 _ = idle.tick() => {
+                    chat.renotify_alerts(&mut s.out).await;
                     if last_heard.elapsed() > IDLE_TIMEOUT {
                         leave_reason = "disconnected";
                         let _ = tx.send(close_msg(close::TIMEOUT_OR_SLOW, "idle")).await;
@@ -220,6 +268,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             }
         }
         info!(participant = %me.id, reason = leave_reason, "left");
+        chat.stop();
         state.rooms.leave(&room, &me.id, leave_reason);
         let _ = state.sfu.close_peer(peer).await;
     }
@@ -238,16 +287,18 @@ struct Session {
     /// `mid` → what the client said the track is, from its offers.
     offered_tracks: HashMap<String, OfferTrack>,
     /// Messages to send, in order, before the next wait.
-    out: Vec<ServerMsg>,
+    out: Vec<Out>,
 }
 
 impl Session {
+    fn say(&mut self, m: ServerMsg) {
+        self.out.push(Out::Msg(m));
+    }
+
     async fn handle_client(&mut self, msg: ClientMsg) {
         let ty = msg.type_name();
         match msg {
-            ClientMsg::Join { .. } => {
-                self.out.push(ServerMsg::error(ErrorCode::AlreadyJoined, "already joined", Some(ty)))
-            }
+            ClientMsg::Join { .. } => self.say(ServerMsg::error(ErrorCode::AlreadyJoined, "already joined", Some(ty))),
             ClientMsg::Offer { id, sdp, tracks } => {
                 for t in tracks {
                     self.offered_tracks.insert(t.mid.clone(), t);
@@ -259,28 +310,20 @@ impl Session {
             }
             ClientMsg::Candidate { candidate, .. } => {
                 if candidate.len() > 1024 || (!candidate.trim().is_empty() && str0m_candidate_invalid(&candidate)) {
-                    self.out.push(ServerMsg::error(ErrorCode::BadCandidate, "cannot parse candidate", Some(ty)));
+                    self.say(ServerMsg::error(ErrorCode::BadCandidate, "cannot parse candidate", Some(ty)));
                 } else {
                     let _ = self.state.sfu.candidate(self.peer, candidate).await;
                 }
             }
             ClientMsg::Subscribe { track_ids } => {
                 if !self.can_subscribe {
-                    self.out.push(ServerMsg::error(
-                        ErrorCode::PermissionDenied,
-                        "this token may not subscribe",
-                        Some(ty),
-                    ));
+                    self.say(ServerMsg::error(ErrorCode::PermissionDenied, "this token may not subscribe", Some(ty)));
                     return;
                 }
                 for id in track_ids {
                     match self.state.rooms.track(&self.room, &id) {
                         Some(t) if t.participant_id != self.me.id => self.subscribe(t.sfu_track).await,
-                        _ => self.out.push(ServerMsg::error(
-                            ErrorCode::TrackNotFound,
-                            format!("no track {id}"),
-                            Some(ty),
-                        )),
+                        _ => self.say(ServerMsg::error(ErrorCode::TrackNotFound, format!("no track {id}"), Some(ty))),
                     }
                 }
             }
@@ -290,7 +333,7 @@ impl Session {
                         Some(t) if self.subscriptions.contains(&t.sfu_track) => {
                             self.unsubscribe(t.sfu_track, "requested").await;
                         }
-                        _ => self.out.push(ServerMsg::error(
+                        _ => self.say(ServerMsg::error(
                             ErrorCode::TrackNotFound,
                             format!("not subscribed to {id}"),
                             Some(ty),
@@ -300,7 +343,7 @@ impl Session {
             }
             ClientMsg::Mute { track_id, muted } => {
                 if !self.state.rooms.mute(&self.room, &self.me.id, &track_id, muted) {
-                    self.out.push(ServerMsg::error(
+                    self.say(ServerMsg::error(
                         ErrorCode::TrackNotFound,
                         format!("you publish no track {track_id}"),
                         Some(ty),
@@ -313,15 +356,16 @@ impl Session {
                         let settings = sfu::TrackSettings { size: width.zip(height), hidden };
                         let _ = self.state.sfu.track_settings(self.peer, t.sfu_track, settings).await;
                     }
-                    _ => self.out.push(ServerMsg::error(
+                    _ => self.say(ServerMsg::error(
                         ErrorCode::TrackNotFound,
                         format!("not subscribed to {track_id}"),
                         Some(ty),
                     )),
                 }
             }
-            ClientMsg::Ping { ts } => self.out.push(ServerMsg::Pong { ts }),
+            ClientMsg::Ping { ts } => self.say(ServerMsg::Pong { ts }),
             ClientMsg::Leave => {}
+            other => debug!(ty = other.type_name(), "chat request outside the chat half"),
         }
     }
 
@@ -329,15 +373,15 @@ impl Session {
         match ev {
             RoomEvent::ParticipantJoined(p) => {
                 if p.id != self.me.id {
-                    self.out.push(ServerMsg::ParticipantJoined { participant: p });
+                    self.say(ServerMsg::ParticipantJoined { participant: p });
                 }
             }
             RoomEvent::ParticipantLeft { participant_id, reason } => {
-                self.out.push(ServerMsg::ParticipantLeft { participant_id, reason });
+                self.say(ServerMsg::ParticipantLeft { participant_id, reason });
             }
             RoomEvent::TrackPublished { participant_id, track, sfu_track } => {
                 let theirs = participant_id != self.me.id;
-                self.out.push(ServerMsg::TrackPublished { participant_id, track });
+                self.say(ServerMsg::TrackPublished { participant_id, track });
                 if theirs && self.auto_subscribe && self.can_subscribe {
                     self.subscribe(sfu_track).await;
                 }
@@ -346,7 +390,7 @@ impl Session {
                 if self.subscriptions.contains(&sfu_track) {
                     self.unsubscribe(sfu_track, "unpublished").await;
                 }
-                self.out.push(ServerMsg::TrackUnpublished { participant_id, track_id });
+                self.say(ServerMsg::TrackUnpublished { participant_id, track_id });
             }
             RoomEvent::ActiveSpeakers(list) => {
                 let speakers = list
@@ -356,24 +400,24 @@ impl Session {
                         level: (level * 100.0).round() / 100.0,
                     })
                     .collect();
-                self.out.push(ServerMsg::ActiveSpeakers { speakers });
+                self.say(ServerMsg::ActiveSpeakers { speakers });
             }
             RoomEvent::TrackMuted { participant_id, track_id, muted } => {
-                self.out.push(ServerMsg::TrackMuted { participant_id, track_id, muted });
+                self.say(ServerMsg::TrackMuted { participant_id, track_id, muted });
             }
         }
     }
 
     async fn handle_peer(&mut self, ev: PeerEvent) {
         match ev {
-            PeerEvent::Answer { id, sdp } => self.out.push(ServerMsg::Answer { id, sdp }),
-            PeerEvent::Offer { id, sdp } => self.out.push(ServerMsg::Offer { id, sdp }),
+            PeerEvent::Answer { id, sdp } => self.say(ServerMsg::Answer { id, sdp }),
+            PeerEvent::Offer { id, sdp } => self.say(ServerMsg::Offer { id, sdp }),
             PeerEvent::OfferRejected { why, reason, .. } => {
                 let code = match why {
                     OfferRejection::NotAllowed => ErrorCode::PermissionDenied,
                     _ => ErrorCode::SdpRejected,
                 };
-                self.out.push(ServerMsg::error(code, reason, Some("offer")));
+                self.say(ServerMsg::error(code, reason, Some("offer")));
             }
             PeerEvent::TrackPublished { track, mid, kind } => {
                 let offered = self.offered_tracks.get(&mid);
@@ -402,7 +446,7 @@ impl Session {
             PeerEvent::TrackUnpublished { track } => self.state.rooms.unpublish(&self.room, &self.me.id, track),
             PeerEvent::Subscribed { track, mid } => {
                 if let Some((wire, t)) = self.state.rooms.track_by_sfu(track) {
-                    self.out.push(ServerMsg::Subscribed {
+                    self.say(ServerMsg::Subscribed {
                         track_id: wire,
                         participant_id: t.participant_id,
                         kind: kind_name(t.kind),
@@ -415,7 +459,7 @@ impl Session {
             }
             PeerEvent::StreamState { track, state } => {
                 let track_id = wire_track_id(track);
-                self.out.push(match state {
+                self.say(match state {
                     StreamState::Active { layer } => ServerMsg::StreamState {
                         track_id,
                         state: "active",
@@ -429,7 +473,7 @@ impl Session {
             }
             PeerEvent::PublishLayers { track, layers } => {
                 let layers = layers.into_iter().map(|(rid, active)| LayerActive { rid, active }).collect();
-                self.out.push(ServerMsg::SetLayers { track_id: wire_track_id(track), layers });
+                self.say(ServerMsg::SetLayers { track_id: wire_track_id(track), layers });
             }
             PeerEvent::Connected => debug!("media connected"),
             PeerEvent::Closed { .. } => {}
@@ -448,7 +492,7 @@ impl Session {
     async fn unsubscribe(&mut self, track: TrackId, reason: &'static str) {
         if self.subscriptions.remove(&track) {
             let _ = self.state.sfu.unsubscribe(self.peer, track).await;
-            self.out.push(ServerMsg::Unsubscribed { track_id: wire_track_id(track), reason });
+            self.say(ServerMsg::Unsubscribed { track_id: wire_track_id(track), reason });
         }
     }
 }

@@ -134,6 +134,8 @@ async fn publishing_without_the_grant_is_refused() {
             ttl: std::time::Duration::from_secs(60),
             can_publish: false,
             can_subscribe: true,
+            can_chat: true,
+            room_admin: false,
         },
     );
     let mut ws = connect(&s).await;

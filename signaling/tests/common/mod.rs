@@ -14,30 +14,51 @@ pub const KEY: &str = "testkey";
 pub const SECRET: &str = "testsecret";
 
 pub async fn server() -> signaling::Server {
-    let raw = RawConfig {
+    server_with(|_| {}).await
+}
+
+/// A fresh data directory for one test (kept: the process is short-lived and /tmp is the test machine's).
+pub fn data_dir() -> std::path::PathBuf {
+    tempfile::tempdir().unwrap().keep()
+}
+
+/// The test configuration: loopback, ephemeral ports, a fresh data directory; `f` changes what a test needs.
+pub fn config(f: impl FnOnce(&mut RawConfig)) -> Config {
+    let mut raw = RawConfig {
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
         udp_addr: Some("127.0.0.1:0".parse().unwrap()),
         workers: Some(2),
         keys: Some([(KEY.to_string(), SECRET.to_string())].into()),
         web_root: Some("/nonexistent".into()),
+        data_dir: Some(data_dir()),
         ..Default::default()
     };
-    signaling::Server::start(Config::resolve(raw, false).unwrap()).await.unwrap()
+    f(&mut raw);
+    Config::resolve(raw, false).unwrap()
+}
+
+pub async fn server_with(f: impl FnOnce(&mut RawConfig)) -> signaling::Server {
+    signaling::Server::start(config(f)).await.unwrap()
 }
 
 pub fn token(room: &str, identity: &str) -> String {
-    mint(
-        KEY,
-        SECRET,
-        &TokenRequest {
-            room: room.into(),
-            identity: identity.into(),
-            name: None,
-            ttl: Duration::from_secs(600),
-            can_publish: true,
-            can_subscribe: true,
-        },
-    )
+    token_with(room, identity, |_| {})
+}
+
+/// A token whose grants `f` changes.
+pub fn token_with(room: &str, identity: &str, f: impl FnOnce(&mut TokenRequest)) -> String {
+    let mut req = TokenRequest {
+        room: room.into(),
+        identity: identity.into(),
+        name: None,
+        ttl: Duration::from_secs(600),
+        can_publish: true,
+        can_subscribe: true,
+        can_chat: true,
+        room_admin: false,
+    };
+    f(&mut req);
+    mint(KEY, SECRET, &req)
 }
 
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -89,8 +110,12 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
 }
 
 pub async fn join(s: &signaling::Server, room: &str, identity: &str) -> (Ws, serde_json::Value) {
+    join_token(s, &token(room, identity)).await
+}
+
+pub async fn join_token(s: &signaling::Server, token: &str) -> (Ws, serde_json::Value) {
     let mut ws = connect(s).await;
-    send(&mut ws, &format!(r#"{{"type":"join","v":1,"token":"{}"}}"#, token(room, identity))).await;
+    send(&mut ws, &format!(r#"{{"type":"join","v":1,"token":"{token}"}}"#)).await;
     let joined = recv_type(&mut ws, "joined").await;
     (ws, joined)
 }

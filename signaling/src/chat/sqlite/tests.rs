@@ -1,320 +1,52 @@
-//! Tests of the SQLite store on temporary databases.
+//! Tests of the SQLite store on temporary databases: the shared contract ([`crate::chat::contract`]) and what is
+//! particular to this store.
 
-use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use super::*;
-use crate::chat::{Flags, InvalidInput};
+use crate::chat::contract::{self, msg, room, Backend, Opened, Tuning};
 
-fn room(name: &str) -> ConversationId {
-    ConversationId::room(name).unwrap()
+/// SQLite databases in one temporary directory: `chat.sqlite3` is the store's data, fresh ones get a file each.
+struct Sqlite {
+    dir: tempfile::TempDir,
+    fresh: AtomicUsize,
 }
 
-fn msg(conversation: &ConversationId, sender: &str, client_id: &str) -> NewMessage {
-    NewMessage {
-        conversation: conversation.clone(),
-        sender: sender.into(),
-        client_id: client_id.into(),
-        kind: "text".into(),
-        payload: format!(r#"{{"text":"{client_id}"}}"#),
-        flags: Flags::default(),
-        amends: None,
-        alert_to: Vec::new(),
+impl Sqlite {
+    async fn new() -> Option<Sqlite> {
+        Some(Sqlite { dir: tempfile::tempdir().unwrap(), fresh: AtomicUsize::new(0) })
+    }
+
+    async fn open_at(path: PathBuf, tuning: Tuning) -> Opened {
+        let defaults = SqliteConfig::default();
+        let config = SqliteConfig {
+            limits: tuning.limits.unwrap_or(defaults.limits),
+            max_batch: tuning.max_batch.unwrap_or(defaults.max_batch),
+            max_replay: tuning.max_replay.unwrap_or(defaults.max_replay),
+            ..defaults
+        };
+        let store = Arc::new(SqliteStore::open(path, config).await.unwrap());
+        let closer = store.clone();
+        Opened::new(store, move || Box::pin(async move { closer.close().await }))
     }
 }
 
-async fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(SqliteStore::path_in(dir.path()), SqliteConfig::default()).await.unwrap()
-}
-
-async fn send(store: &SqliteStore, m: NewMessage) -> Ack {
-    let mut acks = store.append(vec![m]).await.unwrap();
-    assert_eq!(acks.len(), 1);
-    acks.remove(0)
-}
-
-/// Every message of `conversation`, checked to be numbered `first..=last` without holes.
-async fn all(store: &SqliteStore, conversation: &ConversationId) -> Vec<StoredMessage> {
-    let mut out: Vec<StoredMessage> = Vec::new();
-    loop {
-        let after = out.last().map_or(0, |m| m.seq);
-        let page = store.page(conversation, PageFrom::After(after), 1000).await.unwrap();
-        if page.is_empty() {
-            break;
-        }
-        out.extend(page);
+impl Backend for Sqlite {
+    fn open(&self, tuning: Tuning) -> BoxFuture<'_, Opened> {
+        Box::pin(Sqlite::open_at(SqliteStore::path_in(self.dir.path()), tuning))
     }
-    assert!(out.windows(2).all(|w| w[1].seq == w[0].seq + 1), "holes in {conversation}");
-    out
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_appends_get_contiguous_distinct_numbers() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open(&dir).await);
-    let conv = room("lobby");
-    let mut tasks = Vec::new();
-    for t in 0..8 {
-        let (store, conv) = (store.clone(), conv.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut acks = Vec::new();
-            for i in 0..500 {
-                acks.push(send(&store, msg(&conv, &format!("user{t}"), &format!("m{i}"))).await);
-            }
-            acks
-        }));
+    fn open_fresh(&self, tuning: Tuning) -> BoxFuture<'_, Opened> {
+        let n = self.fresh.fetch_add(1, Ordering::Relaxed);
+        Box::pin(Sqlite::open_at(self.dir.path().join(format!("fresh{n}.sqlite3")), tuning))
     }
-    let mut seqs = Vec::new();
-    let mut epochs = HashSet::new();
-    for task in tasks {
-        let acks = task.await.unwrap();
-        assert!(acks.windows(2).all(|w| w[0].seq < w[1].seq), "one sender's messages keep their order");
-        assert!(acks.iter().all(|a| !a.duplicate));
-        seqs.extend(acks.iter().map(|a| a.seq));
-        epochs.extend(acks.iter().map(|a| a.epoch));
-    }
-    seqs.sort_unstable();
-    assert_eq!(seqs, (1..=4000).collect::<Vec<u64>>());
-    assert_eq!(epochs.len(), 1);
-    let head = store.head(&conv).await.unwrap().unwrap();
-    assert_eq!((head.last_seq, head.first_seq, Some(&head.epoch)), (4000, 1, epochs.iter().next()));
-    let stored = all(&store, &conv).await;
-    assert_eq!(stored.len(), 4000);
-    assert!(stored.windows(2).all(|w| w[0].server_time_ms <= w[1].server_time_ms), "time never goes back");
 }
 
-#[tokio::test]
-async fn a_retry_returns_the_original_ack_and_stores_one_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let conv = room("r");
-    let original;
-    {
-        let store = open(&dir).await;
-        original = send(&store, msg(&conv, "alice", "c1")).await;
-        assert!(!original.duplicate);
-        // Cached retry, retry in the same batch, and a concurrent pair.
-        let again = send(&store, msg(&conv, "alice", "c1")).await;
-        assert_eq!(again, Ack { duplicate: true, ..original.clone() });
-        let batch = store.append(vec![msg(&conv, "alice", "c2"), msg(&conv, "alice", "c2")]).await.unwrap();
-        assert_eq!((batch[0].seq, batch[0].duplicate), (2, false));
-        assert_eq!(batch[1], Ack { duplicate: true, ..batch[0].clone() });
-        let (x, y) = tokio::join!(send(&store, msg(&conv, "alice", "c3")), send(&store, msg(&conv, "alice", "c3")));
-        assert_eq!(x.seq, y.seq);
-        assert!(x.duplicate != y.duplicate);
-        // The same client id from another sender is another message.
-        assert_eq!(send(&store, msg(&conv, "bob", "c1")).await.seq, 4);
-        assert_eq!(all(&store, &conv).await.len(), 4);
-        store.close().await;
-    }
-    // After a restart the cache is empty: the unique index answers.
-    let store = open(&dir).await;
-    assert_eq!(send(&store, msg(&conv, "alice", "c1")).await, Ack { duplicate: true, ..original });
-    assert_eq!(all(&store, &conv).await.len(), 4);
-    assert_eq!(store.head(&conv).await.unwrap().unwrap().last_seq, 4);
-}
-
-#[tokio::test]
-async fn reopening_continues_the_sequence_with_the_same_epoch() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (room("a"), ConversationId::direct("zoe", "adam").unwrap());
-    let mut acked = Vec::new();
-    let epoch_a;
-    {
-        let store = open(&dir).await;
-        for i in 0..10 {
-            acked.push(send(&store, msg(&a, "alice", &format!("a{i}"))).await);
-        }
-        acked.push(send(&store, msg(&b, "zoe", "b0")).await);
-        epoch_a = acked[0].epoch;
-        store.close().await;
-    }
-    {
-        let store = open(&dir).await;
-        assert_eq!(store.head(&a).await.unwrap(), Some(Head { epoch: epoch_a, last_seq: 10, first_seq: 1 }));
-        let next = send(&store, msg(&a, "alice", "a10")).await;
-        assert_eq!((next.seq, next.epoch), (11, epoch_a));
-        acked.push(next);
-        // Dropped without close: everything acknowledged is committed already.
-        drop(store);
-    }
-    let store = open(&dir).await;
-    assert_eq!(send(&store, msg(&a, "alice", "a11")).await.seq, 12);
-    let stored = all(&store, &a).await;
-    for ack in acked.iter().filter(|x| x.conversation == a) {
-        assert_eq!(stored[ack.seq as usize - 1].seq, ack.seq);
-        assert_eq!(stored[ack.seq as usize - 1].server_time_ms, ack.server_time_ms);
-    }
-    let head_b = store.head(&b).await.unwrap().unwrap();
-    assert_eq!((head_b.epoch, head_b.last_seq), (acked[10].epoch, 1));
-    assert_ne!(head_b.epoch, epoch_a, "each conversation has its own epoch");
-}
-
-#[tokio::test]
-async fn pages_before_after_and_latest() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let conv = room("p");
-    let batch: Vec<_> = (1..=25).map(|i| msg(&conv, "alice", &format!("m{i}"))).collect();
-    store.append(batch).await.unwrap();
-    let seqs = |page: Vec<StoredMessage>| page.iter().map(|m| m.seq).collect::<Vec<_>>();
-    let cases: &[(PageFrom, usize, (u64, u64))] = &[
-        // (from, limit, (first, last) expected; first > last is none)
-        (PageFrom::Latest, 5, (21, 25)),
-        (PageFrom::Latest, 100, (1, 25)),
-        (PageFrom::Before(10), 3, (7, 9)),
-        (PageFrom::Before(3), 10, (1, 2)),
-        (PageFrom::Before(1), 10, (1, 0)),
-        (PageFrom::After(0), 4, (1, 4)),
-        (PageFrom::After(22), 10, (23, 25)),
-        (PageFrom::After(25), 10, (1, 0)),
-        (PageFrom::Latest, 0, (1, 0)),
-    ];
-    for (from, limit, want) in cases {
-        let got = seqs(store.page(&conv, *from, *limit).await.unwrap());
-        assert_eq!(got, (want.0..=want.1).collect::<Vec<_>>(), "{from:?} limit {limit}");
-    }
-    let page = store.page(&conv, PageFrom::After(4), 1).await.unwrap();
-    assert_eq!((page[0].client_id.as_str(), page[0].payload.as_deref()), ("m5", Some(r#"{"text":"m5"}"#)));
-    assert!(store.page(&room("none"), PageFrom::Latest, 10).await.unwrap().is_empty());
-    assert!(matches!(store.page(&conv, PageFrom::Latest, 1001).await, Err(StoreError::TooLarge { .. })));
-}
-
-#[tokio::test]
-async fn range_replays_exactly_and_never_partially() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let conv = room("g");
-    let acks = store.append((1..=20).map(|i| msg(&conv, "alice", &format!("m{i}"))).collect()).await.unwrap();
-    let epoch = acks[0].epoch;
-    let replay = |after, up_to| {
-        let (store, conv) = (&store, &conv);
-        async move {
-            match store.range(conv, after, up_to).await.unwrap() {
-                Replay::Messages { epoch: e, messages } => {
-                    assert_eq!(e, epoch);
-                    Ok(messages.iter().map(|m| m.seq).collect::<Vec<_>>())
-                }
-                Replay::NotRecovered { first_seq, .. } => Err(first_seq),
-                Replay::UnknownConversation => panic!("unknown"),
-            }
-        }
-    };
-    assert_eq!(replay(5, 9).await, Ok((6..=9).collect()));
-    assert_eq!(replay(0, 20).await, Ok((1..=20).collect()));
-    assert_eq!(replay(15, 999).await, Ok((16..=20).collect()), "capped at the last issued number");
-    assert_eq!(replay(20, 20).await, Ok(vec![]));
-    // Retention keeps the newest 12: first_seq becomes 9.
-    let trimmed = store.trim(&conv, Retention { max_count: Some(12), max_age_ms: None }, 0).await.unwrap();
-    assert_eq!(trimmed, Some(Trimmed { removed: 8, first_seq: 9 }));
-    assert_eq!(store.head(&conv).await.unwrap(), Some(Head { epoch, last_seq: 20, first_seq: 9 }));
-    assert_eq!(replay(8, 20).await, Ok((9..=20).collect()), "the gap starts at the first retained message");
-    assert_eq!(replay(7, 20).await, Err(9), "message 8 is gone: nothing is replayed");
-    assert_eq!(replay(0, 3).await, Err(9));
-    assert_eq!(store.range(&room("nope"), 0, 5).await.unwrap(), Replay::UnknownConversation);
-    // Sequencing goes on after a trim; trimming by age takes everything older.
-    assert_eq!(send(&store, msg(&conv, "alice", "m21")).await.seq, 21);
-    let far_future = now_ms() + 3_600_000;
-    let trimmed = store.trim(&conv, Retention { max_age_ms: Some(1000), max_count: None }, far_future).await.unwrap();
-    assert_eq!(trimmed, Some(Trimmed { removed: 13, first_seq: 22 }));
-    assert_eq!(store.head(&conv).await.unwrap(), Some(Head { epoch, last_seq: 21, first_seq: 22 }));
-    assert_eq!(replay(21, 21).await, Ok(vec![]));
-    assert_eq!(replay(20, 21).await, Err(22));
-    assert_eq!(store.trim(&room("nope"), Retention::default(), 0).await.unwrap(), None);
-    // Replays are bounded.
-    let small =
-        SqliteStore::open(dir.path().join("small.sqlite3"), SqliteConfig { max_replay: 3, ..Default::default() })
-            .await
-            .unwrap();
-    small.append((1..=5).map(|i| msg(&conv, "a", &format!("{i}"))).collect()).await.unwrap();
-    assert!(matches!(small.range(&conv, 0, 5).await, Err(StoreError::TooLarge { .. })));
-}
-
-#[tokio::test]
-async fn tombstones_keep_the_sequence() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let (conv, other) = (room("t"), room("t2"));
-    store
-        .append(vec![
-            msg(&conv, "alice", "1"),
-            msg(&conv, "bob", "2"),
-            msg(&conv, "alice", "3"),
-            msg(&conv, "bob", "4"),
-            msg(&other, "alice", "5"),
-        ])
-        .await
-        .unwrap();
-    assert!(store.tombstone(&conv, 1, Tombstone::Recall).await.unwrap());
-    assert!(!store.tombstone(&conv, 1, Tombstone::Recall).await.unwrap(), "already recalled");
-    assert!(!store.tombstone(&conv, 1, Tombstone::Edit { payload: "2".into() }).await.unwrap(), "recalled stays");
-    assert!(store.tombstone(&conv, 2, Tombstone::Edit { payload: r#"{"text":"fixed"}"#.into() }).await.unwrap());
-    assert!(!store.tombstone(&conv, 99, Tombstone::Erase).await.unwrap(), "no such message");
-    let bad = store.tombstone(&conv, 2, Tombstone::Edit { payload: "{".into() }).await;
-    assert!(matches!(bad, Err(StoreError::Invalid { source: InvalidInput::PayloadNotJson, .. })));
-    assert_eq!(store.erase_identity("alice").await.unwrap(), 3, "1 (recalled), 3 and the one in t2");
-    assert_eq!(store.erase_identity("alice").await.unwrap(), 0);
-    let stored = all(&store, &conv).await;
-    let view: Vec<_> = stored.iter().map(|m| (m.seq, m.state, m.payload.as_deref())).collect();
-    assert_eq!(
-        view,
-        vec![
-            (1, MessageState::Erased, None),
-            (2, MessageState::Edited, Some(r#"{"text":"fixed"}"#)),
-            (3, MessageState::Erased, None),
-            (4, MessageState::Normal, Some(r#"{"text":"4"}"#)),
-        ]
-    );
-    assert_eq!(all(&store, &other).await[0].state, MessageState::Erased);
-    assert_eq!(store.head(&conv).await.unwrap().map(|h| (h.first_seq, h.last_seq)), Some((1, 4)));
-    // A retry of an erased message is still a duplicate, not a new message.
-    assert!(send(&store, msg(&conv, "alice", "3")).await.duplicate);
-}
-
-#[tokio::test]
-async fn flags_and_direct_conversations_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let ab = ConversationId::direct("bob", "alice").unwrap();
-    let mut m = msg(&ab, "bob", "x");
-    m.kind = "app.poll".into();
-    m.flags = Flags {
-        must_ack: true,
-        mention_all: true,
-        mentions: vec!["alice".into()],
-        priority: Priority::High,
-        counted: false,
-    };
-    send(&store, m.clone()).await;
-    let reply = msg(&ConversationId::direct("alice", "bob").unwrap(), "alice", "y");
-    assert_eq!(send(&store, reply).await.seq, 2, "both sides write the same conversation");
-    let stored = all(&store, &ab).await;
-    assert_eq!((stored[0].kind.as_str(), &stored[0].flags), ("app.poll", &m.flags));
-    assert_eq!(stored[1].flags, Flags::default());
-}
-
-#[tokio::test]
-async fn invalid_input_is_refused_and_nothing_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let limits = Limits { max_payload_bytes: 64 };
-    let store =
-        SqliteStore::open(dir.path().join("c.sqlite3"), SqliteConfig { limits, max_batch: 3, ..Default::default() })
-            .await
-            .unwrap();
-    let conv = room("big");
-    let mut big = msg(&conv, "alice", "2");
-    big.payload = format!(r#"{{"text":"{}"}}"#, "x".repeat(100));
-    let err = store.append(vec![msg(&conv, "alice", "1"), big]).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::Invalid { index: 1, source: InvalidInput::PayloadTooLarge { max: 64, .. } }),
-        "{err:?}"
-    );
-    let too_many = (0..4).map(|i| msg(&conv, "alice", &i.to_string())).collect();
-    assert!(matches!(store.append(too_many).await, Err(StoreError::TooLarge { what: "batch", .. })));
-    assert!(matches!(store.erase_identity("a:b").await, Err(StoreError::Invalid { .. })));
-    assert_eq!(store.head(&conv).await.unwrap(), None, "nothing of the batch was stored");
-    assert_eq!(store.append(vec![]).await.unwrap(), vec![]);
-}
+contract::contract_tests!(Sqlite::new());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_overloaded_not_unbounded() {
@@ -350,179 +82,17 @@ async fn a_full_queue_is_overloaded_not_unbounded() {
 
 /// Append throughput with group commit. Run it with
 /// `cargo test --release -p signaling chat::sqlite::tests::bench -- --ignored --nocapture`
-/// (`BENCH_TASKS`, `BENCH_PER_TASK` change the load; `BENCH_DIR` picks the disk, default the temporary directory).
+/// (`BENCH_TASKS`, a number or a list like `1,4,32`, and `BENCH_PER_TASK` change the load; `BENCH_DIR` picks the
+/// disk, default the temporary directory).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn bench_append_throughput() {
-    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let (tasks, per_task) = (env("BENCH_TASKS", 4), env("BENCH_PER_TASK", 5000));
+    let per_task = contract::bench_env("BENCH_PER_TASK", &[5000])[0];
     let base = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
     let dir = tempfile::tempdir_in(base).unwrap();
-    let store = Arc::new(open(&dir).await);
-    let conv = room("bench");
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let (store, conv) = (store.clone(), conv.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_task);
-                for i in 0..per_task {
-                    let sent = Instant::now();
-                    send(&store, msg(&conv, &format!("u{t}"), &format!("m{i}"))).await;
-                    latencies.push(sent.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for h in handles {
-        latencies.extend(h.await.unwrap());
+    let store = Arc::new(SqliteStore::open(SqliteStore::path_in(dir.path()), SqliteConfig::default()).await.unwrap());
+    for tasks in contract::bench_env("BENCH_TASKS", &[4]) {
+        let conv = room(&format!("bench{tasks}"));
+        contract::bench_append("sqlite", store.clone(), &conv, tasks, per_task).await;
     }
-    let elapsed = start.elapsed();
-    latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    let n = latencies.len();
-    println!(
-        "bench: {tasks} tasks x {per_task} = {n} msgs in {elapsed:.2?}: {:.0} msgs/s, ack latency p50 {:.2?} p99 {:.2?} max {:.2?}",
-        n as f64 / elapsed.as_secs_f64(),
-        pct(0.50),
-        pct(0.99),
-        latencies[n - 1],
-    );
-    assert_eq!(store.head(&conv).await.unwrap().unwrap().last_seq, n as u64);
-}
-
-/// Records what the writer publishes.
-#[derive(Default)]
-struct Recorder(std::sync::Mutex<Vec<(ConversationId, u64)>>);
-
-impl crate::chat::store::CommitListener for Recorder {
-    fn committed(&self, messages: &[StoredMessage]) {
-        self.0.lock().unwrap().extend(messages.iter().map(|m| (m.conversation.clone(), m.seq)));
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn committed_messages_are_published_in_order_before_their_ack() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open(&dir).await);
-    let recorder = Arc::new(Recorder::default());
-    store.set_listener(recorder.clone());
-    let (a, b) = (room("a"), room("b"));
-    let mut tasks = Vec::new();
-    for sender in 0..8 {
-        let (store, recorder, a, b) = (store.clone(), recorder.clone(), a.clone(), b.clone());
-        tasks.push(tokio::spawn(async move {
-            for i in 0..50 {
-                let c = if i % 2 == 0 { &a } else { &b };
-                let ack = send(&store, msg(c, &format!("s{sender}"), &format!("m{i}"))).await;
-                let seen = recorder.0.lock().unwrap().contains(&(c.clone(), ack.seq));
-                assert!(seen, "published before acknowledged");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    // A retry is not published again.
-    let dup = send(&store, msg(&a, "s0", "m0")).await;
-    assert!(dup.duplicate);
-    let published = recorder.0.lock().unwrap().clone();
-    assert_eq!(published.len(), 400);
-    for c in [&a, &b] {
-        let seqs: Vec<u64> = published.iter().filter(|(x, _)| x == c).map(|(_, s)| *s).collect();
-        assert_eq!(seqs, (1..=200).collect::<Vec<_>>(), "{c}: published in sequence order, once each");
-    }
-}
-
-#[tokio::test]
-async fn recall_and_edit_are_sequenced_and_applied_to_their_target() {
-    use crate::chat::store::Amend;
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let c = room("r");
-    send(&store, msg(&c, "alice", "m1")).await;
-    send(&store, msg(&c, "alice", "m2")).await;
-    let mut edit = msg(&c, "alice", "e1");
-    edit.kind = "chat.edit".into();
-    edit.payload = r#"{"seq":1,"payload":{"text":"fixed"}}"#.into();
-    edit.amends = Some(Amend { seq: 1, change: Tombstone::Edit { payload: r#"{"text":"fixed"}"#.into() } });
-    assert_eq!(send(&store, edit.clone()).await.seq, 3);
-    let mut recall = msg(&c, "alice", "r1");
-    recall.kind = "chat.recall".into();
-    recall.payload = r#"{"seq":2}"#.into();
-    recall.amends = Some(Amend { seq: 2, change: Tombstone::Recall });
-    assert_eq!(send(&store, recall.clone()).await.seq, 4);
-    // Retries change nothing.
-    assert!(send(&store, recall).await.duplicate);
-    let msgs = all(&store, &c).await;
-    assert_eq!(msgs.len(), 4);
-    assert_eq!((msgs[0].state, msgs[0].payload.as_deref()), (MessageState::Edited, Some(r#"{"text":"fixed"}"#)));
-    assert_eq!((msgs[1].state, msgs[1].payload.as_deref()), (MessageState::Recalled, None));
-    assert_eq!(msgs[2].kind, "chat.edit");
-    assert_eq!(msgs[3].kind, "chat.recall");
-    // An edit of a recalled message is stored as an event but does not bring the payload back.
-    let mut late = msg(&c, "alice", "e2");
-    late.kind = "chat.edit".into();
-    late.amends = Some(Amend { seq: 2, change: Tombstone::Edit { payload: "1".into() } });
-    send(&store, late).await;
-    let msgs = all(&store, &c).await;
-    assert_eq!((msgs[1].state, msgs[1].payload.as_deref()), (MessageState::Recalled, None));
-}
-
-#[tokio::test]
-async fn receipts_only_move_forward_and_unread_counts_follow_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let c = ConversationId::direct("alice", "bob").unwrap();
-    assert_eq!(store.set_receipt(&c, "bob", 1, 0).await.unwrap(), None, "unknown conversation");
-    for i in 0..5 {
-        send(&store, msg(&c, "alice", &format!("m{i}"))).await;
-    }
-    let mut quiet = msg(&c, "alice", "notice");
-    quiet.flags.counted = false;
-    send(&store, quiet).await;
-    send(&store, msg(&c, "bob", "reply")).await;
-    assert_eq!(store.unread(&c, "bob").await.unwrap(), 5, "counted messages from others");
-    assert_eq!(store.unread(&c, "alice").await.unwrap(), 1);
-    let r = store.set_receipt(&c, "bob", 4, 2).await.unwrap().unwrap();
-    assert_eq!((r.delivered, r.read), (4, 2));
-    let r = store.set_receipt(&c, "bob", 1, 1).await.unwrap().unwrap();
-    assert_eq!((r.delivered, r.read), (4, 2), "never backwards");
-    let r = store.set_receipt(&c, "bob", 0, 100).await.unwrap().unwrap();
-    assert_eq!((r.delivered, r.read), (7, 7), "read raises delivered; clamped to the last number");
-    assert_eq!(store.unread(&c, "bob").await.unwrap(), 0);
-    drop(store);
-    let store = open(&dir).await;
-    let all_receipts = store.receipts(&c, 10).await.unwrap();
-    assert_eq!(all_receipts, vec![crate::chat::store::Receipt { identity: "bob".into(), delivered: 7, read: 7 }]);
-    store.erase_identity("bob").await.unwrap();
-    assert!(store.receipts(&c, 10).await.unwrap().is_empty(), "erasure removes receipts");
-}
-
-#[tokio::test]
-async fn alerts_track_who_has_acknowledged() {
-    use crate::chat::store::AlertAck;
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let c = room("crew");
-    send(&store, msg(&c, "captain", "hello")).await;
-    let mut alert = msg(&c, "captain", "pushback");
-    alert.flags.must_ack = true;
-    alert.alert_to = vec!["fo".into(), "purser".into()];
-    let seq = send(&store, alert.clone()).await.seq;
-    // The retry does not ask again.
-    assert!(send(&store, alert).await.duplicate);
-    assert_eq!(store.alert_status(&c, 1).await.unwrap(), None);
-    let pending = store.pending_alerts("fo", 10).await.unwrap();
-    assert_eq!(pending.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![seq]);
-    assert!(pending[0].flags.must_ack);
-    assert!(matches!(store.ack_alert(&c, seq, "fo").await.unwrap(), AlertAck::Acked { .. }));
-    assert!(matches!(store.ack_alert(&c, seq, "fo").await.unwrap(), AlertAck::AlreadyAcked { .. }));
-    assert_eq!(store.ack_alert(&c, seq, "stranger").await.unwrap(), AlertAck::NotAsked);
-    assert!(store.pending_alerts("fo", 10).await.unwrap().is_empty());
-    let status = store.alert_status(&c, seq).await.unwrap().unwrap();
-    assert_eq!(status.acked.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), vec!["fo"]);
-    assert_eq!(status.pending, vec!["purser".to_string()]);
 }

@@ -1,0 +1,836 @@
+//! The chat half of a session: what one connection sends and receives of chat.
+//!
+//! - **Sending**: a `chat_send` is checked here (grant, rate, size, who may use which priority), turned into a
+//!   [`NewMessage`] and handed to this connection's *send pipeline*, a task that appends everything queued in one
+//!   store call. The pipeline keeps the connection's messages in the order it sent them and answers `chat_ack`
+//!   only after the store committed (the store published the message to every member first).
+//! - **Receiving**: the hub pushes committed messages into this session's [`Inbox`]; each conversation has a
+//!   [`ResumeMerge`] cursor so every sequence number is delivered once and in order, including while a resume
+//!   replays a gap from the store (one chunk per turn of the session loop, so the socket keeps moving).
+//! - Everything else (history, receipts, typing, recall and edit, alerts) is a request answered from the store.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::chat::hub::{Delivery, Inbox, MemberId};
+use crate::chat::outbound::Class;
+use crate::chat::resume::{ResumeMerge, Step};
+use crate::chat::store::{
+    Ack, AlertAck, Amend, ChatStore, MessageState, PageFrom, Replay, StoreError, StoredMessage, Tombstone,
+};
+use crate::chat::{ConversationId, Flags, InvalidInput, NewMessage, Priority};
+use crate::protocol::{
+    encode_stored, AlertAckView, ChatMessageView, ChatSend, ClientMsg, ErrorCode, ReceiptView, ResumePos, ServerMsg,
+    Target,
+};
+use crate::AppState;
+
+/// Messages one connection may have waiting for the store.
+pub const PIPELINE_DEPTH: usize = 256;
+/// Most messages the pipeline appends in one store call.
+const PIPELINE_BATCH: usize = 256;
+/// Messages read from the store per turn of a replay.
+const REPLAY_CHUNK: u64 = 500;
+/// Live messages held back behind replays before the connection counts as too slow.
+const HELD_MAX: usize = 20_000;
+/// Inbox items taken per wake-up.
+const TAKE_MAX: usize = 512;
+/// Pending alerts sent per re-notification.
+const ALERTS_MAX: usize = 100;
+
+/// Something to write to the socket.
+pub enum Out {
+    Msg(ServerMsg),
+    Frame(Utf8Bytes),
+}
+
+/// Why the session must close.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fatal {
+    /// The outbound queue overflowed with messages that may not be shed.
+    TooSlow,
+}
+
+struct Pending {
+    client_id: String,
+    message: NewMessage,
+}
+
+/// A replay (or hole fill) in progress: `after` is the last number read, `up_to` where to stop.
+struct ReplayJob {
+    conversation: ConversationId,
+    after: u64,
+    up_to: u64,
+    /// `Some` for a resume (announced by `chat_resumed` when done), `None` for a fill.
+    resume: Option<ResumeInfo>,
+}
+
+struct ResumeInfo {
+    status: &'static str,
+    epoch: u64,
+    first_seq: u64,
+    replayed: u64,
+}
+
+/// See the module doc.
+pub struct ChatSession {
+    state: Arc<AppState>,
+    identity: String,
+    room: String,
+    room_conv: Option<ConversationId>,
+    can_chat: bool,
+    room_admin: bool,
+    member: MemberId,
+    inbox: Arc<Inbox>,
+    cursors: HashMap<ConversationId, ResumeMerge<Utf8Bytes>>,
+    replays: VecDeque<ReplayJob>,
+    pipeline: mpsc::Sender<Pending>,
+    pub acks: mpsc::Receiver<ServerMsg>,
+    bucket: f64,
+    bucket_at: Instant,
+    next_alerts: Instant,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn store_error(e: &StoreError) -> (ErrorCode, String) {
+    match e {
+        StoreError::Overloaded => (ErrorCode::Overloaded, "chat is busy, retry later".into()),
+        StoreError::Invalid { source, .. } => invalid(source),
+        StoreError::TooLarge { .. } => (ErrorCode::TooLarge, e.to_string()),
+        _ => (ErrorCode::Internal, "chat store unavailable, retry later".into()),
+    }
+}
+
+fn invalid(e: &InvalidInput) -> (ErrorCode, String) {
+    match e {
+        InvalidInput::PayloadTooLarge { .. } => (ErrorCode::TooLarge, e.to_string()),
+        _ => (ErrorCode::BadMessage, e.to_string()),
+    }
+}
+
+impl ChatSession {
+    /// Register with the hub (live messages start queuing at once) and start the send pipeline.
+    pub fn start(state: Arc<AppState>, identity: &str, room: &str, can_chat: bool, room_admin: bool) -> ChatSession {
+        let (member, inbox) = state.chat.hub.register(identity, room);
+        let (pipeline, rx) = mpsc::channel(PIPELINE_DEPTH);
+        let (ack_tx, acks) = mpsc::channel(PIPELINE_DEPTH);
+        tokio::spawn(run_pipeline(state.chat.store.clone(), rx, ack_tx));
+        let rate = state.config.chat.rate_per_sec;
+        ChatSession {
+            identity: identity.to_string(),
+            room: room.to_string(),
+            room_conv: ConversationId::room(room).ok(),
+            can_chat,
+            room_admin,
+            member,
+            inbox,
+            cursors: HashMap::new(),
+            replays: VecDeque::new(),
+            pipeline,
+            acks,
+            bucket: rate * 2.0,
+            bucket_at: Instant::now(),
+            next_alerts: Instant::now(),
+            state,
+        }
+    }
+
+    pub fn inbox(&self) -> Arc<Inbox> {
+        self.inbox.clone()
+    }
+
+    /// Stop receiving.
+    pub fn stop(&self) {
+        let hub = &self.state.chat.hub;
+        hub.unregister(self.member);
+        if hub.room_size(&self.room) == 0 {
+            if let Ok(mut q) = self.state.chat.quotas.lock() {
+                q.remove(&self.room);
+            }
+        }
+    }
+
+    /// Is a replay waiting for its next chunk?
+    pub fn replaying(&self) -> bool {
+        !self.replays.is_empty()
+    }
+
+    fn store(&self) -> &Arc<dyn ChatStore> {
+        &self.state.chat.store
+    }
+
+    /// May this session read and write `c`?
+    fn may_access(&self, c: &ConversationId) -> bool {
+        match c.as_room() {
+            Some(room) => room == self.room,
+            None => c.involves(&self.identity),
+        }
+    }
+
+    fn resolve(&self, target: &Target) -> Result<ConversationId, (ErrorCode, String)> {
+        let c = match (&target.conversation, &target.to) {
+            (Some(_), Some(_)) => return Err((ErrorCode::BadMessage, "give conversation or to, not both".into())),
+            (Some(c), None) => ConversationId::parse(c).map_err(|e| (ErrorCode::BadMessage, e.to_string()))?,
+            (None, Some(to)) => {
+                ConversationId::direct(&self.identity, to).map_err(|e| (ErrorCode::BadMessage, e.to_string()))?
+            }
+            (None, None) => {
+                self.room_conv.clone().ok_or((ErrorCode::BadMessage, "this room has no chat".to_string()))?
+            }
+        };
+        if !self.may_access(&c) {
+            return Err((ErrorCode::ConversationNotFound, format!("no conversation {c}")));
+        }
+        Ok(c)
+    }
+
+    fn conversation(&self, c: &str) -> Result<ConversationId, (ErrorCode, String)> {
+        self.resolve(&Target { conversation: Some(c.to_string()), to: None })
+    }
+
+    fn take_token(&mut self) -> bool {
+        let rate = self.state.config.chat.rate_per_sec;
+        let now = Instant::now();
+        self.bucket = (self.bucket + now.duration_since(self.bucket_at).as_secs_f64() * rate).min(rate * 2.0);
+        self.bucket_at = now;
+        if self.bucket < 1.0 {
+            return false;
+        }
+        self.bucket -= 1.0;
+        true
+    }
+
+    /// Handle one chat request; answers go to `out`.
+    pub async fn handle(&mut self, msg: ClientMsg, out: &mut Vec<Out>) {
+        let ty = msg.type_name();
+        let err = |out: &mut Vec<Out>, (code, message): (ErrorCode, String)| {
+            out.push(Out::Msg(ServerMsg::error(code, message, Some(ty))));
+        };
+        match msg {
+            ClientMsg::ChatSend(m) => {
+                let client_id = m.client_id.clone();
+                if let Err((code, message)) = self.send(m, out) {
+                    out.push(Out::Msg(ServerMsg::chat_error(code, message, ty, &client_id)));
+                }
+            }
+            ClientMsg::ChatRecall { client_id, target, seq } => {
+                if let Err((code, message)) = self.amend(&client_id, &target, seq, None).await {
+                    out.push(Out::Msg(ServerMsg::chat_error(code, message, ty, &client_id)));
+                }
+            }
+            ClientMsg::ChatEdit { client_id, target, seq, payload } => {
+                if let Err((code, message)) = self.amend(&client_id, &target, seq, Some(payload)).await {
+                    out.push(Out::Msg(ServerMsg::chat_error(code, message, ty, &client_id)));
+                }
+            }
+            ClientMsg::ChatHistory { id, target, before, after, limit } => {
+                match self.history(id, &target, before, after, limit).await {
+                    Ok(m) => out.push(Out::Msg(m)),
+                    Err(e) => err(out, e),
+                }
+            }
+            ClientMsg::ChatResume { conversations } => self.resume(&conversations, out).await,
+            ClientMsg::ChatReceipt { conversation, delivered, read } => {
+                if let Err(e) = self.receipt(&conversation, delivered, read).await {
+                    err(out, e);
+                }
+            }
+            ClientMsg::ChatReceipts { id, conversation } => match self.receipts(id, &conversation).await {
+                Ok(m) => out.push(Out::Msg(m)),
+                Err(e) => err(out, e),
+            },
+            ClientMsg::ChatTyping { target, typing } => match self.resolve(&target) {
+                Ok(c) => {
+                    let frame =
+                        ServerMsg::ChatTyping { conversation: c.to_string(), identity: self.identity.clone(), typing };
+                    self.state.chat.hub.send(&c, Some(self.member), Class::Droppable, frame.to_json().into());
+                }
+                Err(e) => err(out, e),
+            },
+            ClientMsg::ChatAlertAck { conversation, seq } => match self.alert_ack(&conversation, seq).await {
+                Ok(m) => out.push(Out::Msg(m)),
+                Err(e) => err(out, e),
+            },
+            ClientMsg::ChatAlertStatus { id, conversation, seq } => {
+                match self.alert_status(id, &conversation, seq).await {
+                    Ok(m) => out.push(Out::Msg(m)),
+                    Err(e) => err(out, e),
+                }
+            }
+            other => debug!(ty = other.type_name(), "not a chat message"),
+        }
+    }
+
+    fn send(&mut self, m: ChatSend, out: &mut Vec<Out>) -> Result<(), (ErrorCode, String)> {
+        if !self.can_chat {
+            return Err((ErrorCode::PermissionDenied, "this token may not chat".into()));
+        }
+        if !self.take_token() {
+            return Err((ErrorCode::RateLimited, "too many chat messages".into()));
+        }
+        let conversation = self.resolve(&m.target)?;
+        if m.kind.starts_with("chat.") {
+            return Err((ErrorCode::BadMessage, "message types starting with \"chat.\" are the server's".into()));
+        }
+        let cfg = &self.state.config.chat;
+        let allowlisted =
+            cfg.high_priority_kinds.contains(&m.kind) || cfg.high_priority_identities.contains(&self.identity);
+        let priority = if allowlisted {
+            Priority::High
+        } else if cfg.low_priority_kinds.contains(&m.kind) {
+            Priority::Low
+        } else {
+            Priority::from(m.priority)
+        };
+        if priority == Priority::High && !self.room_admin && !allowlisted {
+            return Err((ErrorCode::PermissionDenied, "high priority needs the room_admin grant".into()));
+        }
+        if let Some(room) = conversation.as_room() {
+            let admitted = match self.state.chat.quotas.lock() {
+                Ok(mut q) => q.entry(room.to_string()).or_default().admit(&cfg.quota, priority, Instant::now()),
+                Err(_) => true,
+            };
+            if !admitted {
+                if priority == Priority::Low || !m.persist {
+                    out.push(Out::Msg(ServerMsg::ChatAck {
+                        client_id: m.client_id,
+                        conversation: conversation.to_string(),
+                        seq: None,
+                        epoch: None,
+                        time: now_ms(),
+                        duplicate: false,
+                        ephemeral: true,
+                        shed: true,
+                    }));
+                    return Ok(());
+                }
+                return Err((ErrorCode::QuotaExceeded, "the room is over its chat quota; retry later".into()));
+            }
+        }
+        if !m.persist || priority == Priority::Low {
+            // Ephemeral: checked like any message, passed on best-effort, never stored or numbered.
+            let probe = self.new_message(&conversation, &m, priority, Vec::new());
+            probe.validate(&self.state.chat.limits).map_err(|e| invalid(&e))?;
+            let time = now_ms();
+            if priority == Priority::Low && self.state.config.chat.aggregate_kinds.contains(&m.kind) {
+                if let Ok(mut a) = self.state.chat.aggregates.lock() {
+                    *a.entry((conversation.clone(), m.kind.clone())).or_default() += 1;
+                }
+                out.push(Out::Msg(ServerMsg::ChatAck {
+                    client_id: m.client_id,
+                    conversation: conversation.to_string(),
+                    seq: None,
+                    epoch: None,
+                    time,
+                    duplicate: false,
+                    ephemeral: true,
+                    shed: false,
+                }));
+                return Ok(());
+            }
+            let payload: Option<&RawValue> = serde_json::from_str(&m.payload).ok();
+            let view = ChatMessageView {
+                ty: Some("chat_message"),
+                conversation: conversation.as_str(),
+                seq: None,
+                sender: &self.identity,
+                client_id: Some(&m.client_id),
+                kind: &m.kind,
+                payload,
+                time,
+                state: "normal",
+                priority: crate::protocol::priority_name(priority),
+                must_ack: false,
+                mention_all: m.mention_all,
+                mentions: &m.mentions,
+                mentioned: false,
+                counted: false,
+                ephemeral: true,
+            };
+            let frame = serde_json::to_string(&view).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+            self.state.chat.hub.send(&conversation, Some(self.member), Class::Droppable, frame.into());
+            out.push(Out::Msg(ServerMsg::ChatAck {
+                client_id: m.client_id,
+                conversation: conversation.to_string(),
+                seq: None,
+                epoch: None,
+                time,
+                duplicate: false,
+                ephemeral: true,
+                shed: false,
+            }));
+            return Ok(());
+        }
+        let alert_to = if m.must_ack { self.alert_audience(&conversation) } else { Vec::new() };
+        let message = self.new_message(&conversation, &m, priority, alert_to);
+        message.validate(&self.state.chat.limits).map_err(|e| invalid(&e))?;
+        self.enqueue(m.client_id, message)
+    }
+
+    fn new_message(&self, c: &ConversationId, m: &ChatSend, priority: Priority, alert_to: Vec<String>) -> NewMessage {
+        NewMessage {
+            conversation: c.clone(),
+            sender: self.identity.clone(),
+            client_id: m.client_id.clone(),
+            kind: m.kind.clone(),
+            payload: m.payload.clone(),
+            flags: Flags {
+                must_ack: m.must_ack,
+                mention_all: m.mention_all,
+                mentions: m.mentions.clone(),
+                priority,
+                counted: m.counted,
+            },
+            amends: None,
+            alert_to,
+        }
+    }
+
+    /// Who must acknowledge an alert in `c`: everyone in the room now, or the other side, but the sender.
+    fn alert_audience(&self, c: &ConversationId) -> Vec<String> {
+        let mut who = match (c.as_room(), c.as_direct()) {
+            (Some(room), _) => self.state.chat.hub.room_identities(room),
+            (None, Some((a, b))) => vec![a.to_string(), b.to_string()],
+            _ => Vec::new(),
+        };
+        who.retain(|i| *i != self.identity);
+        who
+    }
+
+    fn enqueue(&mut self, client_id: String, message: NewMessage) -> Result<(), (ErrorCode, String)> {
+        self.pipeline.try_send(Pending { client_id, message }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                (ErrorCode::Overloaded, format!("more than {PIPELINE_DEPTH} messages waiting; retry later"))
+            }
+            mpsc::error::TrySendError::Closed(_) => (ErrorCode::Internal, "chat unavailable".to_string()),
+        })
+    }
+
+    /// One stored message, if retained.
+    async fn message(&self, c: &ConversationId, seq: u64) -> Result<Option<StoredMessage>, (ErrorCode, String)> {
+        if seq == 0 {
+            return Ok(None);
+        }
+        match self.store().range(c, seq - 1, seq).await {
+            Ok(Replay::Messages { mut messages, .. }) => Ok(messages.pop().filter(|m| m.seq == seq)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(store_error(&e)),
+        }
+    }
+
+    /// Recall (`payload: None`) or edit message `seq`: a new sequenced message that changes the old one.
+    async fn amend(
+        &mut self,
+        client_id: &str,
+        target: &Target,
+        seq: u64,
+        payload: Option<String>,
+    ) -> Result<(), (ErrorCode, String)> {
+        if !self.can_chat {
+            return Err((ErrorCode::PermissionDenied, "this token may not chat".into()));
+        }
+        if !self.take_token() {
+            return Err((ErrorCode::RateLimited, "too many chat messages".into()));
+        }
+        let c = self.resolve(target)?;
+        let original = self.message(&c, seq).await?;
+        let mine = |m: &StoredMessage| m.sender == self.identity || (self.room_admin && c.as_room().is_some());
+        let changeable = |m: &StoredMessage| {
+            matches!(m.state, MessageState::Normal | MessageState::Edited) && !m.kind.starts_with("chat.")
+        };
+        let Some(original) = original.filter(|m| mine(m) && changeable(m)) else {
+            return Err((ErrorCode::MessageNotFound, format!("no message {seq} of yours to change in {c}")));
+        };
+        if payload.is_some() && original.sender != self.identity {
+            return Err((ErrorCode::PermissionDenied, "only the sender may edit a message".into()));
+        }
+        let (kind, body, change) = match payload {
+            None => ("chat.recall", format!(r#"{{"seq":{seq}}}"#), Tombstone::Recall),
+            Some(p) => {
+                crate::chat::validate_payload(&p, &self.state.chat.limits).map_err(|e| invalid(&e))?;
+                ("chat.edit", format!(r#"{{"seq":{seq},"payload":{p}}}"#), Tombstone::Edit { payload: p })
+            }
+        };
+        let message = NewMessage {
+            conversation: c,
+            sender: self.identity.clone(),
+            client_id: client_id.to_string(),
+            kind: kind.to_string(),
+            payload: body,
+            flags: Flags { counted: false, priority: original.flags.priority, ..Flags::default() },
+            amends: Some(Amend { seq, change }),
+            alert_to: Vec::new(),
+        };
+        message.validate(&self.state.chat.limits).map_err(|e| invalid(&e))?;
+        self.enqueue(client_id.to_string(), message)
+    }
+
+    async fn history(
+        &self,
+        id: serde_json::Value,
+        target: &Target,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<ServerMsg, (ErrorCode, String)> {
+        let c = self.resolve(target)?;
+        let from = match (before, after) {
+            (Some(b), _) => PageFrom::Before(b),
+            (None, Some(a)) => PageFrom::After(a),
+            (None, None) => PageFrom::Latest,
+        };
+        let head = self.store().head(&c).await.map_err(|e| store_error(&e))?;
+        let messages = match head {
+            Some(_) => self.store().page(&c, from, limit).await.map_err(|e| store_error(&e))?,
+            None => Vec::new(),
+        };
+        let messages = messages
+            .iter()
+            .map(|m| {
+                let text = encode_stored(m, self.mentioned(m), false);
+                RawValue::from_string(text).map_err(|e| (ErrorCode::Internal, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (epoch, first_seq, last_seq) = head.map_or((0, 1, 0), |h| (h.epoch, h.first_seq, h.last_seq));
+        Ok(ServerMsg::ChatHistory { id, conversation: c.to_string(), epoch, first_seq, last_seq, messages })
+    }
+
+    fn mentioned(&self, m: &StoredMessage) -> bool {
+        m.flags.mention_all || m.flags.mentions.iter().any(|x| *x == self.identity)
+    }
+
+    /// Start a resume of each conversation: replays are queued and run a chunk at a time by [`Self::step_replay`].
+    pub async fn resume(&mut self, positions: &[ResumePos], out: &mut Vec<Out>) {
+        for pos in positions {
+            let c = match self.conversation(&pos.conversation) {
+                Ok(c) => c,
+                Err((code, message)) => {
+                    out.push(Out::Msg(ServerMsg::error(code, message, Some("chat_resume"))));
+                    continue;
+                }
+            };
+            let head = match self.store().head(&c).await {
+                Ok(h) => h,
+                Err(e) => {
+                    let (code, message) = store_error(&e);
+                    out.push(Out::Msg(ServerMsg::error(code, message, Some("chat_resume"))));
+                    continue;
+                }
+            };
+            self.replays.retain(|j| j.conversation != c);
+            let Some(head) = head else {
+                // Nothing was ever said here: live from the first message.
+                let mut cursor = ResumeMerge::new(0);
+                let _ = cursor.replay_done();
+                self.cursors.insert(c.clone(), cursor);
+                out.push(Out::Msg(ServerMsg::ChatResumed {
+                    conversation: c.to_string(),
+                    status: "fresh",
+                    epoch: 0,
+                    first_seq: 1,
+                    last_seq: 0,
+                    replayed: 0,
+                    unread: 0,
+                }));
+                continue;
+            };
+            let (status, after) = if pos.epoch == head.epoch || pos.epoch == 0 {
+                ("ok", pos.last_seq.min(head.last_seq))
+            } else {
+                // History was wiped and began again: the client's numbers mean nothing now.
+                ("reset", 0)
+            };
+            if after + 1 < head.first_seq {
+                let mut cursor = ResumeMerge::new(head.last_seq);
+                let _ = cursor.replay_done();
+                self.cursors.insert(c.clone(), cursor);
+                let unread = self.store().unread(&c, &self.identity).await.unwrap_or(0);
+                out.push(Out::Msg(ServerMsg::ChatResumed {
+                    conversation: c.to_string(),
+                    status: "not_recovered",
+                    epoch: head.epoch,
+                    first_seq: head.first_seq,
+                    last_seq: head.last_seq,
+                    replayed: 0,
+                    unread,
+                }));
+                continue;
+            }
+            self.cursors.insert(c.clone(), ResumeMerge::new(after));
+            self.replays.push_back(ReplayJob {
+                conversation: c,
+                after,
+                up_to: head.last_seq,
+                resume: Some(ResumeInfo { status, epoch: head.epoch, first_seq: head.first_seq, replayed: 0 }),
+            });
+        }
+    }
+
+    /// Where the room's chat stands for a member that did not resume it: live from here on.
+    pub async fn start_fresh_room(&mut self, out: &mut Vec<Out>) {
+        let Some(c) = self.room_conv.clone() else { return };
+        if self.cursors.contains_key(&c) {
+            return;
+        }
+        let head = self.store().head(&c).await.ok().flatten();
+        let (epoch, first_seq, last_seq) = head.map_or((0, 1, 0), |h| (h.epoch, h.first_seq, h.last_seq));
+        let mut cursor = ResumeMerge::new(last_seq);
+        let _ = cursor.replay_done();
+        self.cursors.insert(c.clone(), cursor);
+        let unread = if last_seq > 0 { self.store().unread(&c, &self.identity).await.unwrap_or(0) } else { 0 };
+        out.push(Out::Msg(ServerMsg::ChatResumed {
+            conversation: c.to_string(),
+            status: "fresh",
+            epoch,
+            first_seq,
+            last_seq,
+            replayed: 0,
+            unread,
+        }));
+    }
+
+    /// Read and deliver the next chunk of the first replay.
+    pub async fn step_replay(&mut self, out: &mut Vec<Out>) -> Result<(), Fatal> {
+        let Some(mut job) = self.replays.pop_front() else { return Ok(()) };
+        let up_to = job.up_to.min(job.after + REPLAY_CHUNK);
+        let read = if up_to > job.after {
+            self.store().range(&job.conversation, job.after, up_to).await
+        } else {
+            Ok(Replay::Messages { epoch: 0, messages: Vec::new() })
+        };
+        let messages = match read {
+            Ok(Replay::Messages { messages, .. }) => messages,
+            Ok(Replay::NotRecovered { .. }) | Ok(Replay::UnknownConversation) => {
+                // Trimmed while we replayed: what is gone is gone; carry on live.
+                warn!(conversation = %job.conversation, "history trimmed during a replay");
+                Vec::new()
+            }
+            Err(e) => {
+                warn!(conversation = %job.conversation, error = %e, "replay read failed; retrying");
+                self.replays.push_front(job);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Ok(());
+            }
+        };
+        let frames: Vec<(u64, Utf8Bytes)> =
+            messages.iter().map(|m| (m.seq, Utf8Bytes::from(encode_stored(m, self.mentioned(m), true)))).collect();
+        let cursor = self.cursors.entry(job.conversation.clone()).or_insert_with(|| ResumeMerge::new(job.after));
+        let delivered = cursor.on_replay(frames);
+        if let Some(info) = job.resume.as_mut() {
+            info.replayed += delivered.len() as u64;
+        }
+        out.extend(delivered.into_iter().map(|(_, f)| Out::Frame(f)));
+        job.after = up_to;
+        if job.after < job.up_to {
+            self.replays.push_front(job);
+            return self.take_inbox(out);
+        }
+        // Done: release what was held; a hole behind it is filled by another job.
+        if let Some(step) = self.cursors.get_mut(&job.conversation).map(|c| c.replay_done()) {
+            self.apply_step(&job.conversation, step, out);
+        }
+        if let Some(info) = job.resume {
+            let unread = self.store().unread(&job.conversation, &self.identity).await.unwrap_or(0);
+            out.push(Out::Msg(ServerMsg::ChatResumed {
+                conversation: job.conversation.to_string(),
+                status: info.status,
+                epoch: info.epoch,
+                first_seq: info.first_seq,
+                last_seq: job.up_to,
+                replayed: info.replayed,
+                unread,
+            }));
+        }
+        self.take_inbox(out)
+    }
+
+    fn apply_step(&mut self, c: &ConversationId, step: Step<Utf8Bytes>, out: &mut Vec<Out>) {
+        match step {
+            Step::Deliver(v) => out.extend(v.into_iter().map(|(_, f)| Out::Frame(f))),
+            Step::Fill { deliver, after, up_to } => {
+                out.extend(deliver.into_iter().map(|(_, f)| Out::Frame(f)));
+                debug!(conversation = %c, after, up_to, "filling a hole from the store");
+                self.replays.push_back(ReplayJob { conversation: c.clone(), after, up_to, resume: None });
+            }
+        }
+    }
+
+    /// Move what the hub queued for this session into `out`, in order per conversation.
+    pub fn take_inbox(&mut self, out: &mut Vec<Out>) -> Result<(), Fatal> {
+        if self.inbox.overflowed() {
+            return Err(Fatal::TooSlow);
+        }
+        for item in self.inbox.take(TAKE_MAX) {
+            match item {
+                Delivery::Frame(f) => out.push(Out::Frame(f)),
+                Delivery::Sequenced { conversation, seq, frame } => {
+                    let cursor = self.cursors.entry(conversation.clone()).or_insert_with(|| {
+                        // First sight of this conversation in this session: live from this message on.
+                        let mut c = ResumeMerge::new(seq - 1);
+                        let _ = c.replay_done();
+                        c
+                    });
+                    let step = cursor.on_live(seq, frame);
+                    self.apply_step(&conversation, step, out);
+                }
+            }
+        }
+        let held: usize = self.cursors.values().map(|c| c.held()).sum();
+        if held > HELD_MAX {
+            return Err(Fatal::TooSlow);
+        }
+        Ok(())
+    }
+
+    async fn receipt(&mut self, conversation: &str, delivered: u64, read: u64) -> Result<(), (ErrorCode, String)> {
+        let c = self.conversation(conversation)?;
+        let Some(r) =
+            self.store().set_receipt(&c, &self.identity, delivered, read).await.map_err(|e| store_error(&e))?
+        else {
+            return Err((ErrorCode::ConversationNotFound, format!("no messages in {c}")));
+        };
+        let frame: Utf8Bytes = ServerMsg::ChatReceipt {
+            conversation: c.to_string(),
+            identity: r.identity,
+            delivered: r.delivered,
+            read: r.read,
+        }
+        .to_json()
+        .into();
+        let hub = &self.state.chat.hub;
+        let everyone =
+            c.as_room().map_or(true, |room| hub.room_size(room) <= self.state.config.chat.receipt_fanout_max);
+        if everyone {
+            hub.send(&c, None, Class::Droppable, frame);
+        } else {
+            // A huge room: only this identity's own devices hear it (the others can ask with chat_receipts).
+            hub.send_to_identity(&self.identity, Class::Droppable, frame);
+        }
+        Ok(())
+    }
+
+    async fn receipts(&self, id: serde_json::Value, conversation: &str) -> Result<ServerMsg, (ErrorCode, String)> {
+        let c = self.conversation(conversation)?;
+        let list = self.store().receipts(&c, 1000).await.map_err(|e| store_error(&e))?;
+        let receipts = list
+            .into_iter()
+            .map(|r| ReceiptView { identity: r.identity, delivered: r.delivered, read: r.read })
+            .collect();
+        Ok(ServerMsg::ChatReceipts { id, conversation: c.to_string(), receipts })
+    }
+
+    async fn alert_ack(&mut self, conversation: &str, seq: u64) -> Result<ServerMsg, (ErrorCode, String)> {
+        let c = self.conversation(conversation)?;
+        let result = self.store().ack_alert(&c, seq, &self.identity).await.map_err(|e| store_error(&e))?;
+        let (status, at) = match result {
+            AlertAck::Acked { at_ms } => {
+                if let Ok(Some(m)) = self.message(&c, seq).await {
+                    let frame = ServerMsg::ChatAlertAcked {
+                        conversation: c.to_string(),
+                        seq,
+                        identity: self.identity.clone(),
+                        at: at_ms,
+                    };
+                    self.state.chat.hub.send_to_identity(&m.sender, Class::Droppable, frame.to_json().into());
+                }
+                ("acked", Some(at_ms))
+            }
+            AlertAck::AlreadyAcked { at_ms } => ("already_acked", Some(at_ms)),
+            AlertAck::NotAsked => ("not_asked", None),
+        };
+        Ok(ServerMsg::ChatAlertAck { conversation: c.to_string(), seq, status, at })
+    }
+
+    async fn alert_status(
+        &self,
+        id: serde_json::Value,
+        conversation: &str,
+        seq: u64,
+    ) -> Result<ServerMsg, (ErrorCode, String)> {
+        let c = self.conversation(conversation)?;
+        let Some(status) = self.store().alert_status(&c, seq).await.map_err(|e| store_error(&e))? else {
+            return Err((ErrorCode::MessageNotFound, format!("message {seq} of {c} is not an alert")));
+        };
+        Ok(ServerMsg::ChatAlertStatus {
+            id,
+            conversation: c.to_string(),
+            seq,
+            acked: status.acked.into_iter().map(|(identity, at)| AlertAckView { identity, at }).collect(),
+            pending: status.pending,
+        })
+    }
+
+    /// Send this identity's unacknowledged alerts again when due (and at once after joining).
+    pub async fn renotify_alerts(&mut self, out: &mut Vec<Out>) {
+        let now = Instant::now();
+        if now < self.next_alerts {
+            return;
+        }
+        self.next_alerts = now + self.state.config.chat.alert_renotify;
+        let pending = match self.store().pending_alerts(&self.identity, ALERTS_MAX).await {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(error = %e, "pending alerts not read");
+                return;
+            }
+        };
+        for m in pending.iter().filter(|m| self.may_access(&m.conversation)) {
+            if let Ok(message) = RawValue::from_string(encode_stored(m, self.mentioned(m), false)) {
+                out.push(Out::Msg(ServerMsg::ChatAlert {
+                    conversation: m.conversation.to_string(),
+                    seq: m.seq,
+                    message,
+                }));
+            }
+        }
+    }
+}
+
+/// Append what the connection queued, a batch per store call, and answer each in order.
+async fn run_pipeline(store: Arc<dyn ChatStore>, mut rx: mpsc::Receiver<Pending>, acks: mpsc::Sender<ServerMsg>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < PIPELINE_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (ids, messages): (Vec<String>, Vec<NewMessage>) =
+            batch.into_iter().map(|p| (p.client_id, p.message)).unzip();
+        let answers: Vec<ServerMsg> = match store.append(messages).await {
+            Ok(list) => ids.into_iter().zip(list).map(|(client_id, ack)| ack_msg(client_id, ack)).collect(),
+            Err(e) => {
+                let (code, message) = store_error(&e);
+                ids.iter().map(|id| ServerMsg::chat_error(code, message.clone(), "chat_send", id)).collect()
+            }
+        };
+        for a in answers {
+            if acks.send(a).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn ack_msg(client_id: String, ack: Ack) -> ServerMsg {
+    ServerMsg::ChatAck {
+        client_id,
+        conversation: ack.conversation.to_string(),
+        seq: Some(ack.seq),
+        epoch: Some(ack.epoch),
+        time: ack.server_time_ms,
+        duplicate: ack.duplicate,
+        ephemeral: false,
+        shed: false,
+    }
+}

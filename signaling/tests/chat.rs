@@ -1,0 +1,440 @@
+//! Chat over the real WebSocket against a real server with its SQLite store: send and acknowledge, fan-out,
+//! retries, history, resume, direct conversations, receipts, typing, recall and edit, alerts, bad input, restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn chat_send(client_id: &str, text: &str) -> String {
+    json!({"type": "chat_send", "client_id": client_id, "payload": {"text": text}}).to_string()
+}
+
+/// Next `chat_message`, within 5 s.
+async fn next_message(ws: &mut Ws) -> Value {
+    recv_type(ws, "chat_message").await
+}
+
+/// Messages until `chat_resumed` for `conversation`; returns (messages, the chat_resumed).
+async fn until_resumed(ws: &mut Ws, conversation: &str) -> (Vec<Value>, Value) {
+    let mut got = Vec::new();
+    loop {
+        let m = recv(ws).await;
+        if m["type"] == "chat_message" {
+            got.push(m);
+        } else if m["type"] == "chat_resumed" && m["conversation"] == conversation {
+            return (got, m);
+        }
+    }
+}
+
+/// Everything that arrives within `d`.
+async fn drain_for(ws: &mut Ws, d: Duration) -> Vec<Value> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + d;
+    use futures::StreamExt;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            got.push(serde_json::from_str(&t).unwrap());
+        }
+    }
+    got
+}
+
+fn seqs(msgs: &[Value]) -> Vec<u64> {
+    msgs.iter().filter(|m| m["type"] == "chat_message").map(|m| m["seq"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn send_ack_fanout_and_retries() {
+    let s = server().await;
+    let (mut alice, _) = join(&s, "r", "alice").await;
+    let fresh = recv_type(&mut alice, "chat_resumed").await;
+    assert_eq!((fresh["status"].as_str(), fresh["last_seq"].as_u64()), (Some("fresh"), Some(0)));
+    let (mut bob, _) = join(&s, "r", "bob").await;
+
+    send(&mut alice, &chat_send("a-1", "hello")).await;
+    let ack = recv_type(&mut alice, "chat_ack").await;
+    assert_eq!(ack["client_id"], "a-1");
+    assert_eq!(ack["conversation"], "room:r");
+    assert_eq!(ack["seq"], 1);
+    assert!(ack["epoch"].as_u64().unwrap() > 0);
+    assert!(ack.get("duplicate").is_none());
+
+    let m = next_message(&mut bob).await;
+    assert_eq!(
+        (m["seq"].as_u64(), m["sender"].as_str(), m["payload"]["text"].as_str()),
+        (Some(1), Some("alice"), Some("hello"))
+    );
+    assert_eq!(m["client_id"], "a-1");
+
+    // A retry (the ack was lost on the way, say) gets the original acknowledgement and no second message.
+    send(&mut alice, &chat_send("a-1", "hello")).await;
+    let again = recv_type(&mut alice, "chat_ack").await;
+    assert_eq!((again["seq"].as_u64(), again["duplicate"].as_bool()), (Some(1), Some(true)));
+    assert_eq!(again["epoch"], ack["epoch"]);
+    send(&mut alice, &chat_send("a-2", "second")).await;
+    assert_eq!(next_message(&mut bob).await["seq"], 2, "the retry was not delivered again");
+
+    // Pipelined sends keep their order.
+    for i in 3..=40 {
+        send(&mut bob, &chat_send(&format!("b-{i}"), &format!("n{i}"))).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 38 {
+        let m = next_message(&mut alice).await;
+        if m["sender"] == "bob" {
+            got.push((m["seq"].as_u64().unwrap(), m["client_id"].as_str().unwrap().to_string()));
+        }
+    }
+    let expected: Vec<(u64, String)> = (3..=40).map(|i| (i, format!("b-{i}"))).collect();
+    assert_eq!(got, expected, "in the order sent, numbered in that order");
+    s.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn history_pages_and_resume_replays_exactly_the_gap() {
+    let s = server_with(|raw| {
+        raw.chat = Some(signaling::config::RawChatConfig { rate_per_sec: Some(1000.0), ..Default::default() })
+    })
+    .await;
+    let (mut alice, _) = join(&s, "r", "alice").await;
+    for i in 1..=30 {
+        send(&mut alice, &chat_send(&format!("a{i}"), &format!("m{i}"))).await;
+    }
+    let mut last = json!(null);
+    for _ in 0..30 {
+        last = recv_type(&mut alice, "chat_ack").await;
+    }
+    assert_eq!(last["seq"], 30);
+    let epoch = last["epoch"].as_u64().unwrap();
+
+    send(&mut alice, r#"{"type":"chat_history","id":7,"before":31,"limit":10}"#).await;
+    let h = recv_type(&mut alice, "chat_history").await;
+    assert_eq!(h["id"], 7);
+    assert_eq!(
+        (h["epoch"].as_u64(), h["first_seq"].as_u64(), h["last_seq"].as_u64()),
+        (Some(epoch), Some(1), Some(30))
+    );
+    let page: Vec<u64> = h["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(page, (21..=30).collect::<Vec<_>>());
+    send(&mut alice, r#"{"type":"chat_history","after":5,"limit":3}"#).await;
+    let h = recv_type(&mut alice, "chat_history").await;
+    assert_eq!(h["messages"][0]["payload"]["text"], "m6");
+    assert_eq!(h["messages"].as_array().unwrap().len(), 3);
+    send(&mut alice, r#"{"type":"chat_history","after":5,"before":9}"#).await;
+    assert_eq!(recv_type(&mut alice, "error").await["code"], "bad_message");
+
+    // Bob saw up to 12 and reconnects while alice keeps talking.
+    let join_bob = json!({"type": "join", "v": 1, "token": token("r", "bob"),
+        "chat": [{"conversation": "room:r", "epoch": epoch, "last_seq": 12}]})
+    .to_string();
+    let talker = {
+        let addr = s.http_addr;
+        tokio::spawn(async move {
+            for i in 31..=60 {
+                send(&mut alice, &chat_send(&format!("a{i}"), &format!("m{i}"))).await;
+                if i % 5 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            let _ = addr;
+            alice
+        })
+    };
+    let mut bob = connect(&s).await;
+    send(&mut bob, &join_bob).await;
+    let (replayed, resumed) = until_resumed(&mut bob, "room:r").await;
+    assert_eq!(resumed["status"], "ok");
+    assert_eq!(resumed["epoch"], epoch);
+    let mut all = seqs(&replayed);
+    assert_eq!(all.first(), Some(&13), "the gap starts right after what bob saw");
+    let mut alice = talker.await.unwrap();
+    while all.last().copied() < Some(60) {
+        all.push(next_message(&mut bob).await["seq"].as_u64().unwrap());
+    }
+    assert_eq!(all, (13..=60).collect::<Vec<_>>(), "every number once, in order");
+    assert!(seqs(&drain_for(&mut bob, Duration::from_millis(300)).await).is_empty(), "nothing twice");
+
+    // A gap beyond retention is not recovered, never replayed in part.
+    let conv = signaling::chat::ConversationId::room("r").unwrap();
+    let retention = signaling::chat::store::Retention { max_age_ms: None, max_count: Some(10) };
+    s.state.chat.store.trim(&conv, retention, 0).await.unwrap();
+    let join_carol = json!({"type": "join", "v": 1, "token": token("r", "carol"),
+        "chat": [{"conversation": "room:r", "epoch": epoch, "last_seq": 20}]})
+    .to_string();
+    let mut carol = connect(&s).await;
+    send(&mut carol, &join_carol).await;
+    let (replayed, resumed) = until_resumed(&mut carol, "room:r").await;
+    assert!(replayed.is_empty());
+    assert_eq!((resumed["status"].as_str(), resumed["first_seq"].as_u64()), (Some("not_recovered"), Some(51)));
+    send(&mut alice, &chat_send("after", "after the trim")).await;
+    assert_eq!(next_message(&mut carol).await["seq"], 61, "live messages continue");
+    s.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn direct_messages_reach_the_other_identity_in_any_room() {
+    let s = server().await;
+    let (mut alice, _) = join(&s, "r1", "alice").await;
+    let (mut bob, _) = join(&s, "r2", "bob").await;
+    let (mut carol, _) = join(&s, "r2", "carol").await;
+    send(
+        &mut alice,
+        &json!({"type": "chat_send", "client_id": "d1", "to": "bob", "payload": {"text": "psst"}}).to_string(),
+    )
+    .await;
+    let ack = recv_type(&mut alice, "chat_ack").await;
+    assert_eq!((ack["conversation"].as_str(), ack["seq"].as_u64()), (Some("dm:alice:bob"), Some(1)));
+    let m = next_message(&mut bob).await;
+    assert_eq!((m["conversation"].as_str(), m["payload"]["text"].as_str()), (Some("dm:alice:bob"), Some("psst")));
+    // Bob answers by conversation id.
+    send(
+        &mut bob,
+        &json!({"type": "chat_send", "client_id": "d2", "conversation": "dm:alice:bob", "payload": 1}).to_string(),
+    )
+    .await;
+    assert_eq!(next_message(&mut alice).await["sender"], "bob");
+    // Carol can neither read nor write it.
+    send(&mut carol, r#"{"type":"chat_history","conversation":"dm:alice:bob"}"#).await;
+    assert_eq!(recv_type(&mut carol, "error").await["code"], "conversation_not_found");
+    send(
+        &mut carol,
+        &json!({"type": "chat_send", "client_id": "x", "conversation": "room:r1", "payload": 1}).to_string(),
+    )
+    .await;
+    let e = recv_type(&mut carol, "error").await;
+    assert_eq!((e["code"].as_str(), e["client_id"].as_str()), (Some("conversation_not_found"), Some("x")));
+    assert!(seqs(&drain_for(&mut carol, Duration::from_millis(200)).await).is_empty(), "carol saw nothing");
+    s.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn receipts_typing_recall_and_edit() {
+    let s = server().await;
+    let (mut alice, _) = join(&s, "r", "alice").await;
+    let (mut bob, _) = join(&s, "r", "bob").await;
+    for i in 1..=3 {
+        send(&mut alice, &chat_send(&format!("a{i}"), &format!("m{i}"))).await;
+        next_message(&mut bob).await;
+    }
+    // ✓ delivered, then ✓✓ read.
+    send(&mut bob, r#"{"type":"chat_receipt","conversation":"room:r","delivered":3}"#).await;
+    let r = recv_type(&mut alice, "chat_receipt").await;
+    assert_eq!((r["identity"].as_str(), r["delivered"].as_u64(), r["read"].as_u64()), (Some("bob"), Some(3), Some(0)));
+    send(&mut bob, r#"{"type":"chat_receipt","conversation":"room:r","read":2}"#).await;
+    let r = recv_type(&mut alice, "chat_receipt").await;
+    assert_eq!((r["delivered"].as_u64(), r["read"].as_u64()), (Some(3), Some(2)));
+    send(&mut bob, r#"{"type":"chat_receipt","conversation":"room:r","read":1}"#).await;
+    assert_eq!(recv_type(&mut alice, "chat_receipt").await["read"], 2, "never backwards");
+    send(&mut alice, r#"{"type":"chat_receipts","id":"q","conversation":"room:r"}"#).await;
+    let list = recv_type(&mut alice, "chat_receipts").await;
+    assert_eq!(list["receipts"], json!([{"identity": "bob", "delivered": 3, "read": 2}]));
+
+    // Typing is passed on and never stored.
+    send(&mut alice, r#"{"type":"chat_typing","typing":true}"#).await;
+    let t = recv_type(&mut bob, "chat_typing").await;
+    assert_eq!((t["identity"].as_str(), t["typing"].as_bool()), (Some("alice"), Some(true)));
+    // So is an ephemeral message.
+    send(
+        &mut alice,
+        &json!({"type": "chat_send", "client_id": "e1", "kind": "reaction", "persist": false, "payload": {}})
+            .to_string(),
+    )
+    .await;
+    let e = next_message(&mut bob).await;
+    assert_eq!((e["ephemeral"].as_bool(), e.get("seq")), (Some(true), None));
+    assert_eq!(recv_type(&mut alice, "chat_ack").await["ephemeral"], true);
+    // Likes (low priority by default) arrive as a count per second.
+    for i in 0..3 {
+        send(
+            &mut alice,
+            &json!({"type": "chat_send", "client_id": format!("l{i}"), "kind": "like", "payload": {}}).to_string(),
+        )
+        .await;
+        assert_eq!(recv_type(&mut alice, "chat_ack").await["ephemeral"], true);
+    }
+    let mut likes = 0;
+    while likes < 3 {
+        let agg = recv_type(&mut bob, "chat_aggregate").await;
+        assert_eq!(agg["kind"], "like");
+        likes += agg["count"].as_u64().unwrap();
+    }
+    assert_eq!(likes, 3);
+
+    // Recall and edit are sequenced events; only the sender may change a message.
+    send(&mut bob, r#"{"type":"chat_recall","client_id":"r1","seq":1}"#).await;
+    assert_eq!(recv_type(&mut bob, "error").await["code"], "message_not_found");
+    send(&mut alice, r#"{"type":"chat_recall","client_id":"r1","seq":1}"#).await;
+    let ev = next_message(&mut bob).await;
+    assert_eq!(
+        (ev["kind"].as_str(), ev["payload"]["seq"].as_u64(), ev["seq"].as_u64()),
+        (Some("chat.recall"), Some(1), Some(4))
+    );
+    send(&mut alice, r#"{"type":"chat_edit","client_id":"e2","seq":2,"payload":{"text":"m2 (fixed)"}}"#).await;
+    let ev = next_message(&mut bob).await;
+    assert_eq!(
+        (ev["kind"].as_str(), ev["payload"]["payload"]["text"].as_str()),
+        (Some("chat.edit"), Some("m2 (fixed)"))
+    );
+    send(&mut alice, r#"{"type":"chat_recall","client_id":"r2","seq":1}"#).await;
+    assert_eq!(recv_type(&mut alice, "error").await["code"], "message_not_found", "already recalled");
+    send(&mut bob, r#"{"type":"chat_history","limit":10}"#).await;
+    let h = recv_type(&mut bob, "chat_history").await;
+    let msgs = h["messages"].as_array().unwrap();
+    assert_eq!((msgs[0]["state"].as_str(), msgs[0].get("payload")), (Some("recalled"), None));
+    assert_eq!((msgs[1]["state"].as_str(), msgs[1]["payload"]["text"].as_str()), (Some("edited"), Some("m2 (fixed)")));
+    assert_eq!(msgs.len(), 5, "3 messages, a recall and an edit; nothing ephemeral");
+    s.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn mentions_and_must_acknowledge_alerts() {
+    let s = server_with(|raw| {
+        raw.chat = Some(signaling::config::RawChatConfig { alert_renotify_secs: Some(1), ..Default::default() })
+    })
+    .await;
+    let (mut captain, _) = join(&s, "crew", "captain").await;
+    let (mut fo, _) = join(&s, "crew", "fo").await;
+    let (mut purser, _) = join(&s, "crew", "purser").await;
+
+    send(
+        &mut captain,
+        &json!({"type": "chat_send", "client_id": "m", "mentions": ["fo"], "payload": {"text": "@fo"}}).to_string(),
+    )
+    .await;
+    assert_eq!(next_message(&mut fo).await["mentioned"], true);
+    assert!(next_message(&mut purser).await.get("mentioned").is_none());
+    recv_type(&mut captain, "chat_ack").await;
+
+    send(
+        &mut captain,
+        &json!({"type": "chat_send", "client_id": "pb", "must_ack": true, "payload": {"text": "push back"}})
+            .to_string(),
+    )
+    .await;
+    let seq = recv_type(&mut captain, "chat_ack").await["seq"].as_u64().unwrap();
+    let m = next_message(&mut fo).await;
+    assert_eq!((m["seq"].as_u64(), m["must_ack"].as_bool()), (Some(seq), Some(true)));
+    send(&mut fo, &json!({"type": "chat_alert_ack", "conversation": "room:crew", "seq": seq}).to_string()).await;
+    assert_eq!(recv_type(&mut fo, "chat_alert_ack").await["status"], "acked");
+    let acked = recv_type(&mut captain, "chat_alert_acked").await;
+    assert_eq!((acked["identity"].as_str(), acked["seq"].as_u64()), (Some("fo"), Some(seq)));
+    send(&mut captain, &json!({"type": "chat_alert_status", "conversation": "room:crew", "seq": seq}).to_string())
+        .await;
+    let st = recv_type(&mut captain, "chat_alert_status").await;
+    assert_eq!(st["pending"], json!(["purser"]));
+    assert_eq!(st["acked"][0]["identity"], "fo");
+
+    // The purser has not acknowledged: reminded until they do, and again after reconnecting.
+    let again = recv_type(&mut purser, "chat_alert").await;
+    assert_eq!((again["seq"].as_u64(), again["message"]["payload"]["text"].as_str()), (Some(seq), Some("push back")));
+    drop(purser);
+    let (mut purser, _) = join(&s, "crew", "purser").await;
+    assert_eq!(recv_type(&mut purser, "chat_alert").await["seq"], seq, "at once after joining");
+    send(&mut purser, &json!({"type": "chat_alert_ack", "conversation": "room:crew", "seq": seq}).to_string()).await;
+    assert_eq!(recv_type(&mut purser, "chat_alert_ack").await["status"], "acked");
+    let later = drain_for(&mut purser, Duration::from_millis(2500)).await;
+    assert!(later.iter().all(|m| m["type"] != "chat_alert"), "no reminders once acknowledged");
+    // The fo never was reminded after acknowledging.
+    let fo_later = drain_for(&mut fo, Duration::from_millis(100)).await;
+    assert!(fo_later.iter().all(|m| m["type"] != "chat_alert"));
+    s.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn bad_chat_input_gets_codes_and_the_session_survives() {
+    let s = server_with(|raw| {
+        raw.chat = Some(signaling::config::RawChatConfig {
+            max_payload_bytes: Some(100),
+            rate_per_sec: Some(5.0),
+            ..Default::default()
+        })
+    })
+    .await;
+    let (mut alice, _) = join(&s, "r", "alice").await;
+    let cases: &[(Value, &str)] = &[
+        (json!({"type": "chat_send", "client_id": "big", "payload": {"t": "x".repeat(200)}}), "too_large"),
+        (json!({"type": "chat_send", "client_id": "k", "kind": "chat.recall", "payload": 1}), "bad_message"),
+        (json!({"type": "chat_send", "client_id": "k2", "kind": "bad kind", "payload": 1}), "bad_message"),
+        (json!({"type": "chat_send", "client_id": "has space", "payload": 1}), "bad_message"),
+        (json!({"type": "chat_send", "client_id": "p", "priority": "high", "payload": 1}), "permission_denied"),
+        (json!({"type": "chat_send", "client_id": "me", "to": "alice", "payload": 1}), "bad_message"),
+        (
+            json!({"type": "chat_send", "client_id": "both", "to": "bob", "conversation": "room:r", "payload": 1}),
+            "bad_message",
+        ),
+    ];
+    for (msg, code) in cases {
+        send(&mut alice, &msg.to_string()).await;
+        let e = recv_type(&mut alice, "error").await;
+        assert_eq!(e["code"], *code, "{msg}");
+        assert_eq!(e["client_id"], msg["client_id"], "{msg}");
+    }
+    send(&mut alice, r#"{"type":"chat_send","client_id":"nopayload"}"#).await;
+    assert_eq!(recv_type(&mut alice, "error").await["code"], "bad_message");
+    // Too fast: the chat rate limit (5/s, burst 10) refuses, and nothing refused was stored.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..20 {
+        send(&mut alice, &chat_send(&format!("f{i}"), "flood")).await;
+    }
+    let (mut acked, mut limited) = (0, 0);
+    while acked + limited < 20 {
+        let m = recv(&mut alice).await;
+        match m["type"].as_str() {
+            Some("chat_ack") => acked += 1,
+            Some("error") if m["code"] == "rate_limited" => limited += 1,
+            _ => {}
+        }
+    }
+    assert!(limited > 0 && acked >= 10, "acked {acked}, limited {limited}");
+    send(&mut alice, r#"{"type":"chat_history","limit":50}"#).await;
+    let h = recv_type(&mut alice, "chat_history").await;
+    assert_eq!(h["messages"].as_array().unwrap().len(), acked);
+
+    // A token without the chat grant reads but does not write.
+    let (mut quiet, _) = join_token(&s, &token_with("r", "quiet", |t| t.can_chat = false)).await;
+    send(&mut quiet, &chat_send("q1", "hi")).await;
+    assert_eq!(recv_type(&mut quiet, "error").await["code"], "permission_denied");
+    send(&mut quiet, r#"{"type":"chat_history"}"#).await;
+    assert_eq!(recv_type(&mut quiet, "chat_history").await["last_seq"], acked);
+    // An admin may send high priority.
+    let (mut admin, _) = join_token(&s, &token_with("r", "admin", |t| t.room_admin = true)).await;
+    send(&mut admin, &json!({"type": "chat_send", "client_id": "h", "priority": "high", "payload": 1}).to_string())
+        .await;
+    assert!(recv_type(&mut admin, "chat_ack").await["seq"].as_u64().is_some());
+    assert_eq!(recv_type(&mut quiet, "chat_message").await["priority"], "high");
+    s.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn history_survives_a_restart_and_the_sequence_continues() {
+    let dir = data_dir();
+    let cfg = |dir: &std::path::Path| {
+        let dir = dir.to_path_buf();
+        config(move |raw| raw.data_dir = Some(dir))
+    };
+    let s = signaling::Server::start(cfg(&dir)).await.unwrap();
+    let (mut alice, _) = join(&s, "r", "alice").await;
+    for i in 1..=5 {
+        send(&mut alice, &chat_send(&format!("a{i}"), "before")).await;
+    }
+    let mut ack = json!(null);
+    for _ in 0..5 {
+        ack = recv_type(&mut alice, "chat_ack").await;
+    }
+    s.shutdown(Duration::from_secs(2)).await;
+
+    let s = signaling::Server::start(cfg(&dir)).await.unwrap();
+    let (mut alice, _) = join(&s, "r", "alice").await;
+    let fresh = recv_type(&mut alice, "chat_resumed").await;
+    assert_eq!((fresh["epoch"].clone(), fresh["last_seq"].as_u64()), (ack["epoch"].clone(), Some(5)));
+    send(&mut alice, &chat_send("a5", "retry after restart")).await;
+    let dup = recv_type(&mut alice, "chat_ack").await;
+    assert_eq!((dup["seq"].as_u64(), dup["duplicate"].as_bool()), (Some(5), Some(true)), "idempotent across restarts");
+    send(&mut alice, &chat_send("a6", "after")).await;
+    assert_eq!(recv_type(&mut alice, "chat_ack").await["seq"], 6);
+    s.shutdown(Duration::from_secs(2)).await;
+}
