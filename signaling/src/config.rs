@@ -59,6 +59,18 @@ pub struct RawChatConfig {
     pub high_priority_identities: Option<Vec<String>>,
     /// Low-priority kinds delivered as a count per room each second instead of one by one.
     pub aggregate_kinds: Option<Vec<String>>,
+    /// Words that refuse a message.
+    pub blocked_words: Option<Vec<String>>,
+    /// Words masked with `*`.
+    pub replaced_words: Option<Vec<String>>,
+    /// A TOML file with `blocked = [...]` and `replaced = [...]`, added to the lists above and reloaded when it
+    /// changes.
+    pub words_file: Option<PathBuf>,
+    /// The pre-send hook (`http://…`), asked about every stored message.
+    pub hook_url: Option<String>,
+    pub hook_timeout_ms: Option<u64>,
+    /// On a hook failure pass the message (`true`) or refuse it (`false`).
+    pub hook_fail_open: Option<bool>,
 }
 
 impl RawChatConfig {
@@ -78,6 +90,12 @@ impl RawChatConfig {
             high_priority_kinds: self.high_priority_kinds.or(lower.high_priority_kinds),
             high_priority_identities: self.high_priority_identities.or(lower.high_priority_identities),
             aggregate_kinds: self.aggregate_kinds.or(lower.aggregate_kinds),
+            blocked_words: self.blocked_words.or(lower.blocked_words),
+            replaced_words: self.replaced_words.or(lower.replaced_words),
+            words_file: self.words_file.or(lower.words_file),
+            hook_url: self.hook_url.or(lower.hook_url),
+            hook_timeout_ms: self.hook_timeout_ms.or(lower.hook_timeout_ms),
+            hook_fail_open: self.hook_fail_open.or(lower.hook_fail_open),
         }
     }
 }
@@ -106,6 +124,11 @@ pub struct ChatConfig {
     pub high_priority_kinds: Vec<String>,
     pub high_priority_identities: Vec<String>,
     pub aggregate_kinds: Vec<String>,
+    pub blocked_words: Vec<String>,
+    pub replaced_words: Vec<String>,
+    pub words_file: Option<PathBuf>,
+    /// (URL, timeout, fail open).
+    pub hook: Option<(String, std::time::Duration, bool)>,
 }
 
 impl ChatConfig {
@@ -148,7 +171,26 @@ impl ChatConfig {
         let strings = |v: Option<Vec<String>>, default: &[&str]| {
             v.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect())
         };
+        let hook_timeout_ms = raw.hook_timeout_ms.unwrap_or(500);
+        if !(1..=60_000).contains(&hook_timeout_ms) {
+            bail!("chat.hook_timeout_ms must be between 1 and 60000");
+        }
+        let hook = match raw.hook_url.filter(|u| !u.is_empty()) {
+            Some(url) => {
+                crate::chat::hook::PreSendHook::new(&url, std::time::Duration::from_millis(1), true)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                Some((url, std::time::Duration::from_millis(hook_timeout_ms), raw.hook_fail_open.unwrap_or(true)))
+            }
+            None => None,
+        };
+        if let Some(path) = &raw.words_file {
+            crate::chat::moderation::WordLists::load(path).map_err(|e| anyhow::anyhow!(e))?;
+        }
         Ok(ChatConfig {
+            blocked_words: strings(raw.blocked_words, &[]),
+            replaced_words: strings(raw.replaced_words, &[]),
+            words_file: raw.words_file,
+            hook,
             quota,
             low_priority_kinds: strings(raw.low_priority_kinds, &["like", "danmaku"]),
             high_priority_kinds: strings(raw.high_priority_kinds, &[]),
@@ -208,6 +250,12 @@ impl RawConfig {
                 high_priority_kinds: get("COURIER_CHAT_HIGH_PRIORITY_KINDS").map(|s| list(&s)),
                 high_priority_identities: get("COURIER_CHAT_HIGH_PRIORITY_IDENTITIES").map(|s| list(&s)),
                 aggregate_kinds: get("COURIER_CHAT_AGGREGATE_KINDS").map(|s| list(&s)),
+                blocked_words: get("COURIER_CHAT_BLOCKED_WORDS").map(|s| list(&s)),
+                replaced_words: get("COURIER_CHAT_REPLACED_WORDS").map(|s| list(&s)),
+                words_file: get("COURIER_CHAT_WORDS_FILE").map(PathBuf::from),
+                hook_url: get("COURIER_CHAT_HOOK_URL"),
+                hook_timeout_ms: parse("COURIER_CHAT_HOOK_TIMEOUT_MS", get("COURIER_CHAT_HOOK_TIMEOUT_MS"))?,
+                hook_fail_open: parse("COURIER_CHAT_HOOK_FAIL_OPEN", get("COURIER_CHAT_HOOK_FAIL_OPEN"))?,
             }),
         })
     }

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use crate::auth::Keys;
 use crate::chat::hub::Hub;
+use crate::chat::postgres::{PostgresConfig, PostgresStore};
 use crate::chat::sqlite::{SqliteConfig, SqliteStore};
 use crate::chat::store::ChatStore;
 use crate::chat::Limits;
@@ -44,7 +45,32 @@ pub struct ChatService {
     pub quotas: std::sync::Mutex<std::collections::HashMap<String, crate::chat::quota::RoomQuota>>,
     /// (conversation, kind) → count since the last flush.
     pub aggregates: std::sync::Mutex<std::collections::HashMap<(crate::chat::ConversationId, String), u64>>,
+    /// The keyword lists in force (swapped when the words file changes).
+    pub words: std::sync::RwLock<Arc<crate::chat::moderation::WordFilter>>,
+    pub mutes: std::sync::Mutex<crate::chat::moderation::Mutes>,
+    pub hook: Option<crate::chat::hook::PreSendHook>,
+    /// Identity → (tokens, when): the chat rate limit per identity, across its connections.
+    pub rates: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
 }
+
+/// The word filter from the configured lists plus the words file (if it reads).
+pub fn word_filter(config: &crate::config::ChatConfig) -> crate::chat::moderation::WordFilter {
+    let mut blocked = config.blocked_words.clone();
+    let mut replaced = config.replaced_words.clone();
+    if let Some(path) = &config.words_file {
+        match crate::chat::moderation::WordLists::load(path) {
+            Ok(lists) => {
+                blocked.extend(lists.blocked);
+                replaced.extend(lists.replaced);
+            }
+            Err(e) => tracing::warn!(error = %e, "words file not reloaded; keeping the configured lists"),
+        }
+    }
+    crate::chat::moderation::WordFilter::new(&blocked, &replaced)
+}
+
+/// How often the words file is checked for changes.
+pub const WORDS_FILE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often aggregated counts (likes) are sent.
 pub const AGGREGATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -86,7 +112,13 @@ pub struct Server {
     pub state: Arc<AppState>,
     shutdown_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    sqlite: Option<Arc<SqliteStore>>,
+    store: StoreHandle,
+}
+
+/// The concrete store, to close it on shutdown.
+enum StoreHandle {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
 }
 
 impl Server {
@@ -103,20 +135,31 @@ impl Server {
         .await
         .context("starting the media engine")?;
         let limits = Limits { max_payload_bytes: config.chat.max_payload_bytes };
-        let (store, sqlite): (Arc<dyn ChatStore>, _) = match &config.chat.store {
+        let (store, handle): (Arc<dyn ChatStore>, _) = match &config.chat.store {
             ChatStoreKind::Sqlite => {
                 let path = SqliteStore::path_in(&config.data_dir);
                 let store = SqliteStore::open(&path, SqliteConfig { limits, ..SqliteConfig::default() })
                     .await
                     .with_context(|| format!("opening the chat store {}", path.display()))?;
                 let store = Arc::new(store);
-                (store.clone(), Some(store))
+                (store.clone(), StoreHandle::Sqlite(store))
             }
-            ChatStoreKind::Postgres { .. } => {
-                anyhow::bail!("the PostgreSQL chat store is not built into this server yet")
+            ChatStoreKind::Postgres { url } => {
+                let store = PostgresStore::connect(url, PostgresConfig { limits, ..PostgresConfig::default() })
+                    .await
+                    .context("connecting to the PostgreSQL chat store")?;
+                let store = Arc::new(store);
+                (store.clone(), StoreHandle::Postgres(store))
             }
         };
         let hub = Arc::new(Hub::new(config.chat.queue_capacity));
+        let words = std::sync::RwLock::new(Arc::new(word_filter(&config.chat)));
+        let hook = match &config.chat.hook {
+            Some((url, timeout, fail_open)) => {
+                Some(crate::chat::hook::PreSendHook::new(url, *timeout, *fail_open).map_err(|e| anyhow::anyhow!(e))?)
+            }
+            None => None,
+        };
         store.set_listener(hub.clone());
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -128,10 +171,40 @@ impl Server {
             config,
             sfu: sfu.clone(),
             rooms: Rooms::default(),
-            chat: ChatService { store, hub, limits, quotas: Default::default(), aggregates: Default::default() },
+            chat: ChatService {
+                store,
+                hub,
+                limits,
+                quotas: Default::default(),
+                aggregates: Default::default(),
+                words,
+                mutes: Default::default(),
+                hook,
+                rates: Default::default(),
+            },
             shutdown: shutdown_rx.clone(),
         });
         let app = api::app(state.clone());
+        if let Some(path) = state.config.chat.words_file.clone() {
+            let state = Arc::downgrade(&state);
+            tokio::spawn(async move {
+                let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+                let mut seen = modified(&path);
+                loop {
+                    tokio::time::sleep(WORDS_FILE_POLL).await;
+                    let Some(state) = state.upgrade() else { break };
+                    let now = modified(&path);
+                    if now != seen {
+                        seen = now;
+                        let filter = Arc::new(word_filter(&state.config.chat));
+                        if let Ok(mut w) = state.chat.words.write() {
+                            *w = filter;
+                        }
+                        tracing::info!(file = %path.display(), "chat word lists reloaded");
+                    }
+                }
+            });
+        }
         {
             let state = Arc::downgrade(&state);
             tokio::spawn(async move {
@@ -151,7 +224,7 @@ impl Server {
                 })
                 .await
         });
-        Ok(Server { http_addr, udp_addr: sfu.local_addr(), state, shutdown_tx, task, sqlite })
+        Ok(Server { http_addr, udp_addr: sfu.local_addr(), state, shutdown_tx, task, store: handle })
     }
 
     /// Tell every participant, close the sessions, stop the engine. Waits at most `grace` for sessions to end.
@@ -163,8 +236,9 @@ impl Server {
         }
         self.state.sfu.shutdown().await;
         let _ = tokio::time::timeout(grace, self.task).await;
-        if let Some(store) = self.sqlite {
-            store.close().await;
+        match self.store {
+            StoreHandle::Sqlite(s) => s.close().await,
+            StoreHandle::Postgres(s) => s.close().await,
         }
     }
 }

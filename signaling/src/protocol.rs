@@ -37,6 +37,14 @@ pub enum ErrorCode {
     Overloaded,
     /// The room is over its chat quota for this priority; retry later (nothing was stored).
     QuotaExceeded,
+    /// A room admin muted this member's chat.
+    Muted,
+    /// The message holds a blocked word.
+    Blocked,
+    /// The pre-send hook dropped the message.
+    Rejected,
+    /// The pre-send hook could not be asked and the server fails closed; retry later.
+    HookUnavailable,
 }
 
 /// WebSocket close codes (see `docs/protocol.md`).
@@ -157,6 +165,7 @@ pub enum ClientMsg {
     ChatEdit { client_id: String, target: Target, seq: u64, payload: String },
     ChatAlertAck { conversation: String, seq: u64 },
     ChatAlertStatus { id: serde_json::Value, conversation: String, seq: u64 },
+    ChatMute { identity: String, muted: bool, duration_secs: Option<u64> },
 }
 
 /// Default and largest `chat_history` page.
@@ -253,6 +262,13 @@ struct ChatEditF {
     target: Target,
     seq: u64,
     payload: Box<RawValue>,
+}
+#[derive(Deserialize)]
+struct ChatMuteF {
+    identity: String,
+    muted: bool,
+    #[serde(default)]
+    duration_secs: Option<u64>,
 }
 #[derive(Deserialize)]
 struct AlertF {
@@ -441,6 +457,10 @@ impl ClientMsg {
                 let f: AlertF = fields(value, &ty)?;
                 ClientMsg::ChatAlertStatus { id: f.id, conversation: f.conversation, seq: f.seq }
             }
+            "chat_mute" => {
+                let f: ChatMuteF = fields(value, &ty)?;
+                ClientMsg::ChatMute { identity: f.identity, muted: f.muted, duration_secs: f.duration_secs }
+            }
             _ => {
                 return Err(ParseError {
                     code: ErrorCode::UnknownType,
@@ -466,6 +486,7 @@ impl ClientMsg {
                 | ClientMsg::ChatEdit { .. }
                 | ClientMsg::ChatAlertAck { .. }
                 | ClientMsg::ChatAlertStatus { .. }
+                | ClientMsg::ChatMute { .. }
         )
     }
 
@@ -492,6 +513,7 @@ impl ClientMsg {
             ClientMsg::ChatEdit { .. } => "chat_edit",
             ClientMsg::ChatAlertAck { .. } => "chat_alert_ack",
             ClientMsg::ChatAlertStatus { .. } => "chat_alert_status",
+            ClientMsg::ChatMute { .. } => "chat_mute",
         }
     }
 }
@@ -779,6 +801,15 @@ pub enum ServerMsg {
         identity: String,
         typing: bool,
     },
+    /// A room admin muted or unmuted a member's chat (`until`: Unix milliseconds, absent when open-ended).
+    ChatMuted {
+        conversation: String,
+        identity: String,
+        muted: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        until: Option<u64>,
+        by: String,
+    },
     /// Aggregated low-priority messages (likes): how many of `kind` were sent in the last `window_ms`.
     ChatAggregate {
         conversation: String,
@@ -917,6 +948,7 @@ mod tests {
                 "chat_alert_status",
                 "chat_receipts",
                 "chat_receipt",
+                "chat_mute",
             ];
             if !client_side.contains(&ty) || line.contains(r#""identity":"#) || line.contains(r#""status":"#) {
                 continue; // a server message of the same name

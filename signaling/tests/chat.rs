@@ -438,3 +438,161 @@ async fn history_survives_a_restart_and_the_sequence_continues() {
     assert_eq!(recv_type(&mut alice, "chat_ack").await["seq"], 6);
     s.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn keyword_lists_reload_at_run_time_and_admins_mute() {
+    let words = data_dir().join("words.toml");
+    std::fs::write(&words, "blocked = [\"spam\"]\nreplaced = [\"darn\"]\n").unwrap();
+    let words_cfg = words.clone();
+    let s = server_with(move |raw| {
+        raw.chat = Some(signaling::config::RawChatConfig {
+            replaced_words: Some(vec!["heck".into()]),
+            words_file: Some(words_cfg),
+            rate_per_sec: Some(5.0),
+            ..Default::default()
+        })
+    })
+    .await;
+    let (mut alice, _) = join(&s, "r", "alice").await;
+    let (mut bob, _) = join(&s, "r", "bob").await;
+    send(&mut alice, &chat_send("w1", "buy SPAM")).await;
+    let e = recv_type(&mut alice, "error").await;
+    assert_eq!((e["code"].as_str(), e["client_id"].as_str()), (Some("blocked"), Some("w1")));
+    send(&mut alice, &chat_send("w2", "darn, what the heck")).await;
+    assert_eq!(next_message(&mut bob).await["payload"]["text"], "****, what the ****");
+    // The operator edits the file: the new lists apply without a restart.
+    std::fs::write(&words, "blocked = [\"darn\"]\n").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut i = 0;
+    loop {
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        send(&mut alice, &chat_send(&format!("w3-{i}"), "darn")).await;
+        let m = recv(&mut alice).await;
+        let m = if m["type"] == "chat_message" { recv(&mut alice).await } else { m };
+        if m["type"] == "error" && m["code"] == "blocked" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the words file was not reloaded: {m}");
+    }
+    send(&mut alice, &chat_send("w4", "spam is fine now")).await;
+    assert_eq!(recv_type(&mut alice, "chat_ack").await["client_id"], "w4");
+
+    // Muting needs room_admin; a muted member reads but cannot send until unmuted.
+    send(&mut bob, r#"{"type":"chat_mute","identity":"alice","muted":true}"#).await;
+    assert_eq!(recv_type(&mut bob, "error").await["code"], "permission_denied");
+    let (mut admin, _) = join_token(&s, &token_with("r", "mod", |t| t.room_admin = true)).await;
+    send(&mut admin, r#"{"type":"chat_mute","identity":"alice","muted":true,"duration_secs":600}"#).await;
+    let muted = recv_type(&mut alice, "chat_muted").await;
+    assert_eq!(
+        (muted["identity"].as_str(), muted["muted"].as_bool(), muted["by"].as_str()),
+        (Some("alice"), Some(true), Some("mod"))
+    );
+    assert!(muted["until"].as_u64().is_some());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    send(&mut alice, &chat_send("m1", "hello?")).await;
+    assert_eq!(recv_type(&mut alice, "error").await["code"], "muted");
+    send(&mut alice, &json!({"type": "chat_send", "client_id": "m2", "to": "bob", "payload": 1}).to_string()).await;
+    assert_eq!(recv_type(&mut alice, "chat_ack").await["client_id"], "m2", "direct messages are not the room's");
+    send(&mut admin, r#"{"type":"chat_mute","identity":"alice","muted":false}"#).await;
+    recv_type(&mut alice, "chat_muted").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    send(&mut alice, &chat_send("m3", "back")).await;
+    assert_eq!(recv_type(&mut alice, "chat_ack").await["client_id"], "m3");
+
+    // The rate limit is per identity: a second connection of alice (another room) shares it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut alice2, _) = join(&s, "other", "alice").await;
+    for i in 0..10 {
+        send(&mut alice, &chat_send(&format!("ra{i}"), "x")).await;
+        send(&mut alice2, &chat_send(&format!("rb{i}"), "x")).await;
+    }
+    let mut acked = 0;
+    for ws in [&mut alice, &mut alice2] {
+        for _ in 0..10 {
+            loop {
+                let m = recv(ws).await;
+                match m["type"].as_str() {
+                    Some("chat_ack") => {
+                        acked += 1;
+                        break;
+                    }
+                    Some("error") => break,
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert!((10..=12).contains(&acked), "one bucket of 10 (+ refill) for both connections: {acked}");
+    s.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A pre-send hook on 127.0.0.1: drops "drop", rewrites "modify", answers "slow" after 2 s, fails on "500".
+async fn hook_server() -> std::net::SocketAddr {
+    use axum::{routing::post, Json, Router};
+    async fn hook(Json(req): Json<Value>) -> Result<Json<Value>, axum::http::StatusCode> {
+        let text = req["payload"]["text"].as_str().unwrap_or_default().to_string();
+        Ok(Json(match text.as_str() {
+            "drop" => json!({"action": "drop", "reason": "no dropping"}),
+            "modify" => json!({"action": "modify", "payload": {"text": "modified", "by": req["sender"]}}),
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                json!({"action": "pass"})
+            }
+            "500" => return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+            _ => json!({"action": "pass"}),
+        }))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, Router::new().route("/hook", post(hook))).await });
+    addr
+}
+
+#[tokio::test]
+async fn the_pre_send_hook_passes_modifies_drops_and_fails_open_or_closed() {
+    let addr = hook_server().await;
+    for fail_open in [true, false] {
+        let s = server_with(|raw| {
+            raw.chat = Some(signaling::config::RawChatConfig {
+                hook_url: Some(format!("http://{addr}/hook")),
+                hook_timeout_ms: Some(300),
+                hook_fail_open: Some(fail_open),
+                ..Default::default()
+            })
+        })
+        .await;
+        let (mut alice, _) = join(&s, "r", "alice").await;
+        for (i, text) in ["fine", "drop", "modify", "slow", "500", "after"].iter().enumerate() {
+            send(&mut alice, &chat_send(&format!("h{i}"), text)).await;
+        }
+        let mut answers = Vec::new();
+        while answers.len() < 6 {
+            let m = recv(&mut alice).await;
+            match m["type"].as_str() {
+                Some("chat_ack") => answers.push(("ack".to_string(), m["client_id"].as_str().unwrap().to_string())),
+                Some("error") => answers
+                    .push((m["code"].as_str().unwrap().to_string(), m["client_id"].as_str().unwrap().to_string())),
+                _ => {}
+            }
+        }
+        let failed = if fail_open { "ack" } else { "hook_unavailable" };
+        let expected: Vec<(String, String)> =
+            [("ack", "h0"), ("rejected", "h1"), ("ack", "h2"), (failed, "h3"), (failed, "h4"), ("ack", "h5")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+        assert_eq!(answers, expected, "fail_open = {fail_open}: answers in the order sent");
+        send(&mut alice, r#"{"type":"chat_history"}"#).await;
+        let h = recv_type(&mut alice, "chat_history").await;
+        let texts: Vec<&str> =
+            h["messages"].as_array().unwrap().iter().map(|m| m["payload"]["text"].as_str().unwrap()).collect();
+        let want: Vec<&str> = if fail_open {
+            vec!["fine", "modified", "slow", "500", "after"]
+        } else {
+            vec!["fine", "modified", "after"]
+        };
+        assert_eq!(texts, want);
+        s.shutdown(Duration::from_secs(2)).await;
+    }
+}

@@ -199,6 +199,11 @@ impl Hub {
         out
     }
 
+    /// Sessions of `identity`, in any room.
+    pub fn identity_sessions(&self, identity: &str) -> usize {
+        self.lock().identities.get(identity).map_or(0, Vec::len)
+    }
+
     /// Sessions in `room`.
     pub fn room_size(&self, room: &str) -> usize {
         self.lock().rooms.get(room).map_or(0, Vec::len)

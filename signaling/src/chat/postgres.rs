@@ -780,6 +780,10 @@ async fn run_writer(
         let mut messages = first.request.messages();
         let mut closing = matches!(first.request, Request::Close);
         let mut group = vec![first];
+        // Let the senders just answered queue their next requests before draining: otherwise groups alternate
+        // between the one request that came first and all the rest (measured with 4 and 32 senders: 1.7x and 1.45x
+        // the throughput with this, and lower latency).
+        tokio::task::yield_now().await;
         while messages < config.max_group_messages && !closing {
             match rx.try_recv() {
                 Ok(cmd) => {

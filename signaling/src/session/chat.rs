@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::chat::hook::HookVerdict;
 use crate::chat::hub::{Delivery, Inbox, MemberId};
 use crate::chat::outbound::Class;
 use crate::chat::resume::{ResumeMerge, Step};
@@ -92,8 +93,6 @@ pub struct ChatSession {
     replays: VecDeque<ReplayJob>,
     pipeline: mpsc::Sender<Pending>,
     pub acks: mpsc::Receiver<ServerMsg>,
-    bucket: f64,
-    bucket_at: Instant,
     next_alerts: Instant,
 }
 
@@ -123,8 +122,7 @@ impl ChatSession {
         let (member, inbox) = state.chat.hub.register(identity, room);
         let (pipeline, rx) = mpsc::channel(PIPELINE_DEPTH);
         let (ack_tx, acks) = mpsc::channel(PIPELINE_DEPTH);
-        tokio::spawn(run_pipeline(state.chat.store.clone(), rx, ack_tx));
-        let rate = state.config.chat.rate_per_sec;
+        tokio::spawn(run_pipeline(state.clone(), rx, ack_tx));
         ChatSession {
             identity: identity.to_string(),
             room: room.to_string(),
@@ -137,8 +135,6 @@ impl ChatSession {
             replays: VecDeque::new(),
             pipeline,
             acks,
-            bucket: rate * 2.0,
-            bucket_at: Instant::now(),
             next_alerts: Instant::now(),
             state,
         }
@@ -152,6 +148,11 @@ impl ChatSession {
     pub fn stop(&self) {
         let hub = &self.state.chat.hub;
         hub.unregister(self.member);
+        if hub.identity_sessions(&self.identity) == 0 {
+            if let Ok(mut r) = self.state.chat.rates.lock() {
+                r.remove(&self.identity);
+            }
+        }
         if hub.room_size(&self.room) == 0 {
             if let Ok(mut q) = self.state.chat.quotas.lock() {
                 q.remove(&self.room);
@@ -197,16 +198,61 @@ impl ChatSession {
         self.resolve(&Target { conversation: Some(c.to_string()), to: None })
     }
 
+    /// The chat rate limit of this identity, shared by all its connections.
     fn take_token(&mut self) -> bool {
         let rate = self.state.config.chat.rate_per_sec;
         let now = Instant::now();
-        self.bucket = (self.bucket + now.duration_since(self.bucket_at).as_secs_f64() * rate).min(rate * 2.0);
-        self.bucket_at = now;
-        if self.bucket < 1.0 {
+        let Ok(mut rates) = self.state.chat.rates.lock() else { return true };
+        let (tokens, at) = rates.entry(self.identity.clone()).or_insert((rate * 2.0, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate * 2.0);
+        *at = now;
+        if *tokens < 1.0 {
             return false;
         }
-        self.bucket -= 1.0;
+        *tokens -= 1.0;
         true
+    }
+
+    /// Muted in this conversation's room?
+    fn muted(&self, c: &ConversationId) -> bool {
+        let Some(room) = c.as_room() else { return false };
+        self.state.chat.mutes.lock().map(|mut m| m.is_muted(room, &self.identity, Instant::now())).unwrap_or(false)
+    }
+
+    /// Apply the keyword lists to a payload: the payload to send, or the refusal.
+    fn filter_words(&self, payload: String) -> Result<String, (ErrorCode, String)> {
+        let filter = match self.state.chat.words.read() {
+            Ok(f) => f.clone(),
+            Err(_) => return Ok(payload),
+        };
+        match filter.check(&payload) {
+            crate::chat::moderation::Verdict::Pass => Ok(payload),
+            crate::chat::moderation::Verdict::Replaced(p) => Ok(p),
+            crate::chat::moderation::Verdict::Blocked(_) => {
+                Err((ErrorCode::Blocked, "the message holds a blocked word".into()))
+            }
+        }
+    }
+
+    fn mute(&mut self, identity: &str, muted: bool, duration_secs: Option<u64>) -> Result<(), (ErrorCode, String)> {
+        if !self.room_admin {
+            return Err((ErrorCode::PermissionDenied, "muting needs the room_admin grant".into()));
+        }
+        crate::chat::validate_identity(identity).map_err(|e| (ErrorCode::BadMessage, e.to_string()))?;
+        let Some(c) = self.room_conv.clone() else { return Err((ErrorCode::BadMessage, "no room chat".into())) };
+        let duration = duration_secs.map(|s| Duration::from_secs(s.min(366 * 24 * 3600)));
+        if let Ok(mut m) = self.state.chat.mutes.lock() {
+            m.set(&self.room, identity, muted, duration.map(|d| Instant::now() + d));
+        }
+        let frame = ServerMsg::ChatMuted {
+            conversation: c.to_string(),
+            identity: identity.to_string(),
+            muted,
+            until: duration.filter(|_| muted).map(|d| now_ms() + d.as_millis() as u64),
+            by: self.identity.clone(),
+        };
+        self.state.chat.hub.send(&c, None, Class::Droppable, frame.to_json().into());
+        Ok(())
     }
 
     /// Handle one chat request; answers go to `out`.
@@ -260,6 +306,11 @@ impl ChatSession {
                 Ok(m) => out.push(Out::Msg(m)),
                 Err(e) => err(out, e),
             },
+            ClientMsg::ChatMute { identity, muted, duration_secs } => {
+                if let Err(e) = self.mute(&identity, muted, duration_secs) {
+                    err(out, e);
+                }
+            }
             ClientMsg::ChatAlertStatus { id, conversation, seq } => {
                 match self.alert_status(id, &conversation, seq).await {
                     Ok(m) => out.push(Out::Msg(m)),
@@ -270,7 +321,7 @@ impl ChatSession {
         }
     }
 
-    fn send(&mut self, m: ChatSend, out: &mut Vec<Out>) -> Result<(), (ErrorCode, String)> {
+    fn send(&mut self, mut m: ChatSend, out: &mut Vec<Out>) -> Result<(), (ErrorCode, String)> {
         if !self.can_chat {
             return Err((ErrorCode::PermissionDenied, "this token may not chat".into()));
         }
@@ -278,6 +329,10 @@ impl ChatSession {
             return Err((ErrorCode::RateLimited, "too many chat messages".into()));
         }
         let conversation = self.resolve(&m.target)?;
+        if self.muted(&conversation) {
+            return Err((ErrorCode::Muted, "a room admin muted your chat".into()));
+        }
+        m.payload = self.filter_words(std::mem::take(&mut m.payload))?;
         if m.kind.starts_with("chat.") {
             return Err((ErrorCode::BadMessage, "message types starting with \"chat.\" are the server's".into()));
         }
@@ -442,6 +497,10 @@ impl ChatSession {
             return Err((ErrorCode::RateLimited, "too many chat messages".into()));
         }
         let c = self.resolve(target)?;
+        if self.muted(&c) {
+            return Err((ErrorCode::Muted, "a room admin muted your chat".into()));
+        }
+        let payload = payload.map(|p| self.filter_words(p)).transpose()?;
         let original = self.message(&c, seq).await?;
         let mine = |m: &StoredMessage| m.sender == self.identity || (self.room_admin && c.as_room().is_some());
         let changeable = |m: &StoredMessage| {
@@ -795,8 +854,10 @@ impl ChatSession {
     }
 }
 
-/// Append what the connection queued, a batch per store call, and answer each in order.
-async fn run_pipeline(store: Arc<dyn ChatStore>, mut rx: mpsc::Receiver<Pending>, acks: mpsc::Sender<ServerMsg>) {
+/// Append what the connection queued, a batch per store call, and answer each in order. The pre-send hook, if
+/// any, is asked about every message of the batch first (concurrently; the order is kept).
+async fn run_pipeline(state: Arc<AppState>, mut rx: mpsc::Receiver<Pending>, acks: mpsc::Sender<ServerMsg>) {
+    let store = state.chat.store.clone();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < PIPELINE_BATCH {
@@ -805,16 +866,51 @@ async fn run_pipeline(store: Arc<dyn ChatStore>, mut rx: mpsc::Receiver<Pending>
                 Err(_) => break,
             }
         }
+        // One answer slot per message, in order; refused ones are filled now, stored ones after the append.
+        let mut answers: Vec<Option<ServerMsg>> = vec![None; batch.len()];
+        if let Some(hook) = &state.chat.hook {
+            let verdicts = futures::future::join_all(batch.iter().map(|p| hook.check(&p.message))).await;
+            for ((p, verdict), answer) in batch.iter_mut().zip(verdicts).zip(answers.iter_mut()) {
+                let client_id = p.client_id.clone();
+                let refuse =
+                    |code, message: String| Some(ServerMsg::chat_error(code, message, "chat_send", &client_id));
+                *answer = match verdict {
+                    HookVerdict::Pass => None,
+                    HookVerdict::Modify(payload) => match crate::chat::validate_payload(&payload, &state.chat.limits) {
+                        Ok(()) => {
+                            p.message.payload = payload;
+                            None
+                        }
+                        Err(e) => refuse(ErrorCode::HookUnavailable, format!("the pre-send hook's payload: {e}")),
+                    },
+                    HookVerdict::Drop(reason) => refuse(ErrorCode::Rejected, reason),
+                    HookVerdict::Failed(e) if hook.fail_open => {
+                        warn!(error = %e, "pre-send hook failed; passing the message (fail open)");
+                        None
+                    }
+                    HookVerdict::Failed(e) => {
+                        warn!(error = %e, "pre-send hook failed; refusing the message (fail closed)");
+                        refuse(ErrorCode::HookUnavailable, "the pre-send hook is unavailable; retry later".into())
+                    }
+                };
+            }
+        }
         let (ids, messages): (Vec<String>, Vec<NewMessage>) =
-            batch.into_iter().map(|p| (p.client_id, p.message)).unzip();
-        let answers: Vec<ServerMsg> = match store.append(messages).await {
-            Ok(list) => ids.into_iter().zip(list).map(|(client_id, ack)| ack_msg(client_id, ack)).collect(),
-            Err(e) => {
-                let (code, message) = store_error(&e);
-                ids.iter().map(|id| ServerMsg::chat_error(code, message.clone(), "chat_send", id)).collect()
+            batch.into_iter().zip(&answers).filter(|(_, a)| a.is_none()).map(|(p, _)| (p.client_id, p.message)).unzip();
+        let stored: Vec<ServerMsg> = if messages.is_empty() {
+            Vec::new()
+        } else {
+            match store.append(messages).await {
+                Ok(list) => ids.into_iter().zip(list).map(|(client_id, ack)| ack_msg(client_id, ack)).collect(),
+                Err(e) => {
+                    let (code, message) = store_error(&e);
+                    ids.iter().map(|id| ServerMsg::chat_error(code, message.clone(), "chat_send", id)).collect()
+                }
             }
         };
-        for a in answers {
+        let mut stored = stored.into_iter();
+        for answer in answers {
+            let Some(a) = answer.or_else(|| stored.next()) else { continue };
             if acks.send(a).await.is_err() {
                 return;
             }

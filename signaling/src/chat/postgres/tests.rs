@@ -247,6 +247,48 @@ async fn a_full_queue_is_overloaded_not_unbounded() {
     assert_eq!(store.head(&conv).await.unwrap().unwrap().last_seq, 1 + acked as u64);
 }
 
+/// Another client locks conversations in the opposite order to the writer (no Courier server does: they all lock
+/// by id), so PostgreSQL finds a deadlock and aborts one of the two transactions, usually the writer's, which
+/// started waiting first. The writer runs the group again, and the append succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_aborted_by_a_deadlock_is_run_again() {
+    let Some(backend) = Postgres::new().await else { return };
+    let config = PostgresConfig { lock_timeout: Duration::from_secs(30), ..Default::default() };
+    let store = connect(&backend.url, config).await;
+    let (a, b) = (room("a"), room("b"));
+    store.append(vec![msg(&a, "x", "0"), msg(&b, "x", "0")]).await.unwrap();
+    let other = admin(&backend.url).await;
+    let lock = "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE";
+    other.batch_execute("BEGIN").await.unwrap();
+    other.execute(lock, &[&b.as_str()]).await.unwrap();
+    let append = tokio::spawn({
+        let (store, a, b) = (store.clone(), a.clone(), b.clone());
+        async move { store.append(vec![msg(&a, "x", "1"), msg(&b, "x", "1")]).await }
+    });
+    // Wait until the writer holds a and waits for b.
+    let name = backend.databases.lock().unwrap()[0].clone();
+    let watcher = admin(&backend.server).await;
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while watcher.query_one(waiting, &[&name]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the writer never waited for b");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Close the cycle. Whichever transaction PostgreSQL aborts, the append must succeed.
+    match other.execute(lock, &[&a.as_str()]).await {
+        Ok(_) => other.batch_execute("COMMIT").await.unwrap(),
+        Err(e) => {
+            assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED), "{e:?}");
+            other.batch_execute("ROLLBACK").await.unwrap();
+        }
+    }
+    let acks = tokio::time::timeout(Duration::from_secs(20), append).await.unwrap().unwrap().unwrap();
+    assert_eq!(acks.iter().map(|ack| (ack.seq, ack.duplicate)).collect::<Vec<_>>(), vec![(2, false), (2, false)]);
+    for c in [&a, &b] {
+        assert_eq!(all(&*store, c).await.len(), 2);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_without_durable_commits_is_refused() {
     let Some(backend) = Postgres::new().await else { return };
