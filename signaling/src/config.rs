@@ -71,6 +71,31 @@ pub struct RawChatConfig {
     pub hook_timeout_ms: Option<u64>,
     /// On a hook failure pass the message (`true`) or refuse it (`false`).
     pub hook_fail_open: Option<bool>,
+    /// History older than this goes (every conversation without its own rule).
+    pub retention_max_age_secs: Option<u64>,
+    /// Only the newest this many messages stay (every conversation without its own rule).
+    pub retention_max_count: Option<u64>,
+    /// How often retention runs.
+    pub retention_interval_secs: Option<u64>,
+    /// Room name → its own retention (`[chat.room_retention.<room>]`).
+    pub room_retention: Option<HashMap<String, RawRetention>>,
+}
+
+/// A retention rule in the config.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    pub max_age_secs: Option<u64>,
+    pub max_count: Option<u64>,
+}
+
+impl RawRetention {
+    fn resolve(&self) -> crate::chat::store::Retention {
+        crate::chat::store::Retention {
+            max_age_ms: self.max_age_secs.map(|s| s.saturating_mul(1000)),
+            max_count: self.max_count,
+        }
+    }
 }
 
 impl RawChatConfig {
@@ -96,6 +121,10 @@ impl RawChatConfig {
             hook_url: self.hook_url.or(lower.hook_url),
             hook_timeout_ms: self.hook_timeout_ms.or(lower.hook_timeout_ms),
             hook_fail_open: self.hook_fail_open.or(lower.hook_fail_open),
+            retention_max_age_secs: self.retention_max_age_secs.or(lower.retention_max_age_secs),
+            retention_max_count: self.retention_max_count.or(lower.retention_max_count),
+            retention_interval_secs: self.retention_interval_secs.or(lower.retention_interval_secs),
+            room_retention: self.room_retention.or(lower.room_retention),
         }
     }
 }
@@ -129,6 +158,18 @@ pub struct ChatConfig {
     pub words_file: Option<PathBuf>,
     /// (URL, timeout, fail open).
     pub hook: Option<(String, std::time::Duration, bool)>,
+    /// Retention of conversations without a rule of their own.
+    pub retention: crate::chat::store::Retention,
+    /// Room name → its retention.
+    pub room_retention: HashMap<String, crate::chat::store::Retention>,
+    pub retention_interval: std::time::Duration,
+}
+
+impl ChatConfig {
+    /// The retention rule of `conversation`.
+    pub fn retention_of(&self, conversation: &crate::chat::ConversationId) -> crate::chat::store::Retention {
+        conversation.as_room().and_then(|r| self.room_retention.get(r)).copied().unwrap_or(self.retention)
+    }
 }
 
 impl ChatConfig {
@@ -186,7 +227,21 @@ impl ChatConfig {
         if let Some(path) = &raw.words_file {
             crate::chat::moderation::WordLists::load(path).map_err(|e| anyhow::anyhow!(e))?;
         }
+        let retention =
+            RawRetention { max_age_secs: raw.retention_max_age_secs, max_count: raw.retention_max_count }.resolve();
+        let room_retention: HashMap<String, crate::chat::store::Retention> =
+            raw.room_retention.unwrap_or_default().iter().map(|(room, r)| (room.clone(), r.resolve())).collect();
+        if std::iter::once(&retention).chain(room_retention.values()).any(|r| r.max_count == Some(0)) {
+            bail!("chat retention max_count must be at least 1");
+        }
+        let retention_interval_secs = raw.retention_interval_secs.unwrap_or(60);
+        if retention_interval_secs == 0 {
+            bail!("chat.retention_interval_secs must be at least 1");
+        }
         Ok(ChatConfig {
+            retention,
+            room_retention,
+            retention_interval: std::time::Duration::from_secs(retention_interval_secs),
             blocked_words: strings(raw.blocked_words, &[]),
             replaced_words: strings(raw.replaced_words, &[]),
             words_file: raw.words_file,
@@ -256,6 +311,19 @@ impl RawConfig {
                 hook_url: get("COURIER_CHAT_HOOK_URL"),
                 hook_timeout_ms: parse("COURIER_CHAT_HOOK_TIMEOUT_MS", get("COURIER_CHAT_HOOK_TIMEOUT_MS"))?,
                 hook_fail_open: parse("COURIER_CHAT_HOOK_FAIL_OPEN", get("COURIER_CHAT_HOOK_FAIL_OPEN"))?,
+                retention_max_age_secs: parse(
+                    "COURIER_CHAT_RETENTION_MAX_AGE_SECS",
+                    get("COURIER_CHAT_RETENTION_MAX_AGE_SECS"),
+                )?,
+                retention_max_count: parse(
+                    "COURIER_CHAT_RETENTION_MAX_COUNT",
+                    get("COURIER_CHAT_RETENTION_MAX_COUNT"),
+                )?,
+                retention_interval_secs: parse(
+                    "COURIER_CHAT_RETENTION_INTERVAL_SECS",
+                    get("COURIER_CHAT_RETENTION_INTERVAL_SECS"),
+                )?,
+                room_retention: None,
             }),
         })
     }

@@ -116,9 +116,71 @@ pub struct Server {
 }
 
 /// The concrete store, to close it on shutdown.
-enum StoreHandle {
+pub enum StoreHandle {
     Sqlite(Arc<SqliteStore>),
     Postgres(Arc<PostgresStore>),
+}
+
+impl StoreHandle {
+    /// Finish what is queued and stop.
+    pub async fn close(self) {
+        match self {
+            StoreHandle::Sqlite(s) => s.close().await,
+            StoreHandle::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+/// Open the chat store the configuration names (SQLite in the data directory, or PostgreSQL).
+pub async fn open_chat_store(config: &Config) -> anyhow::Result<(Arc<dyn ChatStore>, StoreHandle)> {
+    use anyhow::Context;
+    let limits = Limits { max_payload_bytes: config.chat.max_payload_bytes };
+    Ok(match &config.chat.store {
+        ChatStoreKind::Sqlite => {
+            let path = SqliteStore::path_in(&config.data_dir);
+            let store = SqliteStore::open(&path, SqliteConfig { limits, ..SqliteConfig::default() })
+                .await
+                .with_context(|| format!("opening the chat store {}", path.display()))?;
+            let store = Arc::new(store);
+            (store.clone(), StoreHandle::Sqlite(store))
+        }
+        ChatStoreKind::Postgres { url } => {
+            let store = PostgresStore::connect(url, PostgresConfig { limits, ..PostgresConfig::default() })
+                .await
+                .context("connecting to the PostgreSQL chat store")?;
+            let store = Arc::new(store);
+            (store.clone(), StoreHandle::Postgres(store))
+        }
+    })
+}
+
+/// Conversations visited per page of a retention run.
+const RETENTION_PAGE: usize = 500;
+
+/// Apply each conversation's retention rule at `now_ms`. Returns (conversations visited, messages removed).
+pub async fn apply_retention(
+    store: &dyn ChatStore,
+    config: &crate::config::ChatConfig,
+    now_ms: u64,
+) -> Result<(u64, u64), crate::chat::store::StoreError> {
+    let (mut visited, mut removed) = (0, 0);
+    let mut after: Option<crate::chat::ConversationId> = None;
+    loop {
+        let page = store.conversations(after.as_ref(), RETENTION_PAGE).await?;
+        let Some(last) = page.last().cloned() else { break };
+        for c in &page {
+            visited += 1;
+            let rule = config.retention_of(c);
+            if rule.max_age_ms.is_none() && rule.max_count.is_none() {
+                continue;
+            }
+            if let Some(t) = store.trim(c, rule, now_ms).await? {
+                removed += t.removed;
+            }
+        }
+        after = Some(last);
+    }
+    Ok((visited, removed))
 }
 
 impl Server {
@@ -135,23 +197,7 @@ impl Server {
         .await
         .context("starting the media engine")?;
         let limits = Limits { max_payload_bytes: config.chat.max_payload_bytes };
-        let (store, handle): (Arc<dyn ChatStore>, _) = match &config.chat.store {
-            ChatStoreKind::Sqlite => {
-                let path = SqliteStore::path_in(&config.data_dir);
-                let store = SqliteStore::open(&path, SqliteConfig { limits, ..SqliteConfig::default() })
-                    .await
-                    .with_context(|| format!("opening the chat store {}", path.display()))?;
-                let store = Arc::new(store);
-                (store.clone(), StoreHandle::Sqlite(store))
-            }
-            ChatStoreKind::Postgres { url } => {
-                let store = PostgresStore::connect(url, PostgresConfig { limits, ..PostgresConfig::default() })
-                    .await
-                    .context("connecting to the PostgreSQL chat store")?;
-                let store = Arc::new(store);
-                (store.clone(), StoreHandle::Postgres(store))
-            }
-        };
+        let (store, handle) = open_chat_store(&config).await?;
         let hub = Arc::new(Hub::new(config.chat.queue_capacity));
         let words = std::sync::RwLock::new(Arc::new(word_filter(&config.chat)));
         let hook = match &config.chat.hook {
@@ -185,6 +231,27 @@ impl Server {
             shutdown: shutdown_rx.clone(),
         });
         let app = api::app(state.clone());
+        {
+            let state = Arc::downgrade(&state);
+            let interval = state.upgrade().map(|s| s.config.chat.retention_interval).unwrap_or_default();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(state) = state.upgrade() else { break };
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    match apply_retention(&*state.chat.store, &state.config.chat, now).await {
+                        Ok((_, 0)) => {}
+                        Ok((visited, removed)) => tracing::info!(visited, removed, "chat retention applied"),
+                        Err(e) => tracing::warn!(error = %e, "chat retention failed; next run retries"),
+                    }
+                }
+            });
+        }
         if let Some(path) = state.config.chat.words_file.clone() {
             let state = Arc::downgrade(&state);
             tokio::spawn(async move {
@@ -236,9 +303,6 @@ impl Server {
         }
         self.state.sfu.shutdown().await;
         let _ = tokio::time::timeout(grace, self.task).await;
-        match self.store {
-            StoreHandle::Sqlite(s) => s.close().await,
-            StoreHandle::Postgres(s) => s.close().await,
-        }
+        self.store.close().await;
     }
 }

@@ -27,6 +27,34 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Chat history maintenance (works while the server runs).
+    Chat {
+        #[command(subcommand)]
+        cmd: ChatCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChatCmd {
+    /// Erase every message an identity sent, in every conversation, and its receipts (tombstones keep the
+    /// sequence numbers).
+    EraseIdentity {
+        #[arg(long)]
+        identity: String,
+        /// TOML config file naming the store (also COURIER_CONFIG).
+        #[arg(long, env = "COURIER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory of the SQLite store (default ./courier-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Apply the configured retention to every conversation now.
+    Trim {
+        #[arg(long, env = "COURIER_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -103,9 +131,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration for a maintenance command: file, environment, `--data-dir`; keys are not needed.
+fn maintenance_config(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+    let file = match &config {
+        Some(p) => RawConfig::from_file(p)?,
+        None => RawConfig::default(),
+    };
+    let env = RawConfig::from_env(|k| std::env::var(k).ok())?;
+    let flags = RawConfig { data_dir, ..RawConfig::default() };
+    Config::resolve(flags.over(env.over(file)), true)
+}
+
+fn chat_command(cmd: ChatCmd) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        match cmd {
+            ChatCmd::EraseIdentity { identity, config, data_dir } => {
+                let config = maintenance_config(config, data_dir)?;
+                let (store, handle) = signaling::open_chat_store(&config).await?;
+                let n = store.erase_identity(&identity).await.context("erasing")?;
+                handle.close().await;
+                println!("erased {n} messages of {identity}");
+            }
+            ChatCmd::Trim { config, data_dir } => {
+                let config = maintenance_config(config, data_dir)?;
+                let (store, handle) = signaling::open_chat_store(&config).await?;
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+                let (visited, removed) = signaling::apply_retention(&*store, &config.chat, now).await?;
+                handle.close().await;
+                println!("{visited} conversations, {removed} messages removed");
+            }
+        }
+        Ok(())
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(args) => serve(args),
+        Cmd::Chat { cmd } => chat_command(cmd),
         Cmd::Token { cmd: TokenCmd::Create { room, identity, name, api_key, api_secret, ttl, deny, data_dir } } => {
             let (key, secret) = match (api_key, api_secret) {
                 (Some(k), Some(s)) => (k, s),

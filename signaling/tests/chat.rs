@@ -596,3 +596,94 @@ async fn the_pre_send_hook_passes_modifies_drops_and_fails_open_or_closed() {
         s.shutdown(Duration::from_secs(2)).await;
     }
 }
+
+#[tokio::test]
+async fn retention_trims_per_room_and_erasure_keeps_the_sequence() {
+    let dir = data_dir();
+    let data = dir.clone();
+    let s = server_with(move |raw| {
+        raw.data_dir = Some(data);
+        let mut rooms = std::collections::HashMap::new();
+        rooms.insert("r".to_string(), signaling::config::RawRetention { max_age_secs: None, max_count: Some(5) });
+        raw.chat = Some(signaling::config::RawChatConfig {
+            room_retention: Some(rooms),
+            retention_interval_secs: Some(1),
+            ..Default::default()
+        })
+    })
+    .await;
+    let (mut alice, _) = join(&s, "r", "alice").await;
+    let (mut bob, _) = join(&s, "r", "bob").await;
+    let (mut elsewhere, _) = join(&s, "kept", "alice").await;
+    let mut epoch = json!(null);
+    for i in 1..=10 {
+        let (ws, who) = if i % 2 == 0 { (&mut bob, "b") } else { (&mut alice, "a") };
+        send(ws, &chat_send(&format!("{who}{i}"), &format!("m{i}"))).await;
+        epoch = recv_type(ws, "chat_ack").await["epoch"].clone();
+        send(&mut elsewhere, &chat_send(&format!("k{i}"), "kept")).await;
+        recv_type(&mut elsewhere, "chat_ack").await;
+    }
+    // Within a few retention runs only the newest 5 of room r remain; the other room keeps everything.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        send(&mut bob, r#"{"type":"chat_history","limit":50}"#).await;
+        let h = recv_type(&mut bob, "chat_history").await;
+        if h["first_seq"] == 6 {
+            assert_eq!(seqs_of(&h), vec![6, 7, 8, 9, 10]);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not trimmed: {h}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    send(&mut elsewhere, r#"{"type":"chat_history","limit":50}"#).await;
+    assert_eq!(seqs_of(&recv_type(&mut elsewhere, "chat_history").await).len(), 10);
+    // A resume from before the retained history is not recovered.
+    let mut carol = connect(&s).await;
+    let resume = json!({"type": "join", "v": 1, "token": token("r", "carol"),
+        "chat": [{"conversation": "room:r", "epoch": epoch, "last_seq": 2}]});
+    send(&mut carol, &resume.to_string()).await;
+    assert_eq!(recv_type(&mut carol, "chat_resumed").await["status"], "not_recovered");
+
+    // The operator erases alice with the CLI while the server runs.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args(["chat", "erase-identity", "--identity", "alice", "--data-dir"])
+        .arg(&dir)
+        .env_remove("COURIER_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("erased 12 messages"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    send(&mut bob, r#"{"type":"chat_history","limit":50}"#).await;
+    let h = recv_type(&mut bob, "chat_history").await;
+    let view: Vec<(u64, String, bool)> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_u64().unwrap(),
+                m["state"].as_str().unwrap_or("normal").to_string(),
+                m.get("payload").is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            (6, "normal".into(), true),
+            (7, "erased".into(), false),
+            (8, "normal".into(), true),
+            (9, "erased".into(), false),
+            (10, "normal".into(), true)
+        ]
+    );
+    s.shutdown(Duration::from_secs(2)).await;
+}
+
+fn seqs_of(history: &Value) -> Vec<u64> {
+    history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+}

@@ -84,6 +84,7 @@ macro_rules! contract_tests {
             recall_and_edit_are_sequenced_and_applied_to_their_target,
             receipts_only_move_forward_and_unread_counts_follow_them,
             alerts_track_who_has_acknowledged,
+            conversations_are_listed_in_pages,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -400,6 +401,21 @@ pub(crate) async fn tombstones_keep_the_sequence(backend: &dyn Backend) {
     assert_eq!(store.head(&conv).await.unwrap().map(|h| (h.first_seq, h.last_seq)), Some((1, 4)));
     // A retry of an erased message is still a duplicate, not a new message.
     assert!(send(&*store, msg(&conv, "alice", "3")).await.duplicate);
+}
+
+pub(crate) async fn conversations_are_listed_in_pages(backend: &dyn Backend) {
+    let store = backend.open_fresh(Tuning::default()).await;
+    assert!(store.conversations(None, 10).await.unwrap().is_empty());
+    let mut ids = vec![room("b"), room("a"), ConversationId::direct("x", "y").unwrap(), room("c")];
+    for (i, c) in ids.iter().enumerate() {
+        send(&*store, msg(c, "alice", &format!("m{i}"))).await;
+    }
+    ids.sort();
+    let first = store.conversations(None, 3).await.unwrap();
+    assert_eq!(first, ids[..3]);
+    let rest = store.conversations(first.last(), 3).await.unwrap();
+    assert_eq!(rest, ids[3..]);
+    assert!(store.conversations(rest.last(), 3).await.unwrap().is_empty());
 }
 
 pub(crate) async fn flags_and_direct_conversations_round_trip(backend: &dyn Backend) {

@@ -519,6 +519,16 @@ impl ChatStore for PostgresStore {
         Box::pin(async move { with_reader!(self, r => read_alert_status(r, &conversation, seq)) })
     }
 
+    fn conversations(
+        &self,
+        after: Option<&ConversationId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<ConversationId>, StoreError>> {
+        let after = after.map(|c| c.as_str().to_string()).unwrap_or_default();
+        let limit = limit.min(self.config.max_page);
+        Box::pin(async move { with_reader!(self, r => read_conversations(r, &after, limit)) })
+    }
+
     fn pending_alerts(&self, identity: &str, limit: usize) -> BoxFuture<'_, Result<Vec<StoredMessage>, StoreError>> {
         let identity = identity.to_string();
         let limit = limit.min(self.config.max_page);
@@ -1373,6 +1383,7 @@ statements!(ReadStatements {
              AND seq > COALESCE((SELECT read_seq FROM receipts WHERE conversation = $1 AND identity = $2), 0)"
     ),
     alert_status = "SELECT identity, acked_ms FROM alerts WHERE conversation = $1 AND seq = $2 ORDER BY identity",
+    conversations = "SELECT id FROM conversations WHERE id > $1 ORDER BY id LIMIT $2",
     pending_alerts = format!(
         "SELECT {MESSAGE_COLUMNS}, conversation FROM messages
          WHERE (conversation, seq) IN (SELECT conversation, seq FROM alerts WHERE identity = $1 AND acked_ms IS NULL
@@ -1576,6 +1587,20 @@ async fn range_in_snapshot(
         )));
     }
     Ok(Replay::Messages { epoch: head.epoch, messages })
+}
+
+async fn read_conversations(r: &mut Reader, after: &str, limit: usize) -> Result<Vec<ConversationId>, StoreError> {
+    let rows = r
+        .client
+        .query(&r.st.conversations, &[&after, &sql(limit as u64)])
+        .await
+        .map_err(db("listing conversations"))?;
+    rows.iter()
+        .map(|row| {
+            let id: String = col(row, 0, "id")?;
+            ConversationId::parse(&id).map_err(|_| StoreError::Inconsistent(format!("bad conversation id {id:?}")))
+        })
+        .collect()
 }
 
 async fn read_receipts(

@@ -471,6 +471,28 @@ impl ChatStore for SqliteStore {
         Box::pin(self.read(move |conn| read_alert_status(conn, &conversation, seq)))
     }
 
+    fn conversations(
+        &self,
+        after: Option<&ConversationId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<ConversationId>, StoreError>> {
+        let after = after.map(|c| c.as_str().to_string()).unwrap_or_default();
+        let limit = limit.min(self.config.max_page);
+        Box::pin(self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT id FROM conversations WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let rows = stmt.query_map(params![after, sql(limit as u64)], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for id in rows {
+                let id = id?;
+                out.push(
+                    ConversationId::parse(&id)
+                        .map_err(|_| StoreError::Inconsistent(format!("bad conversation id {id:?}")))?,
+                );
+            }
+            Ok(out)
+        }))
+    }
+
     fn pending_alerts(&self, identity: &str, limit: usize) -> BoxFuture<'_, Result<Vec<StoredMessage>, StoreError>> {
         let identity = identity.to_string();
         let limit = limit.min(self.config.max_page);

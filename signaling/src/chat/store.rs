@@ -308,6 +308,14 @@ pub trait ChatStore: Send + Sync + 'static {
         seq: u64,
     ) -> BoxFuture<'_, Result<Option<AlertStatus>, StoreError>>;
 
+    /// Conversation ids after `after` (all from the start with `None`), in byte order, at most `limit`: for
+    /// retention runs that visit every conversation.
+    fn conversations(
+        &self,
+        after: Option<&ConversationId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<ConversationId>, StoreError>>;
+
     /// The must-acknowledge messages `identity` has not acknowledged yet, oldest first, at most `limit`.
     fn pending_alerts(&self, identity: &str, limit: usize) -> BoxFuture<'_, Result<Vec<StoredMessage>, StoreError>>;
 }
