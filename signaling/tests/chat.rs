@@ -687,3 +687,73 @@ async fn retention_trims_per_room_and_erasure_keeps_the_sequence() {
 fn seqs_of(history: &Value) -> Vec<u64> {
     history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
 }
+
+/// A fresh database on the test PostgreSQL server (`COURIER_TEST_POSTGRES_URL`, started by scripts/test.sh), or
+/// `None` outside CI when there is none.
+async fn postgres_database() -> Option<String> {
+    let Ok(url) = std::env::var("COURIER_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the PostgreSQL tests: COURIER_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!("skipped: COURIER_TEST_POSTGRES_URL not set");
+        return None;
+    };
+    let (client, conn) =
+        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("the test PostgreSQL server");
+    tokio::spawn(conn);
+    let name = format!("courier_e2e_{}", rand::random::<u32>());
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let base = url.rsplit_once('/').map(|(base, _)| base).expect("a URL with a database");
+    Some(format!("{base}/{name}"))
+}
+
+#[tokio::test]
+async fn the_server_keeps_its_promises_on_postgresql() {
+    let Some(url) = postgres_database().await else { return };
+    let dir = data_dir();
+    let cfg = |url: &str| {
+        let (url, dir) = (url.to_string(), dir.clone());
+        config(move |raw| {
+            raw.data_dir = Some(dir);
+            raw.chat = Some(signaling::config::RawChatConfig {
+                store: Some("postgres".into()),
+                postgres_url: Some(url),
+                rate_per_sec: Some(1000.0),
+                ..Default::default()
+            })
+        })
+    };
+    let s = signaling::Server::start(cfg(&url)).await.unwrap();
+    let (mut alice, _) = join(&s, "r", "alice").await;
+    let (mut bob, _) = join(&s, "r", "bob").await;
+    for i in 1..=20 {
+        send(&mut alice, &chat_send(&format!("a{i}"), &format!("m{i}"))).await;
+    }
+    let mut epoch = json!(null);
+    for i in 1..=20u64 {
+        let ack = recv_type(&mut alice, "chat_ack").await;
+        assert_eq!(ack["seq"], i);
+        epoch = ack["epoch"].clone();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        seen.push(next_message(&mut bob).await["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seen, (1..=20).collect::<Vec<_>>());
+    s.shutdown(Duration::from_secs(2)).await;
+    // After a restart: retries are duplicates, a resume replays exactly the gap.
+    let s = signaling::Server::start(cfg(&url)).await.unwrap();
+    let (mut alice, _) = join(&s, "r", "alice").await;
+    send(&mut alice, &chat_send("a20", "m20")).await;
+    let dup = recv_type(&mut alice, "chat_ack").await;
+    assert_eq!((dup["seq"].as_u64(), dup["duplicate"].as_bool(), &dup["epoch"]), (Some(20), Some(true), &epoch));
+    let mut bob = connect(&s).await;
+    let resume = json!({"type": "join", "v": 1, "token": token("r", "bob"),
+        "chat": [{"conversation": "room:r", "epoch": epoch, "last_seq": 15}]});
+    send(&mut bob, &resume.to_string()).await;
+    let (replayed, resumed) = until_resumed(&mut bob, "room:r").await;
+    assert_eq!(resumed["status"], "ok");
+    assert_eq!(seqs(&replayed), vec![16, 17, 18, 19, 20]);
+    s.shutdown(Duration::from_secs(2)).await;
+}

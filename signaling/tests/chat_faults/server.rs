@@ -66,7 +66,6 @@ queue_capacity = 8192
 /// One running server process.
 pub struct ServerProc {
     child: Option<Child>,
-    pub generation: u32,
     pub pid: u32,
 }
 
@@ -149,7 +148,7 @@ fn start_blocking(bin: &str, config: &Path, log: &Path, port: u16, generation: u
         }
     });
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut proc = ServerProc { child: Some(child), generation, pid };
+    let mut proc = ServerProc { child: Some(child), pid };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
