@@ -472,6 +472,11 @@ impl ClientMsg {
         Ok(msg)
     }
 
+    /// Is this a chat message that takes a chat rate-limit token (send, recall, edit)?
+    pub fn is_chat_message(&self) -> bool {
+        matches!(self, ClientMsg::ChatSend(_) | ClientMsg::ChatRecall { .. } | ClientMsg::ChatEdit { .. })
+    }
+
     /// Is this a chat request (handled by the session's chat half)?
     pub fn is_chat(&self) -> bool {
         matches!(

@@ -213,8 +213,9 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                         continue;
                     }
                     let parsed = ClientMsg::parse(&text);
-                    // Chat has its own rate limit (per message kind and room); everything else shares this bucket.
-                    if !parsed.as_ref().is_ok_and(ClientMsg::is_chat) {
+                    // Chat messages have their own rate limit (per identity, and per room); everything else, chat
+                    // requests such as history and receipts included, shares this bucket.
+                    if !parsed.as_ref().is_ok_and(ClientMsg::is_chat_message) {
                         if bucket < 1.0 {
                             s.out.push(Out::Msg(ServerMsg::error(ErrorCode::RateLimited, "too many messages", None)));
                             continue;

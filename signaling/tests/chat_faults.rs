@@ -37,15 +37,15 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Clients (identities) in the room.
-const CLIENTS: usize = 4;
+const CLIENTS: usize = 6;
 /// Messages each client sends.
-const MESSAGES: usize = 500;
+const MESSAGES: usize = 2500;
 /// SIGKILLs (each followed by a restart).
-const SERVER_KILLS: usize = 2;
+const SERVER_KILLS: usize = 5;
 /// The whole run, start to end.
 const DEADLINE: Duration = Duration::from_secs(90);
 const ROOM: &str = "faults";
-const CHAOS: Chaos = Chaos { max_random_kills: 40, max_send_cuts: 25, send_cut_one_in: 60 };
+const CHAOS: Chaos = Chaos { max_random_kills: 400, max_send_cuts: 200, send_cut_one_in: 40 };
 
 #[test]
 fn chat_survives_connection_cuts_and_server_kills() {
@@ -172,7 +172,7 @@ async fn run(seed: u64, setup: Arc<ServerSetup>) -> Result<String, String> {
             relay_port: relay.port,
             messages: MESSAGES,
             deadline,
-            max_connects: 400,
+            max_connects: 3000,
             seed: rng.gen(),
         };
         let p = Arc::new(Progress::default());

@@ -282,7 +282,7 @@ impl Client {
         self.in_flight = 0;
         let join = json!({
             "type": "join", "v": 1, "token": self.cfg.token,
-            "chat": [{"conversation": self.conversation(), "epoch": self.epoch, "last_seq": self.last.saturating_sub(1)}],
+            "chat": [{"conversation": self.conversation(), "epoch": self.epoch, "last_seq": self.last}],
         });
         if !send(&mut sink, join.to_string()).await {
             return Ok(End::Disconnected("join not sent".into()));

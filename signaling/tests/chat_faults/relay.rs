@@ -1,6 +1,6 @@
 //! A TCP relay on 127.0.0.1 in front of the server that breaks connections on purpose (seeded):
 //!
-//! - **random kills**: every 100–500 ms one live connection is killed, both halves (bounded in count);
+//! - **random kills**: every 50–300 ms one live connection is killed, both halves (bounded in count);
 //! - **cuts after a send**: right after forwarding a client→server chunk (after the upgrade request and the join,
 //!   every client→server chunk is a `chat_send`: the clients send nothing else), the relay sometimes stops
 //!   forwarding server→client at once and kills the connection a few milliseconds later, so the message reaches
@@ -108,7 +108,7 @@ impl Relay {
             let inner = inner.clone();
             tokio::spawn(async move {
                 while inner.random_kills.load(Ordering::Relaxed) < inner.chaos.max_random_kills {
-                    let pause = inner.rng(|r| r.gen_range(100..500));
+                    let pause = inner.rng(|r| r.gen_range(50..300));
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                     if !inner.on.load(Ordering::Relaxed) {
                         continue;
