@@ -134,7 +134,7 @@ fn start_blocking(bin: &str, config: &Path, log: &Path, port: u16, generation: u
             cmd.env_remove(&k);
         }
     }
-    cmd.env("COURIER_LOG", "info,str0m=warn");
+    cmd.env("COURIER_LOG", "info,str0m=warn").env("NO_COLOR", "1");
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(logf));
     let mut child = cmd.spawn().map_err(|e| format!("spawn {bin}: {e}"))?;
     let pid = child.id();
