@@ -32,6 +32,7 @@ pub mod resume;
 pub mod sequencer;
 pub mod sqlite;
 pub mod store;
+mod writer;
 
 #[cfg(test)]
 mod contract;

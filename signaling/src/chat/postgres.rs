@@ -46,13 +46,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::future::{BoxFuture, MaybeDone};
 use futures::TryStreamExt;
-use tokio::sync::{mpsc, oneshot, Semaphore, SemaphorePermit};
+use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
@@ -62,7 +62,8 @@ use super::store::{
     Ack, AlertAck, AlertStatus, ChatStore, CommitListener, Head, MessageState, PageFrom, Receipt, Replay, Retention,
     StoreError, StoredMessage, Tombstone, Trimmed,
 };
-use super::{validate_identity, validate_payload, ConversationId, Flags, Limits, NewMessage, Priority};
+use super::writer::{now_ms, publish, Command, ListenerSlot, Outcome, Request, WriterQueue};
+use super::{ConversationId, Flags, Limits, NewMessage, Priority};
 
 /// Tuning of the PostgreSQL store. The fields shared with [`super::sqlite::SqliteConfig`] mean the same.
 #[derive(Debug, Clone)]
@@ -219,73 +220,12 @@ fn col_u64(row: &Row, idx: usize, what: &str) -> Result<u64, StoreError> {
     unsql(col::<i64>(row, idx, what)?, what)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
-}
-
-/// One request to the writer.
-enum Request {
-    Append(Vec<NewMessage>),
-    Tombstone {
-        conversation: ConversationId,
-        seq: u64,
-        change: Tombstone,
-    },
-    Trim {
-        conversation: ConversationId,
-        retention: Retention,
-        now_ms: u64,
-    },
-    EraseIdentity(String),
-    Receipt {
-        conversation: ConversationId,
-        identity: String,
-        delivered: u64,
-        read: u64,
-    },
-    AckAlert {
-        conversation: ConversationId,
-        seq: u64,
-        identity: String,
-    },
-    /// Finish the current group and stop.
-    Close,
-}
-
-impl Request {
-    fn messages(&self) -> usize {
-        match self {
-            Request::Append(batch) => batch.len(),
-            _ => 1,
-        }
-    }
-}
-
-enum Outcome {
-    Acks(Vec<Ack>),
-    Changed(bool),
-    Trimmed(Option<Trimmed>),
-    Count(u64),
-    Receipt(Option<Receipt>),
-    AlertAck(AlertAck),
-    Closed,
-}
-
-/// Where the writer publishes committed messages.
-type ListenerSlot = Arc<RwLock<Option<Arc<dyn CommitListener>>>>;
-
-struct Command {
-    request: Request,
-    reply: oneshot::Sender<Result<Outcome, StoreError>>,
-}
-
 /// The PostgreSQL [`ChatStore`]. Cheap to share behind an `Arc`; dropping it lets the writer finish what is queued
 /// and stop. [`PostgresStore::close`] does the same and waits for it.
 pub struct PostgresStore {
-    tx: mpsc::Sender<Command>,
+    queue: WriterQueue,
     readers: Arc<ReadPool>,
     config: PostgresConfig,
-    listener: ListenerSlot,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -310,43 +250,26 @@ impl PostgresStore {
         }
         let pg = Arc::new(pg);
         let writer = Writer::open(&pg, &config, true).await?;
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-        let listener: ListenerSlot = Arc::new(RwLock::new(None));
-        let handle = tokio::spawn(run_writer(Some(writer), rx, pg.clone(), config.clone(), listener.clone()));
+        let (queue, rx) = WriterQueue::new(config.queue_capacity, config.limits, config.max_batch);
+        let handle = tokio::spawn(run_writer(Some(writer), rx, pg.clone(), config.clone(), queue.listener.clone()));
         let readers = Arc::new(ReadPool {
             pg,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(config.read_connections.max(1)),
         });
-        Ok(PostgresStore { tx, readers, config, listener, writer: Mutex::new(Some(handle)) })
+        Ok(PostgresStore { queue, readers, config, writer: Mutex::new(Some(handle)) })
     }
 
     /// Finish what is queued, stop the writer, wait for it and close the read connections. Later calls fail with
     /// [`StoreError::Closed`].
     pub async fn close(&self) {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command { request: Request::Close, reply }).await.is_ok() {
-            let _ = rx.await;
-        }
+        self.queue.close().await;
         let handle = self.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {
             let _ = handle.await;
         }
         self.readers.close();
     }
-
-    async fn call(&self, request: Request) -> Result<Outcome, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Command { request, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-fn unexpected() -> StoreError {
-    StoreError::Inconsistent("writer answered a different request".into())
 }
 
 /// Run `$body` with `$reader` bound to a pooled read connection; the connection goes back to the pool unless the
@@ -363,24 +286,8 @@ macro_rules! with_reader {
 
 impl ChatStore for PostgresStore {
     fn append(&self, batch: Vec<NewMessage>) -> BoxFuture<'_, Result<Vec<Ack>, StoreError>> {
-        Box::pin(async move {
-            if batch.is_empty() {
-                return Ok(Vec::new());
-            }
-            if batch.len() > self.config.max_batch {
-                let max = self.config.max_batch as u64;
-                return Err(StoreError::TooLarge { what: "batch", len: batch.len() as u64, max });
-            }
-            for (index, m) in batch.iter().enumerate() {
-                m.validate(&self.config.limits).map_err(|source| StoreError::Invalid { index, source })?;
-            }
-            match self.call(Request::Append(batch)).await? {
-                Outcome::Acks(acks) => Ok(acks),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.append(batch))
     }
-
     fn head(&self, conversation: &ConversationId) -> BoxFuture<'_, Result<Option<Head>, StoreError>> {
         let conversation = conversation.clone();
         Box::pin(async move { with_reader!(self, r => read_head(&r.client, &r.st, &conversation)) })
@@ -422,51 +329,22 @@ impl ChatStore for PostgresStore {
         seq: u64,
         change: Tombstone,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let conversation = conversation.clone();
-        Box::pin(async move {
-            if let Tombstone::Edit { payload } = &change {
-                validate_payload(payload, &self.config.limits)
-                    .map_err(|source| StoreError::Invalid { index: 0, source })?;
-            }
-            match self.call(Request::Tombstone { conversation, seq, change }).await? {
-                Outcome::Changed(changed) => Ok(changed),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.tombstone(conversation.clone(), seq, change))
     }
-
     fn trim(
         &self,
         conversation: &ConversationId,
         retention: Retention,
         now_ms: u64,
     ) -> BoxFuture<'_, Result<Option<Trimmed>, StoreError>> {
-        let conversation = conversation.clone();
-        Box::pin(async move {
-            match self.call(Request::Trim { conversation, retention, now_ms }).await? {
-                Outcome::Trimmed(t) => Ok(t),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.trim(conversation.clone(), retention, now_ms))
     }
-
     fn erase_identity(&self, identity: &str) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let identity = identity.to_string();
-        Box::pin(async move {
-            validate_identity(&identity).map_err(|source| StoreError::Invalid { index: 0, source })?;
-            match self.call(Request::EraseIdentity(identity)).await? {
-                Outcome::Count(n) => Ok(n),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.erase_identity(identity.to_string()))
     }
-
     fn set_listener(&self, listener: Arc<dyn CommitListener>) {
-        if let Ok(mut slot) = self.listener.write() {
-            *slot = Some(listener);
-        }
+        self.queue.set_listener(listener);
     }
-
     fn set_receipt(
         &self,
         conversation: &ConversationId,
@@ -474,16 +352,8 @@ impl ChatStore for PostgresStore {
         delivered: u64,
         read: u64,
     ) -> BoxFuture<'_, Result<Option<Receipt>, StoreError>> {
-        let (conversation, identity) = (conversation.clone(), identity.to_string());
-        Box::pin(async move {
-            validate_identity(&identity).map_err(|source| StoreError::Invalid { index: 0, source })?;
-            match self.call(Request::Receipt { conversation, identity, delivered, read }).await? {
-                Outcome::Receipt(r) => Ok(r),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.set_receipt(conversation.clone(), identity.to_string(), delivered, read))
     }
-
     fn receipts(&self, conversation: &ConversationId, limit: usize) -> BoxFuture<'_, Result<Vec<Receipt>, StoreError>> {
         let conversation = conversation.clone();
         let limit = limit.min(self.config.max_page);
@@ -501,15 +371,8 @@ impl ChatStore for PostgresStore {
         seq: u64,
         identity: &str,
     ) -> BoxFuture<'_, Result<AlertAck, StoreError>> {
-        let (conversation, identity) = (conversation.clone(), identity.to_string());
-        Box::pin(async move {
-            match self.call(Request::AckAlert { conversation, seq, identity }).await? {
-                Outcome::AlertAck(a) => Ok(a),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.ack_alert(conversation.clone(), seq, identity.to_string()))
     }
-
     fn alert_status(
         &self,
         conversation: &ConversationId,
@@ -807,12 +670,7 @@ async fn run_writer(
         let (requests, replies): (Vec<Request>, Vec<_>) = group.into_iter().map(|c| (c.request, c.reply)).unzip();
         match run_group(&mut writer, &mut sequencer, &requests, &pg, &config).await {
             Ok((outcomes, committed)) => {
-                if !committed.is_empty() {
-                    let listener = listener.read().ok().and_then(|l| l.clone());
-                    if let Some(listener) = listener {
-                        listener.committed(&committed);
-                    }
-                }
+                publish(&listener, &committed);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }

@@ -22,8 +22,8 @@
 //! writer answers. The schema is versioned in `schema_version` and migrated at open.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
@@ -34,7 +34,8 @@ use super::store::{
     Ack, AlertAck, AlertStatus, ChatStore, CommitListener, Head, MessageState, PageFrom, Receipt, Replay, Retention,
     StoreError, StoredMessage, Tombstone, Trimmed,
 };
-use super::{validate_identity, validate_payload, ConversationId, Flags, Limits, NewMessage, Priority};
+use super::writer::{now_ms, publish, Command, ListenerSlot, Outcome, Request, WriterQueue};
+use super::{ConversationId, Flags, Limits, NewMessage, Priority};
 
 /// The file name of the database inside the data directory.
 pub const FILE_NAME: &str = "chat.sqlite3";
@@ -150,73 +151,12 @@ fn unsql(v: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Inconsistent(format!("negative {what}")))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
-}
-
-/// One request to the writer.
-enum Request {
-    Append(Vec<NewMessage>),
-    Tombstone {
-        conversation: ConversationId,
-        seq: u64,
-        change: Tombstone,
-    },
-    Trim {
-        conversation: ConversationId,
-        retention: Retention,
-        now_ms: u64,
-    },
-    EraseIdentity(String),
-    Receipt {
-        conversation: ConversationId,
-        identity: String,
-        delivered: u64,
-        read: u64,
-    },
-    AckAlert {
-        conversation: ConversationId,
-        seq: u64,
-        identity: String,
-    },
-    /// Finish the current group and stop.
-    Close,
-}
-
-impl Request {
-    fn messages(&self) -> usize {
-        match self {
-            Request::Append(batch) => batch.len(),
-            _ => 1,
-        }
-    }
-}
-
-enum Outcome {
-    Acks(Vec<Ack>),
-    Changed(bool),
-    Trimmed(Option<Trimmed>),
-    Count(u64),
-    Receipt(Option<Receipt>),
-    AlertAck(AlertAck),
-    Closed,
-}
-
-/// Where the writer publishes committed messages.
-type ListenerSlot = Arc<RwLock<Option<Arc<dyn CommitListener>>>>;
-
-struct Command {
-    request: Request,
-    reply: oneshot::Sender<Result<Outcome, StoreError>>,
-}
-
 /// The SQLite [`ChatStore`]. Cheap to share behind an `Arc`; dropping it lets the writer finish what is queued and
 /// stop. [`SqliteStore::close`] does the same and waits for it.
 pub struct SqliteStore {
-    tx: mpsc::Sender<Command>,
+    queue: WriterQueue,
     readers: Arc<ReadPool>,
     config: SqliteConfig,
-    listener: ListenerSlot,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -235,12 +175,11 @@ impl SqliteStore {
     /// Open (creating and migrating if needed) the database at `path` and start its writer thread.
     pub async fn open(path: impl Into<PathBuf>, config: SqliteConfig) -> Result<SqliteStore, StoreError> {
         let path = path.into();
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (queue, rx) = WriterQueue::new(config.queue_capacity, config.limits, config.max_batch);
         let (ready_tx, ready_rx) = oneshot::channel();
         let writer_path = path.clone();
         let writer_config = config.clone();
-        let listener: ListenerSlot = Arc::new(RwLock::new(None));
-        let writer_listener = listener.clone();
+        let writer_listener = queue.listener.clone();
         let handle = std::thread::Builder::new()
             .name("chat-writer".into())
             .spawn(move || {
@@ -266,28 +205,16 @@ impl SqliteStore {
             max_idle: config.read_connections,
             busy_timeout: config.busy_timeout,
         });
-        Ok(SqliteStore { tx, readers, config, listener, writer: Mutex::new(Some(handle)) })
+        Ok(SqliteStore { queue, readers, config, writer: Mutex::new(Some(handle)) })
     }
 
     /// Finish what is queued, stop the writer and wait for it. Later calls fail with [`StoreError::Closed`].
     pub async fn close(&self) {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command { request: Request::Close, reply }).await.is_ok() {
-            let _ = rx.await;
-        }
+        self.queue.close().await;
         let handle = self.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
-    }
-
-    async fn call(&self, request: Request) -> Result<Outcome, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Command { request, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
-        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -309,30 +236,10 @@ impl SqliteStore {
     }
 }
 
-fn unexpected() -> StoreError {
-    StoreError::Inconsistent("writer answered a different request".into())
-}
-
 impl ChatStore for SqliteStore {
     fn append(&self, batch: Vec<NewMessage>) -> BoxFuture<'_, Result<Vec<Ack>, StoreError>> {
-        Box::pin(async move {
-            if batch.is_empty() {
-                return Ok(Vec::new());
-            }
-            if batch.len() > self.config.max_batch {
-                let max = self.config.max_batch as u64;
-                return Err(StoreError::TooLarge { what: "batch", len: batch.len() as u64, max });
-            }
-            for (index, m) in batch.iter().enumerate() {
-                m.validate(&self.config.limits).map_err(|source| StoreError::Invalid { index, source })?;
-            }
-            match self.call(Request::Append(batch)).await? {
-                Outcome::Acks(acks) => Ok(acks),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.append(batch))
     }
-
     fn head(&self, conversation: &ConversationId) -> BoxFuture<'_, Result<Option<Head>, StoreError>> {
         let conversation = conversation.clone();
         Box::pin(self.read(move |conn| read_head(conn, &conversation)))
@@ -374,51 +281,22 @@ impl ChatStore for SqliteStore {
         seq: u64,
         change: Tombstone,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let conversation = conversation.clone();
-        Box::pin(async move {
-            if let Tombstone::Edit { payload } = &change {
-                validate_payload(payload, &self.config.limits)
-                    .map_err(|source| StoreError::Invalid { index: 0, source })?;
-            }
-            match self.call(Request::Tombstone { conversation, seq, change }).await? {
-                Outcome::Changed(changed) => Ok(changed),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.tombstone(conversation.clone(), seq, change))
     }
-
     fn trim(
         &self,
         conversation: &ConversationId,
         retention: Retention,
         now_ms: u64,
     ) -> BoxFuture<'_, Result<Option<Trimmed>, StoreError>> {
-        let conversation = conversation.clone();
-        Box::pin(async move {
-            match self.call(Request::Trim { conversation, retention, now_ms }).await? {
-                Outcome::Trimmed(t) => Ok(t),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.trim(conversation.clone(), retention, now_ms))
     }
-
     fn erase_identity(&self, identity: &str) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let identity = identity.to_string();
-        Box::pin(async move {
-            validate_identity(&identity).map_err(|source| StoreError::Invalid { index: 0, source })?;
-            match self.call(Request::EraseIdentity(identity)).await? {
-                Outcome::Count(n) => Ok(n),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.erase_identity(identity.to_string()))
     }
-
     fn set_listener(&self, listener: Arc<dyn CommitListener>) {
-        if let Ok(mut slot) = self.listener.write() {
-            *slot = Some(listener);
-        }
+        self.queue.set_listener(listener);
     }
-
     fn set_receipt(
         &self,
         conversation: &ConversationId,
@@ -426,16 +304,8 @@ impl ChatStore for SqliteStore {
         delivered: u64,
         read: u64,
     ) -> BoxFuture<'_, Result<Option<Receipt>, StoreError>> {
-        let (conversation, identity) = (conversation.clone(), identity.to_string());
-        Box::pin(async move {
-            validate_identity(&identity).map_err(|source| StoreError::Invalid { index: 0, source })?;
-            match self.call(Request::Receipt { conversation, identity, delivered, read }).await? {
-                Outcome::Receipt(r) => Ok(r),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.set_receipt(conversation.clone(), identity.to_string(), delivered, read))
     }
-
     fn receipts(&self, conversation: &ConversationId, limit: usize) -> BoxFuture<'_, Result<Vec<Receipt>, StoreError>> {
         let conversation = conversation.clone();
         let limit = limit.min(self.config.max_page);
@@ -453,15 +323,8 @@ impl ChatStore for SqliteStore {
         seq: u64,
         identity: &str,
     ) -> BoxFuture<'_, Result<AlertAck, StoreError>> {
-        let (conversation, identity) = (conversation.clone(), identity.to_string());
-        Box::pin(async move {
-            match self.call(Request::AckAlert { conversation, seq, identity }).await? {
-                Outcome::AlertAck(a) => Ok(a),
-                _ => Err(unexpected()),
-            }
-        })
+        Box::pin(self.queue.ack_alert(conversation.clone(), seq, identity.to_string()))
     }
-
     fn alert_status(
         &self,
         conversation: &ConversationId,
@@ -573,12 +436,7 @@ fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>, config: &Sq
         let (requests, replies): (Vec<Request>, Vec<_>) = group.into_iter().map(|c| (c.request, c.reply)).unzip();
         match execute(&mut conn, &mut sequencer, requests, now_ms()) {
             Ok((outcomes, committed)) => {
-                if !committed.is_empty() {
-                    let listener = listener.read().ok().and_then(|l| l.clone());
-                    if let Some(listener) = listener {
-                        listener.committed(&committed);
-                    }
-                }
+                publish(listener, &committed);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
