@@ -867,6 +867,25 @@ impl ServerMsg {
         ServerMsg::Error { code, message: message.into(), req_type: req_type.map(str::to_string), client_id: None }
     }
 
+    /// The `chat_ack` of an ephemeral message (`shed`: the room's quota dropped it).
+    pub fn ephemeral_ack(
+        client_id: String,
+        conversation: &crate::chat::ConversationId,
+        time: u64,
+        shed: bool,
+    ) -> ServerMsg {
+        ServerMsg::ChatAck {
+            client_id,
+            conversation: conversation.to_string(),
+            seq: None,
+            epoch: None,
+            time,
+            duplicate: false,
+            ephemeral: true,
+            shed,
+        }
+    }
+
     /// An `error` about the chat message `client_id`.
     pub fn chat_error(code: ErrorCode, message: impl Into<String>, req_type: &str, client_id: &str) -> ServerMsg {
         ServerMsg::Error {

@@ -356,16 +356,7 @@ impl ChatSession {
             };
             if !admitted {
                 if priority == Priority::Low || !m.persist {
-                    out.push(Out::Msg(ServerMsg::ChatAck {
-                        client_id: m.client_id,
-                        conversation: conversation.to_string(),
-                        seq: None,
-                        epoch: None,
-                        time: now_ms(),
-                        duplicate: false,
-                        ephemeral: true,
-                        shed: true,
-                    }));
+                    out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, &conversation, now_ms(), true)));
                     return Ok(());
                 }
                 return Err((ErrorCode::QuotaExceeded, "the room is over its chat quota; retry later".into()));
@@ -380,16 +371,7 @@ impl ChatSession {
                 if let Ok(mut a) = self.state.chat.aggregates.lock() {
                     *a.entry((conversation.clone(), m.kind.clone())).or_default() += 1;
                 }
-                out.push(Out::Msg(ServerMsg::ChatAck {
-                    client_id: m.client_id,
-                    conversation: conversation.to_string(),
-                    seq: None,
-                    epoch: None,
-                    time,
-                    duplicate: false,
-                    ephemeral: true,
-                    shed: false,
-                }));
+                out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, &conversation, time, false)));
                 return Ok(());
             }
             let payload: Option<&RawValue> = serde_json::from_str(&m.payload).ok();
@@ -413,16 +395,7 @@ impl ChatSession {
             };
             let frame = serde_json::to_string(&view).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
             self.state.chat.hub.send(&conversation, Some(self.member), Class::Droppable, frame.into());
-            out.push(Out::Msg(ServerMsg::ChatAck {
-                client_id: m.client_id,
-                conversation: conversation.to_string(),
-                seq: None,
-                epoch: None,
-                time,
-                duplicate: false,
-                ephemeral: true,
-                shed: false,
-            }));
+            out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, &conversation, time, false)));
             return Ok(());
         }
         let alert_to = if m.must_ack { self.alert_audience(&conversation) } else { Vec::new() };
