@@ -58,6 +58,16 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     counter("courier_udp_unrouted_total", "Datagrams that matched no peer.", s.datagrams_unrouted);
     counter("courier_forward_drops_total", "Packets dropped on a full queue.", s.forward_drops);
     counter("courier_peer_faults_total", "Peers closed by a fault in their state machine.", s.peer_faults);
+    let chat = &state.chat.hub.stats;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    counter("courier_chat_messages_total", "Chat messages stored.", load(&chat.committed));
+    counter("courier_chat_deliveries_total", "Chat items queued to connections.", load(&chat.delivered));
+    counter("courier_chat_shed_total", "Droppable chat items shed from full connection queues.", load(&chat.shed));
+    counter(
+        "courier_chat_overflows_total",
+        "Connections closed because their chat queue overflowed.",
+        load(&chat.overflows),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

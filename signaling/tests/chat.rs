@@ -91,6 +91,15 @@ async fn send_ack_fanout_and_retries() {
     }
     let expected: Vec<(u64, String)> = (3..=40).map(|i| (i, format!("b-{i}"))).collect();
     assert_eq!(got, expected, "in the order sent, numbered in that order");
+
+    // The counters show it.
+    let metrics = http_get(s.http_addr, "/metrics").await;
+    let stored: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("courier_chat_messages_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("courier_chat_messages_total");
+    assert_eq!(stored, 40);
     s.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -756,4 +765,14 @@ async fn the_server_keeps_its_promises_on_postgresql() {
     assert_eq!(resumed["status"], "ok");
     assert_eq!(seqs(&replayed), vec![16, 17, 18, 19, 20]);
     s.shutdown(Duration::from_secs(2)).await;
+}
+
+/// The body of `GET path` (HTTP/1.0, so the server closes when done).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut text)).await.unwrap().unwrap();
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }

@@ -131,6 +131,8 @@ impl State {
 /// Fan-out counters, for metrics and benchmarks.
 #[derive(Debug, Default)]
 pub struct HubStats {
+    /// Messages committed by the store.
+    pub committed: AtomicU64,
     /// Items pushed into inboxes.
     pub delivered: AtomicU64,
     /// Droppable items shed.
@@ -249,6 +251,7 @@ impl Hub {
 
 impl CommitListener for Hub {
     fn committed(&self, messages: &[StoredMessage]) {
+        self.stats.committed.fetch_add(messages.len() as u64, Ordering::Relaxed);
         let st = self.lock();
         for m in messages {
             let audience = st.audience(&m.conversation);
