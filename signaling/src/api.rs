@@ -28,11 +28,21 @@ pub fn app(state: Arc<AppState>) -> Router {
     r.with_state(state)
 }
 
+/// Initial WebSocket read buffer, and how much output is gathered before it is written.
+const WS_BUFFER_BYTES: usize = 16 * 1024;
+
 async fn rtc(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
     // The socket's own frame cap sits above the protocol's, so an oversized message gets a `too_large` reply
     // rather than a dropped connection; far larger frames are cut off by the socket.
     let cap = state.config.max_message_bytes * 4;
-    ws.max_message_size(cap).max_frame_size(cap).on_upgrade(move |socket| crate::session::run(socket, state))
+    // Buffers start small and grow with the messages (tungstenite reserves 128 KiB each way by default: with
+    // thousands of members in a live room that is most of a session's memory). 16 KiB of output is still one
+    // syscall for a batch of chat frames.
+    ws.max_message_size(cap)
+        .max_frame_size(cap)
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
+        .on_upgrade(move |socket| crate::session::run(socket, state))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

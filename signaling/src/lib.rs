@@ -284,6 +284,13 @@ impl Server {
             });
         }
         let mut rx = shutdown_rx;
+        // Small frames (acks, chat messages, signaling) go out at once: without TCP_NODELAY a reply waits for the
+        // peer's delayed ACK of the previous one (40 ms on Linux).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         let task = tokio::spawn(async move {
             axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .with_graceful_shutdown(async move {

@@ -175,6 +175,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                     break 'outer;
                 }
             }
+            let more = chat.replaying() || !s.out.is_empty();
             tokio::select! {
                 biased;
                 _ = inbox.wait() => {
@@ -266,6 +267,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                         break;
                     }
                 }
+                // Output still to flush (a replay's last chunk), or a replay to go on with: round the loop at once
+                // when nothing else is ready. The branches above come first, so a long replay never holds up the
+                // client's requests or its acks.
+                _ = std::future::ready(()), if more => {}
             }
         }
         info!(participant = %me.id, reason = leave_reason, "left");

@@ -184,6 +184,60 @@ async fn history_pages_and_resume_replays_exactly_the_gap() {
     s.shutdown(Duration::from_secs(2)).await;
 }
 
+/// A gap of several replay chunks (500 messages each) goes out chunk after chunk, and the last chunk and
+/// `chat_resumed` are not left waiting for some other event (the session's 1 s housekeeping tick once let them
+/// wait for it: a 1,000-message resume took a second instead of milliseconds).
+#[tokio::test]
+async fn a_gap_of_several_chunks_is_replayed_without_a_stall() {
+    let s = server_with(|raw| {
+        raw.chat = Some(signaling::config::RawChatConfig {
+            rate_per_sec: Some(10_000.0),
+            room_rate_per_sec: Some(10_000.0),
+            ..Default::default()
+        })
+    })
+    .await;
+    let (mut alice, _) = join(&s, "big", "alice").await;
+    let mut epoch = 0;
+    for batch in 0..6 {
+        for i in 0..200 {
+            send(&mut alice, &chat_send(&format!("b{batch}-{i}"), "x")).await;
+        }
+        for _ in 0..200 {
+            epoch = recv_type(&mut alice, "chat_ack").await["epoch"].as_u64().unwrap();
+        }
+    }
+    let join_bob = json!({"type": "join", "v": 1, "token": token("big", "bob"),
+        "chat": [{"conversation": "room:big", "epoch": epoch, "last_seq": 0}]})
+    .to_string();
+    let mut bob = connect(&s).await;
+    let start = std::time::Instant::now();
+    send(&mut bob, &join_bob).await;
+    let (replayed, resumed) = until_resumed(&mut bob, "room:big").await;
+    let took = start.elapsed();
+    assert_eq!((resumed["status"].as_str(), resumed["replayed"].as_u64()), (Some("ok"), Some(1200)));
+    assert_eq!(seqs(&replayed), (1..=1200).collect::<Vec<_>>());
+    assert!(took < Duration::from_millis(900), "the replay stalled: {took:?} for 1,200 messages");
+    s.shutdown(Duration::from_secs(2)).await;
+}
+
+/// One message at a time, each sent when the previous one is acknowledged (a client with an outbox of one): the
+/// acks go out at once. Without TCP_NODELAY on the server's sockets each waited for the client's delayed ACK
+/// (40 ms on Linux), so 20 round trips took 800 ms or more.
+#[tokio::test]
+async fn acks_are_not_held_back_by_the_socket() {
+    let s = server().await;
+    let (mut alice, _) = join(&s, "quick", "alice").await;
+    let start = std::time::Instant::now();
+    for i in 0..20 {
+        send(&mut alice, &chat_send(&format!("q{i}"), "x")).await;
+        assert_eq!(recv_type(&mut alice, "chat_ack").await["seq"], i + 1);
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(600), "20 send→ack round trips took {took:?}");
+    s.shutdown(Duration::from_secs(2)).await;
+}
+
 #[tokio::test]
 async fn direct_messages_reach_the_other_identity_in_any_room() {
     let s = server().await;
@@ -695,26 +749,6 @@ async fn retention_trims_per_room_and_erasure_keeps_the_sequence() {
 
 fn seqs_of(history: &Value) -> Vec<u64> {
     history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
-}
-
-/// A fresh database on the test PostgreSQL server (`COURIER_TEST_POSTGRES_URL`, started by scripts/test.sh), or
-/// `None` outside CI when there is none.
-async fn postgres_database() -> Option<String> {
-    let Ok(url) = std::env::var("COURIER_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the PostgreSQL tests: COURIER_TEST_POSTGRES_URL is not set"
-        );
-        eprintln!("skipped: COURIER_TEST_POSTGRES_URL not set");
-        return None;
-    };
-    let (client, conn) =
-        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("the test PostgreSQL server");
-    tokio::spawn(conn);
-    let name = format!("courier_e2e_{}", rand::random::<u32>());
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-    let base = url.rsplit_once('/').map(|(base, _)| base).expect("a URL with a database");
-    Some(format!("{base}/{name}"))
 }
 
 #[tokio::test]

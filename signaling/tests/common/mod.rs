@@ -119,3 +119,23 @@ pub async fn join_token(s: &signaling::Server, token: &str) -> (Ws, serde_json::
     let joined = recv_type(&mut ws, "joined").await;
     (ws, joined)
 }
+
+/// A fresh database on the test PostgreSQL server (`COURIER_TEST_POSTGRES_URL`, started by scripts/test.sh), or
+/// `None` outside CI when there is none.
+pub async fn postgres_database() -> Option<String> {
+    let Ok(url) = std::env::var("COURIER_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the PostgreSQL tests: COURIER_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!("skipped: COURIER_TEST_POSTGRES_URL not set");
+        return None;
+    };
+    let (client, conn) =
+        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("the test PostgreSQL server");
+    tokio::spawn(conn);
+    let name = format!("courier_e2e_{}", rand::random::<u32>());
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let base = url.rsplit_once('/').map(|(base, _)| base).expect("a URL with a database");
+    Some(format!("{base}/{name}"))
+}
