@@ -178,6 +178,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             let more = chat.replaying() || !s.out.is_empty();
             tokio::select! {
                 biased;
+                // Acks first: a sender waits on each, and in a busy room the inbox is never empty.
+                Some(ack) = chat.acks.recv() => s.out.push(Out::Msg(ack)),
                 _ = inbox.wait() => {
                     if chat.take_inbox(&mut s.out).is_err() {
                         info!("chat queue overflowed; closing");
@@ -186,7 +188,6 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                         break;
                     }
                 }
-                Some(ack) = chat.acks.recv() => s.out.push(Out::Msg(ack)),
                 frame = rx.next() => {
                     let text = match frame {
                         Some(Ok(Message::Text(t))) => t,

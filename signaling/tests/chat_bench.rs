@@ -166,6 +166,11 @@ async fn fan_out_two_thousand() {
         (rss1 - rss0) / MEMBERS as u64
     );
 
+    // What 2,000 members cost doing nothing (pings, the media peers' timers).
+    let cpu0 = cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("fan_out: idle CPU with {MEMBERS} members: {:.0}%", (cpu_seconds() - cpu0) / 5.0 * 100.0);
+
     // Rising rates, 5 s each; stored (persisted) messages carrying their send time.
     let mut seq_sent = 0u64;
     let mut marks = Vec::new();
