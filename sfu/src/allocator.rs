@@ -18,12 +18,12 @@
 //! - **Down at once, up with proof**: when the estimate falls under what the current allocation costs, the
 //!   allocation is cut at once to what fits in [`UP_FRACTION`] of it. Moving up needs the better allocation to
 //!   fit for [`UP_HOLD`] without a break. The gap between the two thresholds and the hold keep it from flapping.
-//! - **A layer that grows is not congestion**: a layer just switched to (or resumed by dynacast) costs little
-//!   while the publisher's encoder ramps up, and a keyframe swells the measurement. When the allocation comes to
-//!   cost more than the estimate while the estimate holds (it stays within [`FALL_FRACTION`] of its peak since
-//!   the overshoot began), the media itself probes the link: the estimator sees it carried and rises, or sees
-//!   queueing and falls (then the cut is made). The cut waits at most [`OVERSHOOT_GRACE`], and never when the
-//!   allocation costs more than [`OVERSHOOT_MAX`] times the estimate.
+//! - **A layer that grows is not congestion**: a layer just switched to (or resumed by dynacast) costs little while
+//!   the publisher's encoder ramps up, and a keyframe swells the measurement. When the allocation comes to cost more
+//!   than the estimate while the estimate holds (it stays within [`FALL_FRACTION`] of its peak over the
+//!   [`FALL_WINDOW`] before the overshoot began, and since), the media itself probes the link: the estimator sees it
+//!   carried and rises, or sees queueing and falls (then the cut is made). The cut waits at most [`OVERSHOOT_GRACE`],
+//!   and not at all when the allocation costs more than [`OVERSHOOT_MAX`] times the estimate.
 //! - **Probe before moving up**: an estimate only grows when something is sent, so when more is wanted than fits,
 //!   the allocator runs a probe: it asks the estimator for padding up to the cost of the next step (`min`) and
 //!   for the full want (`desired`, which makes str0m send a probe cluster). If the estimate grows enough, the hold
@@ -42,7 +42,7 @@
 //!   second and the allocator cuts as usual.
 //! - **No estimate, no limit**: without TWCC feedback (no estimate) tracks get what their settings want.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::id::TrackId;
@@ -63,8 +63,11 @@ pub const LOSS_MEMORY: Duration = Duration::from_secs(2);
 pub const ESTIMATE_MEMORY: Duration = Duration::from_secs(30);
 /// How far beyond what a step needs a probe asks the estimator to look.
 pub const PROBE_OVERSHOOT: f64 = 1.15;
-/// The estimate has fallen (congestion) when it is below this fraction of its peak since an overshoot began.
+/// The estimate has fallen (congestion) when it is below this fraction of its peak over the last
+/// [`FALL_WINDOW`] before an overshoot began, or since.
 pub const FALL_FRACTION: f64 = 0.9;
+/// How far back a fall of the estimate is looked for.
+pub const FALL_WINDOW: Duration = Duration::from_secs(1);
 /// How long an allocation may cost more than a steady estimate before it is cut.
 pub const OVERSHOOT_GRACE: Duration = Duration::from_secs(2);
 /// An allocation costing more than this many times the estimate is cut at once.
@@ -157,7 +160,7 @@ enum Probe {
 #[derive(Debug, Clone, Copy)]
 struct Overshoot {
     since: Instant,
-    /// The highest estimate since just before it began.
+    /// The highest estimate over the [`FALL_WINDOW`] before it began, and since.
     peak: u64,
     /// Taken for congestion: cuts (and pauses after their hold) go ahead until the allocation fits again.
     congested: bool,
@@ -188,8 +191,10 @@ pub struct Allocator {
     last_wanted: u64,
     /// Since when the allocation has cost more than the estimate, and the highest estimate seen since.
     overshoot: Option<Overshoot>,
-    /// The estimate allocated by at the last update.
-    last_estimate: Option<u64>,
+    /// The estimates allocated by over the last [`FALL_WINDOW`], oldest first.
+    recent: VecDeque<(Instant, u64)>,
+    /// Did the allocation fit the estimate at the last update?
+    fitted: bool,
 }
 
 impl Default for Allocator {
@@ -209,7 +214,8 @@ impl Default for Allocator {
             proven: None,
             last_wanted: 0,
             overshoot: None,
-            last_estimate: None,
+            recent: VecDeque::new(),
+            fitted: false,
         }
     }
 }
@@ -395,11 +401,21 @@ impl Allocator {
             // Over the estimate: is it congestion (the estimate fell, or the overshoot is large or lasting), or a
             // layer growing under a steady estimate (the media probes the link; see the module doc)?
             let loss_capped = Some(estimate) < self.estimate;
-            let previous = self.last_estimate.unwrap_or(estimate);
+            // The highest estimate of the last FALL_WINDOW: a link that shrinks under the media shows as a fall
+            // from it, even when the estimate was falling before the allocation came to cost more than it.
+            while self.recent.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > FALL_WINDOW) {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((now, estimate));
+            let recent_peak = self.recent.iter().map(|(_, e)| *e).max().unwrap_or(estimate);
+            let fitted_before = self.fitted;
             let congested = cur_cost > estimate && {
-                let o = self.overshoot.get_or_insert(Overshoot { since: now, peak: previous, congested: false });
+                let o = self.overshoot.get_or_insert(Overshoot { since: now, peak: recent_peak, congested: false });
                 o.peak = o.peak.max(estimate);
                 o.congested = o.congested
+                    // The allocation did not fit the last estimate either (the first estimate came in under what
+                    // was given without one): nothing grew, nothing to wait for.
+                    || (!fitted_before && o.since == now)
                     || loss_capped
                     || (estimate as f64) < o.peak as f64 * FALL_FRACTION
                     || cur_cost as f64 > estimate as f64 * OVERSHOOT_MAX
@@ -474,7 +490,6 @@ impl Allocator {
             }
         }
 
-        self.last_estimate = estimate;
         let mut decision = Decision { reset_estimate, ..Decision::default() };
         for (t, a) in video.iter().zip(&cur) {
             self.current.insert(t.track, *a);
@@ -483,6 +498,8 @@ impl Allocator {
             }
         }
         self.last_cost = audio + total(&cur);
+        // (Nothing live yet costs nothing and fits anything: a publisher just starting is not a layer growing.)
+        self.fitted = estimate.is_some_and(|e| self.last_cost <= e) && total(&cur) > 0;
         self.last_wanted = audio + total(&unlimited);
         if let Some(e) = estimate {
             let all_wanted = total(&cur) == total(&unlimited) && !cur.contains(&Allocation::Paused);

@@ -600,14 +600,15 @@ impl Worker {
     fn fault(&mut self, id: PeerId) {
         warn!(peer = %id, "peer state machine panicked; closing this peer only");
         self.shared.stats.peer_faults.fetch_add(1, Ordering::Relaxed);
-        if let Some(slot) = self.peers.get(&id) {
-            let tracks: Vec<TrackId> = slot.peer.published_tracks().collect();
-            for t in tracks {
-                let _ = slot.events.send(PeerEvent::TrackUnpublished { track: t });
-            }
-            let _ = slot.events.send(PeerEvent::Closed { reason: CloseReason::Fault });
-        }
+        let Some(slot) = self.peers.get(&id) else { return };
+        let tracks: Vec<TrackId> = slot.peer.published_tracks().collect();
+        let events = slot.events.clone();
+        // Gone from the engine (routes, demux, counts) before anyone hears it closed.
         self.remove_peer(id);
+        for t in tracks {
+            let _ = events.send(PeerEvent::TrackUnpublished { track: t });
+        }
+        let _ = events.send(PeerEvent::Closed { reason: CloseReason::Fault });
     }
 
     fn remove_peer(&mut self, id: PeerId) {

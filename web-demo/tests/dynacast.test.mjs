@@ -20,6 +20,7 @@ import {
   setTrackSettings,
   sleep,
   startCourier,
+  waitForEncoding,
   waitForWidth,
   waitUntil,
 } from './harness.mjs';
@@ -249,7 +250,7 @@ test('set_layers and stream_state are applied by the client and shown by the pag
   }
 });
 
-test('dynacast: the publisher encodes only the layers its one subscriber needs', { timeout: 150_000 }, async () => {
+test('dynacast: the publisher encodes only the layers its one subscriber needs', { timeout: 200_000 }, async () => {
   for (const stale of ['dynacast-failure.png', 'dynacast-failure-events.json']) fs.rmSync(path.join(ARTIFACTS, stale), { force: true });
   const courier = await startCourier('courier-dynacast');
   /** @type {import('playwright-core').Browser|null} */ let browser = null;
@@ -280,7 +281,9 @@ test('dynacast: the publisher encodes only the layers its one subscriber needs',
         `the subscriber to decode layer ${layer} and be told so by stream_state`,
       );
 
-    // No size given: the full layer, and f is encoded.
+    // No size given: the full layer, and f is encoded (timed from when Chrome first encodes it; see
+    // waitForEncoding).
+    await waitForEncoding(pub, 'f', 45_000);
     await waitForWidth(s, 1280, 'no size given: the full layer', 15_000);
     await agreed('f', 5_000);
     assert.equal((await senderState(pub)).active.f, true, 'f encoded while the subscriber shows it large');

@@ -280,6 +280,39 @@ export const inboundVideo = (page) =>
   });
 
 /**
+ * Wait until the publishing `page` encodes simulcast layer `rid` (its frames encoded rising). What the server can
+ * forward depends on it: Chrome leaves a layer out while its own uplink estimate or the CPU does not allow it
+ * (qualityLimitationReason), which on a loaded 2-core machine can take longer than a switch is given.
+ * @param {import('playwright-core').Page} page
+ * @param {string} rid
+ * @param {number} ms
+ */
+export async function waitForEncoding(page, rid, ms) {
+  const encoded = () =>
+    page.evaluate(async (r) => {
+      let out = null;
+      (await /** @type {any} */ (window).courier.pc.getStats()).forEach((/** @type {any} */ s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid === r) {
+          out = { frames: s.framesEncoded ?? 0, width: s.frameWidth ?? 0, limitation: s.qualityLimitationReason };
+        }
+      });
+      return out;
+    }, rid);
+  /** @type {any} */ let last = null;
+  return waitUntil(
+    async () => {
+      const v = await encoded();
+      const ok = v && last && v.frames > last.frames;
+      last = v;
+      return ok ? v : null;
+    },
+    ms,
+    () => `the publisher encoding rid ${rid} (last: ${JSON.stringify(last)})`,
+    500,
+  );
+}
+
+/**
  * Wait (bounded) until `page` decodes frames `width` wide, and more of them than at the previous poll.
  * @param {import('playwright-core').Page} page
  * @param {number} width

@@ -14,12 +14,15 @@ import {
   setTrackSettings,
   sleep,
   startCourier,
+  waitForEncoding,
   waitForWidth,
 } from './harness.mjs';
 
 const SWITCH_TIMEOUT_MS = 15_000;
+/** How long Chrome may take to encode its full layer (its own uplink ramp; see waitForEncoding). */
+const ENCODE_TIMEOUT_MS = 45_000;
 
-test('a subscriber gets the simulcast layer its tile needs', { timeout: 150_000 }, async () => {
+test('a subscriber gets the simulcast layer its tile needs', { timeout: 200_000 }, async () => {
   const courier = await startCourier('courier-simulcast');
   /** @type {import('playwright-core').Browser|null} */ let browser = null;
   try {
@@ -40,6 +43,8 @@ test('a subscriber gets the simulcast layer its tile needs', { timeout: 150_000 
     });
     assert.deepEqual(layers, ['f', 'h', 'q'], 'three simulcast encodings');
 
+    // Each switch is timed from when the publisher sends the layer: before that the server has nothing to forward.
+    await waitForEncoding(pub, 'f', ENCODE_TIMEOUT_MS);
     await waitForWidth(sub, 1280, 'no size given: the full layer', SWITCH_TIMEOUT_MS);
     await setTrackSettings(sub, { width: 320, height: 180 });
     await waitForWidth(sub, 320, 'a 320×180 tile: the low layer', SWITCH_TIMEOUT_MS);
@@ -55,6 +60,7 @@ test('a subscriber gets the simulcast layer its tile needs', { timeout: 150_000 
     const hiddenLater = await video();
     assert.ok(hiddenLater && hiddenAt && hiddenLater.decoded - hiddenAt.decoded <= 2, 'nothing decoded while hidden');
     await setTrackSettings(sub, {});
+    await waitForEncoding(pub, 'f', ENCODE_TIMEOUT_MS); // dynacast resumes it
     const back = await waitForWidth(sub, 1280, 'shown again without a size: the full layer', SWITCH_TIMEOUT_MS);
     assert.equal(back.lost, 0, 'no packet lost across the switches');
     await sub.screenshot({ path: path.join(ARTIFACTS, 'simulcast-subscriber.png') });
