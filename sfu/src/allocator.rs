@@ -15,22 +15,14 @@
 //!   one layer at a time: screen shares to their best before cameras, cameras round-robin.
 //! - **Never more than wanted**: a track's ceiling is the layer its rendered size needs (adaptive stream); a
 //!   hidden track gets nothing.
-//! - **Down at once, up with proof**: when the estimate falls under what the current allocation costs, the
-//!   allocation is cut at once to what fits in [`UP_FRACTION`] of it. Moving up needs the better allocation to
-//!   fit for [`UP_HOLD`] without a break. The gap between the two thresholds and the hold keep it from flapping.
-//! - **A layer that grows is not congestion**: a layer just switched to (or resumed by dynacast) costs little while
-//!   the publisher's encoder ramps up, and a keyframe swells the measurement. When the allocation comes to cost more
-//!   than the estimate while the estimate holds (it stays within [`FALL_FRACTION`] of its peak over the
-//!   [`FALL_WINDOW`] before the overshoot began, and since), the media itself probes the link: the estimator sees it
-//!   carried and rises, or sees queueing and falls (then the cut is made). The cut waits at most [`OVERSHOOT_GRACE`],
-//!   and not at all when the allocation costs more than [`OVERSHOOT_MAX`] times the estimate.
+//! - **Down at once, up with proof**: when the current allocation costs more than the estimate, it is cut at
+//!   once to what fits in [`UP_FRACTION`] of it. Moving up needs the better allocation to fit for [`UP_HOLD`]
+//!   without a break. The gap between the two thresholds and the hold keep it from flapping.
 //! - **Probe before moving up**: an estimate only grows when something is sent, so when more is wanted than fits,
 //!   the allocator runs a probe: it asks the estimator for padding up to the cost of the next step (`min`) and
 //!   for the full want (`desired`, which makes str0m send a probe cluster). If the estimate grows enough, the hold
 //!   rule moves up; if not within [`PROBE_TIMEOUT`], the probe fails, padding stops and the next probe waits a
 //!   back-off that doubles from [`BACKOFF_MIN`] to [`BACKOFF_MAX`].
-//!   A probe whose step comes to cost more (a layer resumed by dynacast ramps up for seconds) is aimed again at
-//!   the new cost ([`RETARGET`]).
 //! - **Loss is a second opinion**: a delay-based estimate can lag a link that suddenly shrinks (it holds while
 //!   the queue overflows). When the subscriber reports losing [`LOSS_CONGESTED`] or more of what it was sent,
 //!   the link is taken to carry at most what was sent less what was lost, for [`LOSS_MEMORY`].
@@ -42,7 +34,7 @@
 //!   second and the allocator cuts as usual.
 //! - **No estimate, no limit**: without TWCC feedback (no estimate) tracks get what their settings want.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::id::TrackId;
@@ -63,17 +55,6 @@ pub const LOSS_MEMORY: Duration = Duration::from_secs(2);
 pub const ESTIMATE_MEMORY: Duration = Duration::from_secs(30);
 /// How far beyond what a step needs a probe asks the estimator to look.
 pub const PROBE_OVERSHOOT: f64 = 1.15;
-/// The estimate has fallen (congestion) when it is below this fraction of its peak over the last
-/// [`FALL_WINDOW`] before an overshoot began, or since.
-pub const FALL_FRACTION: f64 = 0.9;
-/// How far back a fall of the estimate is looked for.
-pub const FALL_WINDOW: Duration = Duration::from_secs(1);
-/// How long an allocation may cost more than a steady estimate before it is cut.
-pub const OVERSHOOT_GRACE: Duration = Duration::from_secs(2);
-/// An allocation costing more than this many times the estimate is cut at once.
-pub const OVERSHOOT_MAX: f64 = 1.5;
-/// A running probe is aimed again when the step it probes for has come to cost this much more.
-pub const RETARGET: f64 = 1.15;
 /// No probe for this long after a cut.
 pub const CUT_QUIET: Duration = Duration::from_secs(2);
 /// How long after a probe loss reports are still blamed on it.
@@ -156,16 +137,6 @@ enum Probe {
     Running { until: Instant, target: u64 },
 }
 
-/// The allocation costs more than the estimate (see "a layer that grows" in the module doc).
-#[derive(Debug, Clone, Copy)]
-struct Overshoot {
-    since: Instant,
-    /// The highest estimate over the [`FALL_WINDOW`] before it began, and since.
-    peak: u64,
-    /// Taken for congestion: cuts (and pauses after their hold) go ahead until the allocation fits again.
-    congested: bool,
-}
-
 /// See the module doc.
 #[derive(Debug)]
 pub struct Allocator {
@@ -189,12 +160,6 @@ pub struct Allocator {
     proven: Option<(u64, Instant)>,
     /// What everything wanted cost at the last update.
     last_wanted: u64,
-    /// Since when the allocation has cost more than the estimate, and the highest estimate seen since.
-    overshoot: Option<Overshoot>,
-    /// The estimates allocated by over the last [`FALL_WINDOW`], oldest first.
-    recent: VecDeque<(Instant, u64)>,
-    /// Did the allocation fit the estimate at the last update?
-    fitted: bool,
 }
 
 impl Default for Allocator {
@@ -213,9 +178,6 @@ impl Default for Allocator {
             wish_probing: false,
             proven: None,
             last_wanted: 0,
-            overshoot: None,
-            recent: VecDeque::new(),
-            fitted: false,
         }
     }
 }
@@ -349,7 +311,6 @@ impl Allocator {
         // The current allocation, normalised: new tracks start where they fit now; nobody is above their want.
         let unlimited = greedy(&video, u64::MAX);
         let mut reset_estimate = None;
-        let mut retargeted = false;
         if let (Some(e), Some((p, at))) = (self.estimate, self.proven) {
             let fresh = now.saturating_duration_since(at) < ESTIMATE_MEMORY && self.loss_cap.is_none();
             let wanted = audio + total_of(&video, &unlimited);
@@ -398,35 +359,8 @@ impl Allocator {
             let step = step_up(&video, &cur);
             let better =
                 total(&fits_up) > total(&cur) && audio + total(&step) <= (estimate as f64 * UP_FRACTION) as u64;
-            // Over the estimate: is it congestion (the estimate fell, or the overshoot is large or lasting), or a
-            // layer growing under a steady estimate (the media probes the link; see the module doc)?
-            let loss_capped = Some(estimate) < self.estimate;
-            // The highest estimate of the last FALL_WINDOW: a link that shrinks under the media shows as a fall
-            // from it, even when the estimate was falling before the allocation came to cost more than it.
-            while self.recent.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > FALL_WINDOW) {
-                self.recent.pop_front();
-            }
-            self.recent.push_back((now, estimate));
-            let recent_peak = self.recent.iter().map(|(_, e)| *e).max().unwrap_or(estimate);
-            let fitted_before = self.fitted;
-            let congested = cur_cost > estimate && {
-                let o = self.overshoot.get_or_insert(Overshoot { since: now, peak: recent_peak, congested: false });
-                o.peak = o.peak.max(estimate);
-                o.congested = o.congested
-                    // The allocation did not fit the last estimate either (the first estimate came in under what
-                    // was given without one): nothing grew, nothing to wait for.
-                    || (!fitted_before && o.since == now)
-                    || loss_capped
-                    || (estimate as f64) < o.peak as f64 * FALL_FRACTION
-                    || cur_cost as f64 > estimate as f64 * OVERSHOOT_MAX
-                    || now.saturating_duration_since(o.since) >= OVERSHOOT_GRACE;
-                o.congested
-            };
-            if cur_cost <= estimate {
-                self.overshoot = None;
-            }
-            if congested {
-                // Cut at once to a lower layer; a pause waits for PAUSE_HOLD.
+            if cur_cost > estimate {
+                // Over the estimate: cut at once to a lower layer; a pause waits for PAUSE_HOLD.
                 let pausing =
                     fits_up.iter().zip(&cur).any(|(f, c)| *f == Allocation::Paused && *c != Allocation::Paused);
                 let since = if pausing { *self.pause_since.get_or_insert(now) } else { now };
@@ -468,23 +402,15 @@ impl Allocator {
 
             // Probe when more is wanted than is allocated.
             let want_more = total(&unlimited) > total(&cur) || cur.contains(&Allocation::Paused);
-            let step_cost = audio + total(&step_up(&video, &cur));
             match self.probe {
                 _ if !want_more => self.probe = Probe::Idle { next: None },
                 Probe::Running { until, .. } if now >= until => {
                     self.probe = Probe::Idle { next: Some(now + self.backoff) };
                     self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                 }
-                // Also while an upgrade holds: an estimate decays toward what is sent, so the link is padded up
-                // to the next step's rate until the step is taken.
-                Probe::Idle { next } if next.is_none_or(|t| now >= t) && self.overshoot.is_none() => {
-                    self.probe = Probe::Running { until: now + PROBE_TIMEOUT, target: step_cost };
-                }
-                // The step grew while probing (a layer resumed by dynacast ramps up for seconds): probe for what it
-                // costs now, or the probe can only find what is no longer enough.
-                Probe::Running { until, target } if step_cost as f64 > target as f64 * RETARGET => {
-                    self.probe = Probe::Running { until, target: step_cost };
-                    retargeted = true;
+                Probe::Idle { next } if self.better_since.is_none() && next.is_none_or(|t| now >= t) => {
+                    let step = step_up(&video, &cur);
+                    self.probe = Probe::Running { until: now + PROBE_TIMEOUT, target: audio + total(&step) };
                 }
                 _ => {}
             }
@@ -498,8 +424,6 @@ impl Allocator {
             }
         }
         self.last_cost = audio + total(&cur);
-        // (Nothing live yet costs nothing and fits anything: a publisher just starting is not a layer growing.)
-        self.fitted = estimate.is_some_and(|e| self.last_cost <= e) && total(&cur) > 0;
         self.last_wanted = audio + total(&unlimited);
         if let Some(e) = estimate {
             let all_wanted = total(&cur) == total(&unlimited) && !cur.contains(&Allocation::Paused);
@@ -524,8 +448,7 @@ impl Allocator {
             // Only a change of allocation or probe state is a new wish; measured costs drift all the time, and
             // every raise of `desired` would start another probe.
             let probing = self.probing();
-            let changed =
-                self.last_wish.is_none() || !decision.changes.is_empty() || probing != self.wish_probing || retargeted;
+            let changed = self.last_wish.is_none() || !decision.changes.is_empty() || probing != self.wish_probing;
             if changed && self.last_wish != Some(wish) {
                 self.last_wish = Some(wish);
                 self.wish_probing = probing;
@@ -838,102 +761,6 @@ mod tests {
         let d = a.update(t, &tracks);
         assert_eq!(d.reset_estimate, Some(3_000_000));
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(2)));
-    }
-
-    #[test]
-    fn a_layer_growing_under_a_steady_estimate_is_not_cut_at_once() {
-        let t0 = Instant::now();
-        let mut a = Allocator::default();
-        // f has just been resumed by dynacast: its encoder starts at 600 k.
-        let mut cam = camera(1, Some(2));
-        cam.bitrates[2] = 600_000;
-        let t = run(&mut a, t0, 3000 * MS, 1_000_000, &[audio(9), cam]);
-        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(2)));
-        // It ramps to 1.2 M (1.24 M with audio) under a 1 M estimate that holds: the media probes the link.
-        cam.bitrates[2] = 1_200_000;
-        let grown = [audio(9), cam];
-        let after = run(&mut a, t, OVERSHOOT_GRACE - 200 * MS, 1_000_000, &grown);
-        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(2)), "not cut within the grace");
-        // The link carries it: the estimate rises and f stays.
-        let mut b = Allocator::default();
-        let tb = run(&mut b, t0, 3000 * MS, 1_000_000, &[audio(9), cam]);
-        let tb = run(&mut b, tb, 500 * MS, 1_000_000, &grown);
-        run(&mut b, tb, 3000 * MS, 1_400_000, &grown);
-        assert_eq!(b.allocation(TrackId(1)), Some(Allocation::Layer(2)), "the estimate grew with the layer");
-        // It does not: after the grace the allocation is cut.
-        run(&mut a, after, 400 * MS, 1_000_000, &grown);
-        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(1)), "cut once the grace is over");
-    }
-
-    #[test]
-    fn a_falling_estimate_under_a_grown_layer_is_congestion() {
-        let t0 = Instant::now();
-        let mut a = Allocator::default();
-        let mut cam = camera(1, Some(2));
-        cam.bitrates[2] = 600_000;
-        let t = run(&mut a, t0, 3000 * MS, 1_000_000, &[audio(9), cam]);
-        cam.bitrates[2] = 1_200_000;
-        let t = run(&mut a, t, 300 * MS, 1_000_000, &[audio(9), cam]);
-        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(2)));
-        // The estimator sees queueing and falls by more than FALL_FRACTION: cut on that update.
-        a.set_estimate(850_000);
-        a.update(t, &[audio(9), cam]);
-        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(1)));
-        // An overshoot beyond OVERSHOOT_MAX is cut at once too.
-        let mut b = Allocator::default();
-        let mut cam = camera(1, Some(2));
-        cam.bitrates[2] = 600_000;
-        let t = run(&mut b, t0, 3000 * MS, 1_000_000, &[audio(9), cam]);
-        cam.bitrates[2] = 1_600_000;
-        b.update(t, &[audio(9), cam]);
-        assert_eq!(b.allocation(TrackId(1)), Some(Allocation::Layer(1)));
-    }
-
-    #[test]
-    fn the_link_is_padded_while_an_upgrade_holds() {
-        let t0 = Instant::now();
-        let mut a = Allocator::default();
-        let tracks = [audio(9), camera(1, Some(2))];
-        let t = run(&mut a, t0, 3000 * MS, 3_000_000, &tracks);
-        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(2)));
-        // A small tile: q only, and the estimator falls toward what is sent.
-        let small = [audio(9), camera(1, Some(0))];
-        let t = run(&mut a, t, 3000 * MS, 300_000, &small);
-        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)));
-        // Full size again: the estimate is restored and, while the hold runs, the link is padded up to the next
-        // step (audio + h), so the estimator does not fall back toward q meanwhile.
-        let d = a.update(t, &tracks);
-        assert_eq!(d.reset_estimate, Some(3_000_000));
-        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "up only after the hold");
-        assert!(a.probing());
-        assert!(a.wish().is_some_and(|w| w.min >= 540_000), "padded to the next step: {:?}", a.wish());
-        let t = run(&mut a, t + 100 * MS, UP_HOLD + 100 * MS, 3_000_000, &tracks);
-        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(1)));
-        run(&mut a, t, UP_HOLD + 300 * MS, 3_000_000, &tracks);
-        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(2)));
-    }
-
-    #[test]
-    fn a_probe_follows_a_ramping_layer() {
-        let t0 = Instant::now();
-        let mut a = Allocator::default();
-        // h and f were just resumed by dynacast and measure 200 k and 300 k, under a 280 k estimate.
-        let mut cam = camera(1, Some(2));
-        cam.bitrates = [100_000, 200_000, 300_000];
-        let t = run(&mut a, t0, 1000 * MS, 280_000, &[audio(9), cam]);
-        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(1)));
-        assert!(a.probing());
-        let first = a.wish().expect("a wish");
-        assert_eq!(first.min, 340_000, "padding to audio + f as measured");
-        // f ramps to 900 k: the probe is aimed at the new cost at once.
-        cam.bitrates[2] = 900_000;
-        let d = a.update(t, &[audio(9), cam]);
-        let w = d.wish.expect("a new wish");
-        assert_eq!(w.min, 940_000);
-        assert!(w.desired > first.desired);
-        // A small drift is not a new wish.
-        cam.bitrates[2] = 950_000;
-        assert_eq!(a.update(t + 100 * MS, &[audio(9), cam]).wish, None);
     }
 
     #[test]
