@@ -34,7 +34,7 @@ use super::store::{
     Ack, AlertAck, AlertStatus, ChatStore, CommitListener, Head, MessageState, PageFrom, Receipt, Replay, Retention,
     StoreError, StoredMessage, Tombstone, Trimmed,
 };
-use super::writer::{now_ms, publish, Command, ListenerSlot, Outcome, Request, WriterQueue};
+use super::writer::{now_ms, publish, writes_through_queue, Command, ListenerSlot, Outcome, Request, WriterQueue};
 use super::{ConversationId, Flags, Limits, NewMessage, Priority};
 
 /// The file name of the database inside the data directory.
@@ -237,9 +237,8 @@ impl SqliteStore {
 }
 
 impl ChatStore for SqliteStore {
-    fn append(&self, batch: Vec<NewMessage>) -> BoxFuture<'_, Result<Vec<Ack>, StoreError>> {
-        Box::pin(self.queue.append(batch))
-    }
+    writes_through_queue!();
+
     fn head(&self, conversation: &ConversationId) -> BoxFuture<'_, Result<Option<Head>, StoreError>> {
         let conversation = conversation.clone();
         Box::pin(self.read(move |conn| read_head(conn, &conversation)))
@@ -275,37 +274,6 @@ impl ChatStore for SqliteStore {
         Box::pin(self.read(move |conn| read_range(conn, &conversation, after_seq, up_to_seq, max)))
     }
 
-    fn tombstone(
-        &self,
-        conversation: &ConversationId,
-        seq: u64,
-        change: Tombstone,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.queue.tombstone(conversation.clone(), seq, change))
-    }
-    fn trim(
-        &self,
-        conversation: &ConversationId,
-        retention: Retention,
-        now_ms: u64,
-    ) -> BoxFuture<'_, Result<Option<Trimmed>, StoreError>> {
-        Box::pin(self.queue.trim(conversation.clone(), retention, now_ms))
-    }
-    fn erase_identity(&self, identity: &str) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.queue.erase_identity(identity.to_string()))
-    }
-    fn set_listener(&self, listener: Arc<dyn CommitListener>) {
-        self.queue.set_listener(listener);
-    }
-    fn set_receipt(
-        &self,
-        conversation: &ConversationId,
-        identity: &str,
-        delivered: u64,
-        read: u64,
-    ) -> BoxFuture<'_, Result<Option<Receipt>, StoreError>> {
-        Box::pin(self.queue.set_receipt(conversation.clone(), identity.to_string(), delivered, read))
-    }
     fn receipts(&self, conversation: &ConversationId, limit: usize) -> BoxFuture<'_, Result<Vec<Receipt>, StoreError>> {
         let conversation = conversation.clone();
         let limit = limit.min(self.config.max_page);
@@ -317,14 +285,6 @@ impl ChatStore for SqliteStore {
         Box::pin(self.read(move |conn| read_unread(conn, &conversation, &identity)))
     }
 
-    fn ack_alert(
-        &self,
-        conversation: &ConversationId,
-        seq: u64,
-        identity: &str,
-    ) -> BoxFuture<'_, Result<AlertAck, StoreError>> {
-        Box::pin(self.queue.ack_alert(conversation.clone(), seq, identity.to_string()))
-    }
     fn alert_status(
         &self,
         conversation: &ConversationId,

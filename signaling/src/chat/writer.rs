@@ -208,3 +208,53 @@ impl WriterQueue {
         }
     }
 }
+
+/// The write half of [`super::store::ChatStore`], the same for every backend: each method hands its request to the
+/// backend's `queue: WriterQueue` field. Used inside `impl ChatStore for …` blocks.
+macro_rules! writes_through_queue {
+    () => {
+        fn append(&self, batch: Vec<NewMessage>) -> BoxFuture<'_, Result<Vec<Ack>, StoreError>> {
+            Box::pin(self.queue.append(batch))
+        }
+        fn tombstone(
+            &self,
+            conversation: &ConversationId,
+            seq: u64,
+            change: Tombstone,
+        ) -> BoxFuture<'_, Result<bool, StoreError>> {
+            Box::pin(self.queue.tombstone(conversation.clone(), seq, change))
+        }
+        fn trim(
+            &self,
+            conversation: &ConversationId,
+            retention: Retention,
+            now_ms: u64,
+        ) -> BoxFuture<'_, Result<Option<Trimmed>, StoreError>> {
+            Box::pin(self.queue.trim(conversation.clone(), retention, now_ms))
+        }
+        fn erase_identity(&self, identity: &str) -> BoxFuture<'_, Result<u64, StoreError>> {
+            Box::pin(self.queue.erase_identity(identity.to_string()))
+        }
+        fn set_listener(&self, listener: Arc<dyn CommitListener>) {
+            self.queue.set_listener(listener);
+        }
+        fn set_receipt(
+            &self,
+            conversation: &ConversationId,
+            identity: &str,
+            delivered: u64,
+            read: u64,
+        ) -> BoxFuture<'_, Result<Option<Receipt>, StoreError>> {
+            Box::pin(self.queue.set_receipt(conversation.clone(), identity.to_string(), delivered, read))
+        }
+        fn ack_alert(
+            &self,
+            conversation: &ConversationId,
+            seq: u64,
+            identity: &str,
+        ) -> BoxFuture<'_, Result<AlertAck, StoreError>> {
+            Box::pin(self.queue.ack_alert(conversation.clone(), seq, identity.to_string()))
+        }
+    };
+}
+pub(crate) use writes_through_queue;
