@@ -1,11 +1,11 @@
-//! HTTP routes: the signaling WebSocket, health, metrics, the development token endpoint, and the web demo's
-//! static files.
+//! HTTP routes: the signaling WebSocket, health and readiness, metrics, the development token endpoint, and the
+//! web demo's static files.
 
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,9 +19,14 @@ use crate::AppState;
 pub fn app(state: Arc<AppState>) -> Router {
     let mut r =
         Router::new().route("/rtc", get(rtc)).route("/healthz", get(|| async { "ok" })).route("/metrics", get(metrics));
+    r = r.route("/readyz", get(crate::ops::readyz));
+    // Routes behind the HTTP API guard (rate limits per IP and identity, body cap): all but the WebSocket (joins
+    // are limited in the session), health, readiness, metrics and static files.
+    let mut limited = Router::new();
     if state.config.dev {
-        r = r.route("/dev/token", get(dev_token));
+        limited = limited.route("/dev/token", get(dev_token));
     }
+    r = r.merge(crate::ops::limited(limited, &state));
     if let Some(root) = &state.config.web_root {
         r = r.fallback_service(tower_http::services::ServeDir::new(root));
     }
@@ -31,7 +36,11 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// Initial WebSocket read buffer, and how much output is gathered before it is written.
 const WS_BUFFER_BYTES: usize = 16 * 1024;
 
-async fn rtc(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+async fn rtc(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer_addr): ConnectInfo<std::net::SocketAddr>,
+) -> Response {
     // The socket's own frame cap sits above the protocol's, so an oversized message gets a `too_large` reply
     // rather than a dropped connection; far larger frames are cut off by the socket.
     let cap = state.config.max_message_bytes * 4;
@@ -42,7 +51,7 @@ async fn rtc(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Respon
         .max_frame_size(cap)
         .read_buffer_size(WS_BUFFER_BYTES)
         .write_buffer_size(WS_BUFFER_BYTES)
-        .on_upgrade(move |socket| crate::session::run(socket, state))
+        .on_upgrade(move |socket| crate::session::run(socket, state, peer_addr.ip()))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -37,6 +37,13 @@ pub fn config(f: impl FnOnce(&mut RawConfig)) -> Config {
     Config::resolve(raw, false).unwrap()
 }
 
+/// Join rate limits off: for tests that join thousands of members from one address.
+pub fn no_join_limits(raw: &mut RawConfig) {
+    let limits = raw.limits.get_or_insert_with(Default::default);
+    limits.join_per_ip_per_sec = Some(0.0);
+    limits.join_per_identity_per_sec = Some(0.0);
+}
+
 pub async fn server_with(f: impl FnOnce(&mut RawConfig)) -> signaling::Server {
     signaling::Server::start(config(f)).await.unwrap()
 }
