@@ -87,6 +87,49 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "Connections closed because their chat queue overflowed.",
         load(&chat.overflows),
     );
+    counter("courier_rtp_packets_in_total", "RTP packets received from publishers.", s.rtp_in);
+    counter("courier_rtp_packets_out_total", "RTP packets sent to subscribers.", s.rtp_out);
+    let mut gauge = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge("courier_bwe_peers", "Subscribers with a send-side bandwidth estimate.", s.bwe_peers);
+    gauge("courier_bwe_estimate_sum_bps", "Sum of the subscribers' bandwidth estimates, bit/s.", s.bwe_sum_bps);
+    gauge("courier_bwe_estimate_min_bps", "Lowest subscriber bandwidth estimate, bit/s (0: none).", s.bwe_min_bps);
+    gauge(
+        "courier_draining",
+        "1 while the server drains (refuses joins) before stopping.",
+        u64::from(state.draining.load(std::sync::atomic::Ordering::Relaxed)),
+    );
+    let r = &state.refusals;
+    let mut labelled = |name: &str, help: &str, label: &str, values: &[(&str, &std::sync::atomic::AtomicU64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (value, c) in values {
+            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", load(c));
+        }
+    };
+    labelled(
+        "courier_joins_refused_total",
+        "Joins refused by a limit, cap or drain.",
+        "cause",
+        &[
+            ("rate_limited", &r.join_rate_limited),
+            ("room_full", &r.join_room_full),
+            ("too_many_rooms", &r.join_too_many_rooms),
+            ("server_draining", &r.join_draining),
+        ],
+    );
+    labelled(
+        "courier_offers_refused_total",
+        "Offers refused by a cap.",
+        "cause",
+        &[("too_many_tracks", &r.too_many_tracks)],
+    );
+    labelled(
+        "courier_http_refused_total",
+        "HTTP API requests refused by a limit.",
+        "cause",
+        &[("rate_limited", &r.http_rate_limited), ("too_large", &r.http_too_large)],
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
