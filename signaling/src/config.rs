@@ -111,7 +111,7 @@ impl LimitsConfig {
         };
         let rate = |name: &str, per_sec: Option<f64>, burst: Option<f64>, default: (f64, f64)| {
             // A rate given without a burst gets a burst of two seconds' worth.
-            let burst = burst.unwrap_or(per_sec.map_or(default.1, |r| r * 2.0));
+            let burst = burst.unwrap_or(per_sec.map_or(default.1, |r| (r * 2.0).max(1.0)));
             let per_sec = per_sec.unwrap_or(default.0);
             if !(per_sec >= 0.0 && per_sec <= 1_000_000.0) || !(burst >= 1.0 && burst <= 1_000_000.0) {
                 bail!("limits.{name}: the rate must be between 0 (off) and 1000000, the burst between 1 and 1000000");
@@ -658,5 +658,29 @@ mod tests {
         assert!(toml::from_str::<RawConfig>("bogus = 1").is_err(), "unknown keys are refused");
         let raw = RawConfig { udp_addr: Some("0.0.0.0:5".parse().unwrap()), ..Default::default() };
         assert!(Config::resolve(raw, true).is_err(), "unspecified UDP needs public_ip");
+        let limits = |l: RawLimitsConfig| RawConfig { limits: Some(l), ..Default::default() };
+        assert!(Config::resolve(limits(RawLimitsConfig { max_rooms: Some(0), ..Default::default() }), true).is_err());
+        let negative = RawLimitsConfig { api_per_ip_per_sec: Some(-1.0), ..Default::default() };
+        assert!(Config::resolve(limits(negative), true).is_err());
+        let tiny_body = RawLimitsConfig { max_body_bytes: Some(10), ..Default::default() };
+        assert!(Config::resolve(limits(tiny_body), true).is_err());
+    }
+
+    #[test]
+    fn limits_defaults_and_off() {
+        let c = Config::resolve(RawConfig::default(), true).unwrap();
+        assert_eq!(c.limits.token_leeway_secs, 60);
+        assert_eq!(c.limits.join_per_ip, Some(crate::limits::Rate::new(20.0, 100.0)));
+        assert_eq!(c.drain_timeout, std::time::Duration::from_secs(10));
+        let off = RawLimitsConfig { join_per_ip_per_sec: Some(0.0), ..Default::default() };
+        let c = Config::resolve(RawConfig { limits: Some(off), ..Default::default() }, true).unwrap();
+        assert_eq!(c.limits.join_per_ip, None, "0 turns a limit off");
+        let env = RawConfig::from_env(|k| (k == "COURIER_LIMITS_MAX_ROOMS").then(|| "7".into())).unwrap();
+        let file = RawConfig {
+            limits: Some(RawLimitsConfig { max_rooms: Some(3), max_participants: Some(4), ..Default::default() }),
+            ..Default::default()
+        };
+        let c = Config::resolve(env.over(file), true).unwrap();
+        assert_eq!((c.limits.max_rooms, c.limits.max_participants), (7, 4), "env over file, per key");
     }
 }
