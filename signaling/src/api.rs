@@ -67,6 +67,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     gauge("courier_sfu_peers", "WebRTC peers alive in the engine.", s.peers);
     gauge("courier_sfu_tracks", "Published tracks alive in the engine.", s.tracks);
     gauge("courier_sfu_downtracks", "Subscriptions alive in the engine.", s.downtracks);
+    gauge("courier_bwe_peers", "Subscribers with a send-side bandwidth estimate.", s.bwe_peers);
+    gauge("courier_bwe_estimate_sum_bps", "Sum of the subscribers' bandwidth estimates, bit/s.", s.bwe_sum_bps);
+    gauge("courier_bwe_estimate_min_bps", "Lowest subscriber bandwidth estimate, bit/s (0: none).", s.bwe_min_bps);
+    gauge(
+        "courier_draining",
+        "1 while the server drains (refuses joins) before stopping.",
+        u64::from(state.draining.load(std::sync::atomic::Ordering::Relaxed)),
+    );
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     };
@@ -89,17 +97,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     );
     counter("courier_rtp_packets_in_total", "RTP packets received from publishers.", s.rtp_in);
     counter("courier_rtp_packets_out_total", "RTP packets sent to subscribers.", s.rtp_out);
-    let mut gauge = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    };
-    gauge("courier_bwe_peers", "Subscribers with a send-side bandwidth estimate.", s.bwe_peers);
-    gauge("courier_bwe_estimate_sum_bps", "Sum of the subscribers' bandwidth estimates, bit/s.", s.bwe_sum_bps);
-    gauge("courier_bwe_estimate_min_bps", "Lowest subscriber bandwidth estimate, bit/s (0: none).", s.bwe_min_bps);
-    gauge(
-        "courier_draining",
-        "1 while the server drains (refuses joins) before stopping.",
-        u64::from(state.draining.load(std::sync::atomic::Ordering::Relaxed)),
-    );
     let r = &state.refusals;
     let mut labelled = |name: &str, help: &str, label: &str, values: &[(&str, &std::sync::atomic::AtomicU64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::auth::TokenError;
-use crate::limits::Refusals;
+use crate::limits::{Rate, Refusals, TokenBucket};
 use crate::protocol::{
     close, ClientMsg, ErrorCode, LayerActive, OfferTrack, ParticipantInfo, ServerMsg, SpeakerInfo, TrackInfo,
     TrackSource, VERSION,
@@ -183,8 +183,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
 
         let mut leave_reason = "left";
         let mut last_heard = Instant::now();
-        let mut bucket = RATE_PER_SEC;
-        let mut bucket_at = Instant::now();
+        let conn_rate = Rate::new(RATE_PER_SEC, RATE_PER_SEC);
+        let mut bucket = TokenBucket::full(conn_rate, Instant::now());
         let mut idle = tokio::time::interval(Duration::from_secs(1));
         let mut shutdown = state.shutdown.clone();
         'outer: loop {
@@ -242,10 +242,6 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                         }
                     };
                     last_heard = Instant::now();
-                    // Token bucket.
-                    let now = Instant::now();
-                    bucket = (bucket + now.duration_since(bucket_at).as_secs_f64() * RATE_PER_SEC).min(RATE_PER_SEC);
-                    bucket_at = now;
                     if text.len() > max {
                         s.out.push(Out::Msg(ServerMsg::error(ErrorCode::TooLarge, format!("message over {max} bytes"), None)));
                         continue;
@@ -254,11 +250,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                     // Chat messages have their own rate limit (per identity, and per room); everything else, chat
                     // requests such as history and receipts included, shares this bucket.
                     if !parsed.as_ref().is_ok_and(ClientMsg::is_chat_message) {
-                        if bucket < 1.0 {
+                        if bucket.take(conn_rate, Instant::now()).is_err() {
                             s.out.push(Out::Msg(ServerMsg::error(ErrorCode::RateLimited, "too many messages", None)));
                             continue;
                         }
-                        bucket -= 1.0;
                     }
                     match parsed {
                         Ok(ClientMsg::Leave) => { leave_reason = "left"; let _ = tx.send(close_msg(close::NORMAL, "left")).await; break; }

@@ -189,19 +189,6 @@ async fn the_http_api_is_rate_limited_per_identity() {
     assert_eq!(http(&s, &req(&token("r", "someone-else"))).await.0, 200);
 }
 
-fn token_request(room: &str, identity: &str) -> signaling::auth::TokenRequest {
-    signaling::auth::TokenRequest {
-        room: room.into(),
-        identity: identity.into(),
-        name: None,
-        ttl: Duration::from_secs(600),
-        can_publish: true,
-        can_subscribe: true,
-        can_chat: true,
-        room_admin: false,
-    }
-}
-
 #[tokio::test]
 async fn a_body_over_the_cap_gets_413_too_large() {
     let s = dev_server(|raw| limits(raw, |l| l.max_body_bytes = Some(4096))).await;
