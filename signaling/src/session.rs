@@ -113,7 +113,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
         refuse_cap(&state, &mut tx, e).await;
         return;
     }
-    let span = info_span!("session", room = %room, identity = %identity);
+    // `participant` is filled in once the room gives the id: every log line of the session carries all three.
+    let span = info_span!("session", room = %room, identity = %identity, participant = tracing::field::Empty);
 
     async move {
         let opts = PeerOptions {
@@ -153,7 +154,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             }
         };
         let me = joined.me.clone();
-        info!(participant = %me.id, "joined");
+        tracing::Span::current().record("participant", me.id.as_str());
+        info!("joined");
         let mut s = Session {
             state: state.clone(),
             room: room.clone(),
@@ -305,7 +307,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                 _ = std::future::ready(()), if more => {}
             }
         }
-        info!(participant = %me.id, reason = leave_reason, "left");
+        info!(reason = leave_reason, "left");
         chat.stop();
         state.rooms.leave(&room, &me.id, leave_reason);
         let _ = state.sfu.close_peer(peer).await;
