@@ -113,7 +113,7 @@ impl LimitsConfig {
             // A rate given without a burst gets a burst of two seconds' worth.
             let burst = burst.unwrap_or(per_sec.map_or(default.1, |r| (r * 2.0).max(1.0)));
             let per_sec = per_sec.unwrap_or(default.0);
-            if !(per_sec >= 0.0 && per_sec <= 1_000_000.0) || !(burst >= 1.0 && burst <= 1_000_000.0) {
+            if !(0.0..=1_000_000.0).contains(&per_sec) || !(1.0..=1_000_000.0).contains(&burst) {
                 bail!("limits.{name}: the rate must be between 0 (off) and 1000000, the burst between 1 and 1000000");
             }
             Ok((per_sec > 0.0).then(|| crate::limits::Rate::new(per_sec, burst)))

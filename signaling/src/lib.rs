@@ -53,8 +53,8 @@ pub struct ChatService {
     pub words: std::sync::RwLock<Arc<crate::chat::moderation::WordFilter>>,
     pub mutes: std::sync::Mutex<crate::chat::moderation::Mutes>,
     pub hook: Option<crate::chat::hook::PreSendHook>,
-    /// Identity → (tokens, when): the chat rate limit per identity, across its connections.
-    pub rates: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+    /// Identity → its bucket: the chat rate limit per identity, across its connections.
+    pub rates: std::sync::Mutex<std::collections::HashMap<String, crate::limits::TokenBucket>>,
 }
 
 /// The word filter from the configured lists plus the words file (if it reads).
