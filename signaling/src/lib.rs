@@ -225,7 +225,7 @@ impl Server {
         let http_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
-        let config_limits = config.limits.clone();
+        let limiters = crate::limits::Limiters::new(&config.limits, std::time::Instant::now());
         let state = Arc::new(AppState {
             keys: Keys(config.keys.clone()),
             config,
@@ -244,7 +244,7 @@ impl Server {
             },
             shutdown: shutdown_rx.clone(),
             draining: Default::default(),
-            limiters: crate::limits::Limiters::new(&config_limits, std::time::Instant::now()),
+            limiters,
             refusals: Default::default(),
         });
         let app = api::app(state.clone());

@@ -5,7 +5,8 @@
 //! queue the room pushes into without waiting), the engine's events for this member's peer, and a close channel
 //! (replaced, too slow, shutdown). Writing to this socket only ever waits for this client; the room never waits for
 //! it. Bad input gets an `error` reply and the session goes on; only a bad token, a protocol version we do not
-//! speak, silence, or slowness closes it, each with its documented close code.
+//! speak, silence, or slowness closes it, each with its documented close code. A join the server will not take
+//! (draining, over a join rate, room full, too many rooms) gets an `error` naming the cause, then its close code.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
