@@ -85,7 +85,8 @@ impl TokenBucket {
             return Ok(());
         }
         let missing = 1.0 - self.tokens;
-        Err(Refused { retry_after: Duration::from_secs_f64(missing / rate.per_sec) })
+        // At most a day: a tiny configured rate must not overflow a Duration.
+        Err(Refused { retry_after: Duration::from_secs_f64((missing / rate.per_sec).min(86_400.0)) })
     }
 
     /// Would this bucket be full at `now` (so forgetting it changes nothing)?
@@ -270,6 +271,15 @@ mod tests {
             assert_eq!(b.take(rate, later), Ok(()));
         }
         assert!(b.take(rate, later).is_err());
+    }
+
+    #[test]
+    fn a_tiny_rate_does_not_overflow() {
+        let rate = Rate::new(1e-300, 1.0);
+        let t0 = Instant::now();
+        let mut b = TokenBucket::full(rate, t0);
+        assert!(b.take(rate, t0).is_ok());
+        assert_eq!(b.take(rate, t0).unwrap_err().retry_after, Duration::from_secs(86_400));
     }
 
     #[test]
