@@ -127,20 +127,35 @@ async fn room_and_participant_caps() {
     assert_eq!(recv_type(&mut b2, "pong").await["ts"], 2);
 }
 
+/// A real (str0m) offer sending `kinds`.
+fn offer_sending(kinds: &[str0m::media::MediaKind]) -> String {
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let mut change = rtc.sdp_api();
+    for kind in kinds {
+        change.add_media(*kind, str0m::media::Direction::SendOnly, None, None, None);
+    }
+    let (offer, _pending) = change.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
 #[tokio::test]
 async fn an_offer_over_the_track_cap_is_refused_and_the_session_goes_on() {
+    use str0m::media::MediaKind::{Audio, Video};
     let s = server_with(|raw| limits(raw, |l| l.max_tracks_per_participant = Some(1))).await;
     let (mut ws, _) = join(&s, "r", "pub").await;
-    let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
-               m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\n\
-               m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\n";
-    let offer = serde_json::json!({"type": "offer", "id": 1, "sdp": sdp});
+    // Two tracks: over the cap, refused before the engine sees it.
+    let offer = serde_json::json!({"type": "offer", "id": 1, "sdp": offer_sending(&[Audio, Video])});
     send(&mut ws, &offer.to_string()).await;
     let e = recv_type(&mut ws, "error").await;
     assert_eq!(e["code"], "too_many_tracks", "{e}");
     assert_eq!(e["req_type"], "offer");
     send(&mut ws, r#"{"type":"ping","ts":3}"#).await;
     assert_eq!(recv_type(&mut ws, "pong").await["ts"], 3);
+    // One track: at the cap, negotiated.
+    let offer = serde_json::json!({"type": "offer", "id": 2, "sdp": offer_sending(&[Audio])});
+    send(&mut ws, &offer.to_string()).await;
+    let answer = recv_type(&mut ws, "answer").await;
+    assert_eq!(answer["id"], 2, "{answer}");
 }
 
 #[tokio::test]
