@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Courier: the Rust workspace (unit tests, the signaling integration tests, and the media
-# end-to-end tests with real WebRTC clients) and the browser smoke test in real headless Chromium.
+# end-to-end tests with real WebRTC clients), the browser smoke test in real headless Chromium, and a short run of
+# each fuzz target (scripts/fuzz.sh).
 # Installs what a fresh Debian machine lacks first (cmake for libopus, Chromium, the web demo's npm packages).
 # Every test binds 127.0.0.1 with ephemeral ports. Usage: scripts/test.sh
 set -euo pipefail
@@ -31,3 +32,5 @@ echo "== browser tests (headless Chromium)"
 export COURIER_BIN="$PWD/target/debug/courier"
 export MEDIA_TESTS_BIN="$PWD/target/debug/media-tests"
 (cd web-demo && npm test)
+echo "== fuzz targets (briefly; a crash fails the run)"
+bash scripts/fuzz.sh 15

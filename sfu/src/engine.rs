@@ -62,7 +62,26 @@ pub struct Stats {
     pub forward_drops: AtomicU64,
     /// Peers torn down by a panic in their state machine.
     pub peer_faults: AtomicU64,
+    /// RTP packets received from publishers (repairs included), counted by the workers at most once a second.
+    pub rtp_in: AtomicU64,
+    /// RTP packets sent to subscribers, likewise.
+    pub rtp_out: AtomicU64,
 }
+
+/// One worker's summary of its subscribers' send-side bandwidth estimates, written by that worker at most once a
+/// second and read by [`Sfu::stats`]: the media path never takes a lock for it.
+#[derive(Debug, Default)]
+struct WorkerBwe {
+    /// Peers with an estimate.
+    peers: AtomicU64,
+    /// Sum of their estimates, bits per second.
+    sum_bps: AtomicU64,
+    /// The lowest estimate (`u64::MAX` when none).
+    min_bps: AtomicU64,
+}
+
+/// How often a worker publishes its RTP counts and bandwidth summary.
+const STATS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A snapshot of [`Stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,6 +96,14 @@ pub struct StatsSnapshot {
     pub datagrams_unrouted: u64,
     pub forward_drops: u64,
     pub peer_faults: u64,
+    pub rtp_in: u64,
+    pub rtp_out: u64,
+    /// Subscribers (peers) with a send-side bandwidth estimate.
+    pub bwe_peers: u64,
+    /// Sum of their estimates, bits per second (the mean is this over `bwe_peers`).
+    pub bwe_sum_bps: u64,
+    /// The lowest of their estimates, bits per second (0 when there is none).
+    pub bwe_min_bps: u64,
 }
 
 impl Stats {
@@ -94,6 +121,9 @@ impl Stats {
             datagrams_unrouted: r(&self.datagrams_unrouted),
             forward_drops: r(&self.forward_drops),
             peer_faults: r(&self.peer_faults),
+            rtp_in: r(&self.rtp_in),
+            rtp_out: r(&self.rtp_out),
+            ..StatsSnapshot::default()
         }
     }
 }
@@ -201,6 +231,8 @@ struct Shared {
     peers: Mutex<HashMap<PeerId, WorkerId>>,
     tracks: Mutex<HashMap<TrackId, TrackEntry>>,
     stats: Stats,
+    /// One bandwidth summary per worker.
+    bwe: Vec<WorkerBwe>,
     next_worker: AtomicU64,
 }
 
@@ -236,6 +268,7 @@ impl Sfu {
             peers: Mutex::new(HashMap::new()),
             tracks: Mutex::new(HashMap::new()),
             stats: Stats::default(),
+            bwe: (0..receivers.len()).map(|_| WorkerBwe::default()).collect(),
             next_worker: AtomicU64::new(0),
         });
         for (i, rx) in receivers.into_iter().enumerate() {
@@ -254,7 +287,15 @@ impl Sfu {
 
     /// Counters for metrics.
     pub fn stats(&self) -> StatsSnapshot {
-        self.shared.stats.snapshot()
+        let mut s = self.shared.stats.snapshot();
+        let mut min = u64::MAX;
+        for w in &self.shared.bwe {
+            s.bwe_peers += w.peers.load(Ordering::Relaxed);
+            s.bwe_sum_bps += w.sum_bps.load(Ordering::Relaxed);
+            min = min.min(w.min_bps.load(Ordering::Relaxed));
+        }
+        s.bwe_min_bps = if s.bwe_peers == 0 { 0 } else { min };
+        s
     }
 
     /// Create a peer. Its events arrive on the returned receiver until [`PeerEvent::Closed`].
@@ -413,6 +454,8 @@ struct PeerSlot {
     events: mpsc::UnboundedSender<PeerEvent>,
     span: tracing::Span,
     next_timeout: Instant,
+    /// RTP packets (in, out) already added to the shared counters.
+    rtp_counted: (u64, u64),
 }
 
 struct Worker {
@@ -429,6 +472,10 @@ struct Worker {
     keyframe_requests: Vec<(TrackId, KeyframeRequestKind, u8)>,
     /// Subscribers' layer demands (track, subscriber, demand) for publishers on this worker, likewise.
     layer_demands: Vec<(TrackId, PeerId, Option<u8>)>,
+    /// When RTP counts and the bandwidth summary were last published.
+    stats_at: Instant,
+    /// A peer left: publish at the end of this cycle (an idle worker may not run another for a long time).
+    stats_due: bool,
 }
 
 impl Worker {
@@ -443,7 +490,39 @@ impl Worker {
             outbox: vec![Vec::new(); n],
             keyframe_requests: Vec::new(),
             layer_demands: Vec::new(),
+            stats_at: Instant::now(),
+            stats_due: false,
         }
+    }
+
+    /// Add a peer's RTP packets since the last call to the shared counters.
+    fn count_rtp(shared: &Shared, slot: &mut PeerSlot) {
+        let (rtp_in, rtp_out) = slot.peer.rtp_counts();
+        shared.stats.rtp_in.fetch_add(rtp_in.saturating_sub(slot.rtp_counted.0), Ordering::Relaxed);
+        shared.stats.rtp_out.fetch_add(rtp_out.saturating_sub(slot.rtp_counted.1), Ordering::Relaxed);
+        slot.rtp_counted = (rtp_in, rtp_out);
+    }
+
+    /// Publish RTP counts and this worker's bandwidth summary, at most every [`STATS_PERIOD`].
+    fn publish_stats(&mut self, now: Instant) {
+        if !self.stats_due && now.saturating_duration_since(self.stats_at) < STATS_PERIOD {
+            return;
+        }
+        self.stats_at = now;
+        self.stats_due = false;
+        let (mut peers, mut sum, mut min) = (0u64, 0u64, u64::MAX);
+        for slot in self.peers.values_mut() {
+            Self::count_rtp(&self.shared, slot);
+            if let Some(bps) = slot.peer.bandwidth_estimate() {
+                peers += 1;
+                sum = sum.saturating_add(bps);
+                min = min.min(bps);
+            }
+        }
+        let w = &self.shared.bwe[self.id.0];
+        w.peers.store(peers, Ordering::Relaxed);
+        w.sum_bps.store(sum, Ordering::Relaxed);
+        w.min_bps.store(min, Ordering::Relaxed);
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<WorkerMsg>) {
@@ -489,6 +568,7 @@ impl Worker {
             self.apply_keyframe_requests();
             self.apply_layer_demands();
             self.flush_outbox();
+            self.publish_stats(Instant::now());
         }
     }
 
@@ -498,7 +578,8 @@ impl Worker {
             WorkerMsg::AddPeer { peer, events, label } => {
                 let id = peer.id();
                 let span = tracing::info_span!("peer", peer = %id, who = %label);
-                self.peers.insert(id, PeerSlot { peer, events, span, next_timeout: Instant::now() });
+                self.peers
+                    .insert(id, PeerSlot { peer, events, span, next_timeout: Instant::now(), rtp_counted: (0, 0) });
                 self.drain(id);
             }
             WorkerMsg::Datagram { peer, source, at, data } => {
@@ -612,7 +693,9 @@ impl Worker {
     }
 
     fn remove_peer(&mut self, id: PeerId) {
-        let Some(slot) = self.peers.remove(&id) else { return };
+        let Some(mut slot) = self.peers.remove(&id) else { return };
+        Self::count_rtp(&self.shared, &mut slot);
+        self.stats_due = true;
         self.shared.demux.remove_peer(id);
         self.shared.peers.lock().expect("peers lock").remove(&id);
         self.shared.stats.peers.fetch_sub(1, Ordering::Relaxed);

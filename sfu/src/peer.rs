@@ -980,6 +980,11 @@ impl Peer {
         self.tracks_in.values().find(|t| t.id == track).and_then(|t| t.params.map(|p| p.spec().codec))
     }
 
+    /// RTP packets received from and sent to this client so far.
+    pub fn rtp_counts(&self) -> (u64, u64) {
+        (self.rtp_in, self.rtp_out)
+    }
+
     /// The latest send-side bandwidth estimate to this client (bits per second), if it gives TWCC feedback.
     pub fn bandwidth_estimate(&self) -> Option<u64> {
         self.allocator.estimate()

@@ -65,4 +65,6 @@ fn lost_video_packets_are_retransmitted() {
     // The subscriber's numbering is continuous (and starts low, so SRTP's rollover counter starts at zero).
     assert!(received.windows(2).all(|w| w[1] == w[0] + 1), "{received:?}");
     assert!(received[0] < 1 << 15);
+    // What `/metrics` reports as RTP packets out: each forwarded packet once (retransmissions are str0m's repairs).
+    assert_eq!(p.peer.rtp_counts(), (0, count));
 }

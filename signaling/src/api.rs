@@ -1,11 +1,11 @@
-//! HTTP routes: the signaling WebSocket, health, metrics, the development token endpoint, and the web demo's
-//! static files.
+//! HTTP routes: the signaling WebSocket, health and readiness, metrics, the development token endpoint, and the
+//! web demo's static files.
 
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,9 +19,14 @@ use crate::AppState;
 pub fn app(state: Arc<AppState>) -> Router {
     let mut r =
         Router::new().route("/rtc", get(rtc)).route("/healthz", get(|| async { "ok" })).route("/metrics", get(metrics));
+    r = r.route("/readyz", get(crate::ops::readyz));
+    // Routes behind the HTTP API guard (rate limits per IP and identity, body cap): all but the WebSocket (joins
+    // are limited in the session), health, readiness, metrics and static files.
+    let mut limited = Router::new();
     if state.config.dev {
-        r = r.route("/dev/token", get(dev_token));
+        limited = limited.route("/dev/token", get(dev_token));
     }
+    r = r.merge(crate::ops::limited(limited, &state));
     if let Some(root) = &state.config.web_root {
         r = r.fallback_service(tower_http::services::ServeDir::new(root));
     }
@@ -31,7 +36,11 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// Initial WebSocket read buffer, and how much output is gathered before it is written.
 const WS_BUFFER_BYTES: usize = 16 * 1024;
 
-async fn rtc(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+async fn rtc(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer_addr): ConnectInfo<std::net::SocketAddr>,
+) -> Response {
     // The socket's own frame cap sits above the protocol's, so an oversized message gets a `too_large` reply
     // rather than a dropped connection; far larger frames are cut off by the socket.
     let cap = state.config.max_message_bytes * 4;
@@ -42,7 +51,7 @@ async fn rtc(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Respon
         .max_frame_size(cap)
         .read_buffer_size(WS_BUFFER_BYTES)
         .write_buffer_size(WS_BUFFER_BYTES)
-        .on_upgrade(move |socket| crate::session::run(socket, state))
+        .on_upgrade(move |socket| crate::session::run(socket, state, peer_addr.ip()))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -58,6 +67,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     gauge("courier_sfu_peers", "WebRTC peers alive in the engine.", s.peers);
     gauge("courier_sfu_tracks", "Published tracks alive in the engine.", s.tracks);
     gauge("courier_sfu_downtracks", "Subscriptions alive in the engine.", s.downtracks);
+    gauge("courier_bwe_peers", "Subscribers with a send-side bandwidth estimate.", s.bwe_peers);
+    gauge("courier_bwe_estimate_sum_bps", "Sum of the subscribers' bandwidth estimates, bit/s.", s.bwe_sum_bps);
+    gauge("courier_bwe_estimate_min_bps", "Lowest subscriber bandwidth estimate, bit/s (0: none).", s.bwe_min_bps);
+    gauge(
+        "courier_draining",
+        "1 while the server drains (refuses joins) before stopping.",
+        u64::from(state.draining.load(std::sync::atomic::Ordering::Relaxed)),
+    );
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     };
@@ -77,6 +94,38 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "courier_chat_overflows_total",
         "Connections closed because their chat queue overflowed.",
         load(&chat.overflows),
+    );
+    counter("courier_rtp_packets_in_total", "RTP packets received from publishers.", s.rtp_in);
+    counter("courier_rtp_packets_out_total", "RTP packets sent to subscribers.", s.rtp_out);
+    let r = &state.refusals;
+    let mut labelled = |name: &str, help: &str, label: &str, values: &[(&str, &std::sync::atomic::AtomicU64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (value, c) in values {
+            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", load(c));
+        }
+    };
+    labelled(
+        "courier_joins_refused_total",
+        "Joins refused by a limit, cap or drain.",
+        "cause",
+        &[
+            ("rate_limited", &r.join_rate_limited),
+            ("room_full", &r.join_room_full),
+            ("too_many_rooms", &r.join_too_many_rooms),
+            ("server_draining", &r.join_draining),
+        ],
+    );
+    labelled(
+        "courier_offers_refused_total",
+        "Offers refused by a cap.",
+        "cause",
+        &[("too_many_tracks", &r.too_many_tracks)],
+    );
+    labelled(
+        "courier_http_refused_total",
+        "HTTP API requests refused by a limit.",
+        "cause",
+        &[("rate_limited", &r.http_rate_limited), ("too_large", &r.http_too_large)],
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

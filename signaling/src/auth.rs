@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-/// Allowed clock skew between the token minter and this server.
+/// Allowed clock skew between the token minter and this server, by default (`limits.token_leeway_secs`).
 pub const LEEWAY_SECS: u64 = 60;
 
 /// The `video` grant.
@@ -69,8 +69,14 @@ pub enum TokenError {
 pub struct Keys(pub HashMap<String, String>);
 
 impl Keys {
-    /// Verify a join token and return its claims.
+    /// Verify a join token and return its claims, allowing [`LEEWAY_SECS`] of clock skew.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify_with_leeway(token, LEEWAY_SECS)
+    }
+
+    /// Verify a join token and return its claims, allowing `leeway_secs` of clock skew on `exp` and `nbf`
+    /// (`limits.token_leeway_secs`).
+    pub fn verify_with_leeway(&self, token: &str, leeway_secs: u64) -> Result<Claims, TokenError> {
         if token.len() > 8192 {
             return Err(TokenError::Invalid("token too long".into()));
         }
@@ -84,7 +90,7 @@ impl Keys {
         };
         let secret = self.0.get(&key).ok_or_else(|| TokenError::Invalid("unknown API key".into()))?;
         let mut v = Validation::new(Algorithm::HS256);
-        v.leeway = LEEWAY_SECS;
+        v.leeway = leeway_secs;
         v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "sub"]);
         let data = decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &v).map_err(|e| {
@@ -108,6 +114,32 @@ impl Keys {
             return Err(TokenError::NotAllowed("room must be 1..=256 bytes".into()));
         }
         Ok(c)
+    }
+}
+
+impl Keys {
+    /// The subject (`sub`) of a token signed by one of the keys, its other claims (expiry, grants) unchecked. For
+    /// limiting requests per identity before a route looks at what the token allows: a forged token cannot spend
+    /// someone else's budget.
+    pub fn signed_subject(&self, token: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Subject {
+            sub: String,
+        }
+        if token.len() > 8192 {
+            return None;
+        }
+        let header = decode_header(token).ok()?;
+        if header.alg != Algorithm::HS256 {
+            return None;
+        }
+        let key = header.kid.or_else(|| unverified_iss(token))?;
+        let secret = self.0.get(&key)?;
+        let mut v = Validation::new(Algorithm::HS256);
+        v.validate_exp = false;
+        v.set_required_spec_claims::<&str>(&[]);
+        let data = decode::<Subject>(token, &DecodingKey::from_secret(secret.as_bytes()), &v).ok()?;
+        Some(data.claims.sub).filter(|s| !s.is_empty() && s.len() <= 256)
     }
 }
 
@@ -252,6 +284,30 @@ mod tests {
                 assert_eq!(std::mem::discriminant(g), std::mem::discriminant(w), "{name}: {got:?}");
             }
         }
+    }
+
+    #[test]
+    fn clock_skew_is_the_configured_leeway() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("k1".into());
+        let claims = serde_json::json!({"sub":"a","exp":now-30,"video":{"room":"r","room_join":true}});
+        let late = encode(&h, &claims, &EncodingKey::from_secret(b"s1")).unwrap();
+        assert!(keys().verify_with_leeway(&late, 60).is_ok(), "30 s late is within 60 s of skew");
+        assert_eq!(keys().verify_with_leeway(&late, 5), Err(TokenError::Expired));
+        let claims = serde_json::json!({"sub":"a","exp":now+600,"nbf":now+30,"video":{"room":"r","room_join":true}});
+        let early = encode(&h, &claims, &EncodingKey::from_secret(b"s1")).unwrap();
+        assert!(keys().verify_with_leeway(&early, 60).is_ok());
+        assert_eq!(keys().verify_with_leeway(&early, 5), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn signed_subject_needs_a_good_signature_only() {
+        let t = mint("k1", "s1", &req());
+        assert_eq!(keys().signed_subject(&t).as_deref(), Some("alice"));
+        let forged = mint("k1", "not-the-secret", &req());
+        assert_eq!(keys().signed_subject(&forged), None);
+        assert_eq!(keys().signed_subject("garbage"), None);
     }
 
     #[test]

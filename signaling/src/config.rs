@@ -27,6 +27,128 @@ pub struct RawConfig {
     pub keys: Option<HashMap<String, String>>,
     /// The `[chat]` table.
     pub chat: Option<RawChatConfig>,
+    /// How long a stopping server waits for its sessions to leave, seconds.
+    pub drain_timeout_secs: Option<u64>,
+    /// The `[limits]` table.
+    pub limits: Option<RawLimitsConfig>,
+}
+
+/// The raw `[limits]` table: caps, rate limits and token clock skew. A rate of 0 turns that limit off.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitsConfig {
+    /// Rooms on this server at once.
+    pub max_rooms: Option<usize>,
+    /// Participants in one room.
+    pub max_participants: Option<usize>,
+    /// Tracks one participant may publish.
+    pub max_tracks_per_participant: Option<usize>,
+    /// Allowed clock skew between a token's minter and this server, seconds.
+    pub token_leeway_secs: Option<u64>,
+    /// Joins per second from one IP address (burst: `join_burst_per_ip`).
+    pub join_per_ip_per_sec: Option<f64>,
+    pub join_burst_per_ip: Option<f64>,
+    /// Joins per second of one identity.
+    pub join_per_identity_per_sec: Option<f64>,
+    pub join_burst_per_identity: Option<f64>,
+    /// HTTP API requests per second from one IP address.
+    pub api_per_ip_per_sec: Option<f64>,
+    pub api_burst_per_ip: Option<f64>,
+    /// HTTP API requests per second of one identity (the subject of the request's bearer token).
+    pub api_per_identity_per_sec: Option<f64>,
+    pub api_burst_per_identity: Option<f64>,
+    /// Keys (addresses, identities) each rate limiter remembers.
+    pub rate_limit_keys: Option<usize>,
+    /// The largest HTTP request body, bytes.
+    pub max_body_bytes: Option<usize>,
+}
+
+impl RawLimitsConfig {
+    fn over(self, lower: RawLimitsConfig) -> RawLimitsConfig {
+        RawLimitsConfig {
+            max_rooms: self.max_rooms.or(lower.max_rooms),
+            max_participants: self.max_participants.or(lower.max_participants),
+            max_tracks_per_participant: self.max_tracks_per_participant.or(lower.max_tracks_per_participant),
+            token_leeway_secs: self.token_leeway_secs.or(lower.token_leeway_secs),
+            join_per_ip_per_sec: self.join_per_ip_per_sec.or(lower.join_per_ip_per_sec),
+            join_burst_per_ip: self.join_burst_per_ip.or(lower.join_burst_per_ip),
+            join_per_identity_per_sec: self.join_per_identity_per_sec.or(lower.join_per_identity_per_sec),
+            join_burst_per_identity: self.join_burst_per_identity.or(lower.join_burst_per_identity),
+            api_per_ip_per_sec: self.api_per_ip_per_sec.or(lower.api_per_ip_per_sec),
+            api_burst_per_ip: self.api_burst_per_ip.or(lower.api_burst_per_ip),
+            api_per_identity_per_sec: self.api_per_identity_per_sec.or(lower.api_per_identity_per_sec),
+            api_burst_per_identity: self.api_burst_per_identity.or(lower.api_burst_per_identity),
+            rate_limit_keys: self.rate_limit_keys.or(lower.rate_limit_keys),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+        }
+    }
+}
+
+/// The validated `[limits]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    pub max_rooms: usize,
+    pub max_participants: usize,
+    pub max_tracks_per_participant: usize,
+    pub token_leeway_secs: u64,
+    /// `None`: that limit is off.
+    pub join_per_ip: Option<crate::limits::Rate>,
+    pub join_per_identity: Option<crate::limits::Rate>,
+    pub api_per_ip: Option<crate::limits::Rate>,
+    pub api_per_identity: Option<crate::limits::Rate>,
+    pub rate_limit_keys: usize,
+    pub max_body_bytes: usize,
+}
+
+impl LimitsConfig {
+    fn resolve(raw: RawLimitsConfig) -> anyhow::Result<LimitsConfig> {
+        let cap = |name: &str, v: Option<usize>, default: usize| -> anyhow::Result<usize> {
+            let v = v.unwrap_or(default);
+            if v == 0 {
+                bail!("limits.{name} must be at least 1");
+            }
+            Ok(v)
+        };
+        let rate = |name: &str, per_sec: Option<f64>, burst: Option<f64>, default: (f64, f64)| {
+            // A rate given without a burst gets a burst of two seconds' worth.
+            let burst = burst.unwrap_or(per_sec.map_or(default.1, |r| (r * 2.0).max(1.0)));
+            let per_sec = per_sec.unwrap_or(default.0);
+            if !(0.0..=1_000_000.0).contains(&per_sec) || !(1.0..=1_000_000.0).contains(&burst) {
+                bail!("limits.{name}: the rate must be between 0 (off) and 1000000, the burst between 1 and 1000000");
+            }
+            Ok((per_sec > 0.0).then(|| crate::limits::Rate::new(per_sec, burst)))
+        };
+        let token_leeway_secs = raw.token_leeway_secs.unwrap_or(60);
+        if token_leeway_secs > 3600 {
+            bail!("limits.token_leeway_secs must be at most 3600");
+        }
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(1024 * 1024);
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            bail!("limits.max_body_bytes must be between 1 KiB and 64 MiB");
+        }
+        Ok(LimitsConfig {
+            max_rooms: cap("max_rooms", raw.max_rooms, 10_000)?,
+            max_participants: cap("max_participants", raw.max_participants, 10_000)?,
+            max_tracks_per_participant: cap("max_tracks_per_participant", raw.max_tracks_per_participant, 16)?,
+            token_leeway_secs,
+            join_per_ip: rate("join_per_ip_per_sec", raw.join_per_ip_per_sec, raw.join_burst_per_ip, (20.0, 100.0))?,
+            join_per_identity: rate(
+                "join_per_identity_per_sec",
+                raw.join_per_identity_per_sec,
+                raw.join_burst_per_identity,
+                (10.0, 30.0),
+            )?,
+            api_per_ip: rate("api_per_ip_per_sec", raw.api_per_ip_per_sec, raw.api_burst_per_ip, (50.0, 100.0))?,
+            api_per_identity: rate(
+                "api_per_identity_per_sec",
+                raw.api_per_identity_per_sec,
+                raw.api_burst_per_identity,
+                (20.0, 50.0),
+            )?,
+            rate_limit_keys: cap("rate_limit_keys", raw.rate_limit_keys, 100_000)?,
+            max_body_bytes,
+        })
+    }
 }
 
 /// The raw `[chat]` table.
@@ -325,6 +447,34 @@ impl RawConfig {
                 )?,
                 room_retention: None,
             }),
+            drain_timeout_secs: parse("COURIER_DRAIN_TIMEOUT_SECS", get("COURIER_DRAIN_TIMEOUT_SECS"))?,
+            limits: Some(RawLimitsConfig {
+                max_rooms: parse("COURIER_LIMITS_MAX_ROOMS", get("COURIER_LIMITS_MAX_ROOMS"))?,
+                max_participants: parse("COURIER_LIMITS_MAX_PARTICIPANTS", get("COURIER_LIMITS_MAX_PARTICIPANTS"))?,
+                max_tracks_per_participant: parse(
+                    "COURIER_LIMITS_MAX_TRACKS_PER_PARTICIPANT",
+                    get("COURIER_LIMITS_MAX_TRACKS_PER_PARTICIPANT"),
+                )?,
+                token_leeway_secs: parse("COURIER_LIMITS_TOKEN_LEEWAY_SECS", get("COURIER_LIMITS_TOKEN_LEEWAY_SECS"))?,
+                join_per_ip_per_sec: parse(
+                    "COURIER_LIMITS_JOIN_PER_IP_PER_SEC",
+                    get("COURIER_LIMITS_JOIN_PER_IP_PER_SEC"),
+                )?,
+                join_per_identity_per_sec: parse(
+                    "COURIER_LIMITS_JOIN_PER_IDENTITY_PER_SEC",
+                    get("COURIER_LIMITS_JOIN_PER_IDENTITY_PER_SEC"),
+                )?,
+                api_per_ip_per_sec: parse(
+                    "COURIER_LIMITS_API_PER_IP_PER_SEC",
+                    get("COURIER_LIMITS_API_PER_IP_PER_SEC"),
+                )?,
+                api_per_identity_per_sec: parse(
+                    "COURIER_LIMITS_API_PER_IDENTITY_PER_SEC",
+                    get("COURIER_LIMITS_API_PER_IDENTITY_PER_SEC"),
+                )?,
+                max_body_bytes: parse("COURIER_LIMITS_MAX_BODY_BYTES", get("COURIER_LIMITS_MAX_BODY_BYTES"))?,
+                ..RawLimitsConfig::default()
+            }),
         })
     }
 
@@ -342,6 +492,11 @@ impl RawConfig {
             log_format: self.log_format.or(lower.log_format),
             keys: self.keys.or(lower.keys),
             chat: match (self.chat, lower.chat) {
+                (Some(a), Some(b)) => Some(a.over(b)),
+                (a, b) => a.or(b),
+            },
+            drain_timeout_secs: self.drain_timeout_secs.or(lower.drain_timeout_secs),
+            limits: match (self.limits, lower.limits) {
                 (Some(a), Some(b)) => Some(a.over(b)),
                 (a, b) => a.or(b),
             },
@@ -390,6 +545,9 @@ pub struct Config {
     pub keys: HashMap<String, String>,
     pub dev: bool,
     pub chat: ChatConfig,
+    /// How long a stopping server waits for its sessions to leave.
+    pub drain_timeout: std::time::Duration,
+    pub limits: LimitsConfig,
 }
 
 impl Config {
@@ -425,6 +583,11 @@ impl Config {
             bail!("udp_addr {udp_addr} is unspecified: set public_ip to the address clients reach");
         }
         let chat = ChatConfig::resolve(raw.chat.unwrap_or_default())?;
+        let drain_timeout_secs = raw.drain_timeout_secs.unwrap_or(10);
+        if drain_timeout_secs > 3600 {
+            bail!("drain_timeout_secs must be at most 3600");
+        }
+        let limits = LimitsConfig::resolve(raw.limits.unwrap_or_default())?;
         let web_root = raw.web_root.or_else(|| Some(PathBuf::from("web-demo"))).filter(|p| p.is_dir());
         Ok(Config {
             http_addr: raw.http_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880))),
@@ -439,6 +602,8 @@ impl Config {
             keys,
             dev,
             chat,
+            drain_timeout: std::time::Duration::from_secs(drain_timeout_secs),
+            limits,
         })
     }
 }
@@ -493,5 +658,29 @@ mod tests {
         assert!(toml::from_str::<RawConfig>("bogus = 1").is_err(), "unknown keys are refused");
         let raw = RawConfig { udp_addr: Some("0.0.0.0:5".parse().unwrap()), ..Default::default() };
         assert!(Config::resolve(raw, true).is_err(), "unspecified UDP needs public_ip");
+        let limits = |l: RawLimitsConfig| RawConfig { limits: Some(l), ..Default::default() };
+        assert!(Config::resolve(limits(RawLimitsConfig { max_rooms: Some(0), ..Default::default() }), true).is_err());
+        let negative = RawLimitsConfig { api_per_ip_per_sec: Some(-1.0), ..Default::default() };
+        assert!(Config::resolve(limits(negative), true).is_err());
+        let tiny_body = RawLimitsConfig { max_body_bytes: Some(10), ..Default::default() };
+        assert!(Config::resolve(limits(tiny_body), true).is_err());
+    }
+
+    #[test]
+    fn limits_defaults_and_off() {
+        let c = Config::resolve(RawConfig::default(), true).unwrap();
+        assert_eq!(c.limits.token_leeway_secs, 60);
+        assert_eq!(c.limits.join_per_ip, Some(crate::limits::Rate::new(20.0, 100.0)));
+        assert_eq!(c.drain_timeout, std::time::Duration::from_secs(10));
+        let off = RawLimitsConfig { join_per_ip_per_sec: Some(0.0), ..Default::default() };
+        let c = Config::resolve(RawConfig { limits: Some(off), ..Default::default() }, true).unwrap();
+        assert_eq!(c.limits.join_per_ip, None, "0 turns a limit off");
+        let env = RawConfig::from_env(|k| (k == "COURIER_LIMITS_MAX_ROOMS").then(|| "7".into())).unwrap();
+        let file = RawConfig {
+            limits: Some(RawLimitsConfig { max_rooms: Some(3), max_participants: Some(4), ..Default::default() }),
+            ..Default::default()
+        };
+        let c = Config::resolve(env.over(file), true).unwrap();
+        assert_eq!((c.limits.max_rooms, c.limits.max_participants), (7, 4), "env over file, per key");
     }
 }

@@ -13,11 +13,15 @@
 //! - [`session`]: one WebSocket connection.
 //! - [`chat`]: chat (IM) that is never lost, duplicated or reordered: sequencing, storage, fan-out, resume.
 //! - [`api`]: the HTTP routes.
+//! - [`limits`]: rate limits (keyed token buckets) and refusal counters.
+//! - [`ops`]: operations at the HTTP edge: readiness, drain, the API's rate and body limits.
 
 pub mod api;
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod limits;
+pub mod ops;
 pub mod protocol;
 pub mod room;
 pub mod session;
@@ -49,8 +53,8 @@ pub struct ChatService {
     pub words: std::sync::RwLock<Arc<crate::chat::moderation::WordFilter>>,
     pub mutes: std::sync::Mutex<crate::chat::moderation::Mutes>,
     pub hook: Option<crate::chat::hook::PreSendHook>,
-    /// Identity → (tokens, when): the chat rate limit per identity, across its connections.
-    pub rates: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+    /// Identity → its bucket: the chat rate limit per identity, across its connections.
+    pub rates: std::sync::Mutex<std::collections::HashMap<String, crate::limits::TokenBucket>>,
 }
 
 /// The word filter from the configured lists plus the words file (if it reads).
@@ -103,6 +107,12 @@ pub struct AppState {
     pub chat: ChatService,
     /// Flips to `true` when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Set when the server starts draining: no new joins, `/readyz` answers 503.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// Join and API rate limits.
+    pub limiters: crate::limits::Limiters,
+    /// What the limits refused, for `/metrics`.
+    pub refusals: crate::limits::Refusals,
 }
 
 /// A running server: its addresses and the means to stop it.
@@ -111,6 +121,8 @@ pub struct Server {
     pub udp_addr: std::net::SocketAddr,
     pub state: Arc<AppState>,
     shutdown_tx: watch::Sender<bool>,
+    /// Stops the HTTP listener (after the drain).
+    stop_http_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     store: StoreHandle,
 }
@@ -212,6 +224,8 @@ impl Server {
             .with_context(|| format!("binding HTTP {}", config.http_addr))?;
         let http_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
+        let limiters = crate::limits::Limiters::new(&config.limits, std::time::Instant::now());
         let state = Arc::new(AppState {
             keys: Keys(config.keys.clone()),
             config,
@@ -229,6 +243,9 @@ impl Server {
                 rates: Default::default(),
             },
             shutdown: shutdown_rx.clone(),
+            draining: Default::default(),
+            limiters,
+            refusals: Default::default(),
         });
         let app = api::app(state.clone());
         {
@@ -283,7 +300,6 @@ impl Server {
                 }
             });
         }
-        let mut rx = shutdown_rx;
         // Small frames (acks, chat messages, signaling) go out at once: without TCP_NODELAY a reply waits for the
         // peer's delayed ACK of the previous one (40 ms on Linux).
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -294,20 +310,35 @@ impl Server {
         let task = tokio::spawn(async move {
             axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|v| *v).await;
+                    let _ = stop_http_rx.wait_for(|v| *v).await;
                 })
                 .await
         });
-        Ok(Server { http_addr, udp_addr: sfu.local_addr(), state, shutdown_tx, task, store: handle })
+        Ok(Server { http_addr, udp_addr: sfu.local_addr(), state, shutdown_tx, stop_http_tx, task, store: handle })
     }
 
-    /// Tell every participant, close the sessions, stop the engine. Waits at most `grace` for sessions to end.
-    pub async fn shutdown(self, grace: std::time::Duration) {
+    /// Start draining: new joins are refused with `server_draining`, `/readyz` answers 503, and every session is
+    /// told to leave (`leave` with `server_shutdown`, then close `1001`). HTTP keeps serving (health, metrics, the
+    /// API) until [`Server::shutdown`]. Calling it again changes nothing.
+    pub fn drain(&self) {
+        if !self.state.draining.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!(participants = self.state.rooms.counts().1, "draining");
+        }
         let _ = self.shutdown_tx.send(true);
+    }
+
+    /// Drain, wait at most `grace` for the sessions to end, then stop HTTP, the engine and the store.
+    pub async fn shutdown(self, grace: std::time::Duration) {
+        self.drain();
         let deadline = tokio::time::Instant::now() + grace;
         while self.state.rooms.counts().1 > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        let left = self.state.rooms.counts().1;
+        if left > 0 {
+            tracing::warn!(participants = left, "drain timeout; closing the remaining sessions");
+        }
+        let _ = self.stop_http_tx.send(true);
         self.state.sfu.shutdown().await;
         let _ = tokio::time::timeout(grace, self.task).await;
         self.store.close().await;

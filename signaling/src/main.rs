@@ -213,6 +213,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_format: args.log_format,
         keys: args.keys.as_deref().map(parse_keys).transpose()?,
         chat: None,
+        drain_timeout_secs: None,
+        limits: None,
     };
     let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;
     init_tracing(config.log_format);
@@ -229,6 +231,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let dev = config.dev;
+        let drain_timeout = config.drain_timeout;
         let keys = config.keys.clone();
         let server = signaling::Server::start(config).await?;
         if dev {
@@ -260,7 +263,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
         tracing::info!("shutting down");
-        server.shutdown(Duration::from_secs(5)).await;
+        server.shutdown(drain_timeout).await;
         Ok::<(), anyhow::Error>(())
     })
 }

@@ -45,6 +45,14 @@ pub enum ErrorCode {
     Rejected,
     /// The pre-send hook could not be asked and the server fails closed; retry later.
     HookUnavailable,
+    /// The room has `limits.max_participants` members.
+    RoomFull,
+    /// The server has `limits.max_rooms` rooms and this join would open another.
+    TooManyRooms,
+    /// The offer would publish more than `limits.max_tracks_per_participant` tracks.
+    TooManyTracks,
+    /// The server is shutting down and takes no new joins; join another server or retry later.
+    ServerDraining,
 }
 
 /// WebSocket close codes (see `docs/protocol.md`).
@@ -58,6 +66,14 @@ pub mod close {
     pub const BAD_VERSION: u16 = 4005;
     pub const TIMEOUT_OR_SLOW: u16 = 4008;
     pub const REPLACED: u16 = 4009;
+    /// The server is draining (shutting down) and takes no new joins: the WebSocket "try again later" code.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The room is full (`room_full`).
+    pub const ROOM_FULL: u16 = 4006;
+    /// The server has as many rooms as it may (`too_many_rooms`).
+    pub const TOO_MANY_ROOMS: u16 = 4007;
+    /// Too many joins from this address or identity (`rate_limited`).
+    pub const RATE_LIMITED: u16 = 4029;
 }
 
 /// A track description in an offer's `tracks`.

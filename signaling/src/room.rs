@@ -120,30 +120,28 @@ impl Rooms {
 
     /// Add a member. A member with the same identity is told to close with `4009` (the newer session wins).
     pub fn join(&self, room: &str, identity: &str, name: &str, peer: PeerId, handles: MemberHandles) -> Joined {
-        let me = ParticipantInfo {
-            id: format!("PA_{}", random_token(12)),
-            identity: identity.to_string(),
-            name: name.to_string(),
-            tracks: Vec::new(),
-        };
+        join_locked(&mut self.lock(), room, identity, name, peer, handles)
+    }
+
+    /// Would a join of `identity` to `room` fit in `caps` now? A cheap early answer; [`Rooms::join_within`] decides.
+    pub fn admits(&self, room: &str, identity: &str, caps: RoomCaps) -> Result<(), CapError> {
+        fits(&self.lock(), room, identity, caps)
+    }
+
+    /// [`Rooms::join`] if the join fits in `caps`, checked and done under one lock so that concurrent joins cannot
+    /// overshoot. A member about to be replaced by the same identity does not count.
+    pub fn join_within(
+        &self,
+        caps: RoomCaps,
+        room: &str,
+        identity: &str,
+        name: &str,
+        peer: PeerId,
+        handles: MemberHandles,
+    ) -> Result<Joined, CapError> {
         let mut st = self.lock();
-        let r = st.rooms.entry(room.to_string()).or_default();
-        for m in r.members.values() {
-            if m.info.identity == identity {
-                let _ = m.handles.close.try_send((close::REPLACED, "replaced"));
-            }
-        }
-        let others: Vec<ParticipantInfo> =
-            r.members.values().filter(|m| m.info.identity != identity).map(|m| m.info.clone()).collect();
-        let tracks = r
-            .members
-            .values()
-            .filter(|m| m.info.identity != identity)
-            .flat_map(|m| m.tracks.values().copied())
-            .collect();
-        broadcast(r, None, RoomEvent::ParticipantJoined(me.clone()));
-        r.members.insert(me.id.clone(), Member { info: me.clone(), peer, handles, tracks: HashMap::new() });
-        Joined { me, others, tracks }
+        fits(&st, room, identity, caps)?;
+        Ok(join_locked(&mut st, room, identity, name, peer, handles))
     }
 
     /// Remove a member: its tracks are unpublished and the others told it left.
@@ -284,6 +282,56 @@ impl Rooms {
 }
 
 /// Push an event to every member (but `except`), never waiting. A member whose queue is full is told to close.
+/// Server-wide caps a join must fit in (`[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomCaps {
+    /// Rooms at once; a join that would open one more is refused.
+    pub max_rooms: usize,
+    /// Members of one room.
+    pub max_participants: usize,
+}
+
+/// Why a join does not fit in the [`RoomCaps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CapError {
+    #[error("the room is full")]
+    RoomFull,
+    #[error("the server has as many rooms as it may")]
+    TooManyRooms,
+}
+
+fn fits(st: &State, room: &str, identity: &str, caps: RoomCaps) -> Result<(), CapError> {
+    match st.rooms.get(room) {
+        Some(r) if r.members.values().filter(|m| m.info.identity != identity).count() >= caps.max_participants => {
+            Err(CapError::RoomFull)
+        }
+        None if st.rooms.len() >= caps.max_rooms => Err(CapError::TooManyRooms),
+        _ => Ok(()),
+    }
+}
+
+fn join_locked(st: &mut State, room: &str, identity: &str, name: &str, peer: PeerId, handles: MemberHandles) -> Joined {
+    let me = ParticipantInfo {
+        id: format!("PA_{}", random_token(12)),
+        identity: identity.to_string(),
+        name: name.to_string(),
+        tracks: Vec::new(),
+    };
+    let r = st.rooms.entry(room.to_string()).or_default();
+    for m in r.members.values() {
+        if m.info.identity == identity {
+            let _ = m.handles.close.try_send((close::REPLACED, "replaced"));
+        }
+    }
+    let others: Vec<ParticipantInfo> =
+        r.members.values().filter(|m| m.info.identity != identity).map(|m| m.info.clone()).collect();
+    let tracks =
+        r.members.values().filter(|m| m.info.identity != identity).flat_map(|m| m.tracks.values().copied()).collect();
+    broadcast(r, None, RoomEvent::ParticipantJoined(me.clone()));
+    r.members.insert(me.id.clone(), Member { info: me.clone(), peer, handles, tracks: HashMap::new() });
+    Joined { me, others, tracks }
+}
+
 fn broadcast(r: &Room, except: Option<&str>, ev: RoomEvent) {
     for (id, m) in &r.members {
         if Some(id.as_str()) == except {

@@ -5,7 +5,8 @@
 //! queue the room pushes into without waiting), the engine's events for this member's peer, and a close channel
 //! (replaced, too slow, shutdown). Writing to this socket only ever waits for this client; the room never waits for
 //! it. Bad input gets an `error` reply and the session goes on; only a bad token, a protocol version we do not
-//! speak, silence, or slowness closes it, each with its documented close code.
+//! speak, silence, or slowness closes it, each with its documented close code. A join the server will not take
+//! (draining, over a join rate, room full, too many rooms) gets an `error` naming the cause, then its close code.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,11 +22,12 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::auth::TokenError;
+use crate::limits::{Rate, Refusals, TokenBucket};
 use crate::protocol::{
     close, ClientMsg, ErrorCode, LayerActive, OfferTrack, ParticipantInfo, ServerMsg, SpeakerInfo, TrackInfo,
     TrackSource, VERSION,
 };
-use crate::room::{wire_track_id, MemberHandles, RoomEvent, MEMBER_QUEUE};
+use crate::room::{wire_track_id, CapError, MemberHandles, RoomCaps, RoomEvent, MEMBER_QUEUE};
 use crate::AppState;
 
 mod chat;
@@ -40,7 +42,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const RATE_PER_SEC: f64 = 50.0;
 
 /// Serve one upgraded WebSocket until it ends.
-pub async fn run(socket: WebSocket, state: Arc<AppState>) {
+pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpAddr) {
     let (mut tx, mut rx) = socket.split();
     let max = state.config.max_message_bytes;
 
@@ -71,7 +73,20 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             return;
         }
     };
-    let claims = match state.keys.verify(&token) {
+    // Refusals that cost nothing come first: a draining server, then the address's join rate.
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        Refusals::add(&state.refusals.join_draining);
+        refuse(&mut tx, ErrorCode::ServerDraining, close::TRY_AGAIN_LATER, "server draining; join another server")
+            .await;
+        return;
+    }
+    if let Err(r) = state.limiters.join_ip(peer_ip, Instant::now()) {
+        Refusals::add(&state.refusals.join_rate_limited);
+        let msg = format!("too many joins from this address; retry in {} s", r.retry_after_secs());
+        refuse(&mut tx, ErrorCode::RateLimited, close::RATE_LIMITED, &msg).await;
+        return;
+    }
+    let claims = match state.keys.verify_with_leeway(&token, state.config.limits.token_leeway_secs) {
         Ok(c) => c,
         Err(e) => {
             let code = match e {
@@ -87,7 +102,20 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     let room = claims.video.room.clone();
     let identity = claims.sub.clone();
     let name = claims.name.clone().unwrap_or_else(|| identity.clone());
-    let span = info_span!("session", room = %room, identity = %identity);
+    if let Err(r) = state.limiters.join_identity(&identity, Instant::now()) {
+        Refusals::add(&state.refusals.join_rate_limited);
+        let msg = format!("too many joins of this identity; retry in {} s", r.retry_after_secs());
+        refuse(&mut tx, ErrorCode::RateLimited, close::RATE_LIMITED, &msg).await;
+        return;
+    }
+    let caps =
+        RoomCaps { max_rooms: state.config.limits.max_rooms, max_participants: state.config.limits.max_participants };
+    if let Err(e) = state.rooms.admits(&room, &identity, caps) {
+        refuse_cap(&state, &mut tx, e).await;
+        return;
+    }
+    // `participant` is filled in once the room gives the id: every log line of the session carries all three.
+    let span = info_span!("session", room = %room, identity = %identity, participant = tracing::field::Empty);
 
     async move {
         let opts = PeerOptions {
@@ -115,9 +143,20 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         let inbox = chat.inbox();
         let (ev_tx, mut ev_rx) = mpsc::channel(MEMBER_QUEUE);
         let (close_tx, mut close_rx) = mpsc::channel(1);
-        let joined = state.rooms.join(&room, &identity, &name, peer, MemberHandles { events: ev_tx, close: close_tx });
+        let handles = MemberHandles { events: ev_tx, close: close_tx };
+        let joined = match state.rooms.join_within(caps, &room, &identity, &name, peer, handles) {
+            Ok(j) => j,
+            Err(e) => {
+                // Lost a race for the last place since `admits`.
+                chat.stop();
+                let _ = state.sfu.close_peer(peer).await;
+                refuse_cap(&state, &mut tx, e).await;
+                return;
+            }
+        };
         let me = joined.me.clone();
-        info!(participant = %me.id, "joined");
+        tracing::Span::current().record("participant", me.id.as_str());
+        info!("joined");
         let mut s = Session {
             state: state.clone(),
             room: room.clone(),
@@ -147,8 +186,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
 
         let mut leave_reason = "left";
         let mut last_heard = Instant::now();
-        let mut bucket = RATE_PER_SEC;
-        let mut bucket_at = Instant::now();
+        let conn_rate = Rate::new(RATE_PER_SEC, RATE_PER_SEC);
+        let mut bucket = TokenBucket::full(conn_rate, Instant::now());
         let mut idle = tokio::time::interval(Duration::from_secs(1));
         let mut shutdown = state.shutdown.clone();
         'outer: loop {
@@ -206,10 +245,6 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                         }
                     };
                     last_heard = Instant::now();
-                    // Token bucket.
-                    let now = Instant::now();
-                    bucket = (bucket + now.duration_since(bucket_at).as_secs_f64() * RATE_PER_SEC).min(RATE_PER_SEC);
-                    bucket_at = now;
                     if text.len() > max {
                         s.out.push(Out::Msg(ServerMsg::error(ErrorCode::TooLarge, format!("message over {max} bytes"), None)));
                         continue;
@@ -218,11 +253,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                     // Chat messages have their own rate limit (per identity, and per room); everything else, chat
                     // requests such as history and receipts included, shares this bucket.
                     if !parsed.as_ref().is_ok_and(ClientMsg::is_chat_message) {
-                        if bucket < 1.0 {
+                        if bucket.take(conn_rate, Instant::now()).is_err() {
                             s.out.push(Out::Msg(ServerMsg::error(ErrorCode::RateLimited, "too many messages", None)));
                             continue;
                         }
-                        bucket -= 1.0;
                     }
                     match parsed {
                         Ok(ClientMsg::Leave) => { leave_reason = "left"; let _ = tx.send(close_msg(close::NORMAL, "left")).await; break; }
@@ -274,7 +308,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 _ = std::future::ready(()), if more => {}
             }
         }
-        info!(participant = %me.id, reason = leave_reason, "left");
+        info!(reason = leave_reason, "left");
         chat.stop();
         state.rooms.leave(&room, &me.id, leave_reason);
         let _ = state.sfu.close_peer(peer).await;
@@ -307,6 +341,17 @@ impl Session {
         match msg {
             ClientMsg::Join { .. } => self.say(ServerMsg::error(ErrorCode::AlreadyJoined, "already joined", Some(ty))),
             ClientMsg::Offer { id, sdp, tracks } => {
+                let max = self.state.config.limits.max_tracks_per_participant;
+                let sending = sending_media_sections(&sdp);
+                if sending > max {
+                    Refusals::add(&self.state.refusals.too_many_tracks);
+                    self.say(ServerMsg::error(
+                        ErrorCode::TooManyTracks,
+                        format!("the offer publishes {sending} tracks; at most {max}"),
+                        Some(ty),
+                    ));
+                    return;
+                }
                 for t in tracks {
                     self.offered_tracks.insert(t.mid.clone(), t);
                 }
@@ -524,6 +569,52 @@ fn str0m_candidate_invalid(c: &str) -> bool {
         || parts[6] != "typ"
 }
 
+/// How many media sections of an SDP offer send (publish): not disabled (port 0) and `sendrecv` or `sendonly`,
+/// by their own direction or else the session's (`sendrecv` when none is given). A browser's full offer lists every
+/// track it publishes, so this is the number of tracks the participant would publish after it.
+fn sending_media_sections(sdp: &str) -> usize {
+    fn direction(line: &str) -> Option<bool> {
+        match line {
+            "a=sendrecv" | "a=sendonly" => Some(true),
+            "a=recvonly" | "a=inactive" => Some(false),
+            _ => None,
+        }
+    }
+    let mut session_sends = true;
+    // Per media section: (enabled, its own direction).
+    let mut sections: Vec<(bool, Option<bool>)> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let port = m.split_whitespace().nth(1).unwrap_or("0");
+            let is_media = m.starts_with("audio ") || m.starts_with("video ");
+            sections.push((is_media && port != "0", None));
+        } else if let Some(d) = direction(line) {
+            match sections.last_mut() {
+                Some(s) => s.1 = Some(d),
+                None => session_sends = d,
+            }
+        }
+    }
+    sections.iter().filter(|(enabled, dir)| *enabled && dir.unwrap_or(session_sends)).count()
+}
+
+/// Refuse a join: an `error` naming the cause, then the close code.
+async fn refuse(tx: &mut futures::stream::SplitSink<WebSocket, Message>, code: ErrorCode, close: u16, message: &str) {
+    debug!(?code, message, "join refused");
+    let _ = tx.send(text_msg(&ServerMsg::error(code, message, Some("join")))).await;
+    let _ = tx.send(close_msg(close, message)).await;
+}
+
+/// Refuse a join that does not fit in the room caps.
+async fn refuse_cap(state: &AppState, tx: &mut futures::stream::SplitSink<WebSocket, Message>, e: CapError) {
+    let (code, close, counter) = match e {
+        CapError::RoomFull => (ErrorCode::RoomFull, close::ROOM_FULL, &state.refusals.join_room_full),
+        CapError::TooManyRooms => (ErrorCode::TooManyRooms, close::TOO_MANY_ROOMS, &state.refusals.join_too_many_rooms),
+    };
+    Refusals::add(counter);
+    refuse(tx, code, close, &e.to_string()).await;
+}
+
 fn text_msg(m: &ServerMsg) -> Message {
     Message::Text(Utf8Bytes::from(m.to_json()))
 }
@@ -532,4 +623,29 @@ fn close_msg(code: u16, reason: &str) -> Message {
     let mut r = reason.to_string();
     r.truncate(120);
     Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(r) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sending_media_sections_counts_what_would_be_published() {
+        let offer = |body: &str| format!("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{body}");
+        let cases: &[(&str, usize)] = &[
+            ("", 0),
+            ("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n", 1),
+            ("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n", 2),
+            ("m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n", 0),
+            ("m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n", 0),
+            ("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n", 1),
+            ("m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n", 0),
+            ("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=inactive\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", 1),
+        ];
+        for (body, want) in cases {
+            assert_eq!(sending_media_sections(&offer(body)), *want, "{body:?}");
+        }
+        assert_eq!(sending_media_sections("a=recvonly\nm=audio 9 X 0\n"), 0, "the session's direction");
+        assert_eq!(sending_media_sections("garbage"), 0);
+    }
 }

@@ -39,6 +39,7 @@ fn unlimited(raw: &mut signaling::config::RawConfig, store: Option<String>) {
         postgres_url: store,
         ..Default::default()
     });
+    common::no_join_limits(raw);
 }
 
 fn cpu_seconds() -> f64 {

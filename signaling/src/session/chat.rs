@@ -200,17 +200,12 @@ impl ChatSession {
 
     /// The chat rate limit of this identity, shared by all its connections.
     fn take_token(&mut self) -> bool {
-        let rate = self.state.config.chat.rate_per_sec;
+        let per_sec = self.state.config.chat.rate_per_sec;
+        let rate = crate::limits::Rate::new(per_sec, per_sec * 2.0);
         let now = Instant::now();
         let Ok(mut rates) = self.state.chat.rates.lock() else { return true };
-        let (tokens, at) = rates.entry(self.identity.clone()).or_insert((rate * 2.0, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate * 2.0);
-        *at = now;
-        if *tokens < 1.0 {
-            return false;
-        }
-        *tokens -= 1.0;
-        true
+        let bucket = rates.entry(self.identity.clone()).or_insert_with(|| crate::limits::TokenBucket::full(rate, now));
+        bucket.take(rate, now).is_ok()
     }
 
     /// Muted in this conversation's room?

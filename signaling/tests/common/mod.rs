@@ -37,6 +37,13 @@ pub fn config(f: impl FnOnce(&mut RawConfig)) -> Config {
     Config::resolve(raw, false).unwrap()
 }
 
+/// Join rate limits off: for tests that join thousands of members from one address.
+pub fn no_join_limits(raw: &mut RawConfig) {
+    let limits = raw.limits.get_or_insert_with(Default::default);
+    limits.join_per_ip_per_sec = Some(0.0);
+    limits.join_per_identity_per_sec = Some(0.0);
+}
+
 pub async fn server_with(f: impl FnOnce(&mut RawConfig)) -> signaling::Server {
     signaling::Server::start(config(f)).await.unwrap()
 }
@@ -47,7 +54,14 @@ pub fn token(room: &str, identity: &str) -> String {
 
 /// A token whose grants `f` changes.
 pub fn token_with(room: &str, identity: &str, f: impl FnOnce(&mut TokenRequest)) -> String {
-    let mut req = TokenRequest {
+    let mut req = token_request(room, identity);
+    f(&mut req);
+    mint(KEY, SECRET, &req)
+}
+
+/// What [`token`] grants: everything but `room_admin`, for 10 minutes.
+pub fn token_request(room: &str, identity: &str) -> TokenRequest {
+    TokenRequest {
         room: room.into(),
         identity: identity.into(),
         name: None,
@@ -56,9 +70,7 @@ pub fn token_with(room: &str, identity: &str, f: impl FnOnce(&mut TokenRequest))
         can_subscribe: true,
         can_chat: true,
         room_admin: false,
-    };
-    f(&mut req);
-    mint(KEY, SECRET, &req)
+    }
 }
 
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

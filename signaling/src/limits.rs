@@ -1,0 +1,352 @@
+//! Rate limits: token buckets, one per key (a client IP, an identity), in a table whose size is bounded.
+//!
+//! Every request that costs the server something (a join, an HTTP API call) first takes a token from its key's
+//! bucket. A bucket holds at most `burst` tokens and refills at `per_sec`; an empty bucket refuses, and says how
+//! long until the next token ([`Refused::retry_after`]), which becomes the `Retry-After` header or the `error`
+//! message's text.
+//!
+//! The table is bounded, because the keys come from the network: an attacker with many addresses must not grow it
+//! without limit. When it is full, keys whose bucket has refilled (idle: they would start full anyway) are
+//! evicted; if every key is still active, a key not in the table shares one overflow bucket with every other such
+//! key. New clients then get a trickle of capacity together, and a flood from fresh addresses cannot buy fresh
+//! buckets.
+//!
+//! Everything here is sans-I/O: the caller passes `now`, and the tests drive a simulated clock.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::LimitsConfig;
+
+/// How fast a bucket refills and how much it holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Tokens added per second.
+    pub per_sec: f64,
+    /// The most a bucket holds (the burst a quiet client may spend at once).
+    pub burst: f64,
+}
+
+impl Rate {
+    /// `per_sec` with a burst of `burst` (at least one token).
+    pub fn new(per_sec: f64, burst: f64) -> Rate {
+        Rate { per_sec, burst: burst.max(1.0) }
+    }
+
+    /// How long an empty bucket takes to fill up again.
+    fn refill_time(&self) -> Duration {
+        Duration::from_secs_f64((self.burst / self.per_sec).min(86_400.0))
+    }
+}
+
+/// A refusal: no token now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// When the next token will be there.
+    pub retry_after: Duration,
+}
+
+impl Refused {
+    /// [`Refused::retry_after`] in whole seconds, rounded up (at least 1), for a `Retry-After` header.
+    pub fn retry_after_secs(&self) -> u64 {
+        (self.retry_after.as_secs() + u64::from(self.retry_after.subsec_nanos() > 0)).max(1)
+    }
+}
+
+/// One token bucket. Starts full.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket at `now`.
+    pub fn full(rate: Rate, now: Instant) -> TokenBucket {
+        TokenBucket { tokens: rate.burst, at: now }
+    }
+
+    fn refill(&mut self, rate: Rate, now: Instant) {
+        // A clock that went backwards (it does not, with Instant, but callers pass their own) refills nothing.
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate.per_sec).min(rate.burst);
+        self.at = self.at.max(now);
+    }
+
+    /// Take one token at `now`, or say when the next one comes.
+    pub fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Refused> {
+        self.refill(rate, now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        let missing = 1.0 - self.tokens;
+        // At most a day: a tiny configured rate must not overflow a Duration.
+        Err(Refused { retry_after: Duration::from_secs_f64((missing / rate.per_sec).min(86_400.0)) })
+    }
+
+    /// Would this bucket be full at `now` (so forgetting it changes nothing)?
+    pub fn is_idle(&self, rate: Rate, now: Instant) -> bool {
+        now.saturating_duration_since(self.at) >= rate.refill_time()
+            || self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * rate.per_sec >= rate.burst
+    }
+}
+
+/// Token buckets by key, at most `max_keys` of them. See the module doc.
+#[derive(Debug)]
+pub struct KeyedLimiter<K> {
+    rate: Rate,
+    max_keys: usize,
+    buckets: HashMap<K, TokenBucket>,
+    /// Shared by every key that found the table full of active keys.
+    overflow: TokenBucket,
+    /// The last time idle keys were swept out (a full table is swept at most once per refill time).
+    swept_at: Option<Instant>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    /// A limiter giving each key `rate`, remembering at most `max_keys` keys (at least 1).
+    pub fn new(rate: Rate, max_keys: usize, now: Instant) -> KeyedLimiter<K> {
+        KeyedLimiter {
+            rate,
+            max_keys: max_keys.max(1),
+            buckets: HashMap::new(),
+            overflow: TokenBucket::full(rate, now),
+            swept_at: None,
+        }
+    }
+
+    /// The rate each key gets.
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// No key remembered?
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// Take one token from `key`'s bucket at `now`.
+    pub fn check(&mut self, key: &K, now: Instant) -> Result<(), Refused> {
+        let rate = self.rate;
+        if let Some(b) = self.buckets.get_mut(key) {
+            return b.take(rate, now);
+        }
+        if self.buckets.len() >= self.max_keys {
+            self.sweep(now);
+        }
+        if self.buckets.len() >= self.max_keys {
+            return self.overflow.take(rate, now);
+        }
+        let mut b = TokenBucket::full(rate, now);
+        let r = b.take(rate, now);
+        self.buckets.insert(key.clone(), b);
+        r
+    }
+
+    /// Forget keys whose bucket has refilled. Runs at most once per refill time, so a table full of active keys
+    /// is not scanned on every request.
+    fn sweep(&mut self, now: Instant) {
+        if self.swept_at.is_some_and(|t| now.saturating_duration_since(t) < self.rate.refill_time()) {
+            return;
+        }
+        self.swept_at = Some(now);
+        let rate = self.rate;
+        self.buckets.retain(|_, b| !b.is_idle(rate, now));
+    }
+}
+
+/// The server's rate limiters (`[limits]`): joins and HTTP API requests, each per IP address and per identity.
+/// A limit configured off is `None` and always passes.
+#[derive(Debug)]
+pub struct Limiters {
+    join_ip: Option<Mutex<KeyedLimiter<IpAddr>>>,
+    join_identity: Option<Mutex<KeyedLimiter<String>>>,
+    api_ip: Option<Mutex<KeyedLimiter<IpAddr>>>,
+    api_identity: Option<Mutex<KeyedLimiter<String>>>,
+}
+
+impl Limiters {
+    /// The limiters `config` asks for, their buckets full at `now`.
+    pub fn new(config: &LimitsConfig, now: Instant) -> Limiters {
+        let keys = config.rate_limit_keys;
+        fn make<K: Hash + Eq + Clone>(rate: Option<Rate>, keys: usize, now: Instant) -> Option<Mutex<KeyedLimiter<K>>> {
+            rate.map(|r| Mutex::new(KeyedLimiter::new(r, keys, now)))
+        }
+        Limiters {
+            join_ip: make(config.join_per_ip, keys, now),
+            join_identity: make(config.join_per_identity, keys, now),
+            api_ip: make(config.api_per_ip, keys, now),
+            api_identity: make(config.api_per_identity, keys, now),
+        }
+    }
+
+    /// A join from `ip`.
+    pub fn join_ip(&self, ip: IpAddr, now: Instant) -> Result<(), Refused> {
+        check(&self.join_ip, &ip, now)
+    }
+
+    /// A join of `identity`.
+    pub fn join_identity(&self, identity: &str, now: Instant) -> Result<(), Refused> {
+        check(&self.join_identity, &identity.to_string(), now)
+    }
+
+    /// An API request from `ip`.
+    pub fn api_ip(&self, ip: IpAddr, now: Instant) -> Result<(), Refused> {
+        check(&self.api_ip, &ip, now)
+    }
+
+    /// An API request by `identity`.
+    pub fn api_identity(&self, identity: &str, now: Instant) -> Result<(), Refused> {
+        check(&self.api_identity, &identity.to_string(), now)
+    }
+}
+
+fn check<K: Hash + Eq + Clone>(l: &Option<Mutex<KeyedLimiter<K>>>, key: &K, now: Instant) -> Result<(), Refused> {
+    match l {
+        // The lock is held for a hash lookup only and nothing in it panics; a poisoned one passes everything
+        // rather than refusing every client.
+        Some(l) => l.lock().map(|mut l| l.check(key, now)).unwrap_or(Ok(())),
+        None => Ok(()),
+    }
+}
+
+/// What the limits and caps refused, for `/metrics`. Counters only grow.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    /// Joins refused by the join rate limits.
+    pub join_rate_limited: AtomicU64,
+    /// Joins refused because the room was full.
+    pub join_room_full: AtomicU64,
+    /// Joins refused because the server had `max_rooms` rooms.
+    pub join_too_many_rooms: AtomicU64,
+    /// Joins refused while the server drained.
+    pub join_draining: AtomicU64,
+    /// Offers refused for publishing too many tracks.
+    pub too_many_tracks: AtomicU64,
+    /// HTTP requests answered 429.
+    pub http_rate_limited: AtomicU64,
+    /// HTTP requests answered 413.
+    pub http_too_large: AtomicU64,
+}
+
+impl Refusals {
+    /// Count one.
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_bucket_spends_its_burst_then_refills_at_the_rate() {
+        let rate = Rate::new(2.0, 3.0);
+        let t0 = Instant::now();
+        let mut b = TokenBucket::full(rate, t0);
+        for _ in 0..3 {
+            assert_eq!(b.take(rate, t0), Ok(()));
+        }
+        let refused = b.take(rate, t0).unwrap_err();
+        assert_eq!(refused.retry_after, 500 * MS, "one token at 2/s is 500 ms away");
+        assert_eq!(refused.retry_after_secs(), 1);
+        assert!(b.take(rate, t0 + 499 * MS).is_err());
+        assert_eq!(b.take(rate, t0 + 500 * MS), Ok(()));
+        // Never more than the burst, however long it rests.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert_eq!(b.take(rate, later), Ok(()));
+        }
+        assert!(b.take(rate, later).is_err());
+    }
+
+    #[test]
+    fn a_tiny_rate_does_not_overflow() {
+        let rate = Rate::new(1e-300, 1.0);
+        let t0 = Instant::now();
+        let mut b = TokenBucket::full(rate, t0);
+        assert!(b.take(rate, t0).is_ok());
+        assert_eq!(b.take(rate, t0).unwrap_err().retry_after, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let r = |ms| Refused { retry_after: ms * MS }.retry_after_secs();
+        assert_eq!(r(0), 1);
+        assert_eq!(r(1), 1);
+        assert_eq!(r(1000), 1);
+        assert_eq!(r(1001), 2);
+    }
+
+    #[test]
+    fn keys_have_their_own_buckets() {
+        let t0 = Instant::now();
+        let mut l = KeyedLimiter::new(Rate::new(1.0, 2.0), 100, t0);
+        assert!(l.check(&"a", t0).is_ok());
+        assert!(l.check(&"a", t0).is_ok());
+        assert!(l.check(&"a", t0).is_err(), "a spent its burst");
+        assert!(l.check(&"b", t0).is_ok(), "b is not a");
+        assert!(l.check(&"a", t0 + Duration::from_secs(1)).is_ok(), "a refilled one");
+    }
+
+    #[test]
+    fn the_table_stays_bounded_and_fresh_keys_share_the_overflow_bucket() {
+        let t0 = Instant::now();
+        let rate = Rate::new(1.0, 2.0);
+        let mut l = KeyedLimiter::new(rate, 10, t0);
+        // Ten active keys fill the table.
+        for k in 0..10u32 {
+            assert!(l.check(&k, t0).is_ok());
+        }
+        assert_eq!(l.len(), 10);
+        // A flood of fresh keys: they share one bucket (burst 2), so only two get through, and the table does
+        // not grow.
+        let passed = (10..10_000u32).filter(|k| l.check(k, t0).is_ok()).count();
+        assert_eq!(passed, 2);
+        assert_eq!(l.len(), 10);
+        // Once the first keys have been idle long enough to refill, they are forgotten and new keys get their own.
+        let later = t0 + Duration::from_secs(2);
+        assert!(l.check(&20_000, later).is_ok());
+        assert_eq!(l.len(), 1, "the idle keys were swept out");
+        assert!(l.check(&20_000, later).is_ok());
+        assert!(l.check(&20_000, later).is_err(), "its own bucket, burst 2");
+    }
+
+    #[test]
+    fn a_full_table_of_active_keys_is_not_swept_on_every_request() {
+        let t0 = Instant::now();
+        let rate = Rate::new(1.0, 1.0);
+        let mut l = KeyedLimiter::new(rate, 2, t0);
+        assert!(l.check(&1, t0).is_ok());
+        assert!(l.check(&2, t0).is_ok());
+        assert!(l.check(&3, t0).is_ok(), "the overflow bucket");
+        assert_eq!(l.swept_at, Some(t0));
+        // Half a refill time later the table is still full of active keys and is not scanned again.
+        assert!(l.check(&4, t0 + 500 * MS).is_err());
+        assert_eq!(l.swept_at, Some(t0));
+    }
+
+    #[test]
+    fn idle_means_it_would_be_full() {
+        let t0 = Instant::now();
+        let rate = Rate::new(10.0, 5.0);
+        let mut b = TokenBucket::full(rate, t0);
+        assert!(b.is_idle(rate, t0));
+        b.take(rate, t0).unwrap();
+        assert!(!b.is_idle(rate, t0));
+        assert!(b.is_idle(rate, t0 + 100 * MS), "one token back at 10/s");
+    }
+}
