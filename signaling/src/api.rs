@@ -110,6 +110,7 @@ async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQ
             can_subscribe: true,
             can_chat: true,
             room_admin: false,
+            ..TokenRequest::new("", "")
         },
     );
     Json(serde_json::json!({ "token": token, "room": room, "identity": identity })).into_response()

@@ -56,6 +56,7 @@ pub fn token_with(room: &str, identity: &str, f: impl FnOnce(&mut TokenRequest))
         can_subscribe: true,
         can_chat: true,
         room_admin: false,
+        ..TokenRequest::new("", "")
     };
     f(&mut req);
     mint(KEY, SECRET, &req)
