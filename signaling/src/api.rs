@@ -22,6 +22,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     if state.config.dev {
         r = r.route("/dev/token", get(dev_token));
     }
+    r = r.merge(crate::admin::router());
     if let Some(root) = &state.config.web_root {
         r = r.fallback_service(tower_http::services::ServeDir::new(root));
     }

@@ -27,6 +27,22 @@ pub struct RawConfig {
     pub keys: Option<HashMap<String, String>>,
     /// The `[chat]` table.
     pub chat: Option<RawChatConfig>,
+    /// The `[rooms]` table.
+    pub rooms: Option<RawRoomsConfig>,
+}
+
+/// The raw `[rooms]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoomsConfig {
+    /// A join of an unknown room creates it (default `true`); `false`: only rooms the admin API created exist.
+    pub auto_create: Option<bool>,
+}
+
+/// The validated `[rooms]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomsConfig {
+    pub auto_create: bool,
 }
 
 /// The raw `[chat]` table.
@@ -325,6 +341,9 @@ impl RawConfig {
                 )?,
                 room_retention: None,
             }),
+            rooms: Some(RawRoomsConfig {
+                auto_create: parse("COURIER_ROOMS_AUTO_CREATE", get("COURIER_ROOMS_AUTO_CREATE"))?,
+            }),
         })
     }
 
@@ -343,6 +362,10 @@ impl RawConfig {
             keys: self.keys.or(lower.keys),
             chat: match (self.chat, lower.chat) {
                 (Some(a), Some(b)) => Some(a.over(b)),
+                (a, b) => a.or(b),
+            },
+            rooms: match (self.rooms, lower.rooms) {
+                (Some(a), Some(b)) => Some(RawRoomsConfig { auto_create: a.auto_create.or(b.auto_create) }),
                 (a, b) => a.or(b),
             },
         }
@@ -390,6 +413,7 @@ pub struct Config {
     pub keys: HashMap<String, String>,
     pub dev: bool,
     pub chat: ChatConfig,
+    pub rooms: RoomsConfig,
 }
 
 impl Config {
@@ -439,6 +463,7 @@ impl Config {
             keys,
             dev,
             chat,
+            rooms: RoomsConfig { auto_create: raw.rooms.and_then(|r| r.auto_create).unwrap_or(true) },
         })
     }
 }

@@ -9,15 +9,19 @@
 //! - [`config`]: file, environment and flags merged into a validated [`config::Config`].
 //! - [`auth`]: access tokens (verify and mint).
 //! - [`protocol`]: the wire messages; parse and encode only.
-//! - [`room`]: membership, published tracks and the events a room fans out.
+//! - [`room`]: the room registry: membership, published tracks and the events a room fans out.
+//! - [`lifecycle`]: when a room may be joined, opens and closes (empty timeout, schedules); decisions only.
+//! - [`admin`]: the admin REST API (`/api/v1`) and its OpenAPI document.
 //! - [`session`]: one WebSocket connection.
 //! - [`chat`]: chat (IM) that is never lost, duplicated or reordered: sequencing, storage, fan-out, resume.
 //! - [`api`]: the HTTP routes.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod lifecycle;
 pub mod protocol;
 pub mod room;
 pub mod session;
@@ -214,9 +218,8 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let state = Arc::new(AppState {
             keys: Keys(config.keys.clone()),
-            config,
             sfu: sfu.clone(),
-            rooms: Rooms::default(),
+            rooms: Rooms::new(config.rooms.auto_create),
             chat: ChatService {
                 store,
                 hub,
@@ -229,8 +232,10 @@ impl Server {
                 rates: Default::default(),
             },
             shutdown: shutdown_rx.clone(),
+            config,
         });
         let app = api::app(state.clone());
+        admin::spawn_lifecycle(&state);
         {
             let state = Arc::downgrade(&state);
             let interval = state.upgrade().map(|s| s.config.chat.retention_interval).unwrap_or_default();

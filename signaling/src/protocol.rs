@@ -45,6 +45,18 @@ pub enum ErrorCode {
     Rejected,
     /// The pre-send hook could not be asked and the server fails closed; retry later.
     HookUnavailable,
+    /// Join: no such room, and rooms are not created on first join (`[rooms] auto_create = false`).
+    RoomNotFound,
+    /// Join: the room has its `max_participants` members.
+    RoomFull,
+    /// Join: a scheduled room before its start.
+    RoomNotOpen,
+    /// Join: a scheduled room whose members do not include this identity.
+    NotInvited,
+    /// The room is closed (a scheduled room after its end): its history is read-only.
+    RoomClosed,
+    /// Publish: the token's `can_publish_sources` does not include this track's source.
+    SourceNotAllowed,
 }
 
 /// WebSocket close codes (see `docs/protocol.md`).
@@ -58,6 +70,12 @@ pub mod close {
     pub const BAD_VERSION: u16 = 4005;
     pub const TIMEOUT_OR_SLOW: u16 = 4008;
     pub const REPLACED: u16 = 4009;
+    /// The room is full (`room_full` in the preceding `error`).
+    pub const ROOM_FULL: u16 = 4006;
+    /// Removed by a room admin, or the room was closed (the preceding `leave` says which).
+    pub const REMOVED: u16 = 4010;
+    /// The room refused the join: not found, not open yet, closed, or not invited (the preceding `error` says which).
+    pub const ROOM_UNAVAILABLE: u16 = 4011;
 }
 
 /// A track description in an offer's `tracks`.
@@ -543,6 +561,9 @@ pub struct ParticipantInfo {
     pub identity: String,
     pub name: String,
     pub tracks: Vec<TrackInfo>,
+    /// Opaque, from the token or the admin API.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub metadata: String,
 }
 
 /// One entry of `active_speakers`.
@@ -701,6 +722,14 @@ pub enum ServerMsg {
         participant_id: String,
         track_id: String,
         muted: bool,
+    },
+    /// To one participant: the admin API changed its permissions; they apply at once.
+    PermissionsChanged {
+        permissions: crate::auth::Permissions,
+    },
+    /// A participant's name or metadata changed (admin API).
+    ParticipantUpdated {
+        participant: ParticipantInfo,
     },
     Subscribed {
         track_id: String,

@@ -20,12 +20,12 @@ use sfu::{MediaKind, PeerEvent, PeerId, PeerOptions, TrackId};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::auth::TokenError;
+use crate::auth::{Permissions, TokenError};
 use crate::protocol::{
     close, ClientMsg, ErrorCode, LayerActive, OfferTrack, ParticipantInfo, ServerMsg, SpeakerInfo, TrackInfo,
     TrackSource, VERSION,
 };
-use crate::room::{wire_track_id, MemberHandles, RoomEvent, MEMBER_QUEUE};
+use crate::room::{wire_track_id, Joiner, MemberHandles, RoomEvent, MEMBER_QUEUE};
 use crate::AppState;
 
 mod chat;
@@ -115,7 +115,33 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         let inbox = chat.inbox();
         let (ev_tx, mut ev_rx) = mpsc::channel(MEMBER_QUEUE);
         let (close_tx, mut close_rx) = mpsc::channel(1);
-        let joined = state.rooms.join(&room, &identity, &name, peer, MemberHandles { events: ev_tx, close: close_tx });
+        let permissions = Permissions::from(&claims.video);
+        let who = Joiner {
+            identity: &identity,
+            name: &name,
+            metadata: claims.metadata.as_deref().unwrap_or(""),
+            permissions: permissions.clone(),
+        };
+        let joined = match state.rooms.join(&room, who, peer, MemberHandles { events: ev_tx, close: close_tx }) {
+            Ok(j) => j,
+            Err(code) => {
+                debug!(?code, "join refused by the room");
+                chat.stop();
+                let _ = state.sfu.close_peer(peer).await;
+                let message = match code {
+                    ErrorCode::RoomNotFound => "no such room",
+                    ErrorCode::RoomFull => "the room is full",
+                    ErrorCode::RoomNotOpen => "the room is not open yet",
+                    ErrorCode::NotInvited => "you are not a member of this room",
+                    ErrorCode::RoomClosed => "the room is closed",
+                    _ => "join refused",
+                };
+                let _ = tx.send(text_msg(&ServerMsg::error(code, message, Some("join")))).await;
+                let close_code = if code == ErrorCode::RoomFull { close::ROOM_FULL } else { close::ROOM_UNAVAILABLE };
+                let _ = tx.send(close_msg(close_code, message)).await;
+                return;
+            }
+        };
         let me = joined.me.clone();
         info!(participant = %me.id, "joined");
         let mut s = Session {
@@ -123,7 +149,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             room: room.clone(),
             me: me.clone(),
             peer,
-            can_subscribe: claims.video.can_subscribe,
+            perms: permissions,
             auto_subscribe,
             subscriptions: HashSet::new(),
             offered_tracks: HashMap::new(),
@@ -139,7 +165,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         chat.resume(&chat_positions, &mut s.out).await;
         chat.start_fresh_room(&mut s.out).await;
         chat.renotify_alerts(&mut s.out).await;
-        if s.auto_subscribe && s.can_subscribe {
+        if s.auto_subscribe && s.perms.can_subscribe {
             for t in joined.tracks {
                 s.subscribe(t).await;
             }
@@ -232,6 +258,9 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                     }
                 }
                 ev = ev_rx.recv() => {
+                    if let Some(RoomEvent::PermissionsChanged(p)) = &ev {
+                        chat.set_grants(p.can_chat, p.room_admin);
+                    }
                     if let Some(ev) = ev { s.handle_room(ev).await; }
                 }
                 pev = peer_events.recv() => {
@@ -248,8 +277,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 }
                 sig = close_rx.recv() => {
                     let (code, reason) = sig.unwrap_or((close::GOING_AWAY, "server_shutdown"));
-                    leave_reason = match code { close::REPLACED => "replaced", close::GOING_AWAY => "server_shutdown", _ => "disconnected" };
-                    let wire_reason = if code == close::REPLACED { "replaced" } else if code == close::GOING_AWAY { "server_shutdown" } else { "removed" };
+                    leave_reason = match code { close::REPLACED => "replaced", close::GOING_AWAY => "server_shutdown", close::REMOVED => reason, _ => "disconnected" };
+                    let wire_reason = if code == close::REPLACED { "replaced" } else if code == close::GOING_AWAY { "server_shutdown" } else if code == close::REMOVED { reason } else { "removed" };
                     let _ = tx.send(text_msg(&ServerMsg::Leave { reason: wire_reason })).await;
                     let _ = tx.send(close_msg(code, reason)).await;
                     break;
@@ -288,7 +317,8 @@ struct Session {
     room: String,
     me: ParticipantInfo,
     peer: PeerId,
-    can_subscribe: bool,
+    /// The grants in force (from the token, changed by the admin API).
+    perms: Permissions,
     auto_subscribe: bool,
     subscriptions: HashSet<TrackId>,
     /// `mid` → what the client said the track is, from its offers.
@@ -307,6 +337,11 @@ impl Session {
         match msg {
             ClientMsg::Join { .. } => self.say(ServerMsg::error(ErrorCode::AlreadyJoined, "already joined", Some(ty))),
             ClientMsg::Offer { id, sdp, tracks } => {
+                if let Some(t) = tracks.iter().find(|t| t.source.is_some_and(|src| !self.perms.may_publish(src))) {
+                    let (code, why) = self.publish_refusal();
+                    self.say(ServerMsg::error(code, format!("{why} (track {})", t.mid), Some(ty)));
+                    return;
+                }
                 for t in tracks {
                     self.offered_tracks.insert(t.mid.clone(), t);
                 }
@@ -323,7 +358,7 @@ impl Session {
                 }
             }
             ClientMsg::Subscribe { track_ids } => {
-                if !self.can_subscribe {
+                if !self.perms.can_subscribe {
                     self.say(ServerMsg::error(ErrorCode::PermissionDenied, "this token may not subscribe", Some(ty)));
                     return;
                 }
@@ -389,7 +424,7 @@ impl Session {
             RoomEvent::TrackPublished { participant_id, track, sfu_track } => {
                 let theirs = participant_id != self.me.id;
                 self.say(ServerMsg::TrackPublished { participant_id, track });
-                if theirs && self.auto_subscribe && self.can_subscribe {
+                if theirs && self.auto_subscribe && self.perms.can_subscribe {
                     self.subscribe(sfu_track).await;
                 }
             }
@@ -411,6 +446,18 @@ impl Session {
             }
             RoomEvent::TrackMuted { participant_id, track_id, muted } => {
                 self.say(ServerMsg::TrackMuted { participant_id, track_id, muted });
+            }
+            RoomEvent::PermissionsChanged(p) => {
+                if !p.can_subscribe {
+                    for t in self.subscriptions.clone() {
+                        self.unsubscribe(t, "permission_revoked").await;
+                    }
+                }
+                self.perms = p.clone();
+                self.say(ServerMsg::PermissionsChanged { permissions: p });
+            }
+            RoomEvent::ParticipantUpdated(p) => {
+                self.say(ServerMsg::ParticipantUpdated { participant: p });
             }
         }
     }
@@ -440,6 +487,12 @@ impl Session {
                     muted: false,
                     mid: Some(mid),
                 };
+                if !self.perms.may_publish(source) {
+                    // The engine holds the track, but the room never hears of it: nobody can subscribe.
+                    let (code, why) = self.publish_refusal();
+                    self.say(ServerMsg::error(code, format!("{why} (track {})", info.id), Some("offer")));
+                    return;
+                }
                 let priority = match source {
                     TrackSource::Screen => Priority::Screen,
                     _ if kind == MediaKind::Audio => Priority::Audio,
@@ -484,6 +537,15 @@ impl Session {
             }
             PeerEvent::Connected => debug!("media connected"),
             PeerEvent::Closed { .. } => {}
+        }
+    }
+
+    /// Why a publish is refused: no publish grant at all, or not this source.
+    fn publish_refusal(&self) -> (ErrorCode, &'static str) {
+        if !self.perms.can_publish || self.perms.hidden {
+            (ErrorCode::PermissionDenied, "this participant may not publish")
+        } else {
+            (ErrorCode::SourceNotAllowed, "this participant may not publish this source")
         }
     }
 
