@@ -287,7 +287,9 @@ impl Rooms {
         if !m.permissions.hidden {
             broadcast(r, None, RoomEvent::ParticipantLeft { participant_id: participant_id.to_string(), reason });
         }
-        if r.members.is_empty() {
+        if r.members.is_empty() && r.phase == RoomPhase::Closed && r.options.schedule.is_none() {
+            st.rooms.remove(room);
+        } else if r.members.is_empty() {
             let now = now_ms();
             r.empty_since_ms = Some(now);
             if lifecycle::due(r.view(), now) == Some(Transition::Expire) {
@@ -441,9 +443,10 @@ impl Rooms {
         for m in r.members.values() {
             let _ = m.handles.close.try_send((close::REMOVED, reason));
         }
-        if r.options.schedule.is_some() {
-            r.phase = RoomPhase::Closed;
-        } else {
+        r.phase = RoomPhase::Closed;
+        // A room without a schedule is forgotten when its last member has left (now, if it is empty): its members'
+        // sessions still hold its event queues until they have read the close.
+        if r.options.schedule.is_none() && r.members.is_empty() {
             st.rooms.remove(room);
         }
         // webhook: room_finished
