@@ -26,6 +26,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     if state.config.dev {
         limited = limited.route("/dev/token", get(dev_token));
     }
+    limited = limited.merge(crate::admin::router());
     r = r.merge(crate::ops::limited(limited, &state));
     if let Some(root) = &state.config.web_root {
         r = r.fallback_service(tower_http::services::ServeDir::new(root));
@@ -106,12 +107,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     };
     labelled(
         "courier_joins_refused_total",
-        "Joins refused by a limit, cap or drain.",
+        "Joins refused by a limit, cap, the room or drain.",
         "cause",
         &[
             ("rate_limited", &r.join_rate_limited),
             ("room_full", &r.join_room_full),
             ("too_many_rooms", &r.join_too_many_rooms),
+            ("room_unavailable", &r.join_room_unavailable),
             ("server_draining", &r.join_draining),
         ],
     );
@@ -159,6 +161,7 @@ async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQ
             can_subscribe: true,
             can_chat: true,
             room_admin: false,
+            ..TokenRequest::new("", "")
         },
     );
     Json(serde_json::json!({ "token": token, "room": room, "identity": identity })).into_response()

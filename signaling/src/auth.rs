@@ -1,14 +1,22 @@
 //! Access tokens: verifying the JWTs clients join with, and minting them.
 //!
 //! A token is an HS256 JWT signed with the secret of one of the server's API keys, named by the header's `kid` or
-//! else the `iss` claim. It carries the identity (`sub`) and the grants (`video`): which room, and whether the
-//! holder may publish and subscribe. Every failure maps to a documented close code.
+//! else the `iss` claim. It carries the identity (`sub`), a display `name`, opaque `metadata` and the grants
+//! (`video`): which room, whether the holder may publish (and which sources), subscribe and chat, whether it is
+//! hidden, and the admin grants the HTTP API checks (`room_create`, `room_list`, `room_admin`). Join tokens are
+//! checked by [`Keys::verify`], API tokens by [`Keys::verify_api`]; every failure maps to a documented close code
+//! or API error code. [`Permissions`] is the run-time copy of a participant's grants, which the admin API may change.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+
+use crate::protocol::TrackSource;
+
+/// Largest participant or room metadata, bytes.
+pub const MAX_METADATA: usize = 4096;
 
 /// Allowed clock skew between the token minter and this server, by default (`limits.token_leeway_secs`).
 pub const LEEWAY_SECS: u64 = 60;
@@ -26,9 +34,83 @@ pub struct VideoGrant {
     /// May send chat messages (reading the room's chat comes with joining).
     #[serde(default = "yes")]
     pub can_chat: bool,
-    /// May moderate the room: high-priority chat, recalling others' messages.
+    /// May moderate the room: high-priority chat, recalling others' messages, muting. On an API token, with
+    /// `room: "*"`, every room.
     #[serde(default)]
     pub room_admin: bool,
+    /// Which sources may be published; absent means all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_publish_sources: Option<Vec<TrackSource>>,
+    /// Not shown to other participants, and may not publish.
+    #[serde(default)]
+    pub hidden: bool,
+    /// API: may create rooms.
+    #[serde(default)]
+    pub room_create: bool,
+    /// API: may list rooms.
+    #[serde(default)]
+    pub room_list: bool,
+}
+
+/// The room name an API token uses to mean "every room".
+pub const ALL_ROOMS: &str = "*";
+
+/// A participant's permissions while it is in a room: from its token at join, changed by the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Permissions {
+    pub can_publish: bool,
+    /// Absent: every source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_publish_sources: Option<Vec<TrackSource>>,
+    pub can_subscribe: bool,
+    pub can_chat: bool,
+    pub room_admin: bool,
+    pub hidden: bool,
+}
+
+impl Permissions {
+    /// Whether a track of `source` may be published.
+    pub fn may_publish(&self, source: TrackSource) -> bool {
+        self.can_publish && !self.hidden && self.can_publish_sources.as_ref().is_none_or(|s| s.contains(&source))
+    }
+}
+
+impl From<&VideoGrant> for Permissions {
+    fn from(g: &VideoGrant) -> Permissions {
+        Permissions {
+            can_publish: g.can_publish && !g.hidden,
+            can_publish_sources: g.can_publish_sources.clone(),
+            can_subscribe: g.can_subscribe,
+            can_chat: g.can_chat,
+            room_admin: g.room_admin,
+            hidden: g.hidden,
+        }
+    }
+}
+
+/// What an admin API call needs from its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiGrant<'a> {
+    /// `room_create`.
+    Create,
+    /// `room_list`.
+    List,
+    /// `room_admin` for this room (or for every room).
+    Admin(&'a str),
+    /// `room_admin` for every room (actions across rooms, such as erasing an identity).
+    AdminAll,
+}
+
+impl VideoGrant {
+    /// Whether this grant allows `need`.
+    pub fn allows(&self, need: ApiGrant<'_>) -> bool {
+        match need {
+            ApiGrant::Create => self.room_create,
+            ApiGrant::List => self.room_list,
+            ApiGrant::Admin(room) => self.room_admin && (self.room == room || self.room == ALL_ROOMS),
+            ApiGrant::AdminAll => self.room_admin && self.room == ALL_ROOMS,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -46,6 +128,9 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Opaque to the server, shown to the other participants (at most [`MAX_METADATA`] bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
     pub video: VideoGrant,
 }
 
@@ -77,6 +162,24 @@ impl Keys {
     /// Verify a join token and return its claims, allowing `leeway_secs` of clock skew on `exp` and `nbf`
     /// (`limits.token_leeway_secs`).
     pub fn verify_with_leeway(&self, token: &str, leeway_secs: u64) -> Result<Claims, TokenError> {
+        let c = self.verify_signed(token, leeway_secs)?;
+        if !c.video.room_join {
+            return Err(TokenError::NotAllowed("room_join is not granted".into()));
+        }
+        if c.video.room.is_empty() || c.video.room.len() > 256 || c.video.room == ALL_ROOMS {
+            return Err(TokenError::NotAllowed("room must be 1..=256 bytes and not \"*\"".into()));
+        }
+        Ok(c)
+    }
+
+    /// Verify an admin API token with `leeway_secs` of clock skew: signed by a known key, in date. What it may do
+    /// is checked per call ([`VideoGrant::allows`]).
+    pub fn verify_api(&self, token: &str, leeway_secs: u64) -> Result<Claims, TokenError> {
+        self.verify_signed(token, leeway_secs)
+    }
+
+    /// Signature, key, dates and the identity; the grants are the caller's to check.
+    fn verify_signed(&self, token: &str, leeway_secs: u64) -> Result<Claims, TokenError> {
         if token.len() > 8192 {
             return Err(TokenError::Invalid("token too long".into()));
         }
@@ -107,11 +210,8 @@ impl Keys {
         if c.sub.is_empty() || c.sub.len() > 256 {
             return Err(TokenError::Invalid("sub must be 1..=256 bytes".into()));
         }
-        if !c.video.room_join {
-            return Err(TokenError::NotAllowed("room_join is not granted".into()));
-        }
-        if c.video.room.is_empty() || c.video.room.len() > 256 {
-            return Err(TokenError::NotAllowed("room must be 1..=256 bytes".into()));
+        if c.metadata.as_ref().is_some_and(|m| m.len() > MAX_METADATA) {
+            return Err(TokenError::Invalid(format!("metadata over {MAX_METADATA} bytes")));
         }
         Ok(c)
     }
@@ -183,7 +283,8 @@ fn base64_url_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// What a minted token grants.
+/// What a minted token grants. Start from [`TokenRequest::new`] (a participant who may do everything but
+/// administer) and change what differs.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
     pub room: String,
@@ -194,6 +295,72 @@ pub struct TokenRequest {
     pub can_subscribe: bool,
     pub can_chat: bool,
     pub room_admin: bool,
+    pub metadata: Option<String>,
+    /// `None`: every source.
+    pub can_publish_sources: Option<Vec<TrackSource>>,
+    pub hidden: bool,
+    /// Join the room (`false` for API-only tokens).
+    pub room_join: bool,
+    pub room_create: bool,
+    pub room_list: bool,
+}
+
+impl TokenRequest {
+    /// A join token for `identity` in `room`, valid six hours, with every participant grant and no admin grant.
+    pub fn new(room: &str, identity: &str) -> TokenRequest {
+        TokenRequest {
+            room: room.to_string(),
+            identity: identity.to_string(),
+            name: None,
+            ttl: Duration::from_secs(6 * 3600),
+            can_publish: true,
+            can_subscribe: true,
+            can_chat: true,
+            room_admin: false,
+            metadata: None,
+            can_publish_sources: None,
+            hidden: false,
+            room_join: true,
+            room_create: false,
+            room_list: false,
+        }
+    }
+
+    /// Apply one `--grant` item: `name` (true), `name=true|false`, or `sources=camera,microphone,…`.
+    pub fn apply_grant(&mut self, item: &str) -> Result<(), String> {
+        let (name, value) = item.split_once('=').unwrap_or((item, "true"));
+        if name == "sources" || name == "can_publish_sources" {
+            let sources = value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    serde_json::from_value::<TrackSource>(serde_json::Value::String(s.to_string()))
+                        .map_err(|_| format!("unknown source {s:?} (camera, microphone, screen, screen_audio)"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.can_publish_sources = Some(sources);
+            return Ok(());
+        }
+        let on = match value {
+            "true" | "yes" | "1" => true,
+            "false" | "no" | "0" => false,
+            other => return Err(format!("grant {name}: {other:?} is not true or false")),
+        };
+        let field = match name {
+            "can_publish" | "publish" => &mut self.can_publish,
+            "can_subscribe" | "subscribe" => &mut self.can_subscribe,
+            "can_chat" | "chat" => &mut self.can_chat,
+            "room_admin" => &mut self.room_admin,
+            "room_join" => &mut self.room_join,
+            "room_create" => &mut self.room_create,
+            "room_list" => &mut self.room_list,
+            "hidden" => &mut self.hidden,
+            other => return Err(format!("unknown grant {other:?}")),
+        };
+        *field = on;
+        Ok(())
+    }
 }
 
 /// Mint a token signed with `key`/`secret`.
@@ -205,13 +372,18 @@ pub fn mint(key: &str, secret: &str, req: &TokenRequest) -> String {
         exp: now + req.ttl.as_secs(),
         nbf: None,
         name: req.name.clone(),
+        metadata: req.metadata.clone(),
         video: VideoGrant {
             room: req.room.clone(),
-            room_join: true,
+            room_join: req.room_join,
             can_publish: req.can_publish,
             can_subscribe: req.can_subscribe,
             can_chat: req.can_chat,
             room_admin: req.room_admin,
+            can_publish_sources: req.can_publish_sources.clone(),
+            hidden: req.hidden,
+            room_create: req.room_create,
+            room_list: req.room_list,
         },
     };
     let mut header = Header::new(Algorithm::HS256);
@@ -228,16 +400,35 @@ mod tests {
     }
 
     fn req() -> TokenRequest {
-        TokenRequest {
-            room: "r".into(),
-            identity: "alice".into(),
-            name: None,
-            ttl: Duration::from_secs(60),
-            can_publish: true,
-            can_subscribe: false,
-            can_chat: true,
-            room_admin: false,
+        TokenRequest { ttl: Duration::from_secs(60), can_subscribe: false, ..TokenRequest::new("r", "alice") }
+    }
+
+    #[test]
+    fn grants_flags_and_api_checks() {
+        let mut r = TokenRequest::new("r", "a");
+        for g in ["can_publish=false", "room_admin", "sources=camera,microphone", "hidden=true"] {
+            r.apply_grant(g).unwrap();
         }
+        assert!(r.apply_grant("bogus").is_err());
+        assert!(r.apply_grant("sources=hologram").is_err());
+        assert!(r.apply_grant("can_chat=maybe").is_err());
+        let c = keys().verify(&mint("k1", "s1", &r)).unwrap();
+        assert!(!c.video.can_publish && c.video.room_admin && c.video.hidden);
+        let p = Permissions::from(&c.video);
+        assert!(!p.may_publish(TrackSource::Camera), "no publish grant");
+        let p = Permissions { can_publish: true, hidden: false, ..p };
+        assert!(p.may_publish(TrackSource::Microphone) && !p.may_publish(TrackSource::Screen));
+        assert!(c.video.allows(ApiGrant::Admin("r")) && !c.video.allows(ApiGrant::Admin("other")));
+        assert!(!c.video.allows(ApiGrant::AdminAll) && !c.video.allows(ApiGrant::Create));
+        let all = VideoGrant { room: ALL_ROOMS.into(), ..c.video.clone() };
+        assert!(all.allows(ApiGrant::Admin("other")) && all.allows(ApiGrant::AdminAll));
+        // An API-only token passes verify_api but not verify.
+        let api = TokenRequest { room_join: false, room: ALL_ROOMS.into(), ..TokenRequest::new("", "ops") };
+        let t = mint("k1", "s1", &api);
+        assert!(keys().verify_api(&t, LEEWAY_SECS).is_ok());
+        assert!(matches!(keys().verify(&t), Err(TokenError::NotAllowed(_))));
+        let star = mint("k1", "s1", &TokenRequest::new(ALL_ROOMS, "x"));
+        assert!(matches!(keys().verify(&star), Err(TokenError::NotAllowed(_))), "no joining every room");
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub drain_timeout_secs: Option<u64>,
     /// The `[limits]` table.
     pub limits: Option<RawLimitsConfig>,
+    /// The `[rooms]` table.
+    pub rooms: Option<RawRoomsConfig>,
 }
 
 /// The raw `[limits]` table: caps, rate limits and token clock skew. A rate of 0 turns that limit off.
@@ -149,6 +151,20 @@ impl LimitsConfig {
             max_body_bytes,
         })
     }
+}
+
+/// The raw `[rooms]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoomsConfig {
+    /// A join of an unknown room creates it (default `true`); `false`: only rooms the admin API created exist.
+    pub auto_create: Option<bool>,
+}
+
+/// The validated `[rooms]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomsConfig {
+    pub auto_create: bool,
 }
 
 /// The raw `[chat]` table.
@@ -475,6 +491,9 @@ impl RawConfig {
                 max_body_bytes: parse("COURIER_LIMITS_MAX_BODY_BYTES", get("COURIER_LIMITS_MAX_BODY_BYTES"))?,
                 ..RawLimitsConfig::default()
             }),
+            rooms: Some(RawRoomsConfig {
+                auto_create: parse("COURIER_ROOMS_AUTO_CREATE", get("COURIER_ROOMS_AUTO_CREATE"))?,
+            }),
         })
     }
 
@@ -498,6 +517,10 @@ impl RawConfig {
             drain_timeout_secs: self.drain_timeout_secs.or(lower.drain_timeout_secs),
             limits: match (self.limits, lower.limits) {
                 (Some(a), Some(b)) => Some(a.over(b)),
+                (a, b) => a.or(b),
+            },
+            rooms: match (self.rooms, lower.rooms) {
+                (Some(a), Some(b)) => Some(RawRoomsConfig { auto_create: a.auto_create.or(b.auto_create) }),
                 (a, b) => a.or(b),
             },
         }
@@ -548,6 +571,7 @@ pub struct Config {
     /// How long a stopping server waits for its sessions to leave.
     pub drain_timeout: std::time::Duration,
     pub limits: LimitsConfig,
+    pub rooms: RoomsConfig,
 }
 
 impl Config {
@@ -604,6 +628,7 @@ impl Config {
             chat,
             drain_timeout: std::time::Duration::from_secs(drain_timeout_secs),
             limits,
+            rooms: RoomsConfig { auto_create: raw.rooms.and_then(|r| r.auto_create).unwrap_or(true) },
         })
     }
 }

@@ -9,19 +9,23 @@
 //! - [`config`]: file, environment and flags merged into a validated [`config::Config`].
 //! - [`auth`]: access tokens (verify and mint).
 //! - [`protocol`]: the wire messages; parse and encode only.
-//! - [`room`]: membership, published tracks and the events a room fans out.
+//! - [`room`]: the room registry: membership, published tracks and the events a room fans out.
+//! - [`lifecycle`]: when a room may be joined, opens and closes (empty timeout, schedules); decisions only.
+//! - [`admin`]: the admin REST API (`/api/v1`) and its OpenAPI document.
 //! - [`session`]: one WebSocket connection.
 //! - [`chat`]: chat (IM) that is never lost, duplicated or reordered: sequencing, storage, fan-out, resume.
 //! - [`api`]: the HTTP routes.
 //! - [`limits`]: rate limits (keyed token buckets) and refusal counters.
 //! - [`ops`]: operations at the HTTP edge: readiness, drain, the API's rate and body limits.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod limits;
 pub mod ops;
+pub mod lifecycle;
 pub mod protocol;
 pub mod room;
 pub mod session;
@@ -228,9 +232,8 @@ impl Server {
         let limiters = crate::limits::Limiters::new(&config.limits, std::time::Instant::now());
         let state = Arc::new(AppState {
             keys: Keys(config.keys.clone()),
-            config,
             sfu: sfu.clone(),
-            rooms: Rooms::default(),
+            rooms: Rooms::new(config.rooms.auto_create),
             chat: ChatService {
                 store,
                 hub,
@@ -246,8 +249,10 @@ impl Server {
             draining: Default::default(),
             limiters,
             refusals: Default::default(),
+            config,
         });
         let app = api::app(state.clone());
+        admin::spawn_lifecycle(&state);
         {
             let state = Arc::downgrade(&state);
             let interval = state.upgrade().map(|s| s.config.chat.retention_interval).unwrap_or_default();

@@ -229,6 +229,8 @@ pub struct Refusals {
     pub join_room_full: AtomicU64,
     /// Joins refused because the server had `max_rooms` rooms.
     pub join_too_many_rooms: AtomicU64,
+    /// Joins refused by the room: not found, not open yet, closed, or not invited.
+    pub join_room_unavailable: AtomicU64,
     /// Joins refused while the server drained.
     pub join_draining: AtomicU64,
     /// Offers refused for publishing too many tracks.

@@ -111,9 +111,19 @@ enum TokenCmd {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 6 * 3600)]
         ttl: u64,
-        /// Grants to withhold: publish, subscribe.
+        /// A grant, repeatable: `NAME` (true), `NAME=true|false`, or `sources=camera,microphone,screen,screen_audio`.
+        /// Names: can_publish, can_subscribe, can_chat, room_admin, room_join, room_create, room_list, hidden.
+        #[arg(long = "grant")]
+        grant: Vec<String>,
+        /// Grants to withhold (shorthand for `--grant NAME=false`): publish, subscribe, chat.
         #[arg(long = "deny", value_delimiter = ',')]
         deny: Vec<String>,
+        /// Participant metadata (opaque text, often JSON), shown to the other participants.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Hidden participant: not shown to others, may not publish.
+        #[arg(long)]
+        hidden: bool,
         /// Data directory holding the development key (when no key is given).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -170,7 +180,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(args) => serve(args),
         Cmd::Chat { cmd } => chat_command(cmd),
-        Cmd::Token { cmd: TokenCmd::Create { room, identity, name, api_key, api_secret, ttl, deny, data_dir } } => {
+        Cmd::Token {
+            cmd:
+                TokenCmd::Create { room, identity, name, api_key, api_secret, ttl, grant, deny, metadata, hidden, data_dir },
+        } => {
             let (key, secret) = match (api_key, api_secret) {
                 (Some(k), Some(s)) => (k, s),
                 (None, None) => dev_keys(&data_dir.unwrap_or_else(|| PathBuf::from("courier-data")), false)?
@@ -179,16 +192,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("no development key; pass --api-key and --api-secret")?,
                 _ => anyhow::bail!("give both --api-key and --api-secret"),
             };
-            let req = TokenRequest {
-                room,
-                identity,
+            let mut req = TokenRequest {
                 name,
                 ttl: Duration::from_secs(ttl),
-                can_publish: !deny.iter().any(|d| d == "publish"),
-                can_subscribe: !deny.iter().any(|d| d == "subscribe"),
-                can_chat: true,
-                room_admin: false,
+                metadata,
+                hidden,
+                ..TokenRequest::new(&room, &identity)
             };
+            for d in &deny {
+                req.apply_grant(&format!("{d}=false")).map_err(|e| anyhow::anyhow!("--deny {d}: {e}"))?;
+            }
+            for g in &grant {
+                req.apply_grant(g).map_err(|e| anyhow::anyhow!("--grant {g}: {e}"))?;
+            }
             println!("{}", mint(&key, &secret, &req));
             Ok(())
         }
@@ -215,6 +231,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         chat: None,
         drain_timeout_secs: None,
         limits: None,
+        rooms: None,
     };
     let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;
     init_tracing(config.log_format);
@@ -248,6 +265,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     can_subscribe: true,
                     can_chat: true,
                     room_admin: false,
+                    ..TokenRequest::new("", "")
                 },
             );
             eprintln!("\n  Courier (development mode)");

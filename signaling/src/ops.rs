@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 
+use crate::admin::ApiError;
 use crate::chat::ConversationId;
 use crate::limits::{Refusals, Refused};
 use crate::AppState;
@@ -28,21 +29,9 @@ use crate::AppState;
 /// How long `/readyz` waits for the chat store.
 pub const READY_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The API's error body.
-pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "code": code, "message": message.into() }))).into_response()
-}
-
 /// `429 rate_limited` with `Retry-After`.
-fn rate_limited(refused: Refused, what: &str) -> Response {
-    let secs = refused.retry_after_secs();
-    let mut r = error_response(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!("too many requests {what}; retry in {secs} s"),
-    );
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    r
+fn rate_limited(refused: Refused, what: &'static str) -> Response {
+    ApiError::RateLimited { what, retry_after_secs: refused.retry_after_secs() }.into_response()
 }
 
 /// `GET /readyz`: 200 `{"ready":true}` when the server takes joins; 503 `{"ready":false,"reason":…}` while it
@@ -103,14 +92,14 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         Refusals::add(&state.refusals.http_too_large);
-        return error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body over {max} bytes"));
+        return ApiError::TooLarge(max).into_response();
     }
     let response = next.run(req).await;
     let is_json =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
         Refusals::add(&state.refusals.http_too_large);
-        return error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body over {max} bytes"));
+        return ApiError::TooLarge(max).into_response();
     }
     response
 }

@@ -45,14 +45,24 @@ pub enum ErrorCode {
     Rejected,
     /// The pre-send hook could not be asked and the server fails closed; retry later.
     HookUnavailable,
-    /// The room has `limits.max_participants` members.
+    /// Join: the room has its `max_participants` members (the room's option or `limits.max_participants`).
     RoomFull,
-    /// The server has `limits.max_rooms` rooms and this join would open another.
+    /// Join: the server has `limits.max_rooms` rooms and this join would open another.
     TooManyRooms,
     /// The offer would publish more than `limits.max_tracks_per_participant` tracks.
     TooManyTracks,
     /// The server is shutting down and takes no new joins; join another server or retry later.
     ServerDraining,
+    /// Join: no such room, and rooms are not created on first join (`[rooms] auto_create = false`).
+    RoomNotFound,
+    /// Join: a scheduled room before its start.
+    RoomNotOpen,
+    /// Join: a scheduled room whose members do not include this identity.
+    NotInvited,
+    /// The room is closed (a scheduled room after its end): its history is read-only.
+    RoomClosed,
+    /// Publish: the token's `can_publish_sources` does not include this track's source.
+    SourceNotAllowed,
 }
 
 /// WebSocket close codes (see `docs/protocol.md`).
@@ -68,10 +78,14 @@ pub mod close {
     pub const REPLACED: u16 = 4009;
     /// The server is draining (shutting down) and takes no new joins: the WebSocket "try again later" code.
     pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// The room is full (`room_full`).
+    /// The room is full (`room_full` in the preceding `error`).
     pub const ROOM_FULL: u16 = 4006;
     /// The server has as many rooms as it may (`too_many_rooms`).
     pub const TOO_MANY_ROOMS: u16 = 4007;
+    /// Removed by a room admin, or the room was closed (the preceding `leave` says which).
+    pub const REMOVED: u16 = 4010;
+    /// The room refused the join: not found, not open yet, closed, or not invited (the preceding `error` says which).
+    pub const ROOM_UNAVAILABLE: u16 = 4011;
     /// Too many joins from this address or identity (`rate_limited`).
     pub const RATE_LIMITED: u16 = 4029;
 }
@@ -559,6 +573,9 @@ pub struct ParticipantInfo {
     pub identity: String,
     pub name: String,
     pub tracks: Vec<TrackInfo>,
+    /// Opaque, from the token or the admin API.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub metadata: String,
 }
 
 /// One entry of `active_speakers`.
@@ -717,6 +734,14 @@ pub enum ServerMsg {
         participant_id: String,
         track_id: String,
         muted: bool,
+    },
+    /// To one participant: the admin API changed its permissions; they apply at once.
+    PermissionsChanged {
+        permissions: crate::auth::Permissions,
+    },
+    /// A participant's name or metadata changed (admin API).
+    ParticipantUpdated {
+        participant: ParticipantInfo,
     },
     Subscribed {
         track_id: String,

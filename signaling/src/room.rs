@@ -1,6 +1,7 @@
 //! The signaling view of rooms: who is in each room, what they publish, and the events everyone in a room hears.
 //!
-//! A room exists while it has members (created on first join). The state lives behind one mutex that is never held
+//! A room is created by the admin API or on first join (see [`crate::lifecycle`] for when it opens and closes; the
+//! decisions live there, this registry applies them). The state lives behind one mutex that is never held
 //! across an `await`; every change produces [`RoomEvent`]s that are pushed, without waiting, into each member's
 //! bounded queue. A member whose queue is full is too slow to follow the room: it is told to close (`4008`) and
 //! resumes by reconnecting, and the room carries on.
@@ -12,7 +13,11 @@ use sfu::speaker::SpeakerDetector;
 use sfu::{MediaKind, PeerId, TrackId};
 use tokio::sync::mpsc;
 
-use crate::protocol::{close, ParticipantInfo, TrackInfo};
+use serde::Serialize;
+
+use crate::auth::Permissions;
+use crate::lifecycle::{self, RoomOptions, RoomPhase, RoomView, Transition};
+use crate::protocol::{close, ErrorCode, ParticipantInfo, TrackInfo};
 
 /// Capacity of each member's room-event queue.
 pub const MEMBER_QUEUE: usize = 1024;
@@ -42,6 +47,10 @@ pub enum RoomEvent {
     },
     /// Who is talking, loudest first (changes only, at most every 500 ms).
     ActiveSpeakers(Vec<(String, f32)>),
+    /// To one member: its permissions changed (admin API).
+    PermissionsChanged(Permissions),
+    /// A member's name or metadata changed.
+    ParticipantUpdated(ParticipantInfo),
 }
 
 /// A reason to close a session, sent on its close channel.
@@ -61,21 +70,92 @@ struct Member {
     handles: MemberHandles,
     /// Wire track id → engine track id.
     tracks: HashMap<String, TrackId>,
+    permissions: Permissions,
+    joined_ms: u64,
 }
 
 #[derive(Debug)]
 struct Room {
     members: HashMap<String, Member>,
     speakers: SpeakerDetector<String>,
+    options: RoomOptions,
+    phase: RoomPhase,
+    /// Created on first join.
+    auto: bool,
+    created_ms: u64,
+    empty_since_ms: Option<u64>,
 }
 
-impl Default for Room {
-    fn default() -> Self {
+impl Room {
+    fn new(options: RoomOptions, auto: bool, now_ms: u64) -> Room {
         Room {
             members: HashMap::new(),
             speakers: SpeakerDetector::new(SPEAKER_INTERVAL, sfu::peer::AUDIO_LEVEL_PERIOD),
+            phase: lifecycle::initial_phase(&options, now_ms),
+            options,
+            auto,
+            created_ms: now_ms,
+            empty_since_ms: Some(now_ms),
         }
     }
+
+    fn view(&self) -> RoomView<'_> {
+        RoomView {
+            options: &self.options,
+            phase: self.phase,
+            auto: self.auto,
+            members: self.members.values().filter(|m| !m.permissions.hidden).count(),
+            empty_since_ms: self.empty_since_ms.filter(|_| self.members.is_empty()),
+        }
+    }
+
+    fn summary(&self, name: &str) -> RoomSummary {
+        RoomSummary {
+            name: name.to_string(),
+            phase: self.phase,
+            num_participants: self.members.len(),
+            created_ms: self.created_ms,
+            options: self.options.clone(),
+        }
+    }
+}
+
+/// A room as the admin API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub name: String,
+    pub phase: RoomPhase,
+    pub num_participants: usize,
+    /// ms since the Unix epoch.
+    pub created_ms: u64,
+    pub options: RoomOptions,
+}
+
+/// A participant as the admin API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ParticipantSummary {
+    #[serde(flatten)]
+    pub info: ParticipantInfo,
+    pub permissions: Permissions,
+    /// ms since the Unix epoch.
+    pub joined_ms: u64,
+}
+
+/// What the admin API may change about a participant.
+#[derive(Debug, Clone, Default)]
+pub struct ParticipantUpdate {
+    pub permissions: Option<Permissions>,
+    pub name: Option<String>,
+    pub metadata: Option<String>,
+}
+
+/// Who is joining.
+#[derive(Debug, Clone)]
+pub struct Joiner<'a> {
+    pub identity: &'a str,
+    pub name: &'a str,
+    pub metadata: &'a str,
+    pub permissions: Permissions,
 }
 
 /// Active-speaker updates are sent at most this often.
@@ -102,6 +182,8 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Rooms {
     state: Mutex<State>,
+    /// Join of an unknown room creates it (else `room_not_found`). Set once at start.
+    pub auto_create: bool,
 }
 
 /// What a joining member learns.
@@ -118,30 +200,84 @@ impl Rooms {
         self.state.lock().expect("rooms lock poisoned")
     }
 
-    /// Add a member. A member with the same identity is told to close with `4009` (the newer session wins).
-    pub fn join(&self, room: &str, identity: &str, name: &str, peer: PeerId, handles: MemberHandles) -> Joined {
-        join_locked(&mut self.lock(), room, identity, name, peer, handles)
+    /// Rooms that join on first use.
+    pub fn new(auto_create: bool) -> Rooms {
+        Rooms { state: Mutex::default(), auto_create }
     }
 
-    /// Would a join of `identity` to `room` fit in `caps` now? A cheap early answer; [`Rooms::join_within`] decides.
-    pub fn admits(&self, room: &str, identity: &str, caps: RoomCaps) -> Result<(), CapError> {
+    /// Would a join of `identity` to `room` fit in the server's `caps` now? A cheap early answer given before the
+    /// session spends anything on the join; [`Rooms::join`] decides, under the same lock as the insert.
+    pub fn admits(&self, room: &str, identity: &str, caps: RoomCaps) -> Result<(), ErrorCode> {
         fits(&self.lock(), room, identity, caps)
     }
 
-    /// [`Rooms::join`] if the join fits in `caps`, checked and done under one lock so that concurrent joins cannot
-    /// overshoot. A member about to be replaced by the same identity does not count.
-    pub fn join_within(
+    /// Add a member, if the server's `caps` and the room let it in (see [`lifecycle::may_join`]), checked and done
+    /// under one lock so that concurrent joins cannot overshoot. A member with the same identity is told to close
+    /// with `4009` (the newer session wins) and does not count. Hidden members are not announced.
+    pub fn join(
         &self,
         caps: RoomCaps,
         room: &str,
-        identity: &str,
-        name: &str,
+        who: Joiner<'_>,
         peer: PeerId,
         handles: MemberHandles,
-    ) -> Result<Joined, CapError> {
+    ) -> Result<Joined, ErrorCode> {
+        let identity = who.identity;
+        let me = ParticipantInfo {
+            id: format!("PA_{}", random_token(12)),
+            identity: identity.to_string(),
+            name: who.name.to_string(),
+            tracks: Vec::new(),
+            metadata: who.metadata.to_string(),
+        };
+        let now = now_ms();
         let mut st = self.lock();
         fits(&st, room, identity, caps)?;
-        Ok(join_locked(&mut st, room, identity, name, peer, handles))
+        if !st.rooms.contains_key(room) {
+            if !self.auto_create {
+                return Err(ErrorCode::RoomNotFound);
+            }
+            // webhook: room_started (created on first join)
+            st.rooms.insert(room.to_string(), Room::new(RoomOptions::default(), true, now));
+        }
+        let r = st.rooms.get_mut(room).expect("inserted above");
+        let replacing = r.members.values().filter(|m| m.info.identity == identity).count();
+        let mut view = r.view();
+        view.members = view.members.saturating_sub(replacing);
+        lifecycle::may_join(view, identity, who.permissions.hidden)?;
+        for m in r.members.values() {
+            if m.info.identity == identity {
+                let _ = m.handles.close.try_send((close::REPLACED, "replaced"));
+            }
+        }
+        let others: Vec<ParticipantInfo> = r
+            .members
+            .values()
+            .filter(|m| m.info.identity != identity && !m.permissions.hidden)
+            .map(|m| m.info.clone())
+            .collect();
+        let tracks = r
+            .members
+            .values()
+            .filter(|m| m.info.identity != identity)
+            .flat_map(|m| m.tracks.values().copied())
+            .collect();
+        if !who.permissions.hidden {
+            broadcast(r, None, RoomEvent::ParticipantJoined(me.clone()));
+        }
+        r.empty_since_ms = None;
+        r.members.insert(
+            me.id.clone(),
+            Member {
+                info: me.clone(),
+                peer,
+                handles,
+                tracks: HashMap::new(),
+                permissions: who.permissions,
+                joined_ms: now,
+            },
+        );
+        Ok(Joined { me, others, tracks })
     }
 
     /// Remove a member: its tracks are unpublished and the others told it left.
@@ -163,9 +299,18 @@ impl Rooms {
             gone.push((wire.clone(), *sfu_track));
         }
         r.speakers.remove(&participant_id.to_string());
-        broadcast(r, None, RoomEvent::ParticipantLeft { participant_id: participant_id.to_string(), reason });
-        if r.members.is_empty() {
+        if !m.permissions.hidden {
+            broadcast(r, None, RoomEvent::ParticipantLeft { participant_id: participant_id.to_string(), reason });
+        }
+        if r.members.is_empty() && r.phase == RoomPhase::Closed && r.options.schedule.is_none() {
             st.rooms.remove(room);
+        } else if r.members.is_empty() {
+            let now = now_ms();
+            r.empty_since_ms = Some(now);
+            if lifecycle::due(r.view(), now) == Some(Transition::Expire) {
+                // webhook: room_finished (empty)
+                st.rooms.remove(room);
+            }
         }
         for (wire, t) in gone {
             st.tracks.remove(&wire);
@@ -270,6 +415,176 @@ impl Rooms {
         (st.rooms.len(), participants, st.tracks.len())
     }
 
+    /// Create a room with its options. `false` if one of that name exists.
+    pub fn create(&self, room: &str, options: RoomOptions, max_rooms: usize) -> Result<RoomSummary, CreateError> {
+        let mut st = self.lock();
+        if st.rooms.contains_key(room) {
+            return Err(CreateError::Exists);
+        }
+        if st.rooms.len() >= max_rooms {
+            return Err(CreateError::TooManyRooms);
+        }
+        let r = Room::new(options, false, now_ms());
+        let summary = r.summary(room);
+        // webhook: room_started (created by the API)
+        st.rooms.insert(room.to_string(), r);
+        Ok(summary)
+    }
+
+    /// Every room, by name.
+    pub fn list(&self) -> Vec<RoomSummary> {
+        let st = self.lock();
+        let mut all: Vec<RoomSummary> = st.rooms.iter().map(|(n, r)| r.summary(n)).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// One room.
+    pub fn get(&self, room: &str) -> Option<RoomSummary> {
+        self.lock().rooms.get(room).map(|r| r.summary(room))
+    }
+
+    /// The room's phase, if it exists.
+    pub fn phase(&self, room: &str) -> Option<RoomPhase> {
+        self.lock().rooms.get(room).map(|r| r.phase)
+    }
+
+    /// Whether the room's chat is kept whatever the configured retention says.
+    pub fn keeps_history(&self, room: &str) -> bool {
+        self.lock().rooms.get(room).is_some_and(|r| r.options.retention.as_deref() == Some("keep"))
+    }
+
+    /// Close a room: everyone is removed with `reason`. A scheduled room stays, closed, for audit; others go.
+    pub fn close(&self, room: &str, reason: &'static str) -> bool {
+        let mut st = self.lock();
+        let Some(r) = st.rooms.get_mut(room) else { return false };
+        for m in r.members.values() {
+            let _ = m.handles.close.try_send((close::REMOVED, reason));
+        }
+        r.phase = RoomPhase::Closed;
+        // A room without a schedule is forgotten when its last member has left (now, if it is empty): its members'
+        // sessions still hold its event queues until they have read the close.
+        if r.options.schedule.is_none() && r.members.is_empty() {
+            st.rooms.remove(room);
+        }
+        // webhook: room_finished
+        true
+    }
+
+    /// Apply the lifecycle transitions due at `now_ms`; returns them.
+    pub fn tick(&self, now_ms: u64) -> Vec<(String, Transition)> {
+        let due: Vec<(String, Transition)> = {
+            let st = self.lock();
+            st.rooms.iter().filter_map(|(n, r)| lifecycle::due(r.view(), now_ms).map(|t| (n.clone(), t))).collect()
+        };
+        for (name, t) in &due {
+            match t {
+                Transition::Open => {
+                    if let Some(r) = self.lock().rooms.get_mut(name) {
+                        r.phase = RoomPhase::Open;
+                    }
+                }
+                Transition::End => {
+                    self.close(name, "room_ended");
+                }
+                Transition::Expire => {
+                    let mut st = self.lock();
+                    if st.rooms.get(name).is_some_and(|r| r.members.is_empty()) {
+                        // webhook: room_finished (empty timeout)
+                        st.rooms.remove(name);
+                    }
+                }
+            }
+        }
+        due
+    }
+
+    /// The members of a room (hidden ones too: this is the admin's view).
+    pub fn participants(&self, room: &str) -> Option<Vec<ParticipantSummary>> {
+        let st = self.lock();
+        let r = st.rooms.get(room)?;
+        let mut all: Vec<ParticipantSummary> = r.members.values().map(summary_of).collect();
+        all.sort_by(|a, b| a.info.identity.cmp(&b.info.identity));
+        Some(all)
+    }
+
+    /// One member, by identity.
+    pub fn participant(&self, room: &str, identity: &str) -> Option<ParticipantSummary> {
+        let st = self.lock();
+        st.rooms.get(room)?.members.values().find(|m| m.info.identity == identity).map(summary_of)
+    }
+
+    /// Remove a member (admin): its session is closed with `4010`.
+    pub fn remove(&self, room: &str, identity: &str) -> bool {
+        let st = self.lock();
+        let Some(r) = st.rooms.get(room) else { return false };
+        let mut found = false;
+        for m in r.members.values().filter(|m| m.info.identity == identity) {
+            let _ = m.handles.close.try_send((close::REMOVED, "removed"));
+            found = true;
+        }
+        found
+    }
+
+    /// Change a member's permissions, name or metadata; they apply at once. Tracks the new permissions do not
+    /// allow are unpublished (everyone hears it; subscribers drop them).
+    pub fn update(&self, room: &str, identity: &str, u: ParticipantUpdate) -> Option<ParticipantSummary> {
+        let mut st = self.lock();
+        let r = st.rooms.get_mut(room)?;
+        let id = r.members.values().find(|m| m.info.identity == identity)?.info.id.clone();
+        let m = r.members.get_mut(&id)?;
+        let mut gone = Vec::new();
+        if let Some(p) = u.permissions {
+            for t in &m.info.tracks {
+                if !p.may_publish(t.source) {
+                    if let Some(sfu_track) = m.tracks.get(&t.id) {
+                        gone.push((t.id.clone(), *sfu_track));
+                    }
+                }
+            }
+            for (wire, _) in &gone {
+                m.tracks.remove(wire);
+                m.info.tracks.retain(|t| t.id != *wire);
+            }
+            m.permissions = p.clone();
+            let _ = m.handles.events.try_send(RoomEvent::PermissionsChanged(p));
+        }
+        let renamed = u.name.is_some() || u.metadata.is_some();
+        if let Some(n) = u.name {
+            m.info.name = n;
+        }
+        if let Some(md) = u.metadata {
+            m.info.metadata = md;
+        }
+        let summary = summary_of(m);
+        let (info, hidden) = (m.info.clone(), m.permissions.hidden);
+        for (wire, sfu_track) in &gone {
+            broadcast(
+                r,
+                None,
+                RoomEvent::TrackUnpublished {
+                    participant_id: id.clone(),
+                    track_id: wire.clone(),
+                    sfu_track: *sfu_track,
+                },
+            );
+        }
+        if renamed && !hidden {
+            broadcast(r, None, RoomEvent::ParticipantUpdated(info));
+        }
+        for (wire, t) in gone {
+            st.tracks.remove(&wire);
+            st.by_sfu.remove(&t);
+        }
+        Some(summary)
+    }
+
+    /// Mute or unmute a published track on its publisher's behalf (admin). `false` if there is no such track.
+    pub fn mute_track(&self, room: &str, track_id: &str, muted: bool) -> bool {
+        let Some(t) = self.track(room, track_id) else { return false };
+        self.mute(room, &t.participant_id, track_id, muted)
+    }
+
     /// Tell every member to close (server shutdown).
     pub fn close_all(&self, signal: CloseSignal) {
         let st = self.lock();
@@ -281,7 +596,6 @@ impl Rooms {
     }
 }
 
-/// Push an event to every member (but `except`), never waiting. A member whose queue is full is told to close.
 /// Server-wide caps a join must fit in (`[limits]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomCaps {
@@ -291,47 +605,28 @@ pub struct RoomCaps {
     pub max_participants: usize,
 }
 
-/// Why a join does not fit in the [`RoomCaps`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CapError {
-    #[error("the room is full")]
-    RoomFull,
-    #[error("the server has as many rooms as it may")]
+/// Why [`Rooms::create`] did not create a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateError {
+    /// A room of that name exists.
+    Exists,
+    /// The server has `limits.max_rooms` rooms.
     TooManyRooms,
 }
 
-fn fits(st: &State, room: &str, identity: &str, caps: RoomCaps) -> Result<(), CapError> {
+/// The server-wide caps, before the room's own rules: every member counts here, hidden or not (they cost the
+/// same), and the member a join replaces does not.
+fn fits(st: &State, room: &str, identity: &str, caps: RoomCaps) -> Result<(), ErrorCode> {
     match st.rooms.get(room) {
         Some(r) if r.members.values().filter(|m| m.info.identity != identity).count() >= caps.max_participants => {
-            Err(CapError::RoomFull)
+            Err(ErrorCode::RoomFull)
         }
-        None if st.rooms.len() >= caps.max_rooms => Err(CapError::TooManyRooms),
+        None if st.rooms.len() >= caps.max_rooms => Err(ErrorCode::TooManyRooms),
         _ => Ok(()),
     }
 }
 
-fn join_locked(st: &mut State, room: &str, identity: &str, name: &str, peer: PeerId, handles: MemberHandles) -> Joined {
-    let me = ParticipantInfo {
-        id: format!("PA_{}", random_token(12)),
-        identity: identity.to_string(),
-        name: name.to_string(),
-        tracks: Vec::new(),
-    };
-    let r = st.rooms.entry(room.to_string()).or_default();
-    for m in r.members.values() {
-        if m.info.identity == identity {
-            let _ = m.handles.close.try_send((close::REPLACED, "replaced"));
-        }
-    }
-    let others: Vec<ParticipantInfo> =
-        r.members.values().filter(|m| m.info.identity != identity).map(|m| m.info.clone()).collect();
-    let tracks =
-        r.members.values().filter(|m| m.info.identity != identity).flat_map(|m| m.tracks.values().copied()).collect();
-    broadcast(r, None, RoomEvent::ParticipantJoined(me.clone()));
-    r.members.insert(me.id.clone(), Member { info: me.clone(), peer, handles, tracks: HashMap::new() });
-    Joined { me, others, tracks }
-}
-
+/// Push an event to every member (but `except`), never waiting. A member whose queue is full is told to close.
 fn broadcast(r: &Room, except: Option<&str>, ev: RoomEvent) {
     for (id, m) in &r.members {
         if Some(id.as_str()) == except {
@@ -341,6 +636,15 @@ fn broadcast(r: &Room, except: Option<&str>, ev: RoomEvent) {
             let _ = m.handles.close.try_send((close::TIMEOUT_OR_SLOW, "too slow"));
         }
     }
+}
+
+fn summary_of(m: &Member) -> ParticipantSummary {
+    ParticipantSummary { info: m.info.clone(), permissions: m.permissions.clone(), joined_ms: m.joined_ms }
+}
+
+/// Wall-clock now, ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A random alphanumeric string, for ids.
@@ -366,6 +670,28 @@ mod tests {
         (MemberHandles { events: etx, close: ctx }, erx, crx)
     }
 
+    fn who(identity: &str) -> Joiner<'_> {
+        Joiner {
+            identity,
+            name: identity,
+            metadata: "",
+            permissions: Permissions::from(&crate::auth::VideoGrant {
+                room: "r".into(),
+                room_join: true,
+                can_publish: true,
+                can_subscribe: true,
+                can_chat: true,
+                room_admin: false,
+                can_publish_sources: None,
+                hidden: false,
+                room_create: false,
+                room_list: false,
+            }),
+        }
+    }
+
+    const CAPS: RoomCaps = RoomCaps { max_rooms: 100, max_participants: 100 };
+
     fn track(id: &str) -> TrackInfo {
         TrackInfo {
             id: id.into(),
@@ -379,11 +705,11 @@ mod tests {
 
     #[test]
     fn join_publish_leave() {
-        let rooms = Rooms::default();
+        let rooms = Rooms::new(true);
         let (ha, mut ea, _ca) = member();
-        let a = rooms.join("r", "alice", "Alice", PeerId(1), ha);
+        let a = rooms.join(CAPS, "r", who("alice"), PeerId(1), ha).unwrap();
         let (hb, mut eb, _cb) = member();
-        let b = rooms.join("r", "bob", "Bob", PeerId(2), hb);
+        let b = rooms.join(CAPS, "r", who("bob"), PeerId(2), hb).unwrap();
         assert_eq!(b.others.len(), 1);
         assert!(matches!(ea.try_recv(), Ok(RoomEvent::ParticipantJoined(p)) if p.identity == "bob"));
 
@@ -412,11 +738,11 @@ mod tests {
 
     #[test]
     fn loud_member_becomes_active_speaker() {
-        let rooms = Rooms::default();
+        let rooms = Rooms::new(true);
         let (ha, _ea, _ca) = member();
-        let a = rooms.join("r", "alice", "A", PeerId(1), ha);
+        let a = rooms.join(CAPS, "r", who("alice"), PeerId(1), ha).unwrap();
         let (hb, mut eb, _cb) = member();
-        rooms.join("r", "bob", "B", PeerId(2), hb);
+        rooms.join(CAPS, "r", who("bob"), PeerId(2), hb).unwrap();
         let t0 = std::time::Instant::now();
         let mut seen = None;
         for i in 1..=10 {
@@ -435,20 +761,40 @@ mod tests {
 
     #[test]
     fn same_identity_replaces_and_slow_member_is_closed() {
-        let rooms = Rooms::default();
+        let rooms = Rooms::new(true);
         let (h1, _e1, mut c1) = member();
-        rooms.join("r", "alice", "A", PeerId(1), h1);
+        rooms.join(CAPS, "r", who("alice"), PeerId(1), h1).unwrap();
         let (h2, _e2, _c2) = member();
-        let j = rooms.join("r", "alice", "A", PeerId(2), h2);
+        let j = rooms.join(CAPS, "r", who("alice"), PeerId(2), h2).unwrap();
         assert_eq!(c1.try_recv().unwrap(), (close::REPLACED, "replaced"));
         assert!(j.others.is_empty(), "the replaced session is not in the snapshot");
 
         let (h3, _e3_never_read, mut c3) = member();
-        rooms.join("s", "slow", "S", PeerId(3), h3);
+        rooms.join(CAPS, "s", who("slow"), PeerId(3), h3).unwrap();
         for i in 0..10 {
             let (h, _e, _c) = member();
-            rooms.join("s", &format!("p{i}"), "P", PeerId(10 + i), h);
+            rooms.join(CAPS, "s", who(&format!("p{i}")), PeerId(10 + i), h).unwrap();
         }
         assert_eq!(c3.try_recv().unwrap(), (close::TIMEOUT_OR_SLOW, "too slow"));
+    }
+
+    #[test]
+    fn server_caps_count_every_member_and_not_the_one_replaced() {
+        let rooms = Rooms::new(true);
+        let caps = RoomCaps { max_rooms: 1, max_participants: 2 };
+        let (h1, _e1, _c1) = member();
+        rooms.join(caps, "r", who("alice"), PeerId(1), h1).unwrap();
+        let (h2, _e2, _c2) = member();
+        rooms.join(caps, "r", who("bob"), PeerId(2), h2).unwrap();
+        let (h3, _e3, _c3) = member();
+        assert_eq!(rooms.join(caps, "r", who("carol"), PeerId(3), h3).err(), Some(ErrorCode::RoomFull));
+        assert_eq!(rooms.admits("r", "carol", caps), Err(ErrorCode::RoomFull));
+        // Alice again replaces alice: she fits.
+        assert_eq!(rooms.admits("r", "alice", caps), Ok(()));
+        let (h4, _e4, _c4) = member();
+        rooms.join(caps, "r", who("alice"), PeerId(4), h4).unwrap();
+        // A second room would exceed max_rooms.
+        let (h5, _e5, _c5) = member();
+        assert_eq!(rooms.join(caps, "s", who("dave"), PeerId(5), h5).err(), Some(ErrorCode::TooManyRooms));
     }
 }

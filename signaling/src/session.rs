@@ -21,13 +21,13 @@ use sfu::{MediaKind, PeerEvent, PeerId, PeerOptions, TrackId};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::auth::TokenError;
+use crate::auth::{Permissions, TokenError};
 use crate::limits::{Rate, Refusals, TokenBucket};
 use crate::protocol::{
     close, ClientMsg, ErrorCode, LayerActive, OfferTrack, ParticipantInfo, ServerMsg, SpeakerInfo, TrackInfo,
     TrackSource, VERSION,
 };
-use crate::room::{wire_track_id, CapError, MemberHandles, RoomCaps, RoomEvent, MEMBER_QUEUE};
+use crate::room::{wire_track_id, Joiner, MemberHandles, RoomCaps, RoomEvent, MEMBER_QUEUE};
 use crate::AppState;
 
 mod chat;
@@ -110,8 +110,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
     }
     let caps =
         RoomCaps { max_rooms: state.config.limits.max_rooms, max_participants: state.config.limits.max_participants };
-    if let Err(e) = state.rooms.admits(&room, &identity, caps) {
-        refuse_cap(&state, &mut tx, e).await;
+    if let Err(code) = state.rooms.admits(&room, &identity, caps) {
+        refuse_room(&state, &mut tx, code).await;
         return;
     }
     // `participant` is filled in once the room gives the id: every log line of the session carries all three.
@@ -143,14 +143,21 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
         let inbox = chat.inbox();
         let (ev_tx, mut ev_rx) = mpsc::channel(MEMBER_QUEUE);
         let (close_tx, mut close_rx) = mpsc::channel(1);
+        let permissions = Permissions::from(&claims.video);
+        let who = Joiner {
+            identity: &identity,
+            name: &name,
+            metadata: claims.metadata.as_deref().unwrap_or(""),
+            permissions: permissions.clone(),
+        };
         let handles = MemberHandles { events: ev_tx, close: close_tx };
-        let joined = match state.rooms.join_within(caps, &room, &identity, &name, peer, handles) {
+        let joined = match state.rooms.join(caps, &room, who, peer, handles) {
             Ok(j) => j,
-            Err(e) => {
-                // Lost a race for the last place since `admits`.
+            Err(code) => {
+                // The room's own rules, or a race for the last place since `admits`.
                 chat.stop();
                 let _ = state.sfu.close_peer(peer).await;
-                refuse_cap(&state, &mut tx, e).await;
+                refuse_room(&state, &mut tx, code).await;
                 return;
             }
         };
@@ -162,7 +169,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             room: room.clone(),
             me: me.clone(),
             peer,
-            can_subscribe: claims.video.can_subscribe,
+            perms: permissions,
             auto_subscribe,
             subscriptions: HashSet::new(),
             offered_tracks: HashMap::new(),
@@ -178,7 +185,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
         chat.resume(&chat_positions, &mut s.out).await;
         chat.start_fresh_room(&mut s.out).await;
         chat.renotify_alerts(&mut s.out).await;
-        if s.auto_subscribe && s.can_subscribe {
+        if s.auto_subscribe && s.perms.can_subscribe {
             for t in joined.tracks {
                 s.subscribe(t).await;
             }
@@ -266,6 +273,9 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                     }
                 }
                 ev = ev_rx.recv() => {
+                    if let Some(RoomEvent::PermissionsChanged(p)) = &ev {
+                        chat.set_grants(p.can_chat, p.room_admin);
+                    }
                     if let Some(ev) = ev { s.handle_room(ev).await; }
                 }
                 pev = peer_events.recv() => {
@@ -282,8 +292,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                 }
                 sig = close_rx.recv() => {
                     let (code, reason) = sig.unwrap_or((close::GOING_AWAY, "server_shutdown"));
-                    leave_reason = match code { close::REPLACED => "replaced", close::GOING_AWAY => "server_shutdown", _ => "disconnected" };
-                    let wire_reason = if code == close::REPLACED { "replaced" } else if code == close::GOING_AWAY { "server_shutdown" } else { "removed" };
+                    leave_reason = match code { close::REPLACED => "replaced", close::GOING_AWAY => "server_shutdown", close::REMOVED => reason, _ => "disconnected" };
+                    let wire_reason = if code == close::REPLACED { "replaced" } else if code == close::GOING_AWAY { "server_shutdown" } else if code == close::REMOVED { reason } else { "removed" };
                     let _ = tx.send(text_msg(&ServerMsg::Leave { reason: wire_reason })).await;
                     let _ = tx.send(close_msg(code, reason)).await;
                     break;
@@ -322,7 +332,8 @@ struct Session {
     room: String,
     me: ParticipantInfo,
     peer: PeerId,
-    can_subscribe: bool,
+    /// The grants in force (from the token, changed by the admin API).
+    perms: Permissions,
     auto_subscribe: bool,
     subscriptions: HashSet<TrackId>,
     /// `mid` → what the client said the track is, from its offers.
@@ -352,6 +363,11 @@ impl Session {
                     ));
                     return;
                 }
+                if let Some(t) = tracks.iter().find(|t| t.source.is_some_and(|src| !self.perms.may_publish(src))) {
+                    let (code, why) = self.publish_refusal();
+                    self.say(ServerMsg::error(code, format!("{why} (track {})", t.mid), Some(ty)));
+                    return;
+                }
                 for t in tracks {
                     self.offered_tracks.insert(t.mid.clone(), t);
                 }
@@ -368,7 +384,7 @@ impl Session {
                 }
             }
             ClientMsg::Subscribe { track_ids } => {
-                if !self.can_subscribe {
+                if !self.perms.can_subscribe {
                     self.say(ServerMsg::error(ErrorCode::PermissionDenied, "this token may not subscribe", Some(ty)));
                     return;
                 }
@@ -434,7 +450,7 @@ impl Session {
             RoomEvent::TrackPublished { participant_id, track, sfu_track } => {
                 let theirs = participant_id != self.me.id;
                 self.say(ServerMsg::TrackPublished { participant_id, track });
-                if theirs && self.auto_subscribe && self.can_subscribe {
+                if theirs && self.auto_subscribe && self.perms.can_subscribe {
                     self.subscribe(sfu_track).await;
                 }
             }
@@ -456,6 +472,18 @@ impl Session {
             }
             RoomEvent::TrackMuted { participant_id, track_id, muted } => {
                 self.say(ServerMsg::TrackMuted { participant_id, track_id, muted });
+            }
+            RoomEvent::PermissionsChanged(p) => {
+                if !p.can_subscribe {
+                    for t in self.subscriptions.clone() {
+                        self.unsubscribe(t, "permission_revoked").await;
+                    }
+                }
+                self.perms = p.clone();
+                self.say(ServerMsg::PermissionsChanged { permissions: p });
+            }
+            RoomEvent::ParticipantUpdated(p) => {
+                self.say(ServerMsg::ParticipantUpdated { participant: p });
             }
         }
     }
@@ -485,6 +513,12 @@ impl Session {
                     muted: false,
                     mid: Some(mid),
                 };
+                if !self.perms.may_publish(source) {
+                    // The engine holds the track, but the room never hears of it: nobody can subscribe.
+                    let (code, why) = self.publish_refusal();
+                    self.say(ServerMsg::error(code, format!("{why} (track {})", info.id), Some("offer")));
+                    return;
+                }
                 let priority = match source {
                     TrackSource::Screen => Priority::Screen,
                     _ if kind == MediaKind::Audio => Priority::Audio,
@@ -529,6 +563,15 @@ impl Session {
             }
             PeerEvent::Connected => debug!("media connected"),
             PeerEvent::Closed { .. } => {}
+        }
+    }
+
+    /// Why a publish is refused: no publish grant at all, or not this source.
+    fn publish_refusal(&self) -> (ErrorCode, &'static str) {
+        if !self.perms.can_publish || self.perms.hidden {
+            (ErrorCode::PermissionDenied, "this participant may not publish")
+        } else {
+            (ErrorCode::SourceNotAllowed, "this participant may not publish this source")
         }
     }
 
@@ -605,14 +648,20 @@ async fn refuse(tx: &mut futures::stream::SplitSink<WebSocket, Message>, code: E
     let _ = tx.send(close_msg(close, message)).await;
 }
 
-/// Refuse a join that does not fit in the room caps.
-async fn refuse_cap(state: &AppState, tx: &mut futures::stream::SplitSink<WebSocket, Message>, e: CapError) {
-    let (code, close, counter) = match e {
-        CapError::RoomFull => (ErrorCode::RoomFull, close::ROOM_FULL, &state.refusals.join_room_full),
-        CapError::TooManyRooms => (ErrorCode::TooManyRooms, close::TOO_MANY_ROOMS, &state.refusals.join_too_many_rooms),
+/// Refuse a join the room registry turned down: the server's caps or the room's own rules.
+async fn refuse_room(state: &AppState, tx: &mut futures::stream::SplitSink<WebSocket, Message>, code: ErrorCode) {
+    let r = &state.refusals;
+    let (close, counter, message) = match code {
+        ErrorCode::RoomFull => (close::ROOM_FULL, &r.join_room_full, "the room is full"),
+        ErrorCode::TooManyRooms => (close::TOO_MANY_ROOMS, &r.join_too_many_rooms, "the server has as many rooms as it may"),
+        ErrorCode::RoomNotFound => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "no such room"),
+        ErrorCode::RoomNotOpen => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "the room is not open yet"),
+        ErrorCode::NotInvited => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "you are not a member of this room"),
+        ErrorCode::RoomClosed => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "the room is closed"),
+        _ => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "join refused"),
     };
     Refusals::add(counter);
-    refuse(tx, code, close, &e.to_string()).await;
+    refuse(tx, code, close, message).await;
 }
 
 fn text_msg(m: &ServerMsg) -> Message {

@@ -136,6 +136,7 @@ async fn publishing_without_the_grant_is_refused() {
             can_subscribe: true,
             can_chat: true,
             room_admin: false,
+            ..TokenRequest::new("", "")
         },
     );
     let mut ws = connect(&s).await;

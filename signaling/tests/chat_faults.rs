@@ -93,6 +93,7 @@ fn token(identity: &str) -> String {
             can_subscribe: true,
             can_chat: true,
             room_admin: false,
+            ..TokenRequest::new("", "")
         },
     )
 }

@@ -250,6 +250,12 @@ impl ChatSession {
         Ok(())
     }
 
+    /// The admin API changed this member's grants: they apply from the next request.
+    pub fn set_grants(&mut self, can_chat: bool, room_admin: bool) {
+        self.can_chat = can_chat;
+        self.room_admin = room_admin;
+    }
+
     /// Handle one chat request; answers go to `out`.
     pub async fn handle(&mut self, msg: ClientMsg, out: &mut Vec<Out>) {
         let ty = msg.type_name();

@@ -70,6 +70,7 @@ pub fn token_request(room: &str, identity: &str) -> TokenRequest {
         can_subscribe: true,
         can_chat: true,
         room_admin: false,
+        ..TokenRequest::new("", "")
     }
 }
 
@@ -150,4 +151,41 @@ pub async fn postgres_database() -> Option<String> {
     client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
     let base = url.rsplit_once('/').map(|(base, _)| base).expect("a URL with a database");
     Some(format!("{base}/{name}"))
+}
+
+/// An admin API token: no join, `f` sets the grants.
+pub fn api_token(room: &str, f: impl FnOnce(&mut TokenRequest)) -> String {
+    let mut req = TokenRequest {
+        room_join: false,
+        can_publish: false,
+        can_subscribe: false,
+        can_chat: false,
+        ..TokenRequest::new(room, "backend")
+    };
+    f(&mut req);
+    mint(KEY, SECRET, &req)
+}
+
+/// One admin API call over a real connection: (status, JSON body or `null`), within 5 s.
+pub async fn api(
+    s: &signaling::Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<axum::body::Bytes>>();
+    let mut req = hyper::Request::builder().method(method).uri(format!("http://{}{path}", s.http_addr));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = req.header("content-type", "application/json").body(Full::new(axum::body::Bytes::from(body))).unwrap();
+    let res =
+        tokio::time::timeout(Duration::from_secs(5), client.request(req)).await.expect("answer within 5 s").unwrap();
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
