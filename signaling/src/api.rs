@@ -78,6 +78,25 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "Connections closed because their chat queue overflowed.",
         load(&chat.overflows),
     );
+    let hooks = state.webhooks.stats();
+    counter("courier_webhook_sent_total", "Webhook events delivered (answered 2xx).", hooks.delivered);
+    counter(
+        "courier_webhook_failed_attempts_total",
+        "Webhook attempts that failed (each retry counts).",
+        hooks.failed_attempts,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP courier_webhook_dropped_total Webhook events given up.\n# TYPE courier_webhook_dropped_total counter\n\
+         courier_webhook_dropped_total{{reason=\"queue_full\"}} {}\ncourier_webhook_dropped_total{{reason=\"exhausted\"}} {}",
+        hooks.dropped_overflow, hooks.dropped_exhausted
+    );
+    let _ = writeln!(
+        out,
+        "# HELP courier_webhook_queued Webhook events waiting or in flight.\n# TYPE courier_webhook_queued gauge\n\
+         courier_webhook_queued {}",
+        hooks.queued
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

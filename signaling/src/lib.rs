@@ -13,6 +13,7 @@
 //! - [`session`]: one WebSocket connection.
 //! - [`chat`]: chat (IM) that is never lost, duplicated or reordered: sequencing, storage, fan-out, resume.
 //! - [`api`]: the HTTP routes.
+//! - [`webhook`]: signed outbound events (rooms, participants, tracks, chat, alerts) with retries; never blocks.
 
 pub mod api;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod protocol;
 pub mod room;
 pub mod session;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -101,6 +103,8 @@ pub struct AppState {
     pub sfu: Sfu,
     pub rooms: Rooms,
     pub chat: ChatService,
+    /// Outbound events; `emit` never waits.
+    pub webhooks: webhook::Webhooks,
     /// Flips to `true` when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -206,7 +210,16 @@ impl Server {
             }
             None => None,
         };
-        store.set_listener(hub.clone());
+        let webhooks = webhook::Webhooks::start(&config.webhooks, store.clone())?;
+        if webhooks.enabled() {
+            // The hub fans messages out first; then the webhooks queue message_sent / message_recalled.
+            store.set_listener(Arc::new(vec![
+                hub.clone() as Arc<dyn crate::chat::store::CommitListener>,
+                Arc::new(webhooks.clone()),
+            ]));
+        } else {
+            store.set_listener(hub.clone());
+        }
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP {}", config.http_addr))?;
@@ -216,7 +229,7 @@ impl Server {
             keys: Keys(config.keys.clone()),
             config,
             sfu: sfu.clone(),
-            rooms: Rooms::default(),
+            rooms: Rooms::new(webhooks.clone()),
             chat: ChatService {
                 store,
                 hub,
@@ -228,6 +241,7 @@ impl Server {
                 hook,
                 rates: Default::default(),
             },
+            webhooks,
             shutdown: shutdown_rx.clone(),
         });
         let app = api::app(state.clone());
@@ -309,6 +323,8 @@ impl Server {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         self.state.sfu.shutdown().await;
+        // Events of the last leaves (room_finished…) get the rest of the grace to be delivered.
+        self.state.webhooks.drain(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
         let _ = tokio::time::timeout(grace, self.task).await;
         self.store.close().await;
     }

@@ -213,6 +213,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_format: args.log_format,
         keys: args.keys.as_deref().map(parse_keys).transpose()?,
         chat: None,
+        webhooks: None,
     };
     let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;
     init_tracing(config.log_format);

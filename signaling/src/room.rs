@@ -4,6 +4,9 @@
 //! across an `await`; every change produces [`RoomEvent`]s that are pushed, without waiting, into each member's
 //! bounded queue. A member whose queue is full is too slow to follow the room: it is told to close (`4008`) and
 //! resumes by reconnecting, and the room carries on.
+//!
+//! The same changes are reported to the webhooks (`room_started`, `participant_joined`, `track_published`, …) from
+//! here, the one place they happen, through [`Webhooks::emit`], which never waits either.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +16,7 @@ use sfu::{MediaKind, PeerId, TrackId};
 use tokio::sync::mpsc;
 
 use crate::protocol::{close, ParticipantInfo, TrackInfo};
+use crate::webhook::{EventKind, Facts, Webhooks};
 
 /// Capacity of each member's room-event queue.
 pub const MEMBER_QUEUE: usize = 1024;
@@ -102,6 +106,7 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Rooms {
     state: Mutex<State>,
+    webhooks: Webhooks,
 }
 
 /// What a joining member learns.
@@ -114,6 +119,11 @@ pub struct Joined {
 }
 
 impl Rooms {
+    /// No rooms yet; changes are reported to `webhooks`.
+    pub fn new(webhooks: Webhooks) -> Rooms {
+        Rooms { state: Mutex::default(), webhooks }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("rooms lock poisoned")
     }
@@ -127,6 +137,9 @@ impl Rooms {
             tracks: Vec::new(),
         };
         let mut st = self.lock();
+        if !st.rooms.contains_key(room) {
+            self.webhooks.emit(EventKind::RoomStarted, Facts::room(room));
+        }
         let r = st.rooms.entry(room.to_string()).or_default();
         for m in r.members.values() {
             if m.info.identity == identity {
@@ -142,6 +155,7 @@ impl Rooms {
             .flat_map(|m| m.tracks.values().copied())
             .collect();
         broadcast(r, None, RoomEvent::ParticipantJoined(me.clone()));
+        self.webhooks.emit(EventKind::ParticipantJoined, Facts::participant(room, &me));
         r.members.insert(me.id.clone(), Member { info: me.clone(), peer, handles, tracks: HashMap::new() });
         Joined { me, others, tracks }
     }
@@ -153,6 +167,9 @@ impl Rooms {
         let Some(m) = r.members.remove(participant_id) else { return };
         let mut gone = Vec::new();
         for (wire, sfu_track) in &m.tracks {
+            if let Some(t) = m.info.tracks.iter().find(|t| t.id == *wire) {
+                self.webhooks.emit(EventKind::TrackUnpublished, Facts::track(room, &m.info, t));
+            }
             broadcast(
                 r,
                 None,
@@ -166,8 +183,13 @@ impl Rooms {
         }
         r.speakers.remove(&participant_id.to_string());
         broadcast(r, None, RoomEvent::ParticipantLeft { participant_id: participant_id.to_string(), reason });
+        self.webhooks.emit(
+            EventKind::ParticipantLeft,
+            Facts { reason: Some(reason.to_string()), ..Facts::participant(room, &m.info) },
+        );
         if r.members.is_empty() {
             st.rooms.remove(room);
+            self.webhooks.emit(EventKind::RoomFinished, Facts::room(room));
         }
         for (wire, t) in gone {
             st.tracks.remove(&wire);
@@ -184,6 +206,7 @@ impl Rooms {
         let mut public = track.clone();
         public.mid = None;
         m.info.tracks.push(public.clone());
+        self.webhooks.emit(EventKind::TrackPublished, Facts::track(room, &m.info, &public));
         let own = m.handles.clone();
         let _ = own.events.try_send(RoomEvent::TrackPublished {
             participant_id: participant_id.to_string(),
@@ -212,6 +235,9 @@ impl Rooms {
         let Some(r) = st.rooms.get_mut(room) else { return };
         if let Some(m) = r.members.get_mut(participant_id) {
             m.tracks.remove(&wire);
+            if let Some(t) = m.info.tracks.iter().find(|t| t.id == wire) {
+                self.webhooks.emit(EventKind::TrackUnpublished, Facts::track(room, &m.info, t));
+            }
             m.info.tracks.retain(|t| t.id != wire);
         }
         broadcast(
