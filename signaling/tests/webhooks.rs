@@ -83,8 +83,11 @@ async fn hook(State(r): State<Arc<Mutex<Receiver>>>, headers: HeaderMap, body: B
     StatusCode::NO_CONTENT
 }
 
-/// The events the scenario must produce: (event, a check on the body, what it is).
-fn expected(room: &str) -> Vec<(&'static str, Box<dyn Fn(&Value) -> bool>, &'static str)> {
+/// One expected event: its name, a check on its body, and what it is.
+type Expected = (&'static str, Box<dyn Fn(&Value) -> bool>, &'static str);
+
+/// The events the scenario must produce.
+fn expected(room: &str) -> Vec<Expected> {
     let room = room.to_string();
     let in_room = move |v: &Value| v["room"]["name"] == room.as_str();
     let r = in_room.clone();
@@ -253,22 +256,23 @@ max_attempts = 100
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let r = received.lock().unwrap();
-    assert!(r.bad.is_empty(), "every delivery correctly signed and labelled: {:?}", r.bad);
-    let ids: HashSet<&str> = r.accepted.iter().filter_map(|v| v["id"].as_str()).collect();
-    let mut per_event: HashMap<&str, usize> = HashMap::new();
-    for v in &r.accepted {
-        *per_event.entry(v["event"].as_str().unwrap()).or_default() += 1;
+    {
+        let r = received.lock().unwrap();
+        assert!(r.bad.is_empty(), "every delivery correctly signed and labelled: {:?}", r.bad);
+        let ids: HashSet<&str> = r.accepted.iter().filter_map(|v| v["id"].as_str()).collect();
+        let mut per_event: HashMap<&str, usize> = HashMap::new();
+        for v in &r.accepted {
+            *per_event.entry(v["event"].as_str().unwrap()).or_default() += 1;
+        }
+        assert_eq!(ids.len(), expected(room).len(), "exactly the scenario's events, none unexpected: {per_event:?}");
+        for v in r.accepted.iter() {
+            assert!(v["created_at"].as_u64().is_some_and(|t| t > 1_600_000_000_000), "created_at in Unix ms: {v}");
+        }
+        let stats = s.state.webhooks.stats();
+        assert!(stats.failed_attempts > u64::from(FAIL_FIRST), "the 500s and the timeout were retried: {stats:?}");
+        assert_eq!(stats.dropped_overflow + stats.dropped_exhausted, 0, "nothing given up");
+        assert_eq!(stats.delivered as usize, ids.len(), "each event delivered once it was accepted");
     }
-    assert_eq!(ids.len(), expected(room).len(), "exactly the scenario's events, none unexpected: {per_event:?}");
-    for v in r.accepted.iter() {
-        assert!(v["created_at"].as_u64().is_some_and(|t| t > 1_600_000_000_000), "created_at in Unix ms: {v}");
-    }
-    let stats = s.state.webhooks.stats();
-    assert!(stats.failed_attempts > u64::from(FAIL_FIRST), "the 500s and the timeout were retried: {stats:?}");
-    assert_eq!(stats.dropped_overflow + stats.dropped_exhausted, 0, "nothing given up");
-    assert_eq!(stats.delivered as usize, ids.len(), "each event delivered once it was accepted");
-    drop(r);
 
     s.shutdown(Duration::from_secs(2)).await;
     receiver.abort();

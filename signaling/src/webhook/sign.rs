@@ -75,7 +75,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
@@ -98,7 +98,8 @@ mod tests {
     fn verify_cases() {
         let body = br#"{"id":"EV_1","event":"room_started"}"#;
         let good = sign(b"secret-1", 1000, body);
-        let cases: &[(&[u8], &str, &[u8], u64, Result<(), SignatureError>)] = &[
+        type Case<'a> = (&'a [u8], &'a str, &'a [u8], u64, Result<(), SignatureError>);
+        let cases: &[Case] = &[
             (b"secret-1", &good, body, 1000, Ok(())),
             (b"secret-1", &good, body, 1300, Ok(())),
             (b"secret-1", &good, body, 1301, Err(SignatureError::Stale)),
