@@ -98,6 +98,25 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     );
     counter("courier_rtp_packets_in_total", "RTP packets received from publishers.", s.rtp_in);
     counter("courier_rtp_packets_out_total", "RTP packets sent to subscribers.", s.rtp_out);
+    let hooks = state.webhooks.stats();
+    counter("courier_webhook_sent_total", "Webhook events delivered (answered 2xx).", hooks.delivered);
+    counter(
+        "courier_webhook_failed_attempts_total",
+        "Webhook attempts that failed (each retry counts).",
+        hooks.failed_attempts,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP courier_webhook_dropped_total Webhook events given up.\n# TYPE courier_webhook_dropped_total counter\n\
+         courier_webhook_dropped_total{{reason=\"queue_full\"}} {}\ncourier_webhook_dropped_total{{reason=\"exhausted\"}} {}",
+        hooks.dropped_overflow, hooks.dropped_exhausted
+    );
+    let _ = writeln!(
+        out,
+        "# HELP courier_webhook_queued Webhook events waiting or in flight.\n# TYPE courier_webhook_queued gauge\n\
+         courier_webhook_queued {}",
+        hooks.queued
+    );
     let r = &state.refusals;
     let mut labelled = |name: &str, help: &str, label: &str, values: &[(&str, &std::sync::atomic::AtomicU64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

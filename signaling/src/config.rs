@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub limits: Option<RawLimitsConfig>,
     /// The `[rooms]` table.
     pub rooms: Option<RawRoomsConfig>,
+    /// The `[webhooks]` table.
+    pub webhooks: Option<RawWebhooks>,
 }
 
 /// The raw `[limits]` table: caps, rate limits and token clock skew. A rate of 0 turns that limit off.
@@ -165,6 +167,101 @@ pub struct RawRoomsConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomsConfig {
     pub auto_create: bool,
+}
+
+/// The raw `[webhooks]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhooks {
+    /// Seconds after it is stored that an alert still missing acknowledgements is reported.
+    pub alert_delay_secs: Option<u64>,
+    /// Message payloads larger than this are left out of `message_sent`.
+    pub payload_max_bytes: Option<usize>,
+    /// The receivers (`[[webhooks.endpoints]]`).
+    pub endpoints: Option<Vec<RawWebhookEndpoint>>,
+}
+
+/// One raw `[[webhooks.endpoints]]` entry.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhookEndpoint {
+    pub url: Option<String>,
+    /// The signing secret; or name an API key whose secret signs.
+    pub secret: Option<String>,
+    pub api_key: Option<String>,
+    /// Event names sent to this endpoint (default: all).
+    pub events: Option<Vec<String>>,
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub max_age_secs: Option<u64>,
+    pub queue_capacity: Option<usize>,
+    pub concurrency: Option<usize>,
+    pub backoff_initial_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+}
+
+impl RawWebhooks {
+    fn over(self, lower: RawWebhooks) -> RawWebhooks {
+        RawWebhooks {
+            alert_delay_secs: self.alert_delay_secs.or(lower.alert_delay_secs),
+            payload_max_bytes: self.payload_max_bytes.or(lower.payload_max_bytes),
+            endpoints: self.endpoints.or(lower.endpoints),
+        }
+    }
+
+    /// Defaults, then check. `keys` resolves `api_key` references.
+    fn resolve(self, keys: &HashMap<String, String>) -> anyhow::Result<crate::webhook::WebhooksConfig> {
+        use crate::webhook::{queue::Policy, EndpointConfig, EventKind, WebhooksConfig};
+        use std::time::Duration;
+        let defaults = WebhooksConfig::default();
+        let alert_delay = self.alert_delay_secs.map_or(defaults.alert_delay, Duration::from_secs);
+        let payload_max_bytes = self.payload_max_bytes.unwrap_or(defaults.payload_max_bytes);
+        let mut endpoints = Vec::new();
+        for (i, e) in self.endpoints.unwrap_or_default().into_iter().enumerate() {
+            let at = format!("webhooks.endpoints[{i}]");
+            let Some(url) = e.url.filter(|u| !u.is_empty()) else { bail!("{at}: url is required") };
+            crate::chat::hook::http_url(&format!("{at}.url"), &url).map_err(|e| anyhow::anyhow!(e))?;
+            let secret = match (e.secret, e.api_key) {
+                (Some(s), None) if s.len() >= 16 => s,
+                (Some(_), None) => bail!("{at}: secret must be at least 16 bytes"),
+                (None, Some(k)) => match keys.get(&k) {
+                    Some(s) => s.clone(),
+                    None => bail!("{at}: api_key {k:?} is not a configured API key"),
+                },
+                _ => bail!("{at}: give secret or api_key (one of them)"),
+            };
+            let events = match e.events {
+                None => None,
+                Some(names) => Some(
+                    names
+                        .iter()
+                        .map(|n| EventKind::parse(n).with_context(|| format!("{at}: unknown event {n:?}")))
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                ),
+            };
+            let d = Policy::default();
+            let policy = Policy {
+                capacity: e.queue_capacity.unwrap_or(d.capacity),
+                max_attempts: e.max_attempts.unwrap_or(d.max_attempts),
+                max_age: e.max_age_secs.map_or(d.max_age, Duration::from_secs),
+                backoff_initial: e.backoff_initial_ms.map_or(d.backoff_initial, Duration::from_millis),
+                backoff_max: e.backoff_max_ms.map_or(d.backoff_max, Duration::from_millis),
+                concurrency: e.concurrency.unwrap_or(d.concurrency),
+            };
+            let timeout_ms = e.timeout_ms.unwrap_or(5000);
+            if !(1..=60_000).contains(&timeout_ms) {
+                bail!("{at}: timeout_ms must be between 1 and 60000");
+            }
+            if policy.capacity == 0 || policy.max_attempts == 0 || !(1..=64).contains(&policy.concurrency) {
+                bail!("{at}: queue_capacity and max_attempts must be at least 1, concurrency between 1 and 64");
+            }
+            if policy.backoff_initial.is_zero() || policy.backoff_max < policy.backoff_initial {
+                bail!("{at}: backoff_initial_ms must be at least 1 and at most backoff_max_ms");
+            }
+            endpoints.push(EndpointConfig { url, secret, events, timeout: Duration::from_millis(timeout_ms), policy });
+        }
+        Ok(WebhooksConfig { endpoints, alert_delay, payload_max_bytes })
+    }
 }
 
 /// The raw `[chat]` table.
@@ -425,6 +522,22 @@ impl RawConfig {
             max_message_bytes: parse("COURIER_MAX_MESSAGE_BYTES", get("COURIER_MAX_MESSAGE_BYTES"))?,
             log_format: get("COURIER_LOG_FORMAT"),
             keys: get("COURIER_KEYS").map(|s| parse_keys(&s)).transpose()?,
+            webhooks: Some(RawWebhooks {
+                alert_delay_secs: parse("COURIER_WEBHOOK_ALERT_DELAY_SECS", get("COURIER_WEBHOOK_ALERT_DELAY_SECS"))?,
+                payload_max_bytes: parse(
+                    "COURIER_WEBHOOK_PAYLOAD_MAX_BYTES",
+                    get("COURIER_WEBHOOK_PAYLOAD_MAX_BYTES"),
+                )?,
+                // One endpoint from the environment: COURIER_WEBHOOK_URL with COURIER_WEBHOOK_SECRET or _API_KEY.
+                endpoints: get("COURIER_WEBHOOK_URL").map(|url| {
+                    vec![RawWebhookEndpoint {
+                        url: Some(url),
+                        secret: get("COURIER_WEBHOOK_SECRET"),
+                        api_key: get("COURIER_WEBHOOK_API_KEY"),
+                        ..Default::default()
+                    }]
+                }),
+            }),
             chat: Some(RawChatConfig {
                 store: get("COURIER_CHAT_STORE"),
                 postgres_url: get("COURIER_CHAT_POSTGRES_URL"),
@@ -510,6 +623,10 @@ impl RawConfig {
             max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
             log_format: self.log_format.or(lower.log_format),
             keys: self.keys.or(lower.keys),
+            webhooks: match (self.webhooks, lower.webhooks) {
+                (Some(a), Some(b)) => Some(a.over(b)),
+                (a, b) => a.or(b),
+            },
             chat: match (self.chat, lower.chat) {
                 (Some(a), Some(b)) => Some(a.over(b)),
                 (a, b) => a.or(b),
@@ -572,6 +689,7 @@ pub struct Config {
     pub drain_timeout: std::time::Duration,
     pub limits: LimitsConfig,
     pub rooms: RoomsConfig,
+    pub webhooks: crate::webhook::WebhooksConfig,
 }
 
 impl Config {
@@ -612,6 +730,7 @@ impl Config {
             bail!("drain_timeout_secs must be at most 3600");
         }
         let limits = LimitsConfig::resolve(raw.limits.unwrap_or_default())?;
+        let webhooks = raw.webhooks.unwrap_or_default().resolve(&keys)?;
         let web_root = raw.web_root.or_else(|| Some(PathBuf::from("web-demo"))).filter(|p| p.is_dir());
         Ok(Config {
             http_addr: raw.http_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880))),
@@ -629,6 +748,7 @@ impl Config {
             drain_timeout: std::time::Duration::from_secs(drain_timeout_secs),
             limits,
             rooms: RoomsConfig { auto_create: raw.rooms.and_then(|r| r.auto_create).unwrap_or(true) },
+            webhooks,
         })
     }
 }
@@ -707,5 +827,55 @@ mod tests {
         };
         let c = Config::resolve(env.over(file), true).unwrap();
         assert_eq!((c.limits.max_rooms, c.limits.max_participants), (7, 4), "env over file, per key");
+    }
+
+    #[test]
+    fn webhooks_table() {
+        let file: RawConfig = toml::from_str(
+            r#"
+[keys]
+k1 = "secret-of-k1"
+[webhooks]
+alert_delay_secs = 30
+[[webhooks.endpoints]]
+url = "http://127.0.0.1:9000/hooks"
+secret = "0123456789abcdef"
+events = ["room_started", "message_sent"]
+max_attempts = 3
+[[webhooks.endpoints]]
+url = "http://127.0.0.1:9001/"
+api_key = "k1"
+"#,
+        )
+        .unwrap();
+        let c = Config::resolve(file, false).unwrap();
+        let w = &c.webhooks;
+        assert_eq!(w.alert_delay, std::time::Duration::from_secs(30));
+        assert_eq!(w.endpoints.len(), 2);
+        assert_eq!(w.endpoints[0].policy.max_attempts, 3);
+        assert_eq!(w.endpoints[0].events.as_ref().map(Vec::len), Some(2));
+        assert_eq!(w.endpoints[1].secret, "secret-of-k1", "api_key names the signing secret");
+        assert!(w.endpoints[1].events.is_none(), "all events by default");
+
+        let env = RawConfig::from_env(|k| match k {
+            "COURIER_WEBHOOK_URL" => Some("http://127.0.0.1:1/".into()),
+            "COURIER_WEBHOOK_SECRET" => Some("from-the-environment".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(Config::resolve(env, true).unwrap().webhooks.endpoints[0].secret, "from-the-environment");
+
+        for (bad, why) in [
+            ("[[webhooks.endpoints]]\nsecret = \"0123456789abcdef\"", "no url"),
+            ("[[webhooks.endpoints]]\nurl = \"https://x/\"\nsecret = \"0123456789abcdef\"", "https"),
+            ("[[webhooks.endpoints]]\nurl = \"http://x/\"\nsecret = \"short\"", "short secret"),
+            ("[[webhooks.endpoints]]\nurl = \"http://x/\"\napi_key = \"nope\"", "unknown key"),
+            ("[[webhooks.endpoints]]\nurl = \"http://x/\"", "no secret"),
+            ("[[webhooks.endpoints]]\nurl = \"http://x/\"\nsecret = \"0123456789abcdef\"\nevents = [\"x\"]", "event"),
+            ("[[webhooks.endpoints]]\nurl = \"http://x/\"\nsecret = \"0123456789abcdef\"\nconcurrency = 0", "0"),
+        ] {
+            let raw: RawConfig = toml::from_str(bad).unwrap();
+            assert!(Config::resolve(raw, true).is_err(), "{why}");
+        }
     }
 }

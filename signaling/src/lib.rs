@@ -17,6 +17,7 @@
 //! - [`api`]: the HTTP routes.
 //! - [`limits`]: rate limits (keyed token buckets) and refusal counters.
 //! - [`ops`]: operations at the HTTP edge: readiness, drain, the API's rate and body limits.
+//! - [`webhook`]: signed outbound events (rooms, participants, tracks, chat, alerts) with retries; never blocks.
 
 pub mod admin;
 pub mod api;
@@ -29,6 +30,7 @@ pub mod lifecycle;
 pub mod protocol;
 pub mod room;
 pub mod session;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -109,6 +111,8 @@ pub struct AppState {
     pub sfu: Sfu,
     pub rooms: Rooms,
     pub chat: ChatService,
+    /// Outbound events; `emit` never waits.
+    pub webhooks: webhook::Webhooks,
     /// Flips to `true` when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
     /// Set when the server starts draining: no new joins, `/readyz` answers 503.
@@ -222,7 +226,16 @@ impl Server {
             }
             None => None,
         };
-        store.set_listener(hub.clone());
+        let webhooks = webhook::Webhooks::start(&config.webhooks, store.clone())?;
+        if webhooks.enabled() {
+            // The hub fans messages out first; then the webhooks queue message_sent / message_recalled.
+            store.set_listener(Arc::new(vec![
+                hub.clone() as Arc<dyn crate::chat::store::CommitListener>,
+                Arc::new(webhooks.clone()),
+            ]));
+        } else {
+            store.set_listener(hub.clone());
+        }
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP {}", config.http_addr))?;
@@ -233,7 +246,7 @@ impl Server {
         let state = Arc::new(AppState {
             keys: Keys(config.keys.clone()),
             sfu: sfu.clone(),
-            rooms: Rooms::new(config.rooms.auto_create),
+            rooms: Rooms::new(config.rooms.auto_create, webhooks.clone()),
             chat: ChatService {
                 store,
                 hub,
@@ -245,6 +258,7 @@ impl Server {
                 hook,
                 rates: Default::default(),
             },
+            webhooks,
             shutdown: shutdown_rx.clone(),
             draining: Default::default(),
             limiters,
@@ -345,6 +359,8 @@ impl Server {
         }
         let _ = self.stop_http_tx.send(true);
         self.state.sfu.shutdown().await;
+        // Events of the last leaves (room_finished…) get the rest of the grace to be delivered.
+        self.state.webhooks.drain(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
         let _ = tokio::time::timeout(grace, self.task).await;
         self.store.close().await;
     }

@@ -232,6 +232,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout_secs: None,
         limits: None,
         rooms: None,
+        webhooks: None,
     };
     let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;
     init_tracing(config.log_format);

@@ -5,6 +5,9 @@
 //! across an `await`; every change produces [`RoomEvent`]s that are pushed, without waiting, into each member's
 //! bounded queue. A member whose queue is full is too slow to follow the room: it is told to close (`4008`) and
 //! resumes by reconnecting, and the room carries on.
+//!
+//! The same changes are reported to the webhooks (`room_started`, `participant_joined`, `track_published`, …) from
+//! here, the one place they happen, through [`Webhooks::emit`], which never waits either.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,6 +21,7 @@ use serde::Serialize;
 use crate::auth::Permissions;
 use crate::lifecycle::{self, RoomOptions, RoomPhase, RoomView, Transition};
 use crate::protocol::{close, ErrorCode, ParticipantInfo, TrackInfo};
+use crate::webhook::{EventKind, Facts, Webhooks};
 
 /// Capacity of each member's room-event queue.
 pub const MEMBER_QUEUE: usize = 1024;
@@ -184,6 +188,7 @@ pub struct Rooms {
     state: Mutex<State>,
     /// Join of an unknown room creates it (else `room_not_found`). Set once at start.
     pub auto_create: bool,
+    webhooks: Webhooks,
 }
 
 /// What a joining member learns.
@@ -196,13 +201,13 @@ pub struct Joined {
 }
 
 impl Rooms {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("rooms lock poisoned")
+    /// No rooms yet; a join of an unknown room creates it if `auto_create`; changes are reported to `webhooks`.
+    pub fn new(auto_create: bool, webhooks: Webhooks) -> Rooms {
+        Rooms { state: Mutex::default(), auto_create, webhooks }
     }
 
-    /// Rooms that join on first use.
-    pub fn new(auto_create: bool) -> Rooms {
-        Rooms { state: Mutex::default(), auto_create }
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("rooms lock poisoned")
     }
 
     /// Would a join of `identity` to `room` fit in the server's `caps` now? A cheap early answer given before the
@@ -237,7 +242,7 @@ impl Rooms {
             if !self.auto_create {
                 return Err(ErrorCode::RoomNotFound);
             }
-            // webhook: room_started (created on first join)
+            self.webhooks.emit(EventKind::RoomStarted, Facts::room(room));
             st.rooms.insert(room.to_string(), Room::new(RoomOptions::default(), true, now));
         }
         let r = st.rooms.get_mut(room).expect("inserted above");
@@ -265,6 +270,7 @@ impl Rooms {
         if !who.permissions.hidden {
             broadcast(r, None, RoomEvent::ParticipantJoined(me.clone()));
         }
+        self.webhooks.emit(EventKind::ParticipantJoined, Facts::participant(room, &me));
         r.empty_since_ms = None;
         r.members.insert(
             me.id.clone(),
@@ -287,6 +293,9 @@ impl Rooms {
         let Some(m) = r.members.remove(participant_id) else { return };
         let mut gone = Vec::new();
         for (wire, sfu_track) in &m.tracks {
+            if let Some(t) = m.info.tracks.iter().find(|t| t.id == *wire) {
+                self.webhooks.emit(EventKind::TrackUnpublished, Facts::track(room, &m.info, t));
+            }
             broadcast(
                 r,
                 None,
@@ -302,14 +311,19 @@ impl Rooms {
         if !m.permissions.hidden {
             broadcast(r, None, RoomEvent::ParticipantLeft { participant_id: participant_id.to_string(), reason });
         }
+        self.webhooks.emit(
+            EventKind::ParticipantLeft,
+            Facts { reason: Some(reason.to_string()), ..Facts::participant(room, &m.info) },
+        );
         if r.members.is_empty() && r.phase == RoomPhase::Closed && r.options.schedule.is_none() {
+            // Closed earlier (its room_finished was sent then); its last member has now read the close.
             st.rooms.remove(room);
         } else if r.members.is_empty() {
             let now = now_ms();
             r.empty_since_ms = Some(now);
             if lifecycle::due(r.view(), now) == Some(Transition::Expire) {
-                // webhook: room_finished (empty)
                 st.rooms.remove(room);
+                self.webhooks.emit(EventKind::RoomFinished, Facts::room(room));
             }
         }
         for (wire, t) in gone {
@@ -327,6 +341,7 @@ impl Rooms {
         let mut public = track.clone();
         public.mid = None;
         m.info.tracks.push(public.clone());
+        self.webhooks.emit(EventKind::TrackPublished, Facts::track(room, &m.info, &public));
         let own = m.handles.clone();
         let _ = own.events.try_send(RoomEvent::TrackPublished {
             participant_id: participant_id.to_string(),
@@ -355,6 +370,9 @@ impl Rooms {
         let Some(r) = st.rooms.get_mut(room) else { return };
         if let Some(m) = r.members.get_mut(participant_id) {
             m.tracks.remove(&wire);
+            if let Some(t) = m.info.tracks.iter().find(|t| t.id == wire) {
+                self.webhooks.emit(EventKind::TrackUnpublished, Facts::track(room, &m.info, t));
+            }
             m.info.tracks.retain(|t| t.id != wire);
         }
         broadcast(
@@ -426,8 +444,8 @@ impl Rooms {
         }
         let r = Room::new(options, false, now_ms());
         let summary = r.summary(room);
-        // webhook: room_started (created by the API)
         st.rooms.insert(room.to_string(), r);
+        self.webhooks.emit(EventKind::RoomStarted, Facts::room(room));
         Ok(summary)
     }
 
@@ -461,13 +479,15 @@ impl Rooms {
         for m in r.members.values() {
             let _ = m.handles.close.try_send((close::REMOVED, reason));
         }
-        r.phase = RoomPhase::Closed;
+        let was_closed = std::mem::replace(&mut r.phase, RoomPhase::Closed) == RoomPhase::Closed;
         // A room without a schedule is forgotten when its last member has left (now, if it is empty): its members'
         // sessions still hold its event queues until they have read the close.
         if r.options.schedule.is_none() && r.members.is_empty() {
             st.rooms.remove(room);
         }
-        // webhook: room_finished
+        if !was_closed {
+            self.webhooks.emit(EventKind::RoomFinished, Facts::room(room));
+        }
         true
     }
 
@@ -490,8 +510,8 @@ impl Rooms {
                 Transition::Expire => {
                     let mut st = self.lock();
                     if st.rooms.get(name).is_some_and(|r| r.members.is_empty()) {
-                        // webhook: room_finished (empty timeout)
                         st.rooms.remove(name);
+                        self.webhooks.emit(EventKind::RoomFinished, Facts::room(name));
                     }
                 }
             }
@@ -705,7 +725,7 @@ mod tests {
 
     #[test]
     fn join_publish_leave() {
-        let rooms = Rooms::new(true);
+        let rooms = Rooms::new(true, Webhooks::default());
         let (ha, mut ea, _ca) = member();
         let a = rooms.join(CAPS, "r", who("alice"), PeerId(1), ha).unwrap();
         let (hb, mut eb, _cb) = member();
@@ -738,7 +758,7 @@ mod tests {
 
     #[test]
     fn loud_member_becomes_active_speaker() {
-        let rooms = Rooms::new(true);
+        let rooms = Rooms::new(true, Webhooks::default());
         let (ha, _ea, _ca) = member();
         let a = rooms.join(CAPS, "r", who("alice"), PeerId(1), ha).unwrap();
         let (hb, mut eb, _cb) = member();
@@ -761,7 +781,7 @@ mod tests {
 
     #[test]
     fn same_identity_replaces_and_slow_member_is_closed() {
-        let rooms = Rooms::new(true);
+        let rooms = Rooms::new(true, Webhooks::default());
         let (h1, _e1, mut c1) = member();
         rooms.join(CAPS, "r", who("alice"), PeerId(1), h1).unwrap();
         let (h2, _e2, _c2) = member();
@@ -780,7 +800,7 @@ mod tests {
 
     #[test]
     fn server_caps_count_every_member_and_not_the_one_replaced() {
-        let rooms = Rooms::new(true);
+        let rooms = Rooms::new(true, Webhooks::default());
         let caps = RoomCaps { max_rooms: 1, max_participants: 2 };
         let (h1, _e1, _c1) = member();
         rooms.join(caps, "r", who("alice"), PeerId(1), h1).unwrap();

@@ -28,6 +28,21 @@ use super::NewMessage;
 /// Largest hook answer read, bytes.
 const MAX_ANSWER: usize = 256 * 1024;
 
+/// Parse an outbound callback URL (`what` names the setting in errors). Only plain `http://`: TLS belongs to a
+/// proxy in front of the receiver. Shared by the pre-send hook and the webhooks.
+pub fn http_url(what: &str, url: &str) -> Result<hyper::Uri, String> {
+    let parsed: hyper::Uri = url.parse().map_err(|e| format!("{what} {url:?}: {e}"))?;
+    if parsed.scheme_str() != Some("http") {
+        return Err(format!("{what} {url}: only http:// is supported (put TLS in front of the receiver)"));
+    }
+    Ok(parsed)
+}
+
+/// The HTTP/1 client for outbound callbacks (connections pooled, idle ones closed after 30 s).
+pub fn http_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build_http()
+}
+
 /// What the hook decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookVerdict {
@@ -69,12 +84,8 @@ pub struct PreSendHook {
 impl PreSendHook {
     /// A hook at `url` (plain `http://`).
     pub fn new(url: &str, timeout: Duration, fail_open: bool) -> Result<PreSendHook, String> {
-        let url: hyper::Uri = url.parse().map_err(|e| format!("chat.hook_url {url:?}: {e}"))?;
-        if url.scheme_str() != Some("http") {
-            return Err(format!("chat.hook_url {url}: only http:// is supported (put TLS in front of the hook)"));
-        }
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build_http();
-        Ok(PreSendHook { url, timeout, fail_open, client })
+        let url = http_url("chat.hook_url", url)?;
+        Ok(PreSendHook { url, timeout, fail_open, client: http_client() })
     }
 
     /// Ask the hook about `m`.

@@ -176,6 +176,15 @@ pub trait CommitListener: Send + Sync + 'static {
     fn committed(&self, messages: &[StoredMessage]);
 }
 
+/// Several listeners in the store's one slot, told in this order.
+impl CommitListener for Vec<std::sync::Arc<dyn CommitListener>> {
+    fn committed(&self, messages: &[StoredMessage]) {
+        for l in self {
+            l.committed(messages);
+        }
+    }
+}
+
 /// How much history a conversation keeps. `None` is no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Retention {

@@ -1,0 +1,443 @@
+//! Webhooks: signed HTTP POSTs that tell an application what happened in its rooms — rooms started and
+//! finished, participants joined and left, tracks published, chat messages stored and recalled, alerts left
+//! unacknowledged — delivered at least once, with retries, without ever slowing the rooms down.
+//!
+//! The rest of the server calls [`Webhooks::emit`] where a fact happens (the room registry for rooms, members and
+//! tracks; the chat store's commit listener for messages). `emit` encodes the event once and pushes it into each
+//! interested endpoint's bounded queue under a short lock: it never waits, so the request path and the store's
+//! writer are never held up by a slow or dead receiver. One task per endpoint drains its queue over HTTP.
+//!
+//! # Layout
+//!
+//! - [`queue`]: sans-I/O: an endpoint's bounded queue, retries with backoff and jitter, drops, counters.
+//! - [`sign`]: the `Courier-Signature` header (HMAC-SHA256 over time and body) and its check.
+//! - [`alerts`]: sans-I/O: which must-acknowledge alerts to check for `alert_unacknowledged`, and when.
+//! - `sender`: the async shell: one task per endpoint, the HTTP client, the alert checker.
+//!
+//! Delivery is at least once while the process runs: queues are in memory, so events still queued when the server
+//! stops (after its drain grace) are lost. Receivers de-duplicate by the event `id`.
+
+pub mod alerts;
+pub mod queue;
+mod sender;
+pub mod sign;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper::body::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::chat::store::{ChatStore, CommitListener, StoredMessage};
+use crate::chat::ConversationId;
+use crate::protocol::{ParticipantInfo, TrackInfo};
+
+/// What happened. The wire name is the `event` field of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    RoomStarted,
+    RoomFinished,
+    ParticipantJoined,
+    ParticipantLeft,
+    TrackPublished,
+    TrackUnpublished,
+    MessageSent,
+    MessageRecalled,
+    AlertUnacknowledged,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::RoomStarted,
+        EventKind::RoomFinished,
+        EventKind::ParticipantJoined,
+        EventKind::ParticipantLeft,
+        EventKind::TrackPublished,
+        EventKind::TrackUnpublished,
+        EventKind::MessageSent,
+        EventKind::MessageRecalled,
+        EventKind::AlertUnacknowledged,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::RoomStarted => "room_started",
+            EventKind::RoomFinished => "room_finished",
+            EventKind::ParticipantJoined => "participant_joined",
+            EventKind::ParticipantLeft => "participant_left",
+            EventKind::TrackPublished => "track_published",
+            EventKind::TrackUnpublished => "track_unpublished",
+            EventKind::MessageSent => "message_sent",
+            EventKind::MessageRecalled => "message_recalled",
+            EventKind::AlertUnacknowledged => "alert_unacknowledged",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// The room an event is about.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RoomView {
+    pub name: String,
+}
+
+/// The participant an event is about.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ParticipantView {
+    pub id: String,
+    pub identity: String,
+    pub name: String,
+}
+
+impl From<&ParticipantInfo> for ParticipantView {
+    fn from(p: &ParticipantInfo) -> Self {
+        ParticipantView { id: p.id.clone(), identity: p.identity.clone(), name: p.name.clone() }
+    }
+}
+
+/// The chat message an event is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub conversation: String,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// When it was stored, Unix milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<u64>,
+    /// The payload, when it is at most `webhooks.payload_max_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<RawValue>>,
+    /// Size of the payload's JSON text (also when it is left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub must_ack: bool,
+}
+
+/// Who recalled a message, and the sequenced message that announced it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecallView {
+    pub by: String,
+    pub seq: u64,
+    pub time: u64,
+}
+
+/// Who has and has not acknowledged an alert.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AlertView {
+    pub pending: Vec<String>,
+    pub acked: Vec<String>,
+}
+
+/// The objects of an event (each present when it applies).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Facts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant: Option<ParticipantView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track: Option<TrackInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessageView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall: Option<RecallView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertView>,
+    /// Why a participant left: `left`, `disconnected`, `replaced`, `removed`, `server_shutdown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Facts {
+    pub fn room(room: &str) -> Facts {
+        Facts { room: Some(RoomView { name: room.to_string() }), ..Facts::default() }
+    }
+
+    pub fn participant(room: &str, p: &ParticipantInfo) -> Facts {
+        Facts { participant: Some(p.into()), ..Facts::room(room) }
+    }
+
+    pub fn track(room: &str, p: &ParticipantInfo, track: &TrackInfo) -> Facts {
+        let mut track = track.clone();
+        track.mid = None;
+        Facts { track: Some(track), ..Facts::participant(room, p) }
+    }
+
+    fn conversation(c: &ConversationId) -> Facts {
+        match c.as_room() {
+            Some(room) => Facts::room(room),
+            None => Facts::default(),
+        }
+    }
+}
+
+/// One event, encoded once for every endpoint.
+#[derive(Debug)]
+pub struct Event {
+    /// `EV_` and 20 random characters; the same on every retry.
+    pub id: String,
+    pub kind: EventKind,
+    /// Unix milliseconds.
+    pub created_at_ms: u64,
+    /// The JSON body.
+    pub body: Bytes,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    id: &'a str,
+    event: &'static str,
+    created_at: u64,
+    #[serde(flatten)]
+    facts: &'a Facts,
+}
+
+impl Event {
+    pub fn new(kind: EventKind, created_at_ms: u64, facts: Facts) -> Event {
+        let id = format!("EV_{}", crate::room::random_token(20));
+        let body = serde_json::to_vec(&Body { id: &id, event: kind.name(), created_at: created_at_ms, facts: &facts })
+            .expect("event bodies are plain structs of strings and numbers");
+        Event { id, kind, created_at_ms, body: Bytes::from(body) }
+    }
+}
+
+/// One receiver, validated (the `[[webhooks.endpoints]]` entries).
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub url: String,
+    /// HMAC key for the signature.
+    pub secret: String,
+    /// Events sent to it; `None` for all.
+    pub events: Option<Vec<EventKind>>,
+    /// Per request, connection included.
+    pub timeout: Duration,
+    pub policy: queue::Policy,
+}
+
+/// The validated `[webhooks]` settings.
+#[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    pub endpoints: Vec<EndpointConfig>,
+    /// How long after it is stored an alert must still miss acknowledgements to be reported.
+    pub alert_delay: Duration,
+    /// Message payloads larger than this are left out of `message_sent` (their size is sent).
+    pub payload_max_bytes: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig { endpoints: Vec::new(), alert_delay: Duration::from_secs(300), payload_max_bytes: 4096 }
+    }
+}
+
+/// Totals over all endpoints, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookStats {
+    pub delivered: u64,
+    pub failed_attempts: u64,
+    pub dropped_overflow: u64,
+    pub dropped_exhausted: u64,
+    /// Events waiting or in flight now.
+    pub queued: u64,
+}
+
+/// The handle the server holds; cheap to clone. The default has no endpoints and ignores every event.
+#[derive(Clone, Default)]
+pub struct Webhooks {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    endpoints: Vec<Arc<sender::Endpoint>>,
+    alerts: Option<Arc<sender::AlertChecker>>,
+    payload_max_bytes: usize,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for e in &self.endpoints {
+            e.stop();
+        }
+        if let Some(a) = &self.alerts {
+            a.stop();
+        }
+    }
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks").field("endpoints", &self.inner.endpoints.len()).finish()
+    }
+}
+
+/// Why the webhooks could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookError {
+    /// An endpoint URL that is not a plain `http://` URL.
+    #[error("{0}")]
+    Url(String),
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Webhooks {
+    /// Start one sender task per endpoint, and the alert checker reading `store`. Needs a tokio runtime.
+    pub fn start(config: &WebhooksConfig, store: Arc<dyn ChatStore>) -> Result<Webhooks, WebhookError> {
+        if config.endpoints.is_empty() {
+            return Ok(Webhooks::default());
+        }
+        let endpoints = config
+            .endpoints
+            .iter()
+            .map(sender::Endpoint::start)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(WebhookError::Url)?;
+        let wants_alerts = endpoints.iter().any(|e| e.wants(EventKind::AlertUnacknowledged));
+        // The alert checker emits through a weak handle, so it does not keep the endpoints alive.
+        let inner = Arc::new_cyclic(|weak| Inner {
+            endpoints,
+            alerts: wants_alerts.then(|| sender::AlertChecker::start(config.alert_delay, store, weak.clone())),
+            payload_max_bytes: config.payload_max_bytes,
+        });
+        Ok(Webhooks { inner })
+    }
+
+    /// Any endpoint configured?
+    pub fn enabled(&self) -> bool {
+        !self.inner.endpoints.is_empty()
+    }
+
+    /// Queue `kind` with `facts` for every endpoint that wants it. Never waits.
+    pub fn emit(&self, kind: EventKind, facts: Facts) {
+        emit(&self.inner, kind, facts);
+    }
+
+    /// Totals over all endpoints.
+    pub fn stats(&self) -> WebhookStats {
+        let mut s = WebhookStats::default();
+        for e in &self.inner.endpoints {
+            let (q, queued) = e.stats();
+            s.delivered += q.delivered;
+            s.failed_attempts += q.failed_attempts;
+            s.dropped_overflow += q.dropped_overflow;
+            s.dropped_exhausted += q.dropped_exhausted;
+            s.queued += queued as u64;
+        }
+        s
+    }
+
+    /// Wait until every queue is empty, or `grace` has passed (server shutdown).
+    pub async fn drain(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.inner.endpoints.iter().any(|e| !e.is_idle()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn emit(inner: &Inner, kind: EventKind, facts: Facts) {
+    if !inner.endpoints.iter().any(|e| e.wants(kind)) {
+        return;
+    }
+    let event = Arc::new(Event::new(kind, now_ms(), facts));
+    let now = tokio::time::Instant::now().into_std();
+    for e in inner.endpoints.iter().filter(|e| e.wants(kind)) {
+        e.push(event.clone(), now);
+    }
+}
+
+/// `message_sent` and `message_recalled` from the store, in commit order; alerts start being watched.
+impl CommitListener for Webhooks {
+    fn committed(&self, messages: &[StoredMessage]) {
+        for m in messages {
+            self.message_committed(m);
+        }
+    }
+}
+
+impl Webhooks {
+    fn message_committed(&self, m: &StoredMessage) {
+        let base = Facts::conversation(&m.conversation);
+        if m.kind == "chat.recall" {
+            #[derive(serde::Deserialize)]
+            struct Recall {
+                seq: u64,
+            }
+            let Some(Recall { seq }) = m.payload.as_deref().and_then(|p| serde_json::from_str(p).ok()) else {
+                return;
+            };
+            let message = MessageView {
+                conversation: m.conversation.to_string(),
+                seq,
+                sender: None,
+                kind: None,
+                time: None,
+                payload: None,
+                payload_bytes: None,
+                must_ack: false,
+            };
+            let recall = RecallView { by: m.sender.clone(), seq: m.seq, time: m.server_time_ms };
+            self.emit(EventKind::MessageRecalled, Facts { message: Some(message), recall: Some(recall), ..base });
+            return;
+        }
+        if m.kind.starts_with("chat.") {
+            // Edits and other server-made messages are not reported.
+            return;
+        }
+        let bytes = m.payload.as_ref().map(String::len);
+        let payload = m
+            .payload
+            .as_deref()
+            .filter(|p| p.len() <= self.inner.payload_max_bytes)
+            .and_then(|p| RawValue::from_string(p.to_string()).ok());
+        let message = MessageView {
+            conversation: m.conversation.to_string(),
+            seq: m.seq,
+            sender: Some(m.sender.clone()),
+            kind: Some(m.kind.clone()),
+            time: Some(m.server_time_ms),
+            payload,
+            payload_bytes: bytes,
+            must_ack: m.flags.must_ack,
+        };
+        self.emit(EventKind::MessageSent, Facts { message: Some(message), ..base });
+        if m.flags.must_ack {
+            if let Some(a) = &self.inner.alerts {
+                a.watch(alerts::Watched {
+                    conversation: m.conversation.clone(),
+                    seq: m.seq,
+                    sender: m.sender.clone(),
+                    kind: m.kind.clone(),
+                    time_ms: m.server_time_ms,
+                });
+            }
+        }
+    }
+}
+
+/// Fold a checked alert into its event.
+pub(crate) fn alert_facts(w: &alerts::Watched, pending: Vec<String>, acked: Vec<String>) -> Facts {
+    let message = MessageView {
+        conversation: w.conversation.to_string(),
+        seq: w.seq,
+        sender: Some(w.sender.clone()),
+        kind: Some(w.kind.clone()),
+        time: Some(w.time_ms),
+        payload: None,
+        payload_bytes: None,
+        must_ack: true,
+    };
+    Facts { message: Some(message), alert: Some(AlertView { pending, acked }), ..Facts::conversation(&w.conversation) }
+}
