@@ -518,6 +518,20 @@ async fn create_room(State(state): State<Arc<AppState>>, admin: Admin, bytes: By
         CreateError::TooManyRooms => ApiError::TooManyRooms,
         CreateError::Exists => ApiError::RoomExists(req.name.clone()),
     })?;
+    // Created means kept: the definition is on disk before the answer (a restart brings the room back).
+    let kept = crate::room_store::StoredRoom {
+        name: summary.name.clone(),
+        options: summary.options.clone(),
+        phase: summary.phase,
+        created_ms: summary.created_ms,
+    };
+    let store = state.room_store.clone();
+    let written = tokio::task::spawn_blocking(move || store.put(&kept)).await;
+    if let Err(e) = written.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+        tracing::warn!(error = %e, room = %summary.name, "room not kept; creation undone");
+        state.rooms.discard(&summary.name);
+        return Err(ApiError::Internal);
+    }
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }
 
@@ -791,6 +805,8 @@ async fn erase_identity(
 }
 
 /// The timer at the edge of [`crate::lifecycle`]: once a second, apply the transitions due.
+/// The lifecycle timer: applies the transitions due each [`LIFECYCLE_TICK`], then writes what changed in the
+/// API-created rooms to the room store.
 pub fn spawn_lifecycle(state: &Arc<AppState>) {
     let state = Arc::downgrade(state);
     tokio::spawn(async move {
@@ -801,6 +817,12 @@ pub fn spawn_lifecycle(state: &Arc<AppState>) {
             let Some(state) = state.upgrade() else { break };
             for (room, t) in state.rooms.tick(crate::room::now_ms()) {
                 tracing::info!(room, transition = ?t, "room lifecycle");
+            }
+            let synced = tokio::task::spawn_blocking(move || state.room_store.sync(|| state.rooms.definitions()));
+            match synced.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "room store write failed; retried next tick"),
+                Err(e) => tracing::warn!(error = %e, "room store task failed"),
             }
         }
     });

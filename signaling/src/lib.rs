@@ -29,6 +29,7 @@ pub mod ops;
 pub mod lifecycle;
 pub mod protocol;
 pub mod room;
+pub mod room_store;
 pub mod session;
 pub mod webhook;
 
@@ -110,6 +111,8 @@ pub struct AppState {
     pub keys: Keys,
     pub sfu: Sfu,
     pub rooms: Rooms,
+    /// The kept definitions of API-created rooms.
+    pub room_store: Arc<room_store::RoomStore>,
     pub chat: ChatService,
     /// Outbound events; `emit` never waits.
     pub webhooks: webhook::Webhooks,
@@ -178,9 +181,11 @@ pub async fn open_chat_store(config: &Config) -> anyhow::Result<(Arc<dyn ChatSto
 const RETENTION_PAGE: usize = 500;
 
 /// Apply each conversation's retention rule at `now_ms`. Returns (conversations visited, messages removed).
+/// Conversations for which `keep` is true (rooms created with `retention = "keep"`) are left whole.
 pub async fn apply_retention(
     store: &dyn ChatStore,
     config: &crate::config::ChatConfig,
+    keep: &(dyn Fn(&crate::chat::ConversationId) -> bool + Sync),
     now_ms: u64,
 ) -> Result<(u64, u64), crate::chat::store::StoreError> {
     let (mut visited, mut removed) = (0, 0);
@@ -191,7 +196,7 @@ pub async fn apply_retention(
         for c in &page {
             visited += 1;
             let rule = config.retention_of(c);
-            if rule.max_age_ms.is_none() && rule.max_count.is_none() {
+            if (rule.max_age_ms.is_none() && rule.max_count.is_none()) || keep(c) {
                 continue;
             }
             if let Some(t) = store.trim(c, rule, now_ms).await? {
@@ -243,10 +248,16 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
         let limiters = crate::limits::Limiters::new(&config.limits, std::time::Instant::now());
+        let room_store = {
+            let path = room_store::RoomStore::path_in(&config.data_dir);
+            tokio::task::spawn_blocking(move || room_store::RoomStore::open(&path)).await??
+        };
+        let kept = room_store.load()?;
         let state = Arc::new(AppState {
             keys: Keys(config.keys.clone()),
             sfu: sfu.clone(),
             rooms: Rooms::new(config.rooms.auto_create, webhooks.clone()),
+            room_store: Arc::new(room_store),
             chat: ChatService {
                 store,
                 hub,
@@ -265,6 +276,13 @@ impl Server {
             refusals: Default::default(),
             config,
         });
+        let now = crate::room::now_ms();
+        if !kept.is_empty() {
+            tracing::info!(rooms = kept.len(), "restoring the rooms the admin API created");
+        }
+        for r in &kept {
+            state.rooms.restore(r.clone(), now);
+        }
         let app = api::app(state.clone());
         admin::spawn_lifecycle(&state);
         {
@@ -280,7 +298,8 @@ impl Server {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0);
-                    match apply_retention(&*state.chat.store, &state.config.chat, now).await {
+                    let keep = |c: &crate::chat::ConversationId| c.as_room().is_some_and(|r| state.rooms.keeps_history(r));
+                    match apply_retention(&*state.chat.store, &state.config.chat, &keep, now).await {
                         Ok((_, 0)) => {}
                         Ok((visited, removed)) => tracing::info!(visited, removed, "chat retention applied"),
                         Err(e) => tracing::warn!(error = %e, "chat retention failed; next run retries"),

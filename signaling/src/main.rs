@@ -167,7 +167,14 @@ fn chat_command(cmd: ChatCmd) -> anyhow::Result<()> {
                 let config = maintenance_config(config, data_dir)?;
                 let (store, handle) = signaling::open_chat_store(&config).await?;
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-                let (visited, removed) = signaling::apply_retention(&*store, &config.chat, now).await?;
+                // Rooms created with retention "keep" (kept by the server in its data directory) are left whole.
+                let rooms = signaling::room_store::RoomStore::open(&signaling::room_store::RoomStore::path_in(
+                    &config.data_dir,
+                ))?;
+                let keep = |c: &signaling::chat::ConversationId| {
+                    c.as_room().is_some_and(|r| rooms.keeps_history(r).unwrap_or(true))
+                };
+                let (visited, removed) = signaling::apply_retention(&*store, &config.chat, &keep, now).await?;
                 handle.close().await;
                 println!("{visited} conversations, {removed} messages removed");
             }

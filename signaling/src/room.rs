@@ -449,6 +449,43 @@ impl Rooms {
         Ok(summary)
     }
 
+    /// Bring back a room the admin API created before a restart ([`crate::room_store`]). Nobody is in it; a
+    /// scheduled room takes the phase the clock says unless it was closed already.
+    pub fn restore(&self, kept: crate::room_store::StoredRoom, now_ms: u64) {
+        let mut r = Room::new(kept.options, false, now_ms);
+        r.created_ms = kept.created_ms;
+        if kept.phase == RoomPhase::Closed {
+            r.phase = RoomPhase::Closed;
+        }
+        self.lock().rooms.entry(kept.name).or_insert(r);
+    }
+
+    /// The definitions of the rooms the admin API created, as [`crate::room_store`] keeps them.
+    pub fn definitions(&self) -> Vec<crate::room_store::StoredRoom> {
+        let st = self.lock();
+        let mut all: Vec<crate::room_store::StoredRoom> = st
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.auto)
+            .map(|(name, r)| crate::room_store::StoredRoom {
+                name: name.clone(),
+                options: r.options.clone(),
+                phase: r.phase,
+                created_ms: r.created_ms,
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Forget a room the admin API just created (its definition could not be kept).
+    pub fn discard(&self, room: &str) {
+        let mut st = self.lock();
+        if st.rooms.get(room).is_some_and(|r| r.members.is_empty()) {
+            st.rooms.remove(room);
+        }
+    }
+
     /// Every room, by name.
     pub fn list(&self) -> Vec<RoomSummary> {
         let st = self.lock();

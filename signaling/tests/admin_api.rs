@@ -188,3 +188,72 @@ async fn recv_type_within(ws: &mut Ws, ty: &str, secs: u64) -> serde_json::Value
         }
     }
 }
+
+/// Rooms the admin API created come back after a restart with their options and phase, a room closed before the
+/// restart stays gone, and a room created with `retention = "keep"` is never trimmed while the others are.
+#[tokio::test]
+async fn created_rooms_survive_a_restart_and_keep_means_kept() {
+    let dir = data_dir();
+    let cfg = |raw: &mut signaling::config::RawConfig| {
+        raw.data_dir = Some(dir.clone());
+        let chat = raw.chat.get_or_insert_with(Default::default);
+        chat.retention_max_count = Some(1);
+        chat.retention_interval_secs = Some(1);
+    };
+    let t = api_token("*", all_grants);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let s = server_with(cfg).await;
+    let crew = json!({"name": "fl-9", "start": now + 3600, "end": now + 7200, "members": ["captain"], "max_participants": 3});
+    for body in [
+        crew,
+        json!({"name": "audit", "retention": "keep", "metadata": "m1"}),
+        json!({"name": "chatty"}),
+        json!({"name": "short-lived"}),
+    ] {
+        let (status, r) = api(&s, "POST", "/api/v1/rooms", Some(&t), Some(body)).await;
+        assert_eq!(status, 201, "{r}");
+    }
+    let (status, _) = api(&s, "DELETE", "/api/v1/rooms/short-lived", Some(&t), None).await;
+    assert_eq!(status, 204);
+    for room in ["audit", "chatty"] {
+        for i in 0..3 {
+            let body = json!({"payload": {"text": format!("{room} {i}")}});
+            let (status, r) = api(&s, "POST", &format!("/api/v1/rooms/{room}/messages"), Some(&t), Some(body)).await;
+            assert_eq!(status, 201, "{r}");
+        }
+    }
+    // Retention runs each second: "chatty" is trimmed to its last message, "audit" keeps all three.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, page) = api(&s, "GET", "/api/v1/rooms/chatty/messages", Some(&t), None).await;
+        if page["messages"].as_array().map(Vec::len) == Some(1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "chatty never trimmed: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, page) = api(&s, "GET", "/api/v1/rooms/audit/messages", Some(&t), None).await;
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(3), "keep means kept: {page}");
+    // Let the lifecycle timer write the close of "short-lived" (it writes once a second).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    s.shutdown(std::time::Duration::from_secs(2)).await;
+
+    let s = server_with(cfg).await;
+    let (_, list) = api(&s, "GET", "/api/v1/rooms", Some(&t), None).await;
+    let names: Vec<&str> = list["rooms"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["audit", "chatty", "fl-9"], "{list}");
+    let (_, crew) = api(&s, "GET", "/api/v1/rooms/fl-9", Some(&t), None).await;
+    assert_eq!(crew["phase"], "scheduled", "{crew}");
+    assert_eq!(crew["options"]["max_participants"], 3);
+    assert_eq!(crew["options"]["schedule"]["members"], json!(["captain"]));
+    let (_, audit) = api(&s, "GET", "/api/v1/rooms/audit", Some(&t), None).await;
+    assert_eq!(audit["options"]["metadata"], "m1");
+    // The scheduled room still refuses early joins after the restart.
+    let mut early = connect(&s).await;
+    send(&mut early, &format!(r#"{{"type":"join","v":1,"token":"{}"}}"#, token("fl-9", "captain"))).await;
+    assert_eq!(recv_type(&mut early, "error").await["code"], "room_not_open");
+    // And the kept room survives retention in the new process too.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (_, page) = api(&s, "GET", "/api/v1/rooms/audit/messages", Some(&t), None).await;
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(3), "{page}");
+}
