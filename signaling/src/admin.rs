@@ -310,6 +310,14 @@ pub fn api() -> Api {
             delete(close_room),
         )
         .route(
+            doc(Method::PATCH, room, "updateRoom", "Change the room's metadata; members hear room_updated.")
+                .grant("room_admin")
+                .body(
+                    json!({"type": "object", "required": ["metadata"], "properties": {"metadata": {"type": "string"}}}),
+                ),
+            patch(update_room),
+        )
+        .route(
             doc(Method::GET, participants, "listParticipants", "The room's participants.").grant("room_admin"),
             get(list_participants),
         )
@@ -554,6 +562,27 @@ async fn close_room(State(state): State<Arc<AppState>>, admin: Admin, Path(room)
         return Err(ApiError::RoomNotFound(room));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRoom {
+    metadata: String,
+}
+
+async fn update_room(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(room): Path<String>,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    admin.need(ApiGrant::Admin(&room))?;
+    let u: UpdateRoom = body(&bytes)?;
+    if u.metadata.len() > crate::auth::MAX_METADATA {
+        return Err(ApiError::BadRequest(format!("metadata over {} bytes", crate::auth::MAX_METADATA)));
+    }
+    let r = state.rooms.set_metadata(&room, u.metadata).ok_or(ApiError::RoomNotFound(room))?;
+    Ok(Json(r).into_response())
 }
 
 async fn list_participants(

@@ -24,9 +24,9 @@ pub mod api;
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod lifecycle;
 pub mod limits;
 pub mod ops;
-pub mod lifecycle;
 pub mod protocol;
 pub mod room;
 pub mod room_store;
@@ -298,7 +298,8 @@ impl Server {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0);
-                    let keep = |c: &crate::chat::ConversationId| c.as_room().is_some_and(|r| state.rooms.keeps_history(r));
+                    let keep =
+                        |c: &crate::chat::ConversationId| c.as_room().is_some_and(|r| state.rooms.keeps_history(r));
                     match apply_retention(&*state.chat.store, &state.config.chat, &keep, now).await {
                         Ok((_, 0)) => {}
                         Ok((visited, removed)) => tracing::info!(visited, removed, "chat retention applied"),

@@ -711,6 +711,8 @@ pub enum ServerMsg {
     Joined {
         v: u32,
         room: String,
+        /// The room's metadata (set by the admin API; empty if none).
+        room_metadata: String,
         server_version: &'static str,
         participant: ParticipantInfo,
         participants: Vec<ParticipantInfo>,
@@ -742,6 +744,10 @@ pub enum ServerMsg {
     /// A participant's name or metadata changed (admin API).
     ParticipantUpdated {
         participant: ParticipantInfo,
+    },
+    /// The room's metadata changed (admin API).
+    RoomUpdated {
+        metadata: String,
     },
     Subscribed {
         track_id: String,

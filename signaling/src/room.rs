@@ -55,6 +55,10 @@ pub enum RoomEvent {
     PermissionsChanged(Permissions),
     /// A member's name or metadata changed.
     ParticipantUpdated(ParticipantInfo),
+    /// The room's metadata changed.
+    RoomUpdated {
+        metadata: String,
+    },
 }
 
 /// A reason to close a session, sent on its close channel.
@@ -198,6 +202,8 @@ pub struct Joined {
     pub others: Vec<ParticipantInfo>,
     /// Tracks already published in the room.
     pub tracks: Vec<TrackId>,
+    /// The room's metadata.
+    pub room_metadata: String,
 }
 
 impl Rooms {
@@ -283,7 +289,7 @@ impl Rooms {
                 joined_ms: now,
             },
         );
-        Ok(Joined { me, others, tracks })
+        Ok(Joined { me, others, tracks, room_metadata: r.options.metadata.clone() })
     }
 
     /// Remove a member: its tracks are unpublished and the others told it left.
@@ -484,6 +490,15 @@ impl Rooms {
         if st.rooms.get(room).is_some_and(|r| r.members.is_empty()) {
             st.rooms.remove(room);
         }
+    }
+
+    /// Replace a room's metadata; every member hears `room_updated`. `None` if there is no such room.
+    pub fn set_metadata(&self, room: &str, metadata: String) -> Option<RoomSummary> {
+        let mut st = self.lock();
+        let r = st.rooms.get_mut(room)?;
+        r.options.metadata = metadata.clone();
+        broadcast(r, None, RoomEvent::RoomUpdated { metadata });
+        Some(r.summary(room))
     }
 
     /// Every room, by name.

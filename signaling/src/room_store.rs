@@ -170,11 +170,11 @@ fn phase_name(p: RoomPhase) -> &'static str {
     }
 }
 
-/// What the lifecycle timer last wrote, to write only what changed (sans-I/O: it takes the registry's
+/// What the store holds, to write only what changed (sans-I/O: it takes the registry's
 /// definitions and returns the writes).
 #[derive(Debug, Default)]
 pub struct Sync {
-    written: HashMap<String, RoomPhase>,
+    written: HashMap<String, StoredRoom>,
 }
 
 /// One write [`Sync::diff`] asks for.
@@ -187,17 +187,14 @@ pub enum Write {
 impl Sync {
     /// Start from what the store holds.
     pub fn new(loaded: &[StoredRoom]) -> Sync {
-        Sync { written: loaded.iter().map(|r| (r.name.clone(), r.phase)).collect() }
+        Sync { written: loaded.iter().map(|r| (r.name.clone(), r.clone())).collect() }
     }
 
     /// The writes that bring the store to `now` (the registry's API-created rooms). Call [`Sync::done`] with each
     /// write that succeeded.
     pub fn diff(&self, now: &[StoredRoom]) -> Vec<Write> {
-        let mut writes: Vec<Write> = now
-            .iter()
-            .filter(|r| self.written.get(&r.name) != Some(&r.phase))
-            .map(|r| Write::Put(r.clone()))
-            .collect();
+        let mut writes: Vec<Write> =
+            now.iter().filter(|r| self.written.get(&r.name) != Some(r)).map(|r| Write::Put(r.clone())).collect();
         let live: std::collections::HashSet<&str> = now.iter().map(|r| r.name.as_str()).collect();
         let mut gone: Vec<&String> = self.written.keys().filter(|n| !live.contains(n.as_str())).collect();
         gone.sort();
@@ -209,7 +206,7 @@ impl Sync {
     pub fn done(&mut self, w: &Write) {
         match w {
             Write::Put(r) => {
-                self.written.insert(r.name.clone(), r.phase);
+                self.written.insert(r.name.clone(), r.clone());
             }
             Write::Delete(n) => {
                 self.written.remove(n);

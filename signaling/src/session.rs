@@ -178,6 +178,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
         s.out.push(Out::Msg(ServerMsg::Joined {
             v: VERSION,
             room: room.clone(),
+            room_metadata: joined.room_metadata.clone(),
             server_version: env!("CARGO_PKG_VERSION"),
             participant: me.clone(),
             participants: joined.others.clone(),
@@ -482,6 +483,9 @@ impl Session {
                 self.perms = p.clone();
                 self.say(ServerMsg::PermissionsChanged { permissions: p });
             }
+            RoomEvent::RoomUpdated { metadata } => {
+                self.say(ServerMsg::RoomUpdated { metadata });
+            }
             RoomEvent::ParticipantUpdated(p) => {
                 self.say(ServerMsg::ParticipantUpdated { participant: p });
             }
@@ -653,10 +657,14 @@ async fn refuse_room(state: &AppState, tx: &mut futures::stream::SplitSink<WebSo
     let r = &state.refusals;
     let (close, counter, message) = match code {
         ErrorCode::RoomFull => (close::ROOM_FULL, &r.join_room_full, "the room is full"),
-        ErrorCode::TooManyRooms => (close::TOO_MANY_ROOMS, &r.join_too_many_rooms, "the server has as many rooms as it may"),
+        ErrorCode::TooManyRooms => {
+            (close::TOO_MANY_ROOMS, &r.join_too_many_rooms, "the server has as many rooms as it may")
+        }
         ErrorCode::RoomNotFound => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "no such room"),
         ErrorCode::RoomNotOpen => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "the room is not open yet"),
-        ErrorCode::NotInvited => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "you are not a member of this room"),
+        ErrorCode::NotInvited => {
+            (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "you are not a member of this room")
+        }
         ErrorCode::RoomClosed => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "the room is closed"),
         _ => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "join refused"),
     };

@@ -203,7 +203,8 @@ async fn created_rooms_survive_a_restart_and_keep_means_kept() {
     let t = api_token("*", all_grants);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let s = server_with(cfg).await;
-    let crew = json!({"name": "fl-9", "start": now + 3600, "end": now + 7200, "members": ["captain"], "max_participants": 3});
+    let crew =
+        json!({"name": "fl-9", "start": now + 3600, "end": now + 7200, "members": ["captain"], "max_participants": 3});
     for body in [
         crew,
         json!({"name": "audit", "retention": "keep", "metadata": "m1"}),
@@ -215,6 +216,13 @@ async fn created_rooms_survive_a_restart_and_keep_means_kept() {
     }
     let (status, _) = api(&s, "DELETE", "/api/v1/rooms/short-lived", Some(&t), None).await;
     assert_eq!(status, 204);
+    // Members see the room's metadata when they join and when it changes.
+    let (mut alice, joined) = join(&s, "audit", "alice").await;
+    assert_eq!(joined["room_metadata"], "m1", "{joined}");
+    let (status, r) = api(&s, "PATCH", "/api/v1/rooms/audit", Some(&t), Some(json!({"metadata": "m2"}))).await;
+    assert_eq!((status, r["options"]["metadata"].as_str()), (200, Some("m2")), "{r}");
+    assert_eq!(recv_type(&mut alice, "room_updated").await["metadata"], "m2");
+    drop(alice);
     for room in ["audit", "chatty"] {
         for i in 0..3 {
             let body = json!({"payload": {"text": format!("{room} {i}")}});
@@ -247,7 +255,7 @@ async fn created_rooms_survive_a_restart_and_keep_means_kept() {
     assert_eq!(crew["options"]["max_participants"], 3);
     assert_eq!(crew["options"]["schedule"]["members"], json!(["captain"]));
     let (_, audit) = api(&s, "GET", "/api/v1/rooms/audit", Some(&t), None).await;
-    assert_eq!(audit["options"]["metadata"], "m1");
+    assert_eq!(audit["options"]["metadata"], "m2", "the changed metadata was kept");
     // The scheduled room still refuses early joins after the restart.
     let mut early = connect(&s).await;
     send(&mut early, &format!(r#"{{"type":"join","v":1,"token":"{}"}}"#, token("fl-9", "captain"))).await;

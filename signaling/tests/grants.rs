@@ -136,6 +136,8 @@ async fn websocket_grant_matrix() {
 
 /// An admin API route and the grant that opens it.
 struct ApiCase {
+    /// The route's `operationId` in `/openapi.json`.
+    op: &'static str,
     method: &'static str,
     path: &'static str,
     body: Option<serde_json::Value>,
@@ -149,36 +151,65 @@ async fn api_grant_matrix() {
     let admin_g = |r: &mut TokenRequest| r.room_admin = true;
     let cases = [
         ApiCase {
+            op: "createRoom",
             method: "POST",
             path: "/api/v1/rooms",
             body: Some(json!({"name": "new"})),
             grant: |r| r.room_create = true,
         },
-        ApiCase { method: "GET", path: "/api/v1/rooms", body: None, grant: |r| r.room_list = true },
-        ApiCase { method: "GET", path: "/api/v1/rooms/g", body: None, grant: |r| r.room_list = true },
-        ApiCase { method: "GET", path: "/api/v1/rooms/g/participants", body: None, grant: admin_g },
-        ApiCase { method: "GET", path: "/api/v1/rooms/g/participants/alice", body: None, grant: admin_g },
+        ApiCase { op: "listRooms", method: "GET", path: "/api/v1/rooms", body: None, grant: |r| r.room_list = true },
+        ApiCase { op: "getRoom", method: "GET", path: "/api/v1/rooms/g", body: None, grant: |r| r.room_list = true },
         ApiCase {
+            op: "listParticipants",
+            method: "GET",
+            path: "/api/v1/rooms/g/participants",
+            body: None,
+            grant: admin_g,
+        },
+        ApiCase {
+            op: "getParticipant",
+            method: "GET",
+            path: "/api/v1/rooms/g/participants/alice",
+            body: None,
+            grant: admin_g,
+        },
+        ApiCase {
+            op: "updateParticipant",
             method: "PATCH",
             path: "/api/v1/rooms/g/participants/alice",
             body: Some(json!({"metadata": "m"})),
             grant: admin_g,
         },
         ApiCase {
+            op: "muteTrack",
             method: "PATCH",
             path: "/api/v1/rooms/g/tracks/TR_404",
             body: Some(json!({"muted": true})),
             grant: admin_g,
         },
         ApiCase {
+            op: "sendMessage",
             method: "POST",
             path: "/api/v1/rooms/g/messages",
             body: Some(json!({"payload": {"text": "notice"}})),
             grant: admin_g,
         },
-        ApiCase { method: "GET", path: "/api/v1/rooms/g/messages?limit=5", body: None, grant: admin_g },
-        ApiCase { method: "DELETE", path: "/api/v1/rooms/g/messages/999", body: None, grant: admin_g },
         ApiCase {
+            op: "listMessages",
+            method: "GET",
+            path: "/api/v1/rooms/g/messages?limit=5",
+            body: None,
+            grant: admin_g,
+        },
+        ApiCase {
+            op: "recallMessage",
+            method: "DELETE",
+            path: "/api/v1/rooms/g/messages/999",
+            body: None,
+            grant: admin_g,
+        },
+        ApiCase {
+            op: "eraseIdentity",
             method: "DELETE",
             path: "/api/v1/identities/nobody",
             body: None,
@@ -187,9 +218,42 @@ async fn api_grant_matrix() {
                 r.room = "*".into();
             },
         },
-        ApiCase { method: "DELETE", path: "/api/v1/rooms/g/participants/alice", body: None, grant: admin_g },
-        ApiCase { method: "DELETE", path: "/api/v1/rooms/new", body: None, grant: |r| r.room_create = true },
+        ApiCase {
+            op: "updateRoom",
+            method: "PATCH",
+            path: "/api/v1/rooms/g",
+            body: Some(json!({"metadata": "m"})),
+            grant: admin_g,
+        },
+        ApiCase {
+            op: "removeParticipant",
+            method: "DELETE",
+            path: "/api/v1/rooms/g/participants/alice",
+            body: None,
+            grant: admin_g,
+        },
+        ApiCase {
+            op: "closeRoom",
+            method: "DELETE",
+            path: "/api/v1/rooms/new",
+            body: None,
+            grant: |r| r.room_create = true,
+        },
     ];
+    // Every route that needs a grant is in the matrix.
+    let (_, doc) = api(&s, "GET", "/openapi.json", None, None).await;
+    let mut documented: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values())
+        .filter(|op| op.get("security").is_some())
+        .map(|op| op["operationId"].as_str().unwrap().to_string())
+        .collect();
+    documented.sort();
+    let mut covered: Vec<String> = cases.iter().map(|c| c.op.to_string()).collect();
+    covered.sort();
+    assert_eq!(covered, documented, "the grant matrix covers every route that needs a grant");
     for c in &cases {
         let (status, body) = api(&s, c.method, c.path, Some(&api_token("g", |_| {})), c.body.clone()).await;
         assert_eq!(
