@@ -40,6 +40,11 @@ pub struct Courier {
 
 impl Courier {
     pub fn start() -> Courier {
+        Courier::start_with_env(&[])
+    }
+
+    /// Started with extra environment (e.g. `COURIER_WEBHOOK_URL`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Courier {
         let data = std::env::temp_dir().join(format!("courier-e2e-{}-{}", std::process::id(), rand_suffix()));
         let mut child = Command::new(courier_bin())
             .args(["serve", "--http-addr", "127.0.0.1:0", "--udp-addr", "127.0.0.1:0", "--workers", "2"])
@@ -50,6 +55,7 @@ impl Courier {
             .arg("--web-root")
             .arg(&data)
             .env("COURIER_LOG", std::env::var("COURIER_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
