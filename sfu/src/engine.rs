@@ -174,6 +174,11 @@ enum WorkerMsg {
         peer: PeerId,
         candidate: String,
     },
+    /// Stop taking a published track from its publisher.
+    Unpublish {
+        peer: PeerId,
+        track: TrackId,
+    },
     AddDownTrack {
         peer: PeerId,
         track: TrackId,
@@ -384,6 +389,12 @@ impl Sfu {
         settings: crate::downtrack::TrackSettings,
     ) -> Result<(), SfuError> {
         self.to_peer(subscriber, WorkerMsg::TrackSettings { peer: subscriber, track, settings }).await
+    }
+
+    /// Stop taking `track` from its publisher `peer` (e.g. its grant to publish was revoked). Its
+    /// `TrackUnpublished` event follows, as for a track the client stopped; packets still sent are dropped.
+    pub async fn unpublish(&self, peer: PeerId, track: TrackId) -> Result<(), SfuError> {
+        self.to_peer(peer, WorkerMsg::Unpublish { peer, track }).await
     }
 
     /// Close a peer. Its `Closed` event follows; its tracks are unpublished.
@@ -645,6 +656,7 @@ impl Worker {
                 self.layer_demands.push((track, subscriber, demand))
             }
             WorkerMsg::ClosePeer { peer } => self.with_peer(peer, |p| p.close(CloseReason::Requested)),
+            WorkerMsg::Unpublish { peer, track } => self.with_peer(peer, |p| p.stop_publishing(track)),
             WorkerMsg::TrackSettings { peer, track, settings } => {
                 self.with_peer(peer, |p| p.set_track_settings(track, settings))
             }

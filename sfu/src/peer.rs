@@ -832,6 +832,16 @@ impl Peer {
         }
     }
 
+    /// Stop taking `track` from this publisher (its grant to publish was revoked): the track is unpublished (the
+    /// engine drops its routes and subscribers) and the packets that still arrive on its m-line are dropped at
+    /// once. The client is told by the signaling layer and should stop sending; the m-line stays negotiated.
+    pub fn stop_publishing(&mut self, track: TrackId) {
+        let Some(mid) = self.tracks_in.iter().find(|(_, t)| t.id == track).map(|(m, _)| *m) else { return };
+        self.tracks_in.remove(&mid);
+        info!(peer = %self.id, %track, %mid, "track unpublished by the server");
+        self.queue.push_back(PeerOutput::Event(PeerEvent::TrackUnpublished { track }));
+    }
+
     /// A published m-line that no longer sends (direction changed, or stopped) unpublishes its track.
     fn check_unpublished(&mut self) {
         let gone: Vec<Mid> = self

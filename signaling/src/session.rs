@@ -459,6 +459,13 @@ impl Session {
                 if self.subscriptions.contains(&sfu_track) {
                     self.unsubscribe(sfu_track, "unpublished").await;
                 }
+                if participant_id == self.me.id {
+                    // One of ours, unpublished by the room (a revoked grant): the engine stops taking it too. For
+                    // a track the client stopped itself, the engine has dropped it already and this does nothing.
+                    if let Err(e) = self.state.sfu.unpublish(self.peer, sfu_track).await {
+                        debug!(error = %e, "engine unpublish");
+                    }
+                }
                 self.say(ServerMsg::TrackUnpublished { participant_id, track_id });
             }
             RoomEvent::ActiveSpeakers(list) => {
