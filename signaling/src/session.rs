@@ -215,13 +215,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                 leave_reason = "disconnected";
                 break 'outer;
             }
-            if chat.replaying() {
-                if chat.step_replay(&mut s.out).await.is_err() {
+            if chat.replaying()
+                && chat.step_replay(&mut s.out).await.is_err() {
                     leave_reason = "disconnected";
                     let _ = tx.send(close_msg(close::TIMEOUT_OR_SLOW, "too slow")).await;
                     break 'outer;
                 }
-            }
             let more = chat.replaying() || !s.out.is_empty();
             tokio::select! {
                 biased;
@@ -260,12 +259,11 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                     let parsed = ClientMsg::parse(&text);
                     // Chat messages have their own rate limit (per identity, and per room); everything else, chat
                     // requests such as history and receipts included, shares this bucket.
-                    if !parsed.as_ref().is_ok_and(ClientMsg::is_chat_message) {
-                        if bucket.take(conn_rate, Instant::now()).is_err() {
+                    if !parsed.as_ref().is_ok_and(ClientMsg::is_chat_message)
+                        && bucket.take(conn_rate, Instant::now()).is_err() {
                             s.out.push(Out::Msg(ServerMsg::error(ErrorCode::RateLimited, "too many messages", None)));
                             continue;
                         }
-                    }
                     match parsed {
                         Ok(ClientMsg::Leave) => { leave_reason = "left"; let _ = tx.send(close_msg(close::NORMAL, "left")).await; break; }
                         Ok(msg) if msg.is_chat() => chat.handle(msg, &mut s.out).await,

@@ -9,6 +9,9 @@
 //!   `COURIER_TEST_POSTGRES_URL` is set (scripts/postgres.sh starts one).
 //! - `fan_out_two_thousand`: 2,000 members in one room, one sender at rising rates; deliveries per second and
 //!   send→receive latency p50/p99 (from a send timestamp in the payload) at each rate; memory per member.
+//! - `accepted_with_a_webhook_endpoint`: the same 8 × 32 send load with no webhook endpoint, then with one that
+//!   gets `message_sent` for every message (a loopback receiver answering 200 at once): accepted/s and ack
+//!   latency both ways, events delivered per second, and whether any were dropped.
 //! - `resume_a_thousand_message_gap`: a member away while 1,000 messages were sent reconnects with its position;
 //!   time from its `join` to the last replayed message and `chat_resumed`.
 //!
@@ -299,4 +302,94 @@ async fn resume_a_thousand_message_gap() {
         times.len()
     );
     s.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn accepted_with_a_webhook_endpoint() {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let got = Arc::new(AtomicU64::new(0));
+    let last_at = Arc::new(std::sync::Mutex::new(Instant::now()));
+    {
+        let (got, last_at) = (got.clone(), last_at.clone());
+        let app = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move |_body: axum::body::Bytes| {
+                let (got, last_at) = (got.clone(), last_at.clone());
+                async move {
+                    got.fetch_add(1, Ordering::Relaxed);
+                    *last_at.lock().unwrap() = Instant::now();
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    let dur = Duration::from_secs(5);
+    println!(
+        "| webhook endpoint | accepted msg/s | ack p50 ms | ack p99 ms | events delivered | delivered/s | dropped |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for with in [false, true] {
+        let url = url.clone();
+        let s = server_with(move |raw| {
+            unlimited(raw, None);
+            if with {
+                raw.webhooks = Some(signaling::config::RawWebhooks {
+                    endpoints: Some(vec![signaling::config::RawWebhookEndpoint {
+                        url: Some(url),
+                        secret: Some("benchmark-webhook-secret".into()),
+                        queue_capacity: Some(1_000_000),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                });
+            }
+        })
+        .await;
+        got.store(0, Ordering::Relaxed);
+        let start = Instant::now();
+        let (rate, p50, p99) = accepted(s.http_addr, "wh", 8, 32, dur).await;
+        if !with {
+            println!("| none | {rate:.0} | {p50:.2} | {p99:.2} | - | - | - |");
+            continue;
+        }
+        // Every stored message is one message_sent, plus the room and participant events: wait (bounded) for the
+        // queue to drain.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let m = metrics_text(&s).await;
+            let queued = metric_value(&m, "courier_webhook_queued").unwrap_or(0.0);
+            if queued == 0.0 || Instant::now() > deadline {
+                let dropped: f64 = ["queue_full", "exhausted"]
+                    .iter()
+                    .filter_map(|r| metric_value(&m, &format!("courier_webhook_dropped_total{{reason=\"{r}\"}}")))
+                    .sum();
+                let n = got.load(Ordering::Relaxed);
+                let span = last_at.lock().unwrap().duration_since(start).as_secs_f64();
+                println!(
+                    "| one (message_sent for each) | {rate:.0} | {p50:.2} | {p99:.2} | {n} | {:.0} | {dropped} |",
+                    n as f64 / span
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn metrics_text(s: &signaling::Server) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(s.http_addr).await.unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

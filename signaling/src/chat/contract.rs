@@ -406,7 +406,7 @@ pub(crate) async fn tombstones_keep_the_sequence(backend: &dyn Backend) {
 pub(crate) async fn conversations_are_listed_in_pages(backend: &dyn Backend) {
     let store = backend.open_fresh(Tuning::default()).await;
     assert!(store.conversations(None, 10).await.unwrap().is_empty());
-    let mut ids = vec![room("b"), room("a"), ConversationId::direct("x", "y").unwrap(), room("c")];
+    let mut ids = [room("b"), room("a"), ConversationId::direct("x", "y").unwrap(), room("c")];
     for (i, c) in ids.iter().enumerate() {
         send(&*store, msg(c, "alice", &format!("m{i}"))).await;
     }

@@ -264,7 +264,7 @@ impl CommitListener for Hub {
             for id in audience {
                 let Some(member) = st.members.get(&id) else { continue };
                 let frame = match &mentioned {
-                    Some(f) if m.flags.mentions.iter().any(|x| *x == member.identity) => f.clone(),
+                    Some(f) if m.flags.mentions.contains(&member.identity) => f.clone(),
                     _ => plain.clone(),
                 };
                 let item = Delivery::Sequenced { conversation: m.conversation.clone(), seq: m.seq, frame };

@@ -538,7 +538,7 @@ impl ChatSession {
     }
 
     fn mentioned(&self, m: &StoredMessage) -> bool {
-        m.flags.mention_all || m.flags.mentions.iter().any(|x| *x == self.identity)
+        m.flags.mention_all || m.flags.mentions.contains(&self.identity)
     }
 
     /// Start a resume of each conversation: replays are queued and run a chunk at a time by [`Self::step_replay`].
@@ -740,8 +740,7 @@ impl ChatSession {
         .to_json()
         .into();
         let hub = &self.state.chat.hub;
-        let everyone =
-            c.as_room().map_or(true, |room| hub.room_size(room) <= self.state.config.chat.receipt_fanout_max);
+        let everyone = c.as_room().is_none_or(|room| hub.room_size(room) <= self.state.config.chat.receipt_fanout_max);
         if everyone {
             hub.send(&c, None, Class::Droppable, frame);
         } else {
