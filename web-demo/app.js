@@ -43,6 +43,10 @@ const els = {
   tiles: $('tiles'),
   callError: $('call-error'),
   tileTemplate: /** @type {HTMLTemplateElement} */ ($('tile-template')),
+  chatList: $('chat-list'),
+  chatForm: /** @type {HTMLFormElement} */ ($('chat-form')),
+  chatInput: /** @type {HTMLInputElement} */ ($('chat-input')),
+  chatTyping: $('chat-typing'),
 };
 
 /** @type {{state: string, error: string|null}} */
@@ -410,10 +414,14 @@ function wireClient(c) {
     console.warn('courier error', code, message);
     if (c.state === 'joined') showError(els.callError, `${code}: ${message}`);
   });
+  c.on('chat_changed', () => renderChat(c));
+  c.on('chat_typing', ({ identity, typing }) => showTyping(c, identity, typing));
+  c.on('chat_failed', ({ code, message }) => showError(els.callError, `message not sent: ${code}: ${message}`));
   c.on('closed', ({ description, code, leaveReason }) => {
     if (client !== c) return;
     client = null;
     clearTiles();
+    els.chatList.replaceChildren();
     els.call.hidden = true;
     els.joinPanel.hidden = false;
     if (leaving) {
@@ -425,6 +433,127 @@ function wireClient(c) {
     }
   });
 }
+
+// ---------------------------------------------------------------- chat
+
+const TICKS = /** @type {Record<string, string>} */ ({ sending: '🕓', sent: '✓', delivered: '✓', read: '✓✓' });
+const TICK_TITLES = /** @type {Record<string, string>} */ ({
+  sending: 'sending',
+  sent: 'sent',
+  delivered: 'delivered',
+  read: 'read',
+});
+
+/** Display name of an identity: a participant's name if present. @param {CourierClient} c @param {string} identity */
+function displayName(c, identity) {
+  if (identity === c.identity) return 'You';
+  for (const p of c.participants.values()) if (p.identity === identity) return p.name || identity;
+  return identity;
+}
+
+/** A message's text, with @mentions marked. @param {any} m @param {HTMLElement} into */
+function renderText(m, into) {
+  if (m.state === 'recalled') {
+    into.textContent = 'message recalled';
+    into.classList.add('recalled');
+    return;
+  }
+  const text = typeof m.payload?.text === 'string' ? m.payload.text : JSON.stringify(m.payload ?? null);
+  for (const part of text.split(/(@[A-Za-z0-9._-]{1,64})/)) {
+    if (part.startsWith('@')) {
+      const b = document.createElement('b');
+      b.className = 'mention';
+      b.textContent = part;
+      into.append(b);
+    } else if (part) {
+      into.append(part);
+    }
+  }
+  if (m.state === 'edited') {
+    const e = document.createElement('span');
+    e.className = 'edited';
+    e.textContent = ' (edited)';
+    into.append(e);
+  }
+}
+
+/** The whole room chat, newest at the bottom; marks it read while the page is visible. @param {CourierClient} c */
+function renderChat(c) {
+  if (client !== c || !c.chat.state) return;
+  const list = els.chatList;
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  const items = [];
+  for (const m of c.chat.messages()) {
+    if (m.kind !== 'text' && m.state !== 'recalled') continue; // recalls, edits and app kinds are not lines
+    const li = document.createElement('li');
+    const own = m.sender === c.identity;
+    li.className = `msg${own ? ' own' : ''}${m.mentioned ? ' mentioned' : ''}`;
+    if (m.seq !== undefined) li.dataset.seq = String(m.seq);
+    li.dataset.clientId = m.client_id;
+    const head = document.createElement('div');
+    head.className = 'msg-head';
+    const who = document.createElement('span');
+    who.className = 'msg-sender';
+    who.textContent = displayName(c, m.sender);
+    const when = document.createElement('time');
+    when.className = 'msg-time';
+    when.dateTime = new Date(m.time).toISOString();
+    when.textContent = new Date(m.time).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    head.append(who, when);
+    const body = document.createElement('div');
+    body.className = 'msg-text';
+    renderText(m, body);
+    li.append(head, body);
+    if (own) {
+      const status = /** @type {any} */ (m).pending ? 'sending' : c.chat.status(m);
+      const tick = document.createElement('span');
+      tick.className = 'tick';
+      tick.dataset.status = status;
+      tick.title = TICK_TITLES[status];
+      tick.textContent = TICKS[status];
+      head.append(tick);
+      if (m.seq !== undefined && m.state !== 'recalled') {
+        const recall = document.createElement('button');
+        recall.type = 'button';
+        recall.className = 'msg-recall';
+        recall.textContent = 'Recall';
+        recall.addEventListener('click', () => c.chat.recall(/** @type {number} */ (m.seq)));
+        head.append(recall);
+      }
+    }
+    items.push(li);
+  }
+  list.replaceChildren(...items);
+  if (atBottom) list.scrollTop = list.scrollHeight;
+  if (document.visibilityState === 'visible') c.chat.markRead();
+}
+
+/** @type {Map<string, ReturnType<typeof setTimeout>>} */
+const typingTimers = new Map();
+
+/** @param {CourierClient} c @param {string} identity @param {boolean} typing */
+function showTyping(c, identity, typing) {
+  clearTimeout(typingTimers.get(identity));
+  typingTimers.delete(identity);
+  if (typing) typingTimers.set(identity, setTimeout(() => showTyping(c, identity, false), 4000));
+  const names = [...typingTimers.keys()].map((i) => displayName(c, i));
+  els.chatTyping.textContent = names.length ? `${names.join(', ')} ${names.length > 1 ? 'are' : 'is'} typing…` : '';
+}
+
+els.chatForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = els.chatInput.value.trim();
+  if (!text || !client || client.state !== 'joined') return;
+  client.chat.send(text);
+  client.chat.typing(false);
+  els.chatInput.value = '';
+});
+els.chatInput.addEventListener('input', () => {
+  if (client?.state === 'joined' && els.chatInput.value) client.chat.typing(true);
+});
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible' && client?.state === 'joined') client.chat.markRead();
+});
 
 // ---------------------------------------------------------------- controls
 
@@ -476,6 +605,7 @@ els.enableAudio.addEventListener('click', () => {
 });
 
 window.addEventListener('pagehide', () => {
+  client?.chat.flush();
   leaving = true;
   client?.leave(0);
 });

@@ -18,6 +18,10 @@
  * @module courier
  */
 
+import { Chat } from './chat.js';
+
+export { Chat, ChatState, directConversation, roomConversation } from './chat.js';
+
 export const PROTOCOL_VERSION = 1;
 
 /** Close codes of protocol v1, with a short human description. */
@@ -32,6 +36,12 @@ export const CLOSE_CODES = Object.freeze({
   4005: 'unsupported protocol version',
   4008: 'no traffic for 30 s, or send queue overflow',
   4009: 'replaced: the same identity joined again elsewhere',
+  4006: 'the room is full',
+  4007: 'the server has as many rooms as it may',
+  4010: 'removed from the room',
+  4011: 'the room is not available (not found, not open yet, closed, or not invited)',
+  4029: 'too many joins; try again shortly',
+  1013: 'the server is restarting; try again shortly',
 });
 
 /**
@@ -109,6 +119,8 @@ export function describeCloseCode(code) {
  * @property {number} [joinTimeoutMs=10000]    connect + `joined`
  * @property {number} [publishTimeoutMs=10000] offer → `track_published`
  * @property {boolean|((...args: any[]) => void)} [log=false]  true logs to console.debug
+ * @property {Storage|null} [chatStorage]  where chat state and the outbox are kept across reloads (default
+ *                           `sessionStorage`; null keeps them in memory only)
  *
  * Events (listen with `client.on(name, fn)`, `fn` gets the detail; or `addEventListener`, detail in `e.detail`):
  * - `joined`                {room, participant, participants}
@@ -128,7 +140,24 @@ export function describeCloseCode(code) {
  * - `connection_state`      {state}                          RTCPeerConnection.connectionState
  * - `error`                 {code, message, reqType?}        server `error` messages and client-side failures
  * - `closed`                {code, reason, description, leaveReason}
+ * - `chat_changed`, `chat_message`, `chat_typing`, `chat_failed`: see `chat.js` (`client.chat`)
  */
+
+/**
+ * The room and identity a token names (its payload, not verified: the server verifies it).
+ * @param {string} token
+ * @returns {{room: string, identity: string}}
+ */
+export function tokenClaims(token) {
+  try {
+    const part = token.split('.')[1] ?? '';
+    const json = atob(part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '='));
+    const c = JSON.parse(decodeURIComponent(escape(json)));
+    return { room: String(c?.video?.room ?? ''), identity: String(c?.sub ?? '') };
+  } catch {
+    return { room: '', identity: '' };
+  }
+}
 
 /** An error with a protocol error code (or a client-side one: `timeout`, `closed`, `media_unavailable`, …). */
 export class CourierError extends Error {
@@ -209,6 +238,8 @@ export class CourierClient extends EventTarget {
     this.rttMs = null;
     /** @type {{code:number, reason:string, leaveReason:string|null}|null} */
     this.closeInfo = null;
+    /** Chat on this connection (send, history, receipts; see chat.js). Usable once joined. */
+    this.chat = new Chat(this);
 
     // --- internals ---
     /** subscriptions announced by `subscribed`, by mid @type {Map<string, {trackId:string, participantId:string, kind:Kind, mid:string}>} */
@@ -308,9 +339,16 @@ export class CourierClient extends EventTarget {
       throw new CourierError('bad_url', `cannot open ${url}: ${/** @type {Error} */ (err).message}`);
     }
     this.ws = ws;
+    const claims = tokenClaims(token);
+    const storage =
+      this.options.chatStorage !== undefined ? this.options.chatStorage : (globalThis.sessionStorage ?? null);
+    const positions = this.chat.prepare(claims.room, claims.identity, storage);
     ws.onopen = () => {
       this._opened = true;
-      this._send({ type: 'join', v: PROTOCOL_VERSION, token, auto_subscribe: this.options.autoSubscribe });
+      /** @type {Record<string, any>} */
+      const join = { type: 'join', v: PROTOCOL_VERSION, token, auto_subscribe: this.options.autoSubscribe };
+      if (positions.length) join.chat = positions;
+      this._send(join);
     };
     ws.onmessage = (ev) => this._onSocketMessage(ev);
     ws.onclose = (ev) => this._onSocketClose(ev.code, ev.reason);
@@ -786,6 +824,10 @@ export class CourierClient extends EventTarget {
 
   /** @param {any} msg */
   async _handle(msg) {
+    if (msg.type.startsWith('chat_') || (msg.type === 'error' && msg.client_id)) {
+      this.chat.handle(msg);
+      if (msg.type !== 'error') return;
+    }
     switch (msg.type) {
       case 'joined':
         return this._onJoined(msg);
@@ -888,6 +930,7 @@ export class CourierClient extends EventTarget {
       participants: [...this.participants.values()],
     });
     this._joinWaiter?.resolve(undefined);
+    this.chat.onJoined();
   }
 
   /** @param {any} msg */
