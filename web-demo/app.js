@@ -111,6 +111,7 @@ function showError(el, text) {
  * @property {Map<string, HTMLAudioElement>} audios  by track id
  * @property {Set<string>} mutedKinds
  * @property {string|null} videoTrackId  the remote video track shown (its `stream_state` drives the badge/overlay)
+ * @property {boolean} visible   on screen (IntersectionObserver); off screen it is reported hidden
  */
 
 /** Simulcast rids as people say them. */
@@ -138,8 +139,20 @@ function ensureTile(key, label, local = false) {
   /** @type {HTMLElement} */ (el.querySelector('.tile-name')).textContent = label;
   /** @type {HTMLElement} */ (el.querySelector('.avatar')).textContent = initials(label);
   const video = /** @type {HTMLVideoElement} */ (el.querySelector('video'));
-  tile = { el, video, videoStream: new MediaStream(), audios: new Map(), mutedKinds: new Set(), videoTrackId: null };
+  tile = {
+    el,
+    video,
+    videoStream: new MediaStream(),
+    audios: new Map(),
+    mutedKinds: new Set(),
+    videoTrackId: null,
+    visible: true,
+  };
   tiles.set(key, tile);
+  if (!local) {
+    resizeObserver?.observe(video);
+    visibilityObserver?.observe(el);
+  }
   if (local) els.tiles.prepend(el);
   else els.tiles.append(el);
   updateCount();
@@ -152,6 +165,9 @@ function removeTile(key) {
   if (!tile) return;
   tile.video.srcObject = null;
   for (const a of tile.audios.values()) a.srcObject = null;
+  resizeObserver?.unobserve(tile.video);
+  visibilityObserver?.unobserve(tile.el);
+  if (tile.videoTrackId) reportedSizes.delete(tile.videoTrackId);
   tile.el.remove();
   tiles.delete(key);
   updateCount();
@@ -357,6 +373,7 @@ function attachRemote(r) {
       tile.videoTrackId = r.trackId;
       tile.video.srcObject = tile.videoStream;
       play(tile.video);
+      reportTileSizes();
     }
   } else if (!tile.audios.has(r.trackId)) {
     const audio = document.createElement('audio');
@@ -371,6 +388,55 @@ function attachRemote(r) {
   if (info?.muted) tile.mutedKinds.add(r.kind);
   refreshTile(tile);
 }
+
+// ---------------------------------------------------------------- adaptive stream
+
+/**
+ * Adaptive stream: each remote video tells the server how large it is shown (its element's size in device pixels),
+ * and that it is hidden while off screen, so the server sends the simulcast layer that fits. `?adaptive=0` turns
+ * it off (the tests that drive the sizes themselves use it).
+ */
+const ADAPTIVE = params.get('adaptive') !== '0';
+/** Last size reported per track id, to report only changes. @type {Map<string, string>} */
+const reportedSizes = new Map();
+/** @type {ReturnType<typeof setTimeout>|undefined} */
+let sizeTimer;
+
+/** Report every remote video's size (debounced, changes only). */
+function reportTileSizes() {
+  if (!ADAPTIVE) return;
+  clearTimeout(sizeTimer);
+  sizeTimer = setTimeout(() => {
+    const c = client;
+    if (!c || c.state !== 'joined') return;
+    const dpr = window.devicePixelRatio || 1;
+    for (const tile of tiles.values()) {
+      const id = tile.videoTrackId;
+      if (!id) continue;
+      const r = tile.video.getBoundingClientRect();
+      const hidden = r.width === 0 || r.height === 0 || !tile.visible;
+      const width = Math.round(r.width * dpr);
+      const height = Math.round(r.height * dpr);
+      const key = hidden ? 'hidden' : `${width}x${height}`;
+      if (reportedSizes.get(id) === key) continue;
+      reportedSizes.set(id, key);
+      c.setTrackSettings(id, hidden ? { hidden: true } : { width, height });
+    }
+  }, 150);
+}
+
+const resizeObserver = typeof ResizeObserver === 'function' ? new ResizeObserver(() => reportTileSizes()) : null;
+const visibilityObserver =
+  typeof IntersectionObserver === 'function'
+    ? new IntersectionObserver((entries) => {
+        for (const e of entries) {
+          for (const tile of tiles.values()) if (tile.el === e.target) tile.visible = e.isIntersecting;
+        }
+        reportTileSizes();
+      })
+    : null;
+window.addEventListener('resize', () => reportTileSizes());
+/** @type {any} */ (app).tileSizes = reportedSizes;
 
 /** @param {CourierClient} c */
 function wireClient(c) {

@@ -29,8 +29,8 @@ test('a subscriber gets the simulcast layer its tile needs', { timeout: 200_000 
     const { http, url } = courier;
     const room = 'simulcast';
     browser = await launchChromium();
-    const pub = await openDemoPage(browser, { http, url, room, identity: 'publisher', params: { simulcast: '1', publish: 'video' } });
-    const sub = await openDemoPage(browser, { http, url, room, identity: 'subscriber', params: { publish: 'none' } });
+    const pub = await openDemoPage(browser, { http, url, room, identity: 'publisher', params: { simulcast: '1', publish: 'video', adaptive: '0' } });
+    const sub = await openDemoPage(browser, { http, url, room, identity: 'subscriber', params: { publish: 'none', adaptive: '0' } });
     const video = () => inboundVideo(sub);
 
     // The publisher sends three layers.
