@@ -107,10 +107,19 @@ async fn webhooks_report_real_rooms_participants_and_tracks() {
     // Every event up to room_finished, within a bound.
     let mut events: Vec<serde_json::Value> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !events.iter().any(|e| e["event"] == "room_finished") {
+    // Two deliveries run at once, so events may arrive out of order: wait for all of them, not just the last one.
+    let complete = |events: &[serde_json::Value]| {
+        let n = |name: &str| events.iter().filter(|e| e["event"] == name).count();
+        n("room_finished") >= 1
+            && n("participant_joined") >= 2
+            && n("participant_left") >= 2
+            && n("track_published") >= 2
+            && n("track_unpublished") >= 2
+    };
+    while !complete(&events) {
         let d = tokio::time::timeout_at(deadline, deliveries.recv())
             .await
-            .unwrap_or_else(|_| panic!("no room_finished within 20 s; got {events:#?}"))
+            .unwrap_or_else(|_| panic!("not every event within 20 s; got {events:#?}"))
             .expect("receiver running");
         let sig = d.headers.get("courier-signature").cloned().unwrap_or_default();
         assert!(signature_ok(&sig, &d.body), "signature {sig:?} does not verify");
