@@ -379,6 +379,13 @@ impl Server {
         }
         let _ = self.stop_http_tx.send(true);
         self.state.sfu.shutdown().await;
+        // The kept rooms as they are now (the lifecycle timer writes once a second; a stop writes the rest).
+        let state = self.state.clone();
+        match tokio::task::spawn_blocking(move || state.room_store.sync(|| state.rooms.definitions())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "room store not synced at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "room store task failed at shutdown"),
+        }
         // Events of the last leaves (room_finished…) get the rest of the grace to be delivered.
         self.state.webhooks.drain(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
         let _ = tokio::time::timeout(grace, self.task).await;
