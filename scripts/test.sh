@@ -19,6 +19,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 bash scripts/install-browser-deps.sh
 
+# One build from scratch: incremental artifacts would only take disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 echo "== cargo build"
 cargo build --workspace --all-targets --locked
 echo "== PostgreSQL for the chat store tests"
