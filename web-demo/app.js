@@ -8,12 +8,15 @@
  *   &room=R&identity=I&name=N
  *   &publish=audio,video publish what (`none` for nothing; default both)
  *   &simulcast=1         send the camera as three simulcast layers (q/h/f)
+ *   &capture=640x360     camera capture size (default 1280x720)
  *   &autojoin=1          join at once
  *
  * For tests: `window.courier` is the current CourierClient (see courier.js; `snapshot()`, `inboundStats()`),
- * `window.courierApp` holds the page's state: {state: 'idle'|'connecting'|'joined'|'closed'|'error', error}.
+ * `window.courierApp` holds the page's state: {state: 'idle'|'connecting'|'joined'|'reconnecting'|'closed'|'error',
+ * error, reconnects} (`reconnects`: how many times the page came back after losing the connection).
  */
 import { CourierClient } from './courier.js';
+import { QualityMeter } from './quality.js';
 
 /** @template {HTMLElement} T @param {string} id @returns {T} */
 const $ = (id) => /** @type {T} */ (document.getElementById(id));
@@ -40,6 +43,9 @@ const els = {
   toggleCam: /** @type {HTMLButtonElement} */ ($('toggle-cam')),
   enableAudio: /** @type {HTMLButtonElement} */ ($('enable-audio')),
   leaveButton: /** @type {HTMLButtonElement} */ ($('leave-button')),
+  shareScreen: /** @type {HTMLButtonElement} */ ($('share-screen')),
+  cameraSelect: /** @type {HTMLSelectElement} */ ($('camera-select')),
+  micSelect: /** @type {HTMLSelectElement} */ ($('mic-select')),
   tiles: $('tiles'),
   callError: $('call-error'),
   tileTemplate: /** @type {HTMLTemplateElement} */ ($('tile-template')),
@@ -47,10 +53,12 @@ const els = {
   chatForm: /** @type {HTMLFormElement} */ ($('chat-form')),
   chatInput: /** @type {HTMLInputElement} */ ($('chat-input')),
   chatTyping: $('chat-typing'),
+  banner: $('banner'),
+  bannerText: $('banner-text'),
 };
 
-/** @type {{state: string, error: string|null}} */
-const app = { state: 'idle', error: null };
+/** @type {{state: string, error: string|null, reconnects: number}} */
+const app = { state: 'idle', error: null, reconnects: 0 };
 /** @type {any} */ (window).courierApp = app;
 /** @type {any} */ (window).courier = null;
 
@@ -99,6 +107,53 @@ function showError(el, text) {
   el.hidden = !text;
   el.textContent = text ?? '';
   if (text) app.error = text;
+}
+
+/**
+ * The banner over the call (reconnecting, or why media is missing); null hides it.
+ * @param {'reconnecting'|'warning'|null} kind
+ * @param {string} [text]
+ */
+function showBanner(kind, text = '') {
+  els.banner.hidden = !kind;
+  els.banner.dataset.kind = kind ?? '';
+  els.bannerText.textContent = text;
+}
+
+/**
+ * What went wrong, said for people: the client's error codes and close codes turned into a sentence and a hint.
+ * @param {any} err  a CourierError (code, closeCode) or an Error
+ */
+function explain(err) {
+  const code = err?.code;
+  const close = err?.closeCode;
+  const url = els.url.value.trim();
+  if (code === 'closed' && !String(err.message).startsWith('cannot connect')) {
+    if ([4001, 4002, 4004].includes(close)) return `Permission denied: ${err.message}. Ask for a new invitation (token).`;
+    if ([4006, 4007, 4011, 4029, 1013].includes(close)) return `The server turned the join down: ${err.message}.`;
+    return `Disconnected: ${err.message}.`;
+  }
+  if (code === 'closed' || code === 'bad_url' || code === 'timeout') {
+    return `Cannot reach the server at ${url}. Is courier running there (courier serve --dev)?`;
+  }
+  return err?.message ?? String(err);
+}
+
+/**
+ * Camera or microphone refused or missing: say so in words, the call goes on without them.
+ * @param {string} message  the client's `media_unavailable` message (`getUserMedia failed: NotAllowedError: …`)
+ */
+function explainMedia(message) {
+  if (/NotAllowedError|Permission/i.test(message)) {
+    return 'Camera and microphone are blocked for this page. Allow them in the browser to be seen and heard; you can still watch and chat.';
+  }
+  if (/NotFoundError|OverconstrainedError/i.test(message)) {
+    return 'No camera or microphone was found. You can still watch and chat.';
+  }
+  if (/NotReadableError/i.test(message)) {
+    return 'The camera or microphone is in use by another program. You can still watch and chat.';
+  }
+  return `Camera or microphone unavailable (${message}). You can still watch and chat.`;
 }
 
 // ---------------------------------------------------------------- tiles
@@ -245,6 +300,9 @@ function play(media) {
   });
 }
 
+/** The tile key of a participant's screen share. @param {string} participantId */
+const screenKey = (participantId) => `${participantId}#screen`;
+
 /** @param {string} label */
 function initials(label) {
   return (
@@ -258,7 +316,7 @@ function initials(label) {
 }
 
 function updateCount() {
-  const n = [...tiles.keys()].filter((k) => k !== 'local').length + (tiles.has('local') ? 1 : 0);
+  const n = [...tiles.keys()].filter((k) => !k.endsWith('#screen')).length;
   els.participantCount.textContent = n === 1 ? '1 participant' : `${n} participants`;
 }
 
@@ -268,15 +326,19 @@ function clearTiles() {
 
 // ---------------------------------------------------------------- joining
 
-/** @returns {Promise<{token: string, url: string}>} */
-async function obtainToken() {
+/**
+ * The token to join with: the one pasted (or given in the URL), or one from the dev endpoint.
+ * @param {string|null} [identity]  ask the dev endpoint for this identity (a reconnect keeps the first one)
+ * @returns {Promise<{token: string, url: string, minted: boolean, identity: string}>}
+ */
+async function obtainToken(identity = null) {
   const url = els.url.value.trim();
   const token = els.token.value.trim();
-  if (token) return { token, url };
+  if (token) return { token, url, minted: false, identity: '' };
   const room = els.room.value.trim();
   if (!room) throw new Error('enter a room name (or a token)');
   const name = els.name.value.trim();
-  const identity = params.get('identity') || `${slug(name) || 'guest'}-${Math.random().toString(36).slice(2, 6)}`;
+  identity = identity || params.get('identity') || `${slug(name) || 'guest'}-${Math.random().toString(36).slice(2, 6)}`;
   const endpoint = new URL('dev/token', document.baseURI);
   endpoint.search = new URLSearchParams({ room, identity, name: name || identity }).toString();
   let res;
@@ -292,7 +354,7 @@ async function obtainToken() {
   }
   const data = await res.json();
   if (!data || typeof data.token !== 'string') throw new Error(`${endpoint.pathname} sent no token`);
-  return { token: data.token, url: url || data.url };
+  return { token: data.token, url: url || data.url, minted: true, identity };
 }
 
 /** @param {string} s */
@@ -316,10 +378,17 @@ async function doJoin() {
   els.joinButton.disabled = true;
   setStatus('connecting', 'connecting…');
   try {
-    const { token, url } = await obtainToken();
+    const { token, url, minted, identity } = await obtainToken();
     const publish = { audio: els.pubAudio.checked, video: els.pubVideo.checked };
     const simulcast = params.get('simulcast') === '1';
-    const c = new CourierClient({ publish: publish.audio || publish.video ? publish : false, simulcast });
+    const capture = /^(\d+)x(\d+)$/.exec(params.get('capture') ?? '');
+    const c = new CourierClient({
+      publish: publish.audio || publish.video ? publish : false,
+      simulcast,
+      videoConstraints: capture ? { width: { ideal: Number(capture[1]) }, height: { ideal: Number(capture[2]) } } : undefined,
+      // A reconnect after the token expired asks the dev endpoint again, for the same identity.
+      getToken: minted ? async () => (await obtainToken(identity)).token : null,
+    });
     client = c;
     /** @type {any} */ (window).courier = c;
     wireClient(c);
@@ -334,9 +403,11 @@ async function doJoin() {
     for (const p of c.participants.values()) ensureTile(p.id, p.name);
     for (const r of c.remoteTracks.values()) attachRemote(r);
     showLocalPreview(c);
+    fillDevicePickers(c);
+    renderShareButton(c);
   } catch (err) {
     client = null;
-    const msg = /** @type {Error} */ (err).message ?? String(err);
+    const msg = explain(err);
     setStatus('error', 'not connected');
     showError(els.formError, msg);
     app.error = msg;
@@ -347,8 +418,14 @@ async function doJoin() {
 
 /** @param {CourierClient} c */
 function showLocalPreview(c) {
-  if (!c.localStream) return;
+  // The own tile always: the camera, or the initials when there is none.
   const tile = ensureTile('local', `${c.name || 'You'} (you)`, true);
+  if (!c.localStream) {
+    els.toggleMic.disabled = true;
+    els.toggleCam.disabled = true;
+    refreshTile(tile);
+    return;
+  }
   tile.videoStream = new MediaStream(c.localStream.getVideoTracks());
   tile.video.srcObject = tile.videoStream;
   play(tile.video);
@@ -362,6 +439,21 @@ function showLocalPreview(c) {
 /** @param {import('./courier.js').RemoteTrack} r */
 function attachRemote(r) {
   const p = client?.participants.get(r.participantId);
+  const source = p?.tracks.get(r.trackId)?.source ?? (r.kind === 'audio' ? 'microphone' : 'camera');
+  if (source === 'screen') {
+    // A screen share gets a tile of its own, wide.
+    const tile = ensureTile(screenKey(r.participantId), `${p?.name ?? r.participantId} — screen`);
+    tile.el.classList.add('screen');
+    els.tiles.prepend(tile.el); // a shared screen leads the grid
+    for (const t of tile.videoStream.getVideoTracks()) tile.videoStream.removeTrack(t);
+    tile.videoStream.addTrack(r.track);
+    tile.videoTrackId = r.trackId;
+    tile.video.srcObject = tile.videoStream;
+    play(tile.video);
+    refreshTile(tile);
+    reportTileSizes();
+    return;
+  }
   const tile = ensureTile(r.participantId, p?.name ?? r.participantId);
   if (r.kind === 'video') {
     // One video per tile: the camera wins over other video sources.
@@ -444,9 +536,17 @@ function wireClient(c) {
     for (const p of participants) ensureTile(p.id, p.name);
   });
   c.on('participant_joined', ({ participant }) => ensureTile(participant.id, participant.name));
-  c.on('participant_left', ({ participantId }) => removeTile(participantId));
+  c.on('participant_left', ({ participantId }) => {
+    removeTile(participantId);
+    removeTile(screenKey(participantId));
+    quality.forget(participantId);
+  });
   c.on('remote_track_added', (r) => attachRemote(r));
   c.on('remote_track_removed', (r) => {
+    if (tiles.get(screenKey(r.participantId))?.videoTrackId === r.trackId) {
+      removeTile(screenKey(r.participantId));
+      return;
+    }
     const tile = tiles.get(r.participantId);
     if (!tile) return;
     if (r.kind === 'video') {
@@ -478,7 +578,35 @@ function wireClient(c) {
   });
   c.on('error', ({ code, message }) => {
     console.warn('courier error', code, message);
-    if (c.state === 'joined') showError(els.callError, `${code}: ${message}`);
+    if (code === 'media_unavailable') showBanner('warning', explainMedia(message));
+    else if (code === 'permission_denied') showError(els.callError, `Not allowed: ${message}`);
+    else if (c.state === 'joined') showError(els.callError, `${code}: ${message}`);
+  });
+  c.on('reconnecting', ({ attempt, description }) => {
+    if (client !== c) return;
+    setStatus('reconnecting', 'reconnecting…');
+    const why = description === 'connection lost' ? '' : ` (${description})`;
+    showBanner('reconnecting', `Connection lost${why}. Reconnecting${attempt > 1 ? ` — attempt ${attempt}` : ''}…`);
+    reportedSizes.clear();
+    renderSpeakers(c, []);
+  });
+  c.on('active_speakers', ({ speakers }) => renderSpeakers(c, speakers));
+  c.on('local_track_unpublished', ({ localTrack }) => {
+    if (localTrack.source === 'screen') {
+      removeTile(screenKey('local'));
+      renderShareButton(c);
+    }
+  });
+  c.on('local_track_replaced', () => {
+    showLocalPreview(c);
+    fillDevicePickers(c);
+  });
+  c.on('reconnected', () => {
+    if (client !== c) return;
+    app.reconnects++;
+    setStatus('joined', `joined ${c.room} as ${c.name}`);
+    showBanner(null);
+    for (const p of c.participants.values()) ensureTile(p.id, p.name);
   });
   c.on('chat_changed', () => renderChat(c));
   c.on('chat_typing', ({ identity, typing }) => showTyping(c, identity, typing));
@@ -487,6 +615,7 @@ function wireClient(c) {
     if (client !== c) return;
     client = null;
     clearTiles();
+    showBanner(null);
     els.chatList.replaceChildren();
     els.call.hidden = true;
     els.joinPanel.hidden = false;
@@ -499,6 +628,178 @@ function wireClient(c) {
     }
   });
 }
+
+// ---------------------------------------------------------------- active speaker, connection quality
+
+/**
+ * Highlight who is talking (`speaking`), the loudest most (`active-speaker`).
+ * @param {CourierClient} c
+ * @param {{participant_id: string, level: number}[]} speakers  loudest first
+ */
+function renderSpeakers(c, speakers) {
+  const keyOf = (/** @type {string} */ id) => (id === c.participantId ? 'local' : id);
+  const talking = new Set(speakers.map((s) => keyOf(s.participant_id)));
+  const loudest = speakers.length ? keyOf(speakers[0].participant_id) : null;
+  for (const [key, tile] of tiles) {
+    tile.el.classList.toggle('speaking', talking.has(key));
+    tile.el.classList.toggle('active-speaker', key === loudest);
+  }
+}
+
+const quality = new QualityMeter();
+const QUALITY_TEXT = /** @type {Record<string, string>} */ ({
+  excellent: 'Connection: excellent',
+  good: 'Connection: good',
+  poor: 'Connection: poor',
+  lost: 'Connection: lost — nothing arrives',
+});
+
+/**
+ * Every 2 s: each remote tile's quality from what this browser receives of that participant (loss, audio jitter,
+ * silence, a paused video); the own tile's from the server's receiver reports on what this browser sends (loss,
+ * round trip) and whether the browser holds its sending back for bandwidth.
+ */
+async function measureQuality() {
+  const c = client;
+  if (!c || c.state !== 'joined') return;
+  const now = performance.now();
+  const [inbound, outbound] = await Promise.all([c.inboundStats(), c.outboundStats()]);
+  if (client !== c) return;
+  /** @type {Map<string, {packetsReceived: number, packetsLost: number, jitterMs: number|null}>} */
+  const per = new Map();
+  for (const s of [...inbound.video, ...inbound.audio]) {
+    if (!s.participantId) continue;
+    const a = per.get(s.participantId) ?? { packetsReceived: 0, packetsLost: 0, jitterMs: null };
+    a.packetsReceived += s.packetsReceived;
+    a.packetsLost += s.packetsLost;
+    per.set(s.participantId, a);
+  }
+  for (const s of inbound.audio) {
+    const a = s.participantId ? per.get(s.participantId) : null;
+    if (a && s.jitter != null) a.jitterMs = Math.max(a.jitterMs ?? 0, s.jitter * 1000);
+  }
+  for (const [key, tile] of tiles) {
+    if (key.endsWith('#screen')) continue;
+    if (key === 'local') {
+      const sent = outbound.filter((o) => o.remote);
+      const q = sent.length
+        ? quality.update(
+            'local',
+            {
+              fractionLost: Math.max(...sent.map((o) => o.remote.fractionLost ?? 0)),
+              rttMs: Math.max(...sent.map((o) => o.remote.rttMs ?? 0)),
+              limited: outbound.some((o) => o.qualityLimitationReason === 'bandwidth'),
+            },
+            now,
+          )
+        : null;
+      renderQuality(tile, q);
+      continue;
+    }
+    const a = per.get(key);
+    const st = tile.videoTrackId ? c.getStreamState(tile.videoTrackId) : null;
+    const q = quality.update(
+      key,
+      { ...(a ?? { packetsReceived: 0, packetsLost: 0, jitterMs: null }), paused: st?.state === 'paused', expectMedia: !!a },
+      now,
+    );
+    renderQuality(tile, q);
+  }
+}
+
+/** @param {Tile} tile @param {string|null} q */
+function renderQuality(tile, q) {
+  const el = /** @type {HTMLElement} */ (tile.el.querySelector('.quality'));
+  el.hidden = !q;
+  el.dataset.quality = q ?? '';
+  el.title = q ? QUALITY_TEXT[q] : '';
+  tile.el.dataset.quality = q ?? '';
+}
+setInterval(() => {
+  measureQuality().catch((err) => console.warn('quality', err));
+}, 2000);
+
+// ---------------------------------------------------------------- devices, screen share
+
+/**
+ * The camera and microphone pickers: the devices the browser lists (labels once a capture was allowed), the one in
+ * use selected. Picking another switches without renegotiating (`switchDevice`).
+ * @param {CourierClient} c
+ */
+async function fillDevicePickers(c) {
+  if (!navigator.mediaDevices?.enumerateDevices) return;
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [kind, select, deviceKind, label] of /** @type {const} */ ([
+    ['video', els.cameraSelect, 'videoinput', 'Camera'],
+    ['audio', els.micSelect, 'audioinput', 'Microphone'],
+  ])) {
+    const local = c.localTracks.find((l) => l.kind === kind && l.source === (kind === 'audio' ? 'microphone' : 'camera'));
+    const current = local?.track.getSettings().deviceId ?? '';
+    const list = devices.filter((d) => d.kind === deviceKind && d.deviceId);
+    select.replaceChildren(
+      ...list.map((d, i) => {
+        const o = document.createElement('option');
+        o.value = d.deviceId;
+        o.textContent = d.label || `${label} ${i + 1}`;
+        o.selected = d.deviceId === current;
+        return o;
+      }),
+    );
+    select.disabled = !local || list.length < 2;
+  }
+}
+
+/** @param {'video'|'audio'} kind @param {HTMLSelectElement} select */
+async function switchDevice(kind, select) {
+  const c = client;
+  if (!c) return;
+  select.disabled = true;
+  try {
+    await c.switchDevice(kind, select.value);
+  } catch (err) {
+    showBanner('warning', explainMedia(/** @type {Error} */ (err).message));
+  } finally {
+    select.disabled = false;
+  }
+}
+els.cameraSelect.addEventListener('change', () => switchDevice('video', els.cameraSelect));
+els.micSelect.addEventListener('change', () => switchDevice('audio', els.micSelect));
+navigator.mediaDevices?.addEventListener?.('devicechange', () => client && fillDevicePickers(client));
+
+/** @param {CourierClient} c */
+function renderShareButton(c) {
+  els.shareScreen.textContent = c.sharingScreen ? 'Stop sharing' : 'Share screen';
+  els.shareScreen.setAttribute('aria-pressed', String(c.sharingScreen));
+  els.shareScreen.hidden = !navigator.mediaDevices?.getDisplayMedia;
+}
+
+els.shareScreen.addEventListener('click', async () => {
+  const c = client;
+  if (!c || c.state !== 'joined') return;
+  if (c.sharingScreen) {
+    await c.stopScreenShare().catch(() => {});
+    renderShareButton(c);
+    return;
+  }
+  els.shareScreen.disabled = true;
+  try {
+    const pending = c.shareScreen();
+    // The preview as soon as the capture is there (the promise resolves when the server confirms).
+    const local = await pending;
+    const tile = ensureTile(screenKey('local'), 'Your screen', true);
+    tile.el.classList.add('screen');
+    tile.videoStream = new MediaStream([local.track]);
+    tile.video.srcObject = tile.videoStream;
+    play(tile.video);
+    refreshTile(tile);
+  } catch (err) {
+    const e = /** @type {any} */ (err);
+    if (!/NotAllowedError|AbortError/.test(e.message ?? '')) showError(els.callError, `Cannot share the screen: ${e.message}`);
+  } finally {
+    els.shareScreen.disabled = false;
+    renderShareButton(c);
+  }
+});
 
 // ---------------------------------------------------------------- chat
 
@@ -609,9 +910,10 @@ function showTyping(c, identity, typing) {
 els.chatForm.addEventListener('submit', (e) => {
   e.preventDefault();
   const text = els.chatInput.value.trim();
-  if (!text || !client || client.state !== 'joined') return;
+  // While reconnecting the message waits in the outbox (shown 🕓) and is sent once joined again.
+  if (!text || !client || (client.state !== 'joined' && client.state !== 'reconnecting')) return;
   client.chat.send(text);
-  client.chat.typing(false);
+  if (client.state === 'joined') client.chat.typing(false);
   els.chatInput.value = '';
 });
 els.chatInput.addEventListener('input', () => {

@@ -384,6 +384,11 @@ export class Chat {
     return this.state.resumeEntries();
   }
 
+  /** Where this device's copy of each conversation stands: the `join.chat` positions (also on a reconnect). */
+  resumeEntries() {
+    return this.state?.resumeEntries() ?? [];
+  }
+
   /** After `joined`: send what the outbox holds (same ids: the server answers duplicates with the original ack). */
   onJoined() {
     if (!this.state) return;

@@ -45,6 +45,13 @@ export const CLOSE_CODES = Object.freeze({
 });
 
 /**
+ * Close codes after which a joined client reconnects by itself (the network or the server went away for a while,
+ * or asked to come back later). Every other code is final: left, refused, removed, replaced, or a bad token.
+ * `4000` is the client's own: the socket stopped carrying anything (no pong) and was given up.
+ */
+export const RECONNECT_CODES = Object.freeze([1001, 1005, 1006, 1011, 1012, 1013, 1014, 4000, 4008, 4029]);
+
+/**
  * @param {number} code WebSocket close code
  * @returns {string}
  */
@@ -119,6 +126,13 @@ export function describeCloseCode(code) {
  * @property {number} [joinTimeoutMs=10000]    connect + `joined`
  * @property {number} [publishTimeoutMs=10000] offer → `track_published`
  * @property {boolean|((...args: any[]) => void)} [log=false]  true logs to console.debug
+ * @property {boolean} [reconnect=true]  after a network blip (socket lost, nothing heard for too long, or the media
+ *                           connection failed) join again by itself: same identity, own tracks published again, chat
+ *                           resumed where it stood; `reconnecting` / `reconnected` events meanwhile
+ * @property {number} [reconnectTimeoutMs=60000]  give up (`closed`) when not back within this
+ * @property {(() => Promise<string>)|null} [getToken]  a fresh token for a reconnect once the first one expired
+ * @property {number} [livenessTimeoutMs]  nothing received for this long means the socket is dead (default 2.5 ×
+ *                           the ping interval)
  * @property {Storage|null} [chatStorage]  where chat state and the outbox are kept across reloads (default
  *                           `sessionStorage`; null keeps them in memory only)
  *
@@ -131,6 +145,8 @@ export function describeCloseCode(code) {
  * - `track_muted`           {participantId, trackId, muted}
  * - `active_speakers`       {speakers: [{participant_id, level}]}, loudest first (also kept in `activeSpeakers`)
  * - `local_track_published` {localTrack}
+ * - `local_track_unpublished` {localTrack}                     an own track stopped (unpublishTrack, stopScreenShare)
+ * - `local_track_replaced`  {localTrack, previous}            `switchDevice` put another capture on the sender
  * - `layers`                {trackId, localTrack, layers: LayerState[]}  the server asked (`set_layers`) to pause or
  *                           resume simulcast layers of an own track, and the sender's encodings now match
  * - `stream_state`          StreamState & {previous: StreamState|null}  the server changed what it forwards of a
@@ -139,6 +155,9 @@ export function describeCloseCode(code) {
  * - `remote_track_removed`  RemoteTrack & {reason}
  * - `connection_state`      {state}                          RTCPeerConnection.connectionState
  * - `error`                 {code, message, reqType?}        server `error` messages and client-side failures
+ * - `reconnecting`          {attempt, code, reason, description}  the connection dropped and the client is joining
+ *                           again (remote tracks were removed; they come back after `reconnected`)
+ * - `reconnected`           {attempt, participantId}           joined again; own tracks are being published again
  * - `closed`                {code, reason, description, leaveReason}
  * - `chat_changed`, `chat_message`, `chat_typing`, `chat_failed`: see `chat.js` (`client.chat`)
  */
@@ -206,9 +225,12 @@ export class CourierClient extends EventTarget {
       joinTimeoutMs: 10_000,
       publishTimeoutMs: 10_000,
       preferVideoCodec: 'video/VP8',
+      reconnect: true,
+      reconnectTimeoutMs: 60_000,
+      getToken: null,
       ...options,
     };
-    /** @type {'new'|'connecting'|'joined'|'closed'} */
+    /** @type {'new'|'connecting'|'joined'|'reconnecting'|'closed'} */
     this.state = 'new';
     /** @type {WebSocket|null} */
     this.ws = null;
@@ -264,6 +286,14 @@ export class CourierClient extends EventTarget {
     this._publishWaiters = new Map();
     this._ownsLocalStream = false;
     this._opened = false;
+    /** The token of the current session (replaced by `getToken` when it expired). */
+    this._token = '';
+    /** Bumped each time the session is dropped: queued work of an older session is skipped. */
+    this._session = 0;
+    /** When the socket last delivered anything (liveness). */
+    this._lastHeardAt = 0;
+    /** Reconnect attempts since the connection dropped (0 while connected). */
+    this.reconnectAttempt = 0;
     /**
      * Dynacast, per own track: the layer states the server last asked for (merged by rid) and the sender update
      * in progress. Only one setParameters() runs per sender; whatever arrives meanwhile is applied after it.
@@ -322,49 +352,18 @@ export class CourierClient extends EventTarget {
     if (this.state !== 'new') throw new CourierError('bad_state', `connect() called in state ${this.state}`);
     this.state = 'connecting';
     this.url = url;
-
-    const joined = new Promise((resolve, reject) => {
-      this._joinWaiter = { resolve, reject };
-    });
-    const timer = setTimeout(() => {
-      this._joinWaiter?.reject(new CourierError('timeout', `no "joined" within ${this.options.joinTimeoutMs} ms`));
-    }, this.options.joinTimeoutMs);
-
-    let ws;
-    try {
-      ws = new WebSocket(url);
-    } catch (err) {
-      clearTimeout(timer);
-      this.state = 'closed';
-      throw new CourierError('bad_url', `cannot open ${url}: ${/** @type {Error} */ (err).message}`);
-    }
-    this.ws = ws;
+    this._token = token;
     const claims = tokenClaims(token);
     const storage =
       this.options.chatStorage !== undefined ? this.options.chatStorage : (globalThis.sessionStorage ?? null);
-    const positions = this.chat.prepare(claims.room, claims.identity, storage);
-    ws.onopen = () => {
-      this._opened = true;
-      /** @type {Record<string, any>} */
-      const join = { type: 'join', v: PROTOCOL_VERSION, token, auto_subscribe: this.options.autoSubscribe };
-      if (positions.length) join.chat = positions;
-      this._send(join);
-    };
-    ws.onmessage = (ev) => this._onSocketMessage(ev);
-    ws.onclose = (ev) => this._onSocketClose(ev.code, ev.reason);
-    ws.onerror = () => this._log('websocket error'); // a close event follows
-
+    this.chat.prepare(claims.room, claims.identity, storage);
     try {
-      await joined;
+      await this._openSession(token);
     } catch (err) {
-      this._teardown(4000, 'join failed');
+      this._teardown(/** @type {CourierError} */ (err).closeCode ?? 4000, 'join failed');
       throw err;
-    } finally {
-      clearTimeout(timer);
-      this._joinWaiter = null;
     }
-
-    this._pingTimer = setInterval(() => this._send({ type: 'ping', ts: Date.now() }), this.options.pingIntervalMs);
+    this._startPing();
 
     const publish = this.options.publish;
     if (publish !== false) {
@@ -376,6 +375,219 @@ export class CourierClient extends EventTarget {
         const e = /** @type {CourierError} */ (err);
         this._emitError(e.code ?? 'media_unavailable', e.message);
       }
+    }
+  }
+
+  /**
+   * Open a socket and send `join` (with the chat positions this client holds); resolves on `joined`. Rejects with a
+   * CourierError (`closeCode` when the server closed the socket) on a close or after `joinTimeoutMs`.
+   * @param {string} token
+   * @returns {Promise<void>}
+   */
+  _openSession(token) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._joinWaiter?.reject(
+          new CourierError('timeout', `no "joined" within ${this.options.joinTimeoutMs} ms`, { closeCode: 4000 }),
+        );
+      }, this.options.joinTimeoutMs);
+      this._joinWaiter = {
+        resolve: (v) => {
+          clearTimeout(timer);
+          this._joinWaiter = null;
+          resolve(v);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          this._joinWaiter = null;
+          reject(e);
+        },
+      };
+      /** @type {WebSocket} */
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (err) {
+        this._joinWaiter.reject(new CourierError('bad_url', `cannot open ${this.url}: ${/** @type {Error} */ (err).message}`));
+        return;
+      }
+      this.ws = ws;
+      this._opened = false;
+      ws.onopen = () => {
+        this._opened = true;
+        this._lastHeardAt = Date.now();
+        /** @type {Record<string, any>} */
+        const join = { type: 'join', v: PROTOCOL_VERSION, token, auto_subscribe: this.options.autoSubscribe };
+        const positions = this.chat.resumeEntries();
+        if (positions.length) join.chat = positions;
+        this._send(join);
+      };
+      ws.onmessage = (ev) => this._onSocketMessage(ev);
+      ws.onclose = (ev) => this._onSocketClose(ws, ev.code, ev.reason);
+      ws.onerror = () => this._log('websocket error'); // a close event follows
+    });
+  }
+
+  /** Ping every `pingIntervalMs`; a socket that delivered nothing for `livenessTimeoutMs` is given up (code 4000). */
+  _startPing() {
+    this._stopPing();
+    this._lastHeardAt = Date.now();
+    const interval = this.options.pingIntervalMs;
+    const liveness = this.options.livenessTimeoutMs ?? Math.round(interval * 2.5);
+    this._pingTimer = setInterval(() => {
+      if (this.state !== 'joined') return;
+      if (Date.now() - this._lastHeardAt > liveness) {
+        this._log(`nothing heard for ${liveness} ms: the connection is dead`);
+        this._connectionLost(4000, 'no response from the server');
+        return;
+      }
+      this._send({ type: 'ping', ts: Date.now() });
+    }, Math.min(interval, Math.max(250, Math.round(liveness / 2))));
+  }
+
+  _stopPing() {
+    if (this._pingTimer) clearInterval(this._pingTimer);
+    this._pingTimer = null;
+  }
+
+  /**
+   * The joined connection is gone (socket closed, silent, or the media connection failed): reconnect if the code
+   * allows it and `reconnect` is on, otherwise close.
+   * @param {number} code
+   * @param {string} reason
+   */
+  _connectionLost(code, reason) {
+    if (this.state !== 'joined') return;
+    const retry =
+      this.options.reconnect &&
+      (RECONNECT_CODES.includes(code) || (code === 4002 && typeof this.options.getToken === 'function'));
+    if (!retry) {
+      this._teardown(code, reason);
+      return;
+    }
+    this.state = 'reconnecting';
+    this._stopPing();
+    this._dropSession();
+    this.reconnectAttempt = 0;
+    this._reconnectLoop(code, reason);
+  }
+
+  /**
+   * Forget everything tied to the lost socket and peer connection; keep what the app owns: the local tracks (they
+   * are published again), the participants (compared with the room on rejoin) and the chat (resumed).
+   */
+  _dropSession() {
+    this._session++;
+    this._chain = Promise.resolve();
+    if (this.ws) {
+      this.ws.onmessage = null;
+      this.ws.onclose = null;
+      this.ws.onopen = null;
+      try {
+        this.ws.close(1000);
+      } catch {
+        /* ignore */
+      }
+      this.ws = null;
+    }
+    if (this.pc) {
+      this.pc.onicecandidate = null;
+      this.pc.onconnectionstatechange = null;
+      this.pc.ontrack = null;
+      this.pc.close();
+      this.pc = null;
+      this._emit('connection_state', { state: 'closed' });
+    }
+    for (const remote of [...this.remoteTracks.values()]) this._removeRemote(remote, 'reconnecting');
+    this._subsByMid.clear();
+    this.streamStates.clear();
+    for (const [local, w] of this._publishWaiters) {
+      clearTimeout(w.timer);
+      w.reject(new CourierError('reconnecting', `the connection dropped before the ${local.kind} track was published`));
+    }
+    this._publishWaiters.clear();
+    this._pendingOffer = null;
+    this._needsNegotiation = false;
+    this._descriptionSent = false;
+    this._pendingCandidates = [];
+    this._lastCandidateWasEnd = false;
+    this._layerJobs.clear();
+    this._earlySetLayers.clear();
+    for (const local of this.localTracks) {
+      local.transceiver = /** @type {any} */ (null);
+      local.mid = null;
+      local.trackId = null;
+      local.layers = null;
+    }
+    this.activeSpeakers = [];
+  }
+
+  /**
+   * Join again with growing pauses (0.25 s doubling to 5 s, with jitter) until joined, refused for good, left, or
+   * `reconnectTimeoutMs` is over.
+   * @param {number} code
+   * @param {string} reason
+   */
+  async _reconnectLoop(code, reason) {
+    const deadline = Date.now() + this.options.reconnectTimeoutMs;
+    let lastCode = code;
+    let lastReason = reason;
+    let freshToken = code === 4002;
+    while (this.state === 'reconnecting') {
+      const attempt = ++this.reconnectAttempt;
+      this._emit('reconnecting', { attempt, code: lastCode, reason: lastReason, description: describeCloseCode(lastCode) });
+      if (attempt > 1) {
+        const base = Math.min(5000, 250 * 2 ** (attempt - 2));
+        await new Promise((r) => setTimeout(r, base * (0.75 + Math.random() * 0.5)));
+      }
+      if (this.state !== 'reconnecting') return;
+      if (Date.now() > deadline) {
+        this._teardown(lastCode, `not reconnected within ${this.options.reconnectTimeoutMs} ms`);
+        return;
+      }
+      try {
+        if (freshToken && this.options.getToken) this._token = await this.options.getToken();
+        freshToken = false;
+        await this._openSession(this._token);
+      } catch (err) {
+        if (this.state !== 'reconnecting') return;
+        const e = /** @type {CourierError} */ (err);
+        this._log('reconnect attempt failed', attempt, e.message);
+        if (this.ws) {
+          this.ws.onclose = null;
+          this.ws.onmessage = null;
+          try {
+            this.ws.close(1000);
+          } catch {
+            /* ignore */
+          }
+          this.ws = null;
+        }
+        const closeCode = /** @type {any} */ (e).closeCode;
+        if (typeof closeCode === 'number' && this._opened) {
+          lastCode = closeCode;
+          lastReason = e.message;
+          if (closeCode === 4002 && this.options.getToken) freshToken = true;
+          else if (!RECONNECT_CODES.includes(closeCode)) {
+            this._teardown(closeCode, e.message);
+            return;
+          }
+        }
+        continue;
+      }
+      // Joined again.
+      this._startPing();
+      this._emit('reconnected', { attempt, participantId: this.participantId });
+      this.reconnectAttempt = 0;
+      const again = this.localTracks.filter((l) => l.track.readyState === 'live');
+      this.localTracks = [];
+      if (again.length) {
+        const confirmations = this._publishTracks(
+          again.map((l) => ({ track: l.track, source: l.source, name: l.name, local: l })),
+        );
+        confirmations.forEach((p) => p.catch(() => {}));
+      }
+      return;
     }
   }
 
@@ -431,7 +643,8 @@ export class CourierClient extends EventTarget {
 
   /**
    * Add send transceivers for several tracks and negotiate once.
-   * @param {{track: MediaStreamTrack, source?: Source, name?: string, stream?: MediaStream}[]} specs
+   * @param {{track: MediaStreamTrack, source?: Source, name?: string, stream?: MediaStream, local?: LocalTrack}[]} specs
+   *        `local`: an own track published again after a reconnect (keeps its muted state)
    * @returns {Promise<LocalTrack>[]}
    */
   _publishTracks(specs) {
@@ -440,10 +653,10 @@ export class CourierClient extends EventTarget {
     }
     /** @type {LocalTrack[]} */
     const locals = [];
-    const confirmations = specs.map(({ track, source, name }) => {
+    const confirmations = specs.map(({ track, source, name, local: again }) => {
       const kind = /** @type {Kind} */ (track.kind);
       /** @type {LocalTrack} */
-      const local = {
+      const local = again ?? {
         track,
         kind,
         source: source ?? (kind === 'audio' ? 'microphone' : 'camera'),
@@ -469,7 +682,7 @@ export class CourierClient extends EventTarget {
       const pc = /** @type {RTCPeerConnection} */ (this.pc);
       if (this.state !== 'joined') return;
       locals.forEach((local, i) => {
-        const stream = specs[i].stream;
+        const stream = specs[i].stream ?? (this.localStream?.getTracks().includes(local.track) ? this.localStream : undefined);
         /** @type {RTCRtpTransceiverInit} */
         const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
         if (local.kind === 'video' && local.source !== 'screen' && this.options.simulcast) {
@@ -491,6 +704,90 @@ export class CourierClient extends EventTarget {
   }
 
   /**
+   * Switch the camera (`video`) or microphone (`audio`) to another device, without renegotiating: the new capture
+   * replaces the old one on the same sender, so subscribers keep their track (and the muted state is kept).
+   * @param {Kind} kind
+   * @param {string} deviceId  from `navigator.mediaDevices.enumerateDevices()`
+   * @returns {Promise<LocalTrack>}
+   */
+  async switchDevice(kind, deviceId) {
+    const source = kind === 'audio' ? 'microphone' : 'camera';
+    const local = this.localTracks.find((l) => l.kind === kind && l.source === source);
+    if (!local) throw new CourierError('track_not_found', `no ${source} is published`);
+    const base =
+      kind === 'audio' ? { ...DEFAULT_AUDIO, ...this.options.audioConstraints } : { ...DEFAULT_VIDEO, ...this.options.videoConstraints };
+    /** @type {MediaStream} */
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ [kind]: { ...base, deviceId: { exact: deviceId } } });
+    } catch (err) {
+      const e = /** @type {Error} */ (err);
+      throw new CourierError('media_unavailable', `getUserMedia failed: ${e.name}: ${e.message}`);
+    }
+    const track = stream.getTracks()[0];
+    track.enabled = !local.muted;
+    const old = local.track;
+    // Without a sender (reconnecting) the next publish takes `local.track`.
+    if (local.transceiver) await local.transceiver.sender.replaceTrack(track);
+    local.track = track;
+    if (this.localStream?.getTracks().includes(old)) {
+      this.localStream.removeTrack(old);
+      this.localStream.addTrack(track);
+    }
+    old.stop();
+    this._emit('local_track_replaced', { localTrack: local, previous: old });
+    return local;
+  }
+
+  /**
+   * Share the screen (a window or a tab): asks the browser (`getDisplayMedia`) and publishes it as source `screen`
+   * (and its sound as `screen_audio` when `audio` is asked and given). Ends by itself when the user stops sharing
+   * from the browser's own control. Resolves once the server confirms the video.
+   * @param {{audio?: boolean}} [opts]
+   * @returns {Promise<LocalTrack>}
+   */
+  async shareScreen({ audio = false } = {}) {
+    if (this.state !== 'joined') throw new CourierError('bad_state', `cannot share the screen in state ${this.state}`);
+    if (this.localTracks.some((l) => l.source === 'screen')) throw new CourierError('bad_state', 'already sharing the screen');
+    if (!navigator.mediaDevices?.getDisplayMedia) {
+      throw new CourierError('media_unavailable', 'screen sharing is not available in this browser');
+    }
+    /** @type {MediaStream} */
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15, max: 30 } }, audio });
+    } catch (err) {
+      const e = /** @type {Error} */ (err);
+      throw new CourierError('media_unavailable', `getDisplayMedia failed: ${e.name}: ${e.message}`);
+    }
+    const [video] = stream.getVideoTracks();
+    if ('contentHint' in video) video.contentHint = 'detail'; // text stays sharp; the frame rate gives way first
+    /** @type {{track: MediaStreamTrack, source: Source, stream: MediaStream}[]} */
+    const specs = [{ track: video, source: 'screen', stream }];
+    for (const a of stream.getAudioTracks()) specs.push({ track: a, source: 'screen_audio', stream });
+    video.addEventListener('ended', () => {
+      this.stopScreenShare().catch(() => {});
+    });
+    const [confirmed, ...rest] = this._publishTracks(specs);
+    rest.forEach((p) => p.catch(() => {}));
+    return confirmed;
+  }
+
+  /** Stop sharing the screen (unpublish `screen` and `screen_audio`, release the capture). */
+  async stopScreenShare() {
+    const sharing = this.localTracks.filter(
+      (t) => (t.source === 'screen' || t.source === 'screen_audio') && !(/** @type {any} */ (t)._stopping),
+    );
+    for (const l of sharing) /** @type {any} */ (l)._stopping = true;
+    for (const l of sharing) await this.unpublishTrack(l);
+  }
+
+  /** Whether an own screen share is published (or being published). */
+  get sharingScreen() {
+    return this.localTracks.some((l) => l.source === 'screen');
+  }
+
+  /**
    * Stop publishing a track (its m-line becomes `inactive`, which unpublishes it).
    * @param {string|MediaStreamTrack|LocalTrack} which  track id, the MediaStreamTrack, or the LocalTrack
    * @returns {Promise<void>}
@@ -506,19 +803,21 @@ export class CourierClient extends EventTarget {
         local.transceiver.direction = 'inactive';
       }
       local.track.stop();
+      this._emit('local_track_unpublished', { localTrack: local });
       await this._negotiate();
     });
   }
 
   /**
    * Mute or unmute an own track: disables the MediaStreamTrack (black frames / silence) and tells the room.
-   * @param {string|MediaStreamTrack|LocalTrack|Kind} which  track id, track, LocalTrack, or 'audio'/'video'
+   * @param {string|MediaStreamTrack|LocalTrack|Kind} which  track id, track, LocalTrack, or 'audio'/'video' (the
+   *        microphone / the camera)
    * @param {boolean} muted
    */
   setMuted(which, muted) {
     const targets =
       which === 'audio' || which === 'video'
-        ? this.localTracks.filter((l) => l.kind === which)
+        ? this.localTracks.filter((l) => l.source === (which === 'audio' ? 'microphone' : 'camera'))
         : [this._findLocal(which)].filter(Boolean);
     for (const local of /** @type {LocalTrack[]} */ (targets)) {
       local.track.enabled = !muted;
@@ -674,6 +973,7 @@ export class CourierClient extends EventTarget {
           totalSamplesReceived: s.totalSamplesReceived ?? 0,
           concealedSamples: s.concealedSamples ?? 0,
           audioLevel: s.audioLevel ?? null,
+          totalAudioEnergy: s.totalAudioEnergy ?? 0,
         });
         totals.audioPacketsReceived += s.packetsReceived ?? 0;
       }
@@ -689,6 +989,8 @@ export class CourierClient extends EventTarget {
     report.forEach((s) => {
       if (s.type !== 'outbound-rtp') return;
       const local = this.localTracks.find((l) => l.mid != null && l.mid === s.mid);
+      // What the server reports back about this stream (RTCP receiver reports).
+      const rr = s.remoteId ? report.get(s.remoteId) : null;
       streams.push({
         trackId: local?.trackId ?? null,
         kind: s.kind ?? s.mediaType,
@@ -703,6 +1005,9 @@ export class CourierClient extends EventTarget {
         frameHeight: s.frameHeight ?? null,
         framesPerSecond: s.framesPerSecond ?? null,
         qualityLimitationReason: s.qualityLimitationReason ?? null,
+        remote: rr
+          ? { fractionLost: rr.fractionLost ?? null, rttMs: rr.roundTripTime != null ? rr.roundTripTime * 1000 : null }
+          : null,
       });
     });
     return streams;
@@ -729,7 +1034,8 @@ export class CourierClient extends EventTarget {
    * @returns {Promise<T>}
    */
   _enqueue(fn) {
-    const p = this._chain.then(fn);
+    const session = this._session;
+    const p = this._chain.then(() => (session === this._session ? fn() : /** @type {any} */ (undefined)));
     this._chain = p.then(
       () => {},
       (err) => {
@@ -753,6 +1059,7 @@ export class CourierClient extends EventTarget {
     }
     if (!msg || typeof msg.type !== 'string') return;
     this._log('←', msg);
+    this._lastHeardAt = Date.now();
     if (msg.type === 'pong') {
       if (typeof msg.ts === 'number') this.rttMs = Date.now() - msg.ts;
       return;
@@ -761,18 +1068,23 @@ export class CourierClient extends EventTarget {
   }
 
   /**
+   * @param {WebSocket} ws
    * @param {number} code
    * @param {string} reason
    */
-  _onSocketClose(code, reason) {
+  _onSocketClose(ws, code, reason) {
+    if (ws !== this.ws) return;
     this._log('socket closed', code, reason);
     if (this._joinWaiter) {
+      // Joining (first connect or a reconnect attempt): whoever waits decides what happens next.
       const text = this._opened
         ? `${describeCloseCode(code)}${reason ? `: ${reason}` : ''}`
         : `cannot connect to ${this.url}`;
       this._joinWaiter.reject(new CourierError('closed', text, { closeCode: code }));
+      return;
     }
-    this._teardown(code, reason);
+    if (this.state === 'joined') this._connectionLost(code, reason);
+    else this._teardown(code, reason);
   }
 
   /**
@@ -782,11 +1094,11 @@ export class CourierClient extends EventTarget {
    */
   _teardown(code, reason) {
     if (this.state === 'closed') return;
-    const wasJoined = this.state === 'joined';
+    const wasJoined = this.state === 'joined' || this.state === 'reconnecting';
     this.state = 'closed';
     this.closeInfo = { code, reason, leaveReason: this._leaveReason };
-    if (this._pingTimer) clearInterval(this._pingTimer);
-    this._pingTimer = null;
+    this._stopPing();
+    this._joinWaiter?.reject(new CourierError('closed', reason, { closeCode: code }));
     for (const [local, w] of this._publishWaiters) {
       clearTimeout(w.timer);
       w.reject(new CourierError('closed', `closed before the ${local.kind} track was published`));
@@ -912,22 +1224,35 @@ export class CourierClient extends EventTarget {
 
   /** @param {any} msg */
   _onJoined(msg) {
-    if (this.state !== 'connecting') return;
+    if (this.state !== 'connecting' && this.state !== 'reconnecting') return;
+    const rejoin = this.state === 'reconnecting';
     this.state = 'joined';
     this.room = msg.room ?? '';
     this.serverVersion = msg.server_version ?? '';
     this.participantId = msg.participant?.id ?? null;
     this.identity = msg.participant?.identity ?? '';
     this.name = msg.participant?.name ?? this.identity;
+    const before = this.participants;
+    this.participants = new Map();
     for (const raw of msg.participants ?? []) {
       const p = toParticipant(raw);
       if (p.id !== this.participantId) this.participants.set(p.id, p);
+    }
+    if (rejoin) {
+      // What changed in the room while this client was away.
+      for (const [id, p] of before) {
+        if (!this.participants.has(id)) this._emit('participant_left', { participantId: id, reason: 'gone', participant: p });
+      }
+      for (const [id, p] of this.participants) {
+        if (!before.has(id)) this._emit('participant_joined', { participant: p });
+      }
     }
     this._createPeerConnection();
     this._emit('joined', {
       room: this.room,
       participant: toParticipant(msg.participant ?? {}),
       participants: [...this.participants.values()],
+      reconnected: rejoin,
     });
     this._joinWaiter?.resolve(undefined);
     this.chat.onJoined();
@@ -1134,7 +1459,11 @@ export class CourierClient extends EventTarget {
       this._lastCandidateWasEnd = false;
       this._sendCandidate({ type: 'candidate', candidate: c.candidate, ...(c.sdpMid != null ? { sdp_mid: c.sdpMid } : {}) });
     };
-    pc.onconnectionstatechange = () => this._emit('connection_state', { state: pc.connectionState });
+    pc.onconnectionstatechange = () => {
+      this._emit('connection_state', { state: pc.connectionState });
+      // ICE gave up (the path broke and consent checks failed): start over with a new connection.
+      if (pc.connectionState === 'failed' && this.pc === pc) this._connectionLost(1006, 'media connection failed');
+    };
     pc.ontrack = (e) => this._log('ontrack', e.track.kind, 'mid', e.transceiver.mid);
   }
 

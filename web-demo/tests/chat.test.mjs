@@ -7,45 +7,23 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { ARTIFACTS, launchChromium, openDemoPage, sleep, startCourier, waitUntil } from './harness.mjs';
+import {
+  ARTIFACTS,
+  chatLines as lines,
+  chatTexts as texts,
+  launchChromium,
+  openDemoPage,
+  say,
+  sleep,
+  startCourier,
+  waitChatLines,
+  waitUntil,
+} from './harness.mjs';
 
 const T = 20_000;
 
-/** The chat lines of a page: [{seq, sender, text, tick, mentioned}]. @param {import('playwright-core').Page} page */
-const lines = (page) =>
-  page.evaluate(() =>
-    [...document.querySelectorAll('#chat-list li.msg')].map((li) => ({
-      seq: li.getAttribute('data-seq') ? Number(li.getAttribute('data-seq')) : null,
-      sender: li.querySelector('.msg-sender')?.textContent ?? '',
-      text: li.querySelector('.msg-text')?.textContent ?? '',
-      tick: li.querySelector('.tick')?.getAttribute('data-status') ?? null,
-      mentioned: li.classList.contains('mentioned'),
-    })),
-  );
-
-/** Type `text` into the page's chat box and send it with Enter. @param {import('playwright-core').Page} page */
-async function say(page, text) {
-  await page.fill('#chat-input', text);
-  await page.press('#chat-input', 'Enter');
-}
-
-/** Texts of the lines, in order. @param {Awaited<ReturnType<typeof lines>>} ls */
-const texts = (ls) => ls.map((l) => l.text);
-
-/**
- * Wait until `check(lines of page)` holds; the failure shows the page's lines.
- * @param {import('playwright-core').Page} page
- * @param {(ls: Awaited<ReturnType<typeof lines>>) => boolean} check
- * @param {string} what
- */
-async function waitLines(page, check, what) {
-  /** @type {any} */ let last = null;
-  await waitUntil(
-    async () => check((last = await lines(page))),
-    T,
-    () => `${what}: ${JSON.stringify(last)}`,
-  );
-}
+const waitLines = (/** @type {any} */ page, /** @type {any} */ check, /** @type {string} */ what) =>
+  waitChatLines(page, check, what, T);
 
 test('chat between pages: order, receipts, mentions, recall, typing, and resume after a reload', { timeout: 150_000 }, async () => {
   const courier = await startCourier('courier-chat');

@@ -35,7 +35,7 @@ export const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
   '--use-fake-ui-for-media-stream',
-  '--use-fake-device-for-media-stream',
+  '--use-fake-device-for-media-stream', // one camera (a second fake one is a Y16 depth camera); three microphones
   '--allow-loopback-in-peer-connection',
   '--autoplay-policy=no-user-gesture-required',
 ];
@@ -344,3 +344,100 @@ export const setTrackSettings = (page, settings) =>
     const c = /** @type {any} */ (window).courier;
     for (const id of c.remoteTracks.keys()) c.setTrackSettings(id, s);
   }, settings);
+
+// ------------------------------------------------------------------ the chat panel
+
+/** The chat lines of a page: [{seq, sender, text, tick, mentioned}]. @param {import('playwright-core').Page} page */
+export const chatLines = (page) =>
+  page.evaluate(() =>
+    [...document.querySelectorAll('#chat-list li.msg')].map((li) => ({
+      seq: li.getAttribute('data-seq') ? Number(li.getAttribute('data-seq')) : null,
+      sender: li.querySelector('.msg-sender')?.textContent ?? '',
+      text: li.querySelector('.msg-text')?.textContent ?? '',
+      tick: li.querySelector('.tick')?.getAttribute('data-status') ?? null,
+      mentioned: li.classList.contains('mentioned'),
+    })),
+  );
+
+/** Texts of the lines, in order. @param {Awaited<ReturnType<typeof chatLines>>} ls */
+export const chatTexts = (ls) => ls.map((l) => l.text);
+
+/** Type `text` into the page's chat box and send it with Enter. @param {import('playwright-core').Page} page @param {string} text */
+export async function say(page, text) {
+  await page.fill('#chat-input', text);
+  await page.press('#chat-input', 'Enter');
+}
+
+/**
+ * Wait until `check(lines of page)` holds; the failure shows the page's lines.
+ * @param {import('playwright-core').Page} page
+ * @param {(ls: Awaited<ReturnType<typeof chatLines>>) => boolean} check
+ * @param {string} what
+ * @param {number} ms
+ */
+export async function waitChatLines(page, check, what, ms) {
+  /** @type {any} */ let last = null;
+  await waitUntil(
+    async () => check((last = await chatLines(page))),
+    ms,
+    () => `${what}: ${JSON.stringify(last)}`,
+  );
+}
+
+// ------------------------------------------------------------------ media on a page
+
+/**
+ * Per remote participant (by identity), what a page receives: video frames decoded and audio samples received,
+ * summed over its tracks, from getStats.
+ * @param {import('playwright-core').Page} page
+ * @returns {Promise<Record<string, {frames: number, width: number, audioPackets: number, audioEnergy: number}>>}
+ */
+export const receivedFrom = (page) =>
+  page.evaluate(async () => {
+    const c = /** @type {any} */ (window).courier;
+    /** @type {Record<string, any>} */ const out = {};
+    if (!c?.pc) return out;
+    const s = await c.inboundStats();
+    const who = (/** @type {string} */ pid) => c.participants.get(pid)?.identity ?? pid;
+    for (const v of s.video) {
+      const o = (out[who(v.participantId)] ??= { frames: 0, width: 0, audioPackets: 0, audioEnergy: 0 });
+      o.frames += v.framesDecoded ?? 0;
+      o.width = Math.max(o.width, v.frameWidth ?? 0);
+    }
+    for (const a of s.audio) {
+      const o = (out[who(a.participantId)] ??= { frames: 0, width: 0, audioPackets: 0, audioEnergy: 0 });
+      o.audioPackets += a.packetsReceived ?? 0;
+      o.audioEnergy += a.totalAudioEnergy ?? 0;
+    }
+    return out;
+  });
+
+/**
+ * Wait until `page` decodes video frames from each of `identities` and receives audio from each (frames and audio
+ * packets rising between two polls) with sound in it (energy above zero: Chrome's fake microphone beeps).
+ * @param {import('playwright-core').Page} page
+ * @param {string[]} identities
+ * @param {string} what
+ * @param {number} ms
+ */
+export async function waitForMediaFrom(page, identities, what, ms) {
+  /** @type {any} */ let last = null;
+  /** @type {any} */ let now = null;
+  return waitUntil(
+    async () => {
+      now = await receivedFrom(page);
+      const ok =
+        last &&
+        identities.every((id) => {
+          const a = now[id];
+          const b = last[id];
+          return a && b && a.frames > b.frames && a.audioPackets > b.audioPackets && a.audioEnergy > 0;
+        });
+      last = now;
+      return ok ? now : null;
+    },
+    ms,
+    () => `${what}: video and audio from ${identities.join(', ')} (last: ${JSON.stringify(now)})`,
+    500,
+  );
+}
