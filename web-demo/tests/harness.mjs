@@ -196,20 +196,41 @@ export async function startCourier(name) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   requireExecutable(COURIER_BIN, 'COURIER_BIN');
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`));
-  const server = startProcess(
-    name,
-    COURIER_BIN,
-    ['serve', '--http-addr', '127.0.0.1:0', '--udp-addr', '127.0.0.1:0', '--keys', `${API_KEY}:${API_SECRET}`]
-      .concat(['--web-root', WEB_DEMO, '--data-dir', path.join(scratch, 'data')]),
-    scratch,
-  );
+  const launch = (/** @type {string} */ httpAddr, /** @type {string} */ logName) =>
+    startProcess(
+      logName,
+      COURIER_BIN,
+      ['serve', '--http-addr', httpAddr, '--udp-addr', '127.0.0.1:0', '--keys', `${API_KEY}:${API_SECRET}`]
+        .concat(['--web-root', WEB_DEMO, '--data-dir', path.join(scratch, 'data')]),
+      scratch,
+    );
+  let server = launch('127.0.0.1:0', name);
   const stop = async () => {
     await server.stop();
     fs.rmSync(scratch, { recursive: true, force: true });
   };
   try {
     const ready = await server.waitForLine(/COURIER_READY http=(\S+) udp=(\S+)/, SERVER_READY_TIMEOUT_MS);
-    return { server, http: `http://${ready[1]}`, url: `ws://${ready[1]}/rtc`, stop };
+    const httpAddr = ready[1];
+    return {
+      get server() {
+        return server;
+      },
+      http: `http://${httpAddr}`,
+      url: `ws://${httpAddr}/rtc`,
+      stop,
+      /**
+       * Stop the server (SIGTERM: a graceful stop) and start it again on the same HTTP address with the same data
+       * directory, after `downMs`. Resolves once it is ready again.
+       * @param {number} [downMs=0]
+       */
+      async restart(downMs = 0) {
+        await server.stop();
+        await sleep(downMs);
+        server = launch(httpAddr, `${name}-restarted`);
+        await server.waitForLine(/COURIER_READY/, SERVER_READY_TIMEOUT_MS);
+      },
+    };
   } catch (err) {
     await stop();
     throw err;

@@ -3,7 +3,9 @@
 // still holds her old session) and refuses connections for a while. The page must show the reconnect banner, keep
 // a message typed meanwhile in its outbox, come back by itself under the same identity (the old session replaced,
 // no ghost tile on bob's page), publish its camera and microphone again, receive bob's again, and the chat must
-// hold every message once, in order. Screenshots: test-artifacts/reconnect-*.png.
+// hold every message once, in order. And a server restart (a graceful stop, then the server back on the same address
+// with the same data): both pages come back by themselves, media flows again and the chat history is whole.
+// Screenshots: test-artifacts/reconnect-*.png.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -156,6 +158,45 @@ test('after a network blip the page reconnects by itself: media both ways again,
   } finally {
     await browser?.close().catch(() => {});
     relay.close();
+    await courier.stop();
+  }
+});
+
+test('after a server restart both pages come back by themselves with media and the whole chat', { timeout: 180_000 }, async () => {
+  const courier = await startCourier('courier-restart');
+  /** @type {import('playwright-core').Browser|null} */ let browser = null;
+  /** @type {import('playwright-core').Page|null} */ let alice = null;
+  try {
+    const { http, url } = courier;
+    const room = 'restart';
+    browser = await launchChromium();
+    const params = { capture: '640x360' };
+    alice = await openDemoPage(browser, { http, url, room, identity: 'alice', params });
+    const bob = await openDemoPage(browser, { http, url, room, identity: 'bob', params });
+    await waitForMediaFrom(alice, ['bob'], 'alice before the restart', T);
+    await say(bob, 'before the restart');
+    await waitChatLines(alice, (ls) => chatTexts(ls).includes('before the restart'), 'alice has it', T);
+
+    await courier.restart(1_500);
+    for (const page of [alice, bob]) {
+      await page.waitForFunction(
+        () => /** @type {any} */ (window).courierApp.state === 'joined' && /** @type {any} */ (window).courierApp.reconnects === 1,
+        null,
+        { timeout: T },
+      );
+    }
+    await waitForMediaFrom(alice, ['bob'], 'alice after the restart', T);
+    await waitForMediaFrom(bob, ['alice'], 'bob after the restart', T);
+    await say(alice, 'after the restart');
+    const expected = ['before the restart', 'after the restart'];
+    for (const page of [alice, bob]) {
+      await waitChatLines(page, (ls) => chatTexts(ls).join('|') === expected.join('|'), 'the whole conversation once', T);
+    }
+  } catch (err) {
+    await alice?.screenshot({ path: path.join(ARTIFACTS, 'reconnect-restart-failure.png') }).catch(() => {});
+    throw err;
+  } finally {
+    await browser?.close().catch(() => {});
     await courier.stop();
   }
 });
