@@ -38,6 +38,7 @@ export const RETRYABLE = new Set(['overloaded', 'quota_exceeded', 'rate_limited'
  * @property {boolean} [mention_all]
  * @property {boolean} [mentioned]
  * @property {boolean} [ephemeral]
+ * @property {boolean} [pending]      own message still in the outbox (not acknowledged yet)
  *
  * @typedef {object} Conversation
  * @property {number|null} epoch
@@ -479,9 +480,11 @@ export class Chat {
   }
 
   /** Messages of a conversation, ascending, with the pending ones of this device last. @param {string} [conversation] */
+  /** @returns {ChatMessage[]} held messages in order, then own messages not acknowledged yet */
   messages(conversation = this.room) {
     const state = this._need();
     const held = state.conversation(conversation).messages;
+    /** @type {ChatMessage[]} */
     const pending = state.pending(conversation).map((o) => ({
       conversation,
       sender: state.identity,

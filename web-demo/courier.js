@@ -189,6 +189,8 @@ export class CourierError extends Error {
     super(message);
     this.name = 'CourierError';
     this.code = code;
+    /** @type {number|undefined} the WebSocket close code, when the server closed the socket */
+    this.closeCode = undefined;
     Object.assign(this, extra);
   }
 }
@@ -256,6 +258,8 @@ export class CourierClient extends EventTarget {
      * `remoteTracks`). @type {Map<string, StreamState>}
      */
     this.streamStates = new Map();
+    /** Who is talking, loudest first (`active_speakers`). @type {{participant_id: string, level: number}[]} */
+    this.activeSpeakers = [];
     /** Last measured signaling round trip (ping → pong), ms. @type {number|null} */
     this.rttMs = null;
     /** @type {{code:number, reason:string, leaveReason:string|null}|null} */
