@@ -13,8 +13,9 @@
 //! - [`Link`] is the sans-I/O emulator of one direction: datagrams go in with the time ([`Link::handle_datagram`]),
 //!   come out when due ([`Link::poll_transmit`]), and [`Link::poll_timeout`] says when to look again. It models a
 //!   bottleneck of `rate_bps` with a tail-drop queue in front of it (the queue is what a sender's estimator reacts
-//!   to: delay grows, then packets drop), then a fixed delay plus uniform jitter (never reordering), and random
-//!   loss on input. An [`Impairment`] is one such setting; a [`Schedule`] switches settings at fixed offsets from
+//!   to: delay grows, then packets drop), then a fixed delay plus uniform jitter (jitter alone never reorders),
+//!   random loss on input or burst loss from a two-state Gilbert–Elliott chain ([`BurstLoss`]), and, on request,
+//!   reordering (a datagram held back so that later ones overtake it) and duplication. An [`Impairment`] is one such setting; a [`Schedule`] switches settings at fixed offsets from
 //!   the start (e.g. 3 Mbps, 400 kbps from 8 s, 3 Mbps from 16 s). Randomness comes from a seed.
 //! - [`Relay`] is the thin tokio shell: two sockets on `127.0.0.1:0`, one [`Link`] per direction, counters
 //!   ([`RelayStats`]). Its task stops when the [`Relay`] is stopped or dropped.
@@ -70,6 +71,42 @@ pub struct Impairment {
     pub jitter: Duration,
     /// Probability (0 to 1) that a datagram is lost on input.
     pub loss: f64,
+    /// Burst loss on input (applied after `loss`): a Gilbert–Elliott chain; `None`: none.
+    pub burst: Option<BurstLoss>,
+    /// Probability (0 to 1) that a datagram is held back by `reorder_delay` after the bottleneck, so that the
+    /// datagrams behind it arrive first.
+    pub reorder: f64,
+    /// How long a reordered datagram is held back.
+    pub reorder_delay: Duration,
+    /// Probability (0 to 1) that a delivered datagram is delivered twice.
+    pub duplicate: f64,
+}
+
+/// Burst loss as a two-state Markov chain (Gilbert–Elliott): per datagram the chain moves from good to bad with
+/// probability `p` and from bad to good with `r`, then the datagram is lost with `loss_good` or `loss_bad`. The mean
+/// burst lasts `1/r` datagrams; the share of time in the bad state is `p/(p+r)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BurstLoss {
+    /// Good → bad, per datagram.
+    pub p: f64,
+    /// Bad → good, per datagram.
+    pub r: f64,
+    /// Loss probability in the good state.
+    pub loss_good: f64,
+    /// Loss probability in the bad state.
+    pub loss_bad: f64,
+}
+
+impl BurstLoss {
+    /// Bursts that lose everything (`loss_bad` 1, `loss_good` 0) with an average loss of `mean_loss` (0 to <1) in
+    /// bursts of `mean_burst` datagrams on average (at least 1).
+    pub fn with_mean(mean_loss: f64, mean_burst: f64) -> Self {
+        let loss = if mean_loss.is_nan() { 0.0 } else { mean_loss.clamp(0.0, 0.99) };
+        let r = 1.0 / if mean_burst.is_nan() { 1.0 } else { mean_burst.max(1.0) };
+        // Stationary bad share p/(p+r) = loss.
+        let p = (loss * r / (1.0 - loss)).min(1.0);
+        Self { p, r, loss_good: 0.0, loss_bad: 1.0 }
+    }
 }
 
 impl Default for Impairment {
@@ -81,6 +118,10 @@ impl Default for Impairment {
             delay: Duration::ZERO,
             jitter: Duration::ZERO,
             loss: 0.0,
+            burst: None,
+            reorder: 0.0,
+            reorder_delay: Duration::ZERO,
+            duplicate: 0.0,
         }
     }
 }
@@ -108,7 +149,22 @@ impl Impairment {
 
     /// With this random loss (clamped to 0..=1).
     pub fn with_loss(self, loss: f64) -> Self {
-        Self { loss: if loss.is_nan() { 0.0 } else { loss.clamp(0.0, 1.0) }, ..self }
+        Self { loss: clamp_probability(loss), ..self }
+    }
+
+    /// With burst loss (see [`BurstLoss`]).
+    pub fn with_burst_loss(self, burst: BurstLoss) -> Self {
+        Self { burst: Some(burst), ..self }
+    }
+
+    /// With reordering: a share `probability` of datagrams held back by `delay`.
+    pub fn with_reorder(self, probability: f64, delay: Duration) -> Self {
+        Self { reorder: clamp_probability(probability), reorder_delay: delay, ..self }
+    }
+
+    /// With duplication of a share `probability` of datagrams.
+    pub fn with_duplicate(self, probability: f64) -> Self {
+        Self { duplicate: clamp_probability(probability), ..self }
     }
 
     /// Time to serialise `len` bytes at this rate (zero when unlimited).
@@ -118,6 +174,14 @@ impl Impairment {
             Some(_) => Duration::MAX,
             None => Duration::ZERO,
         }
+    }
+}
+
+fn clamp_probability(p: f64) -> f64 {
+    if p.is_nan() {
+        0.0
+    } else {
+        p.clamp(0.0, 1.0)
     }
 }
 
@@ -189,8 +253,14 @@ pub struct LinkStats {
     pub datagrams_out: u64,
     /// Bytes delivered.
     pub bytes_out: u64,
-    /// Datagrams dropped by random loss.
+    /// Datagrams dropped by random or burst loss.
     pub datagrams_lost: u64,
+    /// Of those, dropped by burst loss.
+    pub datagrams_lost_in_bursts: u64,
+    /// Datagrams held back so that later ones overtook them.
+    pub datagrams_reordered: u64,
+    /// Extra copies delivered.
+    pub datagrams_duplicated: u64,
     /// Datagrams dropped because the queue was full.
     pub datagrams_dropped: u64,
     /// Bytes dropped (loss and full queue).
@@ -225,8 +295,12 @@ pub struct Link {
     queued_bytes: usize,
     /// When the bottleneck finished its last datagram.
     free_at: Instant,
-    /// Past the bottleneck, with their delivery time (non-decreasing).
+    /// Past the bottleneck, sorted by delivery time (ties in insertion order).
     in_flight: VecDeque<(Instant, Bytes)>,
+    /// Delivery time of the last datagram not held back: jitter alone never reorders.
+    last_in_order: Instant,
+    /// The Gilbert–Elliott chain is in its bad state.
+    burst_bad: bool,
     stats: LinkStats,
 }
 
@@ -241,6 +315,8 @@ impl Link {
             queued_bytes: 0,
             free_at: start,
             in_flight: VecDeque::new(),
+            last_in_order: start,
+            burst_bad: false,
             stats: LinkStats::default(),
         }
     }
@@ -278,6 +354,19 @@ impl Link {
             self.stats.datagrams_lost += 1;
             self.stats.bytes_dropped += len as u64;
             return Verdict::Lost;
+        }
+        if let Some(ge) = imp.burst {
+            let flip = if self.burst_bad { ge.r } else { ge.p };
+            if self.rng.gen::<f64>() < flip {
+                self.burst_bad = !self.burst_bad;
+            }
+            let loss = if self.burst_bad { ge.loss_bad } else { ge.loss_good };
+            if loss > 0.0 && self.rng.gen::<f64>() < loss {
+                self.stats.datagrams_lost += 1;
+                self.stats.datagrams_lost_in_bursts += 1;
+                self.stats.bytes_dropped += len as u64;
+                return Verdict::Lost;
+            }
         }
         let full = match imp.queue {
             _ if imp.rate_bps.is_none() => false,
@@ -344,12 +433,27 @@ impl Link {
             } else {
                 Duration::from_nanos(self.rng.gen_range(0..=imp.jitter.as_nanos().min(u128::from(u64::MAX)) as u64))
             };
-            let mut at = done + imp.delay + jitter;
-            if let Some((last, _)) = self.in_flight.back() {
-                at = at.max(*last);
+            let mut at = (done + imp.delay + jitter).max(self.last_in_order);
+            if imp.reorder > 0.0 && self.rng.gen::<f64>() < imp.reorder {
+                self.stats.datagrams_reordered += 1;
+                at += imp.reorder_delay;
+            } else {
+                self.last_in_order = at;
             }
-            self.in_flight.push_back((at, q.data));
+            let copy = imp.duplicate > 0.0 && self.rng.gen::<f64>() < imp.duplicate;
+            if copy {
+                self.stats.datagrams_duplicated += 1;
+                self.insert_in_flight(at, q.data.clone());
+            }
+            self.insert_in_flight(at, q.data);
         }
+    }
+
+    /// Into the delay line at its delivery time, after those due at the same time.
+    fn insert_in_flight(&mut self, at: Instant, data: Bytes) {
+        // Most datagrams go at the end; only one held back (or overtaken) is placed further in.
+        let i = self.in_flight.partition_point(|(t, _)| *t <= at);
+        self.in_flight.insert(i, (at, data));
     }
 }
 
@@ -841,6 +945,112 @@ mod tests {
         assert!(spread >= Duration::from_millis(150) && spread <= Duration::from_secs(2), "{spread:?}");
         let s = relay.stats().to_server;
         assert_eq!((s.datagrams_out, s.datagrams_dropped), (50, 0), "{s:?}");
+    }
+
+    /// Sends `n` numbered datagrams one per millisecond through `link` (simulated time) and returns what came out,
+    /// in delivery order, as the numbers.
+    fn numbered(link: &mut Link, t0: Instant, n: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let drain = |link: &mut Link, now: Instant, out: &mut Vec<u32>| {
+            while let Some(d) = link.poll_transmit(now) {
+                out.push(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
+            }
+        };
+        for i in 0..n {
+            let now = t0 + Duration::from_millis(u64::from(i));
+            drain(link, now, &mut out);
+            link.handle_datagram(now, Bytes::copy_from_slice(&i.to_be_bytes()));
+        }
+        // Bounded: the delay line empties within the longest delay configured in these tests.
+        let mut now = t0 + Duration::from_millis(u64::from(n));
+        for _ in 0..100_000 {
+            drain(link, now, &mut out);
+            match link.poll_timeout() {
+                Some(t) => now = t.max(now),
+                None => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn burst_loss_has_the_mean_and_the_burst_length_asked_for() {
+        let t0 = Instant::now();
+        let n = 200_000;
+        let mut link =
+            Link::new(Schedule::constant(Impairment::none().with_burst_loss(BurstLoss::with_mean(0.10, 5.0))), t0, 7);
+        let got = numbered(&mut link, t0, n);
+        let lost = f64::from(n - got.len() as u32) / f64::from(n);
+        assert!((lost - 0.10).abs() < 0.01, "mean loss {lost}");
+        // Runs of consecutive missing numbers: about 5 long on average (random loss at 10 % would give ~1.1).
+        let (mut runs, mut missing) = (0u32, 0u32);
+        for w in got.windows(2) {
+            let gap = w[1] - w[0] - 1;
+            if gap > 0 {
+                runs += 1;
+                missing += gap;
+            }
+        }
+        let mean_run = f64::from(missing) / f64::from(runs);
+        assert!((4.0..6.0).contains(&mean_run), "mean burst {mean_run}");
+        assert_eq!(link.stats().datagrams_lost_in_bursts, u64::from(n) - got.len() as u64);
+        // Random loss of the same mean has short runs.
+        let mut random = Link::new(Schedule::constant(Impairment::none().with_loss(0.10)), t0, 7);
+        let got = numbered(&mut random, t0, n);
+        let (mut runs, mut missing) = (0u32, 0u32);
+        for w in got.windows(2) {
+            let gap = w[1] - w[0] - 1;
+            if gap > 0 {
+                runs += 1;
+                missing += gap;
+            }
+        }
+        assert!(f64::from(missing) / f64::from(runs) < 1.3);
+    }
+
+    #[test]
+    fn reordering_lets_later_datagrams_overtake_and_loses_none() {
+        let t0 = Instant::now();
+        let n = 20_000;
+        let imp = Impairment::none()
+            .with_delay(Duration::from_millis(10), Duration::from_millis(2))
+            .with_reorder(0.05, Duration::from_millis(5));
+        let mut link = Link::new(Schedule::constant(imp), t0, 3);
+        let got = numbered(&mut link, t0, n);
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "every datagram once");
+        // A datagram is out of order when a higher number came before it.
+        let mut highest = 0;
+        let late = got.iter().filter(|&&x| {
+            let l = x < highest;
+            highest = highest.max(x);
+            l
+        });
+        let late = late.count() as f64 / f64::from(n);
+        assert!((0.035..0.065).contains(&late), "out of order {late}");
+        assert!((link.stats().datagrams_reordered as f64 / f64::from(n) - 0.05).abs() < 0.01);
+        // Without reordering, jitter alone keeps the order.
+        let mut plain = Link::new(
+            Schedule::constant(Impairment::none().with_delay(Duration::from_millis(10), Duration::from_millis(2))),
+            t0,
+            3,
+        );
+        assert_eq!(numbered(&mut plain, t0, 2_000), (0..2_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn duplication_delivers_copies_next_to_the_original() {
+        let t0 = Instant::now();
+        let n = 20_000;
+        let mut link = Link::new(Schedule::constant(Impairment::none().with_duplicate(0.02)), t0, 11);
+        let got = numbered(&mut link, t0, n);
+        let copies = got.len() - n as usize;
+        assert!((copies as f64 / f64::from(n) - 0.02).abs() < 0.005, "copies {copies}");
+        assert_eq!(link.stats().datagrams_duplicated, copies as u64);
+        let mut dedup = got.clone();
+        dedup.dedup();
+        assert_eq!(dedup, (0..n).collect::<Vec<_>>(), "in order, each copy right after its original");
     }
 
     #[tokio::test]
