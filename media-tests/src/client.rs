@@ -835,6 +835,8 @@ async fn build_peer_connection(
     let registry = if twcc { configure_twcc(registry, &mut media_engine)? } else { registry };
     let registry = configure_rtcp_reports(registry);
     let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
+    // Between the FEC decoder (6_000) and the NACK generator (7_000) on the read walk.
+    let registry = registry.with(Slot::from(6_500), RtxUnwrapper::default());
 
     let setting_engine =
         SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
@@ -903,6 +905,75 @@ impl Interceptor for KeyframeRequestForwarder {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Turns each received retransmission (RFC 4588: RTX SSRC and payload type, the original sequence number in the
+/// first two payload bytes) back into the packet it repairs before the NACK generator sees it, as a browser does.
+///
+/// rtc 0.21 hands RTX packets to the interceptor chain as they came (the endpoint handler unwraps them later, on
+/// the way to the application), so its NACK generator never learns that a NACKed packet arrived and asks for it
+/// again every 100 ms until it leaves the receive log: measured with `media-tests run scenarios/loss-5.toml`, more
+/// retransmissions than original packets, which tripped str0m's retransmission cap and stalled repair for up to a
+/// second. Unwrapped here, a repaired packet counts as received and is asked for no more.
+#[derive(Default)]
+struct RtxUnwrapper {
+    /// RTX SSRC → (the SSRC it repairs, that stream's payload type).
+    repairs: std::collections::HashMap<u32, (u32, u8)>,
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxUnwrapper {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let InterceptorPacket::Rtp(packet) = &mut msg.message.packet {
+            if let Some(&(ssrc, pt)) = self.repairs.get(&packet.header.ssrc) {
+                if packet.payload.len() >= 2 {
+                    packet.header.sequence_number = u16::from_be_bytes([packet.payload[0], packet.payload[1]]);
+                    packet.header.ssrc = ssrc;
+                    packet.header.payload_type = pt;
+                    packet.payload = packet.payload.slice(2..);
+                } else {
+                    return Ok(()); // padding-only RTX: nothing to repair
+                }
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for RtxUnwrapper {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        if let Some(rtx) = info.ssrc_rtx {
+            self.repairs.insert(rtx, (info.ssrc, info.payload_type));
+        }
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        if let Some(rtx) = info.ssrc_rtx {
+            self.repairs.remove(&rtx);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1098,6 +1098,19 @@ pub struct VideoStats {
     /// than one already received, completed late, changes nothing), starting with the first
     /// intact frame; at most [`MAX_LAYER_CHANGES`] are kept.
     pub layer_changes: Vec<LayerChange>,
+    /// Freezes: a frame shown more than `max(3 × mean, mean + 150 ms)` after the one before it (the mean frame
+    /// interval over the recent frames, freezes left out): the definition of WebRTC's `freezeCount`, so numbers
+    /// compare with a browser's `getStats`. A frame is shown as a decoder would: in counter order, a delta frame
+    /// once the frame before it is (a frame repaired late by a retransmission holds up those behind it), a keyframe
+    /// at once (what was missing before it is skipped).
+    pub freezes: u64,
+    /// The longest such gap, ms (0 without a freeze).
+    pub freeze_longest_ms: u64,
+    /// All freeze gaps added up, ms.
+    pub freeze_total_ms: u64,
+    /// Each freeze: when it ended (the late frame completed, µs since the UNIX epoch) and how long it was (ms); at
+    /// most [`MAX_LAYER_CHANGES`] are kept.
+    pub freeze_list: Vec<(u64, u64)>,
 }
 
 /// One entry of [`VideoStats::layer_changes`].
@@ -1153,6 +1166,14 @@ pub struct VideoReceiver {
     /// Per simulcast layer: the size from its last intact keyframe.
     layer_sizes: [Option<(u16, u16)>; 3],
     last: Option<(Option<u8>, Option<u16>)>,
+    /// When the frame shown last was shown (µs since the UNIX epoch).
+    last_shown_us: Option<u64>,
+    /// The counter a decoder would show next (`None` before the first keyframe).
+    next_shown: Option<u32>,
+    /// Complete frames waiting for the frame before them, by counter: (completed at, µs).
+    waiting: BTreeMap<u32, u64>,
+    /// Smoothed interval between newest intact frames, ms (freezes left out).
+    mean_interval_ms: Option<f64>,
 }
 
 impl VideoReceiver {
@@ -1182,6 +1203,7 @@ impl VideoReceiver {
                 *layers |= bit;
                 if self.counters.insert(info.counter) {
                     self.stats.frames_complete += 1;
+                    self.on_decodable_order(info.counter, info.keyframe, now_us);
                 } else if other_layer {
                     self.stats.frames_repeated_at_switch += 1;
                 } else {
@@ -1255,6 +1277,57 @@ impl VideoReceiver {
         while self.order.len() > ORDER_MEMORY {
             self.order.pop_first();
         }
+    }
+
+    /// A frame completed for the first time: shown now if a decoder could (see [`VideoStats::freezes`]), with
+    /// those waiting behind it; otherwise it waits.
+    fn on_decodable_order(&mut self, counter: u32, keyframe: bool, now_us: u64) {
+        /// Frames held waiting for a gap that no keyframe ends (bounded; the oldest give way).
+        const MAX_WAITING: usize = 1024;
+        match self.next_shown {
+            Some(next) if counter < next => return, // behind what is shown (skipped by a keyframe)
+            Some(next) if counter == next || keyframe => {}
+            None if keyframe => {}
+            _ => {
+                self.waiting.insert(counter, now_us);
+                if self.waiting.len() > MAX_WAITING {
+                    self.waiting.pop_first();
+                }
+                return;
+            }
+        }
+        self.on_shown(now_us);
+        let mut next = counter.wrapping_add(1);
+        // Whatever waited behind it goes now; what waited for a frame before it never shows.
+        self.waiting.retain(|c, _| *c > counter);
+        while self.waiting.first_key_value().is_some_and(|(c, _)| *c == next) {
+            self.waiting.pop_first();
+            self.on_shown(now_us);
+            next = next.wrapping_add(1);
+        }
+        self.next_shown = Some(next);
+    }
+
+    /// A frame shown at `now_us`: a freeze if it came too long after the one before.
+    fn on_shown(&mut self, now_us: u64) {
+        if let Some(prev) = self.last_shown_us {
+            let gap = now_us.saturating_sub(prev) as f64 / 1000.0;
+            match self.mean_interval_ms {
+                Some(mean) if gap > (3.0 * mean).max(mean + 150.0) => {
+                    let ms = gap.round() as u64;
+                    self.stats.freezes += 1;
+                    self.stats.freeze_longest_ms = self.stats.freeze_longest_ms.max(ms);
+                    self.stats.freeze_total_ms += ms;
+                    if self.stats.freeze_list.len() < MAX_LAYER_CHANGES {
+                        self.stats.freeze_list.push((now_us, ms));
+                    }
+                }
+                // About the last 16 intervals.
+                Some(mean) => self.mean_interval_ms = Some(mean + (gap - mean) / 16.0),
+                None => self.mean_interval_ms = Some(gap),
+            }
+        }
+        self.last_shown_us = Some(now_us);
     }
 
     /// The counters so far.
@@ -1736,6 +1809,34 @@ mod tests {
         assert_eq!(s.delay_ms_p50, Some(2.499));
         assert_eq!(s.delay_ms_p99, Some(2.5));
         assert_eq!(s.frames_duplicate, 0);
+    }
+
+    #[test]
+    fn freezes_follow_webrtcs_definition() {
+        // Our frames every 33 ms. Frames 60..72 never arrive and 72 is a keyframe: shown 429 ms after 59, a freeze.
+        // Frames 100..104 neither, 104 a keyframe: 165 ms, under mean + 150 ms, not a freeze. Frame 120 arrives
+        // 300 ms late (a retransmission): 121..129 wait for it and show with it, 333 ms after 119: a freeze. Frames
+        // 140..150 never arrive and no keyframe follows: what comes after never shows.
+        let mut p = Vp8Packetizer::new(1, 96, 0, 0);
+        let mut rx = VideoReceiver::new();
+        let keyframe = |c: u32| c == 0 || c == 72 || c == 104;
+        let mut arrivals: Vec<(u64, u32)> = (0..160u32)
+            .filter(|c| !(60..72).contains(c) && !(100..104).contains(c) && !(140..150).contains(c))
+            .map(|c| (u64::from(c) * 33_000 + if c == 120 { 300_000 } else { 0 }, c))
+            .collect();
+        arrivals.sort_unstable();
+        for (at, counter) in arrivals {
+            for pkt in p.packetize(&frame(counter, keyframe(counter), 1200), counter * 3000) {
+                rx.handle_packet(&pkt, SEND_TIME_BASE + at);
+            }
+        }
+        let s = rx.stats();
+        assert_eq!(s.frames_complete, 160 - 12 - 4 - 10);
+        assert_eq!((s.freezes, s.freeze_longest_ms, s.freeze_total_ms), (2, 429, 429 + 333), "{s:?}");
+        assert_eq!(
+            s.freeze_list,
+            vec![(SEND_TIME_BASE + 72 * 33_000, 429), (SEND_TIME_BASE + 120 * 33_000 + 300_000, 333)]
+        );
     }
 
     #[test]

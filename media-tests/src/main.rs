@@ -14,6 +14,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use media_tests::client::{Client, ClientEvent, ClientOptions};
 use media_tests::frame::VideoConfig;
+use media_tests::relay::{Relay, RelayConfig};
+use media_tests::scenario::{evaluate, Scenario};
+use media_tests::server::CourierProcess;
 use media_tests::signal::MediaKind;
 use media_tests::simulcast::SimulcastConfig;
 use media_tests::token::{mint_token, TokenRequest};
@@ -32,6 +35,21 @@ enum Command {
     Client(ClientArgs),
     /// Print an HS256 access token.
     Token(TokenArgs),
+    /// Play a scenario file against a courier server this command starts: impairment relays, clients, metrics,
+    /// thresholds. Prints a table; writes the JSON report; exits 1 when a threshold fails.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The scenario (TOML; see media-tests/scenarios/).
+    scenario: std::path::PathBuf,
+    /// The courier binary (default: $COURIER_BIN, else `courier` next to this program).
+    #[arg(long)]
+    courier_bin: Option<std::path::PathBuf>,
+    /// Where the JSON report goes (default: media-tests-reports/<name>.json).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -202,7 +220,119 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("starting the tokio runtime")?;
             runtime.block_on(run_client(args))
         }
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(run_scenario(args))
+        }
     }
+}
+
+/// The API key the scenario runner gives the server it starts.
+const RUN_KEY: &str = "scenario";
+const RUN_SECRET: &str = "scenario-secret-long-enough";
+
+async fn run_scenario(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(&args.scenario).with_context(|| format!("reading {}", args.scenario.display()))?;
+    let scenario = Scenario::from_toml(&text)?;
+    let bin = match args.courier_bin.or_else(|| std::env::var_os("COURIER_BIN").map(Into::into)) {
+        Some(b) => b,
+        None => std::env::current_exe()?.with_file_name("courier"),
+    };
+    let server = CourierProcess::start(&bin, RUN_KEY, RUN_SECRET, &[])?;
+    info!(scenario = %scenario.name, url = %server.url, "server started");
+    let join_timeout = Duration::from_secs(15);
+
+    // Every relay first, so that the schedules share one start: the scenario's t = 0.
+    let mut relays = Vec::new();
+    for (i, p) in scenario.participants.iter().enumerate() {
+        relays.push(if p.impaired() {
+            let config = RelayConfig::new(server.udp)
+                .to_server(p.up_schedule())
+                .to_client(p.down_schedule())
+                .seed(scenario.seed.wrapping_add(i as u64));
+            Some(Relay::start(config).await?)
+        } else {
+            None
+        });
+    }
+    let started = std::time::Instant::now();
+    let mut clients = Vec::new();
+    for (p, relay) in scenario.participants.iter().zip(&relays) {
+        let mut options = ClientOptions::publishing(&p.publish);
+        options.udp_via = relay.as_ref().map(Relay::addr);
+        options.twcc = p.twcc;
+        if let Some(kbps) = p.video_kbps {
+            options.video.bitrate_bps = kbps * 1000;
+        }
+        if p.simulcast {
+            options.simulcast = Some(SimulcastConfig::default());
+        }
+        let token = server.token(scenario.room(), &p.identity)?;
+        let client =
+            Client::connect(&server.url, &token, options).await.with_context(|| format!("{} joins", p.identity))?;
+        client.wait_connected(join_timeout).await.with_context(|| format!("{} connects", p.identity))?;
+        clients.push(client);
+    }
+    let rest = Duration::from_secs_f64(scenario.duration_s).saturating_sub(started.elapsed());
+    tokio::time::sleep(rest).await;
+    let cpu = server.cpu_time();
+    let rss_kib = server.rss_kib();
+    let metrics = server.metrics().unwrap_or_default();
+    let mut reports = Vec::new();
+    for (c, p) in clients.into_iter().zip(&scenario.participants) {
+        reports.push(c.leave().await.with_context(|| format!("{} leaves", p.identity))?);
+    }
+    let mut links = Vec::new();
+    for (relay, p) in relays.into_iter().zip(&scenario.participants) {
+        if let Some(relay) = relay {
+            let s = relay.stop().await;
+            links.push(serde_json::json!({
+                "identity": p.identity,
+                "up": link_json(&s.to_server),
+                "down": link_json(&s.to_client),
+            }));
+        }
+    }
+    drop(server);
+
+    let outcome = evaluate(&scenario, &reports);
+    print!("{}\n{}", scenario.name, outcome.table());
+    let wanted = |k: &str| k.contains("nack") || k.contains("pli") || k.contains("keyframe") || k.contains("rtx");
+    let server_counters: std::collections::BTreeMap<_, _> = metrics.into_iter().filter(|(k, _)| wanted(k)).collect();
+    let report = serde_json::json!({
+        "scenario": scenario,
+        "pass": outcome.pass(),
+        "outcome": outcome,
+        "server": { "cpu_s": cpu.as_secs_f64(), "rss_kib": rss_kib, "counters": server_counters },
+        "relays": links,
+        "reports": reports,
+    });
+    let out = args
+        .out
+        .unwrap_or_else(|| std::path::PathBuf::from("media-tests-reports").join(format!("{}.json", scenario.name)));
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&out, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
+    println!("report: {}", out.display());
+    Ok(if outcome.pass() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn link_json(s: &media_tests::relay::LinkStats) -> serde_json::Value {
+    serde_json::json!({
+        "datagrams_in": s.datagrams_in,
+        "datagrams_out": s.datagrams_out,
+        "lost": s.datagrams_lost,
+        "lost_in_bursts": s.datagrams_lost_in_bursts,
+        "queue_drops": s.datagrams_dropped,
+        "reordered": s.datagrams_reordered,
+        "duplicated": s.datagrams_duplicated,
+        "max_queue_delay_ms": s.max_queue_delay.as_secs_f64() * 1000.0,
+    })
 }
 
 async fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {

@@ -173,6 +173,27 @@ pub struct VideoTrackReport {
     /// (late retransmitted frames change nothing).
     #[serde(default)]
     pub layer_timeline: Vec<LayerChangeReport>,
+    /// Freezes (WebRTC's definition: a frame later than `max(3 × mean interval, mean + 150 ms)`).
+    #[serde(default)]
+    pub freezes: u64,
+    /// The longest freeze, ms.
+    #[serde(default)]
+    pub freeze_longest_ms: u64,
+    /// All freezes added up, ms.
+    #[serde(default)]
+    pub freeze_total_ms: u64,
+    /// Each freeze: when it ended (ms since the UNIX epoch) and its length (ms).
+    #[serde(default)]
+    pub freeze_timeline: Vec<FreezeReport>,
+}
+
+/// One freeze of a received video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreezeReport {
+    /// When the frame that ended it completed, ms since the UNIX epoch.
+    pub at_ms: u64,
+    /// How long no new frame came, ms.
+    pub ms: u64,
 }
 
 /// One change of the layer (or the width) a subscriber receives.
@@ -221,6 +242,14 @@ impl VideoTrackReport {
                     layer: c.layer,
                     width: c.width,
                 })
+                .collect(),
+            freezes: s.freezes,
+            freeze_longest_ms: s.freeze_longest_ms,
+            freeze_total_ms: s.freeze_total_ms,
+            freeze_timeline: s
+                .freeze_list
+                .iter()
+                .map(|&(at_us, ms)| FreezeReport { at_ms: at_us / 1000, ms })
                 .collect(),
         }
     }

@@ -131,6 +131,8 @@ pub struct DownTrack {
     /// The layer whose keyframe we wait for, and when we last asked for one.
     keyframe_wish: Option<u8>,
     keyframe_asked: Option<(u8, Instant)>,
+    /// Whether the str0m stream's retransmission cache was set up (once, before the first packet).
+    pub rtx_cache_set: bool,
 }
 
 impl DownTrack {
@@ -143,6 +145,7 @@ impl DownTrack {
             publisher,
             state: DownTrackState::ToOpen,
             removed: false,
+            rtx_cache_set: false,
             munger: Munger::new(start_seq, rand::random()),
             pt_map: None,
             vp8: Vp8Munger::new(),

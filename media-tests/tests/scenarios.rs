@@ -1,0 +1,83 @@
+//! The canonical scenarios (`media-tests/scenarios/*.toml`): every file parses and makes valid relay schedules, and
+//! the short ones that state the product's promises under loss are played in CI through the CLI (`media-tests run`,
+//! which starts the real server, a relay per impaired participant, and the clients) and must pass their thresholds:
+//! at 5 % random loss at least 99 % of video frames complete after retransmission and no freeze over 500 ms; at 10 %
+//! no freeze over 500 ms. The others run on demand: `media-tests run media-tests/scenarios/<name>.toml`.
+
+mod courier;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+use media_tests::scenario::Scenario;
+
+/// One scenario at a time: two at once on a 2-core machine measure the machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn scenarios_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+#[test]
+fn every_scenario_file_parses() {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(scenarios_dir()).expect("scenarios/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            let s = Scenario::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(Some(s.name.as_str()), path.file_stem().and_then(|n| n.to_str()), "named after its file");
+            for p in &s.participants {
+                let _ = (p.up_schedule(), p.down_schedule());
+            }
+            names.push(s.name);
+        }
+    }
+    names.sort();
+    for want in
+        ["clean", "loss-2", "loss-5", "loss-10", "loss-20", "burst-10", "jitter-50", "bandwidth-step", "reorder"]
+    {
+        assert!(names.iter().any(|n| n == want), "scenario {want} missing: {names:?}");
+    }
+}
+
+/// Plays `name` through the CLI; its exit status is the verdict on the thresholds.
+fn play(name: &str) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out_dir = std::env::temp_dir().join(format!("courier-scenario-{}-{name}", std::process::id()));
+    let report = out_dir.join(format!("{name}.json"));
+    let output = Command::new(courier::media_tests_bin())
+        .arg("run")
+        .arg(scenarios_dir().join(format!("{name}.toml")))
+        .arg("--courier-bin")
+        .arg(courier::courier_bin())
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .expect("media-tests run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("the JSON report is written")).expect("JSON");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    assert_eq!(json["pass"], output.status.success(), "the exit status says what the report says");
+    assert!(
+        output.status.success(),
+        "{name} failed its thresholds:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The relay did impair the path: the thresholds were met under loss, not on a clean link.
+    let lost = json["relays"][0]["down"]["lost"].as_u64().expect("relay counters");
+    assert!(lost > 50, "the relay dropped only {lost} datagrams");
+}
+
+#[test]
+fn five_percent_loss_keeps_video_whole() {
+    play("loss-5");
+}
+
+#[test]
+fn ten_percent_loss_has_no_long_freeze() {
+    play("loss-10");
+}
