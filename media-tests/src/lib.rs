@@ -47,6 +47,7 @@ pub mod client;
 pub mod delay;
 pub mod frame;
 pub mod ivf;
+pub mod plot;
 pub mod relay;
 pub mod report;
 pub mod scenario;

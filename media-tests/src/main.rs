@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use media_tests::client::{Client, ClientEvent, ClientOptions};
 use media_tests::frame::VideoConfig;
+use media_tests::plot::{timeline_svg, Timeline};
 use media_tests::relay::{Relay, RelayConfig};
 use media_tests::scenario::{evaluate, Scenario};
 use media_tests::server::CourierProcess;
@@ -260,6 +261,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let started = std::time::Instant::now();
+    let started_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
     let mut clients = Vec::new();
     for (p, relay) in scenario.participants.iter().zip(&relays) {
         let mut options = ClientOptions::publishing(&p.publish);
@@ -319,7 +321,42 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::write(&out, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
     println!("report: {}", out.display());
+    let plot = out.with_extension("svg");
+    std::fs::write(&plot, timeline_plot(&scenario, &reports, started_unix_ms))
+        .with_context(|| format!("writing {}", plot.display()))?;
+    println!("plot: {}", plot.display());
     Ok(if outcome.pass() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The SVG timeline of a run: per received video, its layer and freezes; the impairment steps as marks.
+fn timeline_plot(scenario: &Scenario, reports: &[media_tests::report::Report], start_unix_ms: u64) -> String {
+    let secs = |at_ms: u64| at_ms.saturating_sub(start_unix_ms) as f64 / 1000.0;
+    let name = |pid: &str| {
+        reports.iter().find(|r| r.participant_id == pid).map_or_else(|| pid.to_string(), |r| r.identity.clone())
+    };
+    let mut timelines = Vec::new();
+    for r in reports {
+        for v in r.video() {
+            timelines.push(Timeline {
+                label: format!("{} ← {}", r.identity, name(&v.participant_id)),
+                layers: v.layer_timeline.iter().map(|c| (secs(c.at_ms), c.layer)).collect(),
+                freezes: v
+                    .freeze_timeline
+                    .iter()
+                    .map(|f| (secs(f.at_ms) - f.ms as f64 / 1000.0, f.ms as f64 / 1000.0))
+                    .collect(),
+            });
+        }
+    }
+    let mut marks = Vec::new();
+    for p in &scenario.participants {
+        for (dir, steps) in [("up", &p.up), ("down", &p.down)] {
+            for step in steps {
+                marks.push((step.at_s, format!("{} {dir}: {}", p.identity, step.summary())));
+            }
+        }
+    }
+    timeline_svg(&scenario.name, scenario.duration_s, &marks, &timelines)
 }
 
 fn link_json(s: &media_tests::relay::LinkStats) -> serde_json::Value {

@@ -177,6 +177,34 @@ impl Step {
     }
 }
 
+impl Step {
+    /// A few words for a plot: `300 kbps, 5% loss`, or `clean`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(k) = self.rate_kbps {
+            parts.push(format!("{k} kbps"));
+        }
+        if self.delay_ms > 0.0 || self.jitter_ms > 0.0 {
+            parts.push(format!("{}+{} ms", self.delay_ms, self.jitter_ms));
+        }
+        for (v, what) in [
+            (self.loss_pct, "loss"),
+            (self.burst_loss_pct, "burst loss"),
+            (self.reorder_pct, "reordered"),
+            (self.duplicate_pct, "duplicated"),
+        ] {
+            if v > 0.0 {
+                parts.push(format!("{v}% {what}"));
+            }
+        }
+        if parts.is_empty() {
+            "clean".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
 fn schedule(steps: &[Step]) -> Schedule {
     let mut s = Schedule::constant(Impairment::none());
     for step in steps {

@@ -1,0 +1,132 @@
+//! A small SVG timeline for scenario reports: what a subscriber received over time — the simulcast layer as a step
+//! line, freezes as red bands, the impairment steps as dashed lines — so that a QA engineer sees at a glance when a
+//! switch or a freeze happened relative to the network change. Plain string building, no dependency; the runner
+//! writes one file per run next to its JSON report.
+
+use std::fmt::Write as _;
+
+/// One received video track over the run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    /// Label, e.g. `bob ← alice video`.
+    pub label: String,
+    /// (seconds from the start, layer: 0 = q, 1 = h, 2 = f; `None` without simulcast, drawn at 0).
+    pub layers: Vec<(f64, Option<u8>)>,
+    /// Freezes: (start, length), seconds.
+    pub freezes: Vec<(f64, f64)>,
+}
+
+/// Draws `timelines` (one lane each) over `duration_s`, with vertical dashed lines at `marks` (seconds, label).
+pub fn timeline_svg(title: &str, duration_s: f64, marks: &[(f64, String)], timelines: &[Timeline]) -> String {
+    const W: f64 = 900.0;
+    const LEFT: f64 = 170.0;
+    const RIGHT: f64 = 20.0;
+    const TOP: f64 = 40.0;
+    const LANE: f64 = 90.0;
+    const AXIS: f64 = 40.0;
+    let duration = if duration_s.is_finite() && duration_s > 0.0 { duration_s } else { 1.0 };
+    let h = TOP + LANE * timelines.len().max(1) as f64 + AXIS;
+    let x = |t: f64| LEFT + (t.clamp(0.0, duration) / duration) * (W - LEFT - RIGHT);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(
+        s,
+        r##"<rect width="100%" height="100%" fill="#fff"/><text x="{LEFT}" y="22" font-size="15" font-weight="bold">{}</text>"##,
+        esc(title)
+    );
+    for (i, tl) in timelines.iter().enumerate() {
+        let top = TOP + LANE * i as f64;
+        let y = |layer: Option<u8>| top + LANE - 20.0 - f64::from(layer.unwrap_or(0).min(2)) * ((LANE - 30.0) / 2.0);
+        let _ = write!(s, r##"<text x="8" y="{}" fill="#333">{}</text>"##, top + LANE / 2.0, esc(&tl.label));
+        for (name, layer) in [("q", 0u8), ("h", 1), ("f", 2)] {
+            let _ = write!(
+                s,
+                r##"<text x="{}" y="{}" fill="#999" font-size="10">{name}</text><line x1="{LEFT}" x2="{}" y1="{2}" y2="{2}" stroke="#eee"/>"##,
+                LEFT - 14.0,
+                y(Some(layer)) + 3.0,
+                W - RIGHT,
+            );
+        }
+        for &(start, len) in &tl.freezes {
+            let _ = write!(
+                s,
+                r##"<rect x="{}" y="{}" width="{}" height="{}" fill="#e5484d" fill-opacity="0.35"><title>freeze {:.0} ms</title></rect>"##,
+                x(start),
+                top + 4.0,
+                (x(start + len) - x(start)).max(1.0),
+                LANE - 14.0,
+                len * 1000.0
+            );
+        }
+        if !tl.layers.is_empty() {
+            let mut d = String::new();
+            let mut last_y = None;
+            for &(t, layer) in &tl.layers {
+                let yy = y(layer);
+                match last_y {
+                    None => {
+                        let _ = write!(d, "M{:.1},{:.1}", x(t), yy);
+                    }
+                    Some(_) => {
+                        let _ = write!(d, " H{:.1} V{:.1}", x(t), yy);
+                    }
+                }
+                last_y = Some(yy);
+            }
+            let _ = write!(d, " H{:.1}", x(duration));
+            let _ = write!(s, r##"<path d="{d}" fill="none" stroke="#2563eb" stroke-width="2"/>"##);
+        }
+    }
+    for (t, label) in marks {
+        let _ = write!(
+            s,
+            r##"<line x1="{0}" x2="{0}" y1="{TOP}" y2="{1}" stroke="#666" stroke-dasharray="4 3"/><text x="{2}" y="{3}" fill="#666" font-size="10">{4}</text>"##,
+            x(*t),
+            h - AXIS,
+            x(*t) + 3.0,
+            TOP - 4.0,
+            esc(label)
+        );
+    }
+    let ticks = (duration.ceil() as u64).clamp(1, 3600);
+    let every = [1u64, 2, 5, 10, 30, 60, 300].into_iter().find(|e| ticks / e <= 15).unwrap_or(600);
+    for sec in (0..=ticks).step_by(every as usize) {
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" fill="#666" font-size="10" text-anchor="middle">{sec}s</text>"##,
+            x(sec as f64),
+            h - AXIS + 16.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_lanes_freezes_and_marks() {
+        let tl = Timeline {
+            label: "bob <- alice".into(),
+            layers: vec![(0.0, Some(2)), (10.5, Some(1)), (11.6, Some(0))],
+            freezes: vec![(10.0, 1.2)],
+        };
+        let svg = timeline_svg("bandwidth-step", 30.0, &[(10.0, "300 kbps".into())], &[tl]);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("bob &lt;- alice"), "labels are escaped");
+        assert!(svg.contains("<title>freeze 1200 ms</title>"));
+        assert!(svg.contains("300 kbps"));
+        assert_eq!(svg.matches("<path").count(), 1);
+        // Three layer changes: a move and two horizontal-then-vertical steps, then on to the end.
+        assert_eq!(svg.matches(" V").count(), 2);
+    }
+}
