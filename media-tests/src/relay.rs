@@ -973,6 +973,19 @@ mod tests {
         out
     }
 
+    /// The mean length of the runs of consecutive numbers missing from `got` (delivered numbers, in order).
+    fn mean_loss_run(got: &[u32]) -> f64 {
+        let (mut runs, mut missing) = (0u32, 0u32);
+        for w in got.windows(2) {
+            let gap = w[1] - w[0] - 1;
+            if gap > 0 {
+                runs += 1;
+                missing += gap;
+            }
+        }
+        f64::from(missing) / f64::from(runs)
+    }
+
     #[test]
     fn burst_loss_has_the_mean_and_the_burst_length_asked_for() {
         let t0 = Instant::now();
@@ -983,29 +996,13 @@ mod tests {
         let lost = f64::from(n - got.len() as u32) / f64::from(n);
         assert!((lost - 0.10).abs() < 0.01, "mean loss {lost}");
         // Runs of consecutive missing numbers: about 5 long on average (random loss at 10 % would give ~1.1).
-        let (mut runs, mut missing) = (0u32, 0u32);
-        for w in got.windows(2) {
-            let gap = w[1] - w[0] - 1;
-            if gap > 0 {
-                runs += 1;
-                missing += gap;
-            }
-        }
-        let mean_run = f64::from(missing) / f64::from(runs);
+        let mean_run = mean_loss_run(&got);
         assert!((4.0..6.0).contains(&mean_run), "mean burst {mean_run}");
         assert_eq!(link.stats().datagrams_lost_in_bursts, u64::from(n) - got.len() as u64);
         // Random loss of the same mean has short runs.
         let mut random = Link::new(Schedule::constant(Impairment::none().with_loss(0.10)), t0, 7);
         let got = numbered(&mut random, t0, n);
-        let (mut runs, mut missing) = (0u32, 0u32);
-        for w in got.windows(2) {
-            let gap = w[1] - w[0] - 1;
-            if gap > 0 {
-                runs += 1;
-                missing += gap;
-            }
-        }
-        assert!(f64::from(missing) / f64::from(runs) < 1.3);
+        assert!(mean_loss_run(&got) < 1.3);
     }
 
     #[test]

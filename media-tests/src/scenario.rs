@@ -445,43 +445,32 @@ pub fn evaluate(scenario: &Scenario, reports: &[Report]) -> Outcome {
     let mut checks = Vec::new();
     let video = || tracks.iter().filter(|t| t.kind == "video");
     let audio = || tracks.iter().filter(|t| t.kind == "audio");
-    let worst_min =
-        |it: &mut dyn Iterator<Item = f64>| it.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
-    let worst_max =
-        |it: &mut dyn Iterator<Item = f64>| it.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
-    let mut check_min = |name: &str, worst: Option<f64>, limit: Option<f64>| {
-        if let Some(limit) = limit {
-            checks.push(Check {
-                name: name.into(),
-                measured: worst.map_or("nothing received".into(), |w| format!("{w:.2}")),
-                limit: format!(">= {limit}"),
-                pass: worst.is_some_and(|w| w >= limit),
-            });
-        }
+    // Each threshold against the worst track: the lowest value for a minimum, the highest for a maximum.
+    let mut check = |name: &str, values: Vec<f64>, limit: Option<f64>, at_least: bool| {
+        let Some(limit) = limit else { return };
+        let worst = values.into_iter().reduce(if at_least { f64::min } else { f64::max });
+        checks.push(Check {
+            name: name.into(),
+            measured: worst.map_or("nothing received".into(), |w| format!("{w:.2}")),
+            limit: format!("{} {limit}", if at_least { ">=" } else { "<=" }),
+            pass: worst.is_some_and(|w| if at_least { w >= limit } else { w <= limit }),
+        });
     };
-    check_min(
+    check(
         "video frames complete %",
-        worst_min(&mut video().filter_map(|t| t.frames_complete_pct)),
+        video().filter_map(|t| t.frames_complete_pct).collect(),
         e.video_frames_complete_min_pct,
+        true,
     );
-    check_min("audio MOS", worst_min(&mut audio().filter_map(|t| t.mos)), e.audio_mos_min);
-    let mut check_max = |name: &str, worst: Option<f64>, limit: Option<f64>| {
-        if let Some(limit) = limit {
-            checks.push(Check {
-                name: name.into(),
-                measured: worst.map_or("nothing received".into(), |w| format!("{w:.2}")),
-                limit: format!("<= {limit}"),
-                pass: worst.is_some_and(|w| w <= limit),
-            });
-        }
-    };
-    check_max(
+    check("audio MOS", audio().filter_map(|t| t.mos).collect(), e.audio_mos_min, true);
+    check(
         "longest freeze ms",
-        worst_max(&mut video().filter_map(|t| t.freeze_longest_ms.map(|v| v as f64))),
+        video().filter_map(|t| t.freeze_longest_ms.map(|v| v as f64)).collect(),
         e.freeze_longest_max_ms.map(|v| v as f64),
+        false,
     );
-    check_max("video delay p99 ms", worst_max(&mut video().filter_map(|t| t.delay_ms_p99)), e.video_delay_p99_max_ms);
-    check_max("audio concealed %", worst_max(&mut audio().filter_map(|t| t.concealed_pct)), e.audio_concealed_max_pct);
+    check("video delay p99 ms", video().filter_map(|t| t.delay_ms_p99).collect(), e.video_delay_p99_max_ms, false);
+    check("audio concealed %", audio().filter_map(|t| t.concealed_pct).collect(), e.audio_concealed_max_pct, false);
 
     if e.everyone_receives_everyone {
         let mut missing = Vec::new();

@@ -40,7 +40,8 @@ use crate::id::{PeerId, TrackId};
 use crate::keyframe::{starts_keyframe, KeyframeStart};
 use crate::layer::{spatial_of, LayerTracker};
 
-/// Retransmission cache per forwarded video stream: as many packets as str0m keeps by default, for 3 s.
+/// Retransmission cache per forwarded video stream: packets (also given to str0m's config, so the cache it makes
+/// when the stream opens is the same size) and age (str0m's default).
 const RTX_CACHE_PACKETS: usize = 1024;
 const RTX_CACHE_AGE: std::time::Duration = std::time::Duration::from_secs(3);
 /// str0m stops answering NACKs while retransmitted bytes exceed this share of all it sends to a stream. Its default,
@@ -315,6 +316,7 @@ impl Peer {
             .enable_vp9(true)
             .enable_av1(true)
             .enable_bwe(config.bwe_initial)
+            .set_send_buffer_video(RTX_CACHE_PACKETS)
             // Egress stats carry the subscriber's reported loss, the allocator's second opinion.
             .set_stats_interval(config.bwe_initial.map(|_| Duration::from_millis(500)))
             .build(now);

@@ -17,7 +17,6 @@ import {
   launchChromium,
   openDemoPage,
   say,
-  sleep,
   startCourier,
   waitChatLines,
   waitForMediaFrom,
@@ -108,7 +107,8 @@ test('after a network blip the page reconnects by itself: media both ways again,
     await say(alice, 'during the blip');
     await waitChatLines(alice, (ls) => ls.some((l) => l.text === 'during the blip' && l.tick === 'sending'), 'waiting in the outbox', T);
     await alice.screenshot({ path: path.join(ARTIFACTS, 'reconnect-banner.png') });
-    await sleep(2_500); // a few refused attempts
+    // Keep the path broken until the page has been refused a few times.
+    await alice.waitForFunction(() => /** @type {any} */ (window).courier.reconnectAttempt >= 3, null, { timeout: T });
     relay.restore();
 
     await alice.waitForFunction(
