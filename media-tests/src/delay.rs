@@ -3,6 +3,7 @@
 //! The video receiver measures one-way delay per frame and the audio receiver a relative delay
 //! per packet; both report p50/p99. Keeping every sample (bounded) and sorting on demand is
 //! exact and cheap at test-client rates (30 frames or 50 packets a second), so no sketch is used.
+//! The load generator sees millions of packets a run: it uses [`Histogram`], fixed 1 µs buckets.
 
 /// Upper bound on stored samples: about 9 hours of video at 30 fps. Later samples are dropped,
 /// so a runaway test cannot grow memory without bound.
@@ -70,9 +71,72 @@ pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
     Some((sorted[index] * 1000.0).round() / 1000.0)
 }
 
+/// Delays in 1 µs buckets up to [`Histogram::RANGE`], longer ones in one overflow bucket: constant memory and an
+/// exact percentile (to the microsecond) whatever the packet count.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    over: u64,
+    count: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { buckets: vec![0; Self::RANGE.as_micros() as usize], over: 0, count: 0 }
+    }
+}
+
+impl Histogram {
+    /// The longest delay kept to the microsecond.
+    pub const RANGE: std::time::Duration = std::time::Duration::from_millis(100);
+
+    pub fn record(&mut self, d: std::time::Duration) {
+        self.count += 1;
+        match self.buckets.get_mut(d.as_micros() as usize) {
+            Some(b) => *b += 1,
+            None => self.over += 1,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The nearest-rank percentile `p` (0..=100) in ms; `None` without samples; [`Self::RANGE`] when it falls in
+    /// the overflow bucket.
+    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((p.clamp(0.0, 100.0) / 100.0) * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (us, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(us as f64 / 1000.0);
+            }
+        }
+        Some(Self::RANGE.as_secs_f64() * 1000.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_percentiles_to_the_microsecond() {
+        let mut h = Histogram::default();
+        assert_eq!(h.percentile_ms(50.0), None);
+        for us in 1..=100u64 {
+            h.record(std::time::Duration::from_micros(us * 10));
+        }
+        assert_eq!(h.percentile_ms(50.0), Some(0.5));
+        assert_eq!(h.percentile_ms(99.0), Some(0.99));
+        h.record(std::time::Duration::from_secs(2));
+        assert_eq!(h.count(), 101);
+        assert_eq!(h.percentile_ms(100.0), Some(100.0));
+    }
 
     #[test]
     fn nearest_rank() {

@@ -20,6 +20,8 @@
 //! - [`client`]: [`client::Client`], the webrtc-rs participant tying it all together.
 //! - [`relay`]: the impairment relay between one client and the server (bandwidth cap with a
 //!   tail-drop queue, delay, jitter, loss, on a schedule): a sans-I/O link and a tokio shell.
+//! - [`load`]: the load generator (`media-tests load`): cheap str0m peers, the servers under test (Courier, Janus,
+//!   Pion's broadcast example), CPU/RSS from `/proc`, forwarded packets per CPU-second, added delay.
 //! - [`report`]: the JSON report.
 //! - [`token`]: minting HS256 access tokens for tests.
 //! - [`seq`], [`delay`]: RTP counter unwrapping and delay percentiles.
@@ -47,6 +49,7 @@ pub mod client;
 pub mod delay;
 pub mod frame;
 pub mod ivf;
+pub mod load;
 pub mod plot;
 pub mod relay;
 pub mod report;

@@ -39,6 +39,75 @@ enum Command {
     /// Play a scenario file against a courier server this command starts: impairment relays, clients, metrics,
     /// thresholds. Prints a table; writes the JSON report; exits 1 when a threshold fails.
     Run(RunArgs),
+    /// Load a server with cheap publishers and subscribers (no decoding) and measure it: packets/s, the server's
+    /// CPU and RSS, forwarded packets per CPU-second, loss, added delay. Prints a table; writes a JSON report.
+    Load(LoadArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LoadTarget {
+    /// The courier binary (--courier-bin).
+    Courier,
+    /// Janus's videoroom (Debian `janus`; in a network namespace).
+    Janus,
+    /// Pion's broadcast example (built by media-tests/bench/pion-broadcast.sh; in a network namespace).
+    Pion,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// The server under test.
+    #[arg(long, value_enum, default_value = "courier")]
+    target: LoadTarget,
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Publishers per room.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Subscribers per room (each receives every publisher of its room).
+    #[arg(long, default_value_t = 10)]
+    subscribers: usize,
+    /// The measured window, after every subscriber receives and the warm-up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Publish audio only (an audio room).
+    #[arg(long)]
+    audio_only: bool,
+    /// Publish audio beside video.
+    #[arg(long, conflicts_with = "audio_only")]
+    with_audio: bool,
+    /// Video bitrate per publisher, kbps (30 frames/s).
+    #[arg(long, default_value_t = 1500)]
+    video_kbps: u32,
+    /// Largest video RTP payload, bytes.
+    #[arg(long, default_value_t = 1100)]
+    packet_bytes: usize,
+    /// Run the server in a network namespace joined by a veth pair (root; always for janus and pion).
+    #[arg(long)]
+    netns: bool,
+    /// Third octet of the namespace's 10.77.X.0/30.
+    #[arg(long, default_value_t = 77)]
+    subnet: u8,
+    /// Pin the server to this core (taskset). Pin the generator yourself: `taskset -c 1 media-tests load …`.
+    #[arg(long)]
+    server_cpu: Option<usize>,
+    /// Courier's runtime threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// The courier binary (default: $COURIER_BIN, else `courier` next to this program).
+    #[arg(long)]
+    courier_bin: Option<std::path::PathBuf>,
+    /// The server binary for janus or pion (default: `janus` on PATH; the script's build for pion).
+    #[arg(long)]
+    server_bin: Option<std::path::PathBuf>,
+    /// Subscribers negotiating at once.
+    #[arg(long, default_value_t = 16)]
+    parallel_joins: usize,
+    /// Where the JSON report goes (default: stdout's last line only).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -228,7 +297,68 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("starting the tokio runtime")?;
             runtime.block_on(run_scenario(args))
         }
+        Command::Load(args) => {
+            // One thread: the generator stays on the core it is pinned to, and its peers share no locks.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(run_load(args))
+        }
     }
+}
+
+async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    use media_tests::load::{self, netns::Netns, target::Media, Workload};
+    let media = match (args.audio_only, args.with_audio) {
+        (true, _) => Media { audio: true, video: false },
+        (false, with_audio) => Media { audio: with_audio, video: true },
+    };
+    let workload = Workload {
+        rooms: args.rooms,
+        publishers: args.publishers,
+        subscribers: args.subscribers,
+        media,
+        video_kbps: args.video_kbps,
+        packet_bytes: args.packet_bytes,
+        duration: args.duration,
+        warmup: args.warmup,
+        parallel_joins: args.parallel_joins,
+    };
+    let netns = if args.netns || args.target != LoadTarget::Courier {
+        Some(Netns::create(&format!("courier-load{}", args.subnet), args.subnet)?)
+    } else {
+        None
+    };
+    let bind: std::net::IpAddr = match &netns {
+        Some(ns) => ns.host_addr.into(),
+        None => std::net::Ipv4Addr::LOCALHOST.into(),
+    };
+    let target: Box<dyn load::target::Target> = match args.target {
+        LoadTarget::Courier => {
+            let bin = match args.courier_bin.or_else(|| std::env::var_os("COURIER_BIN").map(Into::into)) {
+                Some(b) => b,
+                None => std::env::current_exe()?.with_file_name("courier"),
+            };
+            Box::new(load::courier::Courier::start(&bin, netns.as_ref(), args.server_cpu, args.workers)?)
+        }
+        LoadTarget::Janus | LoadTarget::Pion => {
+            anyhow::bail!("this build has no adapter for that target yet")
+        }
+    };
+    let report = load::run(target.as_ref(), &workload, bind).await?;
+    drop(target);
+    drop(netns);
+    println!("{}", load::table(&report));
+    let json = serde_json::to_string(&report)?;
+    if let Some(out) = &args.out {
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+    }
+    println!("{json}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The API key the scenario runner gives the server it starts.

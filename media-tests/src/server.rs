@@ -31,9 +31,37 @@ impl CourierProcess {
     /// waits (at most 30 s) for its `COURIER_READY` line. Its log goes to this process's stderr (`COURIER_LOG`,
     /// default `warn`).
     pub fn start(bin: &Path, key: &str, secret: &str, env: &[(&str, &str)]) -> io::Result<CourierProcess> {
+        Self::start_with(bin, key, secret, env, &[], std::net::Ipv4Addr::LOCALHOST.into(), 2)
+    }
+
+    /// [`start`](Self::start) with the command run behind `prefix` (e.g. `ip netns exec NS taskset -c 0`, which
+    /// exec, so the child's pid stays the server's), listening on `ip`, with `workers` runtime threads.
+    pub fn start_with(
+        bin: &Path,
+        key: &str,
+        secret: &str,
+        env: &[(&str, &str)],
+        prefix: &[String],
+        ip: std::net::IpAddr,
+        workers: usize,
+    ) -> io::Result<CourierProcess> {
         let data = std::env::temp_dir().join(format!("courier-run-{}-{}", std::process::id(), unique()));
-        let mut child = Command::new(bin)
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--udp-addr", "127.0.0.1:0", "--workers", "2"])
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
+            .arg("serve")
+            .arg("--http-addr")
+            .arg(format!("{ip}:0"))
+            .arg("--udp-addr")
+            .arg(format!("{ip}:0"))
+            .arg("--workers")
+            .arg(workers.to_string())
             .arg("--keys")
             .arg(format!("{key}:{secret}"))
             .arg("--data-dir")

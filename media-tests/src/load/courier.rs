@@ -1,0 +1,192 @@
+//! Courier as a load target: the `courier` binary started by [`crate::server::CourierProcess`] (optionally inside a
+//! network namespace and pinned to a core), joined over its WebSocket protocol v1 like any client. A publisher joins
+//! without auto-subscribe and offers its send m-lines; a subscriber joins with auto-subscribe and answers the server's
+//! offers. Each keeps its socket open (pings every 10 s, later offers answered) until its session is dropped.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use async_trait::async_trait;
+
+use super::netns::Netns;
+use super::peer::PeerHandle;
+use super::target::{Media, Session, Target};
+use crate::server::CourierProcess;
+use crate::signal::{ClientMessage, Incoming, OfferTrack, ServerMessage, SignalConnection, PROTOCOL_VERSION};
+
+/// How long one signaling step may take.
+const STEP: Duration = Duration::from_secs(15);
+
+pub struct Courier {
+    server: CourierProcess,
+    /// Tracks published so far per room: what a subscriber of that room waits to be offered.
+    tracks: Mutex<HashMap<usize, usize>>,
+}
+
+impl Courier {
+    /// Starts `bin` on 127.0.0.1, or inside `netns` on its address; pinned to `cpu` when given; `workers` runtime
+    /// threads. Join rate limits are off (every peer comes from one address, quickly).
+    pub fn start(bin: &Path, netns: Option<&Netns>, cpu: Option<usize>, workers: usize) -> anyhow::Result<Courier> {
+        let env = [("COURIER_LIMITS_JOIN_PER_IP_PER_SEC", "0"), ("COURIER_LIMITS_JOIN_PER_IDENTITY_PER_SEC", "0")];
+        let (prefix, ip) = match netns {
+            Some(ns) => (ns.exec_prefix(cpu), ns.ns_addr.into()),
+            None => {
+                let prefix = cpu.map(|c| vec!["taskset".into(), "-c".into(), c.to_string()]).unwrap_or_default();
+                (prefix, std::net::Ipv4Addr::LOCALHOST.into())
+            }
+        };
+        let server = CourierProcess::start_with(bin, "load", "load-secret-load-secret", &env, &prefix, ip, workers)
+            .context("starting courier")?;
+        Ok(Courier { server, tracks: Mutex::new(HashMap::new()) })
+    }
+
+    async fn join(&self, room: usize, identity: &str, auto_subscribe: bool) -> anyhow::Result<SignalConnection> {
+        let token = self.server.token(&format!("load-{room}"), identity)?;
+        let mut ws = SignalConnection::connect(&self.server.url).await?;
+        ws.send(&ClientMessage::Join { v: PROTOCOL_VERSION, token, auto_subscribe }).await?;
+        step("joined", async {
+            loop {
+                match next(&mut ws).await? {
+                    ServerMessage::Joined(_) => return Ok(()),
+                    ServerMessage::Error { code, message, .. } => bail!("join refused: {code}: {message}"),
+                    _ => {}
+                }
+            }
+        })
+        .await?;
+        Ok(ws)
+    }
+}
+
+/// The next server message; a closed socket is an error.
+async fn next(ws: &mut SignalConnection) -> anyhow::Result<ServerMessage> {
+    loop {
+        match ws.recv().await? {
+            Incoming::Message(m) => return Ok(m),
+            Incoming::Invalid { error, text } => tracing::debug!("invalid server message ({error}): {text}"),
+            Incoming::Closed { code, reason } => bail!("the server closed the socket: {code:?} {reason}"),
+        }
+    }
+}
+
+async fn step<T>(what: &str, f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(STEP, f).await.map_err(|_| anyhow!("courier: no {what} within {STEP:?}"))?
+}
+
+/// `(mid, kind)` of each m-line of an SDP, in order.
+fn mids(sdp: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut kind = None;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = m.split_whitespace().next().map(str::to_string);
+        } else if let (Some(mid), Some(k)) = (line.strip_prefix("a=mid:"), &kind) {
+            out.push((mid.trim().to_string(), k.clone()));
+        }
+    }
+    out
+}
+
+/// Keeps a joined session alive: pings, answers later server offers; ends with the socket or when aborted.
+fn keep_alive(mut ws: SignalConnection, peer: PeerHandle) -> Session {
+    let task = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = ping.tick() => {
+                    if ws.send(&ClientMessage::Ping { ts: 0 }).await.is_err() { return; }
+                }
+                m = next(&mut ws) => match m {
+                    Ok(ServerMessage::Offer { id, sdp }) => {
+                        let Ok(sdp) = peer.answer(sdp).await else { return };
+                        if ws.send(&ClientMessage::Answer { id, sdp }).await.is_err() { return; }
+                    }
+                    Ok(_) => {}
+                    Err(e) => { tracing::debug!("courier session ended: {e}"); return; }
+                }
+            }
+        }
+    });
+    Box::new(AbortOnDrop(task))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[async_trait]
+impl Target for Courier {
+    fn name(&self) -> &'static str {
+        "courier"
+    }
+
+    fn pid(&self) -> u32 {
+        self.server.pid()
+    }
+
+    fn supports(&self, _rooms: usize, _publishers: usize, _media: Media) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn publish(&self, room: usize, index: usize, media: Media, peer: &PeerHandle) -> anyhow::Result<Session> {
+        let mut ws = self.join(room, &format!("pub-{room}-{index}"), false).await?;
+        let sdp = peer.offer(media, true).await?;
+        let tracks = mids(&sdp).into_iter().map(|(mid, _)| OfferTrack { mid, source: None, name: None }).collect();
+        let count = mids(&sdp).len();
+        ws.send(&ClientMessage::Offer { id: 1, sdp, tracks }).await?;
+        let answer = step("answer", async {
+            loop {
+                match next(&mut ws).await? {
+                    ServerMessage::Answer { id: 1, sdp } => return Ok(sdp),
+                    ServerMessage::Error { code, message, .. } => bail!("offer refused: {code}: {message}"),
+                    _ => {}
+                }
+            }
+        })
+        .await?;
+        peer.accept_answer(answer).await?;
+        *self.tracks.lock().map_err(|_| anyhow!("poisoned"))?.entry(room).or_default() += count;
+        Ok(keep_alive(ws, peer.clone()))
+    }
+
+    async fn subscribe(&self, room: usize, index: usize, _media: Media, peer: &PeerHandle) -> anyhow::Result<Session> {
+        let expected = self.tracks.lock().map_err(|_| anyhow!("poisoned"))?.get(&room).copied().unwrap_or(0);
+        let mut ws = self.join(room, &format!("sub-{room}-{index}"), true).await?;
+        step("offer with every track", async {
+            let mut subscribed = 0;
+            loop {
+                match next(&mut ws).await? {
+                    ServerMessage::Subscribed { .. } => subscribed += 1,
+                    ServerMessage::Offer { id, sdp } => {
+                        let sdp = peer.answer(sdp).await?;
+                        ws.send(&ClientMessage::Answer { id, sdp }).await?;
+                        if subscribed >= expected {
+                            return Ok(());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await?;
+        Ok(keep_alive(ws, peer.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mids_follow_their_m_lines() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n";
+        assert_eq!(mids(sdp), vec![("0".into(), "audio".into()), ("1".into(), "video".into())]);
+    }
+}

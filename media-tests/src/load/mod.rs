@@ -1,0 +1,239 @@
+//! The load generator: `media-tests load`. Rooms of cheap publishers and subscribers ([`peer`]) against a server
+//! under test ([`target`]: Courier, Janus's videoroom, Pion's broadcast example), measured over a fixed window after
+//! every subscriber receives: packets/s in and out, the server's CPU time and RSS from `/proc`, forwarded packets
+//! per server CPU-second, loss from sequence gaps, and the added delay from the stamp in every payload (publisher and
+//! subscriber share one clock: they are in this process).
+//!
+//! The same peers and counters serve every target, so the numbers compare. Servers that will not gather candidates
+//! on loopback run in a network namespace ([`netns`]) joined to this one by a veth pair.
+
+pub mod courier;
+pub mod netns;
+pub mod peer;
+pub mod target;
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::server::{proc_cpu_time, proc_status_kib};
+use peer::{Measure, PeerHandle, Role};
+use target::{Media, Session, Target};
+
+/// The workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workload {
+    pub rooms: usize,
+    pub publishers: usize,
+    pub subscribers: usize,
+    #[serde(skip)]
+    pub media: Media,
+    /// Per publisher, when it sends video.
+    pub video_kbps: u32,
+    pub packet_bytes: usize,
+    /// Measured window (after everyone receives, and `warmup`).
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    #[serde(serialize_with = "secs")]
+    pub warmup: Duration,
+    /// Subscribers negotiating at once.
+    pub parallel_joins: usize,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub target: String,
+    pub workload: Workload,
+    pub media: String,
+    /// Length of the measured window, s.
+    pub seconds: f64,
+    /// RTP packets the publishers sent per second.
+    pub packets_in_per_s: f64,
+    /// RTP packets the subscribers received per second.
+    pub packets_out_per_s: f64,
+    /// Mbit/s of payload received.
+    pub mbps_out: f64,
+    /// Server CPU (user + system) over the window, % of one core.
+    pub server_cpu_percent: f64,
+    /// Packets received by subscribers per second of server CPU.
+    pub forwarded_per_cpu_second: f64,
+    /// Server RSS before any peer joined, and at the end of the window, MiB.
+    pub server_rss_idle_mib: f64,
+    pub server_rss_mib: f64,
+    /// (RSS at the end − idle) per subscriber, MiB.
+    pub rss_per_subscriber_mib: f64,
+    /// 1 − received / expected (from sequence numbers), %.
+    pub loss_percent: f64,
+    /// Stamp-to-arrival delay over the window, ms.
+    pub delay_p50_ms: Option<f64>,
+    pub delay_p99_ms: Option<f64>,
+    pub delay_samples: u64,
+    /// This generator's CPU over the window, % of one core (near 100 % means it, not the server, may be the limit).
+    pub generator_cpu_percent: f64,
+    /// Keyframes the publishers sent on request.
+    pub keyframes: u64,
+    /// Received payloads without a stamp.
+    pub unstamped: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    sent: u64,
+    received: u64,
+    bytes: u64,
+    expected: u64,
+}
+
+fn sums(pubs: &[PeerHandle], subs: &[PeerHandle]) -> Sums {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut s = Sums::default();
+    for p in pubs {
+        s.sent += load(&p.counters.packets);
+    }
+    for p in subs {
+        s.received += load(&p.counters.packets);
+        s.bytes += load(&p.counters.bytes);
+        s.expected += load(&p.counters.expected);
+    }
+    s
+}
+
+/// Runs `workload` against `target`, peers bound to `bind`; returns the measurements.
+pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyhow::Result<LoadReport> {
+    let w = workload;
+    target.supports(w.rooms, w.publishers, w.media)?;
+    let pid = target.pid();
+    let measure = Arc::new(Measure::default());
+    let rss_idle = proc_status_kib(pid, "VmRSS:");
+    let mut sessions: Vec<Session> = Vec::new();
+    let mut pubs = Vec::new();
+    let id = |room: usize, i: usize| ((room as u32) << 16) | i as u32;
+    for room in 0..w.rooms {
+        for i in 0..w.publishers {
+            let role = Role::Publisher {
+                id: id(room, i),
+                media: w.media,
+                video_kbps: w.video_kbps,
+                packet_bytes: w.packet_bytes,
+            };
+            let p = peer::spawn(bind, role, measure.clone()).await?;
+            sessions.push(target.publish(room, i, w.media, &p).await.with_context(|| format!("publisher {room}/{i}"))?);
+            p.connected(Duration::from_secs(10)).await.with_context(|| format!("publisher {room}/{i}"))?;
+            pubs.push(p);
+        }
+    }
+    let joins: Vec<(usize, usize)> = (0..w.rooms).flat_map(|r| (0..w.subscribers).map(move |i| (r, i))).collect();
+    let joined: Vec<(PeerHandle, Session)> = stream::iter(joins)
+        .map(|(room, i)| {
+            let measure = measure.clone();
+            async move {
+                let p = peer::spawn(bind, Role::Subscriber, measure).await?;
+                let s =
+                    target.subscribe(room, i, w.media, &p).await.with_context(|| format!("subscriber {room}/{i}"))?;
+                p.connected(Duration::from_secs(15)).await.with_context(|| format!("subscriber {room}/{i}"))?;
+                anyhow::Ok((p, s))
+            }
+        })
+        .buffer_unordered(w.parallel_joins.max(1))
+        .try_collect()
+        .await?;
+    let mut subs = Vec::new();
+    for (p, s) in joined {
+        subs.push(p);
+        sessions.push(s);
+    }
+    peer::all_receiving(&subs, Duration::from_secs(30)).await?;
+    tokio::time::sleep(w.warmup).await;
+
+    let me = std::process::id();
+    let (cpu0, gen0, s0, t0) = (proc_cpu_time(pid), proc_cpu_time(me), sums(&pubs, &subs), Instant::now());
+    measure.on.store(true, Ordering::Relaxed);
+    let mut rss_max = 0;
+    while t0.elapsed() < w.duration {
+        tokio::time::sleep(Duration::from_millis(250).min(w.duration.saturating_sub(t0.elapsed()))).await;
+        rss_max = rss_max.max(proc_status_kib(pid, "VmRSS:"));
+    }
+    measure.on.store(false, Ordering::Relaxed);
+    let (cpu1, gen1, s1, dt) = (proc_cpu_time(pid), proc_cpu_time(me), sums(&pubs, &subs), t0.elapsed());
+    let secs = dt.as_secs_f64();
+    let cpu = (cpu1 - cpu0).as_secs_f64();
+    let received = (s1.received - s0.received) as f64;
+    let expected = (s1.expected - s0.expected) as f64;
+    let delay = measure.delay.lock().map(|h| h.clone()).unwrap_or_default();
+    let subscribers = (w.rooms * w.subscribers).max(1) as f64;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let report = LoadReport {
+        target: target.name().to_string(),
+        workload: w.clone(),
+        media: match (w.media.audio, w.media.video) {
+            (true, true) => "audio+video",
+            (true, false) => "audio",
+            _ => "video",
+        }
+        .into(),
+        seconds: secs,
+        packets_in_per_s: (s1.sent - s0.sent) as f64 / secs,
+        packets_out_per_s: received / secs,
+        mbps_out: (s1.bytes - s0.bytes) as f64 * 8.0 / secs / 1e6,
+        server_cpu_percent: cpu / secs * 100.0,
+        forwarded_per_cpu_second: if cpu > 0.0 { received / cpu } else { 0.0 },
+        server_rss_idle_mib: mib(rss_idle),
+        server_rss_mib: mib(rss_max),
+        rss_per_subscriber_mib: mib(rss_max.saturating_sub(rss_idle)) / subscribers,
+        loss_percent: if expected > 0.0 { (1.0 - received / expected).max(0.0) * 100.0 } else { 0.0 },
+        delay_p50_ms: delay.percentile_ms(50.0),
+        delay_p99_ms: delay.percentile_ms(99.0),
+        delay_samples: delay.count(),
+        generator_cpu_percent: (gen1 - gen0).as_secs_f64() / secs * 100.0,
+        keyframes: pubs.iter().map(|p| p.counters.keyframes.load(Ordering::Relaxed)).sum(),
+        unstamped: subs.iter().map(|p| p.counters.unstamped.load(Ordering::Relaxed)).sum(),
+    };
+    drop(sessions);
+    drop(subs);
+    drop(pubs);
+    Ok(report)
+}
+
+/// The report as a few aligned lines for people.
+pub fn table(r: &LoadReport) -> String {
+    let ms = |v: Option<f64>| v.map(|v| format!("{v:.3} ms")).unwrap_or_else(|| "-".into());
+    format!(
+        "target {} · {} rooms × {} publishers → {} subscribers · {} · {:.1} s\n\
+         packets/s in {:.0}, out {:.0} ({:.1} Mbit/s)\n\
+         server CPU {:.1} % · {:.0} forwarded packets per CPU-second\n\
+         server RSS {:.1} MiB (idle {:.1}) · {:.3} MiB per subscriber\n\
+         loss {:.3} % · delay p50 {} p99 {} ({} samples)\n\
+         generator CPU {:.1} % · keyframes {} · unstamped {}",
+        r.target,
+        r.workload.rooms,
+        r.workload.publishers,
+        r.workload.subscribers,
+        r.media,
+        r.seconds,
+        r.packets_in_per_s,
+        r.packets_out_per_s,
+        r.mbps_out,
+        r.server_cpu_percent,
+        r.forwarded_per_cpu_second,
+        r.server_rss_mib,
+        r.server_rss_idle_mib,
+        r.rss_per_subscriber_mib,
+        r.loss_percent,
+        ms(r.delay_p50_ms),
+        ms(r.delay_p99_ms),
+        r.delay_samples,
+        r.generator_cpu_percent,
+        r.keyframes,
+        r.unstamped,
+    )
+}

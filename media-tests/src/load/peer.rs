@@ -1,0 +1,536 @@
+//! A cheap WebRTC peer for load: str0m's sans-I/O `Rtc` in RTP mode on one UDP socket, driven by one tokio task.
+//! It never encodes or decodes. A publisher sends synthetic VP8 (30 frames/s, a keyframe when asked) and Opus-sized
+//! audio (50 packets/s) whose payload ends in a [`Stamp`]; a subscriber counts packets, sequence gaps and the delay
+//! from each stamp to its arrival. Hundreds of them fit on one core, which the generator needs to saturate a server
+//! on the other (webrtc-rs, the native client's stack, costs several tasks and interceptor passes per packet).
+//!
+//! The load runner creates peers with [`spawn`]; a [`super::target::Target`] negotiates through the
+//! [`PeerHandle`] (offer/answer/candidates), whatever its signaling.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::target::Media;
+use crate::delay::Histogram;
+
+/// The stamp's magic, first of its 16 bytes.
+const MAGIC: [u8; 4] = *b"CLG1";
+/// Stamp length at the end of every payload: magic, send time (ns since [`epoch`]), publisher id.
+pub const STAMP_LEN: usize = 16;
+
+/// The instant stamps count from; one per process, so publisher and subscriber clocks agree.
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// What a payload's last [`STAMP_LEN`] bytes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Send time, ns since [`epoch`].
+    pub sent_ns: u64,
+    /// Which publisher sent it.
+    pub publisher: u32,
+}
+
+impl Stamp {
+    pub fn write(&self, tail: &mut [u8]) {
+        tail[..4].copy_from_slice(&MAGIC);
+        tail[4..12].copy_from_slice(&self.sent_ns.to_be_bytes());
+        tail[12..16].copy_from_slice(&self.publisher.to_be_bytes());
+    }
+
+    pub fn read(payload: &[u8]) -> Option<Stamp> {
+        let tail = payload.get(payload.len().checked_sub(STAMP_LEN)?..)?;
+        if tail[..4] != MAGIC {
+            return None;
+        }
+        Some(Stamp {
+            sent_ns: u64::from_be_bytes(tail[4..12].try_into().ok()?),
+            publisher: u32::from_be_bytes(tail[12..16].try_into().ok()?),
+        })
+    }
+}
+
+/// What a peer does once connected.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    /// Sends `media`: video at `video_kbps` (30 frames/s, `packet_bytes` payloads), audio 50 packets/s of 100 bytes.
+    Publisher { id: u32, media: Media, video_kbps: u32, packet_bytes: usize },
+    /// Receives and counts.
+    Subscriber,
+}
+
+/// Counters the runner reads while the peer runs (relaxed atomics: one writer, readers take snapshots).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// RTP packets sent (publisher) or received (subscriber).
+    pub packets: AtomicU64,
+    /// Payload bytes, same direction.
+    pub bytes: AtomicU64,
+    /// Subscriber: packets expected from the highest sequence numbers seen per stream.
+    pub expected: AtomicU64,
+    /// Keyframe requests a publisher answered.
+    pub keyframes: AtomicU64,
+    /// Received payloads without a stamp (not ours, or mangled).
+    pub unstamped: AtomicU64,
+}
+
+/// Shared by all peers of a run: whether arrivals are being measured now, and the delay histogram they fill.
+#[derive(Debug, Default)]
+pub struct Measure {
+    pub on: AtomicBool,
+    pub delay: Mutex<Histogram>,
+}
+
+enum Command {
+    Offer { media: Media, send: bool, reply: oneshot::Sender<anyhow::Result<String>> },
+    AcceptAnswer { sdp: String, reply: oneshot::Sender<anyhow::Result<()>> },
+    Answer { sdp: String, reply: oneshot::Sender<anyhow::Result<String>> },
+    Candidate { candidate: String, reply: oneshot::Sender<anyhow::Result<()>> },
+    Connected { reply: oneshot::Sender<()> },
+}
+
+/// The handle a [`super::target::Target`] negotiates through. Dropping every handle stops the peer.
+#[derive(Clone)]
+pub struct PeerHandle {
+    tx: mpsc::Sender<Command>,
+    local: SocketAddr,
+    pub counters: Arc<Counters>,
+}
+
+impl PeerHandle {
+    /// The address of its socket (its one ICE host candidate).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> anyhow::Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| anyhow!("the peer has stopped"))?;
+        rx.await.map_err(|_| anyhow!("the peer has stopped"))
+    }
+
+    /// An offer with `media`'s m-lines, send-only (`send`) or receive-only, and the host candidate in it.
+    pub async fn offer(&self, media: Media, send: bool) -> anyhow::Result<String> {
+        self.ask(|reply| Command::Offer { media, send, reply }).await?
+    }
+
+    /// Applies the answer to the last [`offer`](Self::offer).
+    pub async fn accept_answer(&self, sdp: String) -> anyhow::Result<()> {
+        self.ask(|reply| Command::AcceptAnswer { sdp, reply }).await?
+    }
+
+    /// Answers the server's offer (every m-line accepted as offered).
+    pub async fn answer(&self, sdp: String) -> anyhow::Result<String> {
+        self.ask(|reply| Command::Answer { sdp, reply }).await?
+    }
+
+    /// Adds a trickled remote candidate (`candidate:…`, with or without `a=`).
+    pub async fn add_remote_candidate(&self, candidate: String) -> anyhow::Result<()> {
+        self.ask(|reply| Command::Candidate { candidate, reply }).await?
+    }
+
+    /// Waits until ICE and DTLS are up, at most `within`.
+    pub async fn connected(&self, within: Duration) -> anyhow::Result<()> {
+        tokio::time::timeout(within, self.ask(|reply| Command::Connected { reply }))
+            .await
+            .map_err(|_| anyhow!("not connected within {within:?}"))?
+    }
+}
+
+/// Starts a peer on a fresh UDP socket at `bind:0`; it runs until every handle is dropped.
+pub async fn spawn(bind: IpAddr, role: Role, measure: Arc<Measure>) -> anyhow::Result<PeerHandle> {
+    let socket = UdpSocket::bind(SocketAddr::new(bind, 0)).await.context("binding the peer's UDP socket")?;
+    let local = socket.local_addr()?;
+    let now = Instant::now();
+    let mut rtc =
+        RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_vp8(true).enable_opus(true, false).build(now);
+    rtc.add_local_candidate(Candidate::host(local, Protocol::Udp).context("host candidate")?);
+    let (tx, rx) = mpsc::channel(8);
+    let counters = Arc::new(Counters::default());
+    let peer = Peer {
+        rtc,
+        socket,
+        local,
+        role,
+        rx,
+        counters: counters.clone(),
+        measure,
+        pending: None,
+        connected: false,
+        waiting_connected: Vec::new(),
+        streams: Vec::new(),
+        mids: Vec::new(),
+        send: SendState::default(),
+        payload: Vec::new(),
+    };
+    tokio::spawn(peer.run());
+    Ok(PeerHandle { tx, local, counters })
+}
+
+/// Per received stream: the highest extended sequence number.
+struct RxStream {
+    ssrc: u32,
+    max_seq: u64,
+}
+
+#[derive(Default)]
+struct SendState {
+    video: Option<(Mid, u8)>,
+    audio: Option<(Mid, u8)>,
+    video_seq: u64,
+    audio_seq: u64,
+    frame: u64,
+    audio_n: u64,
+    next_video: Option<Instant>,
+    next_audio: Option<Instant>,
+    keyframe_wanted: bool,
+    last_keyframe: Option<Instant>,
+}
+
+struct Peer {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    role: Role,
+    rx: mpsc::Receiver<Command>,
+    counters: Arc<Counters>,
+    measure: Arc<Measure>,
+    pending: Option<SdpPendingOffer>,
+    connected: bool,
+    waiting_connected: Vec<oneshot::Sender<()>>,
+    streams: Vec<RxStream>,
+    /// The m-lines it offered.
+    mids: Vec<Mid>,
+    send: SendState,
+    payload: Vec<u8>,
+}
+
+const VIDEO_FRAME: Duration = Duration::from_nanos(1_000_000_000 / 30);
+const AUDIO_PACKET: Duration = Duration::from_millis(20);
+const AUDIO_BYTES: usize = 100;
+/// A keyframe answers at most one request per this interval.
+const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+impl Peer {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let Some(timeout) = self.drain() else { return };
+            let now = Instant::now();
+            let due = [Some(timeout), self.send.next_video, self.send.next_audio].into_iter().flatten().min();
+            let sleep = due.map(|d| d.saturating_duration_since(now)).unwrap_or(Duration::from_millis(100));
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => return,
+                },
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, source)) => self.receive(source, &buf[..n]),
+                    Err(e) => tracing::debug!("peer socket: {e}"),
+                },
+                _ = tokio::time::sleep(sleep) => {
+                    let now = Instant::now();
+                    self.publish_due(now);
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                        tracing::warn!("peer stopped: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn receive(&mut self, source: SocketAddr, data: &[u8]) {
+        let Ok(contents) = data.try_into() else { return };
+        let input =
+            Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+        if let Err(e) = self.rtc.handle_input(input) {
+            tracing::debug!("peer input: {e}");
+        }
+    }
+
+    /// Polls str0m until it wants time; `None` when the peer is closed.
+    fn drain(&mut self) -> Option<Instant> {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return Some(t),
+                Ok(Output::Transmit(t)) => {
+                    // A full socket buffer loses the datagram, as a network would.
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => self.event(e),
+                Err(e) => {
+                    tracing::warn!("peer stopped: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::Connected => {
+                self.connected = true;
+                for w in self.waiting_connected.drain(..) {
+                    let _ = w.send(());
+                }
+                self.start_sending();
+            }
+            Event::RtpPacket(p) => self.arrived(&p),
+            Event::KeyframeRequest(_) => self.send.keyframe_wanted = true,
+            Event::MediaAdded(_) | Event::MediaChanged(_) => self.start_sending(),
+            _ => {}
+        }
+    }
+
+    fn arrived(&mut self, p: &str0m::rtp::RtpPacket) {
+        let c = &self.counters;
+        c.packets.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+        let ssrc = *p.header.ssrc;
+        let seq = *p.seq_no;
+        match self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
+            Some(s) if seq > s.max_seq => {
+                c.expected.fetch_add(seq - s.max_seq, Ordering::Relaxed);
+                s.max_seq = seq;
+            }
+            Some(_) => {}
+            None => {
+                c.expected.fetch_add(1, Ordering::Relaxed);
+                self.streams.push(RxStream { ssrc, max_seq: seq });
+            }
+        }
+        match Stamp::read(&p.payload) {
+            Some(stamp) if self.measure.on.load(Ordering::Relaxed) => {
+                let now_ns = epoch().elapsed().as_nanos() as u64;
+                let delay = Duration::from_nanos(now_ns.saturating_sub(stamp.sent_ns));
+                if let Ok(mut h) = self.measure.delay.lock() {
+                    h.record(delay);
+                }
+            }
+            Some(_) => {}
+            None => {
+                c.unstamped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Offer { media, send, reply } => {
+                let dir = if send { Direction::SendOnly } else { Direction::RecvOnly };
+                let mut sdp = self.rtc.sdp_api();
+                if media.audio {
+                    let mid = sdp.add_media(MediaKind::Audio, dir, Some("load".into()), Some("audio".into()), None);
+                    self.mids.push(mid);
+                }
+                if media.video {
+                    let mid = sdp.add_media(MediaKind::Video, dir, Some("load".into()), Some("video".into()), None);
+                    self.mids.push(mid);
+                }
+                let r = match sdp.apply() {
+                    Some((offer, pending)) => {
+                        self.pending = Some(pending);
+                        Ok(offer.to_sdp_string())
+                    }
+                    None => Err(anyhow!("nothing to offer")),
+                };
+                let _ = reply.send(r);
+            }
+            Command::AcceptAnswer { sdp, reply } => {
+                let r = (|| {
+                    let pending = self.pending.take().ok_or_else(|| anyhow!("no offer outstanding"))?;
+                    let answer = SdpAnswer::from_sdp_string(&sdp).context("parsing the answer")?;
+                    self.rtc.sdp_api().accept_answer(pending, answer).context("applying the answer")?;
+                    self.start_sending();
+                    Ok(())
+                })();
+                let _ = reply.send(r);
+            }
+            Command::Answer { sdp, reply } => {
+                let r = (|| {
+                    let offer = SdpOffer::from_sdp_string(&sdp).context("parsing the offer")?;
+                    let answer = self.rtc.sdp_api().accept_offer(offer).context("accepting the offer")?;
+                    self.start_sending();
+                    Ok(answer.to_sdp_string())
+                })();
+                let _ = reply.send(r);
+            }
+            Command::Candidate { candidate, reply } => {
+                let text = candidate.trim().trim_start_matches("a=");
+                let r = Candidate::from_sdp_string(text)
+                    .map(|c| self.rtc.add_remote_candidate(c))
+                    .map_err(|e| anyhow!("bad candidate {text:?}: {e}"));
+                let _ = reply.send(r);
+            }
+            Command::Connected { reply } => {
+                if self.connected {
+                    let _ = reply.send(());
+                } else {
+                    self.waiting_connected.push(reply);
+                }
+            }
+        }
+    }
+
+    /// Once connected with negotiated send m-lines: finds their mids and payload types and starts the clocks.
+    fn start_sending(&mut self) {
+        let Role::Publisher { media, .. } = self.role else { return };
+        if !self.connected {
+            return;
+        }
+        let mids = &self.mids;
+        let find = |rtc: &Rtc, kind: MediaKind, codec: Codec| -> Option<(Mid, u8)> {
+            // The first negotiated send m-line of that kind, and the payload type the other side took for `codec`.
+            let media =
+                mids.iter().filter_map(|m| rtc.media(*m)).find(|m| m.kind() == kind && m.direction().is_sending())?;
+            let pt = rtc
+                .codec_config()
+                .iter()
+                .find(|p| p.spec().codec == codec && media.remote_pts().contains(&p.pt()))
+                .map(|p| *p.pt())?;
+            Some((media.mid(), pt))
+        };
+        let now = Instant::now();
+        if media.video && self.send.video.is_none() {
+            self.send.video = find(&self.rtc, MediaKind::Video, Codec::Vp8);
+            if self.send.video.is_some() {
+                self.send.next_video = Some(now);
+                self.send.keyframe_wanted = true;
+            }
+        }
+        if media.audio && self.send.audio.is_none() {
+            self.send.audio = find(&self.rtc, MediaKind::Audio, Codec::Opus);
+            if self.send.audio.is_some() {
+                self.send.next_audio = Some(now);
+            }
+        }
+    }
+
+    /// Sends the frames and audio packets whose time has come (catching up at most one interval's worth).
+    fn publish_due(&mut self, now: Instant) {
+        let Role::Publisher { id, video_kbps, packet_bytes, .. } = self.role else { return };
+        if let (Some(due), Some((mid, pt))) = (self.send.next_video, self.send.video) {
+            if now >= due {
+                let mut key = false;
+                if self.send.keyframe_wanted
+                    && self.send.last_keyframe.is_none_or(|t| now.duration_since(t) >= KEYFRAME_MIN_INTERVAL)
+                {
+                    key = true;
+                    self.send.keyframe_wanted = false;
+                    self.send.last_keyframe = Some(now);
+                    self.counters.keyframes.fetch_add(1, Ordering::Relaxed);
+                }
+                self.send_frame(now, mid, pt, id, key, video_kbps, packet_bytes);
+                self.send.frame += 1;
+                self.send.next_video = Some((due + VIDEO_FRAME).max(now - VIDEO_FRAME));
+            }
+        }
+        if let (Some(due), Some((mid, pt))) = (self.send.next_audio, self.send.audio) {
+            if now >= due {
+                let n = self.send.audio_n;
+                let mut payload = std::mem::take(&mut self.payload);
+                payload.clear();
+                payload.resize(AUDIO_BYTES, 0x5a);
+                Stamp { sent_ns: epoch().elapsed().as_nanos() as u64, publisher: id }
+                    .write(&mut payload[AUDIO_BYTES - STAMP_LEN..]);
+                let seq = self.send.audio_seq;
+                self.send.audio_seq += 1;
+                self.write(now, mid, pt, seq, (n * 960) as u32, false, &payload);
+                self.payload = payload;
+                self.send.audio_n += 1;
+                self.send.next_audio = Some((due + AUDIO_PACKET).max(now - AUDIO_PACKET));
+            }
+        }
+    }
+
+    /// One video frame: ⌈bytes/packet_bytes⌉ packets, each a VP8 payload descriptor, the first with a VP8 frame
+    /// header (key or delta), the last marked; every payload ends in a stamp.
+    #[allow(clippy::too_many_arguments)]
+    fn send_frame(&mut self, now: Instant, mid: Mid, pt: u8, id: u32, key: bool, kbps: u32, packet_bytes: usize) {
+        let frame_bytes = (kbps as usize * 1000 / 8 / 30).max(packet_bytes.min(200));
+        let count = frame_bytes.div_ceil(packet_bytes).max(1);
+        let size = (frame_bytes / count).max(32);
+        let ts = (self.send.frame * 3000) as u32;
+        let mut payload = std::mem::take(&mut self.payload);
+        for i in 0..count {
+            payload.clear();
+            payload.resize(size, 0);
+            // VP8 payload descriptor: no extensions, S=1 on the first packet of the frame, partition 0.
+            payload[0] = if i == 0 { 0x10 } else { 0x00 };
+            if i == 0 {
+                let first_part = (size as u32).min(0x7_ffff);
+                // Frame tag: bit 0 = 0 for a keyframe, version 0, show_frame, first partition size.
+                let tag = u32::from(!key) | (1 << 4) | (first_part << 5);
+                payload[1..4].copy_from_slice(&tag.to_le_bytes()[..3]);
+                if key {
+                    payload[4..7].copy_from_slice(&[0x9d, 0x01, 0x2a]);
+                    payload[7..9].copy_from_slice(&640u16.to_le_bytes());
+                    payload[9..11].copy_from_slice(&360u16.to_le_bytes());
+                }
+            }
+            Stamp { sent_ns: epoch().elapsed().as_nanos() as u64, publisher: id }
+                .write(&mut payload[size - STAMP_LEN..]);
+            let seq = self.send.video_seq;
+            self.send.video_seq += 1;
+            self.write(now, mid, pt, seq, ts, i + 1 == count, &payload);
+        }
+        self.payload = payload;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(&mut self, now: Instant, mid: Mid, pt: u8, seq: u64, ts: u32, marker: bool, payload: &[u8]) {
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else { return };
+        let rtp =
+            RtpWrite::new(pt.into(), seq.into(), ts, now, Arc::<[u8]>::from(payload)).marker(marker).nackable(true);
+        stream.write_rtp(rtp);
+        self.counters.packets.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Waits until every subscriber counter has moved (each received something), at most `within`.
+pub async fn all_receiving(peers: &[PeerHandle], within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let idle = peers.iter().filter(|p| p.counters.packets.load(Ordering::Relaxed) == 0).count();
+        if idle == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{idle} of {} subscribers received nothing within {within:?}", peers.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_reads_back_from_the_payload_tail() {
+        let mut p = vec![7u8; 100];
+        let s = Stamp { sent_ns: 123_456_789_012, publisher: 0x0001_0002 };
+        s.write(&mut p[100 - STAMP_LEN..]);
+        assert_eq!(Stamp::read(&p), Some(s));
+        p[100 - STAMP_LEN] = b'X';
+        assert_eq!(Stamp::read(&p), None);
+        assert_eq!(Stamp::read(&p[..10]), None);
+    }
+}
