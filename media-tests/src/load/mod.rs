@@ -57,6 +57,10 @@ pub struct LoadReport {
     pub media: String,
     /// Length of the measured window, s.
     pub seconds: f64,
+    /// From every subscriber receiving something to all receiving at the full rate, s (a bandwidth estimate's
+    /// ramp-up), and whether that happened within 30 s.
+    pub ramp_seconds: f64,
+    pub steady: bool,
     /// RTP packets the publishers sent per second.
     pub packets_in_per_s: f64,
     /// RTP packets the subscribers received per second.
@@ -108,6 +112,27 @@ fn sums(pubs: &[PeerHandle], subs: &[PeerHandle]) -> Sums {
     s
 }
 
+/// Longest wait for subscribers to receive at the full rate (a server's bandwidth estimate may ramp up first).
+const RAMP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits until, over one second, subscribers receive at least 95 % of what the publishers send times the subscribers
+/// per room; `false` after `limit`.
+async fn until_steady(pubs: &[PeerHandle], subs: &[PeerHandle], per_room: usize, limit: Duration) -> bool {
+    let start = Instant::now();
+    let mut last = sums(pubs, subs);
+    while start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = sums(pubs, subs);
+        let want = (now.sent - last.sent) as f64 * per_room as f64;
+        let got = (now.received - last.received) as f64;
+        last = now;
+        if want > 0.0 && got >= 0.95 * want {
+            return true;
+        }
+    }
+    false
+}
+
 /// Runs `workload` against `target`, peers bound to `bind`; returns the measurements.
 pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyhow::Result<LoadReport> {
     let w = workload;
@@ -153,6 +178,12 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
         sessions.push(s);
     }
     peer::all_receiving(&subs, Duration::from_secs(30)).await?;
+    let ramp = Instant::now();
+    let steady = until_steady(&pubs, &subs, w.subscribers, RAMP_LIMIT).await;
+    let ramp_seconds = ramp.elapsed().as_secs_f64();
+    if !steady {
+        tracing::warn!("subscribers still receive under 95 % of what is sent after {RAMP_LIMIT:?}; measuring anyway");
+    }
     tokio::time::sleep(w.warmup).await;
 
     let me = std::process::id();
@@ -182,6 +213,8 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
         }
         .into(),
         seconds: secs,
+        ramp_seconds,
+        steady,
         packets_in_per_s: (s1.sent - s0.sent) as f64 / secs,
         packets_out_per_s: received / secs,
         mbps_out: (s1.bytes - s0.bytes) as f64 * 8.0 / secs / 1e6,
@@ -209,6 +242,7 @@ pub fn table(r: &LoadReport) -> String {
     let ms = |v: Option<f64>| v.map(|v| format!("{v:.3} ms")).unwrap_or_else(|| "-".into());
     format!(
         "target {} · {} rooms × {} publishers → {} subscribers · {} · {:.1} s\n\
+         full rate after {:.1} s{}\n\
          packets/s in {:.0}, out {:.0} ({:.1} Mbit/s)\n\
          server CPU {:.1} % · {:.0} forwarded packets per CPU-second\n\
          server RSS {:.1} MiB (idle {:.1}) · {:.3} MiB per subscriber\n\
@@ -220,6 +254,8 @@ pub fn table(r: &LoadReport) -> String {
         r.workload.subscribers,
         r.media,
         r.seconds,
+        r.ramp_seconds,
+        if r.steady { "" } else { " (never steady)" },
         r.packets_in_per_s,
         r.packets_out_per_s,
         r.mbps_out,
