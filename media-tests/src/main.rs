@@ -102,6 +102,9 @@ struct LoadArgs {
     /// The server binary for janus or pion (default: `janus` on PATH; the script's build for pion).
     #[arg(long)]
     server_bin: Option<std::path::PathBuf>,
+    /// The server's configuration directory (janus: written by media-tests/bench/janus.sh).
+    #[arg(long)]
+    server_conf: Option<std::path::PathBuf>,
     /// Subscribers negotiating at once.
     #[arg(long, default_value_t = 16)]
     parallel_joins: usize,

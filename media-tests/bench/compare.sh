@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Courier vs Janus (videoroom) vs Pion (broadcast example), the same workloads in one run, for docs/benchmarks.md.
+#
+# Every server runs inside a network namespace joined by a veth pair (Janus and Pion gather no candidates on
+# loopback; Courier goes there too so all three pay the same path), pinned to core 0; the generator runs pinned to
+# core 1. Needs root (namespaces). Installs and builds what is missing (janus, Go and Pion from Debian's packages).
+#
+# Usage: media-tests/bench/compare.sh [OUT_DIR]    (default target/bench/compare-<date>)
+# Knobs (environment): SUBSCRIBERS="100 200" DURATION=20s AUDIO_PUBLISHERS=10 AUDIO_SUBSCRIBERS=100 TARGETS="courier janus pion"
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+out=${1:-target/bench/compare-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+subscribers=${SUBSCRIBERS:-"100 200"}
+duration=${DURATION:-20s}
+audio_publishers=${AUDIO_PUBLISHERS:-10}
+audio_subscribers=${AUDIO_SUBSCRIBERS:-100}
+targets=${TARGETS:-"courier janus pion"}
+
+cargo build --release --locked -p signaling -p media-tests
+load=target/release/media-tests
+courier=target/release/courier
+pion=""
+janus_conf=""
+for t in $targets; do
+    case $t in
+        pion) pion=$(bash media-tests/bench/pion-broadcast.sh target/bench/pion | tail -1) ;;
+        janus) janus_conf=$(bash media-tests/bench/janus.sh target/bench/janus-conf | tail -1) ;;
+    esac
+done
+
+# One run: target, workload name, extra arguments. Failures are recorded, not fatal (a server may not cope).
+run() {
+    local target=$1 name=$2
+    shift 2
+    local extra=()
+    case $target in
+        courier) extra=(--courier-bin "$courier" --netns) ;;
+        pion) extra=(--server-bin "$pion") ;;
+        janus) extra=(--server-bin "$(command -v janus)" --server-conf "$janus_conf") ;;
+    esac
+    echo "== $target $name $*"
+    if ! taskset -c 1 "$load" load --target "$target" --server-cpu 0 --duration "$duration" \
+        --out "$out/$target-$name.json" "${extra[@]}" "$@" > "$out/$target-$name.log" 2>&1; then
+        echo "   failed: $(tail -1 "$out/$target-$name.log")"
+    else
+        sed -n '1,7p' "$out/$target-$name.log" | sed 's/^/   /'
+    fi
+}
+
+for n in $subscribers; do
+    for t in $targets; do
+        run "$t" "video-1x$n" --rooms 1 --publishers 1 --subscribers "$n"
+    done
+done
+for t in $targets; do
+    [ "$t" = pion ] && continue # the broadcast example relays one video track
+    run "$t" "audio-${audio_publishers}x$audio_subscribers" --audio-only --rooms 1 \
+        --publishers "$audio_publishers" --subscribers "$audio_subscribers"
+done
+
+python3 media-tests/bench/summarize.py "$out" | tee "$out/summary.md"
