@@ -84,7 +84,7 @@ pub struct LoadReport {
     pub delay_samples: u64,
     /// This generator's CPU over the window, % of one core (near 100 % means it, not the server, may be the limit).
     pub generator_cpu_percent: f64,
-    /// Keyframes the publishers sent on request.
+    /// Keyframes the publishers sent (each its first frame, then one per request, at most one per 500 ms).
     pub keyframes: u64,
     /// Received payloads without a stamp.
     pub unstamped: u64,

@@ -8,8 +8,9 @@
 //! [`PeerHandle`] (offer/answer/candidates), whatever its signaling.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -27,19 +28,20 @@ use crate::delay::Histogram;
 
 /// The stamp's magic, first of its 16 bytes.
 const MAGIC: [u8; 4] = *b"CLG1";
-/// Stamp length at the end of every payload: magic, send time (ns since [`epoch`]), publisher id.
+/// Stamp length at the end of every payload: magic, send time ([`now_ns`]), publisher id.
 pub const STAMP_LEN: usize = 16;
 
-/// The instant stamps count from; one per process, so publisher and subscriber clocks agree.
-pub fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// Now on the clock stamps use: CLOCK_REALTIME in ns, the clock the kernel stamps arriving datagrams with
+/// (`SO_TIMESTAMPNS`), so a delay is measured from the publisher's send to the datagram's arrival at the
+/// subscriber's socket — not to the moment this busy generator gets round to reading it.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 /// What a payload's last [`STAMP_LEN`] bytes say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
-    /// Send time, ns since [`epoch`].
+    /// Send time, [`now_ns`].
     pub sent_ns: u64,
     /// Which publisher sent it.
     pub publisher: u32,
@@ -154,6 +156,7 @@ impl PeerHandle {
 /// Starts a peer on a fresh UDP socket at `bind:0`; it runs until every handle is dropped.
 pub async fn spawn(bind: IpAddr, role: Role, measure: Arc<Measure>) -> anyhow::Result<PeerHandle> {
     let socket = UdpSocket::bind(SocketAddr::new(bind, 0)).await.context("binding the peer's UDP socket")?;
+    enable_rx_timestamps(&socket).context("SO_TIMESTAMPNS")?;
     let local = socket.local_addr()?;
     let now = Instant::now();
     let mut rtc =
@@ -176,6 +179,7 @@ pub async fn spawn(bind: IpAddr, role: Role, measure: Arc<Measure>) -> anyhow::R
         mids: Vec::new(),
         send: SendState::default(),
         payload: Vec::new(),
+        arrival_ns: 0,
     };
     tokio::spawn(peer.run());
     Ok(PeerHandle { tx, local, counters })
@@ -217,6 +221,8 @@ struct Peer {
     mids: Vec<Mid>,
     send: SendState,
     payload: Vec<u8>,
+    /// When the datagram being handled reached the socket ([`now_ns`]'s clock).
+    arrival_ns: u64,
 }
 
 const VIDEO_FRAME: Duration = Duration::from_nanos(1_000_000_000 / 30);
@@ -238,10 +244,23 @@ impl Peer {
                     Some(cmd) => self.command(cmd),
                     None => return,
                 },
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, source)) => self.receive(source, &buf[..n]),
-                    Err(e) => tracing::debug!("peer socket: {e}"),
-                },
+                r = self.socket.readable() => {
+                    if let Err(e) = r {
+                        tracing::warn!("peer socket: {e}");
+                        return;
+                    }
+                    // Everything queued, each with the kernel's arrival time.
+                    let fd = self.socket.as_raw_fd();
+                    while let Ok((n, source, at)) =
+                        self.socket.try_io(tokio::io::Interest::READABLE, || recv_stamped(fd, &mut buf))
+                    {
+                        self.arrival_ns = at.unwrap_or_else(now_ns);
+                        self.receive(source, &buf[..n]);
+                        if self.drain().is_none() {
+                            return;
+                        }
+                    }
+                }
                 _ = tokio::time::sleep(sleep) => {
                     let now = Instant::now();
                     self.publish_due(now);
@@ -316,8 +335,7 @@ impl Peer {
         }
         match Stamp::read(&p.payload) {
             Some(stamp) if self.measure.on.load(Ordering::Relaxed) => {
-                let now_ns = epoch().elapsed().as_nanos() as u64;
-                let delay = Duration::from_nanos(now_ns.saturating_sub(stamp.sent_ns));
+                let delay = Duration::from_nanos(self.arrival_ns.saturating_sub(stamp.sent_ns));
                 if let Ok(mut h) = self.measure.delay.lock() {
                     h.record(delay);
                 }
@@ -446,7 +464,7 @@ impl Peer {
                 let mut payload = std::mem::take(&mut self.payload);
                 payload.clear();
                 payload.resize(AUDIO_BYTES, 0x5a);
-                Stamp { sent_ns: epoch().elapsed().as_nanos() as u64, publisher: id }
+                Stamp { sent_ns: now_ns(), publisher: id }
                     .write(&mut payload[AUDIO_BYTES - STAMP_LEN..]);
                 let seq = self.send.audio_seq;
                 self.send.audio_seq += 1;
@@ -483,7 +501,7 @@ impl Peer {
                     payload[9..11].copy_from_slice(&360u16.to_le_bytes());
                 }
             }
-            Stamp { sent_ns: epoch().elapsed().as_nanos() as u64, publisher: id }
+            Stamp { sent_ns: now_ns(), publisher: id }
                 .write(&mut payload[size - STAMP_LEN..]);
             let seq = self.send.video_seq;
             self.send.video_seq += 1;
@@ -501,6 +519,69 @@ impl Peer {
         stream.write_rtp(rtp);
         self.counters.packets.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Asks the kernel to stamp each datagram's arrival (`SO_TIMESTAMPNS`, CLOCK_REALTIME).
+fn enable_rx_timestamps(socket: &UdpSocket) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and a c_int option value of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One datagram without blocking (`recvmsg`), with its source and the kernel's arrival stamp in ns, if given.
+fn recv_stamped(fd: std::os::fd::RawFd, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, Option<u64>)> {
+    // SAFETY: every pointer in `msg` points into locals that outlive the call, with their true lengths; the control
+    // messages are walked with the CMSG_* macros within `msg_controllen`, and the timestamp read unaligned.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let mut control = [0u64; 8];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut at = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                at = Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        let source = match i32::from(addr.ss_family) {
+            libc::AF_INET => {
+                let a: libc::sockaddr_in = std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast());
+                SocketAddr::new(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into(), u16::from_be(a.sin_port))
+            }
+            libc::AF_INET6 => {
+                let a: libc::sockaddr_in6 = std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast());
+                SocketAddr::new(std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into(), u16::from_be(a.sin6_port))
+            }
+            f => return Err(std::io::Error::other(format!("address family {f}"))),
+        };
+        Ok((n as usize, source, at))
     }
 }
 

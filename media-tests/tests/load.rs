@@ -1,0 +1,71 @@
+//! The load generator against the real server, small: what it counts must add up. A 1→3 video fan-out and a 2→2
+//! audio room on loopback; every subscriber receives every publisher's packets (so out ≈ subscribers × in), nothing
+//! is lost on loopback, every payload comes back with its stamp, and the delay and the server's CPU time are
+//! measured. Throughput numbers come from `media-tests/bench/compare.sh` (release build, pinned cores), not from here.
+
+mod courier;
+
+use std::time::Duration;
+
+use media_tests::load::{self, courier::Courier, target::Media, LoadReport, Workload};
+
+fn workload(rooms: usize, publishers: usize, subscribers: usize, media: Media) -> Workload {
+    Workload {
+        rooms,
+        publishers,
+        subscribers,
+        media,
+        // Under the server's initial bandwidth estimate, so subscribers get it all at once.
+        video_kbps: 400,
+        packet_bytes: 1100,
+        duration: Duration::from_secs(3),
+        warmup: Duration::from_millis(500),
+        parallel_joins: 4,
+    }
+}
+
+fn run(w: &Workload) -> LoadReport {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let server = Courier::start(&courier::courier_bin(), None, None, 1).expect("courier starts");
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(90), load::run(&server, w, std::net::Ipv4Addr::LOCALHOST.into()))
+            .await
+            .expect("the run ends within 90 s")
+            .expect("the run succeeds")
+    })
+}
+
+fn assert_adds_up(r: &LoadReport, per_publisher_pps: f64) {
+    let w = &r.workload;
+    println!("{}", load::table(r));
+    assert!(r.steady, "subscribers reached the full rate");
+    let want_in = per_publisher_pps * (w.rooms * w.publishers) as f64;
+    assert!((r.packets_in_per_s - want_in).abs() < want_in * 0.1, "publishers sent {} packets/s", r.packets_in_per_s);
+    let want_out = r.packets_in_per_s * w.subscribers as f64;
+    assert!(
+        (r.packets_out_per_s - want_out).abs() < want_out * 0.1,
+        "out {} packets/s, want ≈ {want_out} (each subscriber gets every publisher of its room)",
+        r.packets_out_per_s
+    );
+    assert!(r.loss_percent < 1.0, "loss {} % on loopback", r.loss_percent);
+    assert_eq!(r.unstamped, 0, "every payload arrives with its stamp");
+    assert!(r.delay_samples as f64 > r.packets_out_per_s, "delay measured per packet");
+    let p99 = r.delay_p99_ms.expect("a p99");
+    assert!(p99 > 0.0 && p99 < 100.0, "delay p99 {p99} ms");
+    assert!(r.server_cpu_percent > 0.0 && r.forwarded_per_cpu_second > 0.0, "server CPU measured");
+    assert!(r.server_rss_mib > r.server_rss_idle_mib, "server RSS measured");
+}
+
+#[test]
+fn a_video_fan_out_adds_up() {
+    let r = run(&workload(1, 1, 3, Media { audio: false, video: true }));
+    // 400 kbit/s at 30 frames/s in 1100-byte packets: 2 packets a frame.
+    assert_adds_up(&r, 60.0);
+    assert!(r.keyframes >= 1, "the publisher starts with a keyframe");
+}
+
+#[test]
+fn an_audio_room_adds_up() {
+    let r = run(&workload(2, 2, 2, Media { audio: true, video: false }));
+    assert_adds_up(&r, 50.0);
+}
