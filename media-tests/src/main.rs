@@ -345,7 +345,15 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
             };
             Box::new(load::courier::Courier::start(&bin, netns.as_ref(), args.server_cpu, args.workers)?)
         }
-        LoadTarget::Janus | LoadTarget::Pion => {
+        LoadTarget::Pion => {
+            let bin = match args.server_bin {
+                Some(b) => b,
+                None => load::pion::build()?,
+            };
+            let ns = netns.as_ref().context("pion runs in a network namespace")?;
+            Box::new(load::pion::PionBroadcast::start(&bin, ns, args.server_cpu)?)
+        }
+        LoadTarget::Janus => {
             anyhow::bail!("this build has no adapter for that target yet")
         }
     };

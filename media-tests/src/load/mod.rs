@@ -10,6 +10,7 @@
 pub mod courier;
 pub mod netns;
 pub mod peer;
+pub mod pion;
 pub mod target;
 
 use std::net::IpAddr;
