@@ -342,7 +342,14 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
             };
             Box::new(load::courier::Courier::start(&bin, netns.as_ref(), args.server_cpu, args.workers)?)
         }
-        LoadTarget::Janus | LoadTarget::Pion => {
+        LoadTarget::Janus => {
+            let ns = netns.as_ref().expect("janus runs in a namespace");
+            let confdir =
+                load::janus::write_config(&std::env::temp_dir().join(format!("media-tests-janus{}", args.subnet)))?;
+            let bin = args.server_bin.clone().unwrap_or_else(|| "janus".into());
+            Box::new(load::janus::Janus::start(&bin, &confdir, ns, args.server_cpu)?)
+        }
+        LoadTarget::Pion => {
             anyhow::bail!("this build has no adapter for that target yet")
         }
     };
