@@ -2,7 +2,8 @@
 # Janus 1.1 (Debian's `janus`, videoroom plugin) for `media-tests load --target janus`.
 # Usage: janus.sh CONFDIR — installs janus when missing (never leaving the Debian service running), writes a minimal
 # config into CONFDIR and prints CONFDIR as its last line. The load generator then runs, inside its namespace:
-#   janus -F CONFDIR -C CONFDIR/janus.jcfg      (foreground, logs on stdout, no pid file: the child pid is janus)
+#   janus -F CONFDIR -C CONFDIR/janus.jcfg --disable-colors --interface NS_ADDR
+# (foreground, logs on stdout, no pid file: the child's pid is janus's; --interface only sets the SDP's c= line).
 set -euo pipefail
 dir=$(realpath -m "${1:?usage: janus.sh CONFDIR}")
 
@@ -12,6 +13,7 @@ if ! command -v janus >/dev/null; then
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
     fi
+    apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends janus >&2 || { [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d; exit 1; }
     [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
     # The package ships an init script and a systemd unit (`--daemon`): stop and disable both, wherever they apply.

@@ -354,7 +354,15 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
             Box::new(load::pion::PionBroadcast::start(&bin, ns, args.server_cpu)?)
         }
         LoadTarget::Janus => {
-            anyhow::bail!("this build has no adapter for that target yet")
+            let ns = netns.as_ref().context("janus runs in a network namespace")?;
+            let confdir = match args.server_conf {
+                Some(c) => c,
+                None => load::janus::write_config(
+                    &std::env::temp_dir().join(format!("media-tests-janus{}", args.subnet)),
+                )?,
+            };
+            let bin = args.server_bin.clone().unwrap_or_else(|| "janus".into());
+            Box::new(load::janus::Janus::start(&bin, &confdir, ns, args.server_cpu)?)
         }
     };
     let report = load::run(target.as_ref(), &workload, bind).await?;
