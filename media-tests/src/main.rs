@@ -357,9 +357,9 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
             let ns = netns.as_ref().context("janus runs in a network namespace")?;
             let confdir = match args.server_conf {
                 Some(c) => c,
-                None => load::janus::write_config(
-                    &std::env::temp_dir().join(format!("media-tests-janus{}", args.subnet)),
-                )?,
+                None => {
+                    load::janus::write_config(&std::env::temp_dir().join(format!("media-tests-janus{}", args.subnet)))?
+                }
             };
             let bin = args.server_bin.clone().unwrap_or_else(|| "janus".into());
             Box::new(load::janus::Janus::start(&bin, &confdir, ns, args.server_cpu)?)

@@ -464,8 +464,7 @@ impl Peer {
                 let mut payload = std::mem::take(&mut self.payload);
                 payload.clear();
                 payload.resize(AUDIO_BYTES, 0x5a);
-                Stamp { sent_ns: now_ns(), publisher: id }
-                    .write(&mut payload[AUDIO_BYTES - STAMP_LEN..]);
+                Stamp { sent_ns: now_ns(), publisher: id }.write(&mut payload[AUDIO_BYTES - STAMP_LEN..]);
                 let seq = self.send.audio_seq;
                 self.send.audio_seq += 1;
                 self.write(now, mid, pt, seq, (n * 960) as u32, false, &payload);
@@ -501,8 +500,7 @@ impl Peer {
                     payload[9..11].copy_from_slice(&360u16.to_le_bytes());
                 }
             }
-            Stamp { sent_ns: now_ns(), publisher: id }
-                .write(&mut payload[size - STAMP_LEN..]);
+            Stamp { sent_ns: now_ns(), publisher: id }.write(&mut payload[size - STAMP_LEN..]);
             let seq = self.send.video_seq;
             self.send.video_seq += 1;
             self.write(now, mid, pt, seq, ts, i + 1 == count, &payload);
@@ -573,7 +571,10 @@ fn recv_stamped(fd: std::os::fd::RawFd, buf: &mut [u8]) -> std::io::Result<(usiz
         let source = match i32::from(addr.ss_family) {
             libc::AF_INET => {
                 let a: libc::sockaddr_in = std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast());
-                SocketAddr::new(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into(), u16::from_be(a.sin_port))
+                SocketAddr::new(
+                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into(),
+                    u16::from_be(a.sin_port),
+                )
             }
             libc::AF_INET6 => {
                 let a: libc::sockaddr_in6 = std::ptr::read_unaligned((&addr as *const libc::sockaddr_storage).cast());
