@@ -19,7 +19,9 @@
 //! - [`simulcast`]: synthetic simulcast layers (q/h/f) of the same frames. Sans-I/O.
 //! - [`client`]: [`client::Client`], the webrtc-rs participant tying it all together.
 //! - [`relay`]: the impairment relay between one client and the server (bandwidth cap with a
-//!   tail-drop queue, delay, jitter, loss, on a schedule): a sans-I/O link and a tokio shell.
+//!   tail-drop queue, delay, jitter, loss, outages, on a schedule): a sans-I/O link and a tokio shell.
+//! - [`tcp_relay`]: the same link on the signaling WebSocket's TCP path (delay, rate with backpressure,
+//!   outages that hold bytes; a byte stream is never dropped, reordered or duplicated): a tokio shell.
 //! - [`load`]: the load generator (`media-tests load`): cheap str0m peers, the servers under test (Courier, Janus,
 //!   Pion's broadcast example), CPU/RSS from `/proc`, forwarded packets per CPU-second, added delay.
 //! - [`report`]: the JSON report.
@@ -58,4 +60,5 @@ pub mod seq;
 pub mod server;
 pub mod signal;
 pub mod simulcast;
+pub mod tcp_relay;
 pub mod token;

@@ -20,6 +20,7 @@ use media_tests::scenario::{evaluate, Scenario};
 use media_tests::server::CourierProcess;
 use media_tests::signal::MediaKind;
 use media_tests::simulcast::SimulcastConfig;
+use media_tests::tcp_relay::{TcpRelay, TcpRelayConfig};
 use media_tests::token::{mint_token, TokenRequest};
 use tracing::{debug, info, warn};
 
@@ -397,22 +398,41 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<ExitCode> {
     let join_timeout = Duration::from_secs(15);
 
     // Every relay first, so that the schedules share one start: the scenario's t = 0.
+    let http: std::net::SocketAddr = tokio::net::lookup_host(&server.http)
+        .await
+        .with_context(|| format!("resolving {}", server.http))?
+        .next()
+        .with_context(|| format!("{} has no address", server.http))?;
     let mut relays = Vec::new();
+    let mut signal_relays = Vec::new();
     for (i, p) in scenario.participants.iter().enumerate() {
+        let seed = scenario.seed.wrapping_add(i as u64);
         relays.push(if p.impaired() {
-            let config = RelayConfig::new(server.udp)
-                .to_server(p.up_schedule())
-                .to_client(p.down_schedule())
-                .seed(scenario.seed.wrapping_add(i as u64));
+            let config =
+                RelayConfig::new(server.udp).to_server(p.up_schedule()).to_client(p.down_schedule()).seed(seed);
             Some(Relay::start(config).await?)
         } else {
             None
+        });
+        signal_relays.push(match &p.signal {
+            Some(signal) => {
+                let config = TcpRelayConfig::new(http)
+                    .to_server(signal.up_schedule())
+                    .to_client(signal.down_schedule())
+                    .seed(seed);
+                Some(TcpRelay::start(config).await?)
+            }
+            None => None,
         });
     }
     let started = std::time::Instant::now();
     let started_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
     let mut clients = Vec::new();
-    for (p, relay) in scenario.participants.iter().zip(&relays) {
+    for ((p, relay), signal_relay) in scenario.participants.iter().zip(&relays).zip(&signal_relays) {
+        let url = match signal_relay {
+            Some(r) => r.url_via(&server.url)?,
+            None => server.url.clone(),
+        };
         let mut options = ClientOptions::publishing(&p.publish);
         options.udp_via = relay.as_ref().map(Relay::addr);
         options.twcc = p.twcc;
@@ -423,8 +443,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<ExitCode> {
             options.simulcast = Some(SimulcastConfig::default());
         }
         let token = server.token(scenario.room(), &p.identity)?;
-        let client =
-            Client::connect(&server.url, &token, options).await.with_context(|| format!("{} joins", p.identity))?;
+        let client = Client::connect(&url, &token, options).await.with_context(|| format!("{} joins", p.identity))?;
         client.wait_connected(join_timeout).await.with_context(|| format!("{} connects", p.identity))?;
         clients.push(client);
     }
@@ -448,6 +467,18 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<ExitCode> {
             }));
         }
     }
+    let mut signal_links = Vec::new();
+    for (relay, p) in signal_relays.into_iter().zip(&scenario.participants) {
+        if let Some(relay) = relay {
+            let s = relay.stop().await;
+            signal_links.push(serde_json::json!({
+                "identity": p.identity,
+                "connections": s.connections,
+                "up": stream_json(&s.to_server, s.client_reads_paused),
+                "down": stream_json(&s.to_client, s.server_reads_paused),
+            }));
+        }
+    }
     drop(server);
 
     let outcome = evaluate(&scenario, &reports);
@@ -460,6 +491,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<ExitCode> {
         "outcome": outcome,
         "server": { "cpu_s": cpu.as_secs_f64(), "rss_kib": rss_kib, "counters": server_counters },
         "relays": links,
+        "signal_relays": signal_links,
         "reports": reports,
     });
     let out = args
@@ -499,7 +531,9 @@ fn timeline_plot(scenario: &Scenario, reports: &[media_tests::report::Report], s
     }
     let mut marks = Vec::new();
     for p in &scenario.participants {
-        for (dir, steps) in [("up", &p.up), ("down", &p.down)] {
+        let signal = p.signal.clone().unwrap_or_default();
+        for (dir, steps) in [("up", &p.up), ("down", &p.down), ("signal up", &signal.up), ("signal down", &signal.down)]
+        {
             for step in steps {
                 marks.push((step.at_s, format!("{} {dir}: {}", p.identity, step.summary())));
             }
@@ -514,9 +548,21 @@ fn link_json(s: &media_tests::relay::LinkStats) -> serde_json::Value {
         "datagrams_out": s.datagrams_out,
         "lost": s.datagrams_lost,
         "lost_in_bursts": s.datagrams_lost_in_bursts,
+        "lost_in_outage": s.datagrams_lost_in_outage,
         "queue_drops": s.datagrams_dropped,
         "reordered": s.datagrams_reordered,
         "duplicated": s.datagrams_duplicated,
+        "max_queue_delay_ms": s.max_queue_delay.as_secs_f64() * 1000.0,
+    })
+}
+
+/// The counters of one direction of a signaling relay (a byte stream: nothing is dropped).
+fn stream_json(s: &media_tests::relay::LinkStats, reads_paused: u64) -> serde_json::Value {
+    serde_json::json!({
+        "bytes_in": s.bytes_in,
+        "bytes_out": s.bytes_out,
+        "retransmitted": s.datagrams_retransmitted,
+        "reads_paused": reads_paused,
         "max_queue_delay_ms": s.max_queue_delay.as_secs_f64() * 1000.0,
     })
 }

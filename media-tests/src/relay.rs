@@ -15,8 +15,11 @@
 //!   bottleneck of `rate_bps` with a tail-drop queue in front of it (the queue is what a sender's estimator reacts
 //!   to: delay grows, then packets drop), then a fixed delay plus uniform jitter (jitter alone never reorders),
 //!   random loss on input or burst loss from a two-state Gilbert–Elliott chain ([`BurstLoss`]), and, on request,
-//!   reordering (a datagram held back so that later ones overtake it) and duplication. An [`Impairment`] is one such setting; a [`Schedule`] switches settings at fixed offsets from
-//!   the start (e.g. 3 Mbps, 400 kbps from 8 s, 3 Mbps from 16 s). Randomness comes from a seed.
+//!   reordering (a datagram held back so that later ones overtake it), duplication, and outages (nothing is
+//!   delivered for a while). An [`Impairment`] is one such setting; a [`Schedule`] switches settings at fixed
+//!   offsets from the start (e.g. 3 Mbps, 400 kbps from 8 s, 3 Mbps from 16 s). Randomness comes from a seed.
+//!   The same emulator carries a byte stream in stream mode ([`Link::new_stream`]), for the TCP relay
+//!   ([`crate::tcp_relay`]): there it never drops, reorders or duplicates, and pushes back instead.
 //! - [`Relay`] is the thin tokio shell: two sockets on `127.0.0.1:0`, one [`Link`] per direction, counters
 //!   ([`RelayStats`]). Its task stops when the [`Relay`] is stopped or dropped.
 //!
@@ -80,6 +83,10 @@ pub struct Impairment {
     pub reorder_delay: Duration,
     /// Probability (0 to 1) that a delivered datagram is delivered twice.
     pub duplicate: f64,
+    /// The far end is cut off: nothing is delivered while this setting is in force. A datagram due during an
+    /// outage is lost; a byte stream ([`Link::new_stream`]) waits and is delivered when the outage ends. Input is
+    /// still taken (and the bottleneck still serves), so a stream resumes with everything sent meanwhile.
+    pub outage: bool,
 }
 
 /// Burst loss as a two-state Markov chain (Gilbert–Elliott): per datagram the chain moves from good to bad with
@@ -122,6 +129,7 @@ impl Default for Impairment {
             reorder: 0.0,
             reorder_delay: Duration::ZERO,
             duplicate: 0.0,
+            outage: false,
         }
     }
 }
@@ -130,6 +138,11 @@ impl Impairment {
     /// A perfect link.
     pub fn none() -> Self {
         Self::default()
+    }
+
+    /// An outage: nothing is delivered while it is in force (see the `outage` field).
+    pub fn outage() -> Self {
+        Self { outage: true, ..Self::default() }
     }
 
     /// A bottleneck of `bps` with the default queue (100 ms of queueing).
@@ -165,6 +178,21 @@ impl Impairment {
     /// With duplication of a share `probability` of datagrams.
     pub fn with_duplicate(self, probability: f64) -> Self {
         Self { duplicate: clamp_probability(probability), ..self }
+    }
+
+    /// The bytes that `limit` of queueing holds at this rate (`usize::MAX` when unlimited).
+    fn bytes_in(&self, limit: Duration) -> usize {
+        match self.rate_bps {
+            Some(bps) => usize::try_from(limit.as_nanos() * u128::from(bps) / 8_000_000_000).unwrap_or(usize::MAX),
+            None => usize::MAX,
+        }
+    }
+
+    /// What a TCP sender would wait before sending a lost segment again: one retransmission timeout, at least
+    /// 200 ms (Linux's minimum) and at least a round trip (twice this direction's delay, the reverse path assumed
+    /// alike).
+    pub fn retransmission_timeout(&self) -> Duration {
+        Duration::from_millis(200).max(self.delay * 2)
     }
 
     /// Time to serialise `len` bytes at this rate (zero when unlimited).
@@ -224,8 +252,17 @@ impl Schedule {
         self.steps.get(i.wrapping_sub(1)).map(|(_, imp)| *imp).unwrap_or_default()
     }
 
+    /// When the outage in force at `offset` ends: the offset of the first later step without one. `None` when no
+    /// outage is in force at `offset`, or when it never ends.
+    pub fn outage_end(&self, offset: Duration) -> Option<Duration> {
+        if !self.at(offset).outage {
+            return None;
+        }
+        self.steps.iter().find(|(t, imp)| *t > offset && !imp.outage).map(|(t, _)| *t)
+    }
+
     /// From `offset` on, `impairment` replaces whatever was scheduled.
-    fn replace_from(&mut self, offset: Duration, impairment: Impairment) {
+    pub(crate) fn replace_from(&mut self, offset: Duration, impairment: Impairment) {
         self.steps.retain(|(t, _)| *t < offset);
         self.steps.push((offset, impairment));
     }
@@ -263,33 +300,82 @@ pub struct LinkStats {
     pub datagrams_duplicated: u64,
     /// Datagrams dropped because the queue was full.
     pub datagrams_dropped: u64,
-    /// Bytes dropped (loss and full queue).
+    /// Datagrams lost because they were due during an outage.
+    pub datagrams_lost_in_outage: u64,
+    /// Stream mode: chunks that loss delayed by one retransmission timeout (they are never dropped).
+    pub datagrams_retransmitted: u64,
+    /// Bytes dropped (loss, outage and full queue).
     pub bytes_dropped: u64,
     /// Longest time a delivered datagram waited in the queue before the bottleneck.
     pub max_queue_delay: Duration,
+}
+
+impl LinkStats {
+    /// Adds `other`'s counters to these (the longest queue delay is the longer of the two): the total of several
+    /// links, e.g. one per TCP connection.
+    pub fn merge(&mut self, other: &LinkStats) {
+        self.datagrams_in += other.datagrams_in;
+        self.bytes_in += other.bytes_in;
+        self.datagrams_out += other.datagrams_out;
+        self.bytes_out += other.bytes_out;
+        self.datagrams_lost += other.datagrams_lost;
+        self.datagrams_lost_in_bursts += other.datagrams_lost_in_bursts;
+        self.datagrams_reordered += other.datagrams_reordered;
+        self.datagrams_duplicated += other.datagrams_duplicated;
+        self.datagrams_dropped += other.datagrams_dropped;
+        self.datagrams_lost_in_outage += other.datagrams_lost_in_outage;
+        self.datagrams_retransmitted += other.datagrams_retransmitted;
+        self.bytes_dropped += other.bytes_dropped;
+        self.max_queue_delay = self.max_queue_delay.max(other.max_queue_delay);
+    }
 }
 
 /// Datagrams that may be in flight between the bottleneck and the far end (delay line); more are dropped as if
 /// the queue were full. Only reachable with an unlimited rate and a long delay.
 const MAX_IN_FLIGHT: usize = 65_536;
 
+/// Stream mode: the most bytes a link holds (queued and in flight) before [`Link::room`] says no more, like a TCP
+/// window. Only reached with an unlimited rate and a long delay, or during an outage.
+pub const STREAM_WINDOW: usize = 1 << 20;
+
+/// Stream mode: an empty queue always takes this much, however slow the bottleneck (one TCP segment), so that a
+/// stream never stalls for good.
+const MIN_SEGMENT: usize = 1460;
+
 #[derive(Debug)]
 struct Queued {
     data: Bytes,
     arrived: Instant,
+    /// Stream mode: extra delay of a chunk that loss hit (one retransmission timeout).
+    penalty: Duration,
 }
 
 /// One direction of an impaired link. Sans-I/O: see the module doc.
 ///
-/// Inputs: [`Link::handle_datagram`] (a datagram arrived at `now`) and [`Link::set_impairment`]. Outputs:
-/// [`Link::poll_transmit`] (a datagram due at `now`; call until `None`), and [`Link::poll_timeout`] (the next
-/// instant at which something becomes due; `None` when empty). Calling `poll_transmit` early or again is a
-/// harmless no-op. Time must not go backwards between calls.
+/// Inputs: [`Link::handle_datagram`] (a datagram arrived at `now`), [`Link::set_impairment`] and
+/// [`Link::set_schedule`]. Outputs: [`Link::poll_transmit`] (a datagram due at `now`; call until `None`), and
+/// [`Link::poll_timeout`] (the next instant at which something becomes due, as of the last call that took a
+/// `now`; `None` when nothing is queued or in flight, or when all that is left waits for an outage that never
+/// ends). Calling `poll_transmit` early or again is a harmless no-op. Time must not go backwards between calls.
+///
+/// # Datagrams and streams
+///
+/// [`Link::new`] carries datagrams (UDP): they can be lost, dropped at the tail of a full queue, reordered and
+/// duplicated, and one due during an outage is lost. [`Link::new_stream`] carries the chunks of a byte stream
+/// (TCP) read by a relay, which must arrive intact, once and in order, because TCP below would have repaired any
+/// damage: in stream mode reordering and duplication are ignored, a chunk that loss hits is delayed by one
+/// retransmission timeout ([`Impairment::retransmission_timeout`]) instead, and so is everything behind it (head-of-line
+/// blocking), an outage holds chunks until it ends, and nothing is ever dropped. The shell instead reads at most
+/// [`Link::room`] bytes and stops reading at zero, which pushes back on the sender as a full TCP window would.
 #[derive(Debug)]
 pub struct Link {
     schedule: Schedule,
     start: Instant,
     rng: StdRng,
+    /// Stream mode (see the type doc).
+    stream: bool,
+    /// The latest `now` seen.
+    now: Instant,
     /// Waiting for (or being serialised by) the bottleneck, in arrival order.
     queue: VecDeque<Queued>,
     queued_bytes: usize,
@@ -297,6 +383,7 @@ pub struct Link {
     free_at: Instant,
     /// Past the bottleneck, sorted by delivery time (ties in insertion order).
     in_flight: VecDeque<(Instant, Bytes)>,
+    in_flight_bytes: usize,
     /// Delivery time of the last datagram not held back: jitter alone never reorders.
     last_in_order: Instant,
     /// The Gilbert–Elliott chain is in its bad state.
@@ -305,20 +392,29 @@ pub struct Link {
 }
 
 impl Link {
-    /// A link following `schedule` from `start`, its random choices drawn from `seed`.
+    /// A datagram link following `schedule` from `start`, its random choices drawn from `seed`.
     pub fn new(schedule: Schedule, start: Instant, seed: u64) -> Self {
         Self {
             schedule,
             start,
             rng: StdRng::seed_from_u64(seed),
+            stream: false,
+            now: start,
             queue: VecDeque::new(),
             queued_bytes: 0,
             free_at: start,
             in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
             last_in_order: start,
             burst_bad: false,
             stats: LinkStats::default(),
         }
+    }
+
+    /// A link carrying the chunks of a byte stream, which it never drops, reorders or duplicates (see the type
+    /// doc); otherwise like [`Link::new`].
+    pub fn new_stream(schedule: Schedule, start: Instant, seed: u64) -> Self {
+        Self { stream: true, ..Self::new(schedule, start, seed) }
     }
 
     /// The setting in force at `at`.
@@ -332,6 +428,13 @@ impl Link {
         self.schedule.replace_from(now.saturating_duration_since(self.start), impairment);
     }
 
+    /// From `now` on, `schedule` (still counted from the link's start) replaces the current one. Datagrams that
+    /// the bottleneck finished by `now` keep their delivery time; the rest follow the new schedule.
+    pub fn set_schedule(&mut self, now: Instant, schedule: Schedule) {
+        self.advance(now);
+        self.schedule = schedule;
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> LinkStats {
         self.stats
@@ -343,52 +446,98 @@ impl Link {
         self.queued_bytes
     }
 
-    /// A datagram arrived at `now`.
+    /// Whether nothing is queued or in flight.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// How many bytes [`Link::handle_datagram`] takes at `now` without a tail drop (`usize::MAX`: no limit). In
+    /// stream mode this is what the shell may read: it never exceeds the [`STREAM_WINDOW`] less the bytes held,
+    /// an empty queue takes at least one segment, and zero means "stop reading until the next
+    /// [`Link::poll_timeout`]" (backpressure).
+    pub fn room(&mut self, now: Instant) -> usize {
+        self.advance(now);
+        if self.queue.len() + self.in_flight.len() >= MAX_IN_FLIGHT {
+            return 0;
+        }
+        let imp = self.impairment_at(now);
+        let limit = match imp.queue {
+            _ if imp.rate_bps.is_none() => usize::MAX,
+            QueueLimit::Bytes(limit) => limit,
+            QueueLimit::Delay(limit) => imp.bytes_in(limit),
+        };
+        let mut room = limit.saturating_sub(self.queued_bytes);
+        if self.stream {
+            if self.queue.is_empty() {
+                room = room.max(MIN_SEGMENT);
+            }
+            room = room.min(STREAM_WINDOW.saturating_sub(self.queued_bytes + self.in_flight_bytes));
+        }
+        room
+    }
+
+    /// A datagram arrived at `now`. In stream mode it is always [`Verdict::Queued`] (keep within
+    /// [`Link::room`]).
     pub fn handle_datagram(&mut self, now: Instant, data: Bytes) -> Verdict {
         self.advance(now);
         let len = data.len();
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += len as u64;
         let imp = self.impairment_at(now);
-        if imp.loss > 0.0 && self.rng.gen::<f64>() < imp.loss {
-            self.stats.datagrams_lost += 1;
-            self.stats.bytes_dropped += len as u64;
-            return Verdict::Lost;
-        }
-        if let Some(ge) = imp.burst {
+        let mut lost = imp.loss > 0.0 && self.rng.gen::<f64>() < imp.loss;
+        let mut in_burst = false;
+        if let (false, Some(ge)) = (lost, imp.burst) {
             let flip = if self.burst_bad { ge.r } else { ge.p };
             if self.rng.gen::<f64>() < flip {
                 self.burst_bad = !self.burst_bad;
             }
             let loss = if self.burst_bad { ge.loss_bad } else { ge.loss_good };
-            if loss > 0.0 && self.rng.gen::<f64>() < loss {
-                self.stats.datagrams_lost += 1;
-                self.stats.datagrams_lost_in_bursts += 1;
-                self.stats.bytes_dropped += len as u64;
-                return Verdict::Lost;
-            }
+            lost = loss > 0.0 && self.rng.gen::<f64>() < loss;
+            in_burst = lost;
+        }
+        let mut penalty = Duration::ZERO;
+        if lost && self.stream {
+            // TCP sends it again after a timeout; what follows waits behind it.
+            self.stats.datagrams_retransmitted += 1;
+            penalty = imp.retransmission_timeout();
+        } else if lost {
+            self.stats.datagrams_lost += 1;
+            self.stats.datagrams_lost_in_bursts += u64::from(in_burst);
+            self.stats.bytes_dropped += len as u64;
+            return Verdict::Lost;
         }
         let full = match imp.queue {
             _ if imp.rate_bps.is_none() => false,
             QueueLimit::Bytes(limit) => self.queued_bytes + len > limit,
             QueueLimit::Delay(limit) => imp.serialization(self.queued_bytes + len) > limit,
         };
-        if full || self.in_flight.len() + self.queue.len() >= MAX_IN_FLIGHT {
+        if !self.stream && (full || self.in_flight.len() + self.queue.len() >= MAX_IN_FLIGHT) {
             self.stats.datagrams_dropped += 1;
             self.stats.bytes_dropped += len as u64;
             return Verdict::QueueFull;
         }
         self.queued_bytes += len;
-        self.queue.push_back(Queued { data, arrived: now });
+        self.queue.push_back(Queued { data, arrived: now, penalty });
         self.advance(now);
         Verdict::Queued
     }
 
-    /// The next datagram due at `now`, if any.
+    /// The next datagram due at `now`, if any. A datagram due during an outage is dropped here; a stream chunk
+    /// waits for the outage to end.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         self.advance(now);
-        if self.in_flight.front().is_some_and(|(at, _)| *at <= now) {
-            let (_, data) = self.in_flight.pop_front()?;
+        if self.stream && self.impairment_at(now).outage {
+            return None;
+        }
+        // Bounded by the delay line's length.
+        while self.in_flight.front().is_some_and(|(at, _)| *at <= now) {
+            let (at, data) = self.in_flight.pop_front()?;
+            self.in_flight_bytes -= data.len();
+            if !self.stream && self.impairment_at(at).outage {
+                self.stats.datagrams_lost_in_outage += 1;
+                self.stats.bytes_dropped += data.len() as u64;
+                continue;
+            }
             self.stats.datagrams_out += 1;
             self.stats.bytes_out += data.len() as u64;
             return Some(data);
@@ -396,10 +545,19 @@ impl Link {
         None
     }
 
-    /// When the next datagram leaves the bottleneck or is delivered; `None` when nothing is queued or in flight.
+    /// When the next datagram leaves the bottleneck or is delivered (a stream chunk held by an outage: when the
+    /// outage ends); `None` when nothing is queued or in flight, or all that is left waits for an outage without
+    /// end.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let bottleneck = self.queue.front().map(|q| self.serialized_at(q));
-        let delivery = self.in_flight.front().map(|(at, _)| *at);
+        let delivery = self.in_flight.front().and_then(|(at, _)| {
+            let due = (*at).max(self.now);
+            if !self.stream || !self.impairment_at(due).outage {
+                return Some(*at);
+            }
+            let end = self.schedule.outage_end(due.saturating_duration_since(self.start))?;
+            Some(self.start + end)
+        });
         match (bottleneck, delivery) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -416,6 +574,7 @@ impl Link {
 
     /// Moves every datagram the bottleneck has finished by `now` into the delay line.
     fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         // Bounded by the queue's length.
         while let Some(head) = self.queue.front() {
             let done = self.serialized_at(head);
@@ -433,14 +592,14 @@ impl Link {
             } else {
                 Duration::from_nanos(self.rng.gen_range(0..=imp.jitter.as_nanos().min(u128::from(u64::MAX)) as u64))
             };
-            let mut at = (done + imp.delay + jitter).max(self.last_in_order);
-            if imp.reorder > 0.0 && self.rng.gen::<f64>() < imp.reorder {
+            let mut at = (done + imp.delay + jitter + q.penalty).max(self.last_in_order);
+            if !self.stream && imp.reorder > 0.0 && self.rng.gen::<f64>() < imp.reorder {
                 self.stats.datagrams_reordered += 1;
                 at += imp.reorder_delay;
             } else {
                 self.last_in_order = at;
             }
-            let copy = imp.duplicate > 0.0 && self.rng.gen::<f64>() < imp.duplicate;
+            let copy = !self.stream && imp.duplicate > 0.0 && self.rng.gen::<f64>() < imp.duplicate;
             if copy {
                 self.stats.datagrams_duplicated += 1;
                 self.insert_in_flight(at, q.data.clone());
@@ -453,6 +612,7 @@ impl Link {
     fn insert_in_flight(&mut self, at: Instant, data: Bytes) {
         // Most datagrams go at the end; only one held back (or overtaken) is placed further in.
         let i = self.in_flight.partition_point(|(t, _)| *t <= at);
+        self.in_flight_bytes += data.len();
         self.in_flight.insert(i, (at, data));
     }
 }
@@ -950,10 +1110,15 @@ mod tests {
     /// Sends `n` numbered datagrams one per millisecond through `link` (simulated time) and returns what came out,
     /// in delivery order, as the numbers.
     fn numbered(link: &mut Link, t0: Instant, n: u32) -> Vec<u32> {
+        numbered_timed(link, t0, n).into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// [`numbered`] with each delivery's time since `t0`.
+    fn numbered_timed(link: &mut Link, t0: Instant, n: u32) -> Vec<(u32, Duration)> {
         let mut out = Vec::new();
-        let drain = |link: &mut Link, now: Instant, out: &mut Vec<u32>| {
+        let drain = |link: &mut Link, now: Instant, out: &mut Vec<(u32, Duration)>| {
             while let Some(d) = link.poll_transmit(now) {
-                out.push(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
+                out.push((u32::from_be_bytes([d[0], d[1], d[2], d[3]]), now - t0));
             }
         };
         for i in 0..n {
@@ -971,6 +1136,134 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn an_outage_loses_the_datagrams_due_during_it() {
+        let t0 = Instant::now();
+        let delay = Impairment::none().with_delay(Duration::from_millis(50), Duration::ZERO);
+        // The same delay during the outage, so that every datagram is due 50 ms after it was sent.
+        let schedule = Schedule::constant(delay)
+            .then(Duration::from_secs(1), Impairment { outage: true, ..delay })
+            .then(Duration::from_secs(2), delay);
+        assert_eq!(schedule.outage_end(Duration::from_millis(999)), None, "no outage then");
+        assert_eq!(schedule.outage_end(Duration::from_millis(1500)), Some(Duration::from_secs(2)));
+        assert_eq!(Schedule::constant(Impairment::outage()).outage_end(Duration::ZERO), None, "endless");
+        let mut link = Link::new(schedule, t0, 1);
+        let got = numbered_timed(&mut link, t0, 3000);
+        // Sent at i ms, due at i + 50 ms: those due in [1 s, 2 s) are lost, the rest arrive on time.
+        let want: Vec<u32> = (0..950).chain(1950..3000).collect();
+        assert!(got.iter().map(|(n, _)| *n).eq(want.iter().copied()), "{} delivered", got.len());
+        assert!(got.iter().all(|(n, at)| *at == Duration::from_millis(u64::from(*n) + 50)));
+        let s = link.stats();
+        assert_eq!((s.datagrams_lost_in_outage, s.datagrams_lost, s.bytes_dropped), (1000, 0, 4000));
+    }
+
+    #[test]
+    fn a_stream_outage_holds_everything_and_delivers_it_in_order_when_it_ends() {
+        let t0 = Instant::now();
+        let delay = Impairment::none().with_delay(Duration::from_millis(50), Duration::from_millis(5));
+        let schedule = Schedule::constant(delay)
+            .then(Duration::from_secs(1), Impairment::outage())
+            .then(Duration::from_secs(2), delay);
+        let mut link = Link::new_stream(schedule, t0, 1);
+        let got = numbered_timed(&mut link, t0, 3000);
+        assert!(got.iter().map(|(n, _)| *n).eq(0..3000), "all, in order: {} delivered", got.len());
+        let (second, third) = (Duration::from_secs(1), Duration::from_secs(2));
+        assert!(got.iter().all(|(_, at)| *at < second || *at >= third), "nothing during the outage");
+        // Held since they were due (at most 55 ms after being sent), then all at once when it ends.
+        let held: Vec<u32> = got.iter().filter(|(_, at)| *at == third).map(|(n, _)| *n).collect();
+        assert!(held.len() > 990 && held[0] <= 950 && held[held.len() - 1] >= 1945, "{}", held.len());
+        let s = link.stats();
+        assert_eq!((s.datagrams_lost_in_outage, s.bytes_dropped, s.datagrams_out), (0, 0, 3000));
+        assert_eq!(link.poll_timeout(), None);
+        assert!(link.is_empty());
+    }
+
+    #[test]
+    fn a_stream_is_never_dropped_reordered_or_duplicated_and_loss_costs_a_retransmission() {
+        let t0 = Instant::now();
+        let n = 20_000;
+        let imp = Impairment::none()
+            .with_delay(Duration::from_millis(20), Duration::ZERO)
+            .with_loss(0.05)
+            .with_burst_loss(BurstLoss::with_mean(0.02, 3.0))
+            .with_reorder(0.1, Duration::from_millis(5))
+            .with_duplicate(0.1);
+        assert_eq!(imp.retransmission_timeout(), Duration::from_millis(200), "at least 200 ms");
+        let mut link = Link::new_stream(Schedule::constant(imp), t0, 4);
+        let got = numbered_timed(&mut link, t0, n);
+        assert!(got.iter().map(|(n, _)| *n).eq(0..n), "all, once, in order: {} delivered", got.len());
+        let s = link.stats();
+        assert_eq!(
+            (s.datagrams_lost, s.datagrams_dropped, s.datagrams_reordered, s.datagrams_duplicated, s.bytes_dropped),
+            (0, 0, 0, 0, 0)
+        );
+        let retransmitted = s.datagrams_retransmitted as f64 / f64::from(n);
+        assert!((0.06..0.08).contains(&retransmitted), "{retransmitted}");
+        // A lost chunk arrives one RTO late, and those behind it wait for it (head-of-line blocking).
+        let delays: Vec<Duration> = got.iter().map(|(i, at)| *at - Duration::from_millis(u64::from(*i))).collect();
+        assert_eq!(delays.iter().max(), Some(&Duration::from_millis(220)));
+        assert_eq!(delays.iter().min(), Some(&Duration::from_millis(20)));
+        let late = delays.iter().filter(|d| **d > Duration::from_millis(20)).count() as u64;
+        assert!(late > 5 * s.datagrams_retransmitted, "{late} late");
+        // A longer delay makes a longer timeout: a round trip.
+        let slow = Impairment::none().with_delay(Duration::from_millis(150), Duration::ZERO);
+        assert_eq!(slow.retransmission_timeout(), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_stream_pushes_back_instead_of_dropping() {
+        // A sender with an endless backlog reads what the link has room for, whenever it has some.
+        let t0 = Instant::now();
+        let end = t0 + Duration::from_secs(5);
+        let mut link = Link::new_stream(Schedule::constant(Impairment::rate(200_000)), t0, 1);
+        let (mut now, mut delivered, mut pushed_back) = (t0, 0usize, 0u32);
+        let mut done = false;
+        for _ in 0..1_000_000 {
+            while let Some(d) = link.poll_transmit(now) {
+                delivered += d.len();
+            }
+            let room = link.room(now).min(1000);
+            if room > 0 {
+                assert_eq!(link.handle_datagram(now, Bytes::from(vec![0u8; room])), Verdict::Queued);
+                continue;
+            }
+            pushed_back += 1;
+            match link.poll_timeout() {
+                Some(t) if t < end => now = t.max(now),
+                _ => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        assert!(done, "bounded");
+        // 5 s at 200 kbps = 125 000 bytes; the queue filled but never held more than its 100 ms (2500 bytes).
+        assert!((124_000..=125_000).contains(&delivered), "{delivered}");
+        let s = link.stats();
+        assert_eq!((s.datagrams_dropped, s.bytes_dropped), (0, 0));
+        assert!(s.max_queue_delay <= Duration::from_millis(100), "{s:?}");
+        assert!(s.max_queue_delay >= Duration::from_millis(40), "{s:?}");
+        assert!(pushed_back > 100, "{pushed_back}");
+
+        // During an outage a stream takes a window's worth, then nothing until it ends.
+        let mut link = Link::new_stream(Schedule::constant(Impairment::outage()), t0, 1);
+        let mut taken = 0;
+        while link.room(t0) > 0 {
+            let room = link.room(t0).min(65_536);
+            link.handle_datagram(t0, Bytes::from(vec![0u8; room]));
+            taken += room;
+        }
+        assert_eq!(taken, STREAM_WINDOW);
+        assert_eq!(link.poll_transmit(t0 + Duration::from_secs(60)), None);
+        assert_eq!(link.poll_timeout(), None, "an endless outage never wakes");
+        link.set_impairment(t0 + Duration::from_secs(61), Impairment::none());
+        let mut out = 0;
+        while let Some(d) = link.poll_transmit(t0 + Duration::from_secs(61)) {
+            out += d.len();
+        }
+        assert_eq!(out, STREAM_WINDOW, "all of it once the outage ends");
     }
 
     /// The mean length of the runs of consecutive numbers missing from `got` (delivered numbers, in order).

@@ -18,6 +18,10 @@
 //! # up = [...]                                    # bob → server
 //! # down = [{ rate_kbps = 3000 }, { at_s = 10, rate_kbps = 300 }]
 //!
+//! # [participant.signal]                          # bob's signaling WebSocket (TCP), the same steps
+//! # up = [{ delay_ms = 100 }, { at_s = 5, outage = true }, { at_s = 8, delay_ms = 100 }]
+//! # down = [...]
+//!
 //! [expect]
 //! video_frames_complete_min_pct = 99.0
 //! freeze_longest_max_ms = 500
@@ -26,7 +30,14 @@
 //! A step sets everything about its direction from `at_s` on (what it leaves out is perfect): `rate_kbps` and
 //! `queue_ms` (a bottleneck with a tail-drop queue), `delay_ms` and `jitter_ms`, `loss_pct` (random),
 //! `burst_loss_pct` with `burst_len` (Gilbert–Elliott bursts of that mean length), `reorder_pct` with
-//! `reorder_ms`, `duplicate_pct`.
+//! `reorder_ms`, `duplicate_pct`, and `outage` (nothing is delivered while it is in force: a datagram due then is
+//! lost).
+//!
+//! `up` and `down` impair the participant's media (UDP, through a [`crate::relay::Relay`]); the same steps in a
+//! `[participant.signal]` table impair its signaling WebSocket (TCP, through a [`crate::tcp_relay::TcpRelay`]).
+//! A byte stream is never damaged, so there loss becomes delay (one retransmission timeout per chunk hit), an
+//! outage holds the bytes and delivers them when it ends, a full queue stops the relay reading instead of
+//! dropping, and `reorder_pct` and `duplicate_pct` are refused.
 //!
 //! Metrics, per received track: video frames complete (of those sent while subscribed: complete, corrupt and
 //! missing), freezes (count, longest, total; WebRTC's definition, see [`crate::frame::VideoStats::freezes`]), layer
@@ -94,10 +105,37 @@ pub struct ParticipantSpec {
     /// Server → client impairment steps.
     #[serde(default)]
     pub down: Vec<Step>,
+    /// Impairment of its signaling WebSocket; `None`: it connects to the server directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<SignalSpec>,
+}
+
+/// A participant's signaling path (its WebSocket over TCP): the same steps as its media's, per direction.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalSpec {
+    /// Client → server impairment steps.
+    #[serde(default)]
+    pub up: Vec<Step>,
+    /// Server → client impairment steps.
+    #[serde(default)]
+    pub down: Vec<Step>,
+}
+
+impl SignalSpec {
+    /// Client → server schedule.
+    pub fn up_schedule(&self) -> Schedule {
+        schedule(&self.up)
+    }
+
+    /// Server → client schedule.
+    pub fn down_schedule(&self) -> Schedule {
+        schedule(&self.down)
+    }
 }
 
 impl ParticipantSpec {
-    /// Whether its traffic goes through a relay (it has an impairment in either direction).
+    /// Whether its media goes through a relay (it has an impairment in either direction).
     pub fn impaired(&self) -> bool {
         !self.up.is_empty() || !self.down.is_empty()
     }
@@ -150,6 +188,9 @@ pub struct Step {
     /// Datagrams delivered twice, %.
     #[serde(default)]
     pub duplicate_pct: f64,
+    /// Nothing is delivered while this step is in force.
+    #[serde(default)]
+    pub outage: bool,
 }
 
 impl Step {
@@ -173,7 +214,7 @@ impl Step {
         if self.duplicate_pct > 0.0 {
             imp = imp.with_duplicate(self.duplicate_pct / 100.0);
         }
-        imp
+        Impairment { outage: self.outage, ..imp }
     }
 }
 
@@ -181,6 +222,9 @@ impl Step {
     /// A few words for a plot: `300 kbps, 5% loss`, or `clean`.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
+        if self.outage {
+            parts.push("outage".to_string());
+        }
         if let Some(k) = self.rate_kbps {
             parts.push(format!("{k} kbps"));
         }
@@ -257,11 +301,18 @@ impl Scenario {
             return Err(ScenarioError::Invalid("two participants with one identity".into()));
         }
         for p in &s.participants {
-            for step in p.up.iter().chain(&p.down) {
+            let signal = p.signal.iter().flat_map(|sig| sig.up.iter().chain(&sig.down));
+            for step in p.up.iter().chain(&p.down).chain(signal.clone()) {
                 let pct = [step.loss_pct, step.burst_loss_pct, step.reorder_pct, step.duplicate_pct];
                 if pct.iter().any(|v| !(0.0..=100.0).contains(v)) || step.at_s < 0.0 || step.at_s > s.duration_s {
                     return Err(ScenarioError::Invalid(format!("{}: a step out of range: {step:?}", p.identity)));
                 }
+            }
+            if let Some(step) = signal.into_iter().find(|st| st.reorder_pct > 0.0 || st.duplicate_pct > 0.0) {
+                return Err(ScenarioError::Invalid(format!(
+                    "{}: a byte stream cannot be reordered or duplicated (TCP would repair it): {step:?}",
+                    p.identity
+                )));
             }
         }
         Ok(s)
@@ -514,6 +565,9 @@ publish = ["audio", "video"]
 identity = "bob"
 down = [{ rate_kbps = 3000, loss_pct = 2 }, { at_s = 10, rate_kbps = 300, burst_loss_pct = 10, burst_len = 4 }]
 up = [{ delay_ms = 50, jitter_ms = 20, reorder_pct = 1, duplicate_pct = 0.5 }]
+[participant.signal]
+up = [{ delay_ms = 100 }, { at_s = 5, outage = true, delay_ms = 100 }, { at_s = 8, delay_ms = 100 }]
+down = [{ delay_ms = 100, loss_pct = 1 }]
 [expect]
 video_frames_complete_min_pct = 99
 freeze_longest_max_ms = 500
@@ -536,6 +590,18 @@ freeze_longest_max_ms = 500
         let up = bob.up_schedule().at(Duration::ZERO);
         assert_eq!((up.delay, up.jitter), (Duration::from_millis(50), Duration::from_millis(20)));
         assert_eq!((up.reorder, up.reorder_delay, up.duplicate), (0.01, Duration::from_millis(10), 0.005));
+        assert!(!up.outage);
+
+        assert_eq!(s.participants[0].signal, None, "alice connects directly");
+        let signal = bob.signal.as_ref().unwrap();
+        let up = signal.up_schedule();
+        let ms = Duration::from_millis;
+        assert_eq!((up.at(ms(4999)).outage, up.at(ms(4999)).delay), (false, ms(100)));
+        assert_eq!((up.at(ms(5000)).outage, up.at(ms(5000)).delay), (true, ms(100)));
+        assert_eq!(up.outage_end(ms(5000)), Some(ms(8000)));
+        assert!(!up.at(ms(8000)).outage);
+        assert_eq!(signal.down_schedule().at(ms(9000)).loss, 0.01);
+        assert_eq!(signal.up[1].summary(), "outage, 100+0 ms");
     }
 
     #[test]
@@ -544,6 +610,13 @@ freeze_longest_max_ms = 500
         assert!(matches!(Scenario::from_toml(&unknown), Err(ScenarioError::Parse(_))));
         let over = FILE.replace("loss_pct = 2", "loss_pct = 200");
         assert!(matches!(Scenario::from_toml(&over), Err(ScenarioError::Invalid(_))));
+        let reordered = FILE.replace("loss_pct = 1 }", "reorder_pct = 1 }");
+        let e = Scenario::from_toml(&reordered).unwrap_err();
+        assert!(matches!(&e, ScenarioError::Invalid(m) if m.contains("byte stream")), "{e}");
+        let late = FILE.replace("at_s = 8,", "at_s = 80,");
+        assert!(matches!(Scenario::from_toml(&late), Err(ScenarioError::Invalid(_))), "signal steps are checked too");
+        let unknown = FILE.replace("[participant.signal]\nup", "[participant.signal]\nupp");
+        assert!(matches!(Scenario::from_toml(&unknown), Err(ScenarioError::Parse(_))));
         let twice = FILE.replace("identity = \"bob\"", "identity = \"alice\"");
         assert!(matches!(Scenario::from_toml(&twice), Err(ScenarioError::Invalid(_))));
         assert!(Scenario::from_toml("name = \"x\"\nduration_s = 0\nparticipant = []").is_err());

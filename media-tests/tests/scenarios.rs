@@ -30,14 +30,26 @@ fn every_scenario_file_parses() {
             assert_eq!(Some(s.name.as_str()), path.file_stem().and_then(|n| n.to_str()), "named after its file");
             for p in &s.participants {
                 let _ = (p.up_schedule(), p.down_schedule());
+                if let Some(signal) = &p.signal {
+                    let _ = (signal.up_schedule(), signal.down_schedule());
+                }
             }
             names.push(s.name);
         }
     }
     names.sort();
-    for want in
-        ["clean", "loss-2", "loss-5", "loss-10", "loss-20", "burst-10", "jitter-50", "bandwidth-step", "reorder"]
-    {
+    for want in [
+        "clean",
+        "loss-2",
+        "loss-5",
+        "loss-10",
+        "loss-20",
+        "burst-10",
+        "jitter-50",
+        "bandwidth-step",
+        "reorder",
+        "signal-outage",
+    ] {
         assert!(names.iter().any(|n| n == want), "scenario {want} missing: {names:?}");
     }
 }
