@@ -752,8 +752,23 @@ impl Worker {
         // (a fault inside `with_peer`) can at worst make this one packet skip another subscriber.
         let mut i = 0;
         while let Some(&s) = self.local_subs.get(&pkt.track).and_then(|subs| subs.get(i)) {
-            self.with_peer(s, |p| p.handle_forward(pkt));
+            self.forward_to(s, pkt);
             i += 1;
+        }
+    }
+
+    /// One packet into one subscriber, not drained now: `write_rtp` only queues, and whatever it produced (the
+    /// transmit, a keyframe wish) comes out in this cycle's timer pass, which drains every peer due. So a subscriber
+    /// that gets a frame's packets in one cycle is polled once for all of them, not once per packet — str0m's
+    /// `poll_output` walks every subsystem (ICE, DTLS, SCTP, streams), the largest cost of a fan-out.
+    fn forward_to(&mut self, id: PeerId, pkt: &ForwardPacket) {
+        let Some(slot) = self.peers.get_mut(&id) else { return };
+        let _g = slot.span.enter();
+        let r = catch_unwind(AssertUnwindSafe(|| slot.peer.handle_forward(pkt)));
+        drop(_g);
+        match r {
+            Ok(()) => slot.next_timeout = slot.next_timeout.min(pkt.arrival),
+            Err(_) => self.fault(id),
         }
     }
 
