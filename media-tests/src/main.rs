@@ -97,6 +97,10 @@ struct LoadArgs {
     /// Courier's runtime threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Courier: where each subscriber's bandwidth estimate starts, kbit/s (default: the server's, 1000). A
+    /// single-layer stream above it is paused until probing proves the link (see docs/benchmarks.md, "Load").
+    #[arg(long)]
+    bwe_initial_kbps: Option<u32>,
     /// The courier binary (default: $COURIER_BIN, else `courier` next to this program).
     #[arg(long)]
     courier_bin: Option<std::path::PathBuf>,
@@ -344,7 +348,13 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 Some(b) => b,
                 None => std::env::current_exe()?.with_file_name("courier"),
             };
-            Box::new(load::courier::Courier::start(&bin, netns.as_ref(), args.server_cpu, args.workers)?)
+            Box::new(load::courier::Courier::start(
+                &bin,
+                netns.as_ref(),
+                args.server_cpu,
+                args.workers,
+                args.bwe_initial_kbps,
+            )?)
         }
         LoadTarget::Pion => {
             let bin = match args.server_bin {

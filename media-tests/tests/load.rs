@@ -26,7 +26,7 @@ fn workload(rooms: usize, publishers: usize, subscribers: usize, media: Media) -
 
 fn run(w: &Workload) -> LoadReport {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let server = Courier::start(&courier::courier_bin(), None, None, 1).expect("courier starts");
+    let server = Courier::start(&courier::courier_bin(), None, None, 1, None).expect("courier starts");
     rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(90), load::run(&server, w, std::net::Ipv4Addr::LOCALHOST.into()))
             .await

@@ -28,9 +28,21 @@ pub struct Courier {
 
 impl Courier {
     /// Starts `bin` on 127.0.0.1, or inside `netns` on its address; pinned to `cpu` when given; `workers` runtime
-    /// threads. Join rate limits are off (every peer comes from one address, quickly).
-    pub fn start(bin: &Path, netns: Option<&Netns>, cpu: Option<usize>, workers: usize) -> anyhow::Result<Courier> {
-        let env = [("COURIER_LIMITS_JOIN_PER_IP_PER_SEC", "0"), ("COURIER_LIMITS_JOIN_PER_IDENTITY_PER_SEC", "0")];
+    /// threads; each subscriber's bandwidth estimate starting at `bwe_initial_kbps` (the server's default when
+    /// `None`). Join rate limits are off (every peer comes from one address, quickly).
+    pub fn start(
+        bin: &Path,
+        netns: Option<&Netns>,
+        cpu: Option<usize>,
+        workers: usize,
+        bwe_initial_kbps: Option<u32>,
+    ) -> anyhow::Result<Courier> {
+        let bwe = bwe_initial_kbps.map(|k| k.to_string());
+        let mut env =
+            vec![("COURIER_LIMITS_JOIN_PER_IP_PER_SEC", "0"), ("COURIER_LIMITS_JOIN_PER_IDENTITY_PER_SEC", "0")];
+        if let Some(k) = &bwe {
+            env.push(("COURIER_BWE_INITIAL_KBPS", k.as_str()));
+        }
         let (prefix, ip) = match netns {
             Some(ns) => (ns.exec_prefix(cpu), ns.ns_addr.into()),
             None => {
