@@ -33,6 +33,12 @@
 //!   restarted from the remembered value. If the link did shrink meanwhile, the estimator finds out within a
 //!   second and the allocator cuts as usual.
 //! - **No estimate, no limit**: without TWCC feedback (no estimate) tracks get what their settings want.
+//! - **A guess is not evidence**: the estimate a subscriber starts with is configuration (`bwe_initial_kbps`), not a
+//!   measurement. Until the estimator first lowers it (by more than [`ESTIMATE_FALL`]), no lowest layer is cut or
+//!   paused below it: a single-layer 1.5 Mbit/s camera is not withheld from a new subscriber because the guess was
+//!   1 Mbit/s. The media then shows the estimator what the link carries; a link that cannot carry it makes the
+//!   estimate fall, and from then on the rules above apply. (Found by the load generator: with 200 new subscribers
+//!   on a busy server, probes kept failing and a fifth of them got nothing for 30 s.)
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -53,6 +59,8 @@ pub const LOSS_CONGESTED: f32 = 0.1;
 pub const LOSS_MEMORY: Duration = Duration::from_secs(2);
 /// How long a proven estimate is remembered.
 pub const ESTIMATE_MEMORY: Duration = Duration::from_secs(30);
+/// An estimate below this fraction of the previous one is a fall: the estimator saw congestion.
+pub const ESTIMATE_FALL: f64 = 0.95;
 /// How far beyond what a step needs a probe asks the estimator to look.
 pub const PROBE_OVERSHOOT: f64 = 1.15;
 /// No probe for this long after a cut.
@@ -160,6 +168,9 @@ pub struct Allocator {
     proven: Option<(u64, Instant)>,
     /// What everything wanted cost at the last update.
     last_wanted: u64,
+    /// Has the estimator ever lowered its estimate (seen congestion)? Until then its number is the configured
+    /// starting guess, and lowest layers are not cut or paused below it (see "A guess is not evidence").
+    estimate_fell: bool,
 }
 
 impl Default for Allocator {
@@ -178,6 +189,7 @@ impl Default for Allocator {
             wish_probing: false,
             proven: None,
             last_wanted: 0,
+            estimate_fell: false,
         }
     }
 }
@@ -239,6 +251,9 @@ fn level_index(t: &TrackInput, a: Allocation) -> Option<usize> {
 impl Allocator {
     /// A new estimate from the BWE, bits per second.
     pub fn set_estimate(&mut self, bps: u64) {
+        if self.estimate.is_some_and(|prev| (bps as f64) < prev as f64 * ESTIMATE_FALL) {
+            self.estimate_fell = true;
+        }
         self.estimate = Some(bps);
     }
 
@@ -331,6 +346,10 @@ impl Allocator {
             (Some(eff), Some(raw)) if eff < raw => Some(eff.max(lowest.min(raw))),
             (eff, _) => eff,
         };
+        // A guess is not evidence: before the estimator has ever lowered its estimate, every lowest layer flows even
+        // above it (the media itself shows the estimator what the link carries; upgrades still need proof).
+        let floor = (lowest as f64 / UP_FRACTION).ceil() as u64;
+        let estimate = if self.estimate_fell { estimate } else { estimate.map(|e| e.max(floor)) };
         let fits_up = match estimate {
             Some(e) => greedy(&video, ((e as f64 * UP_FRACTION) as u64).saturating_sub(audio)),
             None => unlimited.clone(),
@@ -598,6 +617,21 @@ mod tests {
         a.update(t + UP_HOLD + 100 * MS, &tracks);
         let d = a.update(t + 2 * UP_HOLD + 100 * MS, &tracks);
         assert_eq!(d.changes, vec![(TrackId(1), Allocation::Layer(2))]);
+    }
+
+    #[test]
+    fn a_starting_guess_does_not_pause_a_single_layer_until_the_estimate_falls() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        // One layer (no simulcast) at 1.5 Mbit/s; the estimator starts at its configured 1 Mbit/s.
+        let single = TrackInput { live: 0b001, bitrates: [1_500_000, 0, 0], ..camera(1, Some(2)) };
+        let tracks = [single];
+        let t = run(&mut a, t0, PAUSE_HOLD + UP_HOLD, 1_000_000, &tracks);
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "flows above the guess");
+        // The estimate grows with what flows, then falls: congestion seen, the usual rules (a pause after the hold).
+        let t = run(&mut a, t, 500 * MS, 1_400_000, &tracks);
+        let t = run(&mut a, t, PAUSE_HOLD + 100 * MS, 600_000, &tracks);
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Paused));
     }
 
     #[test]
