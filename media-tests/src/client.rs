@@ -57,6 +57,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
@@ -75,8 +76,8 @@ use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
 use crate::audio::{AudioError, AudioReceiver, AudioSource, DEFAULT_BITRATE_BPS, FRAME_DURATION, FRAME_SAMPLES};
 use crate::frame::{VideoConfig, VideoReceiver, VideoSource, Vp8Packetizer};
 use crate::report::{
-    AudioTrackReport, LayerSentReport, PublishedReport, Report, SetLayersReport, StreamStateReport, TrackReport,
-    VideoTrackReport,
+    AudioTrackReport, LayerSentReport, PublishedReport, Report, RtcpReport, SetLayersReport, StreamStateReport,
+    TrackReport, VideoTrackReport,
 };
 use crate::signal::{
     rewrite_candidate, rewrite_candidates, AnswerAction, ClientMessage, Incoming, Joined, LayerActive, MediaKind,
@@ -391,6 +392,17 @@ struct Shared {
     sent: SentCounters,
     set_layers: StdMutex<Vec<SetLayersReport>>,
     stream_states: StdMutex<Vec<StreamStateReport>>,
+    rtcp: Arc<RtcpCounters>,
+}
+
+/// Counted by [`RtxUnwrapper`] in the interceptor chain; see [`RtcpReport`].
+#[derive(Debug, Default)]
+struct RtcpCounters {
+    nacks: AtomicU64,
+    nacked: AtomicU64,
+    plis: AtomicU64,
+    firs: AtomicU64,
+    rtx: AtomicU64,
 }
 
 impl Shared {
@@ -480,6 +492,13 @@ impl Shared {
                 set_layers: lock(&self.set_layers).clone(),
             },
             stream_states: lock(&self.stream_states).clone(),
+            rtcp: RtcpReport {
+                nacks_sent: self.rtcp.nacks.load(Ordering::Relaxed),
+                nacked_packets: self.rtcp.nacked.load(Ordering::Relaxed),
+                plis_sent: self.rtcp.plis.load(Ordering::Relaxed),
+                firs_sent: self.rtcp.firs.load(Ordering::Relaxed),
+                rtx_received: self.rtcp.rtx.load(Ordering::Relaxed),
+            },
         }
     }
 }
@@ -563,13 +582,21 @@ impl Client {
             sent: SentCounters::new(options.simulcast.as_ref().filter(|_| options.publish_video)),
             set_layers: StdMutex::new(Vec::new()),
             stream_states: StdMutex::new(Vec::new()),
+            rtcp: Arc::default(),
         });
 
         let (pc_tx, pc_rx) = mpsc::unbounded_channel();
         let (conn_state_tx, conn_state_rx) = watch::channel(RTCPeerConnectionState::New);
         let handler = Arc::new(PcHandler { tx: pc_tx, state: conn_state_tx });
         let udp_addr = options.udp_addr.unwrap_or_else(|| default_udp_addr(url));
-        let pc = build_peer_connection(handler, udp_addr, options.simulcast.is_some(), options.twcc).await?;
+        let pc = build_peer_connection(
+            handler,
+            udp_addr,
+            options.simulcast.is_some(),
+            options.twcc,
+            Arc::clone(&shared.rtcp),
+        )
+        .await?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let _ = events_tx.send(ClientEvent::Joined(joined.clone()));
@@ -817,6 +844,7 @@ async fn build_peer_connection(
     udp_addr: SocketAddr,
     simulcast: bool,
     twcc: bool,
+    rtcp: Arc<RtcpCounters>,
 ) -> Result<Arc<dyn PeerConnection>, ClientError> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
@@ -835,8 +863,9 @@ async fn build_peer_connection(
     let registry = if twcc { configure_twcc(registry, &mut media_engine)? } else { registry };
     let registry = configure_rtcp_reports(registry);
     let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
-    // Between the FEC decoder (6_000) and the NACK generator (7_000) on the read walk.
-    let registry = registry.with(Slot::from(6_500), RtxUnwrapper::default());
+    // Between the FEC decoder (6_000) and the NACK generator (7_000) on the read walk; on the write walk (towards
+    // the wire) below the NACK generator, so it counts the NACKs it emits.
+    let registry = registry.with(Slot::from(6_500), RtxUnwrapper { counters: rtcp, ..RtxUnwrapper::default() });
 
     let setting_engine =
         SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
@@ -915,8 +944,12 @@ impl Interceptor for KeyframeRequestForwarder {
 /// again every 100 ms until it leaves the receive log: measured with `media-tests run scenarios/loss-5.toml`, more
 /// retransmissions than original packets, which tripped str0m's retransmission cap and stalled repair for up to a
 /// second. Unwrapped here, a repaired packet counts as received and is asked for no more.
+///
+/// It also counts, into [`RtcpCounters`], the RTX packets it unwraps and the NACKs, PLIs and FIRs on the RTCP write
+/// path (it sits below the NACK generator, so it sees what that emits, and every RTCP the application writes).
 #[derive(Default)]
 struct RtxUnwrapper {
+    counters: Arc<RtcpCounters>,
     /// RTX SSRC → (the SSRC it repairs, that stream's payload type).
     repairs: std::collections::HashMap<u32, (u32, u8)>,
     read: std::collections::VecDeque<TaggedPacket>,
@@ -934,6 +967,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxUnwrapper {
         if let InterceptorPacket::Rtp(packet) = &mut msg.message.packet {
             if let Some(&(ssrc, pt)) = self.repairs.get(&packet.header.ssrc) {
                 if packet.payload.len() >= 2 {
+                    self.counters.rtx.fetch_add(1, Ordering::Relaxed);
                     packet.header.sequence_number = u16::from_be_bytes([packet.payload[0], packet.payload[1]]);
                     packet.header.ssrc = ssrc;
                     packet.header.payload_type = pt;
@@ -952,6 +986,20 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxUnwrapper {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let InterceptorPacket::Rtcp(packets) = &msg.message.packet {
+            for p in packets {
+                let any = p.as_ref().as_any();
+                if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                    self.counters.nacks.fetch_add(1, Ordering::Relaxed);
+                    let n: usize = nack.nacks.iter().map(|pair| pair.packet_list().len()).sum();
+                    self.counters.nacked.fetch_add(n as u64, Ordering::Relaxed);
+                } else if any.is::<PictureLossIndication>() {
+                    self.counters.plis.fetch_add(1, Ordering::Relaxed);
+                } else if any.is::<FullIntraRequest>() {
+                    self.counters.firs.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         self.write.push_back(msg);
         Ok(())
     }

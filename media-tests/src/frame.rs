@@ -62,7 +62,9 @@ use rtc::rtp;
 
 use crate::delay::DelaySamples;
 use crate::ivf::{self, IvfError};
+use crate::recovery::{Recovery, RecoveryTracker};
 use crate::seq::Unwrapper;
+use crate::series::{Series, SeriesBinner};
 
 /// The four bytes that start the trailer of our frames.
 pub const MAGIC: [u8; 4] = *b"CRFR";
@@ -1111,6 +1113,14 @@ pub struct VideoStats {
     /// Each freeze: when it ended (the late frame completed, µs since the UNIX epoch) and how long it was (ms); at
     /// most [`MAX_LAYER_CHANGES`] are kept.
     pub freeze_list: Vec<(u64, u64)>,
+    /// Loss episodes recovered from (see [`crate::recovery`] for the definition).
+    pub recoveries: u64,
+    /// Each recovery, at most [`crate::recovery::MAX_RECOVERIES`].
+    pub recovery_list: Vec<Recovery>,
+    /// Whether a loss episode was still open at the end.
+    pub recovery_unfinished: bool,
+    /// Received bitrate, loss and frame delay per 500 ms bin.
+    pub series: Series,
 }
 
 /// One entry of [`VideoStats::layer_changes`].
@@ -1170,8 +1180,12 @@ pub struct VideoReceiver {
     last_shown_us: Option<u64>,
     /// The counter a decoder would show next (`None` before the first keyframe).
     next_shown: Option<u32>,
-    /// Complete frames waiting for the frame before them, by counter: (completed at, µs).
+    /// Complete frames waiting for the frame before them, by counter: their send time, µs.
     waiting: BTreeMap<u32, u64>,
+    /// Loss episodes and recovery times, from the frames as shown.
+    recovery: RecoveryTracker,
+    /// Bitrate, loss and delay per 500 ms.
+    series: SeriesBinner,
     /// Smoothed interval between newest intact frames, ms (freezes left out).
     mean_interval_ms: Option<f64>,
 }
@@ -1186,6 +1200,7 @@ impl VideoReceiver {
     /// verdict on the frame it completed, if any.
     pub fn handle_packet(&mut self, packet: &rtp::Packet, now_us: u64) -> Option<FrameCheck> {
         self.stats.packets_received += 1;
+        self.series.on_packet(packet.header.sequence_number, 12 + packet.payload.len(), now_us);
         let outcome = self.assembler.push(packet);
         match outcome.status {
             PacketStatus::NewFrame => self.stats.frames_received += 1,
@@ -1203,7 +1218,7 @@ impl VideoReceiver {
                 *layers |= bit;
                 if self.counters.insert(info.counter) {
                     self.stats.frames_complete += 1;
-                    self.on_decodable_order(info.counter, info.keyframe, now_us);
+                    self.on_decodable_order(info.counter, info.keyframe, info.send_time_us, now_us);
                 } else if other_layer {
                     self.stats.frames_repeated_at_switch += 1;
                 } else {
@@ -1216,6 +1231,7 @@ impl VideoReceiver {
                 }
                 let delay_ms = (now_us as f64 - info.send_time_us as f64) / 1000.0;
                 self.delays.record(delay_ms);
+                self.series.on_frame_delay(delay_ms, now_us);
                 self.on_intact(&info, frame.timestamp, now_us);
             }
             FrameCheck::Corrupt(_) => self.stats.frames_corrupt += 1,
@@ -1281,7 +1297,7 @@ impl VideoReceiver {
 
     /// A frame completed for the first time: shown now if a decoder could (see [`VideoStats::freezes`]), with
     /// those waiting behind it; otherwise it waits.
-    fn on_decodable_order(&mut self, counter: u32, keyframe: bool, now_us: u64) {
+    fn on_decodable_order(&mut self, counter: u32, keyframe: bool, send_us: u64, now_us: u64) {
         /// Frames held waiting for a gap that no keyframe ends (bounded; the oldest give way).
         const MAX_WAITING: usize = 1024;
         match self.next_shown {
@@ -1289,27 +1305,29 @@ impl VideoReceiver {
             Some(next) if counter == next || keyframe => {}
             None if keyframe => {}
             _ => {
-                self.waiting.insert(counter, now_us);
+                self.waiting.insert(counter, send_us);
                 if self.waiting.len() > MAX_WAITING {
                     self.waiting.pop_first();
                 }
                 return;
             }
         }
-        self.on_shown(now_us);
+        self.on_shown(counter, send_us, now_us);
         let mut next = counter.wrapping_add(1);
         // Whatever waited behind it goes now; what waited for a frame before it never shows.
         self.waiting.retain(|c, _| *c > counter);
-        while self.waiting.first_key_value().is_some_and(|(c, _)| *c == next) {
+        while let Some((c, send_us)) = self.waiting.first_key_value().map(|(c, s)| (*c, *s)).filter(|(c, _)| *c == next)
+        {
             self.waiting.pop_first();
-            self.on_shown(now_us);
+            self.on_shown(c, send_us, now_us);
             next = next.wrapping_add(1);
         }
         self.next_shown = Some(next);
     }
 
-    /// A frame shown at `now_us`: a freeze if it came too long after the one before.
-    fn on_shown(&mut self, now_us: u64) {
+    /// Frame `counter` (sent at `send_us`) shown at `now_us`: a freeze if it came too long after the one before.
+    fn on_shown(&mut self, counter: u32, send_us: u64, now_us: u64) {
+        self.recovery.on_shown(counter, send_us, now_us);
         if let Some(prev) = self.last_shown_us {
             let gap = now_us.saturating_sub(prev) as f64 / 1000.0;
             match self.mean_interval_ms {
@@ -1343,6 +1361,11 @@ impl VideoReceiver {
             _ => self.abandoned,
         };
         stats.delay_ms_p50 = self.delays.percentile(50.0);
+        stats.recoveries = self.recovery.count;
+        stats.recovery_list = self.recovery.recoveries.clone();
+        // Also open: complete frames waiting for a gap no keyframe has ended (nothing shown after it yet).
+        stats.recovery_unfinished = self.recovery.unrecovered() || !self.waiting.is_empty();
+        stats.series = self.series.series();
         stats.delay_ms_p99 = self.delays.percentile(99.0);
         stats
     }
@@ -1837,6 +1860,43 @@ mod tests {
             s.freeze_list,
             vec![(SEND_TIME_BASE + 72 * 33_000, 429), (SEND_TIME_BASE + 120 * 33_000 + 300_000, 333)]
         );
+    }
+
+    #[test]
+    fn recovery_times_and_series_from_packets() {
+        // Frames every 33 ms, each arriving 10 ms after it was sent; 60..72 lost (72 a keyframe): recovered at 72,
+        // 13 frames after 59. 120 arrives 300 ms late; 121..125 wait for it: 120..124 are late (> 10 + 150 ms),
+        // 125 is not and starts the good run: 333 ms after 119. 190..195 lost, no keyframe after: unfinished.
+        let mut p = Vp8Packetizer::new(1, 96, 0, 0);
+        let mut rx = VideoReceiver::new();
+        // Every frame is packetized (sequence numbers run on), the lost ones are not delivered.
+        let mut arrivals: Vec<(u64, u32, Vec<rtp::Packet>)> = (0..200u32)
+            .map(|c| {
+                let vp8 = Vp8Clip::builtin().frame(if c == 0 || c == 72 { 0 } else { 1 }).clone();
+                let data = build_frame(&vp8, c, SEND_TIME_BASE + u64::from(c) * 33_000, 1200);
+                (u64::from(c) * 33_000 + 10_000 + if c == 120 { 300_000 } else { 0 }, c, p.packetize(&data, c * 3000))
+            })
+            .filter(|(_, c, _)| !(60..72).contains(c) && !(190..195).contains(c))
+            .collect();
+        arrivals.sort_by_key(|(at, c, _)| (*at, *c));
+        for (at, _, packets) in arrivals {
+            for pkt in packets {
+                rx.handle_packet(&pkt, SEND_TIME_BASE + at);
+            }
+        }
+        let s = rx.stats();
+        let ms: Vec<u64> = s.recovery_list.iter().map(|r| r.ms).collect();
+        assert_eq!((s.recoveries, ms, s.recovery_unfinished), (2, vec![429, 333], true), "{:?}", s.recovery_list);
+        assert_eq!(s.recovery_list[0].start_us, SEND_TIME_BASE + 59 * 33_000 + 10_000);
+        // Bins of 500 ms from the first arrival's bin: frames 60..71 were due in bin 3 (1980..2000 ms) and 4; their
+        // loss shows when 72 arrives (bin 4).
+        let series = &s.series;
+        assert_eq!((series.start_ms, series.bin_ms), (SEND_TIME_BASE / 1000, 500));
+        assert_eq!(series.kbps.len(), 14, "199 × 33 + 10 ms = 6577 ms: 14 bins");
+        assert_eq!(series.loss_pct[0], Some(0.0));
+        assert!(series.loss_pct[4].unwrap() > 50.0, "{:?}", series.loss_pct);
+        assert_eq!(series.delay_ms_p50[0], Some(10.0));
+        assert!(series.kbps[1] > 250.0, "15 frames of 1200 bytes: ~300 kbit/s: {:?}", series.kbps);
     }
 
     #[test]

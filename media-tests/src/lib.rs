@@ -25,6 +25,8 @@
 //! - [`load`]: the load generator (`media-tests load`): cheap str0m peers, the servers under test (Courier, Janus,
 //!   Pion's broadcast example), CPU/RSS from `/proc`, forwarded packets per CPU-second, added delay.
 //! - [`report`]: the JSON report.
+//! - [`recovery`]: loss episodes and recovery times from the frames as shown. Sans-I/O.
+//! - [`series`]: received bitrate, loss and frame delay per 500 ms bin, for the scenario plot. Sans-I/O.
 //! - [`token`]: minting HS256 access tokens for tests.
 //! - [`seq`], [`delay`]: RTP counter unwrapping and delay percentiles.
 //!
@@ -53,10 +55,12 @@ pub mod frame;
 pub mod ivf;
 pub mod load;
 pub mod plot;
+pub mod recovery;
 pub mod relay;
 pub mod report;
 pub mod scenario;
 pub mod seq;
+pub mod series;
 pub mod server;
 pub mod signal;
 pub mod simulcast;

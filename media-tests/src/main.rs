@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use media_tests::client::{Client, ClientEvent, ClientOptions};
 use media_tests::frame::VideoConfig;
-use media_tests::plot::{timeline_svg, Timeline};
+use media_tests::plot::{timeline_svg, PlotBin, Timeline};
 use media_tests::relay::{Relay, RelayConfig};
 use media_tests::scenario::{evaluate, Scenario};
 use media_tests::server::CourierProcess;
@@ -519,7 +519,8 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(if outcome.pass() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// The SVG timeline of a run: per received video, its layer and freezes; the impairment steps as marks.
+/// The SVG timeline of a run: per received video, its layer and freezes and its bitrate, loss and delay per bin;
+/// the impairment steps as marks.
 fn timeline_plot(scenario: &Scenario, reports: &[media_tests::report::Report], start_unix_ms: u64) -> String {
     let secs = |at_ms: u64| at_ms.saturating_sub(start_unix_ms) as f64 / 1000.0;
     let name = |pid: &str| {
@@ -536,6 +537,16 @@ fn timeline_plot(scenario: &Scenario, reports: &[media_tests::report::Report], s
                     .iter()
                     .map(|f| (secs(f.at_ms) - f.ms as f64 / 1000.0, f.ms as f64 / 1000.0))
                     .collect(),
+                bins: (0..v.series.kbps.len())
+                    .map(|i| PlotBin {
+                        t: (v.series.start_ms as f64 + (i as u64 * v.series.bin_ms) as f64 - start_unix_ms as f64)
+                            / 1000.0,
+                        kbps: v.series.kbps[i],
+                        loss_pct: v.series.loss_pct.get(i).copied().flatten(),
+                        delay_ms: v.series.delay_ms_p50.get(i).copied().flatten(),
+                    })
+                    .collect(),
+                bin_s: v.series.bin_ms as f64 / 1000.0,
             });
         }
     }

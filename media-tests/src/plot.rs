@@ -1,5 +1,6 @@
 //! A small SVG timeline for scenario reports: what a subscriber received over time — the simulcast layer as a step
-//! line, freezes as red bands, the impairment steps as dashed lines — so that a QA engineer sees at a glance when a
+//! line, freezes as red bands, the impairment steps as dashed lines, and under each lane three small panels per
+//! 500 ms bin: received bitrate (kbit/s), loss before repair (%) and frame delay (p50, ms) — so that a QA engineer sees at a glance when a
 //! switch or a freeze happened relative to the network change. Plain string building, no dependency; the runner
 //! writes one file per run next to its JSON report.
 
@@ -14,6 +15,35 @@ pub struct Timeline {
     pub layers: Vec<(f64, Option<u8>)>,
     /// Freezes: (start, length), seconds.
     pub freezes: Vec<(f64, f64)>,
+    /// Per-bin values (empty: no panels).
+    pub bins: Vec<PlotBin>,
+    /// Bin width, seconds.
+    pub bin_s: f64,
+}
+
+/// One bin of [`Timeline::bins`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PlotBin {
+    /// Start, seconds from the start of the run.
+    pub t: f64,
+    /// Received kbit/s.
+    pub kbps: f64,
+    /// Loss before repair, % (`None`: nothing expected).
+    pub loss_pct: Option<f64>,
+    /// Frame delay p50, ms (`None`: no frame).
+    pub delay_ms: Option<f64>,
+}
+
+/// Reads one value of a bin.
+type BinValue = fn(&PlotBin) -> Option<f64>;
+
+/// Height of one value panel.
+const PANEL: f64 = 44.0;
+
+impl Timeline {
+    fn height(&self, lane: f64) -> f64 {
+        lane + if self.bins.is_empty() { 0.0 } else { 3.0 * PANEL }
+    }
 }
 
 /// Draws `timelines` (one lane each) over `duration_s`, with vertical dashed lines at `marks` (seconds, label).
@@ -25,7 +55,8 @@ pub fn timeline_svg(title: &str, duration_s: f64, marks: &[(f64, String)], timel
     const LANE: f64 = 90.0;
     const AXIS: f64 = 40.0;
     let duration = if duration_s.is_finite() && duration_s > 0.0 { duration_s } else { 1.0 };
-    let h = TOP + LANE * timelines.len().max(1) as f64 + AXIS;
+    let lanes: f64 = timelines.iter().map(|t| t.height(LANE)).sum::<f64>().max(LANE);
+    let h = TOP + lanes + AXIS;
     let x = |t: f64| LEFT + (t.clamp(0.0, duration) / duration) * (W - LEFT - RIGHT);
     let mut s = String::new();
     let _ = write!(
@@ -37,8 +68,11 @@ pub fn timeline_svg(title: &str, duration_s: f64, marks: &[(f64, String)], timel
         r##"<rect width="100%" height="100%" fill="#fff"/><text x="{LEFT}" y="22" font-size="15" font-weight="bold">{}</text>"##,
         esc(title)
     );
-    for (i, tl) in timelines.iter().enumerate() {
-        let top = TOP + LANE * i as f64;
+    let mut top = TOP;
+    for tl in timelines {
+        let lane_top = top;
+        top += tl.height(LANE);
+        let top = lane_top;
         let y = |layer: Option<u8>| top + LANE - 20.0 - f64::from(layer.unwrap_or(0).min(2)) * ((LANE - 30.0) / 2.0);
         let _ = write!(s, r##"<text x="8" y="{}" fill="#333">{}</text>"##, top + LANE / 2.0, esc(&tl.label));
         for (name, layer) in [("q", 0u8), ("h", 1), ("f", 2)] {
@@ -79,6 +113,27 @@ pub fn timeline_svg(title: &str, duration_s: f64, marks: &[(f64, String)], timel
             let _ = write!(d, " H{:.1}", x(duration));
             let _ = write!(s, r##"<path d="{d}" fill="none" stroke="#2563eb" stroke-width="2"/>"##);
         }
+        let panels: [(&str, &str, BinValue); 3] = [
+            ("kbit/s", "#16a34a", |b| Some(b.kbps)),
+            ("loss % (before repair)", "#e5484d", |b| b.loss_pct),
+            ("delay p50 ms", "#9333ea", |b| b.delay_ms),
+        ];
+        if !tl.bins.is_empty() {
+            for (k, (name, color, value)) in panels.into_iter().enumerate() {
+                let ptop = top + LANE + PANEL * k as f64;
+                let max = tl.bins.iter().filter_map(value).fold(0.0f64, f64::max);
+                let scale = if max > 0.0 { max } else { 1.0 };
+                let y = |v: f64| ptop + PANEL - 6.0 - (v / scale) * (PANEL - 14.0);
+                let _ = write!(
+                    s,
+                    r##"<text x="8" y="{}" fill="#666" font-size="10">{name} (max {max:.0})</text><line x1="{LEFT}" x2="{}" y1="{2}" y2="{2}" stroke="#eee"/>"##,
+                    ptop + PANEL / 2.0,
+                    W - RIGHT,
+                    y(0.0),
+                );
+                s.push_str(&step_path(&tl.bins, tl.bin_s, value, &x, &y, color));
+            }
+        }
     }
     for (t, label) in marks {
         let _ = write!(
@@ -105,6 +160,32 @@ pub fn timeline_svg(title: &str, duration_s: f64, marks: &[(f64, String)], timel
     s
 }
 
+/// A step line over the bins, broken where a bin has no value.
+fn step_path(
+    bins: &[PlotBin],
+    bin_s: f64,
+    value: BinValue,
+    x: &dyn Fn(f64) -> f64,
+    y: &dyn Fn(f64) -> f64,
+    color: &str,
+) -> String {
+    let mut d = String::new();
+    let mut open = false;
+    for b in bins {
+        match value(b) {
+            Some(v) => {
+                let _ = write!(d, "{}{:.1},{:.1} H{:.1}", if open { " L" } else { " M" }, x(b.t), y(v), x(b.t + bin_s));
+                open = true;
+            }
+            None => open = false,
+        }
+    }
+    if d.is_empty() {
+        return String::new();
+    }
+    format!(r##"<path d="{}" fill="none" stroke="{color}" stroke-width="1.5"/>"##, d.trim_start())
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -119,6 +200,7 @@ mod tests {
             label: "bob <- alice".into(),
             layers: vec![(0.0, Some(2)), (10.5, Some(1)), (11.6, Some(0))],
             freezes: vec![(10.0, 1.2)],
+            ..Timeline::default()
         };
         let svg = timeline_svg("bandwidth-step", 30.0, &[(10.0, "300 kbps".into())], &[tl]);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
@@ -128,5 +210,37 @@ mod tests {
         assert_eq!(svg.matches("<path").count(), 1);
         // Three layer changes: a move and two horizontal-then-vertical steps, then on to the end.
         assert_eq!(svg.matches(" V").count(), 2);
+        assert!(!svg.contains("kbit/s"), "no bins, no panels");
+    }
+
+    #[test]
+    fn draws_value_panels_and_breaks_lines_at_gaps() {
+        let bin = |t: f64, kbps: f64, loss: Option<f64>, delay: Option<f64>| PlotBin {
+            t,
+            kbps,
+            loss_pct: loss,
+            delay_ms: delay,
+        };
+        let tl = Timeline {
+            label: "bob".into(),
+            layers: vec![(0.0, None)],
+            bins: vec![
+                bin(0.0, 800.0, Some(0.0), Some(20.0)),
+                bin(0.5, 400.0, None, None),
+                bin(1.0, 600.0, Some(10.0), Some(80.0)),
+            ],
+            bin_s: 0.5,
+            ..Timeline::default()
+        };
+        let svg = timeline_svg("loss", 2.0, &[], &[tl]);
+        assert!(
+            svg.contains("kbit/s (max 800)")
+                && svg.contains("loss % (before repair) (max 10)")
+                && svg.contains("delay p50 ms (max 80)")
+        );
+        // The layer line and three panels; bitrate is continuous, loss and delay break at the empty bin.
+        assert_eq!(svg.matches("<path").count(), 4);
+        assert_eq!(svg.matches(" M").count() + svg.matches("d=\"M").count(), 1 + 1 + 2 + 2, "{svg}");
+        assert!(svg.contains(r#"height="302""#), "40 + 90 + 3 × 44 + 40: {svg}");
     }
 }

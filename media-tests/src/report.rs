@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audio::AudioStats;
 use crate::frame::VideoStats;
+use crate::series::Series;
 use crate::signal::{LayerActive, MediaKind};
 
 /// Everything one client saw.
@@ -35,6 +36,25 @@ pub struct Report {
     /// Every `stream_state` the server sent about the tracks this client receives, in order.
     #[serde(default)]
     pub stream_states: Vec<StreamStateReport>,
+    /// RTCP feedback this client sent and retransmissions it received, over all received tracks.
+    #[serde(default)]
+    pub rtcp: RtcpReport,
+}
+
+/// Receiver-side feedback counters: what the client's RTCP write path carried (NACKs from webrtc-rs's NACK
+/// generator, keyframe requests) and the RTX packets that arrived, counted in its interceptor chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtcpReport {
+    /// Generic NACK messages sent (RFC 4585 transport-layer feedback; one per media SSRC per compound packet).
+    pub nacks_sent: u64,
+    /// Sequence numbers those NACKs asked for (a number asked for again counts again).
+    pub nacked_packets: u64,
+    /// Picture loss indications sent.
+    pub plis_sent: u64,
+    /// Full intra requests sent.
+    pub firs_sent: u64,
+    /// Retransmissions (RTX, RFC 4588) received with a payload.
+    pub rtx_received: u64,
 }
 
 /// One `stream_state` message, when it arrived.
@@ -86,6 +106,7 @@ impl Report {
 /// One received track.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // built once per track at the end, not worth a box in every match
 pub enum TrackReport {
     /// A video track.
     Video(VideoTrackReport),
@@ -185,6 +206,26 @@ pub struct VideoTrackReport {
     /// Each freeze: when it ended (ms since the UNIX epoch) and its length (ms).
     #[serde(default)]
     pub freeze_timeline: Vec<FreezeReport>,
+    /// Loss episodes recovered from: see [`crate::recovery`] (a gap in the shown frames or a frame > 150 ms late,
+    /// until the first of 5 consecutive on-time frames in order).
+    #[serde(default)]
+    pub recoveries: u64,
+    /// Median recovery time, ms (null without one).
+    #[serde(default)]
+    pub recovery_ms_p50: Option<u64>,
+    /// Longest recovery time, ms.
+    #[serde(default)]
+    pub recovery_ms_max: Option<u64>,
+    /// Whether an episode was still open at the end (not in the counts above).
+    #[serde(default)]
+    pub recovery_unfinished: bool,
+    /// Each recovery: when its episode began (the last good frame's show time, ms since the UNIX epoch) and how
+    /// long it took (ms).
+    #[serde(default)]
+    pub recovery_timeline: Vec<FreezeReport>,
+    /// Received bitrate, loss and frame delay per 500 ms (at most 1200 bins).
+    #[serde(default)]
+    pub series: Series,
 }
 
 /// One freeze of a received video.
@@ -251,8 +292,25 @@ impl VideoTrackReport {
                 .iter()
                 .map(|&(at_us, ms)| FreezeReport { at_ms: at_us / 1000, ms })
                 .collect(),
+            recoveries: s.recoveries,
+            recovery_ms_p50: percentile_ms(&s.recovery_list, 50),
+            recovery_ms_max: s.recovery_list.iter().map(|r| r.ms).max(),
+            recovery_unfinished: s.recovery_unfinished,
+            recovery_timeline: s
+                .recovery_list
+                .iter()
+                .map(|r| FreezeReport { at_ms: r.start_us / 1000, ms: r.ms })
+                .collect(),
+            series: s.series,
         }
     }
+}
+
+/// The nearest-rank percentile of the recovery times.
+fn percentile_ms(list: &[crate::recovery::Recovery], pct: usize) -> Option<u64> {
+    let mut v: Vec<u64> = list.iter().map(|r| r.ms).collect();
+    v.sort_unstable();
+    (!v.is_empty()).then(|| v[(v.len() * pct).div_ceil(100).saturating_sub(1)])
 }
 
 /// One received audio track. The delays are relative (extra delay over the fastest packet,
@@ -376,6 +434,7 @@ mod tests {
             ],
             published: PublishedReport { audio_packets_sent: 500, video_frames_sent: 300, ..Default::default() },
             stream_states: vec![],
+            rtcp: RtcpReport { nacks_sent: 3, nacked_packets: 7, plis_sent: 1, firs_sent: 0, rtx_received: 6 },
         };
         let v = serde_json::to_value(&report).unwrap();
         assert_eq!(v["tracks"][0]["kind"], "video");
@@ -394,11 +453,15 @@ mod tests {
         // A report from before simulcast (no new fields) still parses, with defaults.
         let mut old = serde_json::to_value(&report).unwrap();
         old.as_object_mut().unwrap().remove("stream_states");
+        old.as_object_mut().unwrap().remove("rtcp");
         for k in ["frames_per_layer", "current_layer", "max_width", "layer_timeline", "counter_backwards"] {
             old["tracks"][0].as_object_mut().unwrap().remove(k);
         }
         old["published"].as_object_mut().unwrap().remove("video_layers");
         let parsed: Report = serde_json::from_value(old).unwrap();
-        assert_eq!(parsed, report);
+        assert_eq!(parsed, Report { rtcp: RtcpReport::default(), ..report.clone() });
+        assert_eq!(v["rtcp"]["nacked_packets"], 7);
+        assert_eq!(v["tracks"][0]["recovery_ms_p50"], serde_json::Value::Null);
+        assert_eq!(v["tracks"][0]["series"]["bin_ms"], 0);
     }
 }

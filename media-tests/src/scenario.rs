@@ -41,8 +41,10 @@
 //!
 //! Metrics, per received track: video frames complete (of those sent while subscribed: complete, corrupt and
 //! missing), freezes (count, longest, total; WebRTC's definition, see [`crate::frame::VideoStats::freezes`]), layer
-//! switches, one-way frame delay p50/p99; audio packets concealed (Opus packet-loss concealment), late, and an
-//! E-model MOS estimate ([`mos_estimate`]).
+//! switches, one-way frame delay p50/p99, loss episodes and their recovery time (count, p50, max; see
+//! [`crate::recovery`]) and the receiving client's NACKs (messages and sequence numbers), PLIs + FIRs and RTX
+//! received (per client, repeated on each of its video tracks); audio packets concealed (Opus packet-loss
+//! concealment), late, and an E-model MOS estimate ([`mos_estimate`]).
 
 use std::time::Duration;
 
@@ -360,6 +362,27 @@ pub struct TrackMetrics {
     pub concealed_pct: Option<f64>,
     /// Audio: E-model MOS estimate.
     pub mos: Option<f64>,
+    /// Video: loss episodes recovered from ([`crate::recovery`]).
+    #[serde(default)]
+    pub recoveries: Option<u64>,
+    /// Video: median recovery time, ms.
+    #[serde(default)]
+    pub recovery_ms_p50: Option<u64>,
+    /// Video: longest recovery time, ms.
+    #[serde(default)]
+    pub recovery_ms_max: Option<u64>,
+    /// Video: the receiver's NACK messages sent (over all its received tracks: a per-client count).
+    #[serde(default)]
+    pub nacks_sent: Option<u64>,
+    /// Video: sequence numbers those NACKs asked for.
+    #[serde(default)]
+    pub nacked_packets: Option<u64>,
+    /// Video: PLIs + FIRs the receiver sent.
+    #[serde(default)]
+    pub keyframe_requests_sent: Option<u64>,
+    /// Video: retransmissions (RTX) the receiver got.
+    #[serde(default)]
+    pub rtx_received: Option<u64>,
 }
 
 /// One threshold against what was measured.
@@ -395,7 +418,7 @@ impl Outcome {
         let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
         let u = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         let mut out = format!(
-            "{:<10} {:<10} {:<5} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>10} {:>5}\n",
+            "{:<10} {:<10} {:<5} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>10} {:>5} {:>6} {:>11} {:>11} {:>6} {:>7} {:>8} {:>6}\n",
             "receiver",
             "from",
             "kind",
@@ -406,11 +429,18 @@ impl Outcome {
             "p50_ms",
             "p99_ms",
             "concealed%",
-            "mos"
+            "mos",
+            "recov",
+            "recov_p50ms",
+            "recov_maxms",
+            "nacks",
+            "nacked",
+            "pli+fir",
+            "rtx"
         );
         for t in &self.tracks {
             out += &format!(
-                "{:<10} {:<10} {:<5} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>10} {:>5}\n",
+                "{:<10} {:<10} {:<5} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>10} {:>5} {:>6} {:>11} {:>11} {:>6} {:>7} {:>8} {:>6}\n",
                 t.receiver,
                 t.publisher,
                 t.kind,
@@ -422,6 +452,13 @@ impl Outcome {
                 f(t.delay_ms_p99, 1),
                 f(t.concealed_pct, 2),
                 f(t.mos, 2),
+                u(t.recoveries),
+                u(t.recovery_ms_p50),
+                u(t.recovery_ms_max),
+                u(t.nacks_sent),
+                u(t.nacked_packets),
+                u(t.keyframe_requests_sent),
+                u(t.rtx_received),
             );
         }
         for c in &self.checks {
@@ -469,6 +506,13 @@ pub fn evaluate(scenario: &Scenario, reports: &[Report]) -> Outcome {
                 delay_ms_p99: v.delay_ms_p99,
                 concealed_pct: None,
                 mos: None,
+                recoveries: Some(v.recoveries),
+                recovery_ms_p50: v.recovery_ms_p50,
+                recovery_ms_max: v.recovery_ms_max,
+                nacks_sent: Some(r.rtcp.nacks_sent),
+                nacked_packets: Some(r.rtcp.nacked_packets),
+                keyframe_requests_sent: Some(r.rtcp.plis_sent + r.rtcp.firs_sent),
+                rtx_received: Some(r.rtcp.rtx_received),
             });
         }
         for a in r.audio() {
@@ -488,6 +532,13 @@ pub fn evaluate(scenario: &Scenario, reports: &[Report]) -> Outcome {
                 delay_ms_p99: a.delay_ms_p99,
                 concealed_pct: concealed,
                 mos: concealed.map(|c| mos_estimate(c, delay)),
+                recoveries: None,
+                recovery_ms_p50: None,
+                recovery_ms_max: None,
+                nacks_sent: None,
+                nacked_packets: None,
+                keyframe_requests_sent: None,
+                rtx_received: None,
             });
         }
     }
@@ -647,12 +698,20 @@ freeze_longest_max_ms = 500
         let video = r#"[{"kind":"video","track_id":"TR_v","participant_id":"PA_a","frames_received":300,
             "frames_complete":297,"frames_corrupt":0,"frames_missing":3,"frames_foreign":0,"frames_duplicate":0,
             "frames_repeated_at_switch":0,"delay_ms_p50":5.0,"delay_ms_p99":40.0,"packets_received":900,
-            "packets_malformed":0,"keyframes":5,"freezes":1,"freeze_longest_ms":620}]"#;
+            "packets_malformed":0,"keyframes":5,"freezes":1,"freeze_longest_ms":620,
+            "recoveries":2,"recovery_ms_p50":300,"recovery_ms_max":650}]"#;
         let reports = [report("alice", "PA_a", "[]"), report("bob", "PA_b", video)];
         let o = evaluate(&s, &reports);
         assert_eq!(o.tracks.len(), 1);
         assert_eq!(o.tracks[0].publisher, "alice");
         assert_eq!(o.tracks[0].frames_complete_pct, Some(99.0));
+        assert_eq!(
+            (o.tracks[0].recoveries, o.tracks[0].recovery_ms_p50, o.tracks[0].recovery_ms_max),
+            (Some(2), Some(300), Some(650))
+        );
+        assert_eq!((o.tracks[0].nacks_sent, o.tracks[0].rtx_received), (Some(0), Some(0)), "no rtcp in the report: 0");
+        let header = o.table().lines().next().unwrap().to_string();
+        assert!(header.contains("recov_p50ms") && header.contains("nacked") && header.contains("rtx"), "{header}");
         let by = |n: &str| o.checks.iter().find(|c| c.name == n).unwrap().clone();
         assert!(by("video frames complete %").pass);
         assert!(!by("longest freeze ms").pass, "620 ms > 500 ms");
