@@ -658,6 +658,11 @@ impl RelayConfig {
         Self { to_client: schedule, ..self }
     }
 
+    /// With this schedule in both directions.
+    pub fn both(self, schedule: Schedule) -> Self {
+        Self { to_server: schedule.clone(), to_client: schedule, ..self }
+    }
+
     /// With this seed.
     pub fn seed(self, seed: u64) -> Self {
         Self { seed, ..self }

@@ -67,45 +67,9 @@ use tracing::{debug, trace};
 
 use crate::relay::{Direction, Impairment, Link, LinkStats, Schedule};
 
-/// How to start a [`TcpRelay`].
-#[derive(Debug, Clone)]
-pub struct TcpRelayConfig {
-    /// The server's TCP address (its HTTP/WebSocket listener).
-    pub server: SocketAddr,
-    /// Impairment of client → server (see the module doc for what applies to a byte stream).
-    pub to_server: Schedule,
-    /// Impairment of server → client.
-    pub to_client: Schedule,
-    /// Seed of the random choices (jitter, loss); each connection and direction derives its own.
-    pub seed: u64,
-}
-
-impl TcpRelayConfig {
-    /// A relay to `server` that impairs nothing (yet).
-    pub fn new(server: SocketAddr) -> Self {
-        Self { server, to_server: Schedule::default(), to_client: Schedule::default(), seed: 1 }
-    }
-
-    /// With this client → server schedule.
-    pub fn to_server(self, schedule: Schedule) -> Self {
-        Self { to_server: schedule, ..self }
-    }
-
-    /// With this server → client schedule.
-    pub fn to_client(self, schedule: Schedule) -> Self {
-        Self { to_client: schedule, ..self }
-    }
-
-    /// With this schedule in both directions.
-    pub fn both(self, schedule: Schedule) -> Self {
-        Self { to_server: schedule.clone(), to_client: schedule, ..self }
-    }
-
-    /// With this seed.
-    pub fn seed(self, seed: u64) -> Self {
-        Self { seed, ..self }
-    }
-}
+/// How to start a [`TcpRelay`]: the same settings as the UDP relay's, `server` being the server's TCP address (its
+/// HTTP/WebSocket listener); see the module doc for what of an [`Impairment`] applies to a byte stream.
+pub type TcpRelayConfig = crate::relay::RelayConfig;
 
 /// Counters of a [`TcpRelay`], over all its connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -27,8 +27,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
 use super::netns::Netns;
@@ -292,72 +290,23 @@ impl Api {
         write!(s, "GET /janus/info HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr)?;
         let mut out = Vec::new();
         s.read_to_end(&mut out)?;
-        let (status, body) = parse_response(&out)?;
+        let (status, body) = super::http::parse_response(&out)?;
         if status != 200 || !body.contains("server_info") {
             bail!("GET /janus/info: {status}");
         }
         Ok(())
     }
 
-    /// One request on its own connection (`Connection: close`); the JSON body of a 200 reply.
+    /// One request on its own connection; the JSON body of a 200 reply.
     async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
-        if method == "POST" {
-            req += &format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
-        }
-        req += "\r\n";
-        req += &body;
-        let mut s = TcpStream::connect(self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
-        s.write_all(req.as_bytes()).await?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await?;
-        let (status, text) = parse_response(&out)?;
+        let body = body.map(|b| b.to_string());
+        let (status, text) =
+            super::http::request(self.addr, method, path, body.as_deref().map(|b| ("application/json", b))).await?;
         if status != 200 {
             bail!("{method} {path}: HTTP {status}: {text}");
         }
         serde_json::from_str(&text).with_context(|| format!("{method} {path}: not JSON: {text}"))
     }
-}
-
-/// Status and body of a whole HTTP/1.1 response read to EOF: chunked (libmicrohttpd's replies to POST), with a
-/// Content-Length, or ended by the close.
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| anyhow!("truncated HTTP response"))?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let body = &raw[split + 4..];
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("bad HTTP status line: {head}"))?;
-    let header = |name: &str| {
-        head.lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)))
-            .map(|(_, v)| v.trim().to_string())
-    };
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        let mut out = Vec::new();
-        let mut rest = body;
-        loop {
-            let eol = rest.windows(2).position(|w| w == b"\r\n").ok_or_else(|| anyhow!("truncated chunk"))?;
-            let size_text = text(&rest[..eol]);
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| anyhow!("bad chunk size {size_text:?}"))?;
-            rest = &rest[eol + 2..];
-            if size == 0 {
-                return Ok((status, text(&out)));
-            }
-            out.extend_from_slice(rest.get(..size).ok_or_else(|| anyhow!("truncated chunk"))?);
-            rest = rest[size..].strip_prefix(b"\r\n").ok_or_else(|| anyhow!("bad chunk end"))?;
-        }
-    }
-    let body = match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        Some(n) if n <= body.len() => &body[..n],
-        _ => body,
-    };
-    Ok((status, text(body)))
 }
 
 /// A Janus session and the task long-polling its events.
@@ -489,18 +438,4 @@ async fn timeout<T>(step: &str, f: impl std::future::Future<Output = anyhow::Res
         .await
         .map_err(|_| anyhow!("{step}: no answer from Janus within {STEP_TIMEOUT:?}"))?
         .with_context(|| step.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_http_response_splits_into_status_and_body() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(raw).unwrap(), (200, "{}".to_string()));
-        assert!(parse_response(b"HTTP/1.1 200").is_err());
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).unwrap(), (200, "{\"a\":1}".to_string()));
-    }
 }

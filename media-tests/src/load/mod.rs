@@ -8,6 +8,7 @@
 //! on loopback run in a network namespace ([`netns`]) joined to this one by a veth pair.
 
 pub mod courier;
+pub mod http;
 pub mod janus;
 pub mod netns;
 pub mod peer;

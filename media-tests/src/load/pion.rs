@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use base64::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::netns::Netns;
@@ -165,7 +164,7 @@ impl PionBroadcast {
     /// One HTTP/1.1 POST; retries the connection while the example's listener is not up yet.
     async fn post(&self, body: &str) -> anyhow::Result<()> {
         let started = Instant::now();
-        let mut tcp = loop {
+        let tcp = loop {
             match tokio::net::TcpStream::connect(self.http).await {
                 Ok(s) => break s,
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && started.elapsed() < STEP => {
@@ -174,16 +173,9 @@ impl PionBroadcast {
                 Err(e) => return Err(e).with_context(|| format!("pion: connecting to {}", self.http)),
             }
         };
-        let request = format!(
-            "POST /sdp HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.http,
-            body.len()
-        );
-        tcp.write_all(request.as_bytes()).await?;
-        let mut response = String::new();
-        tcp.read_to_string(&mut response).await.context("pion: reading the HTTP response")?;
-        if !response.starts_with("HTTP/1.1 200") {
-            bail!("pion: POST /sdp answered {:?}", response.lines().next().unwrap_or(""));
+        let (status, reply) = super::http::exchange(tcp, self.http, "POST", "/sdp", Some(("text/plain", body))).await?;
+        if status != 200 {
+            bail!("pion: POST /sdp answered {status}: {reply}");
         }
         Ok(())
     }
