@@ -56,8 +56,31 @@ pub fn timeline_svg(title: &str, duration_s: f64, marks: &[(f64, String)], timel
     const AXIS: f64 = 40.0;
     let duration = if duration_s.is_finite() && duration_s > 0.0 { duration_s } else { 1.0 };
     let lanes: f64 = timelines.iter().map(|t| t.height(LANE)).sum::<f64>().max(LANE);
-    let h = TOP + lanes + AXIS;
     let x = |t: f64| LEFT + (t.clamp(0.0, duration) / duration) * (W - LEFT - RIGHT);
+    // Marks at the same instant share one line and one label; labels that would overlap go on rows above.
+    let mut merged: Vec<(f64, String)> = Vec::new();
+    for (t, label) in marks {
+        match merged.iter_mut().find(|(u, _)| (u - t).abs() < 1e-6) {
+            Some((_, l)) => *l = format!("{l} · {label}"),
+            None => merged.push((*t, label.clone())),
+        }
+    }
+    let mut row_ends: Vec<f64> = Vec::new();
+    let placed: Vec<(f64, String, usize)> = merged
+        .into_iter()
+        .map(|(t, label)| {
+            let x0 = x(t) + 3.0;
+            let row = row_ends.iter().position(|end| *end < x0).unwrap_or(row_ends.len());
+            if row == row_ends.len() {
+                row_ends.push(0.0);
+            }
+            // About 5.5 px per character at font size 10.
+            row_ends[row] = x0 + label.chars().count() as f64 * 5.5;
+            (t, label, row)
+        })
+        .collect();
+    let top_margin = TOP + 12.0 * row_ends.len().saturating_sub(1) as f64;
+    let h = top_margin + lanes + AXIS;
     let mut s = String::new();
     let _ = write!(
         s,
@@ -68,7 +91,7 @@ pub fn timeline_svg(title: &str, duration_s: f64, marks: &[(f64, String)], timel
         r##"<rect width="100%" height="100%" fill="#fff"/><text x="{LEFT}" y="22" font-size="15" font-weight="bold">{}</text>"##,
         esc(title)
     );
-    let mut top = TOP;
+    let mut top = top_margin;
     for tl in timelines {
         let lane_top = top;
         top += tl.height(LANE);
@@ -135,14 +158,14 @@ pub fn timeline_svg(title: &str, duration_s: f64, marks: &[(f64, String)], timel
             }
         }
     }
-    for (t, label) in marks {
+    for (t, label, row) in &placed {
         let _ = write!(
             s,
-            r##"<line x1="{0}" x2="{0}" y1="{TOP}" y2="{1}" stroke="#666" stroke-dasharray="4 3"/><text x="{2}" y="{3}" fill="#666" font-size="10">{4}</text>"##,
+            r##"<line x1="{0}" x2="{0}" y1="{top_margin}" y2="{1}" stroke="#666" stroke-dasharray="4 3"/><text x="{2}" y="{3}" fill="#666" font-size="10">{4}</text>"##,
             x(*t),
             h - AXIS,
             x(*t) + 3.0,
-            TOP - 4.0,
+            top_margin - 4.0 - 12.0 * *row as f64,
             esc(label)
         );
     }
@@ -211,6 +234,23 @@ mod tests {
         // Three layer changes: a move and two horizontal-then-vertical steps, then on to the end.
         assert_eq!(svg.matches(" V").count(), 2);
         assert!(!svg.contains("kbit/s"), "no bins, no panels");
+    }
+
+    #[test]
+    fn marks_at_one_instant_share_a_label_and_close_ones_stack() {
+        let marks = [
+            (5.0, "up outage".to_string()),
+            (5.0, "down outage".to_string()),
+            (5.2, "a long label close to the others".to_string()),
+            (25.0, "far".to_string()),
+        ];
+        let svg = timeline_svg("m", 30.0, &marks, &[Timeline::default()]);
+        assert!(svg.contains("up outage · down outage"), "one label per instant");
+        assert_eq!(svg.matches("stroke-dasharray").count(), 3, "one line per instant");
+        // Two rows of labels: the margin grows by 12 px; the close label goes one row up, the far one stays.
+        assert!(svg.contains(r##"y="48" fill="#666" font-size="10">up outage"##), "{svg}");
+        assert!(svg.contains(r##"y="36" fill="#666" font-size="10">a long label"##), "{svg}");
+        assert!(svg.contains(r##"y="48" fill="#666" font-size="10">far"##), "{svg}");
     }
 
     #[test]
