@@ -630,7 +630,7 @@ mod tests {
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "flows above the guess");
         // The estimate grows with what flows, then falls: congestion seen, the usual rules (a pause after the hold).
         let t = run(&mut a, t, 500 * MS, 1_400_000, &tracks);
-        let t = run(&mut a, t, PAUSE_HOLD + 100 * MS, 600_000, &tracks);
+        run(&mut a, t, PAUSE_HOLD + 100 * MS, 600_000, &tracks);
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Paused));
     }
 
