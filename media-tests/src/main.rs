@@ -316,6 +316,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The courier binary: `--courier-bin`, else $COURIER_BIN, else `courier` next to this program.
+fn courier_bin(flag: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    match flag.or_else(|| std::env::var_os("COURIER_BIN").map(Into::into)) {
+        Some(b) => Ok(b),
+        None => Ok(std::env::current_exe()?.with_file_name("courier")),
+    }
+}
+
 async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     use media_tests::load::{self, netns::Netns, target::Media, Workload};
     let media = match (args.audio_only, args.with_audio) {
@@ -344,10 +352,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     };
     let target: Box<dyn load::target::Target> = match args.target {
         LoadTarget::Courier => {
-            let bin = match args.courier_bin.or_else(|| std::env::var_os("COURIER_BIN").map(Into::into)) {
-                Some(b) => b,
-                None => std::env::current_exe()?.with_file_name("courier"),
-            };
+            let bin = courier_bin(args.courier_bin)?;
             Box::new(load::courier::Courier::start(
                 &bin,
                 netns.as_ref(),
@@ -373,7 +378,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 }
             };
             let bin = args.server_bin.clone().unwrap_or_else(|| "janus".into());
-            Box::new(load::janus::Janus::start(&bin, &confdir, ns, args.server_cpu)?)
+            Box::new(load::janus::Janus::start(&bin, &confdir, ns, args.server_cpu).await?)
         }
     };
     let report = load::run(target.as_ref(), &workload, bind).await?;
@@ -399,10 +404,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(&args.scenario).with_context(|| format!("reading {}", args.scenario.display()))?;
     let scenario = Scenario::from_toml(&text)?;
-    let bin = match args.courier_bin.or_else(|| std::env::var_os("COURIER_BIN").map(Into::into)) {
-        Some(b) => b,
-        None => std::env::current_exe()?.with_file_name("courier"),
-    };
+    let bin = courier_bin(args.courier_bin)?;
     let server = CourierProcess::start(&bin, RUN_KEY, RUN_SECRET, &[])?;
     info!(scenario = %scenario.name, url = %server.url, "server started");
     let join_timeout = Duration::from_secs(15);

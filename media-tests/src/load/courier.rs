@@ -150,8 +150,9 @@ impl Target for Courier {
     async fn publish(&self, room: usize, index: usize, media: Media, peer: &PeerHandle) -> anyhow::Result<Session> {
         let mut ws = self.join(room, &format!("pub-{room}-{index}"), false).await?;
         let sdp = peer.offer(media, true).await?;
-        let tracks = mids(&sdp).into_iter().map(|(mid, _)| OfferTrack { mid, source: None, name: None }).collect();
-        let count = mids(&sdp).len();
+        let tracks: Vec<OfferTrack> =
+            mids(&sdp).into_iter().map(|(mid, _)| OfferTrack { mid, source: None, name: None }).collect();
+        let count = tracks.len();
         ws.send(&ClientMessage::Offer { id: 1, sdp, tracks }).await?;
         let answer = step("answer", async {
             loop {

@@ -15,18 +15,7 @@ pub async fn request(
     path: &str,
     body: Option<(&str, &str)>,
 ) -> anyhow::Result<(u16, String)> {
-    let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-    exchange(stream, addr, method, path, body).await
-}
-
-/// [`request`] on a connection already made.
-pub async fn exchange(
-    mut stream: TcpStream,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<(&str, &str)>,
-) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some((content_type, body)) = body {
         req += &format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}", body.len());

@@ -78,7 +78,7 @@ pub fn write_config(dir: &Path) -> anyhow::Result<PathBuf> {
 impl Janus {
     /// Runs `bin` (`janus`) with the config `bench/janus.sh` wrote into `confdir`, inside `netns` (pinned to `cpu`),
     /// logging to `confdir/janus.log`, and waits until its API answers `GET /janus/info` (20 s at most).
-    pub fn start(bin: &Path, confdir: &Path, netns: &Netns, cpu: Option<usize>) -> anyhow::Result<Janus> {
+    pub async fn start(bin: &Path, confdir: &Path, netns: &Netns, cpu: Option<usize>) -> anyhow::Result<Janus> {
         let log_path = confdir.join("janus.log");
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let prefix = netns.exec_prefix(cpu);
@@ -111,13 +111,14 @@ impl Janus {
             if let Some(status) = janus.child.try_wait()? {
                 bail!("janus exited ({status}) before answering; see {}", log_path.display());
             }
-            if janus.api.info_blocking().is_ok() {
+            let info = janus.api.request("GET", "/janus/info", None).await;
+            if info.is_ok_and(|v| v.get("janus").and_then(Value::as_str) == Some("server_info")) {
                 return Ok(janus);
             }
             if Instant::now() > deadline {
                 bail!("janus did not answer GET /janus/info within 20 s; see {}", log_path.display());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -283,20 +284,6 @@ struct Api {
 }
 
 impl Api {
-    fn info_blocking(&self) -> anyhow::Result<()> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(500))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(s, "GET /janus/info HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr)?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out)?;
-        let (status, body) = super::http::parse_response(&out)?;
-        if status != 200 || !body.contains("server_info") {
-            bail!("GET /janus/info: {status}");
-        }
-        Ok(())
-    }
-
     /// One request on its own connection; the JSON body of a 200 reply.
     async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let body = body.map(|b| b.to_string());

@@ -161,19 +161,11 @@ impl PionBroadcast {
         }
     }
 
-    /// One HTTP/1.1 POST; retries the connection while the example's listener is not up yet.
+    /// One HTTP/1.1 POST (the listener is up: [`start`](Self::start) waited for it).
     async fn post(&self, body: &str) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let tcp = loop {
-            match tokio::net::TcpStream::connect(self.http).await {
-                Ok(s) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && started.elapsed() < STEP => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(e).with_context(|| format!("pion: connecting to {}", self.http)),
-            }
-        };
-        let (status, reply) = super::http::exchange(tcp, self.http, "POST", "/sdp", Some(("text/plain", body))).await?;
+        let (status, reply) = super::http::request(self.http, "POST", "/sdp", Some(("text/plain", body)))
+            .await
+            .context("pion: POST /sdp")?;
         if status != 200 {
             bail!("pion: POST /sdp answered {status}: {reply}");
         }
