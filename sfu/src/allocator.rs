@@ -11,8 +11,16 @@
 //!
 //! - **Audio first**: audio tracks are priced first and never paused; then screen shares, then cameras.
 //! - **Lowest layers first**: every video track gets its lowest layer before any gets a second one (in priority
-//!   order); a track whose lowest layer does not fit is **paused** (the client is told why). Then tracks move up
-//!   one layer at a time: screen shares to their best before cameras, cameras round-robin.
+//!   order). Then tracks move up one layer at a time: screen shares to their best before cameras, cameras
+//!   round-robin.
+//! - **Pausing is the last resort**: a track whose lowest layer does not fit the estimate keeps that layer, and is
+//!   **paused** (the client is told why) only when it has not fitted for [`PAUSE_HOLD`] *and* the link was congested
+//!   through that time: a mean loss of at least [`LOSS_PAUSE`] in the reports of the hold (a probe's loss excluded),
+//!   or a queue of at least [`QUEUE_CONGESTED`] in every round-trip sample of the hold (at least two; the queue is
+//!   the round-trip time above the lowest of the last [`RTT_BASELINE`]). An estimate can fall for
+//!   reasons that are not the link (random loss that NACK repairs, a receiver's jittery clock); forwarding a layer the
+//!   link carries costs nothing, a frozen picture costs the call. A paused track is probed for and comes back on its
+//!   lowest layer once the estimate fits it for [`UP_HOLD`].
 //! - **Never more than wanted**: a track's ceiling is the layer its rendered size needs (adaptive stream); a
 //!   hidden track gets nothing.
 //! - **Down at once, up with proof**: when the current allocation costs more than the estimate, it is cut at
@@ -25,7 +33,12 @@
 //!   back-off that doubles from [`BACKOFF_MIN`] to [`BACKOFF_MAX`].
 //! - **Loss is a second opinion**: a delay-based estimate can lag a link that suddenly shrinks (it holds while
 //!   the queue overflows). When the subscriber reports losing [`LOSS_CONGESTED`] or more of what it was sent,
-//!   the link is taken to carry at most what was sent less what was lost, for [`LOSS_MEMORY`].
+//!   the link is taken to carry at most what was sent less what was lost, for [`LOSS_MEMORY`]. Less loss than that
+//!   is left to NACK/RTX and to str0m's loss-based estimator.
+//! - **The estimator hears what is sent**: the wish's `min` and `desired` are never below what the allocation costs,
+//!   and follow it as measured bitrates drift (by more than [`WISH_DRIFT`]). str0m paces at a multiple of the larger
+//!   of the estimate and `min`, and caps every probe it makes at twice `desired`: a stale, low wish makes probes that
+//!   can only measure that low rate, and a probe's result replaces the estimate.
 //! - **Estimate memory**: str0m lowers its estimate toward what is sent when little is sent (a hidden tile, a
 //!   paused camera), though the link did not change. The highest estimate seen while everything wanted was being
 //!   sent (and at least a third of it used) is remembered for [`ESTIMATE_MEMORY`]; when more is wanted again and
@@ -51,10 +64,22 @@ pub const UP_FRACTION: f64 = 0.9;
 /// How long an upgrade must keep fitting before it is made.
 pub const UP_HOLD: Duration = Duration::from_secs(1);
 /// How long a video track's lowest layer must keep not fitting before the track is paused. Pausing freezes the
-/// picture, so a dip of the estimate (one burst of queueing) must not do it; a lower layer is taken at once.
+/// picture, so a dip of the estimate (one burst of queueing) must not do it; a lower layer is taken at once. The
+/// link must also show congestion in that time (see "Pausing is the last resort").
 pub const PAUSE_HOLD: Duration = Duration::from_secs(2);
-/// A subscriber losing this fraction of its packets is congested, whatever the estimate says.
-pub const LOSS_CONGESTED: f32 = 0.1;
+/// A wish is handed to the estimator again when what is sent has drifted this far from it (as a fraction).
+pub const WISH_DRIFT: f64 = 0.1;
+/// A subscriber losing this fraction of its packets is congested, whatever the estimate says. Random loss below it
+/// is what NACK/RTX repairs (a browser keeps 30 fps at 10 % random loss, and most of it at 20 %); a link that cannot
+/// carry what it is sent loses more, or queues.
+pub const LOSS_CONGESTED: f32 = 0.25;
+/// Mean loss over [`PAUSE_HOLD`] at which a link cannot carry what it is sent: far above what NACK repairs, and what a
+/// link that carries well under the lowest layer shows.
+pub const LOSS_PAUSE: f32 = 0.4;
+/// Queueing delay (round-trip time above the lowest seen in [`RTT_BASELINE`]) at which a link is congested.
+pub const QUEUE_CONGESTED: Duration = Duration::from_millis(150);
+/// How long the lowest round-trip time is remembered as the link's own (no queue).
+pub const RTT_BASELINE: Duration = Duration::from_secs(10);
 /// How long a loss report caps the estimate.
 pub const LOSS_MEMORY: Duration = Duration::from_secs(2);
 /// How long a proven estimate is remembered.
@@ -171,6 +196,12 @@ pub struct Allocator {
     /// Has the estimator ever lowered its estimate (seen congestion)? Until then its number is the configured
     /// starting guess, and lowest layers are not cut or paused below it (see "A guess is not evidence").
     estimate_fell: bool,
+    /// Loss reports (a probe's excluded) and queueing delays of the last [`PAUSE_HOLD`]; see "Pausing is the last
+    /// resort".
+    loss_samples: std::collections::VecDeque<(Instant, f32)>,
+    queue_samples: std::collections::VecDeque<(Instant, Duration)>,
+    /// Round-trip times seen in the last [`RTT_BASELINE`] that were each the lowest so far (a monotonic window).
+    rtt_floor: std::collections::VecDeque<(Instant, Duration)>,
 }
 
 impl Default for Allocator {
@@ -190,6 +221,9 @@ impl Default for Allocator {
             proven: None,
             last_wanted: 0,
             estimate_fell: false,
+            loss_samples: std::collections::VecDeque::new(),
+            queue_samples: std::collections::VecDeque::new(),
+            rtt_floor: std::collections::VecDeque::new(),
         }
     }
 }
@@ -271,6 +305,9 @@ impl Allocator {
         // after one (reports lag), says nothing about what the media alone can have.
         let probe_loss =
             self.probing() || self.probe_ended.is_some_and(|t| now.saturating_duration_since(t) < PROBE_LOSS_LAG);
+        if !probe_loss {
+            push_recent(&mut self.loss_samples, now, fraction);
+        }
         if fraction >= LOSS_CONGESTED && self.last_cost > 0 && !probe_loss {
             let cap = (self.last_cost as f64 * (1.0 - f64::from(fraction.min(1.0)))) as u64;
             // A second report while one holds lowers the cap only.
@@ -280,6 +317,31 @@ impl Allocator {
             };
             self.loss_cap = Some((now, cap));
         }
+    }
+
+    /// A round-trip time measured at `now` (from the subscriber's transport feedback). A queue on the path shows as
+    /// time above the lowest round trip of the last [`RTT_BASELINE`].
+    pub fn report_rtt(&mut self, now: Instant, rtt: Duration) {
+        while self.rtt_floor.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > RTT_BASELINE) {
+            self.rtt_floor.pop_front();
+        }
+        while self.rtt_floor.back().is_some_and(|(_, r)| *r >= rtt) {
+            self.rtt_floor.pop_back();
+        }
+        self.rtt_floor.push_back((now, rtt));
+        let floor = self.rtt_floor.front().map_or(rtt, |(_, r)| *r);
+        push_recent(&mut self.queue_samples, now, rtt.saturating_sub(floor));
+    }
+
+    /// Was the link congested through the last [`PAUSE_HOLD`] before `now` (heavy loss on average, or a queue in
+    /// every sample)?
+    fn congested(&self, now: Instant) -> bool {
+        let recent = |at: &Instant| now.saturating_duration_since(*at) <= PAUSE_HOLD;
+        let loss: Vec<f32> = self.loss_samples.iter().filter(|(at, _)| recent(at)).map(|(_, l)| *l).collect();
+        let heavy_loss = loss.len() >= 2 && loss.iter().sum::<f32>() / loss.len() as f32 >= LOSS_PAUSE;
+        let queue: Vec<Duration> = self.queue_samples.iter().filter(|(at, _)| recent(at)).map(|(_, q)| *q).collect();
+        let queued = queue.len() >= 2 && queue.iter().all(|q| *q >= QUEUE_CONGESTED);
+        heavy_loss || queued
     }
 
     /// The estimate to allocate by at `now`: the BWE's, lowered by a recent loss report.
@@ -383,7 +445,11 @@ impl Allocator {
                 let pausing =
                     fits_up.iter().zip(&cur).any(|(f, c)| *f == Allocation::Paused && *c != Allocation::Paused);
                 let since = if pausing { *self.pause_since.get_or_insert(now) } else { now };
-                let hold_pauses = pausing && now.saturating_duration_since(since) < PAUSE_HOLD;
+                // Pausing is the last resort: the lowest layer stays while it has not failed to fit for the whole
+                // hold, or while the link shows no congestion (an estimate can fall for reasons that are not the
+                // link: random loss NACK repairs, a jittery receive clock).
+                let held = now.saturating_duration_since(since) >= PAUSE_HOLD;
+                let hold_pauses = pausing && !(held && self.congested(now));
                 if !hold_pauses {
                     self.pause_since = None;
                 }
@@ -464,10 +530,14 @@ impl Allocator {
                 }
                 Probe::Idle { .. } => BitrateWish { min: cur_cost, desired: cur_cost },
             };
-            // Only a change of allocation or probe state is a new wish; measured costs drift all the time, and
-            // every raise of `desired` would start another probe.
+            // A change of allocation or probe state is a new wish, and so is a cost that drifted by more than
+            // WISH_DRIFT (a publisher's encoder ramps up for seconds): below that, measured costs wobble all the
+            // time and every raise of `desired` above the estimate would start another probe.
             let probing = self.probing();
-            let changed = self.last_wish.is_none() || !decision.changes.is_empty() || probing != self.wish_probing;
+            let drifted =
+                self.last_wish.is_some_and(|w| (wish.min as f64 - w.min as f64).abs() > w.min as f64 * WISH_DRIFT);
+            let changed =
+                self.last_wish.is_none() || !decision.changes.is_empty() || probing != self.wish_probing || drifted;
             if changed && self.last_wish != Some(wish) {
                 self.last_wish = Some(wish);
                 self.wish_probing = probing;
@@ -476,6 +546,14 @@ impl Allocator {
         }
         decision
     }
+}
+
+/// Append a sample taken at `now`, forgetting those older than [`PAUSE_HOLD`].
+fn push_recent<T>(samples: &mut std::collections::VecDeque<(Instant, T)>, now: Instant, value: T) {
+    while samples.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > PAUSE_HOLD) {
+        samples.pop_front();
+    }
+    samples.push_back((now, value));
 }
 
 /// What `alloc` of `video` costs.
@@ -574,6 +652,20 @@ mod tests {
         t
     }
 
+    /// Like [`run`], with the link congested: the subscriber reports losing half of what it is sent, every 500 ms.
+    fn run_congested(a: &mut Allocator, from: Instant, dur: Duration, estimate: u64, tracks: &[TrackInput]) -> Instant {
+        let mut t = from;
+        a.set_estimate(estimate);
+        while t < from + dur {
+            if (t - from).as_millis() % 500 == 0 {
+                a.report_loss(t, 0.5);
+            }
+            a.update(t, tracks);
+            t += 100 * MS;
+        }
+        t
+    }
+
     #[test]
     fn no_estimate_gives_what_is_wanted() {
         let mut a = Allocator::default();
@@ -630,7 +722,9 @@ mod tests {
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "flows above the guess");
         // The estimate grows with what flows, then falls: congestion seen, the usual rules (a pause after the hold).
         let t = run(&mut a, t, 500 * MS, 1_400_000, &tracks);
-        run(&mut a, t, PAUSE_HOLD + 100 * MS, 600_000, &tracks);
+        let t = run(&mut a, t, PAUSE_HOLD + 100 * MS, 600_000, &tracks);
+        assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "no congestion seen: kept");
+        run_congested(&mut a, t, PAUSE_HOLD + 100 * MS, 600_000, &tracks);
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Paused));
     }
 
@@ -640,17 +734,22 @@ mod tests {
         let mut a = Allocator::default();
         let tracks = [audio(9), camera(1, Some(2))];
         let t = run(&mut a, t0, 500 * MS, 3_000_000, &tracks);
-        // 150 kbit/s: audio (40) + q (150) does not fit; audio is never paused, the video is — after the hold.
+        // 150 kbit/s: audio (40) + q (150) does not fit; audio is never paused, the video is — after the hold, the
+        // link losing half of what it is sent.
         a.set_estimate(150_000);
+        a.report_loss(t, 0.5);
         a.update(t, &tracks);
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "down to the lowest layer at once");
+        a.report_loss(t + PAUSE_HOLD / 2, 0.5);
         a.update(t + PAUSE_HOLD - MS, &tracks);
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "not paused before the hold");
         let t = t + PAUSE_HOLD;
+        a.report_loss(t, 0.5);
         a.update(t, &tracks);
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Paused));
         assert_eq!(a.allocation(TrackId(9)), None, "audio is not allocated, only priced");
-        run(&mut a, t, UP_HOLD + 200 * MS, 300_000, &tracks);
+        // The link recovers (the loss report caps the estimate for LOSS_MEMORY, then the hold).
+        run(&mut a, t, LOSS_MEMORY + UP_HOLD + 200 * MS, 300_000, &tracks);
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "resumed on its lowest layer");
     }
 
@@ -666,8 +765,9 @@ mod tests {
         assert_eq!(a.allocation(TrackId(5)), Some(Allocation::Layer(2)));
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)));
         assert_eq!(a.allocation(TrackId(2)), Some(Allocation::Layer(0)));
-        // Very little: the screen share keeps its lowest layer, the cameras pause (after the hold).
-        run(&mut a, t0 + Duration::from_secs(1), PAUSE_HOLD + 100 * MS, 200_000, &tracks);
+        // Very little, the link congested: the screen share keeps its lowest layer, the cameras pause (after the
+        // hold).
+        run_congested(&mut a, t0 + Duration::from_secs(1), PAUSE_HOLD + 100 * MS, 200_000, &tracks);
         assert_eq!(a.allocation(TrackId(5)), Some(Allocation::Layer(0)));
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Paused));
         assert_eq!(a.allocation(TrackId(2)), Some(Allocation::Paused));
@@ -808,6 +908,80 @@ mod tests {
         assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)));
         let d = a.update(t, &tracks);
         assert_eq!(d.reset_estimate, None, "a congested link is not remembered as it was");
+    }
+
+    #[test]
+    fn random_loss_never_pauses_the_lowest_layer() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        // One 1.2 Mbit/s layer; the estimate has fallen to 500 kbit/s (str0m's loss-based estimator at 20 % loss)
+        // and the subscriber reports 20-30 % loss that NACK repairs, for 30 s, with no queue on the link.
+        let single = TrackInput { live: 0b001, bitrates: [1_200_000, 0, 0], ..camera(1, Some(2)) };
+        let tracks = [audio(9), single];
+        let mut t = run(&mut a, t0, 2000 * MS, 2_000_000, &tracks);
+        a.set_estimate(500_000);
+        for i in 0..300u32 {
+            if i % 5 == 0 {
+                a.report_loss(t, if i % 10 == 0 { 0.3 } else { 0.2 });
+                a.report_rtt(t, Duration::from_millis(20 + u64::from(i % 7)));
+            }
+            a.update(t, &tracks);
+            assert_eq!(a.allocation(TrackId(1)), Some(Allocation::Layer(0)), "paused at {:?}", t - t0);
+            t += 100 * MS;
+        }
+    }
+
+    #[test]
+    fn a_standing_queue_pauses_after_the_hold() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let single = TrackInput { live: 0b001, bitrates: [1_200_000, 0, 0], ..camera(1, Some(2)) };
+        let tracks = [audio(9), single];
+        let mut t = t0;
+        for _ in 0..20 {
+            a.report_rtt(t, Duration::from_millis(20));
+            t = run(&mut a, t, 500 * MS, 2_000_000, &tracks);
+        }
+        // The link shrinks to 800 kbit/s: the estimate falls and a queue of 300 ms stands; little loss.
+        a.set_estimate(700_000);
+        let fell = t;
+        let mut paused = None;
+        while t < fell + Duration::from_secs(5) {
+            if (t - fell).as_millis() % 500 == 0 {
+                a.report_rtt(t, Duration::from_millis(320));
+                a.report_loss(t, 0.03);
+            }
+            a.update(t, &tracks);
+            if paused.is_none() && a.allocation(TrackId(1)) == Some(Allocation::Paused) {
+                paused = Some(t - fell);
+            }
+            t += 100 * MS;
+        }
+        let paused = paused.expect("paused: the link cannot carry the layer");
+        assert!(paused >= PAUSE_HOLD && paused <= PAUSE_HOLD + 200 * MS, "paused after {paused:?}");
+    }
+
+    #[test]
+    fn the_wish_follows_a_growing_stream() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        a.set_estimate(3_000_000);
+        let mut t = t0;
+        let mut last = None;
+        // A single layer whose encoder ramps from 200 kbit/s to 1.2 Mbit/s over 10 s.
+        for i in 0..=100u32 {
+            let rate = 200_000 + 10_000 * i;
+            let single = TrackInput { live: 0b001, bitrates: [rate, 0, 0], ..camera(1, Some(2)) };
+            a.update(t, &[single]);
+            let w = a.wish().expect("a wish");
+            assert!(w.min as f64 >= f64::from(rate) * (1.0 - WISH_DRIFT) - 1.0, "wish {w:?} at {rate}");
+            assert!(w.desired >= w.min);
+            if last != Some(w) {
+                last = Some(w);
+            }
+            t += 100 * MS;
+        }
+        assert!(last.is_some_and(|w| w.desired >= 1_080_000), "{last:?}");
     }
 
     #[test]

@@ -828,6 +828,14 @@ impl Peer {
                     }
                 }
             }
+            Event::PeerStats(stats) => {
+                // The round trip of the latest packet the subscriber's transport feedback covered: a queue on the
+                // path shows as time above its floor (the allocator's evidence before it pauses anything).
+                if let Some(rtt) = stats.rtt.filter(|_| self.twcc) {
+                    let now = self.now;
+                    self.allocator.report_rtt(now, rtt);
+                }
+            }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, can_probe: true }) => {
                 self.twcc = true;
                 tracing::trace!(peer = %self.id, estimate = estimate.as_u64(), "bandwidth estimate");

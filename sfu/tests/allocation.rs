@@ -7,96 +7,18 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Link, Pair};
+use common::{Link, Pair, Vp8Layer};
 use sfu::downtrack::StreamState;
 use sfu::id::TrackId;
-use sfu::keyframe::starts_keyframe;
-use sfu::peer::{ForwardPacket, PeerEvent};
+use sfu::peer::PeerEvent;
 use str0m::bwe::Bitrate;
-use str0m::format::{Codec, PayloadParams};
-use str0m::media::MediaKind;
-use str0m::rtp::Vp8Descriptor;
 
 const TRACK: TrackId = TrackId(21);
 const FRAME: Duration = Duration::from_nanos(33_333_333);
 const BITRATES: [u32; 3] = [150_000, 500_000, 1_500_000];
 const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
-/// Payload bytes per RTP packet.
-const MTU: usize = 1000;
-/// Every packet ends with the layer and the frame number, so the client can tell what it got.
-const TRAILER: usize = 5;
-
-/// One simulcast layer of the synthetic publisher.
-struct Layer {
-    index: u8,
-    seq: u64,
-    ts: u32,
-    pid: u16,
-    tl0: u8,
-    key_due: bool,
-}
-
-impl Layer {
-    /// The packets of one frame: VP8 descriptors (15-bit picture id, TL0PICIDX), a keyframe tag when `key_due`,
-    /// filler to the layer's bitrate (a keyframe twice that), and the trailer.
-    fn frame(&mut self, params: PayloadParams, frame: u32, arrival: Instant) -> Vec<Arc<ForwardPacket>> {
-        let key = std::mem::take(&mut self.key_due);
-        let mut size = (BITRATES[usize::from(self.index)] / 8 / 30) as usize;
-        if key {
-            size *= 2;
-        }
-        let n = size.div_ceil(MTU);
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            let mut payload = vec![if i == 0 { 0x90 } else { 0x80 }, 0xe0];
-            payload.extend([0x80 | (self.pid >> 8) as u8, self.pid as u8, self.tl0, 0x20]);
-            if i == 0 {
-                // Frame tag (bit 0 clear: keyframe) and, for keyframes, the start code and size.
-                payload.push(if key { 0x10 } else { 0x11 });
-                payload.extend([0, 0]);
-                if key {
-                    let (w, h) = SIZES[usize::from(self.index)];
-                    payload.extend([0x9d, 0x01, 0x2a]);
-                    payload.extend(w.to_le_bytes());
-                    payload.extend(h.to_le_bytes());
-                }
-            }
-            payload.resize(MTU.min(size - i * MTU).max(payload.len() + TRAILER) - TRAILER, 0xab);
-            payload.push(self.index);
-            payload.extend(frame.to_be_bytes());
-            let keyframe = starts_keyframe(Codec::Vp8, &payload);
-            out.push(Arc::new(ForwardPacket {
-                track: TRACK,
-                kind: MediaKind::Video,
-                params,
-                seq_no: self.seq,
-                timestamp: self.ts,
-                marker: i + 1 == n,
-                keyframe,
-                layer: self.index,
-                live_layers: 0b111,
-                layer_sizes: SIZES.map(Some),
-                layer_bitrates: BITRATES,
-                simulcast: true,
-                capture: Some(f64::from(frame) / 30.0),
-                clock_rate: 90_000,
-                vp8: Vp8Descriptor::parse(&payload).ok(),
-                ext: Default::default(),
-                payload: Arc::from(payload),
-                arrival,
-            }));
-            self.seq += 1;
-        }
-        self.ts = self.ts.wrapping_add(3000);
-        self.pid = (self.pid + 1) & 0x7fff;
-        self.tl0 = self.tl0.wrapping_add(1);
-        out
-    }
-}
-
 /// What the client received of one frame (by its outgoing timestamp).
 #[derive(Debug, Default)]
 struct Frame {
@@ -115,9 +37,23 @@ fn follows_a_bandwidth_step_down_and_up() {
     let start = p.now;
 
     // The publisher's layers, numbered unrelatedly, each starting with a keyframe.
-    let mut layers: Vec<Layer> = [(0u8, 100u64, 5_000u32), (1, 20_000, 700_000), (2, 50_000, 9_000_000)]
+    let mut layers: Vec<Vp8Layer> = [(0u8, 100u64, 5_000u32), (1, 20_000, 700_000), (2, 50_000, 9_000_000)]
         .into_iter()
-        .map(|(index, seq, ts)| Layer { index, seq, ts, pid: 1000 * u16::from(index), tl0: 0, key_due: true })
+        .map(|(index, seq, ts)| Vp8Layer {
+            track: TRACK,
+            index,
+            bitrate: BITRATES[usize::from(index)],
+            size: SIZES[usize::from(index)],
+            simulcast: true,
+            live_layers: 0b111,
+            layer_sizes: SIZES.map(Some),
+            layer_bitrates: BITRATES,
+            seq,
+            ts,
+            pid: 1000 * u16::from(index),
+            tl0: 0,
+            key_due: true,
+        })
         .collect();
 
     let drop_at = Duration::from_secs(10);
@@ -170,8 +106,8 @@ fn follows_a_bandwidth_step_down_and_up() {
             let n = payload.len();
             media_bytes += n as u64;
             media_packets += 1;
-            assert!(n >= TRAILER, "a forwarded packet lost its trailer");
-            let layer = payload[n - TRAILER];
+            assert!(n >= Vp8Layer::TRAILER, "a forwarded packet lost its trailer");
+            let layer = payload[n - Vp8Layer::TRAILER];
             let number = u32::from_be_bytes(payload[n - 4..].try_into().unwrap());
             seqs.push(seq);
             let f = by_ts.entry(ts).or_insert_with(|| Frame { at: t, ..Default::default() });

@@ -5,11 +5,16 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sfu::id::{PeerId, TrackId};
+use sfu::keyframe::starts_keyframe;
 use sfu::peer::{ForwardPacket, Peer, PeerConfig, PeerEvent, PeerOutput};
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::MediaKind;
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::Vp8Descriptor;
 use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc};
 
 pub const SERVER: &str = "127.0.0.1:5000";
@@ -284,5 +289,110 @@ fn pop_due(q: &mut VecDeque<(Instant, Vec<u8>)>, now: Instant) -> Option<(Instan
         q.pop_front()
     } else {
         None
+    }
+}
+
+/// One encoding of a synthetic VP8 publisher: frames of a fixed bitrate at 30 fps, cut into packets of at most
+/// [`Vp8Layer::MTU`] payload bytes, each ending with a trailer (layer, frame number) so the client can tell what it got.
+pub struct Vp8Layer {
+    pub track: TrackId,
+    /// Spatial layer (0 without simulcast).
+    pub index: u8,
+    /// Bits per second of the encoding (a keyframe is twice a delta frame's size).
+    pub bitrate: u32,
+    /// Frame size announced by keyframes.
+    pub size: (u16, u16),
+    /// What every packet says of the whole track: simulcast or not, live layers, their sizes and bitrates.
+    pub simulcast: bool,
+    pub live_layers: u8,
+    pub layer_sizes: [Option<(u16, u16)>; 3],
+    pub layer_bitrates: [u32; 3],
+    pub seq: u64,
+    pub ts: u32,
+    pub pid: u16,
+    pub tl0: u8,
+    pub key_due: bool,
+}
+
+impl Vp8Layer {
+    /// Payload bytes per RTP packet.
+    pub const MTU: usize = 1000;
+    /// Bytes at the end of every payload: the layer and the frame number.
+    pub const TRAILER: usize = 5;
+
+    /// A single-encoding (no simulcast) track of `bitrate` bits per second at 1280×720, starting on a keyframe.
+    pub fn single(track: TrackId, bitrate: u32) -> Vp8Layer {
+        Vp8Layer {
+            track,
+            index: 0,
+            bitrate,
+            size: (1280, 720),
+            simulcast: false,
+            live_layers: 0b1,
+            layer_sizes: [Some((1280, 720)), None, None],
+            layer_bitrates: [bitrate, 0, 0],
+            seq: 1000,
+            ts: 90_000,
+            pid: 100,
+            tl0: 0,
+            key_due: true,
+        }
+    }
+
+    /// The packets of one frame: VP8 descriptors (15-bit picture id, TL0PICIDX), a keyframe tag when `key_due`,
+    /// filler to the layer's bitrate (a keyframe twice that), and the trailer.
+    pub fn frame(&mut self, params: PayloadParams, frame: u32, arrival: Instant) -> Vec<Arc<ForwardPacket>> {
+        let (mtu, trailer) = (Self::MTU, Self::TRAILER);
+        let key = std::mem::take(&mut self.key_due);
+        let mut size = (self.bitrate / 8 / 30) as usize;
+        if key {
+            size *= 2;
+        }
+        let n = size.div_ceil(mtu);
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut payload = vec![if i == 0 { 0x90 } else { 0x80 }, 0xe0];
+            payload.extend([0x80 | (self.pid >> 8) as u8, self.pid as u8, self.tl0, 0x20]);
+            if i == 0 {
+                // Frame tag (bit 0 clear: keyframe) and, for keyframes, the start code and size.
+                payload.push(if key { 0x10 } else { 0x11 });
+                payload.extend([0, 0]);
+                if key {
+                    let (w, h) = self.size;
+                    payload.extend([0x9d, 0x01, 0x2a]);
+                    payload.extend(w.to_le_bytes());
+                    payload.extend(h.to_le_bytes());
+                }
+            }
+            payload.resize(mtu.min(size - i * mtu).max(payload.len() + trailer) - trailer, 0xab);
+            payload.push(self.index);
+            payload.extend(frame.to_be_bytes());
+            let keyframe = starts_keyframe(Codec::Vp8, &payload);
+            out.push(Arc::new(ForwardPacket {
+                track: self.track,
+                kind: MediaKind::Video,
+                params,
+                seq_no: self.seq,
+                timestamp: self.ts,
+                marker: i + 1 == n,
+                keyframe,
+                layer: self.index,
+                live_layers: self.live_layers,
+                layer_sizes: self.layer_sizes,
+                layer_bitrates: self.layer_bitrates,
+                simulcast: self.simulcast,
+                capture: Some(f64::from(frame) / 30.0),
+                clock_rate: 90_000,
+                vp8: Vp8Descriptor::parse(&payload).ok(),
+                ext: Default::default(),
+                payload: Arc::from(payload),
+                arrival,
+            }));
+            self.seq += 1;
+        }
+        self.ts = self.ts.wrapping_add(3000);
+        self.pid = (self.pid + 1) & 0x7fff;
+        self.tl0 = self.tl0.wrapping_add(1);
+        out
     }
 }

@@ -362,7 +362,16 @@ impl Session {
         let do_probe = probe_media.is_some();
         let bwe = self.bwe.as_mut()?;
 
-        if let Some(probe_config) = bwe.handle_timeout(now, do_probe) {
+        // The pacer's padding depends on overuse, which can end here without a TWCC report (it
+        // goes stale when reports stop): reconfigure the pacer when it changes.
+        let was_overusing = bwe.is_overusing();
+        let probe_config = bwe.handle_timeout(now, do_probe);
+        if bwe.is_overusing() != was_overusing {
+            self.configure_pacer();
+        }
+        let bwe = self.bwe.as_mut()?;
+
+        if let Some(probe_config) = probe_config {
             // Only start the probe in the pacer if the estimator accepted it.
             if bwe.start_probe(probe_config, now) {
                 #[cfg(feature = "_internal_test_exports")]

@@ -54,6 +54,33 @@ pub(crate) use probe::ProbeClusterConfig;
 const INITIAL_BITRATE_WINDOW: Duration = Duration::from_millis(500);
 const BITRATE_WINDOW: Duration = Duration::from_millis(150);
 const STARTUP_PHASE: Duration = Duration::from_secs(2);
+/// A probe result may lower the estimate to no less than this fraction of the acknowledged
+/// bitrate (libwebrtc's `kProbeDropThroughputFraction`).
+const PROBE_DROP_THROUGHPUT_FRACTION: f64 = 0.85;
+
+/// The probe result to apply.
+///
+/// A probe that did not saturate the link (received about as fast as it was sent) shows the link
+/// carries at least its rate, and nothing about more: it can raise the estimate, never lower it.
+/// Such a probe can be slower than the estimate when the pacer could not send it at its target,
+/// or its target was capped low (twice a low desired bitrate); applied as measured, one such
+/// cluster throws the estimate down in one step on an idle link.
+///
+/// A saturated probe is evidence of less capacity: it may lower the estimate, but not below
+/// `min(delay_estimate, 0.85 * acked)`, slightly under what was just acknowledged
+/// (libwebrtc's LimitProbesLowerThanThroughputEstimate), and never raises it by this rule.
+fn limit_probe_drop(
+    probe: Bitrate,
+    saturated: bool,
+    delay_estimate: Option<Bitrate>,
+    acked: Option<Bitrate>,
+) -> Bitrate {
+    match (delay_estimate, acked) {
+        (Some(delay), _) if !saturated => probe.max(delay),
+        (Some(delay), Some(acked)) => probe.max(delay.min(acked * PROBE_DROP_THROUGHPUT_FRACTION)),
+        _ => probe,
+    }
+}
 
 pub struct Bwe {
     bwe: SendSideBandwidthEstimator,
@@ -144,7 +171,7 @@ struct SendSideBandwidthEstimator {
     started_at: Option<Instant>,
     alr_detector: AlrDetector,
     link_capacity_estimator: LinkCapacityEstimator,
-    last_updated_estimate: Option<Bitrate>,
+    last_updated_estimate: Option<(Bitrate, BandwidthLimitedCause)>,
 }
 
 impl SendSideBandwidthEstimator {
@@ -197,8 +224,10 @@ impl SendSideBandwidthEstimator {
 
         // Feed records to probe estimator for analysis and process any new probe results
         let mut latest_probe_result = None;
-        for (config, bitrate) in self.probe_estimator.update(send_records.iter().copied()) {
-            latest_probe_result = Some(bitrate);
+        for (config, bitrate, saturated) in
+            self.probe_estimator.update(send_records.iter().copied())
+        {
+            latest_probe_result = Some((bitrate, saturated));
 
             // Update link capacity estimator for every successful ALR probe, not just the latest.
             // The estimator internally takes the max of all probe results, building up knowledge
@@ -232,8 +261,14 @@ impl SendSideBandwidthEstimator {
 
         let acked_bitrate = self.acked_bitrate_estimator.current_estimate();
 
-        // Use the latest probe result from this update, if any
-        let probe_result = latest_probe_result;
+        // Use the latest probe result from this update, if any. A probe result is applied
+        // directly (it may lower the estimate), but never below slightly less than what was
+        // just acknowledged: a probe cluster measured short (packets lost at random, a receiver
+        // stamping arrivals in bursts) must not throw away throughput the link is carrying
+        // right now (libwebrtc: LimitProbesLowerThanThroughputEstimate).
+        let probe_result = latest_probe_result.map(|(p, saturated)| {
+            limit_probe_drop(p, saturated, self.delay_controller.last_estimate(), acked_bitrate)
+        });
 
         let is_probe_result = probe_result.is_some();
 
@@ -352,18 +387,18 @@ impl SendSideBandwidthEstimator {
         let Some(estimate) = self.last_estimate() else {
             return;
         };
-        // Did it change?
-        if self.last_updated_estimate == Some(estimate) {
+        // Did it, or what limits it, change? (An overuse goes stale when reports stop; the probe
+        // controller must hear that, or it keeps holding back probes.)
+        let cause = self.bandwidth_limited_cause();
+        if self.last_updated_estimate == Some((estimate, cause)) {
             return;
         }
-
-        let cause = self.bandwidth_limited_cause();
 
         self.probe_control.set_estimated_bitrate(estimate, cause);
         self.alr_detector.set_estimated_bitrate(estimate);
 
         // Don't update until this changes.
-        self.last_updated_estimate = Some(estimate);
+        self.last_updated_estimate = Some((estimate, cause));
     }
 
     fn bandwidth_limited_cause(&self) -> BandwidthLimitedCause {
@@ -573,5 +608,33 @@ mod test {
         bwe.set_bitrate(Bitrate::ZERO, Bitrate::mbps(1));
         assert_eq!(bwe.minimum_bitrate(), Bitrate::ZERO);
         assert_eq!(bwe.desired_bitrate, Bitrate::mbps(1));
+    }
+
+    #[test]
+    fn probe_result_cannot_drop_below_throughput() {
+        let kbps = Bitrate::kbps;
+        // (probe, saturated, delay-based estimate, acknowledged) -> applied
+        let cases = [
+            // An unsaturated probe slower than the estimate (capped target, slow pacer): no fall.
+            (kbps(400), false, Some(kbps(1_600)), Some(kbps(1_200)), kbps(1_600)),
+            (kbps(400), false, Some(kbps(1_600)), None, kbps(1_600)),
+            // ... and one faster than the estimate raises it.
+            (kbps(3_000), false, Some(kbps(1_600)), Some(kbps(1_200)), kbps(3_000)),
+            // A saturated probe on a link carrying 1.2 Mbit/s: held at 85 % of the throughput.
+            (kbps(400), true, Some(kbps(1_600)), Some(kbps(1_200)), kbps(1_020)),
+            // Below the estimate only as far as the estimate itself.
+            (kbps(400), true, Some(kbps(900)), Some(kbps(1_200)), kbps(900)),
+            // Nothing acknowledged yet: as measured.
+            (kbps(400), true, Some(kbps(1_600)), None, kbps(400)),
+            (kbps(400), true, None, Some(kbps(1_200)), kbps(400)),
+            (kbps(400), false, None, None, kbps(400)),
+        ];
+        for (probe, saturated, delay, acked, want) in cases {
+            assert_eq!(
+                limit_probe_drop(probe, saturated, delay, acked),
+                want,
+                "{probe:?} {saturated} {delay:?} {acked:?}"
+            );
+        }
     }
 }

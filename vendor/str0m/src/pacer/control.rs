@@ -1,6 +1,9 @@
 use crate::rtp_::Bitrate;
 
-const PACING_FACTOR: f64 = 1.1;
+/// How much faster than the target rate the pacer may send (libwebrtc's `kDefaultPaceMultiplier`). The pacer only
+/// smooths bursts: below the rate media is produced at, its queue would grow without bound (until the queue limit
+/// forces a drain) and every packet would wait, which no receiver can tell from congestion.
+const PACING_FACTOR: f64 = 2.5;
 
 /// Automatic padding target when media is active. This maintains NAT bindings, RTX state,
 /// and allows ALR periodic probes to discover higher bandwidth.
@@ -44,10 +47,11 @@ impl PacerControl {
             Bitrate::ZERO
         };
 
-        // Set pacing rate to smooth out media transmission (burst avoidance).
-        // Must be at least the current BWE estimate * factor, but also high enough
-        // to allow the padding we want to send.
-        let min_pacing_rate = estimate * PACING_FACTOR;
+        // Set pacing rate to smooth out media transmission (burst avoidance). Like libwebrtc
+        // (`max(min_total_allocated_bitrate, target) * pace_multiplier`), the rate is a multiple
+        // of the larger of the estimate and the requested minimum: the minimum is what the
+        // application has decided to send, and pacing below it only builds a queue.
+        let min_pacing_rate = estimate.max(minimum) * PACING_FACTOR;
         let pacing_rate = min_pacing_rate.max(padding_rate);
 
         PacingResult {
@@ -98,8 +102,17 @@ mod test {
         for (estimate, expected) in [(450, 450), (700, 700), (1000, 800), (300, 300)] {
             let result = c.calculate(true, Bitrate::kbps(estimate), false, minimum);
             assert_eq!(result.padding_rate, Bitrate::kbps(expected));
-            assert_eq!(result.pacing_rate, Bitrate::kbps(estimate) * PACING_FACTOR);
+            assert_eq!(result.pacing_rate, Bitrate::kbps(estimate).max(minimum) * PACING_FACTOR);
         }
+    }
+
+    #[test]
+    fn pacing_never_below_the_minimum() {
+        let c = PacerControl::new();
+        // The application sends 1.2 Mbit/s (a single layer it cannot lower); the estimate says 500 kbit/s.
+        let r = c.calculate(true, Bitrate::kbps(500), false, Bitrate::kbps(1_200));
+        assert_eq!(r.pacing_rate, Bitrate::kbps(1_200) * PACING_FACTOR);
+        assert_eq!(r.padding_rate, Bitrate::kbps(500), "padding stays capped by the estimate");
     }
 
     #[test]

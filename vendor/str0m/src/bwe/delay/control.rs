@@ -37,6 +37,9 @@ pub struct DelayController {
     next_timeout: Instant,
     /// The last time we ingested a TWCC report.
     last_twcc_report: Instant,
+    /// No TWCC report came for longer than the hypothesis stays valid (see
+    /// [`Self::trendline_hypothesis_valid`]): the last overuse is no longer news.
+    hypothesis_stale: bool,
 }
 
 impl DelayController {
@@ -50,6 +53,7 @@ impl DelayController {
             max_rtt_history: VecDeque::default(),
             next_timeout: already_happened(),
             last_twcc_report: already_happened(),
+            hypothesis_stale: false,
         }
     }
 
@@ -101,6 +105,7 @@ impl DelayController {
             now,
         );
         self.last_twcc_report = now;
+        self.hypothesis_stale = false;
 
         self.last_estimate
     }
@@ -114,6 +119,7 @@ impl DelayController {
             // We haven't received a TWCC report in a while. The trendline hypothesis can
             // no longer be considered valid. We need another TWCC report before we can update
             // estimates.
+            self.hypothesis_stale = true;
             let next_timeout_in = self
                 .get_smoothed_rtt()
                 .unwrap_or(MAX_TWCC_GAP)
@@ -143,8 +149,12 @@ impl DelayController {
     ///
     /// This is useful for gating behaviors (like probing) that would otherwise
     /// re-excite the system while we're already congested.
+    ///
+    /// An overuse seen in the last TWCC report before the reports stopped (nothing is being
+    /// sent) is stale, not current: held as current, it would gate the padding and probes that
+    /// are the only way to get reports again, and the estimate would never recover.
     pub fn is_overusing(&self) -> bool {
-        self.trendline_estimator.hypothesis() == BandwidthUsage::Overuse
+        !self.hypothesis_stale && self.trendline_estimator.hypothesis() == BandwidthUsage::Overuse
     }
 
     /// Update smoothed RTT using EWMA (RFC 6298, alpha = 1/8).
