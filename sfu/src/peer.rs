@@ -287,18 +287,21 @@ pub struct Peer {
     /// The latest time seen (events from str0m carry none).
     now: Instant,
     /// Has the client's TWCC feedback made an estimate possible? If not by `twcc_deadline` (a second after the
-    /// first down-track opened), estimation is switched off for this peer: str0m would otherwise pace everything
-    /// at twice the initial estimate forever.
+    /// peer connected with a down-track open), estimation is switched off for this peer: str0m would otherwise pace
+    /// everything at twice the initial estimate forever.
     twcc: bool,
     twcc_deadline: Option<Instant>,
     twcc_decided: bool,
+    /// Has a down-track ever opened (negotiated)? With `connected`, it starts the TWCC deadline.
+    downtrack_opened: bool,
     /// Media was written since the last timeout. With BWE on, str0m moves written packets to its pacer only in
     /// `handle_timeout`, so the next timeout is due at once: the worker runs it once per cycle, after the whole
     /// batch of input, rather than once per packet.
     flush_due: bool,
 }
 
-/// How long after its first down-track opens a subscriber must have made a TWCC estimate possible.
+/// How long after it is connected with its first down-track open a subscriber must have made a TWCC estimate
+/// possible.
 const TWCC_GRACE: Duration = Duration::from_secs(1);
 
 impl Peer {
@@ -343,6 +346,7 @@ impl Peer {
             twcc: false,
             twcc_deadline: None,
             twcc_decided: false,
+            downtrack_opened: false,
             flush_due: false,
         }
     }
@@ -432,6 +436,13 @@ impl Peer {
         }
         for (track, layers) in changed {
             self.queue.push_back(PeerOutput::Event(PeerEvent::PublishLayers { track, layers }));
+        }
+    }
+
+    /// Start the wait for TWCC feedback once the peer is connected and a down-track is open (see [`TWCC_GRACE`]).
+    fn arm_twcc_deadline(&mut self, now: Instant) {
+        if self.connected && self.downtrack_opened && !self.twcc_decided && self.config.bwe_initial.is_some() {
+            self.twcc_deadline.get_or_insert(now + TWCC_GRACE);
         }
     }
 
@@ -563,9 +574,8 @@ impl Peer {
                 for dt in &mut self.downtracks {
                     opened |= dt.negotiated().is_some();
                 }
-                if opened && !self.twcc_decided && self.config.bwe_initial.is_some() {
-                    self.twcc_deadline.get_or_insert(now + TWCC_GRACE);
-                }
+                self.downtrack_opened |= opened;
+                self.arm_twcc_deadline(now);
                 self.downtracks.retain(|d| d.state != DownTrackState::Gone);
                 self.drain_rtc(now);
             }
@@ -648,7 +658,10 @@ impl Peer {
 
     /// A packet of a track this peer subscribes to. Never blocks: str0m queues it for the pacer/socket.
     pub fn handle_forward(&mut self, pkt: &ForwardPacket) {
-        if self.closed {
+        // Before the subscriber is connected (ICE and DTLS; a lost handshake flight costs a second) nothing can be
+        // sent: str0m would queue the packets and send them all at once on connection, seconds late. The
+        // down-track starts with the first packet after, on a keyframe it asks for then.
+        if self.closed || !self.connected {
             return;
         }
         let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == pkt.track) else { return };
@@ -799,6 +812,8 @@ impl Peer {
             Event::Connected => {
                 self.connected = true;
                 info!(peer = %self.id, "connected");
+                let now = self.now;
+                self.arm_twcc_deadline(now);
                 self.queue.push_back(PeerOutput::Event(PeerEvent::Connected));
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
