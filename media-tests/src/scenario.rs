@@ -272,6 +272,9 @@ pub struct Expectations {
     /// One-way frame delay p99 at most this, ms.
     #[serde(default)]
     pub video_delay_p99_max_ms: Option<f64>,
+    /// Every received video: the server paused it (`stream_state` `paused`) at most this many times.
+    #[serde(default)]
+    pub video_pauses_max: Option<u64>,
     /// Every received audio: at most this share of its packets concealed, %.
     #[serde(default)]
     pub audio_concealed_max_pct: Option<f64>,
@@ -383,6 +386,9 @@ pub struct TrackMetrics {
     /// Video: retransmissions (RTX) the receiver got.
     #[serde(default)]
     pub rtx_received: Option<u64>,
+    /// Video: how many times the server paused it (`stream_state` `paused`).
+    #[serde(default)]
+    pub pauses: Option<u64>,
 }
 
 /// One threshold against what was measured.
@@ -513,6 +519,9 @@ pub fn evaluate(scenario: &Scenario, reports: &[Report]) -> Outcome {
                 nacked_packets: Some(r.rtcp.nacked_packets),
                 keyframe_requests_sent: Some(r.rtcp.plis_sent + r.rtcp.firs_sent),
                 rtx_received: Some(r.rtcp.rtx_received),
+                pauses: Some(
+                    r.stream_states.iter().filter(|s| s.track_id == v.track_id && s.state == "paused").count() as u64,
+                ),
             });
         }
         for a in r.audio() {
@@ -539,6 +548,7 @@ pub fn evaluate(scenario: &Scenario, reports: &[Report]) -> Outcome {
                 nacked_packets: None,
                 keyframe_requests_sent: None,
                 rtx_received: None,
+                pauses: None,
             });
         }
     }
@@ -569,6 +579,12 @@ pub fn evaluate(scenario: &Scenario, reports: &[Report]) -> Outcome {
         "longest freeze ms",
         video().filter_map(|t| t.freeze_longest_ms.map(|v| v as f64)).collect(),
         e.freeze_longest_max_ms.map(|v| v as f64),
+        false,
+    );
+    check(
+        "video pauses",
+        video().filter_map(|t| t.pauses.map(|v| v as f64)).collect(),
+        e.video_pauses_max.map(|v| v as f64),
         false,
     );
     check("video delay p99 ms", video().filter_map(|t| t.delay_ms_p99).collect(), e.video_delay_p99_max_ms, false);
