@@ -13,6 +13,7 @@
 //!    +--------------------+
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid, Pt};
@@ -73,10 +74,13 @@ pub struct TrackSettings {
 }
 
 /// What to write for one forwarded packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteParams {
-    /// The subscriber's payload type for the packet's codec.
+    /// The subscriber's payload type for the packet's codec (its RED payload type when RED is forwarded).
     pub pt: Pt,
+    /// The payload to write instead of the publisher's: the primary block of a RED packet for a subscriber without
+    /// RED, or a RED packet relabelled with the subscriber's Opus payload type. `None`: the publisher's payload.
+    pub payload: Option<std::sync::Arc<[u8]>>,
     /// VP8 descriptor rewrite, when the picture id or TL0PICIDX must change (after a layer switch).
     pub vp8_patch: Option<Vp8Patch>,
     /// Outgoing extended sequence number.
@@ -99,8 +103,9 @@ pub struct DownTrack {
     /// Unsubscribed while an offer was in flight: stop it once that settles.
     pub removed: bool,
     munger: Munger,
-    /// Publisher PT → our PT, cached.
-    pt_map: Option<(Pt, Pt)>,
+    /// Publisher PT → our PT for that codec and our RED payload type for it (when this subscriber negotiated RED),
+    /// cached.
+    pt_map: Option<(Pt, Pt, Option<Pt>)>,
     vp8: Vp8Munger,
     /// The spatial layer being forwarded; `None` until the first keyframe (video) or packet (audio).
     current: Option<u8>,
@@ -234,17 +239,19 @@ impl DownTrack {
             return None;
         }
         let src_pt = pkt.params.pt();
-        let pt = match self.pt_map {
-            Some((s, l)) if s == src_pt => l,
+        let (pt, red_pt) = match self.pt_map {
+            Some((s, l, r)) if s == src_pt => (l, r),
             _ => {
-                let local = rtc.codec_config().match_params(pkt.params)?.pt();
-                if !rtc.media(mid)?.remote_pts().contains(&local) {
+                let local = rtc.codec_config().match_params(pkt.params)?;
+                let (pt, red_pt) = (local.pt(), local.red());
+                if !rtc.media(mid)?.remote_pts().contains(&pt) {
                     return None;
                 }
-                self.pt_map = Some((src_pt, local));
-                local
+                self.pt_map = Some((src_pt, pt, red_pt));
+                (pt, red_pt)
             }
         };
+        let (pt, payload) = if pkt.red { red_for_subscriber(pkt, pt, red_pt)? } else { (pt, None) };
         self.bitrates = pkt.layer_bitrates;
         self.live = pkt.live_layers | (1 << pkt.layer);
         self.sizes = pkt.layer_sizes;
@@ -270,7 +277,7 @@ impl DownTrack {
             }
             b.build().ok()
         });
-        Some((mid, WriteParams { pt, vp8_patch, seq_no: m.seq_no, timestamp: m.timestamp }))
+        Some((mid, WriteParams { pt, payload, vp8_patch, seq_no: m.seq_no, timestamp: m.timestamp }))
     }
 
     /// Is the picture id field 15 bits wide? (The descriptor knows; a value above 127 proves it.)
@@ -434,6 +441,30 @@ impl DownTrack {
     pub fn current_layer(&self) -> Option<u8> {
         self.current
     }
+}
+
+/// What a subscriber gets of a RED packet (`pkt.red`): its payload type and, when the publisher's bytes cannot go
+/// as they are, the payload to send instead. `pt` is the subscriber's Opus payload type, `red_pt` its RED payload
+/// type if it negotiated RED.
+///
+/// - RED subscriber: the RED packet under `red_pt`, its blocks relabelled when the two sides' Opus payload types
+///   differ (a RED packet holding a block of another codec cannot be relabelled: its primary goes instead).
+/// - Otherwise the primary block alone, under `pt`: the same sequence number and timestamp, so the numbering stays
+///   continuous.
+///
+/// `None` (drop) when the RED payload is malformed; the ingress already drops those, so only a bug gets here.
+fn red_for_subscriber(pkt: &ForwardPacket, pt: Pt, red_pt: Option<Pt>) -> Option<(Pt, Option<Arc<[u8]>>)> {
+    let src = *pkt.params.pt();
+    if let Some(red_pt) = red_pt {
+        if src == *pt {
+            return Some((red_pt, None));
+        }
+        if let Some(relabelled) = crate::red::rewrite_pt(&pkt.payload, src, *pt) {
+            return Some((red_pt, Some(Arc::from(relabelled))));
+        }
+    }
+    let primary = crate::red::primary(&pkt.payload, src)?;
+    Some((pt, Some(Arc::from(primary))))
 }
 
 #[cfg(test)]

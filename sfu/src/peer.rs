@@ -111,6 +111,9 @@ pub struct ForwardPacket {
     pub clock_rate: u32,
     /// The VP8 payload descriptor, parsed once here for every subscriber's munger.
     pub vp8: Option<Vp8Descriptor>,
+    /// Is the payload RFC 2198 RED (sent on the publisher's RED payload type for `params`)? Checked well formed,
+    /// with a primary block of `params`' payload type; each subscriber gets it as RED or its primary block alone.
+    pub red: bool,
     /// Header extension values worth forwarding (audio level, orientation, …).
     pub ext: ExtensionValues,
     /// The RTP payload.
@@ -313,7 +316,9 @@ impl Peer {
             .set_ice_lite(true)
             .set_local_ice_credentials(ice)
             .clear_codecs()
-            .enable_opus(true, false)
+            // Opus with RED (RFC 2198) where the client offers it too; str0m lists RED before Opus in the answer,
+            // which is what makes Chrome send it (see docs/architecture.md, "Audio redundancy").
+            .enable_opus(true, true)
             .enable_vp8(true)
             .enable_h264(true)
             .enable_vp9(true)
@@ -688,7 +693,8 @@ impl Peer {
             // Without feedback there is nothing to pace against: forward at once.
             stream.set_unpaced(true);
         }
-        let rtp = RtpWrite::new(write.pt, write.seq_no.into(), write.timestamp, pkt.arrival, pkt.payload.clone())
+        let payload = write.payload.unwrap_or_else(|| pkt.payload.clone());
+        let rtp = RtpWrite::new(write.pt, write.seq_no.into(), write.timestamp, pkt.arrival, payload)
             .marker(pkt.marker)
             .ext_vals(pkt.ext.clone())
             .nackable(pkt.kind == MediaKind::Video);
@@ -911,14 +917,23 @@ impl Peer {
         track.layers.on_media(layer, p.timestamp, p.payload.len(), p.header.marker);
         let live_layers = track.layers.live_mask(p.timestamp);
         let pt = p.header.payload_type;
+        // RED (RFC 2198) rides the stream's SSRC and sequence numbers on its own payload type, folded by str0m onto
+        // the codec it carries.
         let params = match track.params {
-            Some(pp) if pp.pt() == pt => pp,
+            Some(pp) if pp.pt() == pt || pp.red() == Some(pt) => pp,
             _ => {
-                let Some(pp) = self.rtc.codec_config().find(|c| c.pt() == pt).copied() else { return };
+                let Some(pp) = self.rtc.codec_config().find(|c| c.pt() == pt || c.red() == Some(pt)).copied() else {
+                    return;
+                };
                 track.params = Some(pp);
                 pp
             }
         };
+        let red = params.red() == Some(pt);
+        if red && crate::red::parse(&p.payload).is_none_or(|l| l.primary_pt != *params.pt()) {
+            tracing::trace!(peer = %self.id, track = %track.id, "malformed RED payload dropped");
+            return;
+        }
         let keyframe = if track.kind == MediaKind::Video {
             starts_keyframe(params.spec().codec, &p.payload)
         } else {
@@ -977,6 +992,7 @@ impl Peer {
             capture,
             clock_rate,
             vp8,
+            red,
             ext,
             payload: p.payload,
             arrival: p.timestamp,
