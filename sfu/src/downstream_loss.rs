@@ -11,9 +11,9 @@
 //! upstream loss still counts when it is higher).
 //!
 //! The rule, with its numbers:
-//! - per subscriber, a new report is taken at once when it is higher; otherwise the held value decays with a
-//!   half-life of [`DECAY_HALF_LIFE`], so one clean receiver report does not switch FEC off at once. A subscriber
-//!   not heard from for [`STALE_AFTER`] (it left) no longer counts.
+//! - per subscriber, the latest report, or the highest one decaying with a half-life of [`DECAY_HALF_LIFE`] since
+//!   it came if that is higher: a rise counts at once, a steady loss stays steady, and one clean receiver report
+//!   does not switch FEC off at once. A subscriber not heard from for [`STALE_AFTER`] (it left) no longer counts.
 //! - across subscribers, the worst, except that with ten or more the worst tenth is left out (the `n/10`-th
 //!   highest, 0-based): one hopeless link should not make the publisher spend bits on FEC for everyone;
 //! - the result is capped at [`MAX_FLOOR`] (libwebrtc's Opus encoder takes no more than 20 % into account) and
@@ -42,7 +42,9 @@ pub const MIN_FLOOR: f32 = 0.005;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// The held (decaying) loss and since when it decays.
+    /// The latest report.
+    latest: f32,
+    /// The highest report, decaying since it came.
     held: f32,
     since: Instant,
     /// When the subscriber last reported.
@@ -50,9 +52,13 @@ struct Entry {
 }
 
 impl Entry {
-    fn value(&self, now: Instant) -> f32 {
+    fn held(&self, now: Instant) -> f32 {
         let age = now.saturating_duration_since(self.since).as_secs_f32();
         self.held * 0.5f32.powf(age / DECAY_HALF_LIFE.as_secs_f32())
+    }
+
+    fn value(&self, now: Instant) -> f32 {
+        self.latest.max(self.held(now))
     }
 }
 
@@ -66,12 +72,12 @@ impl DownstreamLoss {
     /// `subscriber` reports `loss` (a fraction, 0..=1) for the track at `now`.
     pub fn handle_report(&mut self, now: Instant, subscriber: PeerId, loss: f32) {
         let loss = if loss.is_finite() { loss.clamp(0.0, 1.0) } else { 0.0 };
-        let e = self.subscribers.entry(subscriber).or_insert(Entry { held: 0.0, since: now, heard: now });
-        let current = e.value(now);
-        if loss >= current {
+        let e = self.subscribers.entry(subscriber).or_insert(Entry { latest: 0.0, held: 0.0, since: now, heard: now });
+        if loss >= e.held(now) {
             e.held = loss;
             e.since = now;
         }
+        e.latest = loss;
         e.heard = now;
     }
 
@@ -156,6 +162,12 @@ mod tests {
         assert_eq!(d.floor(t0), 0.0, "a clean subscriber");
         d.handle_report(ms(t0, 500), PeerId(1), 0.1);
         assert!((d.floor(ms(t0, 500)) - 0.1).abs() < 1e-6, "raised at once");
+        // While it keeps reporting the same loss, the floor stays.
+        for t in [1500, 2500, 4500] {
+            d.handle_report(ms(t0, t), PeerId(1), 0.1);
+            assert!((d.floor(ms(t0, t + 1900)) - 0.1).abs() < 1e-6, "steady at {t} ms");
+        }
+        let t0 = ms(t0, 4000);
         // The loss stops: the subscriber reports 0 every 2 s; the floor halves every 3 s, down to none.
         let mut last = 0.1;
         for i in 1..=10u64 {

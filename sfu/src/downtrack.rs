@@ -21,6 +21,7 @@ use str0m::rtp::Vp8Patch;
 use str0m::Rtc;
 
 use crate::allocator::{Allocation, Priority, TrackInput};
+use crate::downstream_loss::LossReporter;
 use crate::id::{PeerId, TrackId};
 use crate::keyframe::KeyframeStart;
 use crate::layer::{self, MAX_SPATIAL};
@@ -138,6 +139,8 @@ pub struct DownTrack {
     keyframe_asked: Option<(u8, Instant)>,
     /// Whether the str0m stream's retransmission cache was set up (once, before the first packet).
     pub rtx_cache_set: bool,
+    /// Audio: when the subscriber's loss is worth a report to the publisher.
+    loss_reporter: LossReporter,
 }
 
 impl DownTrack {
@@ -171,6 +174,7 @@ impl DownTrack {
             started: false,
             keyframe_wish: None,
             keyframe_asked: None,
+            loss_reporter: LossReporter::default(),
         }
     }
 
@@ -417,6 +421,16 @@ impl DownTrack {
         Some(nack_ratio.max(rr))
     }
 
+    /// Audio: new egress statistics at `now`, with the fraction lost of the subscriber's receiver reports that arrived
+    /// since the last ones. Returns the loss to report to the publisher, when a report is due (see
+    /// [`crate::downstream_loss`]).
+    pub fn take_loss_report(&mut self, now: Instant, rr_loss: Option<f32>) -> Option<f32> {
+        if self.kind != MediaKind::Audio || !matches!(self.state, DownTrackState::Open(_)) {
+            return None;
+        }
+        self.loss_reporter.handle_stats(now, rr_loss)
+    }
+
     /// If this down-track waits for a keyframe, the layer to ask for — at most every 500 ms.
     pub fn take_keyframe_wish(&mut self, now: Instant) -> Option<u8> {
         let layer = self.keyframe_wish?;
@@ -473,6 +487,65 @@ mod tests {
 
     fn mid(s: &str) -> Mid {
         s.into()
+    }
+
+    #[test]
+    fn red_for_subscriber_table() {
+        // The publisher: Opus on PT 111 with RED on 63.
+        let mut cc = str0m::format::CodecConfig::empty();
+        cc.enable_opus(true, true);
+        let params = *cc.find(|p| p.spec().codec == str0m::format::Codec::Opus).unwrap();
+        assert_eq!((*params.pt(), params.red().map(|p| *p)), (111, Some(63)));
+        let red = |pts: [u8; 2]| vec![0x80 | pts[0], 0x0f, 0x00, 0x02, pts[1], 1, 2, 9, 8, 7];
+        let pkt = |payload: Vec<u8>| ForwardPacket {
+            track: TrackId(1),
+            kind: MediaKind::Audio,
+            params,
+            seq_no: 1,
+            timestamp: 0,
+            marker: false,
+            keyframe: KeyframeStart::Unknown,
+            layer: 0,
+            live_layers: 1,
+            layer_sizes: [None; 3],
+            layer_bitrates: [0; 3],
+            simulcast: false,
+            capture: None,
+            clock_rate: 48_000,
+            vp8: None,
+            red: true,
+            ext: Default::default(),
+            payload: Arc::from(payload),
+            arrival: Instant::now(),
+        };
+        type Want = Option<(u8, Option<Vec<u8>>)>;
+        // (case, payload, subscriber's Opus PT, its RED PT, expected PT and replaced payload)
+        let cases: &[(&str, Vec<u8>, u8, Option<u8>, Want)] = &[
+            ("RED subscriber, same PTs: as is", red([111, 111]), 111, Some(63), Some((63, None))),
+            (
+                "RED subscriber, other PTs: relabelled",
+                red([111, 111]),
+                109,
+                Some(62),
+                Some((62, Some(red([109, 109])))),
+            ),
+            ("no RED: primary", red([111, 111]), 111, None, Some((111, Some(vec![9, 8, 7])))),
+            ("no RED, other Opus PT: primary", red([111, 111]), 109, None, Some((109, Some(vec![9, 8, 7])))),
+            (
+                "RED subscriber, block of another codec, other PTs: primary",
+                red([0, 111]),
+                109,
+                Some(62),
+                Some((109, Some(vec![9, 8, 7]))),
+            ),
+            ("malformed: dropped", vec![0x80 | 111, 0, 0], 111, None, None),
+            ("primary of another codec: dropped", red([111, 0]), 109, None, None),
+        ];
+        for (name, payload, pt, red_pt, want) in cases {
+            let got = red_for_subscriber(&pkt(payload.clone()), Pt::from(*pt), red_pt.map(Pt::from))
+                .map(|(pt, p)| (*pt, p.map(|p| p.to_vec())));
+            assert_eq!(&got, want, "{name}");
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, 
 use tracing::{debug, info, warn};
 
 use crate::allocator::{Allocator, Priority};
+use crate::downstream_loss::DownstreamLoss;
 use crate::downtrack::{DownTrack, DownTrackState, StreamState};
 use crate::id::{PeerId, TrackId};
 use crate::keyframe::{starts_keyframe, KeyframeStart};
@@ -187,6 +188,10 @@ pub enum PeerOutput {
     /// This subscriber now needs `track` up to spatial layer `demand` (`None`: not at all); route it to the
     /// publisher ([`Peer::handle_layer_demand`]).
     LayerDemand { track: TrackId, demand: Option<u8> },
+    /// The loss (a fraction) this subscriber's receiver reports show for audio `track`; route it to the publisher
+    /// ([`Peer::handle_subscriber_loss`]). At most every couple of seconds per track, see
+    /// [`crate::downstream_loss`].
+    SubscriberLoss { track: TrackId, loss: f32 },
     /// A signaling event.
     Event(PeerEvent),
 }
@@ -216,6 +221,9 @@ struct TrackIn {
     demands: HashMap<PeerId, u8>,
     active: u8,
     fewer_since: Option<Instant>,
+    /// Audio: the loss its subscribers report, and the floor last set on the receiver reports sent upstream.
+    downstream_loss: DownstreamLoss,
+    loss_floor: f32,
 }
 
 impl TrackIn {
@@ -235,6 +243,8 @@ impl TrackIn {
             demands: HashMap::new(),
             active: 0b111,
             fewer_since: None,
+            downstream_loss: DownstreamLoss::default(),
+            loss_floor: 0.0,
         }
     }
 
@@ -301,7 +311,13 @@ pub struct Peer {
     /// `handle_timeout`, so the next timeout is due at once: the worker runs it once per cycle, after the whole
     /// batch of input, rather than once per packet.
     flush_due: bool,
+    /// When the floors of the loss reported upstream for audio tracks are next brought up to date (while any
+    /// subscriber's loss still counts: it decays with time).
+    next_loss_update: Option<Instant>,
 }
+
+/// How often the loss floor of a published audio track follows its subscribers' decaying loss.
+const LOSS_UPDATE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long after it is connected with its first down-track open a subscriber must have made a TWCC estimate
 /// possible.
@@ -325,8 +341,12 @@ impl Peer {
             .enable_av1(true)
             .enable_bwe(config.bwe_initial)
             .set_send_buffer_video(RTX_CACHE_PACKETS)
-            // Egress stats carry the subscriber's reported loss, the allocator's second opinion.
-            .set_stats_interval(config.bwe_initial.map(|_| Duration::from_millis(500)))
+            // Egress stats carry the subscriber's reported loss: the allocator's second opinion, and for audio what
+            // is passed on to the publisher (`downstream_loss`).
+            .set_stats_interval(Some(Duration::from_millis(500)))
+            // Receiver reports on published audio every second rather than every 5 s: they carry the subscribers'
+            // loss to the publisher's Opus encoder.
+            .set_rtcp_report_interval_audio(Duration::from_secs(1))
             .build(now);
         let candidate =
             Candidate::host(config.udp_addr, Protocol::Udp).expect("a UDP host candidate from a socket address");
@@ -353,6 +373,7 @@ impl Peer {
             twcc_decided: false,
             downtrack_opened: false,
             flush_due: false,
+            next_loss_update: None,
         }
     }
 
@@ -442,6 +463,43 @@ impl Peer {
         for (track, layers) in changed {
             self.queue.push_back(PeerOutput::Event(PeerEvent::PublishLayers { track, layers }));
         }
+        if self.next_loss_update.is_some_and(|t| t <= now) {
+            self.update_loss_floors(now);
+        }
+    }
+
+    /// A subscriber (`subscriber`) of audio `track`, which this peer publishes, reports `loss`. The receiver
+    /// reports sent to this publisher about the track carry at least the loss its subscribers see (see
+    /// [`crate::downstream_loss`]), so that its Opus encoder adds in-band FEC.
+    pub fn handle_subscriber_loss(&mut self, now: Instant, track: TrackId, subscriber: PeerId, loss: f32) {
+        let Some(t) = self.tracks_in.values_mut().find(|t| t.id == track) else { return };
+        if t.kind != MediaKind::Audio {
+            return;
+        }
+        t.downstream_loss.handle_report(now, subscriber, loss);
+        self.update_loss_floors(now);
+    }
+
+    /// Set each published audio track's floor of reported loss from its subscribers' loss at `now`.
+    fn update_loss_floors(&mut self, now: Instant) {
+        let mut active = false;
+        let mut api = self.rtc.direct_api();
+        for (mid, t) in &mut self.tracks_in {
+            if t.kind != MediaKind::Audio {
+                continue;
+            }
+            let floor = t.downstream_loss.floor(now);
+            active |= t.downstream_loss.is_active();
+            if (floor - t.loss_floor).abs() < 0.001 {
+                continue;
+            }
+            if let Some(stream) = api.stream_rx_by_mid(*mid, None) {
+                stream.set_reported_loss_floor(floor);
+                debug!(peer = %self.id, track = %t.id, floor, "loss reported upstream raised to the subscribers'");
+                t.loss_floor = floor;
+            }
+        }
+        self.next_loss_update = active.then_some(now + LOSS_UPDATE_INTERVAL);
     }
 
     /// Start the wait for TWCC feedback once the peer is connected and a down-track is open (see [`TWCC_GRACE`]).
@@ -783,6 +841,7 @@ impl Peer {
                     let t = self.next_allocation.map_or(t, |k| k.min(t));
                     let t = self.dynacast_deadline().map_or(t, |k| k.min(t));
                     let t = self.twcc_deadline.map_or(t, |k| k.min(t));
+                    let t = self.next_loss_update.map_or(t, |k| k.min(t));
                     let t = if std::mem::take(&mut self.flush_due) { self.now.min(t) } else { t };
                     return PeerOutput::Timeout(t);
                 }
@@ -838,6 +897,16 @@ impl Peer {
                 }));
             }
             Event::MediaChanged(_) => self.check_unpublished(),
+            Event::MediaEgressStats(stats)
+                if self.rtc.media(stats.mid).is_some_and(|m| m.kind() == MediaKind::Audio) =>
+            {
+                let now = self.now;
+                if let Some(dt) = self.downtracks.iter_mut().find(|d| d.mid() == Some(stats.mid)) {
+                    if let Some(loss) = dt.take_loss_report(now, stats.loss) {
+                        self.queue.push_back(PeerOutput::SubscriberLoss { track: dt.track, loss });
+                    }
+                }
+            }
             Event::MediaEgressStats(stats) => {
                 // Loss as the subscriber sees it: the NACKs it sent per packet we sent since the last stats (fresh
                 // every interval, a NACK comes within a round trip of a loss), or a new receiver report's fraction.
