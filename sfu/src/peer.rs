@@ -224,6 +224,8 @@ struct TrackIn {
     /// Audio: the loss its subscribers report, and the floor last set on the receiver reports sent upstream.
     downstream_loss: DownstreamLoss,
     loss_floor: f32,
+    /// Has a RED packet arrived yet? (Logged once.)
+    red_seen: bool,
 }
 
 impl TrackIn {
@@ -245,6 +247,7 @@ impl TrackIn {
             fewer_since: None,
             downstream_loss: DownstreamLoss::default(),
             loss_floor: 0.0,
+            red_seen: false,
         }
     }
 
@@ -1002,6 +1005,9 @@ impl Peer {
         if red && crate::red::parse(&p.payload).is_none_or(|l| l.primary_pt != *params.pt()) {
             tracing::trace!(peer = %self.id, track = %track.id, "malformed RED payload dropped");
             return;
+        }
+        if red && !std::mem::replace(&mut track.red_seen, true) {
+            info!(peer = %self.id, track = %track.id, "audio redundancy (RED) received");
         }
         let keyframe = if track.kind == MediaKind::Video {
             starts_keyframe(params.spec().codec, &p.payload)
