@@ -520,7 +520,8 @@ mod tests {
         };
         type Want = Option<(u8, Option<Vec<u8>>)>;
         // (case, payload, subscriber's Opus PT, its RED PT, expected PT and replaced payload)
-        let cases: &[(&str, Vec<u8>, u8, Option<u8>, Want)] = &[
+        type Case = (&'static str, Vec<u8>, u8, Option<u8>, Want);
+        let cases: &[Case] = &[
             ("RED subscriber, same PTs: as is", red([111, 111]), 111, Some(63), Some((63, None))),
             (
                 "RED subscriber, other PTs: relabelled",

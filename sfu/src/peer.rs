@@ -498,7 +498,7 @@ impl Peer {
             }
             if let Some(stream) = api.stream_rx_by_mid(*mid, None) {
                 stream.set_reported_loss_floor(floor);
-                debug!(peer = %self.id, track = %t.id, floor, "loss reported upstream raised to the subscribers'");
+                debug!(peer = %self.id, track = %t.id, floor, "floor of the loss reported upstream follows the subscribers'");
                 t.loss_floor = floor;
             }
         }

@@ -23,6 +23,9 @@ use str0m::format::{Codec, CodecConfig, PayloadParams};
 use str0m::media::{Direction, MediaKind, MediaTime};
 
 const TRACK: TrackId = TrackId(11);
+
+/// What the client received: (payload type, sequence number, timestamp, payload).
+type Received = (u8, u64, u32, Vec<u8>);
 const FRAME: Duration = Duration::from_millis(20);
 
 /// The publisher's Opus parameters: PT 111, with RED on PT 63 when `red` (as a Chrome publisher negotiates them).
@@ -90,11 +93,7 @@ fn subscribed_audio(client_red: bool) -> Pair {
 }
 
 /// Send `n` packets made by `make(i)`, one every 20 ms; returns what the client received: (PT, seq, ts, payload).
-fn send_audio(
-    p: &mut Pair,
-    n: u64,
-    mut make: impl FnMut(&Pair, u64) -> ForwardPacket,
-) -> (Vec<(u8, u64, u32, Vec<u8>)>, common::Out) {
+fn send_audio(p: &mut Pair, n: u64, mut make: impl FnMut(&Pair, u64) -> ForwardPacket) -> (Vec<Received>, common::Out) {
     let mut got = Vec::new();
     let mut last = common::Out::default();
     for i in 0..n {
@@ -110,7 +109,7 @@ fn send_audio(
     (got, last)
 }
 
-fn assert_continuous(got: &[(u8, u64, u32, Vec<u8>)]) {
+fn assert_continuous(got: &[Received]) {
     for w in got.windows(2) {
         assert_eq!(w[1].1, w[0].1 + 1, "sequence numbers continuous");
         assert_eq!(w[1].2.wrapping_sub(w[0].2), 960, "timestamps continuous");
