@@ -106,7 +106,7 @@ test('a subscriber losing 10 % makes the Chrome publisher send Opus FEC', { skip
       fecLast15s: lossy.fec - fecSeen.fec,
       concealedShare: (lossy.concealed - atLoss.concealed) / Math.max(1, lossy.samples - atLoss.samples),
     };
-    const log = fs.readFileSync(path.join(ARTIFACTS, 'courier-fec.log'), 'utf8');
+    const log = fs.readFileSync(path.join(ARTIFACTS, 'courier-fec.log'), 'utf8').replace(/\x1b\[[0-9;]*m/g, '');
     results.floors = [...log.matchAll(/floor=([0-9.]+)/g)].map((m) => Number(m[1]));
     assert.ok(results.lossy.fecLast15s > 0, `FEC keeps coming: ${JSON.stringify(results)}`);
   } finally {
