@@ -13,6 +13,7 @@
 //!    +--------------------+
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid, Pt};
@@ -20,6 +21,7 @@ use str0m::rtp::Vp8Patch;
 use str0m::Rtc;
 
 use crate::allocator::{Allocation, Priority, TrackInput};
+use crate::downstream_loss::LossReporter;
 use crate::id::{PeerId, TrackId};
 use crate::keyframe::KeyframeStart;
 use crate::layer::{self, MAX_SPATIAL};
@@ -73,10 +75,13 @@ pub struct TrackSettings {
 }
 
 /// What to write for one forwarded packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteParams {
-    /// The subscriber's payload type for the packet's codec.
+    /// The subscriber's payload type for the packet's codec (its RED payload type when RED is forwarded).
     pub pt: Pt,
+    /// The payload to write instead of the publisher's: the primary block of a RED packet for a subscriber without
+    /// RED, or a RED packet relabelled with the subscriber's Opus payload type. `None`: the publisher's payload.
+    pub payload: Option<std::sync::Arc<[u8]>>,
     /// VP8 descriptor rewrite, when the picture id or TL0PICIDX must change (after a layer switch).
     pub vp8_patch: Option<Vp8Patch>,
     /// Outgoing extended sequence number.
@@ -99,8 +104,9 @@ pub struct DownTrack {
     /// Unsubscribed while an offer was in flight: stop it once that settles.
     pub removed: bool,
     munger: Munger,
-    /// Publisher PT → our PT, cached.
-    pt_map: Option<(Pt, Pt)>,
+    /// Publisher PT → our PT for that codec and our RED payload type for it (when this subscriber negotiated RED),
+    /// cached.
+    pt_map: Option<(Pt, Pt, Option<Pt>)>,
     vp8: Vp8Munger,
     /// The spatial layer being forwarded; `None` until the first keyframe (video) or packet (audio).
     current: Option<u8>,
@@ -133,6 +139,8 @@ pub struct DownTrack {
     keyframe_asked: Option<(u8, Instant)>,
     /// Whether the str0m stream's retransmission cache was set up (once, before the first packet).
     pub rtx_cache_set: bool,
+    /// Audio: when the subscriber's loss is worth a report to the publisher.
+    loss_reporter: LossReporter,
 }
 
 impl DownTrack {
@@ -166,6 +174,7 @@ impl DownTrack {
             started: false,
             keyframe_wish: None,
             keyframe_asked: None,
+            loss_reporter: LossReporter::default(),
         }
     }
 
@@ -234,17 +243,19 @@ impl DownTrack {
             return None;
         }
         let src_pt = pkt.params.pt();
-        let pt = match self.pt_map {
-            Some((s, l)) if s == src_pt => l,
+        let (pt, red_pt) = match self.pt_map {
+            Some((s, l, r)) if s == src_pt => (l, r),
             _ => {
-                let local = rtc.codec_config().match_params(pkt.params)?.pt();
-                if !rtc.media(mid)?.remote_pts().contains(&local) {
+                let local = rtc.codec_config().match_params(pkt.params)?;
+                let (pt, red_pt) = (local.pt(), local.red());
+                if !rtc.media(mid)?.remote_pts().contains(&pt) {
                     return None;
                 }
-                self.pt_map = Some((src_pt, local));
-                local
+                self.pt_map = Some((src_pt, pt, red_pt));
+                (pt, red_pt)
             }
         };
+        let (pt, payload) = if pkt.red { red_for_subscriber(pkt, pt, red_pt)? } else { (pt, None) };
         self.bitrates = pkt.layer_bitrates;
         self.live = pkt.live_layers | (1 << pkt.layer);
         self.sizes = pkt.layer_sizes;
@@ -270,7 +281,7 @@ impl DownTrack {
             }
             b.build().ok()
         });
-        Some((mid, WriteParams { pt, vp8_patch, seq_no: m.seq_no, timestamp: m.timestamp }))
+        Some((mid, WriteParams { pt, payload, vp8_patch, seq_no: m.seq_no, timestamp: m.timestamp }))
     }
 
     /// Is the picture id field 15 bits wide? (The descriptor knows; a value above 127 proves it.)
@@ -410,6 +421,16 @@ impl DownTrack {
         Some(nack_ratio.max(rr))
     }
 
+    /// Audio: new egress statistics at `now`, with the fraction lost of the subscriber's receiver reports that arrived
+    /// since the last ones. Returns the loss to report to the publisher, when a report is due (see
+    /// [`crate::downstream_loss`]).
+    pub fn take_loss_report(&mut self, now: Instant, rr_loss: Option<f32>) -> Option<f32> {
+        if self.kind != MediaKind::Audio || !matches!(self.state, DownTrackState::Open(_)) {
+            return None;
+        }
+        self.loss_reporter.handle_stats(now, rr_loss)
+    }
+
     /// If this down-track waits for a keyframe, the layer to ask for — at most every 500 ms.
     pub fn take_keyframe_wish(&mut self, now: Instant) -> Option<u8> {
         let layer = self.keyframe_wish?;
@@ -436,12 +457,96 @@ impl DownTrack {
     }
 }
 
+/// What a subscriber gets of a RED packet (`pkt.red`): its payload type and, when the publisher's bytes cannot go
+/// as they are, the payload to send instead. `pt` is the subscriber's Opus payload type, `red_pt` its RED payload
+/// type if it negotiated RED.
+///
+/// - RED subscriber: the RED packet under `red_pt`, its blocks relabelled when the two sides' Opus payload types
+///   differ (a RED packet holding a block of another codec cannot be relabelled: its primary goes instead).
+/// - Otherwise the primary block alone, under `pt`: the same sequence number and timestamp, so the numbering stays
+///   continuous.
+///
+/// `None` (drop) when the RED payload is malformed; the ingress already drops those, so only a bug gets here.
+fn red_for_subscriber(pkt: &ForwardPacket, pt: Pt, red_pt: Option<Pt>) -> Option<(Pt, Option<Arc<[u8]>>)> {
+    let src = *pkt.params.pt();
+    if let Some(red_pt) = red_pt {
+        if src == *pt {
+            return Some((red_pt, None));
+        }
+        if let Some(relabelled) = crate::red::rewrite_pt(&pkt.payload, src, *pt) {
+            return Some((red_pt, Some(Arc::from(relabelled))));
+        }
+    }
+    let primary = crate::red::primary(&pkt.payload, src)?;
+    Some((pt, Some(Arc::from(primary))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn mid(s: &str) -> Mid {
         s.into()
+    }
+
+    #[test]
+    fn red_for_subscriber_table() {
+        // The publisher: Opus on PT 111 with RED on 63.
+        let mut cc = str0m::format::CodecConfig::empty();
+        cc.enable_opus(true, true);
+        let params = *cc.find(|p| p.spec().codec == str0m::format::Codec::Opus).unwrap();
+        assert_eq!((*params.pt(), params.red().map(|p| *p)), (111, Some(63)));
+        let red = |pts: [u8; 2]| vec![0x80 | pts[0], 0x0f, 0x00, 0x02, pts[1], 1, 2, 9, 8, 7];
+        let pkt = |payload: Vec<u8>| ForwardPacket {
+            track: TrackId(1),
+            kind: MediaKind::Audio,
+            params,
+            seq_no: 1,
+            timestamp: 0,
+            marker: false,
+            keyframe: KeyframeStart::Unknown,
+            layer: 0,
+            live_layers: 1,
+            layer_sizes: [None; 3],
+            layer_bitrates: [0; 3],
+            simulcast: false,
+            capture: None,
+            clock_rate: 48_000,
+            vp8: None,
+            red: true,
+            ext: Default::default(),
+            payload: Arc::from(payload),
+            arrival: Instant::now(),
+        };
+        type Want = Option<(u8, Option<Vec<u8>>)>;
+        // (case, payload, subscriber's Opus PT, its RED PT, expected PT and replaced payload)
+        type Case = (&'static str, Vec<u8>, u8, Option<u8>, Want);
+        let cases: &[Case] = &[
+            ("RED subscriber, same PTs: as is", red([111, 111]), 111, Some(63), Some((63, None))),
+            (
+                "RED subscriber, other PTs: relabelled",
+                red([111, 111]),
+                109,
+                Some(62),
+                Some((62, Some(red([109, 109])))),
+            ),
+            ("no RED: primary", red([111, 111]), 111, None, Some((111, Some(vec![9, 8, 7])))),
+            ("no RED, other Opus PT: primary", red([111, 111]), 109, None, Some((109, Some(vec![9, 8, 7])))),
+            (
+                "RED subscriber, block of another codec, other PTs: primary",
+                red([0, 111]),
+                109,
+                Some(62),
+                Some((109, Some(vec![9, 8, 7]))),
+            ),
+            ("malformed: dropped", vec![0x80 | 111, 0, 0], 111, None, None),
+            ("primary of another codec: dropped", red([111, 0]), 109, None, None),
+        ];
+        for (name, payload, pt, red_pt, want) in cases {
+            let got = red_for_subscriber(&pkt(payload.clone()), Pt::from(*pt), red_pt.map(Pt::from))
+                .map(|(pt, p)| (*pt, p.map(|p| p.to_vec())));
+            assert_eq!(&got, want, "{name}");
+        }
     }
 
     #[test]

@@ -192,6 +192,12 @@ enum WorkerMsg {
         subscriber: PeerId,
         demand: Option<u8>,
     },
+    /// A subscriber's loss on an audio track, for the publisher's receiver reports.
+    SubscriberLoss {
+        track: TrackId,
+        subscriber: PeerId,
+        loss: f32,
+    },
     RemoveDownTrack {
         peer: PeerId,
         track: TrackId,
@@ -483,6 +489,8 @@ struct Worker {
     keyframe_requests: Vec<(TrackId, KeyframeRequestKind, u8)>,
     /// Subscribers' layer demands (track, subscriber, demand) for publishers on this worker, likewise.
     layer_demands: Vec<(TrackId, PeerId, Option<u8>)>,
+    /// Subscribers' audio loss (track, subscriber, loss) for publishers on this worker, likewise.
+    subscriber_losses: Vec<(TrackId, PeerId, f32)>,
     /// When RTP counts and the bandwidth summary were last published.
     stats_at: Instant,
     /// A peer left: publish at the end of this cycle (an idle worker may not run another for a long time).
@@ -501,6 +509,7 @@ impl Worker {
             outbox: vec![Vec::new(); n],
             keyframe_requests: Vec::new(),
             layer_demands: Vec::new(),
+            subscriber_losses: Vec::new(),
             stats_at: Instant::now(),
             stats_due: false,
         }
@@ -578,6 +587,7 @@ impl Worker {
             }
             self.apply_keyframe_requests();
             self.apply_layer_demands();
+            self.apply_subscriber_losses();
             self.flush_outbox();
             self.publish_stats(Instant::now());
         }
@@ -654,6 +664,9 @@ impl Worker {
             WorkerMsg::KeyframeRequest { track, kind, layer } => self.keyframe_requests.push((track, kind, layer)),
             WorkerMsg::LayerDemand { track, subscriber, demand } => {
                 self.layer_demands.push((track, subscriber, demand))
+            }
+            WorkerMsg::SubscriberLoss { track, subscriber, loss } => {
+                self.subscriber_losses.push((track, subscriber, loss))
             }
             WorkerMsg::ClosePeer { peer } => self.with_peer(peer, |p| p.close(CloseReason::Requested)),
             WorkerMsg::Unpublish { peer, track } => self.with_peer(peer, |p| p.stop_publishing(track)),
@@ -790,6 +803,15 @@ impl Worker {
         }
     }
 
+    fn apply_subscriber_losses(&mut self) {
+        for (track, subscriber, loss) in std::mem::take(&mut self.subscriber_losses) {
+            let publisher = self.shared.tracks.lock().expect("tracks lock").get(&track).map(|e| e.publisher);
+            if let Some(p) = publisher {
+                self.with_peer(p, |peer| peer.handle_subscriber_loss(Instant::now(), track, subscriber, loss));
+            }
+        }
+    }
+
     /// Route a subscriber's layer demand to the worker of the track's publisher.
     fn send_layer_demand(&mut self, track: TrackId, subscriber: PeerId, demand: Option<u8>) {
         self.route_to_publisher(track, WorkerMsg::LayerDemand { track, subscriber, demand });
@@ -808,6 +830,9 @@ impl Worker {
             WorkerMsg::KeyframeRequest { track, kind, layer } => self.keyframe_requests.push((track, kind, layer)),
             WorkerMsg::LayerDemand { track, subscriber, demand } => {
                 self.layer_demands.push((track, subscriber, demand))
+            }
+            WorkerMsg::SubscriberLoss { track, subscriber, loss } => {
+                self.subscriber_losses.push((track, subscriber, loss))
             }
             _ => debug_assert!(false, "only requests for a publisher are routed to it"),
         }
@@ -848,6 +873,9 @@ impl Worker {
                 },
                 PeerOutput::Forward(pkt) => self.route(pkt),
                 PeerOutput::LayerDemand { track, demand } => self.send_layer_demand(track, id, demand),
+                PeerOutput::SubscriberLoss { track, loss } => {
+                    self.route_to_publisher(track, WorkerMsg::SubscriberLoss { track, subscriber: id, loss })
+                }
                 PeerOutput::KeyframeRequest { track, kind, layer } => {
                     self.route_to_publisher(track, WorkerMsg::KeyframeRequest { track, kind, layer })
                 }

@@ -24,12 +24,14 @@
 //!
 //! - [`engine`]: the async shell and the [`Sfu`] handle; the architecture diagram is in its doc.
 //! - [`peer`]: one participant's `Rtc`, its published tracks and its down-tracks.
-//! - [`downtrack`], [`munger`], [`vp8munger`], [`keyframe`]: forwarding to one subscriber.
+//! - [`downtrack`], [`munger`], [`vp8munger`], [`keyframe`], [`red`]: forwarding to one subscriber.
+//! - [`downstream_loss`]: subscribers' audio loss, reported to the publisher.
 //! - [`udp`]: the socket's demultiplexer.
 //! - [`config`], [`error`], [`id`].
 
 pub mod allocator;
 pub mod config;
+pub mod downstream_loss;
 pub mod downtrack;
 pub mod engine;
 pub mod error;
@@ -38,6 +40,7 @@ pub mod keyframe;
 pub mod layer;
 pub mod munger;
 pub mod peer;
+pub mod red;
 pub mod speaker;
 pub mod udp;
 pub mod vp8munger;

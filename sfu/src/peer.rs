@@ -35,6 +35,7 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, 
 use tracing::{debug, info, warn};
 
 use crate::allocator::{Allocator, Priority};
+use crate::downstream_loss::DownstreamLoss;
 use crate::downtrack::{DownTrack, DownTrackState, StreamState};
 use crate::id::{PeerId, TrackId};
 use crate::keyframe::{starts_keyframe, KeyframeStart};
@@ -111,6 +112,9 @@ pub struct ForwardPacket {
     pub clock_rate: u32,
     /// The VP8 payload descriptor, parsed once here for every subscriber's munger.
     pub vp8: Option<Vp8Descriptor>,
+    /// Is the payload RFC 2198 RED (sent on the publisher's RED payload type for `params`)? Checked well formed,
+    /// with a primary block of `params`' payload type; each subscriber gets it as RED or its primary block alone.
+    pub red: bool,
     /// Header extension values worth forwarding (audio level, orientation, …).
     pub ext: ExtensionValues,
     /// The RTP payload.
@@ -184,6 +188,10 @@ pub enum PeerOutput {
     /// This subscriber now needs `track` up to spatial layer `demand` (`None`: not at all); route it to the
     /// publisher ([`Peer::handle_layer_demand`]).
     LayerDemand { track: TrackId, demand: Option<u8> },
+    /// The loss (a fraction) this subscriber's receiver reports show for audio `track`; route it to the publisher
+    /// ([`Peer::handle_subscriber_loss`]). At most every couple of seconds per track, see
+    /// [`crate::downstream_loss`].
+    SubscriberLoss { track: TrackId, loss: f32 },
     /// A signaling event.
     Event(PeerEvent),
 }
@@ -213,6 +221,11 @@ struct TrackIn {
     demands: HashMap<PeerId, u8>,
     active: u8,
     fewer_since: Option<Instant>,
+    /// Audio: the loss its subscribers report, and the floor last set on the receiver reports sent upstream.
+    downstream_loss: DownstreamLoss,
+    loss_floor: f32,
+    /// Has a RED packet arrived yet? (Logged once.)
+    red_seen: bool,
 }
 
 impl TrackIn {
@@ -232,6 +245,9 @@ impl TrackIn {
             demands: HashMap::new(),
             active: 0b111,
             fewer_since: None,
+            downstream_loss: DownstreamLoss::default(),
+            loss_floor: 0.0,
+            red_seen: false,
         }
     }
 
@@ -298,7 +314,13 @@ pub struct Peer {
     /// `handle_timeout`, so the next timeout is due at once: the worker runs it once per cycle, after the whole
     /// batch of input, rather than once per packet.
     flush_due: bool,
+    /// When the floors of the loss reported upstream for audio tracks are next brought up to date (while any
+    /// subscriber's loss still counts: it decays with time).
+    next_loss_update: Option<Instant>,
 }
+
+/// How often the loss floor of a published audio track follows its subscribers' decaying loss.
+const LOSS_UPDATE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long after it is connected with its first down-track open a subscriber must have made a TWCC estimate
 /// possible.
@@ -313,15 +335,21 @@ impl Peer {
             .set_ice_lite(true)
             .set_local_ice_credentials(ice)
             .clear_codecs()
-            .enable_opus(true, false)
+            // Opus with RED (RFC 2198) where the client offers it too; str0m lists RED before Opus in the answer,
+            // which is what makes Chrome send it (see docs/architecture.md, "Audio redundancy").
+            .enable_opus(true, true)
             .enable_vp8(true)
             .enable_h264(true)
             .enable_vp9(true)
             .enable_av1(true)
             .enable_bwe(config.bwe_initial)
             .set_send_buffer_video(RTX_CACHE_PACKETS)
-            // Egress stats carry the subscriber's reported loss, the allocator's second opinion.
-            .set_stats_interval(config.bwe_initial.map(|_| Duration::from_millis(500)))
+            // Egress stats carry the subscriber's reported loss: the allocator's second opinion, and for audio what
+            // is passed on to the publisher (`downstream_loss`).
+            .set_stats_interval(Some(Duration::from_millis(500)))
+            // Receiver reports on published audio every second rather than every 5 s: they carry the subscribers'
+            // loss to the publisher's Opus encoder.
+            .set_rtcp_report_interval_audio(Duration::from_secs(1))
             .build(now);
         let candidate =
             Candidate::host(config.udp_addr, Protocol::Udp).expect("a UDP host candidate from a socket address");
@@ -348,6 +376,7 @@ impl Peer {
             twcc_decided: false,
             downtrack_opened: false,
             flush_due: false,
+            next_loss_update: None,
         }
     }
 
@@ -437,6 +466,43 @@ impl Peer {
         for (track, layers) in changed {
             self.queue.push_back(PeerOutput::Event(PeerEvent::PublishLayers { track, layers }));
         }
+        if self.next_loss_update.is_some_and(|t| t <= now) {
+            self.update_loss_floors(now);
+        }
+    }
+
+    /// A subscriber (`subscriber`) of audio `track`, which this peer publishes, reports `loss`. The receiver
+    /// reports sent to this publisher about the track carry at least the loss its subscribers see (see
+    /// [`crate::downstream_loss`]), so that its Opus encoder adds in-band FEC.
+    pub fn handle_subscriber_loss(&mut self, now: Instant, track: TrackId, subscriber: PeerId, loss: f32) {
+        let Some(t) = self.tracks_in.values_mut().find(|t| t.id == track) else { return };
+        if t.kind != MediaKind::Audio {
+            return;
+        }
+        t.downstream_loss.handle_report(now, subscriber, loss);
+        self.update_loss_floors(now);
+    }
+
+    /// Set each published audio track's floor of reported loss from its subscribers' loss at `now`.
+    fn update_loss_floors(&mut self, now: Instant) {
+        let mut active = false;
+        let mut api = self.rtc.direct_api();
+        for (mid, t) in &mut self.tracks_in {
+            if t.kind != MediaKind::Audio {
+                continue;
+            }
+            let floor = t.downstream_loss.floor(now);
+            active |= t.downstream_loss.is_active();
+            if (floor - t.loss_floor).abs() < 0.001 {
+                continue;
+            }
+            if let Some(stream) = api.stream_rx_by_mid(*mid, None) {
+                stream.set_reported_loss_floor(floor);
+                debug!(peer = %self.id, track = %t.id, floor, "floor of the loss reported upstream follows the subscribers'");
+                t.loss_floor = floor;
+            }
+        }
+        self.next_loss_update = active.then_some(now + LOSS_UPDATE_INTERVAL);
     }
 
     /// Start the wait for TWCC feedback once the peer is connected and a down-track is open (see [`TWCC_GRACE`]).
@@ -688,7 +754,8 @@ impl Peer {
             // Without feedback there is nothing to pace against: forward at once.
             stream.set_unpaced(true);
         }
-        let rtp = RtpWrite::new(write.pt, write.seq_no.into(), write.timestamp, pkt.arrival, pkt.payload.clone())
+        let payload = write.payload.unwrap_or_else(|| pkt.payload.clone());
+        let rtp = RtpWrite::new(write.pt, write.seq_no.into(), write.timestamp, pkt.arrival, payload)
             .marker(pkt.marker)
             .ext_vals(pkt.ext.clone())
             .nackable(pkt.kind == MediaKind::Video);
@@ -777,6 +844,7 @@ impl Peer {
                     let t = self.next_allocation.map_or(t, |k| k.min(t));
                     let t = self.dynacast_deadline().map_or(t, |k| k.min(t));
                     let t = self.twcc_deadline.map_or(t, |k| k.min(t));
+                    let t = self.next_loss_update.map_or(t, |k| k.min(t));
                     let t = if std::mem::take(&mut self.flush_due) { self.now.min(t) } else { t };
                     return PeerOutput::Timeout(t);
                 }
@@ -832,6 +900,16 @@ impl Peer {
                 }));
             }
             Event::MediaChanged(_) => self.check_unpublished(),
+            Event::MediaEgressStats(stats)
+                if self.rtc.media(stats.mid).is_some_and(|m| m.kind() == MediaKind::Audio) =>
+            {
+                let now = self.now;
+                if let Some(dt) = self.downtracks.iter_mut().find(|d| d.mid() == Some(stats.mid)) {
+                    if let Some(loss) = dt.take_loss_report(now, stats.loss) {
+                        self.queue.push_back(PeerOutput::SubscriberLoss { track: dt.track, loss });
+                    }
+                }
+            }
             Event::MediaEgressStats(stats) => {
                 // Loss as the subscriber sees it: the NACKs it sent per packet we sent since the last stats (fresh
                 // every interval, a NACK comes within a round trip of a loss), or a new receiver report's fraction.
@@ -911,14 +989,26 @@ impl Peer {
         track.layers.on_media(layer, p.timestamp, p.payload.len(), p.header.marker);
         let live_layers = track.layers.live_mask(p.timestamp);
         let pt = p.header.payload_type;
+        // RED (RFC 2198) rides the stream's SSRC and sequence numbers on its own payload type, folded by str0m onto
+        // the codec it carries.
         let params = match track.params {
-            Some(pp) if pp.pt() == pt => pp,
+            Some(pp) if pp.pt() == pt || pp.red() == Some(pt) => pp,
             _ => {
-                let Some(pp) = self.rtc.codec_config().find(|c| c.pt() == pt).copied() else { return };
+                let Some(pp) = self.rtc.codec_config().find(|c| c.pt() == pt || c.red() == Some(pt)).copied() else {
+                    return;
+                };
                 track.params = Some(pp);
                 pp
             }
         };
+        let red = params.red() == Some(pt);
+        if red && crate::red::parse(&p.payload).is_none_or(|l| l.primary_pt != *params.pt()) {
+            tracing::trace!(peer = %self.id, track = %track.id, "malformed RED payload dropped");
+            return;
+        }
+        if red && !std::mem::replace(&mut track.red_seen, true) {
+            info!(peer = %self.id, track = %track.id, "audio redundancy (RED) received");
+        }
         let keyframe = if track.kind == MediaKind::Video {
             starts_keyframe(params.spec().codec, &p.payload)
         } else {
@@ -977,6 +1067,7 @@ impl Peer {
             capture,
             clock_rate,
             vp8,
+            red,
             ext,
             payload: p.payload,
             arrival: p.timestamp,

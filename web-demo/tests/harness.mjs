@@ -246,12 +246,15 @@ export async function launchChromium() {
 
 /**
  * Open the demo page in its own context, join `room` as `identity` (autojoin), wait until joined. The page's
- * console goes to test-artifacts/<logName>-<identity>-console.log.
+ * console goes to test-artifacts/<logName>-<identity>-console.log. `initScript` runs in the page before its own
+ * scripts (e.g. to change what the browser negotiates).
  * @param {import('playwright-core').Browser} browser
- * @param {{http: string, url: string, room: string, identity: string, logName?: string, params?: Record<string, string>}} o
+ * @param {{http: string, url: string, room: string, identity: string, logName?: string, params?: Record<string, string>, initScript?: string}} o
  */
-export async function openDemoPage(browser, { http, url, room, identity, logName = room, params = {} }) {
-  const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+export async function openDemoPage(browser, { http, url, room, identity, logName = room, params = {}, initScript }) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  if (initScript) await context.addInitScript(initScript);
+  const page = await context.newPage();
   const consoleStream = fs.createWriteStream(path.join(ARTIFACTS, `${logName}-${identity}-console.log`));
   const write = (/** @type {string} */ s) => consoleStream.writableEnded || consoleStream.write(s);
   page.on('console', (m) => write(`[${m.type()}] ${m.text()}\n`));

@@ -28,12 +28,16 @@ pub struct Out {
     pub forwarded: Vec<std::sync::Arc<ForwardPacket>>,
     /// Layer demands (dynacast) the subscriber peer sent toward publishers.
     pub layer_demands: Vec<(TrackId, Option<u8>)>,
+    /// Audio loss the subscriber peer reported toward publishers: (track, fraction lost).
+    pub subscriber_losses: Vec<(TrackId, f32)>,
     pub client_events: Vec<String>,
     pub client_connected: bool,
     /// Sequence numbers of RTP packets the client received (RTX already unwrapped by str0m).
     pub client_rtp: Vec<u64>,
     /// (sequence number, RTP timestamp, payload) of each RTP packet the client received.
     pub client_payloads: Vec<(u64, u32, Vec<u8>)>,
+    /// (payload type, sequence number, RTP timestamp, payload) of each RTP packet the client received.
+    pub client_rtp_full: Vec<(u8, u64, u32, Vec<u8>)>,
     /// RTCP NACKs the server peer received from the client are visible only as retransmissions; this counts
     /// server → client datagrams dropped by the simulated network.
     pub dropped: usize,
@@ -256,6 +260,7 @@ impl Pair {
                 }
                 PeerOutput::Forward(p) => out.forwarded.push(p),
                 PeerOutput::LayerDemand { track, demand } => out.layer_demands.push((track, demand)),
+                PeerOutput::SubscriberLoss { track, loss } => out.subscriber_losses.push((track, loss)),
             }
         }
     }
@@ -275,6 +280,12 @@ impl Pair {
                     if let Event::RtpPacket(p) = &e {
                         out.client_rtp.push(*p.seq_no);
                         out.client_payloads.push((*p.seq_no, p.header.timestamp, p.payload.to_vec()));
+                        out.client_rtp_full.push((
+                            *p.header.payload_type,
+                            *p.seq_no,
+                            p.header.timestamp,
+                            p.payload.to_vec(),
+                        ));
                     }
                     out.client_events.push(format!("{e:?}"));
                 }
@@ -384,6 +395,7 @@ impl Vp8Layer {
                 capture: Some(f64::from(frame) / 30.0),
                 clock_rate: 90_000,
                 vp8: Vp8Descriptor::parse(&payload).ok(),
+                red: false,
                 ext: Default::default(),
                 payload: Arc::from(payload),
                 arrival,

@@ -119,6 +119,10 @@ pub struct StreamRx {
 
     /// The configured threshold before considering the lack of packets as going into paused.
     pause_threshold: Duration,
+
+    /// Lowest fraction lost (in 1/256) that receiver reports for this stream carry. See
+    /// [`StreamRx::set_reported_loss_floor`].
+    reported_loss_floor: u8,
 }
 
 /// The last sender info we recieved.
@@ -182,6 +186,7 @@ impl StreamRx {
             fir_seq_no: 0,
             last_receiver_report: already_happened(),
             stats: StreamRxStats::default(),
+            reported_loss_floor: 0,
             check_paused_at: None,
             paused: true,
             need_paused_event: false,
@@ -255,6 +260,24 @@ impl StreamRx {
     /// desirable to manually suppress NACK sending regardless of RTX setting.
     pub fn suppress_nack(&mut self, suppress: bool) {
         self.suppress_nack = suppress;
+    }
+
+    /// Report at least this fraction lost (0.0..=1.0) in the receiver reports for this stream.
+    ///
+    /// A forwarding server (SFU) receives a stream on behalf of receivers further down, whose
+    /// loss the sender never sees. An audio sender adapts to the fraction lost it is told (libwebrtc
+    /// feeds it to its Opus encoder, which then adds in-band FEC), so a server can pass on its
+    /// receivers' loss by setting it as a floor here. Only the fraction lost field is raised: the
+    /// cumulative number of packets lost (which congestion controllers difference) stays what this
+    /// stream measured, and so do the stats. `0.0` (the default) reports the measured loss alone.
+    pub fn set_reported_loss_floor(&mut self, fraction: f32) {
+        let f = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
+        self.reported_loss_floor = (f * 256.0).min(255.0) as u8;
+    }
+
+    /// The floor set by [`StreamRx::set_reported_loss_floor`], in 1/256.
+    pub fn reported_loss_floor(&self) -> u8 {
+        self.reported_loss_floor
     }
 
     fn is_audio(&self) -> bool {
@@ -724,11 +747,7 @@ impl StreamRx {
         let mut rr = self.create_receiver_report(now);
         rr.sender_ssrc = sender_ssrc;
 
-        if !rr.reports.is_empty() {
-            let report = &rr.reports[rr.reports.len() - 1];
-            self.stats.update_loss(report.fraction_lost);
-            self.stats.jitter = report.jitter;
-        }
+        // (The stats are updated in `create_receiver_report`, with the loss measured.)
 
         let xr = self.create_extended_receiver_report(now, sender_ssrc);
 
@@ -750,6 +769,11 @@ impl StreamRx {
             };
         };
         report.ssrc = self.ssrc;
+
+        self.stats.update_loss(report.fraction_lost);
+        self.stats.jitter = report.jitter;
+        // After the stats, which keep the measured loss.
+        report.fraction_lost = report.fraction_lost.max(self.reported_loss_floor);
 
         // The middle 32 bits out of 64 in the NTP timestamp (as explained in
         // Section 4) received as part of the most recent RTCP sender report
@@ -1403,6 +1427,62 @@ mod tests {
         assert!(!stream.is_new_packet(true, 65535.into()));
         assert!(stream.is_new_packet(true, seq));
         record_rtx(&mut stream, 65536);
+    }
+
+    #[test]
+    fn reported_loss_floor_raises_the_fraction_lost_only() {
+        let mut stream = StreamRx::new(
+            7.into(),
+            MidRid("mid".into(), None),
+            false,
+            Duration::from_millis(1500),
+        );
+        let mut now = Instant::now();
+        // Packets 1..=20 with 3 and 4 missing: 2 of 20 lost (fraction 25/256).
+        let mut receive = |stream: &mut StreamRx, seqs: std::ops::RangeInclusive<u16>, now: Instant| {
+            for seq in seqs.filter(|s| *s != 3 && *s != 4) {
+                let header = RtpHeader {
+                    ssrc: 7.into(),
+                    sequence_number: seq,
+                    timestamp: u32::from(seq) * 960,
+                    payload_type: 111.into(),
+                    ..Default::default()
+                };
+                let extended = stream.extend_seq(&header, false, |_| None);
+                stream.update_register(now, &header, Frequency::FORTY_EIGHT_KHZ, false, extended);
+            }
+        };
+        let report = |stream: &mut StreamRx, now: Instant| {
+            let mut fb = VecDeque::new();
+            stream.create_rr_and_update(now, 1.into(), &mut fb);
+            match fb.pop_front() {
+                Some(Rtcp::ReceiverReport(rr)) => *rr.reports.get(0).expect("a report block"),
+                other => panic!("expected an RR, got {other:?}"),
+            }
+        };
+        receive(&mut stream, 1..=20, now);
+        let measured = report(&mut stream, now);
+        assert_eq!(measured.fraction_lost, 25);
+
+        // A floor above the measured loss is reported; the cumulative loss and the stats stay measured.
+        stream.set_reported_loss_floor(0.25);
+        assert_eq!(stream.reported_loss_floor(), 64);
+        now += Duration::from_secs(1);
+        receive(&mut stream, 21..=40, now);
+        let floored = report(&mut stream, now);
+        assert_eq!(floored.fraction_lost, 64);
+        assert_eq!(floored.packets_lost, measured.packets_lost);
+        assert_eq!(stream.stats.loss, Some(0.0));
+
+        // A small floor over a clean interval is reported as such; out-of-range values are clamped.
+        stream.set_reported_loss_floor(0.01);
+        now += Duration::from_secs(1);
+        receive(&mut stream, 41..=60, now);
+        assert_eq!(report(&mut stream, now).fraction_lost, 2);
+        stream.set_reported_loss_floor(7.0);
+        assert_eq!(stream.reported_loss_floor(), 255);
+        stream.set_reported_loss_floor(f32::NAN);
+        assert_eq!(stream.reported_loss_floor(), 0);
     }
 
     fn rtx_stream() -> StreamRx {
