@@ -48,6 +48,7 @@ const { values: opt } = parseArgs({
     out: { type: 'string' },
     'bwe-initial-kbps': { type: 'string' },
     ci: { type: 'boolean', default: false },
+    'keep-tcp-candidates': { type: 'boolean', default: false },
     courier: { type: 'string' },
     chromium: { type: 'string' },
   },
@@ -132,7 +133,8 @@ const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
   '--use-fake-ui-for-media-stream',
-  '--use-fake-device-for-media-stream',
+  // One fake camera and microphone; the camera at 30 fps (its default is 20).
+  '--use-fake-device-for-media-stream=fps=30',
   '--allow-loopback-in-peer-connection',
   '--autoplay-policy=no-user-gesture-required',
   // The pages come from a private address over http: treat that origin as secure (getUserMedia needs it).
@@ -152,8 +154,14 @@ async function launchIn(/** @type {string} */ ns) {
   return withTimeout(chromium.launch({ executablePath: wrapper, headless: true, args: CHROMIUM_ARGS }), 60_000, `chromium in ${ns} to launch`);
 }
 
-/** A fresh context and page on `origin`, with camera, microphone and local-network-access granted. */
-async function openPage(/** @type {import('playwright-core').Browser} */ browser, /** @type {string} */ name, /** @type {string} */ logPrefix) {
+/**
+ * A fresh context and page on `origin`, with camera, microphone and local-network-access granted.
+ * @param {import('playwright-core').Browser} browser
+ * @param {string} name
+ * @param {string} logPrefix
+ * @param {{udpCandidatesOnly?: boolean}} [o]
+ */
+async function openPage(browser, name, logPrefix, { udpCandidatesOnly = false } = {}) {
   /** @type {import('playwright-core').BrowserContext} */ let ctx;
   try {
     ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone', 'local-network-access'] });
@@ -162,6 +170,7 @@ async function openPage(/** @type {import('playwright-core').Browser} */ browser
     ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
   }
   const page = await ctx.newPage();
+  if (udpCandidatesOnly) await page.addInitScript(P.udpCandidatesOnly);
   const consoleLog = fs.createWriteStream(path.join(OUT, `${logPrefix}-${name}-console.log`));
   page.on('console', (m) => consoleLog.writableEnded || consoleLog.write(`[${m.type()}] ${m.text()}\n`));
   page.on('pageerror', (e) => consoleLog.writableEnded || consoleLog.write(`[pageerror] ${e.stack ?? e.message}\n`));
@@ -200,8 +209,10 @@ async function runOne(pubBrowser, subBrowser, caseName, mode) {
   const tag = `${caseName}-${mode}`;
   const room = `qa-${tag}-${Date.now() % 1_000_000}`;
   topo.clearImpairment();
-  const pub = await openPage(pubBrowser, 'pub', tag);
-  const sub = await openPage(subBrowser, 'sub', tag);
+  // Relayed: no TCP candidates to the server (see page.mjs, udpCandidatesOnly), unless asked to keep them.
+  const udpCandidatesOnly = mode !== 'direct' && !opt['keep-tcp-candidates'];
+  const pub = await openPage(pubBrowser, 'pub', tag, { udpCandidatesOnly });
+  const sub = await openPage(subBrowser, 'sub', tag, { udpCandidatesOnly });
   try {
     await evaluate(sub.page, P.installReceiver, {}, 'install the receiver');
     const joinAt = Date.now();

@@ -69,7 +69,8 @@ pub struct Stats {
 }
 
 /// One worker's summary of its subscribers' send-side bandwidth estimates, written by that worker at most once a
-/// second and read by [`Sfu::stats`]: the media path never takes a lock for it.
+/// second and read by [`Sfu::stats`] and [`Sfu::bandwidth_estimate`]: the media path takes no lock for it (the
+/// per-peer list is swapped under its lock once a second, never per packet).
 #[derive(Debug, Default)]
 struct WorkerBwe {
     /// Peers with an estimate.
@@ -78,6 +79,9 @@ struct WorkerBwe {
     sum_bps: AtomicU64,
     /// The lowest estimate (`u64::MAX` when none).
     min_bps: AtomicU64,
+    /// Each of its peers' estimate, bits per second, as of the same moment (read by [`Sfu::bandwidth_estimate`];
+    /// replaced whole once a second, off the media path).
+    per_peer: Mutex<Vec<(PeerId, u64)>>,
 }
 
 /// How often a worker publishes its RTP counts and bandwidth summary.
@@ -309,6 +313,14 @@ impl Sfu {
         s
     }
 
+    /// A peer's latest send-side bandwidth estimate (bits per second) as its worker last published it (at most a
+    /// second old), or `None` when the peer is unknown or gives no TWCC feedback.
+    pub fn bandwidth_estimate(&self, peer: PeerId) -> Option<u64> {
+        let worker = *self.shared.peers.lock().expect("peers lock").get(&peer)?;
+        let list = self.shared.bwe[worker.0].per_peer.lock().expect("bwe lock");
+        list.iter().find(|(p, _)| *p == peer).map(|(_, bps)| *bps)
+    }
+
     /// Create a peer. Its events arrive on the returned receiver until [`PeerEvent::Closed`].
     pub async fn create_peer(
         &self,
@@ -531,18 +543,21 @@ impl Worker {
         self.stats_at = now;
         self.stats_due = false;
         let (mut peers, mut sum, mut min) = (0u64, 0u64, u64::MAX);
-        for slot in self.peers.values_mut() {
+        let mut per_peer = Vec::new();
+        for (id, slot) in self.peers.iter_mut() {
             Self::count_rtp(&self.shared, slot);
             if let Some(bps) = slot.peer.bandwidth_estimate() {
                 peers += 1;
                 sum = sum.saturating_add(bps);
                 min = min.min(bps);
+                per_peer.push((*id, bps));
             }
         }
         let w = &self.shared.bwe[self.id.0];
         w.peers.store(peers, Ordering::Relaxed);
         w.sum_bps.store(sum, Ordering::Relaxed);
         w.min_bps.store(min, Ordering::Relaxed);
+        *w.per_peer.lock().expect("bwe lock") = per_peer;
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<WorkerMsg>) {

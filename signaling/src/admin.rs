@@ -591,7 +591,10 @@ async fn list_participants(
     Path(room): Path<String>,
 ) -> ApiResult<Response> {
     admin.need(ApiGrant::Admin(&room))?;
-    let all = state.rooms.participants(&room).ok_or(ApiError::RoomNotFound(room))?;
+    let mut all = state.rooms.participants(&room).ok_or(ApiError::RoomNotFound(room))?;
+    for p in &mut all {
+        p.bandwidth_estimate_bps = state.sfu.bandwidth_estimate(p.peer);
+    }
     Ok(Json(json!({ "participants": all })).into_response())
 }
 
@@ -601,7 +604,8 @@ async fn get_participant(
     Path((room, identity)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     admin.need(ApiGrant::Admin(&room))?;
-    let p = state.rooms.participant(&room, &identity).ok_or(ApiError::ParticipantNotFound(identity))?;
+    let mut p = state.rooms.participant(&room, &identity).ok_or(ApiError::ParticipantNotFound(identity))?;
+    p.bandwidth_estimate_bps = state.sfu.bandwidth_estimate(p.peer);
     Ok(Json(p).into_response())
 }
 
@@ -644,7 +648,8 @@ async fn update_participant(
         return Err(ApiError::BadRequest(format!("metadata over {} bytes", crate::auth::MAX_METADATA)));
     }
     let update = ParticipantUpdate { permissions: u.permissions, name: u.name, metadata: u.metadata };
-    let p = state.rooms.update(&room, &identity, update).ok_or(ApiError::ParticipantNotFound(identity))?;
+    let mut p = state.rooms.update(&room, &identity, update).ok_or(ApiError::ParticipantNotFound(identity))?;
+    p.bandwidth_estimate_bps = state.sfu.bandwidth_estimate(p.peer);
     Ok(Json(p).into_response())
 }
 

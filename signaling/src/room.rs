@@ -147,6 +147,13 @@ pub struct ParticipantSummary {
     pub permissions: Permissions,
     /// ms since the Unix epoch.
     pub joined_ms: u64,
+    /// The server's send-side bandwidth estimate towards this participant, bits per second (at most a second old);
+    /// `None` (JSON `null`) while it has none (it receives nothing, or gives no TWCC feedback). Filled in by the
+    /// admin API from the engine ([`sfu::Sfu::bandwidth_estimate`]).
+    pub bandwidth_estimate_bps: Option<u64>,
+    /// The engine's peer of this participant.
+    #[serde(skip)]
+    pub peer: PeerId,
 }
 
 /// What the admin API may change about a participant.
@@ -711,7 +718,13 @@ fn broadcast(r: &Room, except: Option<&str>, ev: RoomEvent) {
 }
 
 fn summary_of(m: &Member) -> ParticipantSummary {
-    ParticipantSummary { info: m.info.clone(), permissions: m.permissions.clone(), joined_ms: m.joined_ms }
+    ParticipantSummary {
+        info: m.info.clone(),
+        permissions: m.permissions.clone(),
+        joined_ms: m.joined_ms,
+        bandwidth_estimate_bps: None,
+        peer: m.peer,
+    }
 }
 
 /// Wall-clock now, ms since the Unix epoch.

@@ -8,6 +8,31 @@ export const CAPTURE = {
 };
 
 /**
+ * An init script for the relayed pages: the client library trickles every candidate Chrome gathers, and Chrome
+ * sometimes gathers its TCP host candidates first. Courier has no ICE-TCP, and its ICE agent, given only TCP
+ * candidates so far, finds "no possible pairs", goes Disconnected and closes the peer before the UDP candidates
+ * arrive (seen here: the subscriber's media never started). Until the server ignores TCP candidates, the pages
+ * do not send them (`--keep-tcp-candidates` on the suite shows the failure).
+ */
+export function udpCandidatesOnly() {
+  const Orig = window.RTCPeerConnection;
+  class UdpOnly extends Orig {
+    set onicecandidate(h) {
+      super.onicecandidate = h
+        ? (/** @type {RTCPeerConnectionIceEvent} */ e) => {
+            if (e.candidate && / tcp /i.test(e.candidate.candidate)) return;
+            h.call(this, e);
+          }
+        : h;
+    }
+    get onicecandidate() {
+      return super.onicecandidate;
+    }
+  }
+  window.RTCPeerConnection = UdpOnly;
+}
+
+/**
  * Installs `window.qa`: a 200 ms sampler of the receiving connection's inbound-rtp stats (what the measurement
  * is computed from), the `stream_state`s heard, and elements that play every received track (Chrome counts
  * freezes on rendered frames and conceals audio only while it is played out).
@@ -79,6 +104,7 @@ export async function courierJoin({ url, token, publish, simulcast, capture }) {
     publish: publish ? { audio: true, video: true } : false,
     simulcast,
     reconnect: false,
+    log: true,
     videoConstraints: capture.video,
     audioConstraints: capture.audio,
   });
