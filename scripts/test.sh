@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of Courier: the Rust workspace (unit tests, the signaling integration tests, and the media
-# end-to-end tests with real WebRTC clients), the browser smoke test in real headless Chromium, and a short run of
-# each fuzz target (scripts/fuzz.sh).
+# end-to-end tests with real WebRTC clients), the browser smoke test in real headless Chromium, the Chrome-under-loss
+# check (media-tests/chrome, as root: two Chromium pages in network namespaces relayed through Courier under 2 % and
+# 5 % loss), and a short run of each fuzz target (scripts/fuzz.sh).
 # Installs what a fresh Debian machine lacks first (cmake for libopus, Chromium, the web demo's npm packages).
-# Every test binds 127.0.0.1 with ephemeral ports. Usage: scripts/test.sh
+# Every test binds 127.0.0.1 with ephemeral ports, or addresses inside network namespaces it creates.
+# Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -34,5 +36,11 @@ echo "== browser tests (headless Chromium)"
 export COURIER_BIN="$PWD/target/debug/courier"
 export MEDIA_TESTS_BIN="$PWD/target/debug/media-tests"
 (cd web-demo && npm test)
+echo "== Chrome under loss (media-tests/chrome --ci: 2 % and 5 % random loss, relayed, one VP8 encoding)"
+if [ "$(id -u)" -eq 0 ]; then
+    bash media-tests/chrome/run.sh --ci
+else
+    echo "skipped: needs root (network namespaces, nftables)"
+fi
 echo "== fuzz targets (briefly; a crash fails the run)"
 bash scripts/fuzz.sh 15

@@ -74,6 +74,11 @@ async fn rooms_created_listed_capped_and_closed() {
 
     let (_, p) = api(&s, "GET", "/api/v1/rooms/lobby/participants/a", Some(&t), None).await;
     assert_eq!(p["identity"], "a");
+    // No media connection, so no estimate yet: the key is there, null (docs/protocol.md, "Admin API").
+    assert!(p.get("bandwidth_estimate_bps").is_some_and(|v| v.is_null()), "{p}");
+    assert!(p.get("peer").is_none(), "{p}");
+    let (_, all) = api(&s, "GET", "/api/v1/rooms/lobby/participants", Some(&t), None).await;
+    assert!(all["participants"][0]["bandwidth_estimate_bps"].is_null(), "{all}");
     let (status, _) = api(&s, "DELETE", "/api/v1/rooms/lobby", Some(&t), None).await;
     assert_eq!(status, 204);
     assert_eq!(recv_type(&mut a, "leave").await["reason"], "room_closed");
