@@ -37,6 +37,7 @@ export COURIER_BIN="$PWD/target/debug/courier"
 export MEDIA_TESTS_BIN="$PWD/target/debug/media-tests"
 (cd web-demo && npm test)
 echo "== Chrome under loss (media-tests/chrome --ci: 2 % and 5 % random loss, relayed, one VP8 encoding)"
+(cd media-tests/chrome && node --test measure.test.mjs)
 if [ "$(id -u)" -eq 0 ]; then
     bash media-tests/chrome/run.sh --ci
 else

@@ -322,6 +322,7 @@ async function runOne(pubBrowser, subBrowser, caseName, mode) {
       capacityDrops: capDrops1 - capDrops0,
       pct: lossIn > 0 ? round((100 * (counters1.dropped - counters0.dropped)) / lossIn, 1) : null,
     };
+    fs.writeFileSync(path.join(OUT, `samples-${tag}.json`), JSON.stringify({ t0, t1, joinAt, samples: rec.samples }));
     /** @type {any} */ const result = { case: caseName, label: imp.label, mode, room, warmupS, measureS, m, loss, trace, states: rec.states };
     const inWin = trace.filter((e) => e.t >= 0 && e.t <= measureS);
     if (mode !== 'direct') {

@@ -37,7 +37,10 @@ export function summarize(rec, t0, t1, { runStart }) {
   }
   longestGapS = Math.max(longestGapS, (b.t - lastProgress) / 1000);
 
-  const widths = inWin.map((s) => Math.max(0, ...s.video.map((/** @type {any} */ v) => v.frameWidth)));
+  // The width of what was decoded: samples in which frames were decoded (a stalled stream keeps its last width).
+  const widths = inWin
+    .filter((s, i) => i > 0 && sum(s.video, 'framesDecoded') > sum(inWin[i - 1].video, 'framesDecoded'))
+    .map((s) => Math.max(0, ...s.video.map((/** @type {any} */ v) => v.frameWidth)));
   const widthCounts = new Map();
   for (const w of widths) widthCounts.set(w, (widthCounts.get(w) ?? 0) + 1);
   const widthMode = [...widthCounts.entries()].sort((x, y) => y[1] - x[1])[0]?.[0] ?? 0;
@@ -54,7 +57,7 @@ export function summarize(rec, t0, t1, { runStart }) {
     longestFreezeS: round(longestFreezeS, 3),
     longestDecodeGapS: round(longestGapS, 2),
     widthMode,
-    widthMin: Math.min(...widths),
+    widthMin: widths.length ? Math.min(...widths) : 0,
     videoPackets: d('video', 'packetsReceived'),
     videoLost: d('video', 'packetsLost'),
     nacks: d('video', 'nackCount'),
