@@ -44,6 +44,8 @@ test('freezes: s/min, the longest, and a stall that is still going at the end', 
   assert.equal(m.freezeSPerMin, 2);
   assert.equal(m.longestFreezeS, 0.7);
   assert.ok(m.longestDecodeGapS >= 9.8, `${m.longestDecodeGapS}`);
+  // 10 s of 30 without a frame: 20 s/min.
+  assert.ok(Math.abs(m.stallSPerMin - 20) < 0.5, `${m.stallSPerMin}`);
 });
 
 test('paused seconds and pauses counted from the stream_states', () => {
@@ -82,5 +84,6 @@ test('the report has relay ÷ direct', () => {
     { case: 'loss-5', mode: 'relay', m: m(15), loss: { pct: 5 }, server: { estimateMinMbps: 0.4, estimateMeanMbps: 0.9 } },
   ]);
   assert.match(table, /\| loss-5 \| relay \| 5 % \| 15 \| 0\.5 \|/);
+  assert.ok(table.split('\n').every((l) => l.split('|').length === 15), table);
   assert.match(table, /0\.4\/0\.9/);
 });

@@ -36,6 +36,19 @@ export function summarize(rec, t0, t1, { runStart }) {
     }
   }
   longestGapS = Math.max(longestGapS, (b.t - lastProgress) / 1000);
+  // Stalls, Chrome's counters aside (they count no pause shorter than 5 s as a freeze only once it ends, and a paused
+  // stream as no freeze at all): time in runs of ≥ 0.4 s (two steps) without a decoded frame.
+  let stallMs = 0;
+  let gapFrom = null;
+  for (let i = 1; i < inWin.length; i++) {
+    const moved = sum(inWin[i].video, 'framesDecoded') > sum(inWin[i - 1].video, 'framesDecoded');
+    if (!moved && gapFrom === null) gapFrom = inWin[i - 1].t;
+    if ((moved || i === inWin.length - 1) && gapFrom !== null) {
+      const end = moved ? inWin[i - 1].t : inWin[i].t;
+      if (end - gapFrom >= 400) stallMs += end - gapFrom;
+      gapFrom = null;
+    }
+  }
 
   // The width of what was decoded: samples in which frames were decoded (a stalled stream keeps its last width).
   const widths = inWin
@@ -56,6 +69,7 @@ export function summarize(rec, t0, t1, { runStart }) {
     freezeSPerMin: round(d('video', 'totalFreezesDuration') / (secs / 60), 2),
     longestFreezeS: round(longestFreezeS, 3),
     longestDecodeGapS: round(longestGapS, 2),
+    stallSPerMin: round(stallMs / 1000 / (secs / 60), 2),
     widthMode,
     widthMin: widths.length ? Math.min(...widths) : 0,
     videoPackets: d('video', 'packetsReceived'),
@@ -100,7 +114,7 @@ export const layerRank = (s) => (s.state === 'paused' ? -1 : ({ q: 0, h: 1, f: 2
 export function switchTimes(rec, dropAt, restoreAt, endAt) {
   const states = [...rec.states].sort((x, y) => x.t - y.t);
   const before = states.filter((s) => s.t <= dropAt).pop();
-  const out = { layerBefore: before ? (before.state === 'paused' ? 'paused' : before.layer) : null, downS: /** @type {number|null} */ (null), upS: /** @type {number|null} */ (null), decodedDownS: /** @type {number|null} */ (null), decodedUpS: /** @type {number|null} */ (null) };
+  const out = { layerBefore: before ? (before.state === 'paused' ? 'paused' : before.layer ?? before.state) : null, downS: /** @type {number|null} */ (null), upS: /** @type {number|null} */ (null), decodedDownS: /** @type {number|null} */ (null), decodedUpS: /** @type {number|null} */ (null) };
   if (before) {
     const r0 = layerRank(before);
     const down = states.find((s) => s.t > dropAt && s.t < restoreAt && layerRank(s) < r0);
@@ -128,6 +142,13 @@ export function round(x, n) {
 
 const fmt = (/** @type {any} */ x, /** @type {string} */ unit = '') => (x == null || Number.isNaN(x) ? '–' : `${x}${unit}`);
 
+/** Loss in the window: the rules' drops, or for a capacity cap the queue's drops (share of what arrived). @param {any} l */
+function lossText(l) {
+  if (!l) return '–';
+  if (l.capacityDrops > 0) return `${round((100 * l.capacityDrops) / (l.udpIn + l.capacityDrops), 1)} % (queue)`;
+  return fmt(l.pct, ' %');
+}
+
 /**
  * The markdown report: per case one row relayed (single layer, and simulcast), one direct, and relay ÷ direct.
  * @param {any[]} results  [{case, mode, m, loss, switch?}]
@@ -135,16 +156,16 @@ const fmt = (/** @type {any} */ x, /** @type {string} */ unit = '') => (x == nul
 export function markdown(results) {
   const lines = [];
   lines.push(
-    '| case | path | loss measured | decoded fps | fps ÷ direct | freeze s/min (Δ vs direct) | longest freeze s | width | concealed % (direct) | audio FEC pkts | pauses | estimate min/mean Mbit/s |',
+    '| case | path | loss measured | decoded fps | fps ÷ direct | freeze s/min (Δ vs direct) | longest freeze s | stall s/min, longest | width | concealed % (direct) | audio FEC pkts | pauses (paused s) | estimate min/mean Mbit/s |',
   );
-  lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   const cases = [...new Set(results.map((r) => r.case))];
   for (const c of cases) {
     const direct = results.find((r) => r.case === c && r.mode === 'direct');
     for (const r of results.filter((x) => x.case === c)) {
       const m = r.m;
       if (!m || m.error) {
-        lines.push(`| ${c} | ${r.mode} | – | failed: ${m?.error ?? r.error ?? '?'} | | | | | | | | |`);
+        lines.push(`| ${c} | ${r.mode} | – | failed: ${m?.error ?? r.error ?? '?'} | | | | | | | | | |`);
         continue;
       }
       const dm = direct?.m && !direct.m.error ? direct.m : null;
@@ -154,7 +175,7 @@ export function markdown(results) {
       const conceal = rel ? `${fmt(m.concealedPct)} (${fmt(dm.concealedPct)})` : fmt(m.concealedPct);
       const est = r.server ? `${fmt(r.server.estimateMinMbps)}/${fmt(r.server.estimateMeanMbps)}` : '–';
       lines.push(
-        `| ${c} | ${r.mode} | ${fmt(r.loss?.pct, ' %')} | ${m.decodedFps} | ${rel ? fmt(ratio) : '–'} | ${m.freezeSPerMin}${rel ? ` (${dFreeze >= 0 ? '+' : ''}${dFreeze})` : ''} | ${m.longestFreezeS} | ${m.widthMode} | ${conceal} | ${m.audioFecPackets} | ${r.mode === 'direct' ? '–' : `${m.pausesInRun} (${m.pausedInWindowS} s)`} | ${est} |`,
+        `| ${c} | ${r.mode} | ${lossText(r.loss)} | ${m.decodedFps} | ${rel ? fmt(ratio) : '–'} | ${m.freezeSPerMin}${rel ? ` (${dFreeze >= 0 ? '+' : ''}${dFreeze})` : ''} | ${m.longestFreezeS} | ${fmt(m.stallSPerMin)}, ${fmt(m.longestDecodeGapS)} | ${m.widthMode} | ${conceal} | ${m.audioFecPackets} | ${r.mode === 'direct' ? '–' : `${m.pausesInRun} (${m.pausedInWindowS} s)`} | ${est} |`,
       );
     }
   }
