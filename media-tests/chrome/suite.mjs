@@ -431,6 +431,14 @@ async function main() {
   return 0;
 }
 
+// A last bound on the whole sitting: every run's own bound plus set-up and tear-down.
+const totalBoundS = caseNames.length * modes.length * (warmupS + measureS + 150) + 180;
+setTimeout(() => {
+  console.error(`chrome-loss: the sitting exceeded its bound of ${totalBoundS} s; stopping`);
+  cleanup();
+  process.exit(1);
+}, totalBoundS * 1000).unref();
+
 main().then(
   (code) => {
     cleanup();
