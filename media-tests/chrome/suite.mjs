@@ -31,9 +31,9 @@ const CASES = {
   'loss-5': { kind: 'random', lossPct: 5, label: '5 % random' },
   'loss-10': { kind: 'random', lossPct: 10, label: '10 % random' },
   'loss-20': { kind: 'random', lossPct: 20, label: '20 % random' },
-  // Bad periods of 50 ms (every datagram in them lost), entered with 0.9 % per datagram in the good state: about
+  // Bad periods of 50 ms (every datagram in them lost), entered with 1.05 % per datagram in the good state: about
   // 10 % at the ~250 datagrams/s of 720p video + audio (the measured share is reported).
-  'burst-10': { kind: 'burst', startPer10k: 90, badMs: 50, label: 'bursty ≈10 %' },
+  'burst-10': { kind: 'burst', startPer10k: 105, badMs: 50, label: 'bursty ≈10 %' },
   // 3 Mbit/s, 0.5 Mbit/s from a third of the measured window, 3 Mbit/s again from two thirds (steps set at run time).
   'capacity-step': { kind: 'capacity', steps: [], label: '3 → 0.5 → 3 Mbit/s' },
 };
