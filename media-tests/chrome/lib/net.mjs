@@ -47,6 +47,9 @@ export class Topology {
     this.subIf = 'veth-up';
     this.ifb = 'ifb-down';
     this.created = false;
+    /** What capacity qdiscs replaced since create() had dropped. */
+    this.capacityDropsBefore = 0;
+    this.capacityDropsBefore = 0;
   }
 
   /** Creates everything; leftovers of the same names (a killed run) are removed first. */
@@ -156,6 +159,8 @@ ${rules.map((r) => `    ${r}`).join('\n')}
    */
   setCapacity(kbps, queueMs = 150) {
     const dev = this.ifb;
+    // The qdisc is replaced, and its counters with it: keep what it dropped.
+    this.capacityDropsBefore += this.qdiscDrops();
     tryRun('ip', ['netns', 'exec', this.sub, 'tc', 'qdisc', 'del', 'dev', dev, 'root']);
     if (kbps == null) return;
     // burst: at least one MTU and 4 ms at the rate; the queue (latency) is what a delay-based estimator sees grow.
@@ -180,8 +185,13 @@ ${rules.map((r) => `    ${r}`).join('\n')}
     return out;
   }
 
-  /** Packets the capacity cap dropped so far (tbf's queue overflow). */
+  /** Packets the capacity caps dropped so far (tbf's queue overflow), over every qdisc set since create(). */
   capacityDrops() {
+    return this.capacityDropsBefore + this.qdiscDrops();
+  }
+
+  /** Drops of the tbf qdisc now in place. */
+  qdiscDrops() {
     try {
       const s = this.nsExec(this.sub, 'tc', ['-s', 'qdisc', 'show', 'dev', this.ifb]);
       const m = s.match(/tbf[\s\S]*?dropped (\d+)/);
