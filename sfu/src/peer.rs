@@ -663,6 +663,12 @@ impl Peer {
         let c = c.strip_prefix("a=").unwrap_or(c);
         let c = if c.starts_with("candidate:") { c.to_string() } else { format!("candidate:{c}") };
         let cand = Candidate::from_sdp_string(&c).map_err(|e| e.to_string())?;
+        // The server listens on UDP only. Chrome may trickle its TCP candidates first; given only those, str0m finds
+        // no possible pair, reports the ICE connection disconnected and the peer would be closed.
+        if cand.proto() != Protocol::Udp {
+            debug!(peer = %self.id, proto = ?cand.proto(), "non-UDP candidate ignored");
+            return Ok(());
+        }
         self.rtc.add_remote_candidate(cand);
         Ok(())
     }
