@@ -32,6 +32,8 @@ COURIER_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start "$PG_DIR")
 export COURIER_TEST_POSTGRES_URL
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
+echo "== the vendored str0m's own unit tests (Courier's patches among them)"
+bash vendor/test-str0m.sh
 echo "== browser tests (headless Chromium)"
 export COURIER_BIN="$PWD/target/debug/courier"
 export MEDIA_TESTS_BIN="$PWD/target/debug/media-tests"

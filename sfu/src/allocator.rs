@@ -657,7 +657,7 @@ mod tests {
         let mut t = from;
         a.set_estimate(estimate);
         while t < from + dur {
-            if (t - from).as_millis() % 500 == 0 {
+            if (t - from).as_millis().is_multiple_of(500) {
                 a.report_loss(t, 0.5);
             }
             a.update(t, tracks);
@@ -947,7 +947,7 @@ mod tests {
         let fell = t;
         let mut paused = None;
         while t < fell + Duration::from_secs(5) {
-            if (t - fell).as_millis() % 500 == 0 {
+            if (t - fell).as_millis().is_multiple_of(500) {
                 a.report_rtt(t, Duration::from_millis(320));
                 a.report_loss(t, 0.03);
             }

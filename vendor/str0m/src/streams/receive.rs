@@ -1439,7 +1439,7 @@ mod tests {
         );
         let mut now = Instant::now();
         // Packets 1..=20 with 3 and 4 missing: 2 of 20 lost (fraction 25/256).
-        let mut receive = |stream: &mut StreamRx, seqs: std::ops::RangeInclusive<u16>, now: Instant| {
+        let receive = |stream: &mut StreamRx, seqs: std::ops::RangeInclusive<u16>, now: Instant| {
             for seq in seqs.filter(|s| *s != 3 && *s != 4) {
                 let header = RtpHeader {
                     ssrc: 7.into(),
