@@ -255,7 +255,10 @@ impl DownTrack {
                 (pt, red_pt)
             }
         };
-        let (pt, payload) = if pkt.red { red_for_subscriber(pkt, pt, red_pt)? } else { (pt, None) };
+        let (pt, payload) = match &pkt.red {
+            Some(primary) => red_for_subscriber(pkt, primary, pt, red_pt)?,
+            None => (pt, None),
+        };
         self.bitrates = pkt.layer_bitrates;
         self.live = pkt.live_layers | (1 << pkt.layer);
         self.sizes = pkt.layer_sizes;
@@ -457,17 +460,22 @@ impl DownTrack {
     }
 }
 
-/// What a subscriber gets of a RED packet (`pkt.red`): its payload type and, when the publisher's bytes cannot go
-/// as they are, the payload to send instead. `pt` is the subscriber's Opus payload type, `red_pt` its RED payload
-/// type if it negotiated RED.
+/// What a subscriber gets of a RED packet (`pkt.red`, whose primary block is `primary`): its payload type and, when
+/// the publisher's bytes cannot go as they are, the payload to send instead. `pt` is the subscriber's Opus payload
+/// type, `red_pt` its RED payload type if it negotiated RED.
 ///
 /// - RED subscriber: the RED packet under `red_pt`, its blocks relabelled when the two sides' Opus payload types
 ///   differ (a RED packet holding a block of another codec cannot be relabelled: its primary goes instead).
 /// - Otherwise the primary block alone, under `pt`: the same sequence number and timestamp, so the numbering stays
 ///   continuous.
 ///
-/// `None` (drop) when the RED payload is malformed; the ingress already drops those, so only a bug gets here.
-fn red_for_subscriber(pkt: &ForwardPacket, pt: Pt, red_pt: Option<Pt>) -> Option<(Pt, Option<Arc<[u8]>>)> {
+/// The primary block is shared, not copied: the ingress found it once for every subscriber.
+fn red_for_subscriber(
+    pkt: &ForwardPacket,
+    primary: &Arc<[u8]>,
+    pt: Pt,
+    red_pt: Option<Pt>,
+) -> Option<(Pt, Option<Arc<[u8]>>)> {
     let src = *pkt.params.pt();
     if let Some(red_pt) = red_pt {
         if src == *pt {
@@ -477,8 +485,7 @@ fn red_for_subscriber(pkt: &ForwardPacket, pt: Pt, red_pt: Option<Pt>) -> Option
             return Some((red_pt, Some(Arc::from(relabelled))));
         }
     }
-    let primary = crate::red::primary(&pkt.payload, src)?;
-    Some((pt, Some(Arc::from(primary))))
+    Some((pt, Some(primary.clone())))
 }
 
 #[cfg(test)]
@@ -513,7 +520,7 @@ mod tests {
             capture: None,
             clock_rate: 48_000,
             vp8: None,
-            red: true,
+            red: crate::red::primary(&payload, 111).map(Arc::from),
             ext: Default::default(),
             payload: Arc::from(payload),
             arrival: Instant::now(),
@@ -542,8 +549,13 @@ mod tests {
             ("malformed: dropped", vec![0x80 | 111, 0, 0], 111, None, None),
             ("primary of another codec: dropped", red([111, 0]), 109, None, None),
         ];
+        // A payload the ingress finds no primary block in never reaches a subscriber.
         for (name, payload, pt, red_pt, want) in cases {
-            let got = red_for_subscriber(&pkt(payload.clone()), Pt::from(*pt), red_pt.map(Pt::from))
+            let pkt = pkt(payload.clone());
+            let got = pkt
+                .red
+                .as_ref()
+                .and_then(|primary| red_for_subscriber(&pkt, primary, Pt::from(*pt), red_pt.map(Pt::from)))
                 .map(|(pt, p)| (*pt, p.map(|p| p.to_vec())));
             assert_eq!(&got, want, "{name}");
         }

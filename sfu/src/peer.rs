@@ -112,9 +112,10 @@ pub struct ForwardPacket {
     pub clock_rate: u32,
     /// The VP8 payload descriptor, parsed once here for every subscriber's munger.
     pub vp8: Option<Vp8Descriptor>,
-    /// Is the payload RFC 2198 RED (sent on the publisher's RED payload type for `params`)? Checked well formed,
-    /// with a primary block of `params`' payload type; each subscriber gets it as RED or its primary block alone.
-    pub red: bool,
+    /// When the payload is RFC 2198 RED (sent on the publisher's RED payload type for `params`): its primary block,
+    /// found once here (the RED payload checked well formed, the primary of `params`' payload type) and shared by
+    /// every subscriber that gets plain Opus; the others get the RED payload.
+    pub red: Option<Arc<[u8]>>,
     /// Header extension values worth forwarding (audio level, orientation, …).
     pub ext: ExtensionValues,
     /// The RTP payload.
@@ -906,25 +907,26 @@ impl Peer {
                 }));
             }
             Event::MediaChanged(_) => self.check_unpublished(),
-            Event::MediaEgressStats(stats)
-                if self.rtc.media(stats.mid).is_some_and(|m| m.kind() == MediaKind::Audio) =>
-            {
-                let now = self.now;
-                if let Some(dt) = self.downtracks.iter_mut().find(|d| d.mid() == Some(stats.mid)) {
-                    if let Some(loss) = dt.take_loss_report(now, stats.loss) {
-                        self.queue.push_back(PeerOutput::SubscriberLoss { track: dt.track, loss });
-                    }
-                }
-            }
             Event::MediaEgressStats(stats) => {
-                // Loss as the subscriber sees it: the NACKs it sent per packet we sent since the last stats (fresh
-                // every interval, a NACK comes within a round trip of a loss), or a new receiver report's fraction.
-                let video = self.rtc.media(stats.mid).is_some_and(|m| m.kind() == MediaKind::Video);
-                if let Some(dt) = self.downtracks.iter_mut().find(|d| d.mid() == Some(stats.mid)).filter(|_| video) {
-                    if let Some(loss) = dt.egress_loss(stats.packets, stats.nacks, stats.loss) {
-                        let now = self.now;
-                        self.allocator.report_loss(now, loss);
+                let kind = self.rtc.media(stats.mid).map(|m| m.kind());
+                let now = self.now;
+                let Some(dt) = self.downtracks.iter_mut().find(|d| d.mid() == Some(stats.mid)) else { return };
+                match kind {
+                    // Audio: the subscriber's loss, passed on to the publisher (see `downstream_loss`).
+                    Some(MediaKind::Audio) => {
+                        if let Some(loss) = dt.take_loss_report(now, stats.loss) {
+                            self.queue.push_back(PeerOutput::SubscriberLoss { track: dt.track, loss });
+                        }
                     }
+                    // Video: loss as the subscriber sees it, the allocator's second opinion: the NACKs it sent per
+                    // packet we sent since the last stats (fresh every interval, a NACK comes within a round trip of
+                    // a loss), or a new receiver report's fraction.
+                    Some(MediaKind::Video) => {
+                        if let Some(loss) = dt.egress_loss(stats.packets, stats.nacks, stats.loss) {
+                            self.allocator.report_loss(now, loss);
+                        }
+                    }
+                    None => {}
                 }
             }
             Event::PeerStats(stats) => {
@@ -1007,14 +1009,18 @@ impl Peer {
                 pp
             }
         };
-        let red = params.red() == Some(pt);
-        if red && crate::red::parse(&p.payload).is_none_or(|l| l.primary_pt != *params.pt()) {
-            tracing::trace!(peer = %self.id, track = %track.id, "malformed RED payload dropped");
-            return;
-        }
-        if red && !std::mem::replace(&mut track.red_seen, true) {
-            info!(peer = %self.id, track = %track.id, "audio redundancy (RED) received");
-        }
+        let red = if params.red() == Some(pt) {
+            let Some(primary) = crate::red::primary(&p.payload, *params.pt()) else {
+                tracing::trace!(peer = %self.id, track = %track.id, "malformed RED payload dropped");
+                return;
+            };
+            if !std::mem::replace(&mut track.red_seen, true) {
+                info!(peer = %self.id, track = %track.id, "audio redundancy (RED) received");
+            }
+            Some(Arc::from(primary))
+        } else {
+            None
+        };
         let keyframe = if track.kind == MediaKind::Video {
             starts_keyframe(params.spec().codec, &p.payload)
         } else {

@@ -89,7 +89,7 @@ fn polite_server_abandons_its_offer_and_offers_again() {
         capture: None,
         clock_rate: 90_000,
         vp8: None,
-        red: false,
+        red: None,
         ext: Default::default(),
         payload: Arc::from(vec![0x10, 0x01, 0, 0]),
         arrival: p.now,

@@ -45,7 +45,7 @@ fn lost_video_packets_are_retransmitted() {
             capture: None,
             clock_rate: 90_000,
             vp8: None,
-            red: false,
+            red: None,
             ext: Default::default(),
             payload: Arc::from(payload),
             arrival: p.now,

@@ -66,7 +66,7 @@ fn audio_packet(p: &Pair, params: PayloadParams, red: bool, i: u64, payload: Vec
         capture: None,
         clock_rate: 48_000,
         vp8: None,
-        red,
+        red: red.then(|| sfu::red::primary(&payload, *params.pt()).map(Arc::from).expect("a well-formed RED payload")),
         ext: Default::default(),
         payload: Arc::from(payload),
         arrival: p.now,

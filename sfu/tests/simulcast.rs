@@ -53,7 +53,7 @@ impl Layer {
             capture: Some(1_000.0 + f64::from(frame) / 30.0),
             clock_rate: 90_000,
             vp8: Vp8Descriptor::parse(&payload).ok(),
-            red: false,
+            red: None,
             ext: Default::default(),
             payload: Arc::from(payload),
             arrival: p.now,

@@ -395,7 +395,7 @@ impl Vp8Layer {
                 capture: Some(f64::from(frame) / 30.0),
                 clock_rate: 90_000,
                 vp8: Vp8Descriptor::parse(&payload).ok(),
-                red: false,
+                red: None,
                 ext: Default::default(),
                 payload: Arc::from(payload),
                 arrival,
