@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs the vendored str0m's own unit tests (`cargo test --lib`), the tests of Courier's patches among them. The crate
-# is outside the workspace (see vendor/README.md), so it has its own lock file and target directory.
+# Runs the vendored crates' own unit tests (`cargo test --lib`): str0m's and its ICE crate `is`'s, the tests of
+# Courier's patches among them. Both are outside the workspace (see vendor/README.md), so each has its own lock file
+# and target directory.
 # Usage: vendor/test-str0m.sh [test name filter]
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/str0m"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/../../target}/vendor-str0m"
-exec cargo test --locked --lib -- "$@"
+vendor="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+target="${CARGO_TARGET_DIR:-$vendor/../target}"
+(cd "$vendor/is" && CARGO_TARGET_DIR="$target/vendor-is" cargo test --locked --lib -- "$@")
+cd "$vendor/str0m"
+CARGO_TARGET_DIR="$target/vendor-str0m" exec cargo test --locked --lib -- "$@"

@@ -345,6 +345,9 @@ impl Peer {
             .enable_av1(true)
             .enable_bwe(config.bwe_initial)
             .set_send_buffer_video(RTX_CACHE_PACKETS)
+            // Every packet on an SSRC the subscriber's SDP declares: no SSRC-0 probes (Pion takes them for an
+            // unknown incoming stream). Probes ride on video RTX.
+            .set_probe_without_media(false)
             // Egress stats carry the subscriber's reported loss: the allocator's second opinion, and for audio what
             // is passed on to the publisher (`downstream_loss`).
             .set_stats_interval(Some(Duration::from_millis(500)))

@@ -95,6 +95,8 @@ pub struct Pair {
     link_free_at: Instant,
     /// The subscriber's RTX payload type for video, once known (to count retransmissions on the link).
     pub rtx_pt: Option<u8>,
+    /// Decides, by its bytes, whether the network loses a client → server datagram.
+    pub lose_to_server: Box<dyn FnMut(&[u8]) -> bool>,
 }
 
 /// Is this datagram RTP (not RTCP, DTLS or STUN)?
@@ -141,6 +143,7 @@ impl Pair {
             link: None,
             link_free_at: now,
             rtx_pt: None,
+            lose_to_server: Box::new(|_| false),
         }
     }
 
@@ -270,6 +273,9 @@ impl Pair {
             match self.client.poll_output().expect("client poll") {
                 Output::Timeout(t) => return t,
                 Output::Transmit(t) => {
+                    if (self.lose_to_server)(&t.contents) {
+                        continue;
+                    }
                     let delay = self.link.map_or(Duration::ZERO, |l| l.delay);
                     to_server.push_back((self.now + delay, t.contents.to_vec()))
                 }

@@ -50,6 +50,7 @@ pub struct RtcConfig {
     pub(crate) pause_threshold: Duration,
     pub(crate) send_buffer_audio: usize,
     pub(crate) send_buffer_video: usize,
+    pub(crate) probe_without_media: bool,
     pub(crate) sctp_max_buffered_amount: usize,
     pub(crate) sctp_max_message_size: u32,
     pub(crate) rtp_mode: bool,
@@ -649,6 +650,23 @@ impl RtcConfig {
         self
     }
 
+    /// Whether BWE probes may be sent as padding on SSRC 0 when no sending stream can carry them (default
+    /// `true`).
+    ///
+    /// Probes and padding normally ride on a video stream's RTX SSRC, which the remote knows from the SDP. When
+    /// no stream can carry them (only audio, or no RTX negotiated), str0m falls back to SSRC 0. No SDP declares
+    /// SSRC 0: some receivers (Pion) treat it as an unknown incoming stream and log or probe it. `false` keeps
+    /// every packet on an SSRC of the SDP; the estimate then probes only while a stream with RTX is sending.
+    pub fn set_probe_without_media(mut self, enabled: bool) -> Self {
+        self.probe_without_media = enabled;
+        self
+    }
+
+    /// Returns whether probes may be sent on SSRC 0 (see [`RtcConfig::set_probe_without_media`]).
+    pub fn probe_without_media(&self) -> bool {
+        self.probe_without_media
+    }
+
     /// Returns the setting for video resend size.
     ///
     /// ```
@@ -902,6 +920,7 @@ impl Default for RtcConfig {
             pause_threshold: Duration::from_millis(1500),
             send_buffer_audio: 50,
             send_buffer_video: 1000,
+            probe_without_media: true,
             sctp_max_buffered_amount: crate::sctp::DEFAULT_MAX_BUFFERED_AMOUNT,
             sctp_max_message_size: crate::sctp::LOCAL_MAX_MESSAGE_SIZE,
             rtp_mode: false,

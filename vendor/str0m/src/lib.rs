@@ -2204,6 +2204,11 @@ impl Rtc {
             Rtcp(rtcp) => session.handle_rtcp_receive(recv_time, rtcp, &mut readiness.wake()),
         }
 
+        // Authenticated media is a sign of life for an ICE-lite pair: some agents send no STUN on a busy pair.
+        if std::mem::take(&mut session.rx_authenticated) {
+            ice.handle_authenticated_traffic(recv_time, r.proto, r.source);
+        }
+
         Ok(())
     }
 

@@ -126,6 +126,10 @@ pub(crate) struct Session {
 
     feedback_tx: VecDeque<Rtcp>,
     feedback_rx: VecDeque<Rtcp>,
+
+    /// Set when an incoming SRTP/SRTCP packet passed authentication; taken by `Rtc` after each input to keep the
+    /// ICE-lite pair alive (`IceAgent::handle_authenticated_traffic`).
+    pub(crate) rx_authenticated: bool,
     rtp_closing: bool,
 
     /// Pending RRTRs from remote SSRCs in FIFO order, deduplicated by SSRC.
@@ -179,7 +183,12 @@ impl Session {
         Session {
             id,
             medias: vec![],
-            streams: Streams::new(enable_stats, *config.mtu.end(), config.pause_threshold),
+            streams: Streams::new(
+                enable_stats,
+                *config.mtu.end(),
+                config.pause_threshold,
+                config.probe_without_media,
+            ),
             app: None,
             reordering_size_audio: config.reordering_size_audio,
             reordering_size_video: config.reordering_size_video,
@@ -216,6 +225,7 @@ impl Session {
             vp9_packetizer_mode: config.vp9_packetizer_mode,
             feedback_tx: VecDeque::new(),
             feedback_rx: VecDeque::new(),
+            rx_authenticated: false,
             rtp_closing: false,
             pending_rrtrs: VecDeque::new(),
             raw_packets: if config.enable_raw_packets {
@@ -696,7 +706,10 @@ impl Session {
         // narrow it down to the actual payload via slicing only, then build
         // the final `Arc<[u8]>` in a single allocation at the end.
         let data = match srtp.unprotect_rtp(buf, &header, *seq_no) {
-            Some(d) => d,
+            Some(d) => {
+                self.rx_authenticated = true;
+                d
+            }
             None => {
                 trace!(
                     "Failed to unprotect SRTP for SSRC: {} pt: {}  mid: {:?} \
@@ -923,6 +936,7 @@ impl Session {
     fn handle_rtcp(&mut self, now: Instant, buf: &[u8], wake: &mut Wake) -> Option<()> {
         let srtp: &mut SrtpContext = self.srtp_rx.as_mut()?;
         let unprotected = srtp.unprotect_rtcp(buf)?;
+        self.rx_authenticated = true;
 
         Rtcp::read_packet(&unprotected, &mut self.feedback_rx);
         let mut need_configure_pacer = false;

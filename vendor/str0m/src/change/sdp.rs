@@ -821,8 +821,9 @@ fn as_sdp(session: &Session, params: AsSdpParams) -> Sdp {
         let mut lines = v
             .iter()
             .map(|m| {
-                // Candidates should only be in the first BUNDLE mid
-                let include_candidates = m.index() == 0;
+                // Candidates in every m-section, as libwebrtc writes them: stacks read a bundled transport's
+                // remote candidates from different m-sections (aiortc from the last one).
+                let include_candidates = true;
 
                 let attrs = params.media_attributes(include_candidates);
 

@@ -602,8 +602,14 @@ where
     // a=rtcp-fb:111 ccm fir
     // a=rtcp-fb:111 nack
     // a=rtcp-fb:111 nack pli
-    let rtcp_fb = attribute_line("rtcp-fb", (pt(), token(' '), any_value()))
-        .map(|(pt, _, value)| MediaAttribute::RtcpFb { pt, value });
+    // Pion writes "a=rtcp-fb:96 transport-cc " (a space before an empty parameter): normalise the whitespace, or
+    // the feedback mechanism is not recognised and TWCC/NACK are silently not negotiated.
+    let rtcp_fb = attribute_line("rtcp-fb", (pt(), token(' '), any_value())).map(|(pt, _, value)| {
+        MediaAttribute::RtcpFb {
+            pt,
+            value: value.split_whitespace().collect::<Vec<_>>().join(" "),
+        }
+    });
 
     // Tolerate horizontal whitespace around `;` and a trailing `;`.
     let fmtp_param = (
@@ -1074,6 +1080,23 @@ mod test {
                 Ok((expected.clone(), "a=rtcp-fb:111 nack")),
                 "{line:?}"
             );
+        }
+    }
+
+    #[test]
+    fn media_attribute_line_rtcp_fb_trailing_space() {
+        // As Pion writes feedback without a parameter.
+        for (line, value) in [
+            ("a=rtcp-fb:96 transport-cc \r\n", "transport-cc"),
+            ("a=rtcp-fb:96 nack \r\n", "nack"),
+            ("a=rtcp-fb:96 nack  pli\r\n", "nack pli"),
+            ("a=rtcp-fb:96 ccm fir\r\n", "ccm fir"),
+        ] {
+            let expected = MediaAttribute::RtcpFb {
+                pt: 96.into(),
+                value: value.into(),
+            };
+            assert_eq!(media_attribute_line().parse(line), Ok((expected, "")), "{line:?}");
         }
     }
 

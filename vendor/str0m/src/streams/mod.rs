@@ -156,6 +156,9 @@ pub(crate) struct Streams {
     /// hard cap when selecting RTX cache entries for spurious padding.
     mtu_warn: usize,
     pause_threshold: Duration,
+
+    /// May probes go on SSRC 0 when no stream can carry them (`RtcConfig::set_probe_without_media`)?
+    probe_without_media: bool,
 }
 
 /// Delay between cleaning up the RxLookup.
@@ -172,7 +175,12 @@ struct RxLookup {
 }
 
 impl Streams {
-    pub(crate) fn new(enable_stats: bool, mtu_warn: usize, pause_threshold: Duration) -> Self {
+    pub(crate) fn new(
+        enable_stats: bool,
+        mtu_warn: usize,
+        pause_threshold: Duration,
+        probe_without_media: bool,
+    ) -> Self {
         Self {
             streams_rx: Default::default(),
             rx_lookup: Default::default(),
@@ -185,6 +193,7 @@ impl Streams {
             enable_stats,
             mtu_warn,
             pause_threshold,
+            probe_without_media,
         }
     }
 
@@ -642,7 +651,8 @@ impl Streams {
         // Snapshot each stream once, preferring media/RTX padding over the
         // fallback. No extra stream or retransmission-queue scan is needed.
         let mut media_padding = false;
-        let mut probe_queue = self.probe_media.map(|_| {
+        let probe_ssrc_allowed = self.probe_without_media;
+        let mut probe_queue = self.probe_media.filter(|_| probe_ssrc_allowed).map(|_| {
             let mut queue = self.probe_tx.queue_state(now);
             queue.midrid = MidRid(MID_PROBE, None);
             queue

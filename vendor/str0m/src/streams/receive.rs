@@ -1135,7 +1135,7 @@ mod tests {
 
     #[test]
     fn dlrr_for_local_ssrc_updates_receive_streams() {
-        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500), true);
         for (ssrc, mid) in [(7, "video"), (8, "audio")] {
             streams.expect_stream_rx(ssrc.into(), None, MidRid(mid.into(), None), false);
         }

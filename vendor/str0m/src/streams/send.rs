@@ -1393,7 +1393,7 @@ mod test {
 
     #[test]
     fn regular_padding_does_not_search_probe_negotiation() {
-        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500), true);
         let stream =
             streams.declare_stream_tx(42.into(), Some(44.into()), MidRid("vid".into(), None));
         stream.pt_for_padding = Some(96.into());
@@ -1443,7 +1443,7 @@ mod test {
         let codecs = CodecConfig::new_with_defaults();
         let pt = codecs.params()[0].pt();
         let exts = ExtensionMap::standard();
-        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500), true);
         let stream = streams.declare_stream_tx(42.into(), None, MidRid("vid".into(), None));
         let mut buf = vec![];
         let mut now = start;
@@ -1505,7 +1505,7 @@ mod test {
         use crate::streams::Streams;
 
         let now = Instant::now();
-        let mut streams = Streams::new(false, 1200, Duration::from_millis(1500));
+        let mut streams = Streams::new(false, 1200, Duration::from_millis(1500), true);
         let queue = MidRid(MID_PROBE, None);
         let mut twcc = 0;
         let mut buf = vec![];
@@ -1540,6 +1540,20 @@ mod test {
         assert_eq!(second.header.ext_vals.transport_cc, Some(1));
         assert_eq!(second.header.ext_vals.mid, Some("vid".into()));
         assert_eq!(second.header.payload_type, 96.into());
+    }
+
+    #[test]
+    fn probe_ssrc_fallback_can_be_switched_off() {
+        use crate::streams::Streams;
+
+        // With the fallback (str0m's default) the SSRC 0 probe queue is offered to the pacer when no stream can
+        // pad; without it, nothing goes on an SSRC the SDP does not declare.
+        let now = Instant::now();
+        for (allowed, expected) in [(true, 1), (false, 0)] {
+            let mut streams = Streams::new(false, 1200, Duration::from_millis(1500), allowed);
+            streams.set_probe_media(Some(("aud".into(), 111.into())));
+            assert_eq!(streams.send_queue_states(now, |_, _| true).count(), expected);
+        }
     }
 
     #[test]
