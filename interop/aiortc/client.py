@@ -213,7 +213,7 @@ def sdp_fixup_candidates(sdp: str) -> str:
     a=candidate lines into every m-section that has none. aiortc takes the remote candidates of a BUNDLE group from
     the last bundled m-section, and older Courier builds put them only in the first one."""
     lines = sdp.split("\r\n")
-    sections, cur = [[]], None
+    sections = [[]]
     for ln in lines:
         if ln.startswith("m="):
             sections.append([])
@@ -289,6 +289,7 @@ class Client:
         self.own_tracks = {}          # mid -> track_id
         self.local_mids = {}          # mid -> kind (our send m-lines)
         self.done = asyncio.Event()
+        self.remote_ssrcs = {}        # mid -> every SSRC the server's offers declared for it
         self.recv_tasks = []
         self.notes = set()
 
@@ -406,11 +407,16 @@ class Client:
         if with_c < n:
             self.note(f"server SDP has a=candidate in {with_c} of {n} m-sections")
         if self.args.sdp_fixup:
-            sdp = sdp_fixup_candidates(sdp)
+            fixed = sdp_fixup_candidates(sdp)
+            if fixed != sdp:
+                self.note("client workaround --sdp-fixup: copied the server's a=candidate lines into every m-section")
+            sdp = fixed
         return sdp
 
     def check_ssrcs(self, sdp):
-        self.remote_ssrcs = sdp_ssrcs_by_mid(sdp)
+        # Union over every server offer: a stopped m-line's last offer has no a=ssrc any more.
+        for mid, ssrcs in sdp_ssrcs_by_mid(sdp).items():
+            self.remote_ssrcs.setdefault(mid, set()).update(ssrcs)
 
     async def read_loop(self):
         try:
@@ -478,6 +484,8 @@ class Client:
 
     def finish(self):
         r = self.report
+        if r["connected_ms"] is None and r["joined_ms"] is not None:
+            r["errors"].append("the peer connection never connected")
         for mid, kind in self.local_mids.items():
             c = STATS.sent_by_ssrc[self.sent_mid_ssrc[mid]][1]
             r["sent"].append({"mid": mid, "kind": kind, "track_id": self.own_tracks.get(mid),
@@ -492,7 +500,7 @@ class Client:
                                   "first_ms": c.first_ms if c else None,
                                   "window": c.window if c else 0, "total": c.total if c else 0,
                                   "decoded": STATS.decoded_by_mid.get(mid, 0)})
-        declared = getattr(self, "remote_ssrcs", {})
+        declared = self.remote_ssrcs
         for mid, ssrcs in STATS.ssrcs_by_mid.items():
             extra = ssrcs - declared.get(mid, set())
             if declared.get(mid) and extra:
@@ -503,7 +511,6 @@ class Client:
 
 async def amain(args):
     client = Client(args)
-    code = 0
     try:
         await client.run()
     except Exception as e:
@@ -531,9 +538,9 @@ async def amain(args):
             client.report["errors"].append(f"report: {e!r}")
         with open(args.report, "w") as f:
             json.dump(client.report, f, indent=1)
-    if client.report["closed_early"] is not None:
-        code = 1
-    return code
+    if client.report["closed_early"] is not None or client.report["connected_ms"] is None:
+        return 1
+    return 0
 
 
 def main():

@@ -190,7 +190,7 @@ class Client:
         self.recv = {}             # mid -> Counter
         self.decoded = {}          # mid -> int
         self.recv_ssrcs = {}       # mid -> set of ssrcs seen
-        self.remote_ssrcs = {}     # mid -> ssrcs the server's latest SDP declares
+        self.remote_ssrcs = {}     # mid -> every SSRC the server's SDPs declared for it
         self.connected = False
         self.sent_ext_checked = {"audio": 0, "video": 0}
         self.sent_ext_ids = {"audio": set(), "video": set()}
@@ -200,6 +200,8 @@ class Client:
         self.notes = set()
         self.msgq = asyncio.Queue()
         self.cert = None if args.gst_default_cert else ecdsa_certificate()
+        if self.cert is not None:
+            self.report["notes"].append("client setting: ECDSA P-256 DTLS certificate (not GStreamer's default RSA)")
 
     def counter(self):
         return Counter(self.args.window_start, self.args.window_end)
@@ -273,6 +275,16 @@ class Client:
         self.pipe = Gst.parse_launch(desc)
         self.webrtc = self.pipe.get_by_name("webrtc")
         w = self.webrtc
+        if not self.args.no_keepalive_conncheck:
+            # The server (ICE-lite, str0m) drops a peer that sent no STUN binding *request* for 15 s, media or not;
+            # libnice keeps a selected pair alive with binding *indications* unless keepalive-conncheck is on (its
+            # RFC 7675 consent-freshness mode is construct-only, so webrtcbin's agent cannot get it).
+            # Both wrappers are kept for the life of the process: PyGObject drops a reference it does not own when
+            # they are collected, which frees webrtcbin's ICE agent (a crash).
+            self._ice = w.get_property("ice-agent")
+            self._nice = self._ice.get_property("agent")
+            self._nice.set_property("keepalive-conncheck", True)
+            self.report["notes"].append("client setting: libnice keepalive-conncheck=true")
         w.connect("on-negotiation-needed", self.on_negotiation_needed)
         w.connect("on-ice-candidate", self.on_ice_candidate)
         w.connect("pad-added", self.on_pad_added)
@@ -406,9 +418,13 @@ class Client:
         if len(with_c) < len(live):
             self.note(f"server SDP has a=candidate in {len(with_c)} of {len(live)} m-sections")
         for mid, kind, lines in secs:
-            self.remote_ssrcs[mid] = {int(ln[7:].split(" ")[0]) for ln in lines if ln.startswith("a=ssrc:")}
+            self.remote_ssrcs.setdefault(mid, set()).update(
+                int(ln[7:].split(" ")[0]) for ln in lines if ln.startswith("a=ssrc:"))
         if self.args.sdp_fixup:
-            text = sdp_fixup_candidates(text)
+            fixed = sdp_fixup_candidates(text)
+            if fixed != text:
+                self.note("client workaround --sdp-fixup: copied the server's a=candidate lines into every m-section")
+            text = fixed
         res, msg = GstSdp.SDPMessage.new_from_text(text)
         if res != GstSdp.SDPResult.OK:
             raise RuntimeError(f"cannot parse the server SDP: {res}")
@@ -611,6 +627,8 @@ class Client:
 
     def finish(self):
         r = self.report
+        if r["connected_ms"] is None and r["joined_ms"] is not None:
+            r["errors"].append("the peer connection never connected")
         for mid, kind in self.local_mids.items():
             c = self.sent[kind]
             r["sent"].append({"mid": mid, "kind": kind, "track_id": self.own_tracks.get(mid),
@@ -662,7 +680,9 @@ async def amain(args):
             client.report["errors"].append(f"report: {e!r}")
         with open(args.report, "w") as f:
             json.dump(client.report, f, indent=1)
-    return 1 if client.report["closed_early"] is not None else 0
+    if client.report["closed_early"] is not None or client.report["connected_ms"] is None:
+        return 1
+    return 0
 
 
 def main():
@@ -677,6 +697,8 @@ def main():
                    help="WORKAROUND: copy the server's a=candidate lines into every m-section (off by default)")
     p.add_argument("--gst-default-cert", action="store_true",
                    help="keep GStreamer's own (RSA) DTLS certificate instead of an ECDSA one (the server rejects RSA)")
+    p.add_argument("--no-keepalive-conncheck", action="store_true",
+                   help="leave libnice's keepalives as binding indications (the server then drops the peer after 15 s)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log signaling to stderr (-vv: whole SDPs)")
     args = p.parse_args()
     Gst.init(None)
