@@ -132,7 +132,7 @@ function prepareStacks(o) {
       if (!fs.existsSync(build)) p = { available: false, reason: 'not available (no interop/pion/build.sh)' };
       else {
         log(`building pion (${build})`);
-        const r = runSetup(build, [], logFile, 600_000);
+        const r = runSetup(build, [path.join(OUT, 'pion')], logFile, 600_000); // its build cache under our target/
         p = r.error ? { available: false, setup_failed: true, reason: `build failed: ${r.error}` } : { available: true, cmd: r.value, args: [] };
       }
     } else {

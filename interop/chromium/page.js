@@ -27,6 +27,8 @@ async function runInterop(o) {
   let leaving = false;
   /** mid → {trackId, participantId, kind}, from `subscribed` (via remote tracks and the client's own map). */
   const subs = new Map();
+  /** track id → {trackId, participantId, kind}: every track ever subscribed (a mid may carry several in turn). */
+  const tracks = new Map();
   const client = new CourierClient({
     publish: { audio: true, video: true },
     simulcast: false,
@@ -52,6 +54,7 @@ async function runInterop(o) {
   });
   client.on('remote_track_added', (rt) => {
     subs.set(String(rt.mid), { trackId: rt.trackId, participantId: rt.participantId, kind: rt.kind });
+    tracks.set(rt.trackId, { trackId: rt.trackId, participantId: rt.participantId, kind: rt.kind });
     // A sink, so that Chrome runs the receive pipeline as an app would.
     const el = document.createElement(rt.kind === 'video' ? 'video' : 'audio');
     el.autoplay = true;
@@ -62,6 +65,15 @@ async function runInterop(o) {
     el.play().catch(() => {});
   });
 
+  // Received units per Courier track. The server reuses m-lines (a mid, and maybe its receiver and SSRC, carries
+  // another track after an unsubscribe), so each inbound-rtp stats object is bound to the track its mid named when
+  // the binding was made; when the mid's track changes, what it counted so far stays with the old track and the new
+  // one counts from there. Polled every 100 ms, so a change costs at most that much of a count.
+  /** @type {Map<string, {trackId: string, base: number, last: number}>} inbound-rtp id → binding */
+  const segs = new Map();
+  /** @type {Map<string, number>} track id → units of bindings that moved on */
+  const done = new Map();
+
   /** Current counters: sent by mid, received by track id. */
   async function sample() {
     const at = Date.now();
@@ -69,8 +81,11 @@ async function runInterop(o) {
     const received = new Map();
     const pc = client.pc;
     if (!pc) return { at, sent, received };
-    for (const [mid, sub] of /** @type {any} */ (client)._subsByMid ?? []) {
-      if (!subs.has(String(mid))) subs.set(String(mid), { trackId: sub.trackId, participantId: sub.participantId, kind: sub.kind });
+    const current = /** @type {any} */ (client)._subsByMid ?? new Map();
+    for (const [mid, sub] of current) {
+      const t = { trackId: sub.trackId, participantId: sub.participantId, kind: sub.kind };
+      subs.set(String(mid), t);
+      tracks.set(t.trackId, t);
     }
     const stats = await pc.getStats();
     stats.forEach((s) => {
@@ -80,12 +95,19 @@ async function runInterop(o) {
         const mid = String(s.mid);
         sent.set(mid, (sent.get(mid) ?? 0) + units); // summed over rids (one without simulcast)
       } else if (s.type === 'inbound-rtp') {
-        const sub = subs.get(String(s.mid));
+        const sub = current.get(String(s.mid)) ?? subs.get(String(s.mid));
         if (!sub) return;
         const units = kind === 'video' ? s.framesReceived ?? 0 : s.packetsReceived ?? 0;
-        received.set(sub.trackId, (received.get(sub.trackId) ?? 0) + units);
+        const seg = segs.get(s.id);
+        if (!seg) segs.set(s.id, { trackId: sub.trackId, base: 0, last: units });
+        else if (seg.trackId !== sub.trackId) {
+          done.set(seg.trackId, (done.get(seg.trackId) ?? 0) + seg.last - seg.base);
+          segs.set(s.id, { trackId: sub.trackId, base: seg.last, last: units });
+        } else seg.last = units;
       }
     });
+    for (const [id, n] of done) received.set(id, n);
+    for (const seg of segs.values()) received.set(seg.trackId, (received.get(seg.trackId) ?? 0) + seg.last - seg.base);
     return { at, sent, received };
   }
 
@@ -144,7 +166,7 @@ async function runInterop(o) {
       total: last.sent.get(String(lt.mid)) ?? 0,
     });
   }
-  for (const sub of new Map([...subs.values()].map((s) => [s.trackId, s])).values()) {
+  for (const sub of tracks.values()) {
     report.received.push({
       track_id: sub.trackId,
       participant_id: sub.participantId,

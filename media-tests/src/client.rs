@@ -421,7 +421,8 @@ impl Shared {
             Some(s) => (s.track_id.clone(), s.participant_id.clone()),
             None => (format!("mid:{mid}"), String::new()),
         };
-        lock(&self.units).received(&track_id, &participant_id, kind, packet.header.marker, now / 1000);
+        let (seq, marker) = (packet.header.sequence_number, packet.header.marker);
+        lock(&self.units).received(&track_id, &participant_id, kind, seq, marker, now / 1000);
         let index = match rx.tracks.iter().position(|t| t.track_id == track_id) {
             Some(i) => i,
             None => {

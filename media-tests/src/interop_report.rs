@@ -47,6 +47,9 @@ impl UnitCounter {
     }
 }
 
+/// How many recent counted sequence numbers a track remembers to drop duplicates.
+const DEDUP_WINDOW: usize = 1024;
+
 /// One received track's counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedUnits {
@@ -58,6 +61,10 @@ pub struct ReceivedUnits {
     pub kind: MediaKind,
     /// The count.
     pub units: UnitCounter,
+    /// Sequence numbers already counted (the newest [`DEDUP_WINDOW`]): a retransmission, or an old packet the server
+    /// resends as a bandwidth probe (RTX, unwrapped before it reaches the count), is not a second unit.
+    counted: std::collections::VecDeque<u16>,
+    counted_set: std::collections::HashSet<u16>,
 }
 
 /// Everything a client counts for the interop report.
@@ -88,8 +95,17 @@ impl Units {
         }
     }
 
-    /// One RTP packet received on a track at `at_ms`; video counts only packets with the marker bit.
-    pub fn received(&mut self, track_id: &str, participant_id: &str, kind: MediaKind, marker: bool, at_ms: u64) {
+    /// One RTP packet (sequence number `seq`) received on a track at `at_ms`; video counts only packets with the
+    /// marker bit; a sequence number already counted is not counted again.
+    pub fn received(
+        &mut self,
+        track_id: &str,
+        participant_id: &str,
+        kind: MediaKind,
+        seq: u16,
+        marker: bool,
+        at_ms: u64,
+    ) {
         let index = match self.received.iter().position(|r| r.track_id == track_id) {
             Some(i) => i,
             None => {
@@ -98,13 +114,25 @@ impl Units {
                     participant_id: participant_id.to_owned(),
                     kind,
                     units: UnitCounter::default(),
+                    counted: std::collections::VecDeque::new(),
+                    counted_set: std::collections::HashSet::new(),
                 });
                 self.received.len() - 1
             }
         };
         if kind == MediaKind::Audio || marker {
             let window = self.window;
-            self.received[index].units.count(&window, at_ms);
+            let r = &mut self.received[index];
+            if !r.counted_set.insert(seq) {
+                return;
+            }
+            r.counted.push_back(seq);
+            if r.counted.len() > DEDUP_WINDOW {
+                if let Some(old) = r.counted.pop_front() {
+                    r.counted_set.remove(&old);
+                }
+            }
+            r.units.count(&window, at_ms);
         }
     }
 }
@@ -218,12 +246,14 @@ mod tests {
         assert_eq!(u.sent_video, UnitCounter { total: 1, window: 1, first_ms: Some(1200) });
 
         // Video: only marker packets are frames; a track appears on its first packet even without a unit.
-        u.received("TR_v", "PA_a", MediaKind::Video, false, 900);
-        u.received("TR_v", "PA_a", MediaKind::Video, true, 950);
-        u.received("TR_v", "PA_a", MediaKind::Video, false, 1100);
-        u.received("TR_v", "PA_a", MediaKind::Video, true, 1100);
-        u.received("TR_a", "PA_a", MediaKind::Audio, false, 1990);
-        u.received("TR_a", "PA_a", MediaKind::Audio, false, 2000);
+        u.received("TR_v", "PA_a", MediaKind::Video, 1, false, 900);
+        u.received("TR_v", "PA_a", MediaKind::Video, 2, true, 950);
+        u.received("TR_v", "PA_a", MediaKind::Video, 3, false, 1100);
+        u.received("TR_v", "PA_a", MediaKind::Video, 4, true, 1100);
+        u.received("TR_v", "PA_a", MediaKind::Video, 4, true, 1150); // a retransmission / RTX probe: not a new frame
+        u.received("TR_a", "PA_a", MediaKind::Audio, 7, false, 1990);
+        u.received("TR_a", "PA_a", MediaKind::Audio, 8, false, 2000);
+        u.received("TR_a", "PA_a", MediaKind::Audio, 7, false, 2001);
         assert_eq!(u.received.len(), 2);
         assert_eq!(u.received[0].units, UnitCounter { total: 2, window: 1, first_ms: Some(950) });
         assert_eq!(u.received[1].units, UnitCounter { total: 2, window: 1, first_ms: Some(1990) });
