@@ -75,6 +75,7 @@ use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
 
 use crate::audio::{AudioError, AudioReceiver, AudioSource, DEFAULT_BITRATE_BPS, FRAME_DURATION, FRAME_SAMPLES};
 use crate::frame::{VideoConfig, VideoReceiver, VideoSource, Vp8Packetizer};
+use crate::interop_report::{Units, Window};
 use crate::report::{
     AudioTrackReport, LayerSentReport, PublishedReport, Report, RtcpReport, SetLayersReport, StreamStateReport,
     TrackReport, VideoTrackReport,
@@ -120,6 +121,8 @@ pub struct ClientOptions {
     /// sequence numbers on what it sends), which the server's bandwidth estimator needs. Off by
     /// default: see the note in `build_peer_connection`.
     pub twcc: bool,
+    /// The interop matrix's measuring window ([`crate::interop_report`]); empty by default.
+    pub window: Window,
 }
 
 impl Default for ClientOptions {
@@ -138,6 +141,7 @@ impl Default for ClientOptions {
             udp_via: None,
             max_video_size: None,
             twcc: false,
+            window: Window::default(),
         }
     }
 }
@@ -393,6 +397,8 @@ struct Shared {
     set_layers: StdMutex<Vec<SetLayersReport>>,
     stream_states: StdMutex<Vec<StreamStateReport>>,
     rtcp: Arc<RtcpCounters>,
+    /// Sent and received units for the interop report.
+    units: Arc<StdMutex<Units>>,
 }
 
 /// Counted by [`RtxUnwrapper`] in the interceptor chain; see [`RtcpReport`].
@@ -415,6 +421,8 @@ impl Shared {
             Some(s) => (s.track_id.clone(), s.participant_id.clone()),
             None => (format!("mid:{mid}"), String::new()),
         };
+        let (seq, marker) = (packet.header.sequence_number, packet.header.marker);
+        lock(&self.units).received(&track_id, &participant_id, kind, seq, marker, now / 1000);
         let index = match rx.tracks.iter().position(|t| t.track_id == track_id) {
             Some(i) => i,
             None => {
@@ -583,6 +591,7 @@ impl Client {
             set_layers: StdMutex::new(Vec::new()),
             stream_states: StdMutex::new(Vec::new()),
             rtcp: Arc::default(),
+            units: Arc::new(StdMutex::new(Units::new(options.window))),
         });
 
         let (pc_tx, pc_rx) = mpsc::unbounded_channel();
@@ -761,6 +770,16 @@ impl Client {
     /// pile up in webrtc-rs' per-track queue and are then dropped there; they are not counted.
     pub fn set_media_reading(&self, on: bool) {
         let _ = self.reading.send(on);
+    }
+
+    /// The interop units counted so far.
+    pub fn units(&self) -> Units {
+        lock(&self.shared.units).clone()
+    }
+
+    /// The interop unit counters, to read after [`Client::leave`] consumed the client.
+    pub fn units_handle(&self) -> Arc<StdMutex<Units>> {
+        Arc::clone(&self.shared.units)
     }
 
     /// The report so far.
@@ -1164,7 +1183,10 @@ impl SenderTask {
             seq = seq.wrapping_add(1);
             ts = ts.wrapping_add(FRAME_SAMPLES as u32);
             match self.track.write_rtp(packet).await {
-                Ok(()) => self.shared.sent.audio_packets.fetch_add(1, Ordering::Relaxed),
+                Ok(()) => {
+                    lock(&self.shared.units).sent(MediaKind::Audio, now_ms());
+                    self.shared.sent.audio_packets.fetch_add(1, Ordering::Relaxed)
+                }
                 Err(_) => self.shared.sent.errors.fetch_add(1, Ordering::Relaxed),
             };
         }
@@ -1226,6 +1248,7 @@ impl SenderTask {
                 }
             }
             if ok {
+                lock(&self.shared.units).sent(MediaKind::Video, now_ms());
                 self.shared.sent.video_frames.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -1341,6 +1364,7 @@ impl SenderTask {
             }
             if any_ok {
                 // One captured frame, however many layers carried it.
+                lock(&self.shared.units).sent(MediaKind::Video, now_ms());
                 self.shared.sent.video_frames.fetch_add(1, Ordering::Relaxed);
             }
         }

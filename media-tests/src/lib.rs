@@ -52,6 +52,7 @@ pub mod audio;
 pub mod client;
 pub mod delay;
 pub mod frame;
+pub mod interop_report;
 pub mod ivf;
 pub mod load;
 pub mod plot;

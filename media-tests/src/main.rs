@@ -130,12 +130,29 @@ struct RunArgs {
     out: Option<std::path::PathBuf>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 enum ReportFormat {
     /// One JSON line (the last line of stdout).
     Json,
     /// Indented JSON (for people; not the last-line contract).
     Pretty,
+}
+
+/// `--report`: `json` / `pretty` (the stdout format), or any other value: a path the interop matrix's report is
+/// written to (`interop/README.md`; stdout then carries the usual JSON line).
+#[derive(Clone, PartialEq, Eq, Debug)]
+enum ReportArg {
+    Format(ReportFormat),
+    Interop(std::path::PathBuf),
+}
+
+fn parse_report(s: &str) -> Result<ReportArg, String> {
+    Ok(match s {
+        "json" => ReportArg::Format(ReportFormat::Json),
+        "pretty" => ReportArg::Format(ReportFormat::Pretty),
+        "" => return Err("empty".to_owned()),
+        path => ReportArg::Interop(path.into()),
+    })
 }
 
 #[derive(clap::Args)]
@@ -164,9 +181,15 @@ struct ClientArgs {
     /// Largest video RTP payload in bytes (VP8 descriptor included).
     #[arg(long, default_value_t = media_tests::frame::MAX_RTP_PAYLOAD)]
     max_rtp_payload: usize,
-    /// Report format.
-    #[arg(long, value_enum, default_value = "json")]
-    report: ReportFormat,
+    /// Report format (`json`, `pretty`), or a path: write the interop matrix's report there (interop/README.md).
+    #[arg(long, default_value = "json", value_parser = parse_report)]
+    report: ReportArg,
+    /// Interop window start, unix ms (units sent/received in [start, end) count as in the window).
+    #[arg(long, default_value_t = 0)]
+    window_start: u64,
+    /// Interop window end, unix ms.
+    #[arg(long, default_value_t = 0)]
+    window_end: u64,
     /// Join with auto_subscribe=false.
     #[arg(long)]
     no_auto_subscribe: bool,
@@ -600,6 +623,7 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     options.udp_via = args.udp_via;
     options.max_video_size = args.max_size;
     options.twcc = args.twcc;
+    options.window = media_tests::interop_report::Window { start_ms: args.window_start, end_ms: args.window_end };
     if args.simulcast {
         if !args.publish.contains(&MediaKind::Video) {
             bail!("--simulcast needs --publish video");
@@ -613,8 +637,23 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         keyframe_interval: args.keyframe_interval,
         max_rtp_payload: args.max_rtp_payload,
     };
-    let mut client =
-        Client::connect(&args.url, &args.token, options).await.with_context(|| format!("joining via {}", args.url))?;
+    let interop_path = match &args.report {
+        ReportArg::Interop(path) => Some(path.clone()),
+        ReportArg::Format(_) => None,
+    };
+    let mut interop = InteropLog::default();
+    let mut client = match Client::connect(&args.url, &args.token, options).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(path) = &interop_path {
+                interop.closed_early = Some(format!("join failed: {e}"));
+                interop.errors.push(format!("join failed: {e}"));
+                interop.write(path, None)?;
+            }
+            return Err(e).with_context(|| format!("joining via {}", args.url));
+        }
+    };
+    interop.joined_ms = unix_ms();
 
     let end = tokio::time::Instant::now() + args.duration;
     let stop_reading_at = args.stop_reading_after.map(|d| tokio::time::Instant::now() + d);
@@ -635,28 +674,111 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
             event = client.next_event() => match event {
                 Some(ClientEvent::Closed { code, reason, leave_reason }) => {
                     warn!(?code, %reason, ?leave_reason, "session ended by the server");
+                    interop.closed_early = Some(format!("closed: code {code:?} {reason:?} leave {leave_reason:?}"));
                     closed_early = true;
                     break;
                 }
                 Some(ClientEvent::Error { code, message, req_type }) => {
                     warn!(%code, %message, ?req_type, "error");
+                    interop.errors.push(format!("{code}: {message} ({req_type:?})"));
                 }
-                Some(event) => debug!(?event, "event"),
+                Some(event) => {
+                    debug!(?event, "event");
+                    interop.event(&event);
+                }
                 None => {
+                    interop.closed_early.get_or_insert_with(|| "event stream ended".to_owned());
                     closed_early = true;
                     break;
                 }
             },
         }
     }
-    let report = client.leave().await.context("leaving")?;
+    let participant_id = client.participant_id().to_owned();
+    let units = client.units_handle();
+    let left = client.leave().await;
+    if let Some(path) = &interop_path {
+        interop.participant_id = participant_id;
+        if let Err(e) = &left {
+            interop.errors.push(format!("leaving: {e}"));
+        }
+        let units = units.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        interop.write(path, Some(&units))?;
+    }
+    let report = left.context("leaving")?;
     let line = match args.report {
-        ReportFormat::Json => serde_json::to_string(&report),
-        ReportFormat::Pretty => serde_json::to_string_pretty(&report),
+        ReportArg::Format(ReportFormat::Pretty) => serde_json::to_string_pretty(&report),
+        _ => serde_json::to_string(&report),
     }
     .context("encoding the report")?;
     println!("{line}");
     Ok(if closed_early { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The webrtc-rs version (the workspace pins `webrtc = "=0.21.1"`).
+const WEBRTC_RS_VERSION: &str = "webrtc-rs 0.21.1";
+
+/// What the client command collects for the interop report besides the unit counters.
+#[derive(Default)]
+struct InteropLog {
+    participant_id: String,
+    joined_ms: u64,
+    states: Vec<(u64, String)>,
+    closed_early: Option<String>,
+    errors: Vec<String>,
+    /// Own tracks: (mid, kind, track id) from `track_published`.
+    own: Vec<(String, MediaKind, String)>,
+}
+
+impl InteropLog {
+    fn event(&mut self, event: &ClientEvent) {
+        match event {
+            ClientEvent::ConnectionState(state) => self.states.push((unix_ms(), state.clone())),
+            ClientEvent::TrackPublished { track, own: true, .. } => {
+                self.own.push((track.mid.clone().unwrap_or_default(), track.kind, track.id.clone()))
+            }
+            _ => {}
+        }
+    }
+
+    fn write(&self, path: &std::path::Path, units: Option<&media_tests::interop_report::Units>) -> anyhow::Result<()> {
+        use media_tests::interop_report::{unit_name, InteropReport, ReceivedTrack, SentTrack};
+        let mut sent = Vec::new();
+        if let Some(u) = units {
+            for (mid, kind, track_id) in &self.own {
+                let c = match kind {
+                    MediaKind::Audio => u.sent_audio,
+                    MediaKind::Video => u.sent_video,
+                };
+                sent.push(SentTrack {
+                    mid: mid.clone(),
+                    kind: *kind,
+                    track_id: track_id.clone(),
+                    units: unit_name(*kind).to_owned(),
+                    window: c.window,
+                    total: c.total,
+                });
+            }
+        }
+        let report = InteropReport {
+            stack: "webrtc-rs".to_owned(),
+            stack_version: WEBRTC_RS_VERSION.to_owned(),
+            participant_id: self.participant_id.clone(),
+            joined_ms: self.joined_ms,
+            connected_ms: self.states.iter().find(|(_, s)| s == "connected").map(|(t, _)| *t),
+            states: self.states.clone(),
+            closed_early: self.closed_early.clone(),
+            sent,
+            received: units.map(|u| u.received.iter().map(ReceivedTrack::from_units).collect()).unwrap_or_default(),
+            errors: self.errors.clone(),
+        };
+        let text = serde_json::to_string_pretty(&report).context("encoding the interop report")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
 }
 
 #[cfg(test)]
@@ -747,6 +869,25 @@ mod tests {
         assert_eq!(args.publish, vec![MediaKind::Audio, MediaKind::Video]);
         assert_eq!(args.duration, Duration::from_secs(3));
         assert_eq!(args.keyframe_interval, Duration::from_secs(1));
+        assert_eq!(args.report, ReportArg::Format(ReportFormat::Json));
+        let cli = Cli::try_parse_from([
+            "media-tests",
+            "client",
+            "--url",
+            "ws://127.0.0.1:1/rtc",
+            "--token",
+            "t",
+            "--window-start",
+            "1000",
+            "--window-end",
+            "2000",
+            "--report",
+            "/tmp/r.json",
+        ])
+        .unwrap();
+        let Command::Client(args) = cli.command else { panic!("not client") };
+        assert_eq!((args.window_start, args.window_end), (1000, 2000));
+        assert_eq!(args.report, ReportArg::Interop("/tmp/r.json".into()));
         let cli = Cli::try_parse_from([
             "media-tests",
             "token",
