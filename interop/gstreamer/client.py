@@ -48,10 +48,10 @@ def now_ms() -> int:
 def ecdsa_certificate():
     """A fresh self-signed ECDSA P-256 certificate and key, as one PEM string, and its SHA-256 fingerprint.
 
-    Why: GStreamer 1.22's DTLS generates an RSA certificate, and the server's DTLS (dimpl) accepts only ECDSA client
-    certificates (its CertificateRequest lists ECDSA signature algorithms only, OpenSSL then sends no certificate and
-    the server answers handshake_failure). An ECDSA certificate is what browsers use; a GStreamer app sets it with the
-    DTLS transport's `certificate` property. --gst-default-cert keeps GStreamer's own to reproduce the failure."""
+    Only with --ecdsa-cert. GStreamer 1.22's DTLS generates an RSA certificate; Courier's DTLS once accepted only
+    ECDSA client certificates (OpenSSL then sent none and the handshake failed) and now verifies RSA too, so the matrix
+    runs with GStreamer's own certificate, as a GStreamer app would. An app sets another one with the DTLS
+    transport's `certificate` property, which is what this does."""
     with tempfile.TemporaryDirectory() as d:
         key, crt = os.path.join(d, "k.pem"), os.path.join(d, "c.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
@@ -199,7 +199,7 @@ class Client:
         self.neg_started = False
         self.notes = set()
         self.msgq = asyncio.Queue()
-        self.cert = None if args.gst_default_cert else ecdsa_certificate()
+        self.cert = ecdsa_certificate() if args.ecdsa_cert else None
         if self.cert is not None:
             self.report["notes"].append("client setting: ECDSA P-256 DTLS certificate (not GStreamer's default RSA)")
 
@@ -275,10 +275,11 @@ class Client:
         self.pipe = Gst.parse_launch(desc)
         self.webrtc = self.pipe.get_by_name("webrtc")
         w = self.webrtc
-        if not self.args.no_keepalive_conncheck:
-            # The server (ICE-lite, str0m) drops a peer that sent no STUN binding *request* for 15 s, media or not;
-            # libnice keeps a selected pair alive with binding *indications* unless keepalive-conncheck is on (its
-            # RFC 7675 consent-freshness mode is construct-only, so webrtcbin's agent cannot get it).
+        if self.args.keepalive_conncheck:
+            # Only with --keepalive-conncheck. libnice keeps a selected pair alive with binding *indications* unless
+            # keepalive-conncheck is on (its RFC 7675 consent-freshness mode is construct-only, so webrtcbin's agent
+            # cannot get it). Courier once dropped a peer that sent no binding *request* for 15 s; it now counts
+            # authenticated SRTP/SRTCP as a sign of life, so the matrix runs with libnice's defaults.
             # Both wrappers are kept for the life of the process: PyGObject drops a reference it does not own when
             # they are collected, which frees webrtcbin's ICE agent (a crash).
             self._ice = w.get_property("ice-agent")
@@ -695,10 +696,10 @@ def main():
     p.add_argument("--report", required=True)
     p.add_argument("--sdp-fixup", action="store_true",
                    help="WORKAROUND: copy the server's a=candidate lines into every m-section (off by default)")
-    p.add_argument("--gst-default-cert", action="store_true",
-                   help="keep GStreamer's own (RSA) DTLS certificate instead of an ECDSA one (the server rejects RSA)")
-    p.add_argument("--no-keepalive-conncheck", action="store_true",
-                   help="leave libnice's keepalives as binding indications (the server then drops the peer after 15 s)")
+    p.add_argument("--ecdsa-cert", action="store_true",
+                   help="use an ECDSA DTLS certificate instead of GStreamer's own RSA one")
+    p.add_argument("--keepalive-conncheck", action="store_true",
+                   help="make libnice keep the pair alive with binding requests instead of indications")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log signaling to stderr (-vv: whole SDPs)")
     args = p.parse_args()
     Gst.init(None)

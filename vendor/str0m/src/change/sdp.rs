@@ -1518,6 +1518,17 @@ impl AsSdpMediaLine for Media {
         // Outgoing SSRCs
         let ssrcs_tx: &[(Ssrc, Option<Ssrc>)] = if self.disabled() { &[] } else { ssrcs_tx };
         let msid = format!("{} {}", self.msid().stream_id, self.msid().track_id);
+        // The FID groups before the SSRC lines, as libwebrtc writes them: Pion (v3) reads the attributes in order
+        // and learns an SSRC is a repair flow only from a group it has already seen; after the lines, it took the
+        // RTX SSRC for an unknown stream ("Incoming unhandled RTP ssrc").
+        for (ssrc, ssrc_rtx) in ssrcs_tx {
+            if let Some(ssrc_rtx) = ssrc_rtx {
+                attrs.push(MediaAttribute::SsrcGroup {
+                    semantics: "FID".to_string(),
+                    ssrcs: vec![*ssrc, *ssrc_rtx],
+                });
+            }
+        }
         for (ssrc, ssrc_rtx) in ssrcs_tx {
             attrs.push(MediaAttribute::Ssrc {
                 ssrc: *ssrc,
@@ -1539,15 +1550,6 @@ impl AsSdpMediaLine for Media {
                     ssrc: *ssrc_rtx,
                     attr: "msid".to_string(),
                     value: msid.clone(),
-                });
-            }
-        }
-
-        for (ssrc, ssrc_rtx) in ssrcs_tx {
-            if let Some(ssrc_rtx) = ssrc_rtx {
-                attrs.push(MediaAttribute::SsrcGroup {
-                    semantics: "FID".to_string(),
-                    ssrcs: vec![*ssrc, *ssrc_rtx],
                 });
             }
         }
