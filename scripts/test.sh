@@ -2,7 +2,8 @@
 # Runs every test of Courier: the Rust workspace (unit tests, the signaling integration tests, and the media
 # end-to-end tests with real WebRTC clients), the browser smoke test in real headless Chromium, the Chrome-under-loss
 # check (media-tests/chrome, as root: two Chromium pages in network namespaces relayed through Courier under 2 % and
-# 5 % loss), and a short run of each fuzz target (scripts/fuzz.sh).
+# 5 % loss), the interop matrix (interop/run.sh, as root: Chromium, webrtc-rs, Pion, aiortc and GStreamer publish
+# and subscribe in one room for 60 s), and a short run of each fuzz target (scripts/fuzz.sh).
 # Installs what a fresh Debian machine lacks first (cmake for libopus, Chromium, the web demo's npm packages).
 # Every test binds 127.0.0.1 with ephemeral ports, or addresses inside network namespaces it creates.
 # Usage: scripts/test.sh
@@ -44,6 +45,13 @@ if [ "$(id -u)" -eq 0 ]; then
     bash media-tests/chrome/run.sh --ci
 else
     echo "skipped: needs root (network namespaces, nftables)"
+fi
+echo "== interop matrix (Chromium, webrtc-rs, Pion, aiortc, GStreamer in one room; docs/interop.md)"
+node --test interop/
+if [ "$(id -u)" -eq 0 ]; then
+    bash interop/run.sh --ci
+else
+    echo "skipped: needs root (a network namespace)"
 fi
 echo "== fuzz targets (briefly; a crash fails the run)"
 bash scripts/fuzz.sh 15

@@ -597,6 +597,10 @@ func (c *client) handle(m *inMsg, raw []byte, joined chan<- struct{}) {
 		}
 		c.logf("answer %d applied", m.ID)
 	case "offer":
+		if c.isLeaving() {
+			c.logf("leaving: ignoring server offer %d", m.ID)
+			return
+		}
 		c.mu.Lock()
 		busy := c.outstanding != 0
 		c.mu.Unlock()
@@ -619,7 +623,7 @@ func (c *client) handle(m *inMsg, raw []byte, joined chan<- struct{}) {
 		}
 		c.logf("answering server offer %d", m.ID)
 		c.logSDP(fmt.Sprintf("our answer %d", m.ID), c.pc.LocalDescription().SDP)
-		if err := c.send(map[string]interface{}{"type": "answer", "id": m.ID, "sdp": c.pc.LocalDescription().SDP}); err != nil {
+		if err := c.send(map[string]interface{}{"type": "answer", "id": m.ID, "sdp": c.pc.LocalDescription().SDP}); err != nil && !c.isLeaving() {
 			c.addError("sending answer: %v", err)
 		}
 	case "subscribed":
@@ -660,6 +664,16 @@ func (c *client) handle(m *inMsg, raw []byte, joined chan<- struct{}) {
 		}
 	default:
 		c.logf("<- (unhandled) %s", raw)
+	}
+}
+
+// isLeaving: the session's end has begun (c.done is closed); the server may close the socket at any moment.
+func (c *client) isLeaving() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -1098,6 +1098,17 @@ impl Peer {
         if !self.downtracks.iter().any(|d| d.needs_negotiation()) {
             return;
         }
+        // The first m-line carries the bundle's transport (its mid tags the BUNDLE group). Stopping it (port 0, out
+        // of the group) makes Chrome move the bundle to a new transport, which it never connects: the peer is
+        // lost. That m-line is made inactive instead and stays, unused.
+        let rtc = &self.rtc;
+        let is_bundle_tag = |mid: Mid| rtc.media(mid).is_some_and(|m| m.index() == 0);
+        let keep_inactive: Vec<Mid> = self
+            .downtracks
+            .iter()
+            .filter_map(|d| if let DownTrackState::ToStop(mid) = d.state { Some(mid) } else { None })
+            .filter(|mid| is_bundle_tag(*mid))
+            .collect();
         let mut api = self.rtc.sdp_api();
         let mut subscribed = Vec::new();
         for dt in &mut self.downtracks {
@@ -1114,7 +1125,11 @@ impl Peer {
                     subscribed.push((dt.track, mid));
                 }
                 DownTrackState::ToStop(mid) => {
-                    api.stop_media(mid);
+                    if keep_inactive.contains(&mid) {
+                        api.set_direction(mid, Direction::Inactive);
+                    } else {
+                        api.stop_media(mid);
+                    }
                     dt.state = DownTrackState::NegotiatingStop(mid);
                 }
                 _ => {}

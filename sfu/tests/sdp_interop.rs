@@ -80,3 +80,55 @@ fn rtx_groups_come_before_the_ssrc_lines() {
     let first_ssrc = lines.iter().position(|l| l.starts_with("a=ssrc:")).expect("SSRC lines");
     assert!(group < first_ssrc, "the FID group after the SSRC lines: {video}");
 }
+
+/// The `m=` line and the direction of each m-section, and the mids of the BUNDLE group.
+fn layout(sdp: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let sections = m_sections(sdp)
+        .iter()
+        .map(|m| {
+            let first = m.lines().next().unwrap_or_default().to_string();
+            let dir = m
+                .lines()
+                .find(|l| ["a=sendonly", "a=recvonly", "a=sendrecv", "a=inactive"].contains(l))
+                .unwrap_or("none")
+                .to_string();
+            (first, dir)
+        })
+        .collect();
+    let bundle = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("a=group:BUNDLE "))
+        .map(|g| g.split(' ').map(String::from).collect())
+        .unwrap_or_default();
+    (sections, bundle)
+}
+
+#[test]
+fn the_first_m_line_is_made_inactive_not_stopped() {
+    // A subscriber-only client: its first m-line is a server-offered down-track. When that track goes away, Chrome
+    // would move the bundle to a new transport if the m-line were stopped (port 0, out of the BUNDLE group) and the
+    // connection would be lost: it is made inactive and stays in the group. A later m-line is stopped as usual.
+    let (a, b) = (sfu::id::TrackId(6), sfu::id::TrackId(7));
+    let (mut p, _) = Pair::subscribed_video(a);
+    p.peer.add_downtrack(b, MediaKind::Video, sfu::id::PeerId(9));
+    let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
+    let answer = p.client.sdp_api().accept_offer(str0m::change::SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
+    p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).unwrap();
+    p.run(Duration::from_millis(100));
+
+    p.peer.remove_downtrack(a);
+    let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
+    let (sections, bundle) = layout(&offer);
+    assert!(!sections[0].0.starts_with("video 0 "), "the first m-line stopped: {offer}");
+    assert_eq!(sections[0].1, "a=inactive", "{offer}");
+    assert_eq!(bundle.len(), 2, "both mids stay in the BUNDLE group: {offer}");
+    let answer = p.client.sdp_api().accept_offer(str0m::change::SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
+    p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).unwrap();
+    p.run(Duration::from_secs(1));
+
+    p.peer.remove_downtrack(b);
+    let (_, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
+    let (sections, _) = layout(&offer);
+    assert!(sections[1].0.starts_with("video 0 "), "a later m-line is stopped: {offer}");
+    assert!(!p.peer.is_closed());
+}

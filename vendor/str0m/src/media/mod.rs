@@ -270,7 +270,10 @@ impl Media {
         &self.rids_tx
     }
 
-    pub(crate) fn index(&self) -> usize {
+    /// The position of this media's m-line in the SDP (0 is the first). With BUNDLE, the first m-line in the
+    /// group is the one whose transport the others share: an application that stops it makes some stacks
+    /// (libwebrtc) move the whole bundle to a new transport.
+    pub fn index(&self) -> usize {
         self.index
     }
 
