@@ -48,7 +48,7 @@ export function connectedWholeRun(run, window) {
   else {
     for (const [at, s] of states.slice(firstUp + 1)) {
       if (s === 'connected') continue;
-      if (s === 'closed' && at >= window.end_ms) continue; // its own leave
+      if ((s === 'closed' || s === 'ice-closed') && at >= window.end_ms) continue; // its own leave (Pion records both)
       why.push(`left connected: ${s} at ${at}${at < window.end_ms ? ' (before the window ended)' : ''}`);
     }
     if (r.connected_ms > window.start_ms) why.push('connected only after the window started');
@@ -81,10 +81,16 @@ export function evaluate(input) {
     const atEnd = estimates.length ? estimates[estimates.length - 1] : null;
     const seen = estimates.filter((e) => e != null);
     const twcc = TWCC_STACKS.includes(name);
+    // Time to first frame: per received video track, from when both ends were in the room (the later join) to its
+    // first frame; the worst over the tracks. Counting from the subscriber's own join alone would charge it with
+    // the slowest publisher's start-up (a browser launching).
     let ttff = null;
     if (r && Array.isArray(r.received) && r.received.length && r.joined_ms != null) {
-      const t = r.received.map((x) => (x.first_ms == null ? null : x.first_ms - r.joined_ms));
-      ttff = t.includes(null) ? null : Math.max(...t);
+      const joinedOf = (pid) => Object.values(input.stacks).find((s) => s.report?.participant_id === pid)?.report?.joined_ms;
+      const t = r.received
+        .filter((x) => x.kind === 'video')
+        .map((x) => (x.first_ms == null ? null : x.first_ms - Math.max(r.joined_ms, joinedOf(x.participant_id) ?? r.joined_ms)));
+      ttff = t.length === 0 || t.includes(null) ? null : Math.max(...t);
     }
     const why = [...connected.why];
     if (twcc && atEnd == null) why.push(`no bandwidth estimate at window end (seen in ${seen.length}/${estimates.length} polls)`);
@@ -181,7 +187,7 @@ export function renderDocs(verdict, meta) {
     });
     lines.push(`| **${pub}** | ${row.join(' | ')} |`);
   }
-  lines.push('', '| stack | version | time to first frame | BWE on (estimate at window end) | connected whole run |');
+  lines.push('', '| stack | version | time to first frame (worst, from both joined) | BWE on (estimate at window end) | connected whole run |');
   lines.push('|---|---|---|---|---|');
   for (const name of names) {
     const s = verdict.stacks[name];

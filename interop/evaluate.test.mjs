@@ -52,7 +52,7 @@ test('a clean run passes; aiortc needs no estimate; a missing stack is not a fai
   assert.equal(v.stacks.aiortc.bwe_at_window_end_bps, null);
   assert.equal(v.stacks.aiortc.ok, true);
   assert.equal(v.stacks.gstreamer.available, false);
-  assert.equal(v.stacks.chromium.time_to_first_frame_ms, 1500); // worst over its received tracks: 2500 - 1000
+  assert.equal(v.stacks.chromium.time_to_first_frame_ms, 1500); // worst video track: 2500 - max(1000, 1000)
   const cell = v.cells.find((c) => c.publisher === 'pion' && c.subscriber === 'chromium' && c.kind === 'video');
   assert.deepEqual([cell.received, cell.sent, cell.ok], [1790, 1800, true]);
   assert.equal(v.cells.filter((c) => c.why === 'not available').length, 3 * 2 * 2);
@@ -99,4 +99,15 @@ test('a TWCC stack without an estimate at window end fails; an unavailable stack
   assert.equal(v.stacks.chromium.ok, false);
   assert.match(v.stacks.chromium.why[0], /no bandwidth estimate at window end \(seen in 1\/2 polls\)/);
   assert.ok(v.failures.includes('gstreamer: setup failed: setup failed: exit 1'));
+});
+
+test('time to first frame counts from when both ends were in the room', () => {
+  const inp = input();
+  // Both publishers chromium receives from joined at 2400; their first video frames reached it at 2500.
+  inp.stacks.pion.report.joined_ms = 2400;
+  inp.stacks.aiortc.report.joined_ms = 2400;
+  const v = evaluate(inp);
+  assert.equal(v.stacks.chromium.time_to_first_frame_ms, 100);
+  // pion receives chromium (joined 1000) at 2500: from pion's own join, 2400.
+  assert.equal(v.stacks.pion.time_to_first_frame_ms, 100);
 });
