@@ -10,5 +10,6 @@ if [ "$(id -u)" != 0 ]; then
   echo "interop/run.sh: run as root (it creates the network namespace courier-interop)" >&2
   exit 2
 fi
-trap 'ip netns pids courier-interop 2>/dev/null | xargs -r kill -9 2>/dev/null; ip netns del courier-interop 2>/dev/null || true' EXIT
+# The run's own exit status is kept (under `set -e` a failing cleanup command would turn a pass into exit 1).
+trap 'rc=$?; set +e; ip netns pids courier-interop 2>/dev/null | xargs -r kill -9 2>/dev/null; ip netns del courier-interop 2>/dev/null; exit $rc' EXIT
 nice -n 5 node interop/run.mjs "$@"
