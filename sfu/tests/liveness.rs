@@ -5,15 +5,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Pair, CLIENT, SERVER};
 use sfu::id::{PeerId, TrackId};
-use sfu::keyframe::KeyframeStart;
-use sfu::peer::{CloseReason, ForwardPacket, PeerEvent};
+use sfu::peer::{CloseReason, PeerEvent};
 use str0m::change::SdpAnswer;
-use str0m::format::{Codec, CodecConfig};
+use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
 
 const FRAME: Duration = Duration::from_millis(20);
@@ -75,32 +73,8 @@ fn a_subscriber_sending_only_rtcp_without_stun_stays() {
     p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).unwrap();
     assert!(p.run(Duration::from_secs(1)).client_connected);
     p.lose_to_server = Box::new(is_stun);
-    let mut cc = CodecConfig::empty();
-    cc.enable_opus(true, false);
-    let params = *cc.find(|c| c.spec().codec == Codec::Opus).unwrap();
     for i in 0..2000u64 {
-        let pkt = ForwardPacket {
-            track,
-            kind: MediaKind::Audio,
-            params,
-            seq_no: 1000 + i,
-            timestamp: (i as u32) * 960,
-            marker: i == 0,
-            keyframe: KeyframeStart::Unknown,
-            layer: 0,
-            live_layers: 0b001,
-            layer_sizes: [None; 3],
-            layer_bitrates: [0; 3],
-            simulcast: false,
-            capture: None,
-            clock_rate: 48_000,
-            vp8: None,
-            red: None,
-            ext: Default::default(),
-            payload: Arc::from(vec![0xf8, 0xff, 0xfe]),
-            arrival: p.now,
-        };
-        p.peer.handle_forward(&Arc::new(pkt));
+        p.peer.handle_forward(&common::opus_packet(track, i, p.now));
         let out = p.run(FRAME);
         assert_eq!(disconnected_at(&out, p.now), None, "closed although SRTCP kept arriving");
     }

@@ -2,7 +2,9 @@
 //! - the server's candidate in every bundled m-section (aiortc reads the last one);
 //! - feedback lines written with a trailing space still negotiated (Pion writes `a=rtcp-fb:96 transport-cc `);
 //! - `a=ssrc-group:FID` before the `a=ssrc` lines (Pion v3 reads them in order and otherwise takes the RTX SSRC for
-//!   an unknown stream).
+//!   an unknown stream);
+//! - no packet on an SSRC the SDP does not declare (str0m probed on SSRC 0 when no stream could carry probes);
+//! - the first m-line (the BUNDLE tag) made inactive, never stopped (Chrome lost its connection).
 
 mod common;
 
@@ -131,4 +133,33 @@ fn the_first_m_line_is_made_inactive_not_stopped() {
     let (sections, _) = layout(&offer);
     assert!(sections[1].0.starts_with("video 0 "), "a later m-line is stopped: {offer}");
     assert!(!p.peer.is_closed());
+}
+
+#[test]
+fn every_ssrc_a_subscriber_receives_is_in_its_sdp() {
+    // Audio only, estimation on: no stream can carry probes as RTX. str0m's fallback sent them on SSRC 0.
+    let mut p = Pair::with_bwe(str0m::bwe::Bitrate::kbps(300), |b| {
+        b.set_rtp_mode(true).clear_codecs().enable_opus(true, false)
+    });
+    let track = sfu::id::TrackId(11);
+    p.peer.add_downtrack(track, MediaKind::Audio, sfu::id::PeerId(9));
+    let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
+    let answer = p.client.sdp_api().accept_offer(str0m::change::SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
+    p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).unwrap();
+    let declared: std::collections::BTreeSet<u32> = offer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=ssrc:"))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut padded = 0u64;
+    for i in 0..500u64 {
+        p.peer.handle_forward(&common::opus_packet(track, i, p.now));
+        let out = p.run(Duration::from_millis(20));
+        seen.extend(out.rtp_ssrcs.iter().copied());
+        padded += out.link_padding_bytes;
+    }
+    assert!(!seen.is_empty(), "nothing received");
+    let undeclared: Vec<_> = seen.difference(&declared).collect();
+    assert!(undeclared.is_empty(), "SSRCs {undeclared:?} not in the SDP (declared {declared:?}); padding bytes {padded}");
 }

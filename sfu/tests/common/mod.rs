@@ -50,6 +50,8 @@ pub struct Out {
     pub link_padding_bytes: u64,
     /// Of `link_bytes`: RTX datagrams (retransmissions, and probes str0m makes of resent media).
     pub link_rtx_bytes: u64,
+    /// The SSRC of every server → client RTP datagram (media, RTX, padding, probes).
+    pub rtp_ssrcs: std::collections::BTreeSet<u32>,
 }
 
 /// A bottleneck on the server → client path: a capacity, a drop-tail queue holding at most `queue` of data at
@@ -228,6 +230,7 @@ impl Pair {
                 PeerOutput::Timeout(t) => return t,
                 PeerOutput::Transmit(t) => {
                     if is_rtp(&t.contents) {
+                        out.rtp_ssrcs.insert(u32::from_be_bytes([t.contents[8], t.contents[9], t.contents[10], t.contents[11]]));
                         let n = self.rtp_to_client;
                         self.rtp_to_client += 1;
                         if (self.lose)(n) {
@@ -413,4 +416,32 @@ impl Vp8Layer {
         self.tl0 = self.tl0.wrapping_add(1);
         out
     }
+}
+
+/// Opus packet `i` of audio `track` (20 ms apart, a 3-byte silent frame), as a publisher's peer hands it on.
+pub fn opus_packet(track: TrackId, i: u64, arrival: Instant) -> Arc<ForwardPacket> {
+    let mut cc = str0m::format::CodecConfig::empty();
+    cc.enable_opus(true, false);
+    let params = *cc.find(|c| c.spec().codec == Codec::Opus).expect("Opus configured");
+    Arc::new(ForwardPacket {
+        track,
+        kind: MediaKind::Audio,
+        params,
+        seq_no: 1000 + i,
+        timestamp: (i as u32).wrapping_mul(960),
+        marker: i == 0,
+        keyframe: sfu::keyframe::KeyframeStart::Unknown,
+        layer: 0,
+        live_layers: 0b001,
+        layer_sizes: [None; 3],
+        layer_bitrates: [0; 3],
+        simulcast: false,
+        capture: None,
+        clock_rate: 48_000,
+        vp8: None,
+        red: None,
+        ext: Default::default(),
+        payload: Arc::from(vec![0xf8, 0xff, 0xfe]),
+        arrival,
+    })
 }

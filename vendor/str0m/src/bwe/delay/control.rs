@@ -13,6 +13,8 @@ const MAX_RTT_HISTORY_WINDOW: usize = 32;
 const UPDATE_INTERVAL: Duration = Duration::from_millis(25);
 /// The maximum time we keep updating our estimate without receiving a TWCC report.
 const MAX_TWCC_GAP: Duration = Duration::from_millis(500);
+/// The shortest wait before a stale hypothesis is checked again (Courier patch: was the RTT, unbounded below).
+const MIN_STALE_RECHECK: Duration = Duration::from_millis(5);
 /// RFC 6298: Exponentially Weighted Moving Average smoothing factor for RTT (alpha = 1/8)
 const RTT_SMOOTHING_FACTOR: f64 = 0.125;
 
@@ -120,10 +122,13 @@ impl DelayController {
             // no longer be considered valid. We need another TWCC report before we can update
             // estimates.
             self.hypothesis_stale = true;
+            // Nothing changes before the next report (it updates at once); the RTT only paces the re-check, with
+            // a floor: on a LAN or loopback the RTT is well under a millisecond (zero in a simulation), and waking
+            // once per RTT until the next report (50–100 ms later) is a busy loop.
             let next_timeout_in = self
                 .get_smoothed_rtt()
                 .unwrap_or(MAX_TWCC_GAP)
-                .min(UPDATE_INTERVAL);
+                .clamp(MIN_STALE_RECHECK, UPDATE_INTERVAL);
 
             // Set this even if we didn't update, otherwise we get stuck in a poll -> handle loop
             // that starves the run loop.
@@ -234,3 +239,23 @@ impl DelayController {
                 .min(UPDATE_INTERVAL * 2)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_hypothesis_is_not_rechecked_in_a_busy_loop() {
+        // A tiny RTT (loopback) or none at all (a simulation): the next timeout still moves forward by at least
+        // MIN_STALE_RECHECK, or a caller that waits for it spins.
+        for rtt in [Duration::ZERO, Duration::from_micros(100)] {
+            let mut c = DelayController::new(Bitrate::kbps(300));
+            c.update_rtt(rtt);
+            let now = Instant::now() + Duration::from_secs(1);
+            c.handle_timeout(None, now);
+            assert!(c.poll_timeout() >= now + MIN_STALE_RECHECK, "rtt {rtt:?}");
+            assert!(c.poll_timeout() <= now + UPDATE_INTERVAL);
+        }
+    }
+}
+
