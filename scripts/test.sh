@@ -48,6 +48,7 @@ else
 fi
 echo "== interop matrix (Chromium, webrtc-rs, Pion, aiortc, GStreamer in one room; docs/interop.md)"
 node --test interop/
+python3 -m unittest discover -s interop -p '*_test.py'
 if [ "$(id -u)" -eq 0 ]; then
     bash interop/run.sh --ci
 else

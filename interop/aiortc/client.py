@@ -15,8 +15,8 @@ aiortc specifics:
   video = packets with the marker bit, audio = packets, RTX unwrapped, duplicates (same SSRC and sequence number)
   counted once. The decoded frames from track.recv() are reported too, as "decoded".
 """
-import argparse
 import asyncio
+import os
 import fractions
 import json
 import math
@@ -34,9 +34,9 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from contract import (Counter, contract_parser, fill_counts, new_report, now_ms, sdp_notes,  # noqa: E402
+                      undeclared_ssrc_notes, write_report)
 
 
 # ---------------------------------------------------------------------------------------------- generated media
@@ -98,21 +98,6 @@ class PatternTrack(VideoStreamTrack):
 
 
 # ---------------------------------------------------------------------------------------------- counting
-
-class Counter:
-    def __init__(self, ws, we):
-        self.ws, self.we = ws, we
-        self.window = 0
-        self.total = 0
-        self.first_ms = None
-
-    def add(self, t):
-        self.total += 1
-        if self.first_ms is None:
-            self.first_ms = t
-        if self.ws <= t < self.we:
-            self.window += 1
-
 
 class Stats:
     def __init__(self, args):
@@ -208,78 +193,13 @@ RTCRtpReceiver._handle_rtp_packet = _counting_handle_rtp
 
 # ---------------------------------------------------------------------------------------------- SDP helpers
 
-def sdp_fixup_candidates(sdp: str) -> str:
-    """WORKAROUND (only with --sdp-fixup; off by default so the matrix tests the server): copy the server's
-    a=candidate lines into every m-section that has none. aiortc takes the remote candidates of a BUNDLE group from
-    the last bundled m-section, and older Courier builds put them only in the first one."""
-    lines = sdp.split("\r\n")
-    sections = [[]]
-    for ln in lines:
-        if ln.startswith("m="):
-            sections.append([])
-        sections[-1].append(ln)
-    cands = []
-    for sec in sections[1:]:
-        cands = [ln for ln in sec if ln.startswith("a=candidate:") or ln == "a=end-of-candidates"]
-        if cands:
-            break
-    if not cands:
-        return sdp
-    out = list(sections[0])
-    for sec in sections[1:]:
-        if not any(ln.startswith("a=candidate:") for ln in sec) and not sec[0].split(" ")[1:2] == ["0"]:
-            body = [ln for ln in sec if ln != ""]
-            sec = body + cands + ([""] if sec and sec[-1] == "" else [])
-        out.extend(sec)
-    return "\r\n".join(out)
-
-
-def sdp_ssrcs_by_mid(sdp: str):
-    res, mid = {}, None
-    for ln in sdp.split("\r\n"):
-        if ln.startswith("m="):
-            mid = None
-        elif ln.startswith("a=mid:"):
-            mid = ln[6:]
-            res.setdefault(mid, set())
-        elif ln.startswith("a=ssrc:") and mid is not None:
-            res[mid].add(int(ln[7:].split(" ")[0]))
-    return res
-
-
-def sdp_candidate_sections(sdp: str):
-    """How many m-sections there are, and how many carry a=candidate lines."""
-    n = with_c = 0
-    has = False
-    for ln in sdp.split("\r\n") + ["m=end"]:
-        if ln.startswith("m="):
-            if n:
-                with_c += has
-            n += 1
-            has = False
-        elif ln.startswith("a=candidate:"):
-            has = True
-    return n - 1, with_c
-
-
 # ---------------------------------------------------------------------------------------------- the client
 
 class Client:
     def __init__(self, args):
         self.args = args
-        self.report = {
-            "stack": "aiortc",
-            "stack_version": f"aiortc {aiortc.__version__} (PyAV {av.__version__}, websockets {websockets.__version__})",
-            "participant_id": None,
-            "joined_ms": None,
-            "connected_ms": None,
-            "states": [],
-            "closed_early": None,
-            "sent": [],
-            "received": [],
-            "errors": [],
-            "notes": [],
-        }
+        self.report = new_report(
+            "aiortc", f"aiortc {aiortc.__version__} (PyAV {av.__version__}, websockets {websockets.__version__})")
         self.ws = None
         self.pc = None
         self.next_offer_id = 1
@@ -403,20 +323,9 @@ class Client:
                                     {"mid": vt.mid, "source": "camera", "name": "pattern"}]})
 
     def remote_sdp(self, sdp):
-        n, with_c = sdp_candidate_sections(sdp)
-        if with_c < n:
-            self.note(f"server SDP has a=candidate in {with_c} of {n} m-sections")
-        if self.args.sdp_fixup:
-            fixed = sdp_fixup_candidates(sdp)
-            if fixed != sdp:
-                self.note("client workaround --sdp-fixup: copied the server's a=candidate lines into every m-section")
-            sdp = fixed
+        for text in sdp_notes(sdp, self.remote_ssrcs):
+            self.note(text)
         return sdp
-
-    def check_ssrcs(self, sdp):
-        # Union over every server offer: a stopped m-line's last offer has no a=ssrc any more.
-        for mid, ssrcs in sdp_ssrcs_by_mid(sdp).items():
-            self.remote_ssrcs.setdefault(mid, set()).update(ssrcs)
 
     async def read_loop(self):
         try:
@@ -462,7 +371,6 @@ class Client:
                 return  # impolite: our own offer is outstanding; the server sends a fresh one later
             sdp = self.remote_sdp(msg["sdp"])
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            self.check_ssrcs(sdp)
             ans = await self.pc.createAnswer()
             await self.pc.setLocalDescription(ans)
             await self.send({"type": "answer", "id": msg["id"], "sdp": self.pc.localDescription.sdp})
@@ -483,30 +391,11 @@ class Client:
                 self.end_early(f"server error {msg.get('code')}")
 
     def finish(self):
-        r = self.report
-        if r["connected_ms"] is None and r["joined_ms"] is not None:
-            r["errors"].append("the peer connection never connected")
-        for mid, kind in self.local_mids.items():
-            c = STATS.sent_by_ssrc[self.sent_mid_ssrc[mid]][1]
-            r["sent"].append({"mid": mid, "kind": kind, "track_id": self.own_tracks.get(mid),
-                              "units": "frames" if kind == "video" else "packets",
-                              "window": c.window, "total": c.total})
-        for sub in self.subscribed.values():
-            mid = sub["mid"]
-            c = STATS.recv_by_mid.get(mid)
-            r["received"].append({"track_id": sub["track_id"], "participant_id": sub["participant_id"],
-                                  "kind": sub["kind"], "mid": mid,
-                                  "units": "frames" if sub["kind"] == "video" else "packets",
-                                  "first_ms": c.first_ms if c else None,
-                                  "window": c.window if c else 0, "total": c.total if c else 0,
-                                  "decoded": STATS.decoded_by_mid.get(mid, 0)})
-        declared = self.remote_ssrcs
-        for mid, ssrcs in STATS.ssrcs_by_mid.items():
-            extra = ssrcs - declared.get(mid, set())
-            if declared.get(mid) and extra:
-                self.note(f"RTP on mid {mid} from SSRC(s) {sorted(extra)} not in the server's SDP")
-            if not declared.get(mid):
-                self.note(f"server SDP declares no a=ssrc for mid {mid}; aiortc routed it by payload type")
+        fill_counts(self.report, self.local_mids, self.own_tracks,
+                    lambda mid, kind: STATS.sent_by_ssrc[self.sent_mid_ssrc[mid]][1],
+                    self.subscribed, STATS.recv_by_mid.get, lambda mid: STATS.decoded_by_mid.get(mid, 0))
+        for text in undeclared_ssrc_notes(STATS.ssrcs_by_mid, self.remote_ssrcs):
+            self.note(text)
 
 
 async def amain(args):
@@ -536,25 +425,11 @@ async def amain(args):
         except Exception as e:
             traceback.print_exc()
             client.report["errors"].append(f"report: {e!r}")
-        with open(args.report, "w") as f:
-            json.dump(client.report, f, indent=1)
-    if client.report["closed_early"] is not None or client.report["connected_ms"] is None:
-        return 1
-    return 0
+    return write_report(args.report, client.report)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--url", required=True)
-    p.add_argument("--token", required=True)
-    p.add_argument("--duration", type=float, required=True)
-    p.add_argument("--window-start", type=int, required=True)
-    p.add_argument("--window-end", type=int, required=True)
-    p.add_argument("--report", required=True)
-    p.add_argument("--sdp-fixup", action="store_true",
-                   help="WORKAROUND: copy the server's a=candidate lines into every m-section (off by default)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="log signaling to stderr (-vv: whole SDPs)")
-    args = p.parse_args()
+    args = contract_parser(__doc__.split("\n")[0]).parse_args()
     try:
         code = asyncio.run(asyncio.wait_for(amain(args), args.duration + 60))
     except asyncio.TimeoutError:

@@ -17,7 +17,6 @@ webrtcbin specifics:
 - TWCC: the transport-wide-cc header extension is put in the payloader caps (extmap-N); webrtcbin 1.22 then offers
   it and `a=rtcp-fb:* transport-cc`. NACK/RTX: `do-nack` on every transceiver.
 """
-import argparse
 import asyncio
 import hashlib
 import json
@@ -37,12 +36,12 @@ gi.require_version("GstSdp", "1.0")
 from gi.repository import Gio, Gst, GstSdp, GstWebRTC  # noqa: E402
 import websockets  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from contract import (Counter, contract_parser, fill_counts, new_report, now_ms, sdp_notes,  # noqa: E402
+                      sdp_sections, undeclared_ssrc_notes, write_report)
+
 TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 VIDEO_PT, AUDIO_PT = 96, 111
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def ecdsa_certificate():
@@ -61,21 +60,6 @@ def ecdsa_certificate():
     der = bytes(Gio.TlsCertificate.new_from_pem(pem, -1).props.certificate)
     fp = ":".join("%02X" % b for b in hashlib.sha256(der).digest())
     return pem, fp
-
-
-class Counter:
-    def __init__(self, ws, we):
-        self.ws, self.we = ws, we
-        self.window = 0
-        self.total = 0
-        self.first_ms = None
-
-    def add(self, t):
-        self.total += 1
-        if self.first_ms is None:
-            self.first_ms = t
-        if self.ws <= t < self.we:
-            self.window += 1
 
 
 def buffers_of(info):
@@ -120,59 +104,12 @@ def rtp_ext_ids(buf):
     return ids
 
 
-def sdp_sections(sdp: str):
-    """[(mid, kind, lines)] for each m-section of an SDP text."""
-    out = []
-    for ln in sdp.replace("\r\n", "\n").split("\n"):
-        if ln.startswith("m="):
-            out.append([None, ln[2:].split(" ")[0], [ln]])
-        elif out:
-            out[-1][2].append(ln)
-            if ln.startswith("a=mid:"):
-                out[-1][0] = ln[6:].strip()
-    return out
-
-
-def sdp_fixup_candidates(sdp: str) -> str:
-    """WORKAROUND (only with --sdp-fixup; off by default so the matrix tests the server): copy the server's
-    a=candidate lines into every m-section that has none (older Courier builds put them only in the first)."""
-    lines = sdp.split("\r\n")
-    secs = [[]]
-    for ln in lines:
-        if ln.startswith("m="):
-            secs.append([])
-        secs[-1].append(ln)
-    cands = next(([ln for ln in s if ln.startswith("a=candidate:")] for s in secs[1:]
-                  if any(ln.startswith("a=candidate:") for ln in s)), [])
-    if not cands:
-        return sdp
-    out = list(secs[0])
-    for s in secs[1:]:
-        if not any(ln.startswith("a=candidate:") for ln in s):
-            trail = s[-1] == ""
-            s = [ln for ln in s if ln != ""] + cands + ([""] if trail else [])
-        out.extend(s)
-    return "\r\n".join(out)
-
-
 class Client:
     def __init__(self, args, loop):
         self.args = args
         self.loop = loop
-        self.report = {
-            "stack": "gstreamer",
-            "stack_version": f"GStreamer webrtcbin {Gst.version_string().split(' ')[-1]} (PyGObject, websockets "
-                             f"{websockets.__version__})",
-            "participant_id": None,
-            "joined_ms": None,
-            "connected_ms": None,
-            "states": [],
-            "closed_early": None,
-            "sent": [],
-            "received": [],
-            "errors": [],
-            "notes": [],
-        }
+        self.report = new_report("gstreamer", f"GStreamer webrtcbin {Gst.version_string().split(' ')[-1]} "
+                                              f"(PyGObject, websockets {websockets.__version__})")
         self.lock = threading.Lock()
         self.ws = None
         self.pipe = None
@@ -413,19 +350,8 @@ class Client:
     # ------------------------------------------------------------------------------------------ signaling
 
     def remote_sdp(self, text):
-        secs = sdp_sections(text)
-        live = [s for s in secs if not s[2][0].split(" ")[1] == "0"]
-        with_c = [s for s in live if any(ln.startswith("a=candidate:") for ln in s[2])]
-        if len(with_c) < len(live):
-            self.note(f"server SDP has a=candidate in {len(with_c)} of {len(live)} m-sections")
-        for mid, kind, lines in secs:
-            self.remote_ssrcs.setdefault(mid, set()).update(
-                int(ln[7:].split(" ")[0]) for ln in lines if ln.startswith("a=ssrc:"))
-        if self.args.sdp_fixup:
-            fixed = sdp_fixup_candidates(text)
-            if fixed != text:
-                self.note("client workaround --sdp-fixup: copied the server's a=candidate lines into every m-section")
-            text = fixed
+        for note in sdp_notes(text, self.remote_ssrcs):
+            self.note(note)
         res, msg = GstSdp.SDPMessage.new_from_text(text)
         if res != GstSdp.SDPResult.OK:
             raise RuntimeError(f"cannot parse the server SDP: {res}")
@@ -627,34 +553,15 @@ class Client:
                 t.cancel()
 
     def finish(self):
-        r = self.report
-        if r["connected_ms"] is None and r["joined_ms"] is not None:
-            r["errors"].append("the peer connection never connected")
-        for mid, kind in self.local_mids.items():
-            c = self.sent[kind]
-            r["sent"].append({"mid": mid, "kind": kind, "track_id": self.own_tracks.get(mid),
-                              "units": "frames" if kind == "video" else "packets",
-                              "window": c.window, "total": c.total})
-        for sub in self.subscribed.values():
-            mid = sub["mid"]
-            c = self.recv.get(mid)
-            r["received"].append({"track_id": sub["track_id"], "participant_id": sub["participant_id"],
-                                  "kind": sub["kind"], "mid": mid,
-                                  "units": "frames" if sub["kind"] == "video" else "packets",
-                                  "first_ms": c.first_ms if c else None,
-                                  "window": c.window if c else 0, "total": c.total if c else 0,
-                                  "decoded": self.decoded.get(mid, 0)})
+        fill_counts(self.report, self.local_mids, self.own_tracks, lambda mid, kind: self.sent[kind],
+                    self.subscribed, self.recv.get, lambda mid: self.decoded.get(mid, 0))
         for kind, ids in self.sent_ext_ids.items():
             self.note(f"sent {kind} RTP header extension ids: {sorted(ids)} (TWCC is id 3: "
                       f"{'present' if 3 in ids else 'absent'})")
         for mid, ids in self.recv_ext_ids.items():
             self.note(f"received RTP on mid {mid} header extension ids: {sorted(ids)}")
-        for mid, ssrcs in self.recv_ssrcs.items():
-            declared = self.remote_ssrcs.get(mid, set())
-            if declared and ssrcs - declared:
-                self.note(f"RTP on mid {mid} from SSRC(s) {sorted(ssrcs - declared)} not in the server's SDP")
-            if not declared:
-                self.note(f"server SDP declares no a=ssrc for mid {mid}")
+        for note in undeclared_ssrc_notes(self.recv_ssrcs, self.remote_ssrcs):
+            self.note(note)
 
 
 async def amain(args):
@@ -679,28 +586,15 @@ async def amain(args):
         except Exception as e:  # noqa: BLE001
             traceback.print_exc()
             client.report["errors"].append(f"report: {e!r}")
-        with open(args.report, "w") as f:
-            json.dump(client.report, f, indent=1)
-    if client.report["closed_early"] is not None or client.report["connected_ms"] is None:
-        return 1
-    return 0
+    return write_report(args.report, client.report)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--url", required=True)
-    p.add_argument("--token", required=True)
-    p.add_argument("--duration", type=float, required=True)
-    p.add_argument("--window-start", type=int, required=True)
-    p.add_argument("--window-end", type=int, required=True)
-    p.add_argument("--report", required=True)
-    p.add_argument("--sdp-fixup", action="store_true",
-                   help="WORKAROUND: copy the server's a=candidate lines into every m-section (off by default)")
+    p = contract_parser(__doc__.split("\n")[0])
     p.add_argument("--ecdsa-cert", action="store_true",
                    help="use an ECDSA DTLS certificate instead of GStreamer's own RSA one")
     p.add_argument("--keepalive-conncheck", action="store_true",
                    help="make libnice keep the pair alive with binding requests instead of indications")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="log signaling to stderr (-vv: whole SDPs)")
     args = p.parse_args()
     Gst.init(None)
     try:
