@@ -47,4 +47,3 @@ fn tcp_candidates_trickled_first_do_not_close_the_peer() {
     assert!(events.iter().any(|e| matches!(e, PeerEvent::Connected)), "{events:?}");
     assert!(!p.peer.is_closed());
 }
-

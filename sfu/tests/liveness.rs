@@ -63,7 +63,10 @@ fn a_publisher_sending_media_without_stun_stays() {
 fn a_subscriber_sending_only_rtcp_without_stun_stays() {
     // The client only receives audio; all it sends back is SRTCP (receiver reports every second).
     let mut p = Pair::with_client(|b| {
-        b.set_rtp_mode(true).clear_codecs().enable_opus(true, false).set_rtcp_report_interval_audio(Duration::from_secs(1))
+        b.set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_rtcp_report_interval_audio(Duration::from_secs(1))
     });
     let track = TrackId(11);
     p.peer.add_downtrack(track, MediaKind::Audio, PeerId(9));

@@ -78,7 +78,10 @@ fn rtx_groups_come_before_the_ssrc_lines() {
     let (_, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
     let video = m_sections(&offer).into_iter().find(|m| m.starts_with("video")).expect("a video m-section");
     let lines: Vec<&str> = video.lines().collect();
-    let group = lines.iter().position(|l| l.starts_with("a=ssrc-group:FID ")).unwrap_or_else(|| panic!("an RTX group: {video}"));
+    let group = lines
+        .iter()
+        .position(|l| l.starts_with("a=ssrc-group:FID "))
+        .unwrap_or_else(|| panic!("an RTX group: {video}"));
     let first_ssrc = lines.iter().position(|l| l.starts_with("a=ssrc:")).expect("SSRC lines");
     assert!(group < first_ssrc, "the FID group after the SSRC lines: {video}");
 }
@@ -161,5 +164,8 @@ fn every_ssrc_a_subscriber_receives_is_in_its_sdp() {
     }
     assert!(!seen.is_empty(), "nothing received");
     let undeclared: Vec<_> = seen.difference(&declared).collect();
-    assert!(undeclared.is_empty(), "SSRCs {undeclared:?} not in the SDP (declared {declared:?}); padding bytes {padded}");
+    assert!(
+        undeclared.is_empty(),
+        "SSRCs {undeclared:?} not in the SDP (declared {declared:?}); padding bytes {padded}"
+    );
 }

@@ -230,7 +230,12 @@ impl Pair {
                 PeerOutput::Timeout(t) => return t,
                 PeerOutput::Transmit(t) => {
                     if is_rtp(&t.contents) {
-                        out.rtp_ssrcs.insert(u32::from_be_bytes([t.contents[8], t.contents[9], t.contents[10], t.contents[11]]));
+                        out.rtp_ssrcs.insert(u32::from_be_bytes([
+                            t.contents[8],
+                            t.contents[9],
+                            t.contents[10],
+                            t.contents[11],
+                        ]));
                         let n = self.rtp_to_client;
                         self.rtp_to_client += 1;
                         if (self.lose)(n) {
