@@ -315,7 +315,8 @@ fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock time, ms since the UNIX epoch.
+pub fn now_ms() -> u64 {
     now_us() / 1000
 }
 
@@ -770,11 +771,6 @@ impl Client {
     /// pile up in webrtc-rs' per-track queue and are then dropped there; they are not counted.
     pub fn set_media_reading(&self, on: bool) {
         let _ = self.reading.send(on);
-    }
-
-    /// The interop units counted so far.
-    pub fn units(&self) -> Units {
-        lock(&self.shared.units).clone()
     }
 
     /// The interop unit counters, to read after [`Client::leave`] consumed the client.

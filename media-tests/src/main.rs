@@ -653,7 +653,7 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
             return Err(e).with_context(|| format!("joining via {}", args.url));
         }
     };
-    interop.joined_ms = unix_ms();
+    interop.joined_ms = media_tests::client::now_ms();
 
     let end = tokio::time::Instant::now() + args.duration;
     let stop_reading_at = args.stop_reading_after.map(|d| tokio::time::Instant::now() + d);
@@ -715,10 +715,6 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     Ok(if closed_early { ExitCode::from(3) } else { ExitCode::SUCCESS })
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// The webrtc-rs version (the workspace pins `webrtc = "=0.21.1"`).
 const WEBRTC_RS_VERSION: &str = "webrtc-rs 0.21.1";
 
@@ -737,7 +733,7 @@ struct InteropLog {
 impl InteropLog {
     fn event(&mut self, event: &ClientEvent) {
         match event {
-            ClientEvent::ConnectionState(state) => self.states.push((unix_ms(), state.clone())),
+            ClientEvent::ConnectionState(state) => self.states.push((media_tests::client::now_ms(), state.clone())),
             ClientEvent::TrackPublished { track, own: true, .. } => {
                 self.own.push((track.mid.clone().unwrap_or_default(), track.kind, track.id.clone()))
             }

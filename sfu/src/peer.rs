@@ -1102,13 +1102,11 @@ impl Peer {
         // of the group) makes Chrome move the bundle to a new transport, which it never connects: the peer is
         // lost. That m-line is made inactive instead and stays, unused.
         let rtc = &self.rtc;
-        let is_bundle_tag = |mid: Mid| rtc.media(mid).is_some_and(|m| m.index() == 0);
-        let keep_inactive: Vec<Mid> = self
+        let bundle_tag: Option<Mid> = self
             .downtracks
             .iter()
             .filter_map(|d| if let DownTrackState::ToStop(mid) = d.state { Some(mid) } else { None })
-            .filter(|mid| is_bundle_tag(*mid))
-            .collect();
+            .find(|mid| rtc.media(*mid).is_some_and(|m| m.index() == 0));
         let mut api = self.rtc.sdp_api();
         let mut subscribed = Vec::new();
         for dt in &mut self.downtracks {
@@ -1125,7 +1123,7 @@ impl Peer {
                     subscribed.push((dt.track, mid));
                 }
                 DownTrackState::ToStop(mid) => {
-                    if keep_inactive.contains(&mid) {
+                    if bundle_tag == Some(mid) {
                         api.set_direction(mid, Direction::Inactive);
                     } else {
                         api.stop_media(mid);
