@@ -5,7 +5,7 @@
  *
  * It exists so that the client never touches a WebSocket itself: {@link SignalSocket} opens it, says when it is
  * open, hands over each message parsed (or says it was not JSON), sends objects as JSON (only while open), and
- * reports the close code once. Once {@link SignalSocket#detach detached} it reports nothing more, so a socket the
+ * reports the close code once. The protocol's close codes and errors ({@link CourierError}) are here too. Once {@link SignalSocket#detach detached} it reports nothing more, so a socket the
  * client gave up on cannot disturb the session that replaced it.
  *
  * @module signal
@@ -46,6 +46,23 @@ export const RECONNECT_CODES = Object.freeze([1001, 1005, 1006, 1011, 1012, 1013
  */
 export function describeCloseCode(code) {
   return /** @type {Record<number,string>} */ (CLOSE_CODES)[code] ?? `closed (code ${code})`;
+}
+
+/** An error with a protocol error code (or a client-side one: `timeout`, `closed`, `media_unavailable`, …). */
+export class CourierError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {object} [extra]
+   */
+  constructor(code, message, extra) {
+    super(message);
+    this.name = 'CourierError';
+    this.code = code;
+    /** @type {number|undefined} the WebSocket close code, when the server closed the socket */
+    this.closeCode = undefined;
+    Object.assign(this, extra);
+  }
 }
 
 /**
