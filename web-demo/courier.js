@@ -15,8 +15,8 @@
  * timers and the queue that serializes message handling and negotiation, and asks the parts that decide:
  * signal.js (the socket and close codes), negotiation.js (offer ids, glare, candidates; pure state),
  * room-state.js (participants, subscriptions, received tracks, stream states; pure state), publisher.js (own
- * tracks, simulcast, dynacast), reconnect.js (when and how often to join again; pure state) and chat.js. Every
- * event it emits is listed, with its detail, in events.js.
+ * tracks, simulcast, dynacast), reconnect.js (when and how often to join again; pure state), stats.js (getStats rows
+ * labelled with track ids) and chat.js. Every event it emits is listed, with its detail, in events.js.
  *
  * Negotiation rules (protocol.md, "Glare"): the client is the impolite side. While its own offer is outstanding
  * (sent, no answer with the same `id` yet) it ignores server offers; the server answers the client's offer and then
@@ -32,6 +32,7 @@ import { Publisher, offerTracks } from './publisher.js';
 import { ReconnectState, shouldReconnect } from './reconnect.js';
 import { RoomState, toParticipant } from './room-state.js';
 import { CourierError, PROTOCOL_VERSION, SignalSocket, describeCloseCode, tokenClaims } from './signal.js';
+import { inboundRows, outboundRows } from './stats.js';
 
 export { Chat, ChatState, directConversation, roomConversation } from './chat.js';
 export { CLOSE_CODES, CourierError, PROTOCOL_VERSION, RECONNECT_CODES, describeCloseCode, tokenClaims } from './signal.js';
@@ -615,86 +616,14 @@ export class CourierClient extends EventTarget {
    * `totals.framesDecoded` and `totals.audioPacketsReceived` sum over all streams.
    */
   async inboundStats() {
-    /** @type {any[]} */ const video = [];
-    /** @type {any[]} */ const audio = [];
-    const totals = { framesDecoded: 0, videoPacketsReceived: 0, audioPacketsReceived: 0 };
-    if (!this.pc) return { video, audio, totals };
-    const report = await this.pc.getStats();
-    report.forEach((s) => {
-      if (s.type !== 'inbound-rtp') return;
-      const kind = s.kind ?? s.mediaType;
-      const sub = s.mid != null ? this.roomState.subscriptionByMid(String(s.mid)) : undefined;
-      const codec = s.codecId ? report.get(s.codecId)?.mimeType ?? null : null;
-      const base = {
-        trackId: sub?.trackId ?? null,
-        participantId: sub?.participantId ?? null,
-        mid: s.mid ?? null,
-        ssrc: s.ssrc,
-        codec,
-        packetsReceived: s.packetsReceived ?? 0,
-        packetsLost: s.packetsLost ?? 0,
-        bytesReceived: s.bytesReceived ?? 0,
-        jitter: s.jitter ?? null,
-      };
-      if (kind === 'video') {
-        video.push({
-          ...base,
-          framesReceived: s.framesReceived ?? 0,
-          framesDecoded: s.framesDecoded ?? 0,
-          framesDropped: s.framesDropped ?? 0,
-          keyFramesDecoded: s.keyFramesDecoded ?? 0,
-          frameWidth: s.frameWidth ?? 0,
-          frameHeight: s.frameHeight ?? 0,
-          framesPerSecond: s.framesPerSecond ?? 0,
-          nackCount: s.nackCount ?? 0,
-          pliCount: s.pliCount ?? 0,
-        });
-        totals.framesDecoded += s.framesDecoded ?? 0;
-        totals.videoPacketsReceived += s.packetsReceived ?? 0;
-      } else if (kind === 'audio') {
-        audio.push({
-          ...base,
-          totalSamplesReceived: s.totalSamplesReceived ?? 0,
-          concealedSamples: s.concealedSamples ?? 0,
-          audioLevel: s.audioLevel ?? null,
-          totalAudioEnergy: s.totalAudioEnergy ?? 0,
-        });
-        totals.audioPacketsReceived += s.packetsReceived ?? 0;
-      }
-    });
-    return { video, audio, totals };
+    const report = this.pc ? await this.pc.getStats() : null;
+    return inboundRows(report, (mid) => this.roomState.subscriptionByMid(mid));
   }
 
   /** Send-side statistics from `pc.getStats()` (outbound-rtp), labelled with own track ids. */
   async outboundStats() {
-    /** @type {any[]} */ const streams = [];
-    if (!this.pc) return streams;
-    const report = await this.pc.getStats();
-    report.forEach((s) => {
-      if (s.type !== 'outbound-rtp') return;
-      const local = this.localTracks.find((l) => l.mid != null && l.mid === s.mid);
-      // What the server reports back about this stream (RTCP receiver reports).
-      const rr = s.remoteId ? report.get(s.remoteId) : null;
-      streams.push({
-        trackId: local?.trackId ?? null,
-        kind: s.kind ?? s.mediaType,
-        mid: s.mid ?? null,
-        rid: s.rid ?? null,
-        ssrc: s.ssrc,
-        codec: s.codecId ? report.get(s.codecId)?.mimeType ?? null : null,
-        packetsSent: s.packetsSent ?? 0,
-        bytesSent: s.bytesSent ?? 0,
-        framesEncoded: s.framesEncoded ?? null,
-        frameWidth: s.frameWidth ?? null,
-        frameHeight: s.frameHeight ?? null,
-        framesPerSecond: s.framesPerSecond ?? null,
-        qualityLimitationReason: s.qualityLimitationReason ?? null,
-        remote: rr
-          ? { fractionLost: rr.fractionLost ?? null, rttMs: rr.roundTripTime != null ? rr.roundTripTime * 1000 : null }
-          : null,
-      });
-    });
-    return streams;
+    const report = this.pc ? await this.pc.getStats() : null;
+    return outboundRows(report, this.localTracks);
   }
 
   // ------------------------------------------------------------------ internals: socket

@@ -5,8 +5,9 @@
  *
  * It exists so that the client never touches a WebSocket itself: {@link SignalSocket} opens it, says when it is
  * open, hands over each message parsed (or says it was not JSON), sends objects as JSON (only while open), and
- * reports the close code once. The protocol's close codes and errors ({@link CourierError}) are here too. Once {@link SignalSocket#detach detached} it reports nothing more, so a socket the
- * client gave up on cannot disturb the session that replaced it.
+ * reports the close code once. Once {@link SignalSocket#detach detached} it reports nothing more, so a socket the
+ * client gave up on cannot disturb the session that replaced it. The protocol's close codes, which of them are worth
+ * a reconnect, and its errors ({@link CourierError}) are here too.
  *
  * @module signal
  */
