@@ -118,7 +118,7 @@ export class CourierClient extends EventTarget {
     /** @type {'new'|'connecting'|'joined'|'reconnecting'|'closed'} */
     this.state = 'new';
     /** The signaling socket of the current session. @type {SignalSocket|null} */
-    this.signal = null;
+    this._signal = null;
     /** @type {RTCPeerConnection|null} */
     this.pc = null;
     this.url = '';
@@ -129,11 +129,11 @@ export class CourierClient extends EventTarget {
     this.identity = '';
     this.name = '';
     /** Participants, subscriptions, received tracks, stream states, speakers (pure state; room-state.js). */
-    this.roomState = new RoomState((...a) => this._log(...a));
+    this._roomState = new RoomState((...a) => this._log(...a));
     /** Own tracks (publisher.js). */
-    this.publisher = new Publisher(this);
+    this._publisher = new Publisher(this);
     /** Offer ids, glare, candidates (pure state; negotiation.js). */
-    this.negotiation = new NegotiationState();
+    this._negotiation = new NegotiationState();
     /** Last measured signaling round trip (ping → pong), ms. @type {number|null} */
     this.rttMs = null;
     /** @type {{code:number, reason:string, leaveReason:string|null}|null} */
@@ -164,17 +164,17 @@ export class CourierClient extends EventTarget {
 
   /** The signaling WebSocket of the current session, if any. @returns {WebSocket|null} */
   get ws() {
-    return this.signal?.ws ?? null;
+    return this._signal?.ws ?? null;
   }
 
   /** Other participants, by id. @returns {Map<string, Participant>} */
   get participants() {
-    return this.roomState.participants;
+    return this._roomState.participants;
   }
 
   /** Tracks being received, by track id. @returns {Map<string, RemoteTrack>} */
   get remoteTracks() {
-    return this.roomState.remoteTracks;
+    return this._roomState.remoteTracks;
   }
 
   /**
@@ -182,27 +182,27 @@ export class CourierClient extends EventTarget {
    * `remoteTracks`). @returns {Map<string, StreamState>}
    */
   get streamStates() {
-    return this.roomState.streamStates;
+    return this._roomState.streamStates;
   }
 
   /** Who is talking, loudest first (`active_speakers`). @returns {{participant_id: string, level: number}[]} */
   get activeSpeakers() {
-    return this.roomState.activeSpeakers;
+    return this._roomState.activeSpeakers;
   }
 
   /** Own published (or being published) tracks, in publish order. @returns {LocalTrack[]} */
   get localTracks() {
-    return this.publisher.tracks;
+    return this._publisher.tracks;
   }
 
   /** The MediaStream of the captured camera/microphone (for a local preview). @returns {MediaStream|null} */
   get localStream() {
-    return this.publisher.localStream;
+    return this._publisher.localStream;
   }
 
   /** Whether an own screen share is published (or being published). */
   get sharingScreen() {
-    return this.publisher.tracks.some((l) => l.source === 'screen');
+    return this._publisher.tracks.some((l) => l.source === 'screen');
   }
 
   // ------------------------------------------------------------------ events
@@ -330,7 +330,7 @@ export class CourierClient extends EventTarget {
         this._joinWaiter.reject(new CourierError('bad_url', `cannot open ${this.url}: ${/** @type {Error} */ (err).message}`));
         return;
       }
-      this.signal = signal;
+      this._signal = signal;
     });
   }
 
@@ -373,7 +373,8 @@ export class CourierClient extends EventTarget {
     this._stopPing();
     this._dropSession();
     this.reconnectAttempt = 0;
-    this._reconnectLoop(new ReconnectState({ code, reason, now: Date.now(), timeoutMs: this.options.reconnectTimeoutMs, canRefreshToken }));
+    const timeoutMs = this.options.reconnectTimeoutMs;
+    this._reconnectLoop(new ReconnectState({ code, reason, now: Date.now(), timeoutMs, canRefreshToken }));
   }
 
   /**
@@ -383,9 +384,9 @@ export class CourierClient extends EventTarget {
   _dropSession() {
     this._session++;
     this._chain = Promise.resolve();
-    if (this.signal) {
-      this.signal.detach();
-      this.signal = null;
+    if (this._signal) {
+      this._signal.detach();
+      this._signal = null;
     }
     if (this.pc) {
       this.pc.onicecandidate = null;
@@ -395,9 +396,9 @@ export class CourierClient extends EventTarget {
       this.pc = null;
       this._emit('connection_state', { state: 'closed' });
     }
-    this._emitAll(this.roomState.dropSession());
-    this.publisher.dropSession();
-    this.negotiation.reset();
+    this._emitAll(this._roomState.dropSession());
+    this._publisher.dropSession();
+    this._negotiation.reset();
   }
 
   /**
@@ -425,10 +426,10 @@ export class CourierClient extends EventTarget {
         if (this.state !== 'reconnecting') return;
         const e = /** @type {CourierError} */ (err);
         this._log('reconnect attempt failed', attempt, e.message);
-        const opened = this.signal?.opened ?? false;
-        if (this.signal) {
-          this.signal.detach();
-          this.signal = null;
+        const opened = this._signal?.opened ?? false;
+        if (this._signal) {
+          this._signal.detach();
+          this._signal = null;
         }
         const verdict = r.onFailure(/** @type {any} */ (e).closeCode, opened, e.message);
         if (verdict.action === 'give_up') {
@@ -441,7 +442,7 @@ export class CourierClient extends EventTarget {
       this._startPing();
       this._emit('reconnected', { attempt, participantId: this.participantId });
       this.reconnectAttempt = 0;
-      this.publisher.republish();
+      this._publisher.republish();
       return;
     }
   }
@@ -456,7 +457,7 @@ export class CourierClient extends EventTarget {
    * @returns {Promise<Promise<LocalTrack>[]>}
    */
   publishMedia(want = { audio: true, video: true }) {
-    return this.publisher.publishMedia(want);
+    return this._publisher.publishMedia(want);
   }
 
   /**
@@ -466,7 +467,7 @@ export class CourierClient extends EventTarget {
    * @returns {Promise<LocalTrack>}
    */
   publishTrack(track, opts = {}) {
-    return this.publisher.publishTracks([{ track, ...opts }])[0];
+    return this._publisher.publishTracks([{ track, ...opts }])[0];
   }
 
   /**
@@ -477,7 +478,7 @@ export class CourierClient extends EventTarget {
    * @returns {Promise<LocalTrack>}
    */
   switchDevice(kind, deviceId) {
-    return this.publisher.switchDevice(kind, deviceId);
+    return this._publisher.switchDevice(kind, deviceId);
   }
 
   /**
@@ -488,12 +489,12 @@ export class CourierClient extends EventTarget {
    * @returns {Promise<LocalTrack>}
    */
   shareScreen(opts = {}) {
-    return this.publisher.shareScreen(opts);
+    return this._publisher.shareScreen(opts);
   }
 
   /** Stop sharing the screen (unpublish `screen` and `screen_audio`, release the capture). */
   stopScreenShare() {
-    return this.publisher.stopScreenShare();
+    return this._publisher.stopScreenShare();
   }
 
   /**
@@ -502,7 +503,7 @@ export class CourierClient extends EventTarget {
    * @returns {Promise<void>}
    */
   unpublishTrack(which) {
-    return this.publisher.unpublish(which);
+    return this._publisher.unpublish(which);
   }
 
   /**
@@ -512,7 +513,7 @@ export class CourierClient extends EventTarget {
    * @param {boolean} muted
    */
   setMuted(which, muted) {
-    this.publisher.setMuted(which, muted);
+    this._publisher.setMuted(which, muted);
   }
 
   // ------------------------------------------------------------------ receiving
@@ -559,7 +560,7 @@ export class CourierClient extends EventTarget {
    */
   async leave(timeoutMs = 2000) {
     if (this.state === 'closed') return;
-    const signal = this.signal;
+    const signal = this._signal;
     if (signal && signal.isOpen) {
       this._send({ type: 'leave' });
       await signal.closed(timeoutMs);
@@ -617,7 +618,7 @@ export class CourierClient extends EventTarget {
    */
   async inboundStats() {
     const report = this.pc ? await this.pc.getStats() : null;
-    return inboundRows(report, (mid) => this.roomState.subscriptionByMid(mid));
+    return inboundRows(report, (mid) => this._roomState.subscriptionByMid(mid));
   }
 
   /** Send-side statistics from `pc.getStats()` (outbound-rtp), labelled with own track ids. */
@@ -633,7 +634,7 @@ export class CourierClient extends EventTarget {
    * @param {object} msg
    */
   _send(msg) {
-    const signal = this.signal;
+    const signal = this._signal;
     if (!signal) {
       this._log('not sent (socket not open)', msg);
       return false;
@@ -677,7 +678,7 @@ export class CourierClient extends EventTarget {
    * @param {string} reason
    */
   _onSocketClose(signal, code, reason) {
-    if (signal !== this.signal) return;
+    if (signal !== this._signal) return;
     this._log('socket closed', code, reason);
     if (this._joinWaiter) {
       // Joining (first connect or a reconnect attempt): whoever waits decides what happens next.
@@ -701,16 +702,16 @@ export class CourierClient extends EventTarget {
     this.closeInfo = { code, reason, leaveReason: this._leaveReason };
     this._stopPing();
     this._joinWaiter?.reject(new CourierError('closed', reason, { closeCode: code }));
-    this.publisher.rejectWaiters((local) => new CourierError('closed', `closed before the ${local.kind} track was published`));
-    this._emitAll(this.roomState.removeAllRemote('closed'));
-    this.signal?.detach({ onlyIfOpen: true });
+    this._publisher.rejectWaiters((local) => new CourierError('closed', `closed before the ${local.kind} track was published`));
+    this._emitAll(this._roomState.removeAllRemote('closed'));
+    this._signal?.detach({ onlyIfOpen: true });
     if (this.pc) {
       this.pc.onicecandidate = null;
       this.pc.onconnectionstatechange = null;
       this.pc.ontrack = null;
       this.pc.close();
     }
-    this.publisher.releaseCapture();
+    this._publisher.releaseCapture();
     this._emit('closed', {
       code,
       reason,
@@ -737,15 +738,15 @@ export class CourierClient extends EventTarget {
       case 'subscribed':
       case 'unsubscribed':
       case 'active_speakers':
-        this._emitAll(this.roomState.apply(msg));
+        this._emitAll(this._roomState.apply(msg));
         return;
       case 'track_published':
-        if (msg.participant_id === this.participantId) this.publisher.onOwnTrackPublished({ ...msg.track });
-        this._emitAll(this.roomState.apply(msg));
+        if (msg.participant_id === this.participantId) this._publisher.onOwnTrackPublished({ ...msg.track });
+        this._emitAll(this._roomState.apply(msg));
         return;
       case 'track_unpublished':
-        this.publisher.forgetTrack(msg.track_id);
-        this._emitAll(this.roomState.apply(msg));
+        this._publisher.forgetTrack(msg.track_id);
+        this._emitAll(this._roomState.apply(msg));
         return;
       case 'offer':
         return this._onServerOffer(msg);
@@ -778,7 +779,7 @@ export class CourierClient extends EventTarget {
     this.identity = msg.participant?.identity ?? '';
     this.name = msg.participant?.name ?? this.identity;
     // What changed in the room while this client was away (on a rejoin).
-    this._emitAll(this.roomState.onJoined(msg, rejoin));
+    this._emitAll(this._roomState.onJoined(msg, rejoin));
     this._createPeerConnection();
     this._emit('joined', {
       room: this.room,
@@ -796,7 +797,7 @@ export class CourierClient extends EventTarget {
    * @returns {Promise<void>}
    */
   _onSetLayers(msg) {
-    return this.publisher.onSetLayers(msg);
+    return this._publisher.onSetLayers(msg);
   }
 
   /**
@@ -804,7 +805,7 @@ export class CourierClient extends EventTarget {
    * @param {any} msg  `{type: 'stream_state', track_id, state, layer?, reason?}`
    */
   _onStreamState(msg) {
-    this._emitAll(this.roomState.onStreamState(msg));
+    this._emitAll(this._roomState.onStreamState(msg));
   }
 
   /** @param {any} msg */
@@ -812,13 +813,13 @@ export class CourierClient extends EventTarget {
     const { code, message, req_type: reqType } = msg;
     this._emitError(code ?? 'unknown', message ?? '', reqType);
     const pc = this.pc;
-    if (reqType === 'offer' && pc && this.negotiation.onOfferRefused(pc.signalingState)) {
+    if (reqType === 'offer' && pc && this._negotiation.onOfferRefused(pc.signalingState)) {
       // The server will not answer this offer (permission_denied, sdp_rejected): roll it back so that negotiation
       // can go on, and give up on the tracks it was adding (offering them again would only fail again).
       this._log('own offer refused, rolling back', code);
       await pc.setLocalDescription({ type: 'rollback' });
-      this.publisher.refuseUnconfirmed(code, message);
-      if (this.negotiation.shouldRenegotiate) await this._negotiate();
+      this._publisher.refuseUnconfirmed(code, message);
+      if (this._negotiation.shouldRenegotiate) await this._negotiate();
     }
   }
 
@@ -832,7 +833,7 @@ export class CourierClient extends EventTarget {
     });
     this.pc = pc;
     pc.onicecandidate = (e) => {
-      const frame = this.negotiation.onLocalCandidate(e.candidate);
+      const frame = this._negotiation.onLocalCandidate(e.candidate);
       if (frame) this._send(frame);
     };
     pc.onconnectionstatechange = () => {
@@ -852,14 +853,14 @@ export class CourierClient extends EventTarget {
   async _negotiate() {
     const pc = this.pc;
     if (!pc || this.state !== 'joined') return;
-    const step = this.negotiation.wantOffer(pc.signalingState);
+    const step = this._negotiation.wantOffer(pc.signalingState);
     if (step.action === 'wait') return;
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    this.publisher.assignMids();
+    this._publisher.assignMids();
     const tracks = offerTracks(this.localTracks);
     const sdp = /** @type {RTCSessionDescription} */ (pc.localDescription).sdp;
-    const candidates = this.negotiation.offerSent(step.id);
+    const candidates = this._negotiation.offerSent(step.id);
     this._send({ type: 'offer', id: step.id, sdp, tracks });
     this._sendAll(candidates);
   }
@@ -868,7 +869,7 @@ export class CourierClient extends EventTarget {
   async _onServerOffer(msg) {
     const pc = this.pc;
     if (!pc) return;
-    const step = this.negotiation.onServerOffer(msg.id);
+    const step = this._negotiation.onServerOffer(msg.id);
     if (step.action === 'ignore') {
       // Impolite side: our offer wins; the server will send a fresh offer after answering ours.
       this._log(step.reason);
@@ -885,16 +886,16 @@ export class CourierClient extends EventTarget {
       throw new CourierError('sdp_rejected', `cannot apply server offer ${msg.id}: ${/** @type {Error} */ (err).message}`);
     }
     this._send({ type: 'answer', id: msg.id, sdp: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp });
-    this._sendAll(this.negotiation.answerSent());
-    this._emitAll(this.roomState.reconcile(pc.getTransceivers()));
-    if (this.negotiation.shouldRenegotiate) await this._negotiate();
+    this._sendAll(this._negotiation.answerSent());
+    this._emitAll(this._roomState.reconcile(pc.getTransceivers()));
+    if (this._negotiation.shouldRenegotiate) await this._negotiate();
   }
 
   /** @param {any} msg */
   async _onServerAnswer(msg) {
     const pc = this.pc;
     if (!pc) return;
-    const step = this.negotiation.onServerAnswer(msg.id);
+    const step = this._negotiation.onServerAnswer(msg.id);
     if (step.action === 'ignore') {
       this._log(step.reason);
       return;
@@ -905,7 +906,7 @@ export class CourierClient extends EventTarget {
       await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
       throw new CourierError('sdp_rejected', `cannot apply server answer ${msg.id}: ${/** @type {Error} */ (err).message}`);
     }
-    this._emitAll(this.roomState.reconcile(pc.getTransceivers()));
-    if (this.negotiation.shouldRenegotiate) await this._negotiate();
+    this._emitAll(this._roomState.reconcile(pc.getTransceivers()));
+    if (this._negotiation.shouldRenegotiate) await this._negotiate();
   }
 }

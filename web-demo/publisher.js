@@ -286,7 +286,8 @@ export class Publisher {
     const again = this.tracks.filter((l) => l.track.readyState === 'live');
     this.tracks = [];
     if (again.length) {
-      const confirmations = this.publishTracks(again.map((l) => ({ track: l.track, source: l.source, name: l.name, local: l })));
+      const specs = again.map((l) => ({ track: l.track, source: l.source, name: l.name, local: l }));
+      const confirmations = this.publishTracks(specs);
       confirmations.forEach((p) => p.catch(() => {}));
     }
   }

@@ -113,7 +113,9 @@ export class RoomState {
     const events = [];
     if (rejoin) {
       for (const [id, p] of before) {
-        if (!this.participants.has(id)) events.push(event('participant_left', { participantId: id, reason: 'gone', participant: p }));
+        if (!this.participants.has(id)) {
+          events.push(event('participant_left', { participantId: id, reason: 'gone', participant: p }));
+        }
       }
       for (const [id, p] of this.participants) {
         if (!before.has(id)) events.push(event('participant_joined', { participant: p }));

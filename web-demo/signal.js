@@ -121,7 +121,6 @@ export class SignalSocket {
     this.handlers = handlers;
     /** Whether the socket ever opened (a close before that means the server could not be reached). */
     this.opened = false;
-    this.detached = false;
     this.ws = new WebSocket(url);
     const ws = this.ws;
     ws.onopen = () => {
@@ -177,7 +176,6 @@ export class SignalSocket {
    * @param {{onlyIfOpen?: boolean}} [opts]  `onlyIfOpen`: leave a socket that is already closing alone
    */
   detach({ onlyIfOpen = false } = {}) {
-    this.detached = true;
     const ws = this.ws;
     ws.onmessage = null;
     ws.onclose = null;
