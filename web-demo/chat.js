@@ -19,6 +19,8 @@
  * @module chat
  */
 
+import { isEventName } from './events.js';
+
 /** Messages kept per conversation (older ones are paged with `history()`). */
 export const MAX_KEPT = 500;
 /** Error codes after which a send is worth trying again (docs/protocol.md, "Sending: the client outbox"). */
@@ -571,7 +573,9 @@ export class Chat {
         return;
       }
       default:
-        this.client._emit(msg.type, msg);
+        // The server's other chat messages (chat_muted, chat_alert, …) are passed on as they are (events.js).
+        if (isEventName(msg.type)) this.client._emit(msg.type, msg);
+        else this.client._log('ignoring unknown chat message', msg.type);
     }
   }
 
