@@ -24,6 +24,7 @@ use crate::chat::store::{Amend, MessageState, PageFrom, Replay, StoreError, Tomb
 use crate::chat::{ConversationId, Flags, NewMessage, Priority};
 use crate::lifecycle::{RoomOptions, RoomPhase, Schedule};
 use crate::room::{CreateError, ParticipantUpdate};
+use courier_protocol::admin::{ParticipantList, ParticipantSummary};
 use crate::AppState;
 
 /// Why an API call failed. Each variant has one stable code and one HTTP status (see `docs/protocol.md`, "Admin
@@ -591,11 +592,15 @@ async fn list_participants(
     Path(room): Path<String>,
 ) -> ApiResult<Response> {
     admin.need(ApiGrant::Admin(&room))?;
-    let mut all = state.rooms.participants(&room).ok_or(ApiError::RoomNotFound(room))?;
-    for p in &mut all {
-        p.bandwidth_estimate_bps = state.sfu.bandwidth_estimate(p.peer);
-    }
-    Ok(Json(json!({ "participants": all })).into_response())
+    let all = state.rooms.participants(&room).ok_or(ApiError::RoomNotFound(room))?;
+    let participants = all.into_iter().map(|(p, peer)| with_estimate(&state, p, peer)).collect();
+    Ok(Json(ParticipantList { participants }).into_response())
+}
+
+/// A participant as the API shows it, with the engine's bandwidth estimate towards it.
+fn with_estimate(state: &AppState, mut p: ParticipantSummary, peer: sfu::PeerId) -> ParticipantSummary {
+    p.bandwidth_estimate_bps = state.sfu.bandwidth_estimate(peer);
+    p
 }
 
 async fn get_participant(
@@ -604,9 +609,8 @@ async fn get_participant(
     Path((room, identity)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     admin.need(ApiGrant::Admin(&room))?;
-    let mut p = state.rooms.participant(&room, &identity).ok_or(ApiError::ParticipantNotFound(identity))?;
-    p.bandwidth_estimate_bps = state.sfu.bandwidth_estimate(p.peer);
-    Ok(Json(p).into_response())
+    let (p, peer) = state.rooms.participant(&room, &identity).ok_or(ApiError::ParticipantNotFound(identity))?;
+    Ok(Json(with_estimate(&state, p, peer)).into_response())
 }
 
 async fn remove_participant(
@@ -648,9 +652,8 @@ async fn update_participant(
         return Err(ApiError::BadRequest(format!("metadata over {} bytes", crate::auth::MAX_METADATA)));
     }
     let update = ParticipantUpdate { permissions: u.permissions, name: u.name, metadata: u.metadata };
-    let mut p = state.rooms.update(&room, &identity, update).ok_or(ApiError::ParticipantNotFound(identity))?;
-    p.bandwidth_estimate_bps = state.sfu.bandwidth_estimate(p.peer);
-    Ok(Json(p).into_response())
+    let (p, peer) = state.rooms.update(&room, &identity, update).ok_or(ApiError::ParticipantNotFound(identity))?;
+    Ok(Json(with_estimate(&state, p, peer)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -781,7 +784,7 @@ async fn list_messages(
     };
     let messages: Vec<Value> = messages
         .iter()
-        .map(|m| serde_json::from_str(&crate::protocol::encode_stored(m, false, false)).unwrap_or(Value::Null))
+        .map(|m| serde_json::to_value(crate::chat::frames::wire_message(m, false)).unwrap_or(Value::Null))
         .collect();
     let (epoch, first_seq, last_seq) = head.map_or((0, 1, 0), |h| (h.epoch, h.first_seq, h.last_seq));
     Ok(Json(json!({

@@ -139,22 +139,7 @@ pub struct RoomSummary {
     pub options: RoomOptions,
 }
 
-/// A participant as the admin API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ParticipantSummary {
-    #[serde(flatten)]
-    pub info: ParticipantInfo,
-    pub permissions: Permissions,
-    /// ms since the Unix epoch.
-    pub joined_ms: u64,
-    /// The server's send-side bandwidth estimate towards this participant, bits per second (at most a second old);
-    /// `None` (JSON `null`) while it has none (it receives nothing, or gives no TWCC feedback). Filled in by the
-    /// admin API from the engine ([`sfu::Sfu::bandwidth_estimate`]).
-    pub bandwidth_estimate_bps: Option<u64>,
-    /// The engine's peer of this participant.
-    #[serde(skip)]
-    pub peer: PeerId,
-}
+pub use courier_protocol::admin::ParticipantSummary;
 
 /// What the admin API may change about a participant.
 #[derive(Debug, Clone, Default)]
@@ -579,16 +564,16 @@ impl Rooms {
     }
 
     /// The members of a room (hidden ones too: this is the admin's view).
-    pub fn participants(&self, room: &str) -> Option<Vec<ParticipantSummary>> {
+    pub fn participants(&self, room: &str) -> Option<Vec<(ParticipantSummary, PeerId)>> {
         let st = self.lock();
         let r = st.rooms.get(room)?;
-        let mut all: Vec<ParticipantSummary> = r.members.values().map(summary_of).collect();
-        all.sort_by(|a, b| a.info.identity.cmp(&b.info.identity));
+        let mut all: Vec<_> = r.members.values().map(summary_of).collect();
+        all.sort_by(|a, b| a.0.info.identity.cmp(&b.0.info.identity));
         Some(all)
     }
 
     /// One member, by identity.
-    pub fn participant(&self, room: &str, identity: &str) -> Option<ParticipantSummary> {
+    pub fn participant(&self, room: &str, identity: &str) -> Option<(ParticipantSummary, PeerId)> {
         let st = self.lock();
         st.rooms.get(room)?.members.values().find(|m| m.info.identity == identity).map(summary_of)
     }
@@ -607,7 +592,7 @@ impl Rooms {
 
     /// Change a member's permissions, name or metadata; they apply at once. Tracks the new permissions do not
     /// allow are unpublished (everyone hears it; subscribers drop them).
-    pub fn update(&self, room: &str, identity: &str, u: ParticipantUpdate) -> Option<ParticipantSummary> {
+    pub fn update(&self, room: &str, identity: &str, u: ParticipantUpdate) -> Option<(ParticipantSummary, PeerId)> {
         let mut st = self.lock();
         let r = st.rooms.get_mut(room)?;
         let id = r.members.values().find(|m| m.info.identity == identity)?.info.id.clone();
@@ -717,14 +702,15 @@ fn broadcast(r: &Room, except: Option<&str>, ev: RoomEvent) {
     }
 }
 
-fn summary_of(m: &Member) -> ParticipantSummary {
-    ParticipantSummary {
+/// A member as the admin API shows it (the estimate is the engine's to fill in), and its engine peer.
+fn summary_of(m: &Member) -> (ParticipantSummary, PeerId) {
+    let summary = ParticipantSummary {
         info: m.info.clone(),
         permissions: m.permissions.clone(),
         joined_ms: m.joined_ms,
         bandwidth_estimate_bps: None,
-        peer: m.peer,
-    }
+    };
+    (summary, m.peer)
 }
 
 /// Wall-clock now, ms since the Unix epoch.
@@ -780,7 +766,7 @@ mod tests {
     fn track(id: &str) -> TrackInfo {
         TrackInfo {
             id: id.into(),
-            kind: "video",
+            kind: courier_protocol::MediaKind::Video,
             source: crate::protocol::TrackSource::Camera,
             name: String::new(),
             muted: false,

@@ -25,7 +25,7 @@ use crate::auth::{Permissions, TokenError};
 use crate::limits::{Rate, Refusals, TokenBucket};
 use crate::protocol::{
     close, ClientMsg, ErrorCode, LayerActive, OfferTrack, ParticipantInfo, ServerMsg, SpeakerInfo, TrackInfo,
-    TrackSource, VERSION,
+    StreamStateKind, TrackSource, VERSION,
 };
 use crate::room::{wire_track_id, Joiner, MemberHandles, RoomCaps, RoomEvent, MEMBER_QUEUE};
 use crate::AppState;
@@ -179,7 +179,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             v: VERSION,
             room: room.clone(),
             room_metadata: joined.room_metadata.clone(),
-            server_version: env!("CARGO_PKG_VERSION"),
+            server_version: env!("CARGO_PKG_VERSION").into(),
             participant: me.clone(),
             participants: joined.others.clone(),
         }));
@@ -268,7 +268,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                         Ok(ClientMsg::Leave) => { leave_reason = "left"; let _ = tx.send(close_msg(close::NORMAL, "left")).await; break; }
                         Ok(msg) if msg.is_chat() => chat.handle(msg, &mut s.out).await,
                         Ok(msg) => s.handle_client(msg).await,
-                        Err(e) => s.out.push(Out::Msg(ServerMsg::Error { code: e.code, message: e.message, req_type: e.req_type, client_id: None })),
+                        Err(e) => s.out.push(Out::Msg(ServerMsg::Error { code: e.code, message: e.message, req_type: e.req_type, id: None, client_id: None })),
                     }
                 }
                 ev = ev_rx.recv() => {
@@ -293,13 +293,13 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                     let (code, reason) = sig.unwrap_or((close::GOING_AWAY, "server_shutdown"));
                     leave_reason = match code { close::REPLACED => "replaced", close::GOING_AWAY => "server_shutdown", close::REMOVED => reason, _ => "disconnected" };
                     let wire_reason = if code == close::REPLACED { "replaced" } else if code == close::GOING_AWAY { "server_shutdown" } else if code == close::REMOVED { reason } else { "removed" };
-                    let _ = tx.send(text_msg(&ServerMsg::Leave { reason: wire_reason })).await;
+                    let _ = tx.send(text_msg(&ServerMsg::Leave { reason: wire_reason.into() })).await;
                     let _ = tx.send(close_msg(code, reason)).await;
                     break;
                 }
                 _ = shutdown.changed() => {
                     leave_reason = "server_shutdown";
-                    let _ = tx.send(text_msg(&ServerMsg::Leave { reason: "server_shutdown" })).await;
+                    let _ = tx.send(text_msg(&ServerMsg::Leave { reason: "server_shutdown".into() })).await;
                     let _ = tx.send(close_msg(close::GOING_AWAY, "server shutdown")).await;
                     break;
                 }
@@ -444,7 +444,7 @@ impl Session {
                 }
             }
             RoomEvent::ParticipantLeft { participant_id, reason } => {
-                self.say(ServerMsg::ParticipantLeft { participant_id, reason });
+                self.say(ServerMsg::ParticipantLeft { participant_id, reason: reason.into() });
             }
             RoomEvent::TrackPublished { participant_id, track, sfu_track } => {
                 let theirs = participant_id != self.me.id;
@@ -557,12 +557,17 @@ impl Session {
                 self.say(match state {
                     StreamState::Active { layer } => ServerMsg::StreamState {
                         track_id,
-                        state: "active",
-                        layer: Some(layer.map(|l| ["q", "h", "f"][usize::from(l.min(2))])),
+                        state: StreamStateKind::Active,
+                        layer: Some(layer.map(|l| ["q", "h", "f"][usize::from(l.min(2))].into())),
                         reason: None,
                     },
                     StreamState::Paused => {
-                        ServerMsg::StreamState { track_id, state: "paused", layer: None, reason: Some("bandwidth") }
+                        ServerMsg::StreamState {
+                            track_id,
+                            state: StreamStateKind::Paused,
+                            layer: None,
+                            reason: Some("bandwidth".into()),
+                        }
                     }
                 });
             }
@@ -596,15 +601,15 @@ impl Session {
     async fn unsubscribe(&mut self, track: TrackId, reason: &'static str) {
         if self.subscriptions.remove(&track) {
             let _ = self.state.sfu.unsubscribe(self.peer, track).await;
-            self.say(ServerMsg::Unsubscribed { track_id: wire_track_id(track), reason });
+            self.say(ServerMsg::Unsubscribed { track_id: wire_track_id(track), reason: reason.into() });
         }
     }
 }
 
-fn kind_name(k: MediaKind) -> &'static str {
+fn kind_name(k: MediaKind) -> courier_protocol::MediaKind {
     match k {
-        MediaKind::Audio => "audio",
-        MediaKind::Video => "video",
+        MediaKind::Audio => courier_protocol::MediaKind::Audio,
+        MediaKind::Video => courier_protocol::MediaKind::Video,
     }
 }
 

@@ -213,7 +213,7 @@ max_attempts = 100
     // set up: the session would make exactly this call into the room registry, where the event is emitted.
     let track = signaling::protocol::TrackInfo {
         id: "TR_test".into(),
-        kind: "audio",
+        kind: signaling::protocol::MediaKind::Audio,
         source: signaling::protocol::TrackSource::Microphone,
         name: "mic".into(),
         muted: false,

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use super::outbound::{Class, OutQueue, Push};
 use super::store::{CommitListener, StoredMessage};
 use super::ConversationId;
-use crate::protocol::chat_message_frame;
+use super::frames::chat_message_frame;
 
 /// A registered session.
 pub type MemberId = u64;

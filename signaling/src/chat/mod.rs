@@ -18,10 +18,12 @@
 //! - [`moderation`]: sans-I/O: keyword lists (blocked, masked) and muted members.
 //! - [`hook`]: the pre-send HTTP hook that may pass, change or drop a message.
 //! - [`outbound`]: sans-I/O: one connection's bounded outbound queue, shedding droppable items first.
+//! - [`frames`]: the chat frames of protocol v1 built from stored messages.
 //! - [`hub`]: who receives what: sessions by room and identity, fan-out of committed and ephemeral messages.
 //! - [`quota`]: sans-I/O: per-room rate quotas with a share reserved for high priority; low priority goes first.
 //! - [`resume`]: sans-I/O: a reconnecting member's replay merged with live messages, each number once, in order.
 
+pub mod frames;
 pub mod hook;
 pub mod hub;
 pub mod moderation;

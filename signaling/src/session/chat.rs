@@ -25,9 +25,10 @@ use crate::chat::resume::{ResumeMerge, Step};
 use crate::chat::store::{
     Ack, AlertAck, Amend, ChatStore, MessageState, PageFrom, Replay, StoreError, StoredMessage, Tombstone,
 };
+use crate::chat::frames::{chat_message_frame, wire_message};
 use crate::chat::{ConversationId, Flags, InvalidInput, NewMessage, Priority};
 use crate::protocol::{
-    encode_stored, AlertAckView, ChatMessageView, ChatSend, ClientMsg, ErrorCode, ReceiptView, ResumePos, ServerMsg,
+    AlertAckStatus, AlertAckView, ChatMessage, ChatSend, MessageState as WireState, ResumeStatus, ClientMsg, ErrorCode, ReceiptView, ResumePos, ServerMsg,
     Target,
 };
 use crate::AppState;
@@ -73,7 +74,7 @@ struct ReplayJob {
 }
 
 struct ResumeInfo {
-    status: &'static str,
+    status: ResumeStatus,
     epoch: u64,
     first_seq: u64,
     replayed: u64,
@@ -357,7 +358,7 @@ impl ChatSession {
             };
             if !admitted {
                 if priority == Priority::Low || !m.persist {
-                    out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, &conversation, now_ms(), true)));
+                    out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, conversation.to_string(), now_ms(), true)));
                     return Ok(());
                 }
                 return Err((ErrorCode::QuotaExceeded, "the room is over its chat quota; retry later".into()));
@@ -372,31 +373,29 @@ impl ChatSession {
                 if let Ok(mut a) = self.state.chat.aggregates.lock() {
                     *a.entry((conversation.clone(), m.kind.clone())).or_default() += 1;
                 }
-                out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, &conversation, time, false)));
+                out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, conversation.to_string(), time, false)));
                 return Ok(());
             }
-            let payload: Option<&RawValue> = serde_json::from_str(&m.payload).ok();
-            let view = ChatMessageView {
-                ty: Some("chat_message"),
-                conversation: conversation.as_str(),
+            let message = ChatMessage {
+                conversation: conversation.to_string(),
                 seq: None,
-                sender: &self.identity,
-                client_id: Some(&m.client_id),
-                kind: &m.kind,
-                payload,
+                sender: self.identity.clone(),
+                client_id: Some(m.client_id.clone()),
+                kind: m.kind.clone(),
+                payload: RawValue::from_string(m.payload.clone()).ok(),
                 time,
-                state: "normal",
-                priority: crate::protocol::priority_name(priority),
+                state: WireState::Normal,
+                priority: priority.into(),
                 must_ack: false,
                 mention_all: m.mention_all,
-                mentions: &m.mentions,
+                mentions: m.mentions.clone(),
                 mentioned: false,
                 counted: false,
                 ephemeral: true,
             };
-            let frame = serde_json::to_string(&view).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+            let frame = ServerMsg::ChatMessage(message).to_json();
             self.state.chat.hub.send(&conversation, Some(self.member), Class::Droppable, frame.into());
-            out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, &conversation, time, false)));
+            out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, conversation.to_string(), time, false)));
             return Ok(());
         }
         let alert_to = if m.must_ack { self.alert_audience(&conversation) } else { Vec::new() };
@@ -528,11 +527,8 @@ impl ChatSession {
         };
         let messages = messages
             .iter()
-            .map(|m| {
-                let text = encode_stored(m, self.mentioned(m), false);
-                RawValue::from_string(text).map_err(|e| (ErrorCode::Internal, e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|m| wire_message(m, self.mentioned(m)))
+            .collect();
         let (epoch, first_seq, last_seq) = head.map_or((0, 1, 0), |h| (h.epoch, h.first_seq, h.last_seq));
         Ok(ServerMsg::ChatHistory { id, conversation: c.to_string(), epoch, first_seq, last_seq, messages })
     }
@@ -567,7 +563,7 @@ impl ChatSession {
                 self.cursors.insert(c.clone(), cursor);
                 out.push(Out::Msg(ServerMsg::ChatResumed {
                     conversation: c.to_string(),
-                    status: "fresh",
+                    status: ResumeStatus::Fresh,
                     epoch: 0,
                     first_seq: 1,
                     last_seq: 0,
@@ -577,10 +573,10 @@ impl ChatSession {
                 continue;
             };
             let (status, after) = if pos.epoch == head.epoch || pos.epoch == 0 {
-                ("ok", pos.last_seq.min(head.last_seq))
+                (ResumeStatus::Ok, pos.last_seq.min(head.last_seq))
             } else {
                 // History was wiped and began again: the client's numbers mean nothing now.
-                ("reset", 0)
+                (ResumeStatus::Reset, 0)
             };
             if after + 1 < head.first_seq {
                 let mut cursor = ResumeMerge::new(head.last_seq);
@@ -589,7 +585,7 @@ impl ChatSession {
                 let unread = self.store().unread(&c, &self.identity).await.unwrap_or(0);
                 out.push(Out::Msg(ServerMsg::ChatResumed {
                     conversation: c.to_string(),
-                    status: "not_recovered",
+                    status: ResumeStatus::NotRecovered,
                     epoch: head.epoch,
                     first_seq: head.first_seq,
                     last_seq: head.last_seq,
@@ -622,7 +618,7 @@ impl ChatSession {
         let unread = if last_seq > 0 { self.store().unread(&c, &self.identity).await.unwrap_or(0) } else { 0 };
         out.push(Out::Msg(ServerMsg::ChatResumed {
             conversation: c.to_string(),
-            status: "fresh",
+            status: ResumeStatus::Fresh,
             epoch,
             first_seq,
             last_seq,
@@ -655,7 +651,7 @@ impl ChatSession {
             }
         };
         let frames: Vec<(u64, Utf8Bytes)> =
-            messages.iter().map(|m| (m.seq, Utf8Bytes::from(encode_stored(m, self.mentioned(m), true)))).collect();
+            messages.iter().map(|m| (m.seq, Utf8Bytes::from(chat_message_frame(m, self.mentioned(m))))).collect();
         let cursor = self.cursors.entry(job.conversation.clone()).or_insert_with(|| ResumeMerge::new(job.after));
         let delivered = cursor.on_replay(frames);
         if let Some(info) = job.resume.as_mut() {
@@ -774,10 +770,10 @@ impl ChatSession {
                     };
                     self.state.chat.hub.send_to_identity(&m.sender, Class::Droppable, frame.to_json().into());
                 }
-                ("acked", Some(at_ms))
+                (AlertAckStatus::Acked, Some(at_ms))
             }
-            AlertAck::AlreadyAcked { at_ms } => ("already_acked", Some(at_ms)),
-            AlertAck::NotAsked => ("not_asked", None),
+            AlertAck::AlreadyAcked { at_ms } => (AlertAckStatus::AlreadyAcked, Some(at_ms)),
+            AlertAck::NotAsked => (AlertAckStatus::NotAsked, None),
         };
         Ok(ServerMsg::ChatAlertAck { conversation: c.to_string(), seq, status, at })
     }
@@ -816,13 +812,11 @@ impl ChatSession {
             }
         };
         for m in pending.iter().filter(|m| self.may_access(&m.conversation)) {
-            if let Ok(message) = RawValue::from_string(encode_stored(m, self.mentioned(m), false)) {
-                out.push(Out::Msg(ServerMsg::ChatAlert {
-                    conversation: m.conversation.to_string(),
-                    seq: m.seq,
-                    message,
-                }));
-            }
+            out.push(Out::Msg(ServerMsg::ChatAlert {
+                conversation: m.conversation.to_string(),
+                seq: m.seq,
+                message: wire_message(m, self.mentioned(m)),
+            }));
         }
     }
 }

@@ -26,156 +26,21 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::body::Bytes;
-use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::chat::store::{ChatStore, CommitListener, StoredMessage};
 use crate::chat::ConversationId;
-use crate::protocol::{ParticipantInfo, TrackInfo};
 
-/// What happened. The wire name is the `event` field of the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    RoomStarted,
-    RoomFinished,
-    ParticipantJoined,
-    ParticipantLeft,
-    TrackPublished,
-    TrackUnpublished,
-    MessageSent,
-    MessageRecalled,
-    AlertUnacknowledged,
-}
 
-impl EventKind {
-    pub const ALL: [EventKind; 9] = [
-        EventKind::RoomStarted,
-        EventKind::RoomFinished,
-        EventKind::ParticipantJoined,
-        EventKind::ParticipantLeft,
-        EventKind::TrackPublished,
-        EventKind::TrackUnpublished,
-        EventKind::MessageSent,
-        EventKind::MessageRecalled,
-        EventKind::AlertUnacknowledged,
-    ];
+pub use courier_protocol::webhooks::{
+    AlertView, EventKind, Facts, MessageView, ParticipantView, RecallView, RoomView, WebhookEvent,
+};
 
-    pub fn name(self) -> &'static str {
-        match self {
-            EventKind::RoomStarted => "room_started",
-            EventKind::RoomFinished => "room_finished",
-            EventKind::ParticipantJoined => "participant_joined",
-            EventKind::ParticipantLeft => "participant_left",
-            EventKind::TrackPublished => "track_published",
-            EventKind::TrackUnpublished => "track_unpublished",
-            EventKind::MessageSent => "message_sent",
-            EventKind::MessageRecalled => "message_recalled",
-            EventKind::AlertUnacknowledged => "alert_unacknowledged",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-}
-
-/// The room an event is about.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct RoomView {
-    pub name: String,
-}
-
-/// The participant an event is about.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ParticipantView {
-    pub id: String,
-    pub identity: String,
-    pub name: String,
-}
-
-impl From<&ParticipantInfo> for ParticipantView {
-    fn from(p: &ParticipantInfo) -> Self {
-        ParticipantView { id: p.id.clone(), identity: p.identity.clone(), name: p.name.clone() }
-    }
-}
-
-/// The chat message an event is about.
-#[derive(Debug, Clone, Serialize)]
-pub struct MessageView {
-    pub conversation: String,
-    pub seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sender: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// When it was stored, Unix milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time: Option<u64>,
-    /// The payload, when it is at most `webhooks.payload_max_bytes`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Box<RawValue>>,
-    /// Size of the payload's JSON text (also when it is left out).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload_bytes: Option<usize>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub must_ack: bool,
-}
-
-/// Who recalled a message, and the sequenced message that announced it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct RecallView {
-    pub by: String,
-    pub seq: u64,
-    pub time: u64,
-}
-
-/// Who has and has not acknowledged an alert.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct AlertView {
-    pub pending: Vec<String>,
-    pub acked: Vec<String>,
-}
-
-/// The objects of an event (each present when it applies).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Facts {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub room: Option<RoomView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub participant: Option<ParticipantView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub track: Option<TrackInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<MessageView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recall: Option<RecallView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alert: Option<AlertView>,
-    /// Why a participant left: `left`, `disconnected`, `replaced`, `removed`, `server_shutdown`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl Facts {
-    pub fn room(room: &str) -> Facts {
-        Facts { room: Some(RoomView { name: room.to_string() }), ..Facts::default() }
-    }
-
-    pub fn participant(room: &str, p: &ParticipantInfo) -> Facts {
-        Facts { participant: Some(p.into()), ..Facts::room(room) }
-    }
-
-    pub fn track(room: &str, p: &ParticipantInfo, track: &TrackInfo) -> Facts {
-        let mut track = track.clone();
-        track.mid = None;
-        Facts { track: Some(track), ..Facts::participant(room, p) }
-    }
-
-    fn conversation(c: &ConversationId) -> Facts {
-        match c.as_room() {
-            Some(room) => Facts::room(room),
-            None => Facts::default(),
-        }
+/// The facts of an event about a conversation: its room, for a room's chat.
+fn conversation_facts(c: &ConversationId) -> Facts {
+    match c.as_room() {
+        Some(room) => Facts::room(room),
+        None => Facts::default(),
     }
 }
 
@@ -191,21 +56,16 @@ pub struct Event {
     pub body: Bytes,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    id: &'a str,
-    event: &'static str,
-    created_at: u64,
-    #[serde(flatten)]
-    facts: &'a Facts,
-}
-
 impl Event {
     pub fn new(kind: EventKind, created_at_ms: u64, facts: Facts) -> Event {
-        let id = format!("EV_{}", crate::room::random_token(20));
-        let body = serde_json::to_vec(&Body { id: &id, event: kind.name(), created_at: created_at_ms, facts: &facts })
-            .expect("event bodies are plain structs of strings and numbers");
-        Event { id, kind, created_at_ms, body: Bytes::from(body) }
+        let body = WebhookEvent {
+            id: format!("EV_{}", crate::room::random_token(20)),
+            event: kind,
+            created_at: created_at_ms,
+            facts,
+        };
+        let bytes = serde_json::to_vec(&body).expect("event bodies are plain structs of strings and numbers");
+        Event { id: body.id, kind, created_at_ms, body: Bytes::from(bytes) }
     }
 }
 
@@ -369,7 +229,7 @@ impl CommitListener for Webhooks {
 
 impl Webhooks {
     fn message_committed(&self, m: &StoredMessage) {
-        let base = Facts::conversation(&m.conversation);
+        let base = conversation_facts(&m.conversation);
         if m.kind == "chat.recall" {
             #[derive(serde::Deserialize)]
             struct Recall {
@@ -439,5 +299,5 @@ pub(crate) fn alert_facts(w: &alerts::Watched, pending: Vec<String>, acked: Vec<
         payload_bytes: None,
         must_ack: true,
     };
-    Facts { message: Some(message), alert: Some(AlertView { pending, acked }), ..Facts::conversation(&w.conversation) }
+    Facts { message: Some(message), alert: Some(AlertView { pending, acked }), ..conversation_facts(&w.conversation) }
 }
