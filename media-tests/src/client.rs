@@ -558,6 +558,7 @@ impl Client {
             v: PROTOCOL_VERSION,
             token: token.to_owned(),
             auto_subscribe: options.auto_subscribe,
+            chat: Vec::new(),
         })
         .await?;
         let joined = match tokio::time::timeout(options.join_timeout, conn.recv()).await {
@@ -565,7 +566,7 @@ impl Client {
             Ok(incoming) => match incoming? {
                 Incoming::Message(ServerMessage::Joined(j)) => j,
                 Incoming::Message(ServerMessage::Error { code, message, .. }) => {
-                    return Err(ClientError::JoinError { code, message })
+                    return Err(ClientError::JoinError { code: code.name(), message })
                 }
                 Incoming::Closed { code, reason } => return Err(ClientError::JoinClosed { code, reason }),
                 Incoming::Message(other) => return Err(ClientError::UnexpectedMessage(format!("{other:?}"))),
@@ -1516,7 +1517,7 @@ impl Session {
                 },
                 _ = ping.tick() => {
                     let ts = (now_us() / 1000).max(1);
-                    if let Err(e) = self.conn.send(&ClientMessage::Ping { ts }).await {
+                    if let Err(e) = self.conn.send(&ClientMessage::Ping { ts: ts.into() }).await {
                         warn!(error = %e, "ping failed");
                     }
                 }
@@ -1873,7 +1874,7 @@ impl Session {
             ServerMessage::Unsubscribed { track_id, reason } => {
                 info!(track = %track_id, %reason, "unsubscribed");
                 lock(&self.shared.rx).subs.handle_unsubscribed(&track_id);
-                self.emit(ClientEvent::TrackUnsubscribed { track_id, reason });
+                self.emit(ClientEvent::TrackUnsubscribed { track_id, reason: reason.into_owned() });
             }
             ServerMessage::TrackPublished { participant_id, track } => {
                 let own = participant_id == self.shared.participant_id;
@@ -1893,9 +1894,9 @@ impl Session {
             }
             ServerMessage::ParticipantJoined { participant } => self.emit(ClientEvent::ParticipantJoined(participant)),
             ServerMessage::ParticipantLeft { participant_id, reason } => {
-                self.emit(ClientEvent::ParticipantLeft { participant_id, reason })
+                self.emit(ClientEvent::ParticipantLeft { participant_id, reason: reason.into_owned() })
             }
-            ServerMessage::Error { code, message, req_type } => {
+            ServerMessage::Error { code, message, req_type, .. } => {
                 warn!(%code, %message, ?req_type, "server error");
                 if req_type.as_deref() == Some("offer") && self.neg.outstanding().is_some() {
                     // Our offer was refused (permission_denied, sdp_rejected): roll it back and
@@ -1903,14 +1904,17 @@ impl Session {
                     self.neg.handle_offer_failed(false);
                     self.rollback().await;
                 }
-                self.emit(ClientEvent::Error { code, message, req_type });
+                self.emit(ClientEvent::Error { code: code.name(), message, req_type });
             }
             ServerMessage::Leave { reason } => {
                 info!(%reason, "server says leave");
-                self.leave_reason = Some(reason);
+                self.leave_reason = Some(reason.into_owned());
             }
             ServerMessage::SetLayers { track_id, layers } => self.set_layers(track_id, layers),
             ServerMessage::StreamState { track_id, state, layer, reason } => {
+                let state = state.name().to_string();
+                let layer = layer.flatten().map(|l| l.into_owned());
+                let reason = reason.map(|r| r.into_owned());
                 info!(track = %track_id, %state, ?layer, ?reason, "stream state");
                 lock(&self.shared.stream_states).push(StreamStateReport {
                     at_ms: now_ms(),
@@ -1934,6 +1938,8 @@ impl Session {
             ServerMessage::Pong { .. } => trace!("pong"),
             ServerMessage::Joined(_) => warn!("unexpected second joined"),
             ServerMessage::Unknown => debug!("unknown server message type"),
+            // Chat, permissions and room metadata: this media client does not act on them.
+            other => debug!(r#type = other.type_name(), "server message not handled"),
         }
     }
 

@@ -24,8 +24,8 @@ use crate::chat::store::{Amend, MessageState, PageFrom, Replay, StoreError, Tomb
 use crate::chat::{ConversationId, Flags, NewMessage, Priority};
 use crate::lifecycle::{RoomOptions, RoomPhase, Schedule};
 use crate::room::{CreateError, ParticipantUpdate};
-use courier_protocol::admin::{ParticipantList, ParticipantSummary};
 use crate::AppState;
+use courier_protocol::admin::{ParticipantList, ParticipantSummary};
 
 /// Why an API call failed. Each variant has one stable code and one HTTP status (see `docs/protocol.md`, "Admin
 /// API").

@@ -24,8 +24,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::auth::{Permissions, TokenError};
 use crate::limits::{Rate, Refusals, TokenBucket};
 use crate::protocol::{
-    close, ClientMsg, ErrorCode, LayerActive, OfferTrack, ParticipantInfo, ServerMsg, SpeakerInfo, TrackInfo,
-    StreamStateKind, TrackSource, VERSION,
+    close, ClientMsg, ErrorCode, Joined, LayerActive, OfferTrack, ParticipantInfo, ServerMsg, SpeakerInfo,
+    StreamStateKind, TrackInfo, TrackSource, VERSION,
 };
 use crate::room::{wire_track_id, Joiner, MemberHandles, RoomCaps, RoomEvent, MEMBER_QUEUE};
 use crate::AppState;
@@ -175,14 +175,14 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             offered_tracks: HashMap::new(),
             out: Vec::new(),
         };
-        s.out.push(Out::Msg(ServerMsg::Joined {
+        s.out.push(Out::Msg(ServerMsg::Joined(Joined {
             v: VERSION,
             room: room.clone(),
             room_metadata: joined.room_metadata.clone(),
             server_version: env!("CARGO_PKG_VERSION").into(),
             participant: me.clone(),
             participants: joined.others.clone(),
-        }));
+        })));
         chat.resume(&chat_positions, &mut s.out).await;
         chat.start_fresh_room(&mut s.out).await;
         chat.renotify_alerts(&mut s.out).await;
@@ -561,14 +561,12 @@ impl Session {
                         layer: Some(layer.map(|l| ["q", "h", "f"][usize::from(l.min(2))].into())),
                         reason: None,
                     },
-                    StreamState::Paused => {
-                        ServerMsg::StreamState {
-                            track_id,
-                            state: StreamStateKind::Paused,
-                            layer: None,
-                            reason: Some("bandwidth".into()),
-                        }
-                    }
+                    StreamState::Paused => ServerMsg::StreamState {
+                        track_id,
+                        state: StreamStateKind::Paused,
+                        layer: None,
+                        reason: Some("bandwidth".into()),
+                    },
                 });
             }
             PeerEvent::PublishLayers { track, layers } => {

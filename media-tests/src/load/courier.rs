@@ -58,7 +58,7 @@ impl Courier {
     async fn join(&self, room: usize, identity: &str, auto_subscribe: bool) -> anyhow::Result<SignalConnection> {
         let token = self.server.token(&format!("load-{room}"), identity)?;
         let mut ws = SignalConnection::connect(&self.server.url).await?;
-        ws.send(&ClientMessage::Join { v: PROTOCOL_VERSION, token, auto_subscribe }).await?;
+        ws.send(&ClientMessage::Join { v: PROTOCOL_VERSION, token, auto_subscribe, chat: Vec::new() }).await?;
         step("joined", async {
             loop {
                 match next(&mut ws).await? {
@@ -109,7 +109,7 @@ fn keep_alive(mut ws: SignalConnection, peer: PeerHandle) -> Session {
         loop {
             tokio::select! {
                 _ = ping.tick() => {
-                    if ws.send(&ClientMessage::Ping { ts: 0 }).await.is_err() { return; }
+                    if ws.send(&ClientMessage::Ping { ts: 0.into() }).await.is_err() { return; }
                 }
                 m = next(&mut ws) => match m {
                     Ok(ServerMessage::Offer { id, sdp }) => {

@@ -172,7 +172,13 @@ impl Conn {
         let Some(Ok(Message::Text(text))) = ws.next().await else { anyhow::bail!("no join") };
         let ClientMessage::Join { token, .. } = serde_json::from_str(&text)? else { anyhow::bail!("not join") };
         let me = self.id("PA");
-        let info = ParticipantInfo { id: me.clone(), identity: token.clone(), name: token, tracks: vec![] };
+        let info = ParticipantInfo {
+            id: me.clone(),
+            identity: token.clone(),
+            name: token,
+            tracks: vec![],
+            metadata: String::new(),
+        };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let existing = {
             let mut room = self.room.lock().unwrap();
@@ -190,6 +196,7 @@ impl Conn {
             &ServerMessage::Joined(Joined {
                 v: 1,
                 room: "fake".into(),
+                room_metadata: String::new(),
                 server_version: "fake".into(),
                 participant: info,
                 participants: existing,

@@ -171,6 +171,14 @@ pub enum ClientMsg {
     },
 }
 
+/// The same as [`ClientMsg::parse`] (for a client message inside other JSON, or a test server's reader).
+impl<'de> Deserialize<'de> for ClientMsg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ClientMsg, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        ClientMsg::parse(&value.to_string()).map_err(|e| serde::de::Error::custom(e.message))
+    }
+}
+
 fn is_text(kind: &str) -> bool {
     kind == "text"
 }

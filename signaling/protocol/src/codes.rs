@@ -78,6 +78,22 @@ pub enum ErrorCode {
     Unknown,
 }
 
+impl ErrorCode {
+    /// The wire name (`bad_message`, …).
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => format!("{self:?}"),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
 /// WebSocket close codes (see `docs/protocol.md`, "Close codes").
 pub mod close {
     /// The session ended normally (after `leave`, or answering the client's close).

@@ -83,21 +83,44 @@ pub enum StreamStateKind {
     Paused,
 }
 
+impl StreamStateKind {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamStateKind::Active => "active",
+            StreamStateKind::Paused => "paused",
+        }
+    }
+}
+
+impl std::fmt::Display for StreamStateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The room snapshot in `joined`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Joined {
+    pub v: u32,
+    pub room: String,
+    /// The room's metadata (set by the admin API; empty if none).
+    #[serde(default)]
+    pub room_metadata: String,
+    #[serde(default)]
+    pub server_version: String,
+    /// This participant.
+    pub participant: ParticipantInfo,
+    /// Everyone else already in the room (hidden participants are not shown).
+    pub participants: Vec<ParticipantInfo>,
+}
+
 /// Messages the server sends.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
-    Joined {
-        v: u32,
-        room: String,
-        /// The room's metadata (set by the admin API; empty if none).
-        #[serde(default)]
-        room_metadata: String,
-        #[serde(default)]
-        server_version: String,
-        participant: ParticipantInfo,
-        participants: Vec<ParticipantInfo>,
-    },
+    /// The answer to `join`: the room as it is.
+    Joined(Joined),
     ParticipantJoined {
         participant: ParticipantInfo,
     },
@@ -323,7 +346,7 @@ impl ServerMsg {
     pub fn type_name(&self) -> &'static str {
         use ServerMsg::*;
         match self {
-            Joined { .. } => "joined",
+            Joined(_) => "joined",
             ParticipantJoined { .. } => "participant_joined",
             ParticipantLeft { .. } => "participant_left",
             TrackPublished { .. } => "track_published",

@@ -19,10 +19,10 @@ use std::sync::{Arc, Mutex};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 
+use super::frames::chat_message_frame;
 use super::outbound::{Class, OutQueue, Push};
 use super::store::{CommitListener, StoredMessage};
 use super::ConversationId;
-use super::frames::chat_message_frame;
 
 /// A registered session.
 pub type MemberId = u64;

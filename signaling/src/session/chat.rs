@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::chat::frames::{chat_message_frame, wire_message};
 use crate::chat::hook::HookVerdict;
 use crate::chat::hub::{Delivery, Inbox, MemberId};
 use crate::chat::outbound::Class;
@@ -25,11 +26,10 @@ use crate::chat::resume::{ResumeMerge, Step};
 use crate::chat::store::{
     Ack, AlertAck, Amend, ChatStore, MessageState, PageFrom, Replay, StoreError, StoredMessage, Tombstone,
 };
-use crate::chat::frames::{chat_message_frame, wire_message};
 use crate::chat::{ConversationId, Flags, InvalidInput, NewMessage, Priority};
 use crate::protocol::{
-    AlertAckStatus, AlertAckView, ChatMessage, ChatSend, MessageState as WireState, ResumeStatus, ClientMsg, ErrorCode, ReceiptView, ResumePos, ServerMsg,
-    Target,
+    AlertAckStatus, AlertAckView, ChatMessage, ChatSend, ClientMsg, ErrorCode, MessageState as WireState, ReceiptView,
+    ResumePos, ResumeStatus, ServerMsg, Target,
 };
 use crate::AppState;
 
@@ -525,10 +525,7 @@ impl ChatSession {
             Some(_) => self.store().page(&c, from, limit).await.map_err(|e| store_error(&e))?,
             None => Vec::new(),
         };
-        let messages = messages
-            .iter()
-            .map(|m| wire_message(m, self.mentioned(m)))
-            .collect();
+        let messages = messages.iter().map(|m| wire_message(m, self.mentioned(m))).collect();
         let (epoch, first_seq, last_seq) = head.map_or((0, 1, 0), |h| (h.epoch, h.first_seq, h.last_seq));
         Ok(ServerMsg::ChatHistory { id, conversation: c.to_string(), epoch, first_seq, last_seq, messages })
     }

@@ -31,7 +31,6 @@ use serde_json::value::RawValue;
 use crate::chat::store::{ChatStore, CommitListener, StoredMessage};
 use crate::chat::ConversationId;
 
-
 pub use courier_protocol::webhooks::{
     AlertView, EventKind, Facts, MessageView, ParticipantView, RecallView, RoomView, WebhookEvent,
 };
