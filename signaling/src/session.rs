@@ -47,29 +47,53 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
     let max = state.config.max_message_bytes;
 
     // --- join ---
+    // Every refusal sends an `error` (`req_type` join) before its close code: browsers cannot read close reasons
+    // reliably, and close reasons never carry parser or token-library text.
     let first = tokio::time::timeout(JOIN_TIMEOUT, rx.next()).await;
     let text = match first {
         Ok(Some(Ok(Message::Text(t)))) => t,
-        Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return,
-        Ok(Some(Ok(_))) | Err(_) => {
-            let _ = tx.send(close_msg(close::NO_JOIN, "expected join")).await;
+        Ok(Some(Ok(Message::Close(_)))) => {
+            let _ = tx.close().await;
+            return;
+        }
+        Ok(None) => return,
+        Ok(Some(Err(e))) => {
+            if let Some((code, close, why)) = socket_error(&e) {
+                refuse(&mut tx, code, close, why).await;
+            }
+            return;
+        }
+        Ok(Some(Ok(_))) => {
+            refuse(&mut tx, ErrorCode::BadMessage, close::NO_JOIN, "the first message must be a join text frame").await;
+            return;
+        }
+        Err(_) => {
+            refuse(&mut tx, ErrorCode::NotJoined, close::NO_JOIN, "no join within 10 s").await;
             return;
         }
     };
     if text.len() > max {
-        let _ = tx.send(close_msg(close::NO_JOIN, "join too large")).await;
+        refuse(&mut tx, ErrorCode::TooLarge, close::NO_JOIN, &format!("join over {max} bytes")).await;
         return;
     }
     let (token, auto_subscribe, chat_positions) = match ClientMsg::parse(&text) {
         Ok(ClientMsg::Join { v, token, auto_subscribe, chat }) => {
             if v != VERSION {
-                let _ = tx.send(close_msg(close::BAD_VERSION, "unsupported protocol version")).await;
+                let why = format!("protocol version {v} is not spoken here (this server speaks {VERSION})");
+                refuse(&mut tx, ErrorCode::BadVersion, close::BAD_VERSION, &why).await;
                 return;
             }
             (token, auto_subscribe, chat)
         }
+        Err(e) if e.req_type.as_deref() == Some("join") => {
+            // A join with missing or mistyped fields: the error says which; the close reason stays generic.
+            debug!(error = %e.message, "malformed join");
+            let _ = tx.send(text_msg(&ServerMsg::error(ErrorCode::BadMessage, e.message, Some("join")))).await;
+            let _ = tx.send(close_msg(close::NO_JOIN, "malformed join")).await;
+            return;
+        }
         _ => {
-            let _ = tx.send(close_msg(close::NO_JOIN, "first message must be join")).await;
+            refuse(&mut tx, ErrorCode::NotJoined, close::NO_JOIN, "the first message must be join").await;
             return;
         }
     };
@@ -89,13 +113,17 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
     let claims = match state.keys.verify_with_leeway(&token, state.config.limits.token_leeway_secs) {
         Ok(c) => c,
         Err(e) => {
-            let code = match e {
-                TokenError::Expired => close::TOKEN_EXPIRED,
-                TokenError::NotAllowed(_) => close::NOT_ALLOWED,
-                _ => close::INVALID_TOKEN,
-            };
             debug!(error = %e, "join refused");
-            let _ = tx.send(close_msg(code, &e.to_string())).await;
+            let (code, close, why) = match e {
+                TokenError::Expired => {
+                    (ErrorCode::TokenExpired, close::TOKEN_EXPIRED, "token expired or not yet valid")
+                }
+                TokenError::NotAllowed(_) => {
+                    (ErrorCode::NotAllowed, close::NOT_ALLOWED, "the token does not allow joining this room")
+                }
+                _ => (ErrorCode::InvalidToken, close::INVALID_TOKEN, "invalid token"),
+            };
+            refuse(&mut tx, code, close, why).await;
             return;
         }
     };
@@ -243,11 +271,21 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                             continue;
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => { last_heard = Instant::now(); continue; }
-                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Ok(Message::Close(_))) => {
+                            // Answer the client's close (else it reads the end as 1006, abnormal).
+                            let _ = tx.close().await;
+                            break;
+                        }
+                        None => break,
                         Some(Err(e)) => {
-                            // Oversized frames surface here (the socket's own cap is a safety net above ours).
+                            // Frames over the socket's own cap (a safety net above ours) and text that is not UTF-8
+                            // surface here: say why and close with the matching code, never a bare reset.
                             debug!(error = %e, "socket error");
                             leave_reason = "disconnected";
+                            if let Some((code, close, why)) = socket_error(&e) {
+                                let _ = tx.send(text_msg(&ServerMsg::error(code, why, None))).await;
+                                let _ = tx.send(close_msg(close, why)).await;
+                            }
                             break;
                         }
                     };
@@ -268,7 +306,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                         Ok(ClientMsg::Leave) => { leave_reason = "left"; let _ = tx.send(close_msg(close::NORMAL, "left")).await; break; }
                         Ok(msg) if msg.is_chat() => chat.handle(msg, &mut s.out).await,
                         Ok(msg) => s.handle_client(msg).await,
-                        Err(e) => s.out.push(Out::Msg(ServerMsg::Error { code: e.code, message: e.message, req_type: e.req_type, id: None, client_id: None })),
+                        Err(e) => s.out.push(Out::Msg(ServerMsg::Error { code: e.code, message: e.message, req_type: e.req_type, id: e.id, client_id: None })),
                     }
                 }
                 ev = ev_rx.recv() => {
@@ -348,6 +386,7 @@ impl Session {
 
     async fn handle_client(&mut self, msg: ClientMsg) {
         let ty = msg.type_name();
+        let rid = msg.request_id().unwrap_or_default();
         match msg {
             ClientMsg::Join { .. } => self.say(ServerMsg::error(ErrorCode::AlreadyJoined, "already joined", Some(ty))),
             ClientMsg::Offer { id, sdp, tracks } => {
@@ -355,16 +394,17 @@ impl Session {
                 let sending = sending_media_sections(&sdp);
                 if sending > max {
                     Refusals::add(&self.state.refusals.too_many_tracks);
-                    self.say(ServerMsg::error(
+                    self.say(ServerMsg::error_for(
                         ErrorCode::TooManyTracks,
                         format!("the offer publishes {sending} tracks; at most {max}"),
-                        Some(ty),
+                        ty,
+                        &rid,
                     ));
                     return;
                 }
                 if let Some(t) = tracks.iter().find(|t| t.source.is_some_and(|src| !self.perms.may_publish(src))) {
                     let (code, why) = self.publish_refusal();
-                    self.say(ServerMsg::error(code, format!("{why} (track {})", t.mid), Some(ty)));
+                    self.say(ServerMsg::error_for(code, format!("{why} (track {})", t.mid), ty, &rid));
                     return;
                 }
                 for t in tracks {
@@ -387,25 +427,29 @@ impl Session {
                     self.say(ServerMsg::error(ErrorCode::PermissionDenied, "this token may not subscribe", Some(ty)));
                     return;
                 }
+                let mut unknown = Vec::new();
                 for id in track_ids {
                     match self.state.rooms.track(&self.room, &id) {
                         Some(t) if t.participant_id != self.me.id => self.subscribe(t.sfu_track).await,
-                        _ => self.say(ServerMsg::error(ErrorCode::TrackNotFound, format!("no track {id}"), Some(ty))),
+                        _ => unknown.push(id),
                     }
+                }
+                if let Some(e) = tracks_not_found(&unknown, ty) {
+                    self.say(e);
                 }
             }
             ClientMsg::Unsubscribe { track_ids } => {
+                let mut unknown = Vec::new();
                 for id in track_ids {
                     match self.state.rooms.track(&self.room, &id) {
                         Some(t) if self.subscriptions.contains(&t.sfu_track) => {
                             self.unsubscribe(t.sfu_track, "requested").await;
                         }
-                        _ => self.say(ServerMsg::error(
-                            ErrorCode::TrackNotFound,
-                            format!("not subscribed to {id}"),
-                            Some(ty),
-                        )),
+                        _ => unknown.push(id),
                     }
+                }
+                if let Some(e) = tracks_not_found(&unknown, ty) {
+                    self.say(e);
                 }
             }
             ClientMsg::Mute { track_id, muted } => {
@@ -501,12 +545,12 @@ impl Session {
         match ev {
             PeerEvent::Answer { id, sdp } => self.say(ServerMsg::Answer { id, sdp }),
             PeerEvent::Offer { id, sdp } => self.say(ServerMsg::Offer { id, sdp }),
-            PeerEvent::OfferRejected { why, reason, .. } => {
+            PeerEvent::OfferRejected { id, why, reason } => {
                 let code = match why {
                     OfferRejection::NotAllowed => ErrorCode::PermissionDenied,
                     _ => ErrorCode::SdpRejected,
                 };
-                self.say(ServerMsg::error(code, reason, Some("offer")));
+                self.say(ServerMsg::error_for(code, reason, "offer", &id.into()));
             }
             PeerEvent::TrackPublished { track, mid, kind } => {
                 let offered = self.offered_tracks.get(&mid);
@@ -682,6 +726,33 @@ async fn refuse_room(state: &AppState, tx: &mut futures::stream::SplitSink<WebSo
 
 fn text_msg(m: &ServerMsg) -> Message {
     Message::Text(Utf8Bytes::from(m.to_json()))
+}
+
+/// One `track_not_found` for every id of a `subscribe` or `unsubscribe` that named no track (the first few ids
+/// listed), however many there were.
+fn tracks_not_found(unknown: &[String], ty: &str) -> Option<ServerMsg> {
+    const LISTED: usize = 8;
+    let first = unknown.first()?;
+    let message = match unknown.len() {
+        1 => format!("no track {first}"),
+        n if n <= LISTED => format!("no tracks {}", unknown.join(", ")),
+        n => format!("no tracks {} and {} more", unknown[..LISTED].join(", "), n - LISTED),
+    };
+    Some(ServerMsg::error(ErrorCode::TrackNotFound, message, Some(ty)))
+}
+
+/// The error, close code and reason for a socket read error a client caused: a frame over the socket's cap
+/// (`too_large`, 1009) or a text frame that is not UTF-8 (`bad_message`, 1007). `None`: the connection failed.
+fn socket_error(e: &axum::Error) -> Option<(ErrorCode, u16, &'static str)> {
+    // tungstenite's errors as axum passes them on: `Error::Capacity` and `Error::Utf8`.
+    let text = e.to_string();
+    if text.contains("Space limit exceeded") {
+        Some((ErrorCode::TooLarge, close::MESSAGE_TOO_BIG, "frame over the size cap"))
+    } else if text.contains("UTF-8 encoding error") {
+        Some((ErrorCode::BadMessage, close::INVALID_PAYLOAD, "text frame is not UTF-8"))
+    } else {
+        None
+    }
 }
 
 fn close_msg(code: u16, reason: &str) -> Message {

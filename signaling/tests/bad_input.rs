@@ -79,6 +79,8 @@ async fn bad_joins_close_with_documented_codes() {
     for (name, first, code) in cases {
         let mut ws = connect(&s).await;
         send(&mut ws, &first).await;
+        // The error comes first (protocol_v1.rs checks each code), then the close.
+        assert_eq!(recv(&mut ws).await["req_type"], "join", "{name}");
         assert_eq!(close_code(&mut ws).await, Some(code), "{name}");
     }
     // The server is still serving.

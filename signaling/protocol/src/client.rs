@@ -206,6 +206,8 @@ pub struct ParseError {
     pub message: String,
     /// The `type` of the failed message, when it had one.
     pub req_type: Option<String>,
+    /// The `id` of the failed request, when it had one (so a client with several requests open knows which).
+    pub id: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -364,12 +366,35 @@ impl ClientMsg {
         serde_json::to_string(self).expect("client messages always serialize")
     }
 
-    /// Parse one text frame.
+    /// The `id` of a request that has one (`offer`, `answer`, `chat_history`, `chat_receipts`,
+    /// `chat_alert_status`): its errors carry it back.
+    pub fn request_id(&self) -> Option<serde_json::Value> {
+        match self {
+            ClientMsg::Offer { id, .. } | ClientMsg::Answer { id, .. } => Some((*id).into()),
+            ClientMsg::ChatHistory { id, .. }
+            | ClientMsg::ChatReceipts { id, .. }
+            | ClientMsg::ChatAlertStatus { id, .. } => (!id.is_null()).then(|| id.clone()),
+            _ => None,
+        }
+    }
+
+    /// Parse one text frame. A failed request's error names its `type` and `id` when the frame had them.
     pub fn parse(text: &str) -> Result<ClientMsg, ParseError> {
+        ClientMsg::parse_fields(text).map_err(|mut e| {
+            if e.req_type.is_some() {
+                let value = serde_json::from_str::<serde_json::Value>(text).ok();
+                e.id = value.and_then(|mut v| v.get_mut("id").map(serde_json::Value::take)).filter(|v| !v.is_null());
+            }
+            e
+        })
+    }
+
+    fn parse_fields(text: &str) -> Result<ClientMsg, ParseError> {
         let bad = |m: String, t: Option<&str>| ParseError {
             code: ErrorCode::BadMessage,
             message: m,
             req_type: t.map(str::to_string),
+            id: None,
         };
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}"), None))?;
@@ -383,6 +408,7 @@ impl ClientMsg {
                 code: ErrorCode::BadMessage,
                 message: format!("bad {ty}: {e}"),
                 req_type: Some(ty.to_string()),
+                id: None,
             })
         }
         let msg = match ty.as_str() {
@@ -498,6 +524,7 @@ impl ClientMsg {
                     code: ErrorCode::UnknownType,
                     message: format!("unknown message type {ty:?}"),
                     req_type: Some(ty),
+                    id: None,
                 })
             }
         };
@@ -611,5 +638,11 @@ mod tests {
         for (text, code) in bad {
             assert_eq!(ClientMsg::parse(text).unwrap_err().code, *code, "{text}");
         }
+        // A failed request's error carries its id back.
+        let e = ClientMsg::parse(r#"{"type":"chat_history","id":"h7","limit":0}"#).unwrap_err();
+        assert_eq!(e.id, Some(serde_json::json!("h7")));
+        let e = ClientMsg::parse(r#"{"type":"offer","id":4}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::BadMessage, Some(serde_json::json!(4))));
+        assert_eq!(ClientMsg::parse(r#"{"id":4}"#).unwrap_err().id, None);
     }
 }

@@ -260,8 +260,10 @@ impl ChatSession {
     /// Handle one chat request; answers go to `out`.
     pub async fn handle(&mut self, msg: ClientMsg, out: &mut Vec<Out>) {
         let ty = msg.type_name();
+        // Errors of requests with an id (history, receipts, alert status) carry it back.
+        let rid = msg.request_id().unwrap_or_default();
         let err = |out: &mut Vec<Out>, (code, message): (ErrorCode, String)| {
-            out.push(Out::Msg(ServerMsg::error(code, message, Some(ty))));
+            out.push(Out::Msg(ServerMsg::error_for(code, message, ty, &rid)));
         };
         match msg {
             ClientMsg::ChatSend(m) => {
