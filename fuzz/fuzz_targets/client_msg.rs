@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use signaling::protocol::ClientMsg;
+use courier_protocol::ClientMsg;
 
 fuzz_target!(|data: &[u8]| {
     // The socket only hands text frames (valid UTF-8) to the parser.

@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::{ApiGrant, Claims, Permissions, TokenError};
-use crate::chat::store::{Amend, MessageState, PageFrom, Replay, StoreError, Tombstone};
-use crate::chat::{ConversationId, Flags, NewMessage, Priority};
 use crate::lifecycle::{RoomOptions, RoomPhase, Schedule};
 use crate::room::{CreateError, ParticipantUpdate};
 use crate::AppState;
+use courier_chat::store::{Amend, MessageState, PageFrom, Replay, StoreError, Tombstone};
+use courier_chat::{ConversationId, Flags, NewMessage, Priority};
 use courier_protocol::admin::{ParticipantList, ParticipantSummary};
 
 /// Why an API call failed. Each variant has one stable code and one HTTP status (see `docs/protocol.md`, "Admin
@@ -723,7 +723,7 @@ async fn send_message(
     if m.kind.starts_with("chat.") {
         return Err(ApiError::BadRequest("message types starting with \"chat.\" are the server's".into()));
     }
-    crate::chat::validate_identity(&m.sender).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    courier_chat::validate_identity(&m.sender).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let conversation = room_conversation(&state, &room)?;
     let alert_to = if m.must_ack {
         let mut who = state.chat.hub.room_identities(&room);
@@ -767,9 +767,9 @@ async fn list_messages(
 ) -> ApiResult<Response> {
     admin.need(ApiGrant::Admin(&room))?;
     let c = room_conversation(&state, &room)?;
-    let limit = q.limit.unwrap_or(crate::protocol::HISTORY_DEFAULT_LIMIT);
-    if limit == 0 || limit > crate::protocol::HISTORY_MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!("limit must be 1..={}", crate::protocol::HISTORY_MAX_LIMIT)));
+    let limit = q.limit.unwrap_or(courier_protocol::HISTORY_DEFAULT_LIMIT);
+    if limit == 0 || limit > courier_protocol::HISTORY_MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!("limit must be 1..={}", courier_protocol::HISTORY_MAX_LIMIT)));
     }
     let from = match (q.before, q.after) {
         (Some(_), Some(_)) => return Err(ApiError::BadRequest("give before or after, not both".into())),
@@ -784,7 +784,7 @@ async fn list_messages(
     };
     let messages: Vec<Value> = messages
         .iter()
-        .map(|m| serde_json::to_value(crate::chat::frames::wire_message(m, false)).unwrap_or(Value::Null))
+        .map(|m| serde_json::to_value(courier_chat::frames::wire_message(m, false)).unwrap_or(Value::Null))
         .collect();
     let (epoch, first_seq, last_seq) = head.map_or((0, 1, 0), |h| (h.epoch, h.first_seq, h.last_seq));
     Ok(Json(json!({
@@ -836,7 +836,7 @@ async fn erase_identity(
     Path(identity): Path<String>,
 ) -> ApiResult<Response> {
     admin.need(ApiGrant::AdminAll)?;
-    crate::chat::validate_identity(&identity).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    courier_chat::validate_identity(&identity).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let n = state.chat.store.erase_identity(&identity).await?;
     Ok(Json(json!({ "identity": identity, "erased": n })).into_response())
 }

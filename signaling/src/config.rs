@@ -220,7 +220,7 @@ impl RawWebhooks {
         for (i, e) in self.endpoints.unwrap_or_default().into_iter().enumerate() {
             let at = format!("webhooks.endpoints[{i}]");
             let Some(url) = e.url.filter(|u| !u.is_empty()) else { bail!("{at}: url is required") };
-            crate::chat::hook::http_url(&format!("{at}.url"), &url).map_err(|e| anyhow::anyhow!(e))?;
+            crate::hook::http_url(&format!("{at}.url"), &url).map_err(|e| anyhow::anyhow!(e))?;
             let secret = match (e.secret, e.api_key) {
                 (Some(s), None) if s.len() >= 16 => s,
                 (Some(_), None) => bail!("{at}: secret must be at least 16 bytes"),
@@ -325,8 +325,8 @@ pub struct RawRetention {
 }
 
 impl RawRetention {
-    fn resolve(&self) -> crate::chat::store::Retention {
-        crate::chat::store::Retention {
+    fn resolve(&self) -> courier_chat::store::Retention {
+        courier_chat::store::Retention {
             max_age_ms: self.max_age_secs.map(|s| s.saturating_mul(1000)),
             max_count: self.max_count,
         }
@@ -383,7 +383,7 @@ pub struct ChatConfig {
     pub queue_capacity: usize,
     pub receipt_fanout_max: usize,
     pub alert_renotify: std::time::Duration,
-    pub quota: crate::chat::quota::QuotaConfig,
+    pub quota: courier_chat::quota::QuotaConfig,
     pub low_priority_kinds: Vec<String>,
     pub high_priority_kinds: Vec<String>,
     pub high_priority_identities: Vec<String>,
@@ -394,15 +394,15 @@ pub struct ChatConfig {
     /// (URL, timeout, fail open).
     pub hook: Option<(String, std::time::Duration, bool)>,
     /// Retention of conversations without a rule of their own.
-    pub retention: crate::chat::store::Retention,
+    pub retention: courier_chat::store::Retention,
     /// Room name → its retention.
-    pub room_retention: HashMap<String, crate::chat::store::Retention>,
+    pub room_retention: HashMap<String, courier_chat::store::Retention>,
     pub retention_interval: std::time::Duration,
 }
 
 impl ChatConfig {
     /// The retention rule of `conversation`.
-    pub fn retention_of(&self, conversation: &crate::chat::ConversationId) -> crate::chat::store::Retention {
+    pub fn retention_of(&self, conversation: &courier_chat::ConversationId) -> courier_chat::store::Retention {
         conversation.as_room().and_then(|r| self.room_retention.get(r)).copied().unwrap_or(self.retention)
     }
 }
@@ -417,7 +417,7 @@ impl ChatConfig {
             },
             Some(other) => bail!("chat.store must be sqlite or postgres, not {other:?}"),
         };
-        let max_payload_bytes = raw.max_payload_bytes.unwrap_or(crate::chat::DEFAULT_MAX_PAYLOAD_BYTES);
+        let max_payload_bytes = raw.max_payload_bytes.unwrap_or(courier_chat::DEFAULT_MAX_PAYLOAD_BYTES);
         if !(64..=1024 * 1024).contains(&max_payload_bytes) {
             bail!("chat.max_payload_bytes must be between 64 and 1048576");
         }
@@ -433,7 +433,7 @@ impl ChatConfig {
         if alert_renotify_secs == 0 {
             bail!("chat.alert_renotify_secs must be at least 1");
         }
-        let quota = crate::chat::quota::QuotaConfig {
+        let quota = courier_chat::quota::QuotaConfig {
             rate: raw.room_rate_per_sec.unwrap_or(200.0),
             high_reserve: raw.high_reserve.unwrap_or(0.2),
             low_floor: raw.low_floor.unwrap_or(0.5),
@@ -453,18 +453,18 @@ impl ChatConfig {
         }
         let hook = match raw.hook_url.filter(|u| !u.is_empty()) {
             Some(url) => {
-                crate::chat::hook::PreSendHook::new(&url, std::time::Duration::from_millis(1), true)
+                crate::hook::PreSendHook::new(&url, std::time::Duration::from_millis(1), true)
                     .map_err(|e| anyhow::anyhow!(e))?;
                 Some((url, std::time::Duration::from_millis(hook_timeout_ms), raw.hook_fail_open.unwrap_or(true)))
             }
             None => None,
         };
         if let Some(path) = &raw.words_file {
-            crate::chat::moderation::WordLists::load(path).map_err(|e| anyhow::anyhow!(e))?;
+            courier_chat::moderation::WordLists::load(path).map_err(|e| anyhow::anyhow!(e))?;
         }
         let retention =
             RawRetention { max_age_secs: raw.retention_max_age_secs, max_count: raw.retention_max_count }.resolve();
-        let room_retention: HashMap<String, crate::chat::store::Retention> =
+        let room_retention: HashMap<String, courier_chat::store::Retention> =
             raw.room_retention.unwrap_or_default().iter().map(|(room, r)| (room.clone(), r.resolve())).collect();
         if std::iter::once(&retention).chain(room_retention.values()).any(|r| r.max_count == Some(0)) {
             bail!("chat retention max_count must be at least 1");

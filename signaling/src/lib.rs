@@ -22,12 +22,11 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
-pub mod chat;
 pub mod config;
+pub mod hook;
 pub mod lifecycle;
 pub mod limits;
 pub mod ops;
-pub mod protocol;
 pub mod room;
 pub mod room_store;
 pub mod session;
@@ -39,13 +38,13 @@ use sfu::{Sfu, SfuConfig};
 use tokio::sync::watch;
 
 use crate::auth::Keys;
-use crate::chat::hub::Hub;
-use crate::chat::postgres::{PostgresConfig, PostgresStore};
-use crate::chat::sqlite::{SqliteConfig, SqliteStore};
-use crate::chat::store::ChatStore;
-use crate::chat::Limits;
 use crate::config::{ChatStoreKind, Config};
 use crate::room::Rooms;
+use courier_chat::hub::Hub;
+use courier_chat::postgres::{PostgresConfig, PostgresStore};
+use courier_chat::sqlite::{SqliteConfig, SqliteStore};
+use courier_chat::store::ChatStore;
+use courier_chat::Limits;
 
 /// Chat's shared parts: the durable store, the fan-out hub listening to it, room quotas and aggregated counts.
 pub struct ChatService {
@@ -53,23 +52,23 @@ pub struct ChatService {
     pub hub: Arc<Hub>,
     pub limits: Limits,
     /// Room → its quota bucket.
-    pub quotas: std::sync::Mutex<std::collections::HashMap<String, crate::chat::quota::RoomQuota>>,
+    pub quotas: std::sync::Mutex<std::collections::HashMap<String, courier_chat::quota::RoomQuota>>,
     /// (conversation, kind) → count since the last flush.
-    pub aggregates: std::sync::Mutex<std::collections::HashMap<(crate::chat::ConversationId, String), u64>>,
+    pub aggregates: std::sync::Mutex<std::collections::HashMap<(courier_chat::ConversationId, String), u64>>,
     /// The keyword lists in force (swapped when the words file changes).
-    pub words: std::sync::RwLock<Arc<crate::chat::moderation::WordFilter>>,
-    pub mutes: std::sync::Mutex<crate::chat::moderation::Mutes>,
-    pub hook: Option<crate::chat::hook::PreSendHook>,
+    pub words: std::sync::RwLock<Arc<courier_chat::moderation::WordFilter>>,
+    pub mutes: std::sync::Mutex<courier_chat::moderation::Mutes>,
+    pub hook: Option<crate::hook::PreSendHook>,
     /// Identity → its bucket: the chat rate limit per identity, across its connections.
     pub rates: std::sync::Mutex<std::collections::HashMap<String, crate::limits::TokenBucket>>,
 }
 
 /// The word filter from the configured lists plus the words file (if it reads).
-pub fn word_filter(config: &crate::config::ChatConfig) -> crate::chat::moderation::WordFilter {
+pub fn word_filter(config: &crate::config::ChatConfig) -> courier_chat::moderation::WordFilter {
     let mut blocked = config.blocked_words.clone();
     let mut replaced = config.replaced_words.clone();
     if let Some(path) = &config.words_file {
-        match crate::chat::moderation::WordLists::load(path) {
+        match courier_chat::moderation::WordLists::load(path) {
             Ok(lists) => {
                 blocked.extend(lists.blocked);
                 replaced.extend(lists.replaced);
@@ -77,7 +76,7 @@ pub fn word_filter(config: &crate::config::ChatConfig) -> crate::chat::moderatio
             Err(e) => tracing::warn!(error = %e, "words file not reloaded; keeping the configured lists"),
         }
     }
-    crate::chat::moderation::WordFilter::new(&blocked, &replaced)
+    courier_chat::moderation::WordFilter::new(&blocked, &replaced)
 }
 
 /// How often the words file is checked for changes.
@@ -94,13 +93,13 @@ impl ChatService {
             Err(_) => return,
         };
         for ((conversation, kind), count) in counts {
-            let frame = crate::protocol::ServerMsg::ChatAggregate {
+            let frame = courier_protocol::ServerMsg::ChatAggregate {
                 conversation: conversation.to_string(),
                 kind,
                 count,
                 window_ms: AGGREGATE_INTERVAL.as_millis() as u64,
             };
-            self.hub.send(&conversation, None, crate::chat::outbound::Class::Droppable, frame.to_json().into());
+            self.hub.send(&conversation, None, courier_chat::outbound::Class::Droppable, frame.to_json().into());
         }
     }
 }
@@ -185,11 +184,11 @@ const RETENTION_PAGE: usize = 500;
 pub async fn apply_retention(
     store: &dyn ChatStore,
     config: &crate::config::ChatConfig,
-    keep: &(dyn Fn(&crate::chat::ConversationId) -> bool + Sync),
+    keep: &(dyn Fn(&courier_chat::ConversationId) -> bool + Sync),
     now_ms: u64,
-) -> Result<(u64, u64), crate::chat::store::StoreError> {
+) -> Result<(u64, u64), courier_chat::store::StoreError> {
     let (mut visited, mut removed) = (0, 0);
-    let mut after: Option<crate::chat::ConversationId> = None;
+    let mut after: Option<courier_chat::ConversationId> = None;
     loop {
         let page = store.conversations(after.as_ref(), RETENTION_PAGE).await?;
         let Some(last) = page.last().cloned() else { break };
@@ -227,7 +226,7 @@ impl Server {
         let words = std::sync::RwLock::new(Arc::new(word_filter(&config.chat)));
         let hook = match &config.chat.hook {
             Some((url, timeout, fail_open)) => {
-                Some(crate::chat::hook::PreSendHook::new(url, *timeout, *fail_open).map_err(|e| anyhow::anyhow!(e))?)
+                Some(crate::hook::PreSendHook::new(url, *timeout, *fail_open).map_err(|e| anyhow::anyhow!(e))?)
             }
             None => None,
         };
@@ -235,7 +234,7 @@ impl Server {
         if webhooks.enabled() {
             // The hub fans messages out first; then the webhooks queue message_sent / message_recalled.
             store.set_listener(Arc::new(vec![
-                hub.clone() as Arc<dyn crate::chat::store::CommitListener>,
+                hub.clone() as Arc<dyn courier_chat::store::CommitListener>,
                 Arc::new(webhooks.clone()),
             ]));
         } else {
@@ -299,7 +298,7 @@ impl Server {
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0);
                     let keep =
-                        |c: &crate::chat::ConversationId| c.as_room().is_some_and(|r| state.rooms.keeps_history(r));
+                        |c: &courier_chat::ConversationId| c.as_room().is_some_and(|r| state.rooms.keeps_history(r));
                     match apply_retention(&*state.chat.store, &state.config.chat, &keep, now).await {
                         Ok((_, 0)) => {}
                         Ok((visited, removed)) => tracing::info!(visited, removed, "chat retention applied"),

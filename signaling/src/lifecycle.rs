@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::ErrorCode;
+use courier_protocol::ErrorCode;
 
 /// Empty timeout of rooms the admin API creates without one, seconds.
 pub const DEFAULT_EMPTY_TIMEOUT_SECS: u64 = 300;

@@ -171,7 +171,7 @@ fn chat_command(cmd: ChatCmd) -> anyhow::Result<()> {
                 let rooms = signaling::room_store::RoomStore::open(&signaling::room_store::RoomStore::path_in(
                     &config.data_dir,
                 ))?;
-                let keep = |c: &signaling::chat::ConversationId| {
+                let keep = |c: &courier_chat::ConversationId| {
                     c.as_room().is_some_and(|r| rooms.keeps_history(r).unwrap_or(true))
                 };
                 let (visited, removed) = signaling::apply_retention(&*store, &config.chat, &keep, now).await?;

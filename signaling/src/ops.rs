@@ -22,9 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 
 use crate::admin::ApiError;
-use crate::chat::ConversationId;
 use crate::limits::{Refusals, Refused};
 use crate::AppState;
+use courier_chat::ConversationId;
 
 /// How long `/readyz` waits for the chat store.
 pub const READY_STORE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use crate::auth::Permissions;
 use crate::lifecycle::{self, RoomOptions, RoomPhase, RoomView, Transition};
-use crate::protocol::{close, ErrorCode, ParticipantInfo, TrackInfo};
 use crate::webhook::{EventKind, Facts, Webhooks};
+use courier_protocol::{close, ErrorCode, ParticipantInfo, TrackInfo};
 
 /// Capacity of each member's room-event queue.
 pub const MEMBER_QUEUE: usize = 1024;
@@ -767,7 +767,7 @@ mod tests {
         TrackInfo {
             id: id.into(),
             kind: courier_protocol::MediaKind::Video,
-            source: crate::protocol::TrackSource::Camera,
+            source: courier_protocol::TrackSource::Camera,
             name: String::new(),
             muted: false,
             mid: Some("0".into()),

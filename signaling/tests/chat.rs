@@ -168,8 +168,8 @@ async fn history_pages_and_resume_replays_exactly_the_gap() {
     assert!(seqs(&drain_for(&mut bob, Duration::from_millis(300)).await).is_empty(), "nothing twice");
 
     // A gap beyond retention is not recovered, never replayed in part.
-    let conv = signaling::chat::ConversationId::room("r").unwrap();
-    let retention = signaling::chat::store::Retention { max_age_ms: None, max_count: Some(10) };
+    let conv = courier_chat::ConversationId::room("r").unwrap();
+    let retention = courier_chat::store::Retention { max_age_ms: None, max_count: Some(10) };
     s.state.chat.store.trim(&conv, retention, 0).await.unwrap();
     let join_carol = json!({"type": "join", "v": 1, "token": token("r", "carol"),
         "chat": [{"conversation": "room:r", "epoch": epoch, "last_seq": 20}]})

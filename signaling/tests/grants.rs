@@ -45,9 +45,9 @@ async fn websocket_grant_matrix() {
             name: "publish microphone (sources)",
             grant: |r, on| {
                 r.can_publish_sources = Some(if on {
-                    vec![signaling::protocol::TrackSource::Microphone]
+                    vec![courier_protocol::TrackSource::Microphone]
                 } else {
-                    vec![signaling::protocol::TrackSource::Camera]
+                    vec![courier_protocol::TrackSource::Camera]
                 })
             },
             msg: offer("microphone"),
@@ -57,7 +57,7 @@ async fn websocket_grant_matrix() {
         WsCase {
             name: "publish screen (sources)",
             grant: |r, on| {
-                r.can_publish_sources = Some(if on { vec![signaling::protocol::TrackSource::Screen] } else { vec![] })
+                r.can_publish_sources = Some(if on { vec![courier_protocol::TrackSource::Screen] } else { vec![] })
             },
             msg: offer("screen"),
             denied: "source_not_allowed",

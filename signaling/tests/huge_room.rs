@@ -23,10 +23,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
+use courier_chat::ConversationId;
 use crowd::*;
 use futures::StreamExt;
 use serde_json::json;
-use signaling::chat::ConversationId;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 

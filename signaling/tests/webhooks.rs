@@ -211,10 +211,10 @@ max_attempts = 100
 
     // Alice publishes audio. A track exists only once WebRTC connects (ICE and DTLS), which this test does not
     // set up: the session would make exactly this call into the room registry, where the event is emitted.
-    let track = signaling::protocol::TrackInfo {
+    let track = courier_protocol::TrackInfo {
         id: "TR_test".into(),
-        kind: signaling::protocol::MediaKind::Audio,
-        source: signaling::protocol::TrackSource::Microphone,
+        kind: courier_protocol::MediaKind::Audio,
+        source: courier_protocol::TrackSource::Microphone,
         name: "mic".into(),
         muted: false,
         mid: Some("0".into()),

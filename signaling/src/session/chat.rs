@@ -13,25 +13,25 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::Utf8Bytes;
+use courier_chat::frame::Frame;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::chat::frames::{chat_message_frame, wire_message};
-use crate::chat::hook::HookVerdict;
-use crate::chat::hub::{Delivery, Inbox, MemberId};
-use crate::chat::outbound::Class;
-use crate::chat::resume::{ResumeMerge, Step};
-use crate::chat::store::{
+use crate::hook::HookVerdict;
+use crate::AppState;
+use courier_chat::frames::{chat_message_frame, wire_message};
+use courier_chat::hub::{Delivery, Inbox, MemberId};
+use courier_chat::outbound::Class;
+use courier_chat::resume::{ResumeMerge, Step};
+use courier_chat::store::{
     Ack, AlertAck, Amend, ChatStore, MessageState, PageFrom, Replay, StoreError, StoredMessage, Tombstone,
 };
-use crate::chat::{ConversationId, Flags, InvalidInput, NewMessage, Priority};
-use crate::protocol::{
+use courier_chat::{ConversationId, Flags, InvalidInput, NewMessage, Priority};
+use courier_protocol::{
     AlertAckStatus, AlertAckView, ChatMessage, ChatSend, ClientMsg, ErrorCode, MessageState as WireState, ReceiptView,
     ResumePos, ResumeStatus, ServerMsg, Target,
 };
-use crate::AppState;
 
 /// Messages one connection may have waiting for the store.
 pub const PIPELINE_DEPTH: usize = 256;
@@ -49,7 +49,7 @@ const ALERTS_MAX: usize = 100;
 /// Something to write to the socket.
 pub enum Out {
     Msg(ServerMsg),
-    Frame(Utf8Bytes),
+    Frame(Frame),
 }
 
 /// Why the session must close.
@@ -90,7 +90,7 @@ pub struct ChatSession {
     room_admin: bool,
     member: MemberId,
     inbox: Arc<Inbox>,
-    cursors: HashMap<ConversationId, ResumeMerge<Utf8Bytes>>,
+    cursors: HashMap<ConversationId, ResumeMerge<Frame>>,
     replays: VecDeque<ReplayJob>,
     pipeline: mpsc::Sender<Pending>,
     pub acks: mpsc::Receiver<ServerMsg>,
@@ -222,9 +222,9 @@ impl ChatSession {
             Err(_) => return Ok(payload),
         };
         match filter.check(&payload) {
-            crate::chat::moderation::Verdict::Pass => Ok(payload),
-            crate::chat::moderation::Verdict::Replaced(p) => Ok(p),
-            crate::chat::moderation::Verdict::Blocked(_) => {
+            courier_chat::moderation::Verdict::Pass => Ok(payload),
+            courier_chat::moderation::Verdict::Replaced(p) => Ok(p),
+            courier_chat::moderation::Verdict::Blocked(_) => {
                 Err((ErrorCode::Blocked, "the message holds a blocked word".into()))
             }
         }
@@ -234,7 +234,7 @@ impl ChatSession {
         if !self.room_admin {
             return Err((ErrorCode::PermissionDenied, "muting needs the room_admin grant".into()));
         }
-        crate::chat::validate_identity(identity).map_err(|e| (ErrorCode::BadMessage, e.to_string()))?;
+        courier_chat::validate_identity(identity).map_err(|e| (ErrorCode::BadMessage, e.to_string()))?;
         let Some(c) = self.room_conv.clone() else { return Err((ErrorCode::BadMessage, "no room chat".into())) };
         let duration = duration_secs.map(|s| Duration::from_secs(s.min(366 * 24 * 3600)));
         if let Ok(mut m) = self.state.chat.mutes.lock() {
@@ -490,7 +490,7 @@ impl ChatSession {
         let (kind, body, change) = match payload {
             None => ("chat.recall", format!(r#"{{"seq":{seq}}}"#), Tombstone::Recall),
             Some(p) => {
-                crate::chat::validate_payload(&p, &self.state.chat.limits).map_err(|e| invalid(&e))?;
+                courier_chat::validate_payload(&p, &self.state.chat.limits).map_err(|e| invalid(&e))?;
                 ("chat.edit", format!(r#"{{"seq":{seq},"payload":{p}}}"#), Tombstone::Edit { payload: p })
             }
         };
@@ -649,8 +649,8 @@ impl ChatSession {
                 return Ok(());
             }
         };
-        let frames: Vec<(u64, Utf8Bytes)> =
-            messages.iter().map(|m| (m.seq, Utf8Bytes::from(chat_message_frame(m, self.mentioned(m))))).collect();
+        let frames: Vec<(u64, Frame)> =
+            messages.iter().map(|m| (m.seq, Frame::from(chat_message_frame(m, self.mentioned(m))))).collect();
         let cursor = self.cursors.entry(job.conversation.clone()).or_insert_with(|| ResumeMerge::new(job.after));
         let delivered = cursor.on_replay(frames);
         if let Some(info) = job.resume.as_mut() {
@@ -681,7 +681,7 @@ impl ChatSession {
         self.take_inbox(out)
     }
 
-    fn apply_step(&mut self, c: &ConversationId, step: Step<Utf8Bytes>, out: &mut Vec<Out>) {
+    fn apply_step(&mut self, c: &ConversationId, step: Step<Frame>, out: &mut Vec<Out>) {
         match step {
             Step::Deliver(v) => out.extend(v.into_iter().map(|(_, f)| Out::Frame(f))),
             Step::Fill { deliver, after, up_to } => {
@@ -726,7 +726,7 @@ impl ChatSession {
         else {
             return Err((ErrorCode::ConversationNotFound, format!("no messages in {c}")));
         };
-        let frame: Utf8Bytes = ServerMsg::ChatReceipt {
+        let frame: Frame = ServerMsg::ChatReceipt {
             conversation: c.to_string(),
             identity: r.identity,
             delivered: r.delivered,
@@ -842,13 +842,15 @@ async fn run_pipeline(state: Arc<AppState>, mut rx: mpsc::Receiver<Pending>, ack
                     |code, message: String| Some(ServerMsg::chat_error(code, message, "chat_send", &client_id));
                 *answer = match verdict {
                     HookVerdict::Pass => None,
-                    HookVerdict::Modify(payload) => match crate::chat::validate_payload(&payload, &state.chat.limits) {
-                        Ok(()) => {
-                            p.message.payload = payload;
-                            None
+                    HookVerdict::Modify(payload) => {
+                        match courier_chat::validate_payload(&payload, &state.chat.limits) {
+                            Ok(()) => {
+                                p.message.payload = payload;
+                                None
+                            }
+                            Err(e) => refuse(ErrorCode::HookUnavailable, format!("the pre-send hook's payload: {e}")),
                         }
-                        Err(e) => refuse(ErrorCode::HookUnavailable, format!("the pre-send hook's payload: {e}")),
-                    },
+                    }
                     HookVerdict::Drop(reason) => refuse(ErrorCode::Rejected, reason),
                     HookVerdict::Failed(e) if hook.fail_open => {
                         warn!(error = %e, "pre-send hook failed; passing the message (fail open)");

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::chat::ConversationId;
+use courier_chat::ConversationId;
 
 /// One alert to check: its conversation and sequence number, with what the event reports of it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

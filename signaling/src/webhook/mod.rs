@@ -28,8 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hyper::body::Bytes;
 use serde_json::value::RawValue;
 
-use crate::chat::store::{ChatStore, CommitListener, StoredMessage};
-use crate::chat::ConversationId;
+use courier_chat::store::{ChatStore, CommitListener, StoredMessage};
+use courier_chat::ConversationId;
 
 pub use courier_protocol::webhooks::{
     AlertView, EventKind, Facts, MessageView, ParticipantView, RecallView, RoomView, WebhookEvent,

@@ -20,8 +20,8 @@ use super::alerts::{AlertWatch, Watched};
 use super::queue::{Attempt, DeliveryQueue, Fate, Outcome, QueueStats};
 use super::sign::{sign, ATTEMPT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER};
 use super::{EndpointConfig, Event, EventKind, Inner};
-use crate::chat::hook::{http_client, http_url};
-use crate::chat::store::ChatStore;
+use crate::hook::{http_client, http_url};
+use courier_chat::store::ChatStore;
 
 /// Most of a receiver's answer read (and thrown away, so the connection can be reused).
 const MAX_ANSWER: usize = 64 * 1024;

@@ -71,7 +71,7 @@ pub(crate) trait Backend: Send + Sync {
 /// `Option<impl Backend>` (`None` skips the tests, e.g. when no server is available).
 macro_rules! contract_tests {
     ($backend:expr) => {
-        $crate::chat::contract::contract_tests!(@each $backend;
+        $crate::contract::contract_tests!(@each $backend;
             concurrent_appends_get_contiguous_distinct_numbers,
             a_retry_returns_the_original_ack_and_stores_one_row,
             reopening_continues_the_sequence_with_the_same_epoch,
@@ -92,7 +92,7 @@ macro_rules! contract_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 if let Some(backend) = $backend.await {
-                    $crate::chat::contract::$name(&backend).await;
+                    $crate::contract::$name(&backend).await;
                 }
             }
         )*

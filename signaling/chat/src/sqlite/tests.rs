@@ -1,4 +1,4 @@
-//! Tests of the SQLite store on temporary databases: the shared contract ([`crate::chat::contract`]) and what is
+//! Tests of the SQLite store on temporary databases: the shared contract ([`crate::contract`]) and what is
 //! particular to this store.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::*;
-use crate::chat::contract::{self, msg, room, Backend, Opened, Tuning};
+use crate::contract::{self, msg, room, Backend, Opened, Tuning};
 
 /// SQLite databases in one temporary directory: `chat.sqlite3` is the store's data, fresh ones get a file each.
 struct Sqlite {

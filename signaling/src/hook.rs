@@ -23,7 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::NewMessage;
+use courier_chat::NewMessage;
 
 /// Largest hook answer read, bytes.
 const MAX_ANSWER: usize = 256 * 1024;

@@ -1,4 +1,5 @@
-//! Chat (IM) that is never lost, never duplicated and never out of order.
+//! `courier-chat`: chat (IM) that is never lost, never duplicated and never out of order — Courier's IM core, a
+//! library the server shell (`signaling`) drives. It knows no socket, no HTTP framework and no media engine.
 //!
 //! Chat rides on the same WebSocket as signaling. Every conversation — the chat of a room, or a direct conversation
 //! between two identities — has one [`sequencer`] that gives each persisted message the next 64-bit sequence number
@@ -6,7 +7,7 @@
 //! after it has its number and the transaction that stored it is committed, so "acknowledged" means "durable"; a
 //! retry with the same client id gets the original acknowledgement back, never a second message.
 //!
-//! This module holds the plain types every part of chat shares: [`ConversationId`], the message to store
+//! The crate root holds the plain types every part of chat shares: [`ConversationId`], the message to store
 //! ([`NewMessage`]) with its [`Flags`], and the input checks ([`Limits`], [`InvalidInput`]). Whether a message is
 //! persisted or ephemeral (typing, presence) is decided before the store: only persisted messages reach it.
 //!
@@ -15,16 +16,17 @@
 //! - [`sequencer`]: sans-I/O: sequence numbers, epochs and the idempotency cache.
 //! - [`store`]: the store interface ([`store::ChatStore`]) and its plain types.
 //! - [`sqlite`]: the embedded SQLite store, one writer thread with group commit.
+//! - [`postgres`]: the PostgreSQL store, for many nodes.
 //! - [`moderation`]: sans-I/O: keyword lists (blocked, masked) and muted members.
-//! - [`hook`]: the pre-send HTTP hook that may pass, change or drop a message.
 //! - [`outbound`]: sans-I/O: one connection's bounded outbound queue, shedding droppable items first.
+//! - [`frame`]: one encoded text frame, shared by every session it goes to.
 //! - [`frames`]: the chat frames of protocol v1 built from stored messages.
 //! - [`hub`]: who receives what: sessions by room and identity, fan-out of committed and ephemeral messages.
 //! - [`quota`]: sans-I/O: per-room rate quotas with a share reserved for high priority; low priority goes first.
 //! - [`resume`]: sans-I/O: a reconnecting member's replay merged with live messages, each number once, in order.
 
+pub mod frame;
 pub mod frames;
-pub mod hook;
 pub mod hub;
 pub mod moderation;
 pub mod outbound;

@@ -1,4 +1,4 @@
-//! Tests of the PostgreSQL store against a real server: the shared contract ([`crate::chat::contract`]) and what
+//! Tests of the PostgreSQL store against a real server: the shared contract ([`crate::contract`]) and what
 //! is particular to this store (several servers on one database, the queue, the durability check).
 //!
 //! They need `COURIER_TEST_POSTGRES_URL`, the URL of a server where its user may create databases
@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use tokio_postgres::NoTls;
 
 use super::*;
-use crate::chat::contract::{self, all, msg, room, send, Backend, Opened, Tuning};
+use crate::contract::{self, all, msg, room, send, Backend, Opened, Tuning};
 
 const URL_VAR: &str = "COURIER_TEST_POSTGRES_URL";
 

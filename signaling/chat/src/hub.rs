@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::Utf8Bytes;
+use crate::frame::Frame;
 use tokio::sync::Notify;
 
 use super::frames::chat_message_frame;
@@ -31,9 +31,9 @@ pub type MemberId = u64;
 #[derive(Debug, Clone)]
 pub enum Delivery {
     /// A stored message: the session delivers it in sequence order (merging it with any replay).
-    Sequenced { conversation: ConversationId, seq: u64, frame: Utf8Bytes },
+    Sequenced { conversation: ConversationId, seq: u64, frame: Frame },
     /// Anything else, sent as it is.
-    Frame(Utf8Bytes),
+    Frame(Frame),
 }
 
 /// A session's end of the fan-out.
@@ -212,7 +212,7 @@ impl Hub {
     }
 
     /// Push `frame` to every session that sees `conversation` but `except`.
-    pub fn send(&self, conversation: &ConversationId, except: Option<MemberId>, class: Class, frame: Utf8Bytes) {
+    pub fn send(&self, conversation: &ConversationId, except: Option<MemberId>, class: Class, frame: Frame) {
         let st = self.lock();
         for id in st.audience(conversation) {
             if Some(id) == except {
@@ -225,7 +225,7 @@ impl Hub {
     }
 
     /// Push `frame` to every session of `identity`.
-    pub fn send_to_identity(&self, identity: &str, class: Class, frame: Utf8Bytes) {
+    pub fn send_to_identity(&self, identity: &str, class: Class, frame: Frame) {
         let st = self.lock();
         for id in st.identities.get(identity).into_iter().flatten() {
             if let Some(m) = st.members.get(id) {
@@ -258,9 +258,9 @@ impl CommitListener for Hub {
             if audience.is_empty() {
                 continue;
             }
-            let plain = Utf8Bytes::from(chat_message_frame(m, m.flags.mention_all));
+            let plain = Frame::from(chat_message_frame(m, m.flags.mention_all));
             let mentioned = (!m.flags.mentions.is_empty() && !m.flags.mention_all)
-                .then(|| Utf8Bytes::from(chat_message_frame(m, true)));
+                .then(|| Frame::from(chat_message_frame(m, true)));
             for id in audience {
                 let Some(member) = st.members.get(&id) else { continue };
                 let frame = match &mentioned {
@@ -277,8 +277,8 @@ impl CommitListener for Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::store::MessageState;
-    use crate::chat::Flags;
+    use crate::store::MessageState;
+    use crate::Flags;
 
     fn stored(conversation: &ConversationId, seq: u64, mentions: &[&str]) -> StoredMessage {
         StoredMessage {
@@ -341,7 +341,7 @@ mod tests {
         let hub = Hub::new(2);
         let (_, slow) = hub.register("slow", "r");
         let room = ConversationId::room("r").unwrap();
-        hub.send(&room, None, Class::Droppable, Utf8Bytes::from_static("typing"));
+        hub.send(&room, None, Class::Droppable, Frame::from_static("typing"));
         hub.committed(&[stored(&room, 1, &[]), stored(&room, 2, &[])]);
         assert!(!slow.overflowed(), "the typing item made room");
         assert_eq!(hub.stats.shed.load(Ordering::Relaxed), 1);

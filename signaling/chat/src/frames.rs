@@ -69,7 +69,7 @@ pub fn chat_message_frame(m: &StoredMessage, mentioned: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::{ConversationId, Flags};
+    use crate::{ConversationId, Flags};
 
     #[test]
     fn chat_message_frames_leave_defaults_out() {
