@@ -27,20 +27,12 @@ export const MAX_KEPT = 500;
 export const RETRYABLE = new Set(['overloaded', 'quota_exceeded', 'rate_limited', 'internal', 'hook_unavailable']);
 
 /**
- * @typedef {object} ChatMessage      A message as the server sends it (`chat_message` without `type`).
- * @property {string} conversation
- * @property {number} [seq]           absent for ephemeral messages
- * @property {string} sender
- * @property {string} client_id
- * @property {string} kind
- * @property {any} [payload]
- * @property {number} time
- * @property {'normal'|'recalled'|'edited'} [state]
- * @property {string[]} [mentions]
- * @property {boolean} [mention_all]
- * @property {boolean} [mentioned]
- * @property {boolean} [ephemeral]
- * @property {boolean} [pending]      own message still in the outbox (not acknowledged yet)
+ * @typedef {import('./protocol').ServerMsg} ServerMsg
+ * @typedef {import('./protocol').ReceiptView} ReceiptView
+ *
+ * A message as the server sends it (`chat_message` without `type`; the wire type, generated from the server's), and
+ * `pending`: an own message still in the outbox (not acknowledged yet).
+ * @typedef {import('./protocol').ChatMessage & {pending?: boolean}} ChatMessage
  *
  * @typedef {object} Conversation
  * @property {number|null} epoch
@@ -53,6 +45,11 @@ export const RETRYABLE = new Set(['overloaded', 'quota_exceeded', 'rate_limited'
  * @property {string} client_id
  * @property {Record<string, any>} frame   the `chat_send` (or `chat_recall`/`chat_edit`) to send, `client_id` included
  * @property {number} queuedAt
+ */
+/**
+ * The server message of one `type`.
+ * @template {ServerMsg['type']} T
+ * @typedef {Extract<ServerMsg, {type: T}>} ServerMsgOf
  */
 
 /** A fresh id for a message: unique per sender and device. */
@@ -154,7 +151,7 @@ export class ChatState {
 
   /**
    * `chat_ack`: the message left the outbox. Returns the item, if it was ours.
-   * @param {any} ack
+   * @param {ServerMsgOf<'chat_ack'>} ack
    */
   onAck(ack) {
     const i = this.outbox.findIndex((o) => o.client_id === ack.client_id);
@@ -210,7 +207,7 @@ export class ChatState {
 
   /**
    * `chat_resumed`: adopt the epoch; `reset` and `not_recovered` void the local copy.
-   * @param {any} r
+   * @param {ServerMsgOf<'chat_resumed'>} r
    */
   onResumed(r) {
     const c = this.conversation(r.conversation);
@@ -235,7 +232,7 @@ export class ChatState {
 
   /**
    * A `chat_history` page: its messages join the conversation (older ones may come before the kept window).
-   * @param {any} h
+   * @param {ServerMsgOf<'chat_history'>} h
    */
   onHistory(h) {
     const c = this.conversation(h.conversation);
@@ -253,7 +250,7 @@ export class ChatState {
     this.save(false);
   }
 
-  /** @param {Conversation} c @param {any} h */
+  /** @param {Conversation} c @param {ServerMsgOf<'chat_history'>} h */
   _contiguous(c, h) {
     const first = (h.messages ?? [])[0]?.seq;
     return first !== undefined && first <= c.lastSeq + 1;
@@ -262,7 +259,7 @@ export class ChatState {
   /**
    * A `chat_receipt` (or one entry of `chat_receipts`).
    * @param {string} conversation
-   * @param {{identity:string, delivered:number, read:number}} r
+   * @param {ReceiptView} r
    */
   onReceipt(conversation, r) {
     const c = this.conversation(conversation);
@@ -307,14 +304,16 @@ export class ChatState {
   /** A recall or edit changes the message it names. @param {Conversation} c @param {ChatMessage} m */
   _applyAmend(c, m) {
     if (m.kind !== 'chat.recall' && m.kind !== 'chat.edit') return;
-    const target = c.messages.find((x) => x.seq === m.payload?.seq);
+    // A notice's payload names the message (`seq`) and, for an edit, carries the new `payload`.
+    const notice = /** @type {{seq?: number, payload?: unknown}|undefined} */ (m.payload);
+    const target = c.messages.find((x) => x.seq === notice?.seq);
     if (!target || target.state === 'recalled') return;
     if (m.kind === 'chat.recall') {
       target.state = 'recalled';
       delete target.payload;
     } else {
       target.state = 'edited';
-      target.payload = m.payload?.payload;
+      target.payload = notice?.payload;
     }
   }
 
@@ -369,7 +368,7 @@ export class Chat {
     this._retryTimer = undefined;
     this._typingSentAt = 0;
     this._nextHistoryId = 1;
-    /** @type {Map<number, (h:any) => void>} */
+    /** `chat_history` answers awaited, by request id. @type {Map<unknown, (h: ServerMsgOf<'chat_history'>) => void>} */
     this._historyWaiters = new Map();
     /** Conversations whose epoch was asked for. @type {Set<string>} */
     this._epochAsked = new Set();
@@ -461,7 +460,7 @@ export class Chat {
    * A page of history before `before` (or the newest); its messages join the conversation.
    * @param {string} [conversation]
    * @param {number} [before]
-   * @returns {Promise<any>}
+   * @returns {Promise<ServerMsgOf<'chat_history'>>}
    */
   history(conversation = this.room, before) {
     const id = this._nextHistoryId++;
@@ -506,7 +505,7 @@ export class Chat {
 
   /**
    * A message from the server whose `type` starts with `chat_`, or an `error` naming a `client_id`.
-   * @param {any} msg
+   * @param {ServerMsg} msg
    */
   handle(msg) {
     const state = this.state;
@@ -563,6 +562,7 @@ export class Chat {
         return;
       }
       case 'error': {
+        if (msg.client_id === undefined) return;
         const verdict = state.onSendError(msg.client_id, msg.code);
         if (verdict === 'failed') {
           this.client._emit('chat_failed', { clientId: msg.client_id, code: msg.code, message: msg.message });
