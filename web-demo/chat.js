@@ -29,6 +29,8 @@ export const RETRYABLE = new Set(['overloaded', 'quota_exceeded', 'rate_limited'
 /**
  * @typedef {import('./protocol').ServerMsg} ServerMsg
  * @typedef {import('./protocol').ReceiptView} ReceiptView
+ * @typedef {import('./protocol').ClientMsg} ClientMsg
+ * @typedef {Extract<ClientMsg, {type: 'chat_send'|'chat_recall'|'chat_edit'}>} ChatFrame  a message the outbox keeps
  *
  * A message as the server sends it (`chat_message` without `type`; the wire type, generated from the server's), and
  * `pending`: an own message still in the outbox (not acknowledged yet).
@@ -43,7 +45,7 @@ export const RETRYABLE = new Set(['overloaded', 'quota_exceeded', 'rate_limited'
  *
  * @typedef {object} OutboxItem
  * @property {string} client_id
- * @property {Record<string, any>} frame   the `chat_send` (or `chat_recall`/`chat_edit`) to send, `client_id` included
+ * @property {ChatFrame} frame   the `chat_send` (or `chat_recall`/`chat_edit`) to send, `client_id` included
  * @property {number} queuedAt
  */
 /**
@@ -143,7 +145,7 @@ export class ChatState {
    */
   enqueue(frame) {
     const client_id = newClientId();
-    const item = { client_id, frame: { ...frame, client_id }, queuedAt: Date.now() };
+    const item = { client_id, frame: /** @type {ChatFrame} */ ({ ...frame, client_id }), queuedAt: Date.now() };
     this.outbox.push(item);
     this.save(true);
     return item;
@@ -354,7 +356,7 @@ export class ChatState {
 /** The shell on a `CourierClient`; `client.chat`. */
 export class Chat {
   /**
-   * @param {any} client the CourierClient (its `_send`, `_emit`)
+   * @param {import('./courier.js').CourierClient} client the CourierClient (its `_send`, `_emit`)
    */
   constructor(client) {
     this.client = client;
@@ -464,7 +466,7 @@ export class Chat {
    */
   history(conversation = this.room, before) {
     const id = this._nextHistoryId++;
-    /** @type {Record<string, any>} */
+    /** @type {Extract<ClientMsg, {type: 'chat_history'}>} */
     const req = { type: 'chat_history', id, conversation, limit: 50 };
     if (before !== undefined) req.before = before;
     return new Promise((resolve, reject) => {
@@ -486,15 +488,18 @@ export class Chat {
     const state = this._need();
     const held = state.conversation(conversation).messages;
     /** @type {ChatMessage[]} */
-    const pending = state.pending(conversation).map((o) => ({
-      conversation,
-      sender: state.identity,
-      client_id: o.client_id,
-      kind: o.frame.kind,
-      payload: o.frame.payload,
-      time: o.queuedAt,
-      pending: true,
-    }));
+    const pending = state.pending(conversation).map((o) => {
+      const frame = /** @type {Extract<ChatFrame, {type: 'chat_send'}>} */ (o.frame); // pending() keeps sends only
+      return {
+        conversation,
+        sender: state.identity,
+        client_id: o.client_id,
+        kind: frame.kind ?? 'text',
+        payload: frame.payload,
+        time: o.queuedAt,
+        pending: true,
+      };
+    });
     return [...held, ...pending];
   }
 
@@ -574,7 +579,7 @@ export class Chat {
       }
       default:
         // The server's other chat messages (chat_muted, chat_alert, …) are passed on as they are (events.js).
-        if (isEventName(msg.type)) this.client._emit(msg.type, msg);
+        if (isEventName(msg.type)) this.client._emit(msg.type, /** @type {any} */ (msg));
         else this.client._log('ignoring unknown chat message', msg.type);
     }
   }
