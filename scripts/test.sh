@@ -33,6 +33,8 @@ COURIER_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start "$PG_DIR")
 export COURIER_TEST_POSTGRES_URL
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
+echo "== web-demo/protocol.d.ts is what courier-protocol's types generate"
+cargo test -p courier-protocol --features ts --locked --test dts
 echo "== the vendored str0m's own unit tests (Courier's patches among them)"
 bash vendor/test-str0m.sh
 echo "== browser tests (headless Chromium)"

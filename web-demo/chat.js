@@ -27,20 +27,14 @@ export const MAX_KEPT = 500;
 export const RETRYABLE = new Set(['overloaded', 'quota_exceeded', 'rate_limited', 'internal', 'hook_unavailable']);
 
 /**
- * @typedef {object} ChatMessage      A message as the server sends it (`chat_message` without `type`).
- * @property {string} conversation
- * @property {number} [seq]           absent for ephemeral messages
- * @property {string} sender
- * @property {string} client_id
- * @property {string} kind
- * @property {any} [payload]
- * @property {number} time
- * @property {'normal'|'recalled'|'edited'} [state]
- * @property {string[]} [mentions]
- * @property {boolean} [mention_all]
- * @property {boolean} [mentioned]
- * @property {boolean} [ephemeral]
- * @property {boolean} [pending]      own message still in the outbox (not acknowledged yet)
+ * @typedef {import('./protocol').ServerMsg} ServerMsg
+ * @typedef {import('./protocol').ReceiptView} ReceiptView
+ * @typedef {import('./protocol').ClientMsg} ClientMsg
+ * @typedef {Extract<ClientMsg, {type: 'chat_send'|'chat_recall'|'chat_edit'}>} ChatFrame  a message the outbox keeps
+ *
+ * A message as the server sends it (`chat_message` without `type`; the wire type, generated from the server's), and
+ * `pending`: an own message still in the outbox (not acknowledged yet).
+ * @typedef {import('./protocol').ChatMessage & {pending?: boolean}} ChatMessage
  *
  * @typedef {object} Conversation
  * @property {number|null} epoch
@@ -51,8 +45,13 @@ export const RETRYABLE = new Set(['overloaded', 'quota_exceeded', 'rate_limited'
  *
  * @typedef {object} OutboxItem
  * @property {string} client_id
- * @property {Record<string, any>} frame   the `chat_send` (or `chat_recall`/`chat_edit`) to send, `client_id` included
+ * @property {ChatFrame} frame   the `chat_send` (or `chat_recall`/`chat_edit`) to send, `client_id` included
  * @property {number} queuedAt
+ */
+/**
+ * The server message of one `type`.
+ * @template {ServerMsg['type']} T
+ * @typedef {Extract<ServerMsg, {type: T}>} ServerMsgOf
  */
 
 /** A fresh id for a message: unique per sender and device. */
@@ -146,7 +145,7 @@ export class ChatState {
    */
   enqueue(frame) {
     const client_id = newClientId();
-    const item = { client_id, frame: { ...frame, client_id }, queuedAt: Date.now() };
+    const item = { client_id, frame: /** @type {ChatFrame} */ ({ ...frame, client_id }), queuedAt: Date.now() };
     this.outbox.push(item);
     this.save(true);
     return item;
@@ -154,7 +153,7 @@ export class ChatState {
 
   /**
    * `chat_ack`: the message left the outbox. Returns the item, if it was ours.
-   * @param {any} ack
+   * @param {ServerMsgOf<'chat_ack'>} ack
    */
   onAck(ack) {
     const i = this.outbox.findIndex((o) => o.client_id === ack.client_id);
@@ -210,7 +209,7 @@ export class ChatState {
 
   /**
    * `chat_resumed`: adopt the epoch; `reset` and `not_recovered` void the local copy.
-   * @param {any} r
+   * @param {ServerMsgOf<'chat_resumed'>} r
    */
   onResumed(r) {
     const c = this.conversation(r.conversation);
@@ -235,7 +234,7 @@ export class ChatState {
 
   /**
    * A `chat_history` page: its messages join the conversation (older ones may come before the kept window).
-   * @param {any} h
+   * @param {ServerMsgOf<'chat_history'>} h
    */
   onHistory(h) {
     const c = this.conversation(h.conversation);
@@ -253,7 +252,7 @@ export class ChatState {
     this.save(false);
   }
 
-  /** @param {Conversation} c @param {any} h */
+  /** @param {Conversation} c @param {ServerMsgOf<'chat_history'>} h */
   _contiguous(c, h) {
     const first = (h.messages ?? [])[0]?.seq;
     return first !== undefined && first <= c.lastSeq + 1;
@@ -262,7 +261,7 @@ export class ChatState {
   /**
    * A `chat_receipt` (or one entry of `chat_receipts`).
    * @param {string} conversation
-   * @param {{identity:string, delivered:number, read:number}} r
+   * @param {ReceiptView} r
    */
   onReceipt(conversation, r) {
     const c = this.conversation(conversation);
@@ -307,14 +306,16 @@ export class ChatState {
   /** A recall or edit changes the message it names. @param {Conversation} c @param {ChatMessage} m */
   _applyAmend(c, m) {
     if (m.kind !== 'chat.recall' && m.kind !== 'chat.edit') return;
-    const target = c.messages.find((x) => x.seq === m.payload?.seq);
+    // A notice's payload names the message (`seq`) and, for an edit, carries the new `payload`.
+    const notice = /** @type {{seq?: number, payload?: unknown}|undefined} */ (m.payload);
+    const target = c.messages.find((x) => x.seq === notice?.seq);
     if (!target || target.state === 'recalled') return;
     if (m.kind === 'chat.recall') {
       target.state = 'recalled';
       delete target.payload;
     } else {
       target.state = 'edited';
-      target.payload = m.payload?.payload;
+      target.payload = notice?.payload;
     }
   }
 
@@ -355,7 +356,7 @@ export class ChatState {
 /** The shell on a `CourierClient`; `client.chat`. */
 export class Chat {
   /**
-   * @param {any} client the CourierClient (its `_send`, `_emit`)
+   * @param {import('./courier.js').CourierClient} client the CourierClient (its `_send`, `_emit`)
    */
   constructor(client) {
     this.client = client;
@@ -369,7 +370,7 @@ export class Chat {
     this._retryTimer = undefined;
     this._typingSentAt = 0;
     this._nextHistoryId = 1;
-    /** @type {Map<number, (h:any) => void>} */
+    /** `chat_history` answers awaited, by request id. @type {Map<unknown, (h: ServerMsgOf<'chat_history'>) => void>} */
     this._historyWaiters = new Map();
     /** Conversations whose epoch was asked for. @type {Set<string>} */
     this._epochAsked = new Set();
@@ -461,11 +462,11 @@ export class Chat {
    * A page of history before `before` (or the newest); its messages join the conversation.
    * @param {string} [conversation]
    * @param {number} [before]
-   * @returns {Promise<any>}
+   * @returns {Promise<ServerMsgOf<'chat_history'>>}
    */
   history(conversation = this.room, before) {
     const id = this._nextHistoryId++;
-    /** @type {Record<string, any>} */
+    /** @type {Extract<ClientMsg, {type: 'chat_history'}>} */
     const req = { type: 'chat_history', id, conversation, limit: 50 };
     if (before !== undefined) req.before = before;
     return new Promise((resolve, reject) => {
@@ -487,15 +488,18 @@ export class Chat {
     const state = this._need();
     const held = state.conversation(conversation).messages;
     /** @type {ChatMessage[]} */
-    const pending = state.pending(conversation).map((o) => ({
-      conversation,
-      sender: state.identity,
-      client_id: o.client_id,
-      kind: o.frame.kind,
-      payload: o.frame.payload,
-      time: o.queuedAt,
-      pending: true,
-    }));
+    const pending = state.pending(conversation).map((o) => {
+      const frame = /** @type {Extract<ChatFrame, {type: 'chat_send'}>} */ (o.frame); // pending() keeps sends only
+      return {
+        conversation,
+        sender: state.identity,
+        client_id: o.client_id,
+        kind: frame.kind ?? 'text',
+        payload: frame.payload,
+        time: o.queuedAt,
+        pending: true,
+      };
+    });
     return [...held, ...pending];
   }
 
@@ -506,7 +510,7 @@ export class Chat {
 
   /**
    * A message from the server whose `type` starts with `chat_`, or an `error` naming a `client_id`.
-   * @param {any} msg
+   * @param {ServerMsg} msg
    */
   handle(msg) {
     const state = this.state;
@@ -563,6 +567,7 @@ export class Chat {
         return;
       }
       case 'error': {
+        if (msg.client_id === undefined) return;
         const verdict = state.onSendError(msg.client_id, msg.code);
         if (verdict === 'failed') {
           this.client._emit('chat_failed', { clientId: msg.client_id, code: msg.code, message: msg.message });
@@ -574,7 +579,7 @@ export class Chat {
       }
       default:
         // The server's other chat messages (chat_muted, chat_alert, …) are passed on as they are (events.js).
-        if (isEventName(msg.type)) this.client._emit(msg.type, msg);
+        if (isEventName(msg.type)) this.client._emit(msg.type, /** @type {any} */ (msg));
         else this.client._log('ignoring unknown chat message', msg.type);
     }
   }

@@ -50,6 +50,15 @@ export { CLOSE_CODES, CourierError, PROTOCOL_VERSION, RECONNECT_CODES, describeC
  * @typedef {import('./events.js').EventName} EventName
  * @typedef {import('./events.js').CourierEventMap} CourierEventMap
  * @typedef {import('./events.js').CourierEvent} CourierEvent
+ * @typedef {import('./protocol').ServerMsg} ServerMsg
+ * @typedef {import('./protocol').ClientMsg} ClientMsg
+ */
+/**
+ * The server message of one `type`.
+ * @template {ServerMsg['type']} T
+ * @typedef {Extract<ServerMsg, {type: T}>} ServerMsgOf
+ */
+/**
  *
  * @typedef {object} JoinOptions
  * @property {boolean|{audio?: boolean, video?: boolean}} [publish=true]  publish camera and/or microphone
@@ -315,7 +324,7 @@ export class CourierClient extends EventTarget {
         signal = new SignalSocket(this.url, {
           onOpen: () => {
             this._lastHeardAt = Date.now();
-            /** @type {Record<string, any>} */
+            /** @type {Extract<ClientMsg, {type: 'join'}>} */
             const join = { type: 'join', v: PROTOCOL_VERSION, token, auto_subscribe: this.options.autoSubscribe };
             const positions = this.chat.resumeEntries();
             if (positions.length) join.chat = positions;
@@ -535,7 +544,7 @@ export class CourierClient extends EventTarget {
    * @param {{width?: number, height?: number, hidden?: boolean}} settings  width and height in device pixels
    */
   setTrackSettings(trackId, { width, height, hidden = false } = {}) {
-    /** @type {Record<string, unknown>} */
+    /** @type {Extract<ClientMsg, {type: 'track_settings'}>} */
     const msg = { type: 'track_settings', track_id: trackId, hidden };
     if (width && height) {
       msg.width = Math.round(width);
@@ -631,7 +640,7 @@ export class CourierClient extends EventTarget {
 
   /**
    * Send a message on the current socket; false (nothing sent) when there is none or it is not open.
-   * @param {object} msg
+   * @param {ClientMsg} msg
    */
   _send(msg) {
     const signal = this._signal;
@@ -661,7 +670,7 @@ export class CourierClient extends EventTarget {
     return p;
   }
 
-  /** @param {any} msg  a server message (parsed, with a `type`) */
+  /** @param {ServerMsg} msg  a server message (parsed, with a `type`) */
   _onSocketMessage(msg) {
     this._log('←', msg);
     this._lastHeardAt = Date.now();
@@ -723,7 +732,7 @@ export class CourierClient extends EventTarget {
 
   // ------------------------------------------------------------------ internals: messages
 
-  /** @param {any} msg */
+  /** @param {ServerMsg} msg */
   async _handle(msg) {
     if (msg.type.startsWith('chat_') || (msg.type === 'error' && msg.client_id)) {
       this.chat.handle(msg);
@@ -768,7 +777,7 @@ export class CourierClient extends EventTarget {
     }
   }
 
-  /** @param {any} msg */
+  /** @param {ServerMsgOf<'joined'>} msg */
   _onJoined(msg) {
     if (this.state !== 'connecting' && this.state !== 'reconnecting') return;
     const rejoin = this.state === 'reconnecting';
@@ -793,7 +802,7 @@ export class CourierClient extends EventTarget {
 
   /**
    * Dynacast (`set_layers`): see {@link Publisher#onSetLayers}.
-   * @param {any} msg  `{type: 'set_layers', track_id, layers: [{rid, active}]}`
+   * @param {ServerMsgOf<'set_layers'>} msg
    * @returns {Promise<void>}
    */
   _onSetLayers(msg) {
@@ -802,13 +811,13 @@ export class CourierClient extends EventTarget {
 
   /**
    * The server says what it forwards of a received track: which simulcast layer, or that it is paused.
-   * @param {any} msg  `{type: 'stream_state', track_id, state, layer?, reason?}`
+   * @param {ServerMsgOf<'stream_state'>} msg
    */
   _onStreamState(msg) {
     this._emitAll(this._roomState.onStreamState(msg));
   }
 
-  /** @param {any} msg */
+  /** @param {ServerMsgOf<'error'>} msg */
   async _onServerError(msg) {
     const { code, message, req_type: reqType } = msg;
     this._emitError(code ?? 'unknown', message ?? '', reqType);
@@ -844,7 +853,7 @@ export class CourierClient extends EventTarget {
     pc.ontrack = (e) => this._log('ontrack', e.track.kind, 'mid', e.transceiver.mid);
   }
 
-  /** @param {object[]} frames */
+  /** @param {ClientMsg[]} frames */
   _sendAll(frames) {
     for (const f of frames) this._send(f);
   }
@@ -865,7 +874,7 @@ export class CourierClient extends EventTarget {
     this._sendAll(candidates);
   }
 
-  /** @param {any} msg */
+  /** @param {ServerMsgOf<'offer'>} msg */
   async _onServerOffer(msg) {
     const pc = this.pc;
     if (!pc) return;
@@ -891,7 +900,7 @@ export class CourierClient extends EventTarget {
     if (this._negotiation.shouldRenegotiate) await this._negotiate();
   }
 
-  /** @param {any} msg */
+  /** @param {ServerMsgOf<'answer'>} msg */
   async _onServerAnswer(msg) {
     const pc = this.pc;
     if (!pc) return;

@@ -19,6 +19,13 @@
  * @typedef {import('./publisher.js').LocalTrack} LocalTrack
  * @typedef {import('./publisher.js').LayerState} LayerState
  * @typedef {import('./chat.js').ChatMessage} ChatMessage
+ * @typedef {import('./protocol').ServerMsg} ServerMsg
+ * @typedef {import('./protocol').SpeakerInfo} SpeakerInfo
+ */
+/**
+ * The server message of one `type` (protocol.d.ts, generated from the server's types).
+ * @template {ServerMsg['type']} T
+ * @typedef {Extract<ServerMsg, {type: T}>} ServerMsgOf
  */
 
 /**
@@ -35,7 +42,7 @@
  *           a track was published (also for own tracks; see `local_track_published`)
  * @property {{participantId: string, trackId: string}} track_unpublished
  * @property {{participantId: string, trackId: string, muted: boolean}} track_muted
- * @property {{speakers: {participant_id: string, level: number}[]}} active_speakers
+ * @property {{speakers: SpeakerInfo[]}} active_speakers
  *           who is talking, loudest first (also kept in `client.activeSpeakers`)
  * @property {{localTrack: LocalTrack}} local_track_published   the server confirmed an own track
  * @property {{localTrack: LocalTrack}} local_track_unpublished
@@ -67,12 +74,12 @@
  * @property {{conversation: string, identity: string, typing: boolean}} chat_typing
  * @property {{clientId: string, code: string, message: string}} chat_failed
  *           a message the server refused for good (it left the outbox)
- * @property {Record<string, any>} chat_muted         the server's message as is (docs/protocol.md)
- * @property {Record<string, any>} chat_aggregate     the server's message as is
- * @property {Record<string, any>} chat_alert         the server's message as is
- * @property {Record<string, any>} chat_alert_ack     the server's message as is
- * @property {Record<string, any>} chat_alert_acked   the server's message as is
- * @property {Record<string, any>} chat_alert_status  the server's message as is
+ * @property {ServerMsgOf<'chat_muted'>} chat_muted the server's message as is (docs/protocol.md)
+ * @property {ServerMsgOf<'chat_aggregate'>} chat_aggregate the server's message as is
+ * @property {ServerMsgOf<'chat_alert'>} chat_alert the server's message as is
+ * @property {ServerMsgOf<'chat_alert_ack'>} chat_alert_ack the server's message as is
+ * @property {ServerMsgOf<'chat_alert_acked'>} chat_alert_acked the server's message as is
+ * @property {ServerMsgOf<'chat_alert_status'>} chat_alert_status the server's message as is
  */
 
 /** @typedef {keyof CourierEventMap} EventName */

@@ -15,7 +15,7 @@
  */
 
 /**
- * @typedef {{type: 'candidate', candidate: string, sdp_mid?: string}} CandidateFrame
+ * @typedef {Extract<import('./protocol').ClientMsg, {type: 'candidate'}>} CandidateFrame
  *
  * @typedef {{action: 'wait'} | {action: 'offer', id: number}} OfferStep
  *   `wait`: an offer is outstanding or the connection is not stable; negotiation happens after it settles.

@@ -20,6 +20,8 @@ import { CourierError } from './signal.js';
  * @typedef {import('./room-state.js').Source} Source
  * @typedef {import('./room-state.js').TrackInfo} TrackInfo
  * @typedef {import('./courier.js').CourierClient} CourierClient
+ * @typedef {import('./protocol').OfferTrack} OfferTrack
+ * @typedef {Extract<import('./protocol').ServerMsg, {type: 'set_layers'}>} SetLayersMsg
  *
  * @typedef {object} LocalTrack       A track this client publishes.
  * @property {MediaStreamTrack} track
@@ -75,7 +77,7 @@ export function transceiverInit(local, stream, simulcast) {
 /**
  * The `tracks` of an offer: every own track with an m-line that sends.
  * @param {Pick<LocalTrack, 'mid'|'source'|'name'|'transceiver'>[]} locals
- * @returns {{mid: string, source: Source, name: string}[]}
+ * @returns {OfferTrack[]}
  */
 export function offerTracks(locals) {
   return locals
@@ -182,7 +184,7 @@ export class Publisher {
      * @type {Map<LocalTrack, LayerJob>}
      */
     this.layerJobs = new Map();
-    /** `set_layers` for own tracks not yet confirmed by `track_published`, by track id @type {Map<string, any>} */
+    /** `set_layers` for own tracks not yet confirmed by `track_published`, by track id @type {Map<string, SetLayersMsg>} */
     this.earlySetLayers = new Map();
   }
 
@@ -509,7 +511,7 @@ export class Publisher {
    * sender does not have (a track sent without simulcast) are ignored. Returns when the sender's encodings match the
    * latest state asked for (also when called again meanwhile: updates are serialized per sender, and only the
    * latest state is applied).
-   * @param {any} msg  `{type: 'set_layers', track_id, layers: [{rid, active}]}`
+   * @param {SetLayersMsg} msg
    * @returns {Promise<void>}
    */
   onSetLayers(msg) {

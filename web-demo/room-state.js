@@ -17,16 +17,13 @@ import { event } from './events.js';
 /**
  * @typedef {import('./events.js').CourierEvent} CourierEvent
  *
- * @typedef {'audio'|'video'} Kind
- * @typedef {'camera'|'microphone'|'screen'|'screen_audio'|'unknown'} Source
- *
- * @typedef {object} TrackInfo        A published track as the server describes it.
- * @property {string} id             `TR_…`
- * @property {Kind} kind
- * @property {Source} source
- * @property {string} name
- * @property {boolean} muted
- * @property {string} [mid]          only on the publisher's own copy
+ * @typedef {import('./protocol').ServerMsg} ServerMsg
+ * @typedef {import('./protocol').ParticipantInfo} ParticipantInfo
+ * @typedef {import('./protocol').SpeakerInfo} SpeakerInfo
+ * @typedef {import('./protocol').MediaKind} Kind
+ * @typedef {import('./protocol').TrackSource} Source
+ * @typedef {import('./protocol').TrackInfo} TrackInfo   A published track as the server describes it (`mid`: only
+ *                                                        on the publisher's own copy).
  *
  * @typedef {object} Participant
  * @property {string} id             `PA_…`
@@ -58,9 +55,14 @@ import { event } from './events.js';
  *
  * @typedef {Pick<RTCRtpTransceiver, 'mid'|'currentDirection'|'receiver'>} TransceiverView
  */
+/**
+ * The server message of one `type`.
+ * @template {ServerMsg['type']} T
+ * @typedef {Extract<ServerMsg, {type: T}>} ServerMsgOf
+ */
 
 /**
- * @param {any} raw  a participant as the server sends it
+ * @param {Partial<ParticipantInfo>|undefined} raw  a participant as the server sends it
  * @returns {Participant}
  */
 export function toParticipant(raw) {
@@ -90,14 +92,14 @@ export class RoomState {
     this.streamStates = new Map();
     /** Tracks being received, by track id. @type {Map<string, RemoteTrack>} */
     this.remoteTracks = new Map();
-    /** Who is talking, loudest first. @type {{participant_id: string, level: number}[]} */
+    /** Who is talking, loudest first. @type {SpeakerInfo[]} */
     this.activeSpeakers = [];
   }
 
   /**
    * `joined`: the room's participants replace the list. After a reconnect (`rejoin`) the events say who left and
    * who came meanwhile (`joined` itself is the client's to emit).
-   * @param {any} msg
+   * @param {ServerMsgOf<'joined'>} msg
    * @param {boolean} rejoin
    * @returns {CourierEvent[]}
    */
@@ -126,7 +128,7 @@ export class RoomState {
 
   /**
    * A server message about the room. Messages of other types return no events.
-   * @param {any} msg
+   * @param {ServerMsg} msg
    * @returns {CourierEvent[]}
    */
   apply(msg) {
@@ -197,7 +199,7 @@ export class RoomState {
   /**
    * `stream_state`: what the server forwards of a received track (which simulcast layer, or that it is paused).
    * Kept even before the track is received.
-   * @param {any} msg  `{type: 'stream_state', track_id, state, layer?, reason?}`
+   * @param {ServerMsgOf<'stream_state'>} msg
    * @returns {CourierEvent[]}
    */
   onStreamState(msg) {

@@ -12,6 +12,12 @@
  * @module signal
  */
 
+/**
+ * The wire messages, generated from the server's own types (protocol.d.ts, courier-protocol).
+ * @typedef {import('./protocol').ServerMsg} ServerMsg
+ * @typedef {import('./protocol').ClientMsg} ClientMsg
+ */
+
 export const PROTOCOL_VERSION = 1;
 
 /** Close codes of protocol v1, with a short human description. */
@@ -84,9 +90,10 @@ export function tokenClaims(token) {
 
 /**
  * What a text frame from the server is: a message with a `type`, not JSON at all, or JSON without a `type`
- * (ignored).
+ * (ignored). The message is typed as the server's messages are; a `type` this client does not know (a newer
+ * server) passes too, and is ignored where it is handled.
  * @param {unknown} data  `MessageEvent.data`
- * @returns {{kind: 'message', msg: any} | {kind: 'invalid'} | {kind: 'ignored'}}
+ * @returns {{kind: 'message', msg: ServerMsg} | {kind: 'invalid'} | {kind: 'ignored'}}
  */
 export function parseFrame(data) {
   if (typeof data !== 'string') return { kind: 'ignored' };
@@ -104,7 +111,7 @@ export function parseFrame(data) {
 /**
  * @typedef {object} SignalHandlers
  * @property {() => void} onOpen
- * @property {(msg: any) => void} onMessage           a server message (parsed, with a string `type`)
+ * @property {(msg: ServerMsg) => void} onMessage     a server message (parsed, with a string `type`)
  * @property {() => void} onInvalid                   a frame that was not JSON
  * @property {(code: number, reason: string) => void} onClose
  * @property {(...args: any[]) => void} log
@@ -143,7 +150,7 @@ export class SignalSocket {
 
   /**
    * Send a message as JSON; false (and nothing sent) unless the socket is open.
-   * @param {object} msg
+   * @param {ClientMsg} msg
    * @returns {boolean}
    */
   send(msg) {

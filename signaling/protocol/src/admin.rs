@@ -8,6 +8,7 @@ use crate::server::ParticipantInfo;
 
 /// A participant as the admin API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ParticipantSummary {
     #[serde(flatten)]
     pub info: ParticipantInfo,
@@ -21,12 +22,14 @@ pub struct ParticipantSummary {
 
 /// `GET /api/v1/rooms/{room}/participants`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ParticipantList {
     pub participants: Vec<ParticipantSummary>,
 }
 
 /// Every failed API call: a stable code and a message for humans.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ApiErrorBody {
     pub code: String,
     pub message: String,

@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 
 /// How urgently a message must get through when a room is over its quota (`priority`). High is never shed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Low,
@@ -28,6 +29,7 @@ impl Priority {
 
 /// What happened to a stored message after it was sent (`state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum MessageState {
     #[default]
@@ -42,17 +44,21 @@ pub enum MessageState {
 
 /// One chat message as sent in `chat_message`, and inside `chat_history` and `chat_alert`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ChatMessage {
     pub conversation: String,
     /// Absent for ephemeral messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub seq: Option<u64>,
     pub sender: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub client_id: Option<String>,
     pub kind: String,
     /// Any JSON value; absent once recalled or erased.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "raw_json")]
+    #[cfg_attr(feature = "ts", ts(optional, type = "unknown"))]
     pub payload: Option<Box<RawValue>>,
     /// Server time, Unix milliseconds.
     pub time: u64,
@@ -79,6 +85,7 @@ pub struct ChatMessage {
 
 /// Where a client's copy of a conversation stands, for a resume (`join.chat`, `chat_resume`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ResumePos {
     pub conversation: String,
     /// The epoch the client holds (0: it holds nothing).
@@ -90,15 +97,19 @@ pub struct ResumePos {
 /// Which conversation a chat request is about: `conversation` by id, or `to` an identity (a direct
 /// conversation), or neither (the chat of the session's room).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub conversation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub to: Option<String>,
 }
 
 /// How a resume of one conversation ended (`chat_resumed.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ResumeStatus {
     /// The gap was replayed; live messages follow.
@@ -113,6 +124,7 @@ pub enum ResumeStatus {
 
 /// One receipt in `chat_receipts`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ReceiptView {
     pub identity: String,
     pub delivered: u64,
@@ -121,6 +133,7 @@ pub struct ReceiptView {
 
 /// One acknowledgement in `chat_alert_status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct AlertAckView {
     pub identity: String,
     /// Unix milliseconds.
@@ -129,6 +142,7 @@ pub struct AlertAckView {
 
 /// The answer to `chat_alert_ack` (`status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum AlertAckStatus {
     Acked,

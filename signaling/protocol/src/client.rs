@@ -14,13 +14,16 @@ use crate::grants::TrackSource;
 
 /// A track description in an offer's `tracks`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct OfferTrack {
     pub mid: String,
     /// What it carries; the server defaults by kind when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub source: Option<TrackSource>,
     /// Free text, at most [`MAX_TRACK_NAME`] bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub name: Option<String>,
 }
 
@@ -29,31 +32,41 @@ pub const MAX_TRACK_NAME: usize = 128;
 
 /// `chat_send`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ChatSend {
     pub client_id: String,
     #[serde(flatten)]
     pub target: Target,
     #[serde(skip_serializing_if = "is_text")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub kind: String,
-    /// JSON text.
+    /// The payload's JSON text (on the wire, the JSON value it holds).
     #[serde(serialize_with = "raw")]
+    #[cfg_attr(feature = "ts", ts(type = "unknown"))]
     pub payload: String,
     #[serde(skip_serializing_if = "is_true")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub persist: bool,
     #[serde(skip_serializing_if = "is_true")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub counted: bool,
     #[serde(skip_serializing_if = "is_default")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub priority: Priority,
     #[serde(skip_serializing_if = "is_default")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub must_ack: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub mentions: Vec<String>,
     #[serde(skip_serializing_if = "is_default")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub mention_all: bool,
 }
 
 /// Messages a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
     /// The first message: protocol version, access token, and where the client stands in its conversations.
@@ -61,8 +74,10 @@ pub enum ClientMsg {
         v: u32,
         token: String,
         #[serde(skip_serializing_if = "is_true")]
+        #[cfg_attr(feature = "ts", ts(optional = nullable))]
         auto_subscribe: bool,
         #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(feature = "ts", ts(optional = nullable))]
         chat: Vec<ResumePos>,
     },
     Offer {
@@ -78,6 +93,7 @@ pub enum ClientMsg {
     Candidate {
         candidate: String,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         sdp_mid: Option<String>,
     },
     Subscribe {
@@ -94,28 +110,36 @@ pub enum ClientMsg {
     TrackSettings {
         track_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         width: Option<u16>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         height: Option<u16>,
         #[serde(skip_serializing_if = "is_default")]
+        #[cfg_attr(feature = "ts", ts(optional = nullable))]
         hidden: bool,
     },
     Ping {
         #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+        #[cfg_attr(feature = "ts", ts(optional = nullable, type = "unknown"))]
         ts: serde_json::Value,
     },
     Leave,
     ChatSend(ChatSend),
     ChatHistory {
         #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+        #[cfg_attr(feature = "ts", ts(optional = nullable, type = "unknown"))]
         id: serde_json::Value,
         #[serde(flatten)]
         target: Target,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         before: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         after: Option<u64>,
         #[serde(skip_serializing_if = "is_default_limit")]
+        #[cfg_attr(feature = "ts", ts(optional = nullable))]
         limit: usize,
     },
     ChatResume {
@@ -124,12 +148,15 @@ pub enum ClientMsg {
     ChatReceipt {
         conversation: String,
         #[serde(skip_serializing_if = "is_default")]
+        #[cfg_attr(feature = "ts", ts(optional = nullable))]
         delivered: u64,
         #[serde(skip_serializing_if = "is_default")]
+        #[cfg_attr(feature = "ts", ts(optional = nullable))]
         read: u64,
     },
     ChatReceipts {
         #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+        #[cfg_attr(feature = "ts", ts(optional = nullable, type = "unknown"))]
         id: serde_json::Value,
         conversation: String,
     },
@@ -149,8 +176,9 @@ pub enum ClientMsg {
         #[serde(flatten)]
         target: Target,
         seq: u64,
-        /// JSON text.
+        /// The payload's JSON text (on the wire, the JSON value it holds).
         #[serde(serialize_with = "raw")]
+        #[cfg_attr(feature = "ts", ts(type = "unknown"))]
         payload: String,
     },
     ChatAlertAck {
@@ -159,6 +187,7 @@ pub enum ClientMsg {
     },
     ChatAlertStatus {
         #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+        #[cfg_attr(feature = "ts", ts(optional = nullable, type = "unknown"))]
         id: serde_json::Value,
         conversation: String,
         seq: u64,
@@ -167,6 +196,7 @@ pub enum ClientMsg {
         identity: String,
         muted: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         duration_secs: Option<u64>,
     },
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Stable error codes sent in `error` messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame is not a JSON object with a string `type`, or a field has the wrong type or is missing.
@@ -75,6 +76,7 @@ pub enum ErrorCode {
     BadVersion,
     /// A code this client does not know (a newer server); treat it as a failure of the request.
     #[serde(other)]
+    #[cfg_attr(feature = "ts", ts(skip))]
     Unknown,
 }
 

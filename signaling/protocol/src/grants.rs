@@ -14,6 +14,7 @@ pub const ALL_ROOMS: &str = "*";
 
 /// What a track carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum TrackSource {
     Camera,
@@ -26,6 +27,7 @@ pub enum TrackSource {
 
 /// The token's `video` claim: the grants.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct VideoGrant {
     pub room: String,
     #[serde(default)]
@@ -43,6 +45,7 @@ pub struct VideoGrant {
     pub room_admin: bool,
     /// Which sources may be published; absent means all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub can_publish_sources: Option<Vec<TrackSource>>,
     /// Not shown to other participants, and may not publish.
     #[serde(default)]
@@ -57,6 +60,7 @@ pub struct VideoGrant {
 
 /// Access token claims (an HS256 JWT's payload).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Claims {
     /// The API key (used when the header has no `kid`).
     #[serde(default)]
@@ -67,12 +71,15 @@ pub struct Claims {
     pub exp: u64,
     /// Not before, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub nbf: Option<u64>,
     /// Display name (default: the identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub name: Option<String>,
     /// Opaque to the server, shown to the other participants (at most [`MAX_METADATA`] bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub metadata: Option<String>,
     pub video: VideoGrant,
 }
@@ -104,10 +111,12 @@ impl VideoGrant {
 
 /// A participant's permissions while it is in a room: from its token at join, changed by the admin API.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Permissions {
     pub can_publish: bool,
     /// Absent: every source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub can_publish_sources: Option<Vec<TrackSource>>,
     pub can_subscribe: bool,
     pub can_chat: bool,

@@ -16,6 +16,7 @@
 //! - [`hooks`]: the pre-send hook's request and answer.
 //! - [`admin`]: admin API bodies that carry protocol records (participants, errors).
 //! - [`webhooks`]: webhook event bodies.
+//! - `ts` (feature `ts`): the TypeScript declarations of all of these, for `web-demo/protocol.d.ts`.
 
 pub mod admin;
 pub mod chat;
@@ -24,6 +25,8 @@ pub mod codes;
 pub mod grants;
 pub mod hooks;
 pub mod server;
+#[cfg(feature = "ts")]
+pub mod ts;
 pub mod webhooks;
 
 pub use chat::{

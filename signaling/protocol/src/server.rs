@@ -13,6 +13,7 @@ use crate::grants::{Permissions, TrackSource};
 
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum MediaKind {
     Audio,
@@ -37,6 +38,7 @@ impl std::fmt::Display for MediaKind {
 
 /// A published track as the room sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct TrackInfo {
     pub id: String,
     pub kind: MediaKind,
@@ -45,11 +47,13 @@ pub struct TrackInfo {
     pub muted: bool,
     /// Only in the publisher's own `track_published`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub mid: Option<String>,
 }
 
 /// A participant as the room sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ParticipantInfo {
     pub id: String,
     pub identity: String,
@@ -62,6 +66,7 @@ pub struct ParticipantInfo {
 
 /// One entry of `active_speakers`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SpeakerInfo {
     pub participant_id: String,
     /// Smoothed loudness, 0 (silence) to 1 (0 dBov).
@@ -70,6 +75,7 @@ pub struct SpeakerInfo {
 
 /// One simulcast layer in `set_layers`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LayerActive {
     pub rid: String,
     pub active: bool,
@@ -77,6 +83,7 @@ pub struct LayerActive {
 
 /// What a subscriber receives of a video track (`stream_state.state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum StreamStateKind {
     Active,
@@ -101,6 +108,7 @@ impl std::fmt::Display for StreamStateKind {
 
 /// The room snapshot in `joined`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Joined {
     pub v: u32,
     pub room: String,
@@ -117,6 +125,7 @@ pub struct Joined {
 
 /// Messages the server sends.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
     /// The answer to `join`: the room as it is.
@@ -174,9 +183,11 @@ pub enum ServerMsg {
         state: StreamStateKind,
         /// The layer forwarded (`q`, `h`, `f`, lowest to highest), `null` without simulcast; only when active.
         #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         layer: Option<Option<Cow<'static, str>>>,
         /// Why it is paused (`bandwidth`); only when paused.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         reason: Option<Cow<'static, str>>,
     },
     /// To a publisher (dynacast): which simulcast layers of its track anyone needs; it stops encoding the others.
@@ -197,10 +208,12 @@ pub enum ServerMsg {
     Candidate {
         candidate: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         sdp_mid: Option<String>,
     },
     Pong {
         #[serde(default)]
+        #[cfg_attr(feature = "ts", ts(type = "unknown"))]
         ts: serde_json::Value,
     },
     Error {
@@ -208,12 +221,15 @@ pub enum ServerMsg {
         message: String,
         /// The `type` of the message that failed, when it had one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         req_type: Option<String>,
         /// The `id` of the request that failed, when it had one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional, type = "unknown"))]
         id: Option<serde_json::Value>,
         /// The `client_id` of the refused chat message, so the client's outbox knows which.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         client_id: Option<String>,
     },
     /// A chat message is stored (or, `ephemeral`, was passed on without being stored).
@@ -221,8 +237,10 @@ pub enum ServerMsg {
         client_id: String,
         conversation: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         seq: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         epoch: Option<u64>,
         time: u64,
         #[serde(default, skip_serializing_if = "is_default")]
@@ -237,6 +255,7 @@ pub enum ServerMsg {
     ChatMessage(ChatMessage),
     ChatHistory {
         #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        #[cfg_attr(feature = "ts", ts(type = "unknown"))]
         id: serde_json::Value,
         conversation: String,
         epoch: u64,
@@ -262,6 +281,7 @@ pub enum ServerMsg {
     },
     ChatReceipts {
         #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        #[cfg_attr(feature = "ts", ts(type = "unknown"))]
         id: serde_json::Value,
         conversation: String,
         receipts: Vec<ReceiptView>,
@@ -277,6 +297,7 @@ pub enum ServerMsg {
         identity: String,
         muted: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         until: Option<u64>,
         by: String,
     },
@@ -299,6 +320,7 @@ pub enum ServerMsg {
         seq: u64,
         status: AlertAckStatus,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         at: Option<u64>,
     },
     /// To the sender's sessions: a member acknowledged an alert.
@@ -310,6 +332,7 @@ pub enum ServerMsg {
     },
     ChatAlertStatus {
         #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        #[cfg_attr(feature = "ts", ts(type = "unknown"))]
         id: serde_json::Value,
         conversation: String,
         seq: u64,
@@ -323,6 +346,7 @@ pub enum ServerMsg {
     },
     /// A `type` this side does not know (a newer server); ignore it. Never sent.
     #[serde(other)]
+    #[cfg_attr(feature = "ts", ts(skip))]
     Unknown,
 }
 

@@ -9,6 +9,7 @@ use crate::server::{ParticipantInfo, TrackInfo};
 
 /// What happened. The wire name is the `event` field of the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     RoomStarted,
@@ -58,12 +59,14 @@ impl EventKind {
 
 /// The room an event is about.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct RoomView {
     pub name: String,
 }
 
 /// The participant an event is about.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ParticipantView {
     pub id: String,
     pub identity: String,
@@ -78,21 +81,27 @@ impl From<&ParticipantInfo> for ParticipantView {
 
 /// The chat message an event is about.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct MessageView {
     pub conversation: String,
     pub seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub sender: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub kind: Option<String>,
     /// When it was stored, Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub time: Option<u64>,
     /// The payload, when it is at most `webhooks.payload_max_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::chat::raw_json")]
+    #[cfg_attr(feature = "ts", ts(optional, type = "unknown"))]
     pub payload: Option<Box<RawValue>>,
     /// Size of the payload's JSON text (also when it is left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub payload_bytes: Option<usize>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub must_ack: bool,
@@ -100,6 +109,7 @@ pub struct MessageView {
 
 /// Who recalled a message, and the sequenced message that announced it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct RecallView {
     pub by: String,
     pub seq: u64,
@@ -108,6 +118,7 @@ pub struct RecallView {
 
 /// Who has and has not acknowledged an alert.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct AlertView {
     pub pending: Vec<String>,
     pub acked: Vec<String>,
@@ -115,21 +126,29 @@ pub struct AlertView {
 
 /// The objects of an event (each present when it applies).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Facts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub room: Option<RoomView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub participant: Option<ParticipantView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub track: Option<TrackInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub message: Option<MessageView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub recall: Option<RecallView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub alert: Option<AlertView>,
     /// Why a participant left: `left`, `disconnected`, `replaced`, `removed`, `server_shutdown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub reason: Option<String>,
 }
 
@@ -154,6 +173,7 @@ impl Facts {
 
 /// One event body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct WebhookEvent {
     /// `EV_` and 20 characters; the same on every retry.
     pub id: String,
