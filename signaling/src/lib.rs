@@ -51,16 +51,10 @@ pub struct ChatService {
     pub store: Arc<dyn ChatStore>,
     pub hub: Arc<Hub>,
     pub limits: Limits,
-    /// Room → its quota bucket.
-    pub quotas: std::sync::Mutex<std::collections::HashMap<String, courier_chat::quota::RoomQuota>>,
-    /// (conversation, kind) → count since the last flush.
-    pub aggregates: std::sync::Mutex<std::collections::HashMap<(courier_chat::ConversationId, String), u64>>,
-    /// The keyword lists in force (swapped when the words file changes).
-    pub words: std::sync::RwLock<Arc<courier_chat::moderation::WordFilter>>,
-    pub mutes: std::sync::Mutex<courier_chat::moderation::Mutes>,
+    /// The admission gate: per-identity rates, room quotas, mutes, keyword lists and aggregated counts, as one
+    /// sans-I/O state behind one lock.
+    pub gate: std::sync::Mutex<courier_chat::gate::Gate>,
     pub hook: Option<crate::hook::PreSendHook>,
-    /// Identity → its bucket: the chat rate limit per identity, across its connections.
-    pub rates: std::sync::Mutex<std::collections::HashMap<String, crate::limits::TokenBucket>>,
 }
 
 /// The word filter from the configured lists plus the words file (if it reads).
@@ -79,6 +73,20 @@ pub fn word_filter(config: &crate::config::ChatConfig) -> courier_chat::moderati
     courier_chat::moderation::WordFilter::new(&blocked, &replaced)
 }
 
+/// What the chat gate is told from the configuration.
+fn gate_config(config: &Config, limits: courier_chat::Limits) -> courier_chat::gate::GateConfig {
+    let chat = &config.chat;
+    courier_chat::gate::GateConfig {
+        rate_per_sec: chat.rate_per_sec,
+        quota: chat.quota,
+        low_priority_kinds: chat.low_priority_kinds.clone(),
+        high_priority_kinds: chat.high_priority_kinds.clone(),
+        high_priority_identities: chat.high_priority_identities.clone(),
+        aggregate_kinds: chat.aggregate_kinds.clone(),
+        limits,
+    }
+}
+
 /// How often the words file is checked for changes.
 pub const WORDS_FILE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -88,11 +96,11 @@ pub const AGGREGATE_INTERVAL: std::time::Duration = std::time::Duration::from_se
 impl ChatService {
     /// Send the counts gathered since the last call.
     pub fn flush_aggregates(&self) {
-        let counts = match self.aggregates.lock() {
-            Ok(mut a) => std::mem::take(&mut *a),
+        let counts = match self.gate.lock() {
+            Ok(mut g) => g.take_counts(),
             Err(_) => return,
         };
-        for ((conversation, kind), count) in counts {
+        for (conversation, kind, count) in counts {
             let frame = courier_protocol::ServerMsg::ChatAggregate {
                 conversation: conversation.to_string(),
                 kind,
@@ -223,7 +231,10 @@ impl Server {
         let limits = Limits { max_payload_bytes: config.chat.max_payload_bytes };
         let (store, handle) = open_chat_store(&config).await?;
         let hub = Arc::new(Hub::new(config.chat.queue_capacity));
-        let words = std::sync::RwLock::new(Arc::new(word_filter(&config.chat)));
+        let gate = std::sync::Mutex::new(courier_chat::gate::Gate::new(
+            gate_config(&config, limits),
+            word_filter(&config.chat),
+        ));
         let hook = match &config.chat.hook {
             Some((url, timeout, fail_open)) => {
                 Some(crate::hook::PreSendHook::new(url, *timeout, *fail_open).map_err(|e| anyhow::anyhow!(e))?)
@@ -257,17 +268,7 @@ impl Server {
             sfu: sfu.clone(),
             rooms: Rooms::new(config.rooms.auto_create, webhooks.clone()),
             room_store: Arc::new(room_store),
-            chat: ChatService {
-                store,
-                hub,
-                limits,
-                quotas: Default::default(),
-                aggregates: Default::default(),
-                words,
-                mutes: Default::default(),
-                hook,
-                rates: Default::default(),
-            },
+            chat: ChatService { store, hub, limits, gate, hook },
             webhooks,
             shutdown: shutdown_rx.clone(),
             draining: Default::default(),
@@ -318,9 +319,9 @@ impl Server {
                     let now = modified(&path);
                     if now != seen {
                         seen = now;
-                        let filter = Arc::new(word_filter(&state.config.chat));
-                        if let Ok(mut w) = state.chat.words.write() {
-                            *w = filter;
+                        let filter = word_filter(&state.config.chat);
+                        if let Ok(mut g) = state.chat.gate.lock() {
+                            g.set_words(filter);
                         }
                         tracing::info!(file = %path.display(), "chat word lists reloaded");
                     }

@@ -21,17 +21,21 @@
 //! - [`outbound`]: sans-I/O: one connection's bounded outbound queue, shedding droppable items first.
 //! - [`frame`]: one encoded text frame, shared by every session it goes to.
 //! - [`frames`]: the chat frames of protocol v1 built from stored messages.
+//! - [`gate`]: sans-I/O: the admission gate — grant, rate, mute, words, priority, quota → one verdict.
+//! - [`rate`]: sans-I/O: token buckets.
 //! - [`hub`]: who receives what: sessions by room and identity, fan-out of committed and ephemeral messages.
 //! - [`quota`]: sans-I/O: per-room rate quotas with a share reserved for high priority; low priority goes first.
 //! - [`resume`]: sans-I/O: a reconnecting member's replay merged with live messages, each number once, in order.
 
 pub mod frame;
 pub mod frames;
+pub mod gate;
 pub mod hub;
 pub mod moderation;
 pub mod outbound;
 pub mod postgres;
 pub mod quota;
+pub mod rate;
 pub mod resume;
 pub mod sequencer;
 pub mod sqlite;

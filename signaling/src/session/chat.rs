@@ -21,13 +21,14 @@ use tracing::{debug, warn};
 use crate::hook::HookVerdict;
 use crate::AppState;
 use courier_chat::frames::{chat_message_frame, wire_message};
+use courier_chat::gate::{Sender, Submission, Verdict};
 use courier_chat::hub::{Delivery, Inbox, MemberId};
 use courier_chat::outbound::Class;
 use courier_chat::resume::{ResumeMerge, Step};
 use courier_chat::store::{
     Ack, AlertAck, Amend, ChatStore, MessageState, PageFrom, Replay, StoreError, StoredMessage, Tombstone,
 };
-use courier_chat::{ConversationId, Flags, InvalidInput, NewMessage, Priority};
+use courier_chat::{ConversationId, Flags, NewMessage, Priority};
 use courier_protocol::{
     AlertAckStatus, AlertAckView, ChatMessage, ChatSend, ClientMsg, ErrorCode, MessageState as WireState, ReceiptView,
     ResumePos, ResumeStatus, ServerMsg, Target,
@@ -110,12 +111,7 @@ fn store_error(e: &StoreError) -> (ErrorCode, String) {
     }
 }
 
-fn invalid(e: &InvalidInput) -> (ErrorCode, String) {
-    match e {
-        InvalidInput::PayloadTooLarge { .. } => (ErrorCode::TooLarge, e.to_string()),
-        _ => (ErrorCode::BadMessage, e.to_string()),
-    }
-}
+use courier_chat::gate::invalid;
 
 impl ChatSession {
     /// Register with the hub (live messages start queuing at once) and start the send pipeline.
@@ -149,14 +145,12 @@ impl ChatSession {
     pub fn stop(&self) {
         let hub = &self.state.chat.hub;
         hub.unregister(self.member);
-        if hub.identity_sessions(&self.identity) == 0 {
-            if let Ok(mut r) = self.state.chat.rates.lock() {
-                r.remove(&self.identity);
+        if let Ok(mut gate) = self.state.chat.gate.lock() {
+            if hub.identity_sessions(&self.identity) == 0 {
+                gate.forget_identity(&self.identity);
             }
-        }
-        if hub.room_size(&self.room) == 0 {
-            if let Ok(mut q) = self.state.chat.quotas.lock() {
-                q.remove(&self.room);
+            if hub.room_size(&self.room) == 0 {
+                gate.forget_room(&self.room);
             }
         }
     }
@@ -199,35 +193,8 @@ impl ChatSession {
         self.resolve(&Target { conversation: Some(c.to_string()), to: None })
     }
 
-    /// The chat rate limit of this identity, shared by all its connections.
-    fn take_token(&mut self) -> bool {
-        let per_sec = self.state.config.chat.rate_per_sec;
-        let rate = crate::limits::Rate::new(per_sec, per_sec * 2.0);
-        let now = Instant::now();
-        let Ok(mut rates) = self.state.chat.rates.lock() else { return true };
-        let bucket = rates.entry(self.identity.clone()).or_insert_with(|| crate::limits::TokenBucket::full(rate, now));
-        bucket.take(rate, now).is_ok()
-    }
-
-    /// Muted in this conversation's room?
-    fn muted(&self, c: &ConversationId) -> bool {
-        let Some(room) = c.as_room() else { return false };
-        self.state.chat.mutes.lock().map(|mut m| m.is_muted(room, &self.identity, Instant::now())).unwrap_or(false)
-    }
-
-    /// Apply the keyword lists to a payload: the payload to send, or the refusal.
-    fn filter_words(&self, payload: String) -> Result<String, (ErrorCode, String)> {
-        let filter = match self.state.chat.words.read() {
-            Ok(f) => f.clone(),
-            Err(_) => return Ok(payload),
-        };
-        match filter.check(&payload) {
-            courier_chat::moderation::Verdict::Pass => Ok(payload),
-            courier_chat::moderation::Verdict::Replaced(p) => Ok(p),
-            courier_chat::moderation::Verdict::Blocked(_) => {
-                Err((ErrorCode::Blocked, "the message holds a blocked word".into()))
-            }
-        }
+    fn sender(&self) -> Sender<'_> {
+        Sender { identity: &self.identity, can_chat: self.can_chat, room_admin: self.room_admin }
     }
 
     fn mute(&mut self, identity: &str, muted: bool, duration_secs: Option<u64>) -> Result<(), (ErrorCode, String)> {
@@ -237,8 +204,8 @@ impl ChatSession {
         courier_chat::validate_identity(identity).map_err(|e| (ErrorCode::BadMessage, e.to_string()))?;
         let Some(c) = self.room_conv.clone() else { return Err((ErrorCode::BadMessage, "no room chat".into())) };
         let duration = duration_secs.map(|s| Duration::from_secs(s.min(366 * 24 * 3600)));
-        if let Ok(mut m) = self.state.chat.mutes.lock() {
-            m.set(&self.room, identity, muted, duration.map(|d| Instant::now() + d));
+        if let Ok(mut g) = self.state.chat.gate.lock() {
+            g.set_muted(&self.room, identity, muted, duration.map(|d| Instant::now() + d));
         }
         let frame = ServerMsg::ChatMuted {
             conversation: c.to_string(),
@@ -325,103 +292,68 @@ impl ChatSession {
         }
     }
 
-    fn send(&mut self, mut m: ChatSend, out: &mut Vec<Out>) -> Result<(), (ErrorCode, String)> {
-        if !self.can_chat {
-            return Err((ErrorCode::PermissionDenied, "this token may not chat".into()));
-        }
-        if !self.take_token() {
-            return Err((ErrorCode::RateLimited, "too many chat messages".into()));
-        }
-        let conversation = self.resolve(&m.target)?;
-        if self.muted(&conversation) {
-            return Err((ErrorCode::Muted, "a room admin muted your chat".into()));
-        }
-        m.payload = self.filter_words(std::mem::take(&mut m.payload))?;
-        if m.kind.starts_with("chat.") {
-            return Err((ErrorCode::BadMessage, "message types starting with \"chat.\" are the server's".into()));
-        }
-        let cfg = &self.state.config.chat;
-        let allowlisted =
-            cfg.high_priority_kinds.contains(&m.kind) || cfg.high_priority_identities.contains(&self.identity);
-        let priority = if allowlisted {
-            Priority::High
-        } else if cfg.low_priority_kinds.contains(&m.kind) {
-            Priority::Low
-        } else {
-            Priority::from(m.priority)
-        };
-        if priority == Priority::High && !self.room_admin && !allowlisted {
-            return Err((ErrorCode::PermissionDenied, "high priority needs the room_admin grant".into()));
-        }
-        if let Some(room) = conversation.as_room() {
-            let admitted = match self.state.chat.quotas.lock() {
-                Ok(mut q) => q.entry(room.to_string()).or_default().admit(&cfg.quota, priority, Instant::now()),
-                Err(_) => true,
-            };
-            if !admitted {
-                if priority == Priority::Low || !m.persist {
-                    out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, conversation.to_string(), now_ms(), true)));
-                    return Ok(());
-                }
-                return Err((ErrorCode::QuotaExceeded, "the room is over its chat quota; retry later".into()));
-            }
-        }
-        if !m.persist || priority == Priority::Low {
-            // Ephemeral: checked like any message, passed on best-effort, never stored or numbered.
-            let probe = self.new_message(&conversation, &m, priority, Vec::new());
-            probe.validate(&self.state.chat.limits).map_err(|e| invalid(&e))?;
-            let time = now_ms();
-            if priority == Priority::Low && self.state.config.chat.aggregate_kinds.contains(&m.kind) {
-                if let Ok(mut a) = self.state.chat.aggregates.lock() {
-                    *a.entry((conversation.clone(), m.kind.clone())).or_default() += 1;
-                }
-                out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, conversation.to_string(), time, false)));
-                return Ok(());
-            }
-            let message = ChatMessage {
-                conversation: conversation.to_string(),
-                seq: None,
-                sender: self.identity.clone(),
-                client_id: Some(m.client_id.clone()),
-                kind: m.kind.clone(),
-                payload: RawValue::from_string(m.payload.clone()).ok(),
-                time,
-                state: WireState::Normal,
-                priority: priority.into(),
-                must_ack: false,
-                mention_all: m.mention_all,
-                mentions: m.mentions.clone(),
-                mentioned: false,
-                counted: false,
-                ephemeral: true,
-            };
-            let frame = ServerMsg::ChatMessage(message).to_json();
-            self.state.chat.hub.send(&conversation, Some(self.member), Class::Droppable, frame.into());
-            out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, conversation.to_string(), time, false)));
-            return Ok(());
-        }
-        let alert_to = if m.must_ack { self.alert_audience(&conversation) } else { Vec::new() };
-        let message = self.new_message(&conversation, &m, priority, alert_to);
-        message.validate(&self.state.chat.limits).map_err(|e| invalid(&e))?;
-        self.enqueue(m.client_id, message)
-    }
-
-    fn new_message(&self, c: &ConversationId, m: &ChatSend, priority: Priority, alert_to: Vec<String>) -> NewMessage {
-        NewMessage {
-            conversation: c.clone(),
-            sender: self.identity.clone(),
+    /// A `chat_send`: the gate decides (see `courier_chat::gate`), the session carries the verdict out.
+    fn send(&mut self, m: ChatSend, out: &mut Vec<Out>) -> Result<(), (ErrorCode, String)> {
+        let submission = Submission {
+            conversation: self.resolve(&m.target),
             client_id: m.client_id.clone(),
-            kind: m.kind.clone(),
-            payload: m.payload.clone(),
+            kind: m.kind,
+            payload: m.payload,
             flags: Flags {
                 must_ack: m.must_ack,
                 mention_all: m.mention_all,
-                mentions: m.mentions.clone(),
-                priority,
+                mentions: m.mentions,
+                priority: Priority::from(m.priority),
                 counted: m.counted,
             },
-            amends: None,
-            alert_to,
+            persist: m.persist,
+        };
+        let verdict = match self.state.chat.gate.lock() {
+            Ok(mut gate) => gate.admit(self.sender(), submission, Instant::now()),
+            Err(_) => return Err((ErrorCode::Internal, "chat gate unavailable".into())),
+        };
+        match verdict {
+            Verdict::Refuse(code, why) => Err((code, why)),
+            Verdict::Shed(c) => {
+                out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, c.to_string(), now_ms(), true)));
+                Ok(())
+            }
+            Verdict::Count(c) => {
+                out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, c.to_string(), now_ms(), false)));
+                Ok(())
+            }
+            Verdict::Deliver(message) => {
+                // Ephemeral: passed on best-effort, never stored or numbered.
+                let time = now_ms();
+                let frame = ServerMsg::ChatMessage(ChatMessage {
+                    conversation: message.conversation.to_string(),
+                    seq: None,
+                    sender: message.sender,
+                    client_id: Some(message.client_id),
+                    kind: message.kind,
+                    payload: RawValue::from_string(message.payload).ok(),
+                    time,
+                    state: WireState::Normal,
+                    priority: message.flags.priority.into(),
+                    must_ack: false,
+                    mention_all: message.flags.mention_all,
+                    mentions: message.flags.mentions,
+                    mentioned: false,
+                    counted: false,
+                    ephemeral: true,
+                })
+                .to_json();
+                self.state.chat.hub.send(&message.conversation, Some(self.member), Class::Droppable, frame.into());
+                let c = message.conversation.to_string();
+                out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, c, time, false)));
+                Ok(())
+            }
+            Verdict::Store(mut message) => {
+                if message.flags.must_ack {
+                    message.alert_to = self.alert_audience(&message.conversation);
+                }
+                self.enqueue(m.client_id, message)
+            }
         }
     }
 
@@ -465,17 +397,11 @@ impl ChatSession {
         seq: u64,
         payload: Option<String>,
     ) -> Result<(), (ErrorCode, String)> {
-        if !self.can_chat {
-            return Err((ErrorCode::PermissionDenied, "this token may not chat".into()));
-        }
-        if !self.take_token() {
-            return Err((ErrorCode::RateLimited, "too many chat messages".into()));
-        }
-        let c = self.resolve(target)?;
-        if self.muted(&c) {
-            return Err((ErrorCode::Muted, "a room admin muted your chat".into()));
-        }
-        let payload = payload.map(|p| self.filter_words(p)).transpose()?;
+        let resolved = self.resolve(target);
+        let (c, payload) = match self.state.chat.gate.lock() {
+            Ok(mut gate) => gate.admit_amend(self.sender(), resolved, payload, Instant::now())?,
+            Err(_) => return Err((ErrorCode::Internal, "chat gate unavailable".into())),
+        };
         let original = self.message(&c, seq).await?;
         let mine = |m: &StoredMessage| m.sender == self.identity || (self.room_admin && c.as_room().is_some());
         let changeable = |m: &StoredMessage| {
