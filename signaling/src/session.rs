@@ -211,7 +211,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             participant: me.clone(),
             participants: joined.others.clone(),
         })));
-        chat.resume(&chat_positions, &mut s.out).await;
+        chat.resume(&chat_positions, "join", &mut s.out).await;
         chat.start_fresh_room(&mut s.out).await;
         chat.renotify_alerts(&mut s.out).await;
         if s.auto_subscribe && s.perms.can_subscribe {

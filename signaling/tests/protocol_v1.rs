@@ -160,3 +160,45 @@ async fn failed_requests_carry_their_id_back_and_a_bad_subscribe_gets_one_error(
     assert_eq!(errors, 1);
     s.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn every_resume_entry_of_a_join_is_answered_and_a_position_ahead_is_reset() {
+    let s = server().await;
+    let (mut alice, _) = join(&s, "res", "alice").await;
+    let mut epoch = 0;
+    for i in 1..=3 {
+        send(&mut alice, &format!(r#"{{"type":"chat_send","client_id":"m{i}","payload":{{"n":{i}}}}}"#)).await;
+        let ack = recv_type(&mut alice, "chat_ack").await;
+        assert_eq!(ack["seq"], i);
+        epoch = ack["epoch"].as_u64().unwrap();
+    }
+    // Bob names a conversation he may not read, and holds numbers past the newest of his room's chat.
+    let t = token("res", "bob");
+    let mut bob = connect(&s).await;
+    send(
+        &mut bob,
+        &format!(
+            r#"{{"type":"join","v":1,"token":"{t}","chat":[{{"conversation":"room:elsewhere","epoch":1,"last_seq":1}},{{"conversation":"room:res","epoch":{epoch},"last_seq":10}},{{"conversation":"dm:bob:zed","epoch":0,"last_seq":5}}]}}"#
+        ),
+    )
+    .await;
+    recv_type(&mut bob, "joined").await;
+    let mut refused = None;
+    let mut resumed = std::collections::HashMap::new();
+    while resumed.len() < 2 || refused.is_none() {
+        let m = recv(&mut bob).await;
+        match m["type"].as_str() {
+            Some("error") => refused = Some(m),
+            Some("chat_resumed") => {
+                resumed.insert(m["conversation"].as_str().unwrap().to_string(), m);
+            }
+            _ => {}
+        }
+    }
+    let refused = refused.unwrap();
+    assert_eq!((refused["code"].as_str(), refused["req_type"].as_str()), (Some("conversation_not_found"), Some("join")));
+    let room = &resumed["room:res"];
+    assert_eq!((room["status"].as_str(), room["replayed"].as_u64()), (Some("reset"), Some(3)), "{room}");
+    assert_eq!(resumed["dm:bob:zed"]["status"], "reset", "an empty conversation the client claims numbers of");
+    s.shutdown(Duration::from_secs(2)).await;
+}

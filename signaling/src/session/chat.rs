@@ -255,7 +255,7 @@ impl ChatSession {
                     Err(e) => err(out, e),
                 }
             }
-            ClientMsg::ChatResume { conversations } => self.resume(&conversations, out).await,
+            ClientMsg::ChatResume { conversations } => self.resume(&conversations, "chat_resume", out).await,
             ClientMsg::ChatReceipt { conversation, delivered, read } => {
                 if let Err(e) = self.receipt(&conversation, delivered, read).await {
                     err(out, e);
@@ -463,12 +463,21 @@ impl ChatSession {
     }
 
     /// Start a resume of each conversation: replays are queued and run a chunk at a time by [`Self::step_replay`].
-    pub async fn resume(&mut self, positions: &[ResumePos], out: &mut Vec<Out>) {
+    /// Resume each conversation from the client's position; `req_type` (`join` or `chat_resume`) names the request
+    /// in the error an entry gets when the member may not read it or the store fails — every entry is answered.
+    pub async fn resume(&mut self, positions: &[ResumePos], req_type: &str, out: &mut Vec<Out>) {
         for pos in positions {
+            let refuse = |code, message: String| ServerMsg::Error {
+                code,
+                message,
+                req_type: Some(req_type.to_string()),
+                id: None,
+                client_id: None,
+            };
             let c = match self.conversation(&pos.conversation) {
                 Ok(c) => c,
                 Err((code, message)) => {
-                    out.push(Out::Msg(ServerMsg::error(code, message, Some("chat_resume"))));
+                    out.push(Out::Msg(refuse(code, message)));
                     continue;
                 }
             };
@@ -476,19 +485,20 @@ impl ChatSession {
                 Ok(h) => h,
                 Err(e) => {
                     let (code, message) = store_error(&e);
-                    out.push(Out::Msg(ServerMsg::error(code, message, Some("chat_resume"))));
+                    out.push(Out::Msg(refuse(code, message)));
                     continue;
                 }
             };
             self.replays.retain(|j| j.conversation != c);
             let Some(head) = head else {
-                // Nothing was ever said here: live from the first message.
+                // Nothing was ever said here: live from the first message. A client that holds numbers of it holds
+                // what the server does not have: its copy is void (`reset`, nothing to replay).
                 let mut cursor = ResumeMerge::new(0);
                 let _ = cursor.replay_done();
                 self.cursors.insert(c.clone(), cursor);
                 out.push(Out::Msg(ServerMsg::ChatResumed {
                     conversation: c.to_string(),
-                    status: ResumeStatus::Fresh,
+                    status: if pos.last_seq > 0 { ResumeStatus::Reset } else { ResumeStatus::Fresh },
                     epoch: 0,
                     first_seq: 1,
                     last_seq: 0,
@@ -497,10 +507,12 @@ impl ChatSession {
                 }));
                 continue;
             };
-            let (status, after) = if pos.epoch == head.epoch || pos.epoch == 0 {
-                (ResumeStatus::Ok, pos.last_seq.min(head.last_seq))
+            let same_history = pos.epoch == head.epoch || pos.epoch == 0;
+            let (status, after) = if same_history && pos.last_seq <= head.last_seq {
+                (ResumeStatus::Ok, pos.last_seq)
             } else {
-                // History was wiped and began again: the client's numbers mean nothing now.
+                // History was wiped and began again, or the client holds numbers past the newest (a store restored
+                // from an older backup): the client's numbers mean nothing now; it gets the retained history.
                 (ResumeStatus::Reset, 0)
             };
             if after + 1 < head.first_seq {
