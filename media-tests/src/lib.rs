@@ -25,6 +25,10 @@
 //! - [`load`]: the load generator (`media-tests load`): cheap str0m peers, the servers under test (Courier, Janus,
 //!   Pion's broadcast example), CPU/RSS from `/proc`, forwarded packets per CPU-second, added delay.
 //! - [`report`]: the JSON report.
+//! - [`interop_report`]: the interop matrix's report of this client (one cell beside Chromium, Pion, …).
+//! - [`scenario`]: scenario files (who joins, publishes, how each link is impaired, what must hold). Sans-I/O.
+//! - [`plot`]: the SVG timeline of a scenario report.
+//! - [`server`]: the real `courier` binary as a child process on ephemeral loopback ports.
 //! - [`recovery`]: loss episodes and recovery times from the frames as shown. Sans-I/O.
 //! - [`series`]: received bitrate, loss and frame delay per 500 ms bin, for the scenario plot. Sans-I/O.
 //! - [`token`]: minting HS256 access tokens for tests.

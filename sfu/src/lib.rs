@@ -26,6 +26,9 @@
 //! - [`peer`]: one participant's `Rtc`, its published tracks and its down-tracks.
 //! - [`downtrack`], [`munger`], [`vp8munger`], [`keyframe`], [`red`]: forwarding to one subscriber.
 //! - [`downstream_loss`]: subscribers' audio loss, reported to the publisher.
+//! - [`allocator`]: how much of each subscribed track one subscriber's link gets (layers from the estimate).
+//! - [`layer`]: simulcast layers of a published track: which one a packet belongs to, which are live.
+//! - [`speaker`]: active speakers from the audio levels in publishers' packets.
 //! - [`udp`]: the socket's demultiplexer.
 //! - [`config`], [`error`], [`id`].
 

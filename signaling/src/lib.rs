@@ -2,18 +2,19 @@
 //!
 //! A participant opens one WebSocket (`/rtc`, protocol v1 in `docs/protocol.md`), joins a room with an access
 //! token, and negotiates one WebRTC connection with the engine through it. This crate owns everything around the
-//! media: tokens, rooms and their events, the wire protocol, configuration, metrics and the development helpers.
+//! media: tokens, rooms and their events, configuration, metrics and the development helpers. The wire types are
+//! `courier_protocol`'s and the IM core is `courier_chat`; this crate is the shell that drives them.
 //!
 //! # Layout
 //!
 //! - [`config`]: file, environment and flags merged into a validated [`config::Config`].
 //! - [`auth`]: access tokens (verify and mint).
-//! - [`protocol`]: the wire messages; parse and encode only.
 //! - [`room`]: the room registry: membership, published tracks and the events a room fans out.
 //! - [`lifecycle`]: when a room may be joined, opens and closes (empty timeout, schedules); decisions only.
 //! - [`admin`]: the admin REST API (`/api/v1`) and its OpenAPI document.
 //! - [`session`]: one WebSocket connection.
-//! - [`chat`]: chat (IM) that is never lost, duplicated or reordered: sequencing, storage, fan-out, resume.
+//! - [`hook`]: the chat pre-send HTTP hook (and the outbound HTTP client webhooks share).
+//! - [`room_store`]: the durable definitions of API-created rooms, so a restart keeps them.
 //! - [`api`]: the HTTP routes.
 //! - [`limits`]: rate limits (keyed token buckets) and refusal counters.
 //! - [`ops`]: operations at the HTTP edge: readiness, drain, the API's rate and body limits.

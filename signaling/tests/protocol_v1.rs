@@ -196,7 +196,10 @@ async fn every_resume_entry_of_a_join_is_answered_and_a_position_ahead_is_reset(
         }
     }
     let refused = refused.unwrap();
-    assert_eq!((refused["code"].as_str(), refused["req_type"].as_str()), (Some("conversation_not_found"), Some("join")));
+    assert_eq!(
+        (refused["code"].as_str(), refused["req_type"].as_str()),
+        (Some("conversation_not_found"), Some("join"))
+    );
     let room = &resumed["room:res"];
     assert_eq!((room["status"].as_str(), room["replayed"].as_u64()), (Some("reset"), Some(3)), "{room}");
     assert_eq!(resumed["dm:bob:zed"]["status"], "reset", "an empty conversation the client claims numbers of");

@@ -16,6 +16,7 @@
 //! - [`sequencer`]: sans-I/O: sequence numbers, epochs and the idempotency cache.
 //! - [`store`]: the store interface ([`store::ChatStore`]) and its plain types.
 //! - [`sqlite`]: the embedded SQLite store, one writer thread with group commit.
+//! - [`writer`]: the callers' side of a store's single writer, shared by both stores.
 //! - [`postgres`]: the PostgreSQL store, for many nodes.
 //! - [`moderation`]: sans-I/O: keyword lists (blocked, masked) and muted members.
 //! - [`outbound`]: sans-I/O: one connection's bounded outbound queue, shedding droppable items first.

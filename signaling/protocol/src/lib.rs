@@ -16,6 +16,7 @@
 //! - [`hooks`]: the pre-send hook's request and answer.
 //! - [`admin`]: admin API bodies that carry protocol records (participants, errors).
 //! - [`webhooks`]: webhook event bodies.
+//! - [`ts`]: TypeScript declarations of the wire types (feature `ts`), checked in as `web-demo/protocol.d.ts`.
 //! - `ts` (feature `ts`): the TypeScript declarations of all of these, for `web-demo/protocol.d.ts`.
 
 pub mod admin;
