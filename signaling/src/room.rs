@@ -713,18 +713,7 @@ fn summary_of(m: &Member) -> (ParticipantSummary, PeerId) {
     (summary, m.peer)
 }
 
-/// Wall-clock now, ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// A random alphanumeric string, for ids.
-pub fn random_token(len: usize) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::thread_rng();
-    (0..len).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
-}
+pub use courier_chat::clock::{now_ms, random_token};
 
 /// The wire id of an engine track.
 pub fn wire_track_id(t: TrackId) -> String {

@@ -117,9 +117,7 @@ pub(crate) fn msg(conversation: &ConversationId, sender: &str, client_id: &str) 
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub(crate) use crate::clock::now_ms;
 
 pub(crate) async fn send(store: &dyn ChatStore, m: NewMessage) -> Ack {
     let mut acks = store.append(vec![m]).await.unwrap();

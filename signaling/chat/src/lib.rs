@@ -20,6 +20,7 @@
 //! - [`postgres`]: the PostgreSQL store, for many nodes.
 //! - [`moderation`]: sans-I/O: keyword lists (blocked, masked) and muted members.
 //! - [`outbound`]: sans-I/O: one connection's bounded outbound queue, shedding droppable items first.
+//! - [`clock`]: the wall clock and random ids, read at the edges only.
 //! - [`frame`]: one encoded text frame, shared by every session it goes to.
 //! - [`frames`]: the chat frames of protocol v1 built from stored messages.
 //! - [`gate`]: sans-I/O: the admission gate — grant, rate, mute, words, priority, quota → one verdict.
@@ -28,6 +29,7 @@
 //! - [`quota`]: sans-I/O: per-room rate quotas with a share reserved for high priority; low priority goes first.
 //! - [`resume`]: sans-I/O: a reconnecting member's replay merged with live messages, each number once, in order.
 
+pub mod clock;
 pub mod frame;
 pub mod frames;
 pub mod gate;

@@ -7,7 +7,6 @@
 //! A backend's writer takes [`Command`]s from the receiver [`WriterQueue::new`] returns.
 
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -84,10 +83,7 @@ pub(crate) fn publish(slot: &ListenerSlot, messages: &[super::store::StoredMessa
     }
 }
 
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
-}
+pub(crate) use crate::clock::now_ms;
 
 fn unexpected() -> StoreError {
     StoreError::Inconsistent("writer answered a different request".into())

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use courier_chat::frame::Frame;
 use serde_json::value::RawValue;
@@ -98,9 +98,7 @@ pub struct ChatSession {
     next_alerts: Instant,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+use courier_chat::clock::now_ms;
 
 fn store_error(e: &StoreError) -> (ErrorCode, String) {
     match e {

@@ -23,7 +23,7 @@ mod sender;
 pub mod sign;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hyper::body::Bytes;
 use serde_json::value::RawValue;
@@ -147,9 +147,7 @@ pub enum WebhookError {
     Url(String),
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub(crate) use courier_chat::clock::now_ms;
 
 impl Webhooks {
     /// Start one sender task per endpoint, and the alert checker reading `store`. Needs a tokio runtime.
