@@ -9,6 +9,7 @@
 //!
 //! - [`config`]: file, environment and flags merged into a validated [`config::Config`].
 //! - [`auth`]: access tokens (verify and mint).
+//! - [`admission`]: whether a join gets in, or its refusal (code, close code, counter); no socket in it.
 //! - [`room`]: the room registry: membership, published tracks and the events a room fans out.
 //! - [`lifecycle`]: when a room may be joined, opens and closes (empty timeout, schedules); decisions only.
 //! - [`admin`]: the admin REST API (`/api/v1`) and its OpenAPI document.
@@ -21,6 +22,7 @@
 //! - [`webhook`]: signed outbound events (rooms, participants, tracks, chat, alerts) with retries; never blocks.
 
 pub mod admin;
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod config;

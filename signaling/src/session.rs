@@ -21,7 +21,8 @@ use sfu::{MediaKind, PeerEvent, PeerId, PeerOptions, TrackId};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::auth::{Permissions, TokenError};
+use crate::admission;
+use crate::auth::Permissions;
 use crate::limits::{Rate, Refusals, TokenBucket};
 use crate::room::{wire_track_id, Joiner, MemberHandles, RoomCaps, RoomEvent, MEMBER_QUEUE};
 use crate::AppState;
@@ -76,15 +77,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
         refuse(&mut tx, ErrorCode::TooLarge, close::NO_JOIN, &format!("join over {max} bytes")).await;
         return;
     }
-    let (token, auto_subscribe, chat_positions) = match ClientMsg::parse(&text) {
-        Ok(ClientMsg::Join { v, token, auto_subscribe, chat }) => {
-            if v != VERSION {
-                let why = format!("protocol version {v} is not spoken here (this server speaks {VERSION})");
-                refuse(&mut tx, ErrorCode::BadVersion, close::BAD_VERSION, &why).await;
-                return;
-            }
-            (token, auto_subscribe, chat)
-        }
+    let (version, token, auto_subscribe, chat_positions) = match ClientMsg::parse(&text) {
+        Ok(ClientMsg::Join { v, token, auto_subscribe, chat }) => (v, token, auto_subscribe, chat),
         Err(e) if e.req_type.as_deref() == Some("join") => {
             // A join with missing or mistyped fields: the error says which; the close reason stays generic.
             debug!(error = %e.message, "malformed join");
@@ -97,51 +91,26 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             return;
         }
     };
-    // Refusals that cost nothing come first: a draining server, then the address's join rate.
-    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
-        Refusals::add(&state.refusals.join_draining);
-        refuse(&mut tx, ErrorCode::ServerDraining, close::TRY_AGAIN_LATER, "server draining; join another server")
-            .await;
-        return;
-    }
-    if let Err(r) = state.limiters.join_ip(peer_ip, Instant::now()) {
-        Refusals::add(&state.refusals.join_rate_limited);
-        let msg = format!("too many joins from this address; retry in {} s", r.retry_after_secs());
-        refuse(&mut tx, ErrorCode::RateLimited, close::RATE_LIMITED, &msg).await;
-        return;
-    }
-    let claims = match state.keys.verify_with_leeway(&token, state.config.limits.token_leeway_secs) {
+    let caps =
+        RoomCaps { max_rooms: state.config.limits.max_rooms, max_participants: state.config.limits.max_participants };
+    let admitted = admission::admit(admission::Checks {
+        version,
+        draining: state.draining.load(std::sync::atomic::Ordering::SeqCst),
+        ip_rate: || state.limiters.join_ip(peer_ip, Instant::now()),
+        token: || state.keys.verify_with_leeway(&token, state.config.limits.token_leeway_secs),
+        identity_rate: |identity| state.limiters.join_identity(identity, Instant::now()),
+        room: |room, identity| state.rooms.admits(room, identity, caps),
+    });
+    let claims = match admitted {
         Ok(c) => c,
-        Err(e) => {
-            debug!(error = %e, "join refused");
-            let (code, close, why) = match e {
-                TokenError::Expired => {
-                    (ErrorCode::TokenExpired, close::TOKEN_EXPIRED, "token expired or not yet valid")
-                }
-                TokenError::NotAllowed(_) => {
-                    (ErrorCode::NotAllowed, close::NOT_ALLOWED, "the token does not allow joining this room")
-                }
-                _ => (ErrorCode::InvalidToken, close::INVALID_TOKEN, "invalid token"),
-            };
-            refuse(&mut tx, code, close, why).await;
+        Err(r) => {
+            refuse_join(&state, &mut tx, r).await;
             return;
         }
     };
     let room = claims.video.room.clone();
     let identity = claims.sub.clone();
     let name = claims.name.clone().unwrap_or_else(|| identity.clone());
-    if let Err(r) = state.limiters.join_identity(&identity, Instant::now()) {
-        Refusals::add(&state.refusals.join_rate_limited);
-        let msg = format!("too many joins of this identity; retry in {} s", r.retry_after_secs());
-        refuse(&mut tx, ErrorCode::RateLimited, close::RATE_LIMITED, &msg).await;
-        return;
-    }
-    let caps =
-        RoomCaps { max_rooms: state.config.limits.max_rooms, max_participants: state.config.limits.max_participants };
-    if let Err(code) = state.rooms.admits(&room, &identity, caps) {
-        refuse_room(&state, &mut tx, code).await;
-        return;
-    }
     // `participant` is filled in once the room gives the id: every log line of the session carries all three.
     let span = info_span!("session", room = %room, identity = %identity, participant = tracing::field::Empty);
 
@@ -185,7 +154,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                 // The room's own rules, or a race for the last place since `admits`.
                 chat.stop();
                 let _ = state.sfu.close_peer(peer).await;
-                refuse_room(&state, &mut tx, code).await;
+                refuse_join(&state, &mut tx, admission::room_refusal(code)).await;
                 return;
             }
         };
@@ -704,24 +673,23 @@ async fn refuse(tx: &mut futures::stream::SplitSink<WebSocket, Message>, code: E
     let _ = tx.send(close_msg(close, message)).await;
 }
 
-/// Refuse a join the room registry turned down: the server's caps or the room's own rules.
-async fn refuse_room(state: &AppState, tx: &mut futures::stream::SplitSink<WebSocket, Message>, code: ErrorCode) {
+/// Refuse a join: count it, send the `error`, close.
+async fn refuse_join(
+    state: &AppState,
+    tx: &mut futures::stream::SplitSink<WebSocket, Message>,
+    refusal: admission::Refusal,
+) {
     let r = &state.refusals;
-    let (close, counter, message) = match code {
-        ErrorCode::RoomFull => (close::ROOM_FULL, &r.join_room_full, "the room is full"),
-        ErrorCode::TooManyRooms => {
-            (close::TOO_MANY_ROOMS, &r.join_too_many_rooms, "the server has as many rooms as it may")
-        }
-        ErrorCode::RoomNotFound => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "no such room"),
-        ErrorCode::RoomNotOpen => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "the room is not open yet"),
-        ErrorCode::NotInvited => {
-            (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "you are not a member of this room")
-        }
-        ErrorCode::RoomClosed => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "the room is closed"),
-        _ => (close::ROOM_UNAVAILABLE, &r.join_room_unavailable, "join refused"),
-    };
-    Refusals::add(counter);
-    refuse(tx, code, close, message).await;
+    if let Some(counter) = refusal.counter {
+        Refusals::add(match counter {
+            admission::Counter::Draining => &r.join_draining,
+            admission::Counter::RateLimited => &r.join_rate_limited,
+            admission::Counter::RoomFull => &r.join_room_full,
+            admission::Counter::TooManyRooms => &r.join_too_many_rooms,
+            admission::Counter::RoomUnavailable => &r.join_room_unavailable,
+        });
+    }
+    refuse(tx, refusal.code, refusal.close, &refusal.message).await;
 }
 
 fn text_msg(m: &ServerMsg) -> Message {
