@@ -26,7 +26,7 @@ use crate::id::{PeerId, TrackId};
 use crate::keyframe::KeyframeStart;
 use crate::layer::{self, MAX_SPATIAL};
 use crate::munger::Munger;
-use crate::peer::ForwardPacket;
+use crate::packet::ForwardPacket;
 use crate::vp8munger::Vp8Munger;
 
 /// How often a down-track waiting for a keyframe asks again (the publisher side throttles further).

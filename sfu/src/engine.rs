@@ -8,7 +8,7 @@
 //!               +------------------+                    | worker k        |  destination worker per
 //!                                                       |  owns peers     |  drain cycle; try_send)
 //!  signaling --- Sfu handle --- control msgs ---------->|  (str0m Rtc)    |-------> other workers
-//!      ^                                                |  routes, subs   |
+//!      ^                                                |  router         |
 //!      +------------- PeerEvent (per-peer channel) -----+-----------------+--> socket.try_send_to
 //! ```
 //!
@@ -36,7 +36,9 @@ use crate::allocator::Priority;
 use crate::config::SfuConfig;
 use crate::error::SfuError;
 use crate::id::{PeerId, TrackId, WorkerId};
-use crate::peer::{CloseReason, ForwardPacket, Peer, PeerConfig, PeerEvent, PeerOutput};
+use crate::packet::ForwardPacket;
+use crate::peer::{CloseReason, Peer, PeerConfig, PeerEvent, PeerOutput};
+use crate::router::Router;
 use crate::udp::{Demux, Route};
 
 /// Counters for metrics. Gauges are kept exact; counters only grow.
@@ -491,10 +493,9 @@ struct Worker {
     id: WorkerId,
     shared: Arc<Shared>,
     peers: HashMap<PeerId, PeerSlot>,
-    /// Published tracks owned here → destination workers with their subscriber count.
-    routes: HashMap<TrackId, Vec<(WorkerId, usize)>>,
-    /// Track → local subscribing peers.
-    local_subs: HashMap<TrackId, Vec<PeerId>>,
+    /// Where packets of tracks go: this worker's published tracks → destination workers (with subscriber counts),
+    /// and track → local subscribing peers.
+    router: Router,
     /// Media to send to other workers at the end of this cycle.
     outbox: Vec<Vec<Arc<ForwardPacket>>>,
     /// Keyframe requests for publishers on this worker, applied after the current drain (not inside it).
@@ -516,8 +517,7 @@ impl Worker {
             id,
             shared,
             peers: HashMap::new(),
-            routes: HashMap::new(),
-            local_subs: HashMap::new(),
+            router: Router::new(),
             outbox: vec![Vec::new(); n],
             keyframe_requests: Vec::new(),
             layer_demands: Vec::new(),
@@ -639,9 +639,7 @@ impl Worker {
             }
             WorkerMsg::AddDownTrack { peer, track, kind, publisher, priority } => {
                 if self.peers.contains_key(&peer) {
-                    let subs = self.local_subs.entry(track).or_default();
-                    if !subs.contains(&peer) {
-                        subs.push(peer);
+                    if self.router.subscribe(track, peer) {
                         self.shared.stats.downtracks.fetch_add(1, Ordering::Relaxed);
                     }
                     self.with_peer(peer, |p| {
@@ -654,22 +652,9 @@ impl Worker {
                 self.remove_local_sub(track, peer);
                 self.with_peer(peer, |p| p.remove_downtrack(track));
             }
-            WorkerMsg::AddRoute { track, to } => {
-                let routes = self.routes.entry(track).or_default();
-                match routes.iter_mut().find(|(w, _)| *w == to) {
-                    Some((_, n)) => *n += 1,
-                    None => routes.push((to, 1)),
-                }
-            }
+            WorkerMsg::AddRoute { track, to } => self.router.add_route(track, to),
             WorkerMsg::RemoveRoute { track, to } => {
-                if let Some(routes) = self.routes.get_mut(&track) {
-                    if let Some(i) = routes.iter().position(|(w, _)| *w == to) {
-                        routes[i].1 -= 1;
-                        if routes[i].1 == 0 {
-                            routes.swap_remove(i);
-                        }
-                    }
-                }
+                self.router.remove_route(track, to);
             }
             WorkerMsg::Media(batch) => {
                 for pkt in &batch {
@@ -745,10 +730,8 @@ impl Worker {
             self.unregister_track(t);
         }
         // Its subscriptions.
-        let subs: Vec<TrackId> =
-            self.local_subs.iter().filter(|(_, peers)| peers.contains(&id)).map(|(t, _)| *t).collect();
-        for t in subs {
-            self.remove_local_sub(t, id);
+        for t in self.router.forget_peer(id) {
+            self.shared.stats.downtracks.fetch_sub(1, Ordering::Relaxed);
             if let Ok(entry) = self.shared.tracks.lock().expect("tracks lock").get(&t).copied().ok_or(()) {
                 let _ = self.shared.workers[entry.worker.0].try_send(WorkerMsg::RemoveRoute { track: t, to: self.id });
             }
@@ -757,14 +740,8 @@ impl Worker {
     }
 
     fn remove_local_sub(&mut self, track: TrackId, peer: PeerId) {
-        if let Some(subs) = self.local_subs.get_mut(&track) {
-            if let Some(i) = subs.iter().position(|p| *p == peer) {
-                subs.swap_remove(i);
-                self.shared.stats.downtracks.fetch_sub(1, Ordering::Relaxed);
-            }
-            if subs.is_empty() {
-                self.local_subs.remove(&track);
-            }
+        if self.router.unsubscribe(track, peer) {
+            self.shared.stats.downtracks.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -772,14 +749,14 @@ impl Worker {
         if self.shared.tracks.lock().expect("tracks lock").remove(&track).is_some() {
             self.shared.stats.tracks.fetch_sub(1, Ordering::Relaxed);
         }
-        self.routes.remove(&track);
+        self.router.forget_track(track);
     }
 
     fn deliver_local(&mut self, pkt: &Arc<ForwardPacket>) {
         // By index rather than over a copy of the list: no allocation per packet. A subscriber removed meanwhile
         // (a fault inside `with_peer`) can at worst make this one packet skip another subscriber.
         let mut i = 0;
-        while let Some(&s) = self.local_subs.get(&pkt.track).and_then(|subs| subs.get(i)) {
+        while let Some(&s) = self.router.local_subscribers(pkt.track).get(i) {
             self.forward_to(s, pkt);
             i += 1;
         }
@@ -922,10 +899,9 @@ impl Worker {
 
     /// Fan a published packet out: local subscribers now, other workers in this cycle's batch.
     fn route(&mut self, pkt: Arc<ForwardPacket>) {
-        let Some(routes) = self.routes.get(&pkt.track) else { return };
         let mut local = false;
-        for (w, _) in routes {
-            if *w == self.id {
+        for w in self.router.workers(pkt.track) {
+            if w == self.id {
                 local = true;
             } else {
                 self.outbox[w.0].push(pkt.clone());

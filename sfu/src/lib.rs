@@ -10,8 +10,8 @@
 //!
 //! - Sans-I/O: [`peer::Peer`] (one participant), [`downtrack::DownTrack`] (one subscriber's copy of a track),
 //!   [`munger::Munger`] (sequence number and timestamp rewriting), [`keyframe`] (keyframe detection),
-//!   [`udp::Demux`] (which peer a datagram belongs to). They take input with the current time and return output,
-//!   and are unit tested with simulated time.
+//!   [`udp::Demux`] (which peer a datagram belongs to), [`router::Router`] (where a track's packets go). They take
+//!   input with the current time and return output, and are unit tested with simulated time.
 //! - The shell: [`engine::Sfu`] binds the socket, runs the UDP task and the worker tasks (about one per core) that
 //!   own the peers, and is the handle the signaling layer drives.
 //!
@@ -24,6 +24,8 @@
 //!
 //! - [`engine`]: the async shell and the [`Sfu`] handle; the architecture diagram is in its doc.
 //! - [`peer`]: one participant's `Rtc`, its published tracks and its down-tracks.
+//! - [`packet`]: [`ForwardPacket`], the packet a publisher's peer shares with every subscriber's down-track.
+//! - [`router`]: a worker's fan-out table: which workers and local peers a track's packets go to, with counts.
 //! - [`downtrack`], [`munger`], [`vp8munger`], [`keyframe`], [`red`]: forwarding to one subscriber.
 //! - [`downstream_loss`]: subscribers' audio loss, reported to the publisher.
 //! - [`allocator`]: how much of each subscribed track one subscriber's link gets (layers from the estimate).
@@ -42,8 +44,10 @@ pub mod id;
 pub mod keyframe;
 pub mod layer;
 pub mod munger;
+pub mod packet;
 pub mod peer;
 pub mod red;
+pub mod router;
 pub mod speaker;
 pub mod udp;
 pub mod vp8munger;
@@ -53,5 +57,6 @@ pub use downtrack::TrackSettings;
 pub use engine::{PeerOptions, Sfu, StatsSnapshot};
 pub use error::SfuError;
 pub use id::{PeerId, TrackId};
+pub use packet::ForwardPacket;
 pub use peer::{CloseReason, PeerEvent};
 pub use str0m::media::MediaKind;

@@ -40,6 +40,8 @@ use crate::downtrack::{DownTrack, DownTrackState, StreamState};
 use crate::id::{PeerId, TrackId};
 use crate::keyframe::{starts_keyframe, KeyframeStart};
 use crate::layer::{spatial_of, LayerTracker};
+/// Re-exported at its old path: the packet moved to [`crate::packet`], below both `peer` and `downtrack`.
+pub use crate::packet::ForwardPacket;
 
 /// Retransmission cache per forwarded video stream: packets (also given to str0m's config, so the cache it makes
 /// when the stream opens is the same size) and age (str0m's default).
@@ -75,54 +77,6 @@ pub const ALLOCATE_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a simulcast layer nobody needs keeps running before the publisher is told to stop it (dynacast). A
 /// layer somebody needs again is resumed at once.
 pub const DYNACAST_DELAY: Duration = Duration::from_secs(3);
-
-/// A media packet from a publisher, ready to be written to any number of down-tracks.
-///
-/// It is shared (`Arc`) between all subscribers of the track: the payload is never copied on the way through.
-#[derive(Debug)]
-pub struct ForwardPacket {
-    /// The published track it belongs to.
-    pub track: TrackId,
-    /// Audio or video.
-    pub kind: MediaKind,
-    /// The publisher's codec parameters for its payload type (matched to each subscriber's PT).
-    pub params: PayloadParams,
-    /// Extended (64-bit, unwrapped) sequence number on the publisher's stream.
-    pub seq_no: u64,
-    /// RTP timestamp on the publisher's stream.
-    pub timestamp: u32,
-    /// RTP marker bit (end of a video frame).
-    pub marker: bool,
-    /// Does this packet start a keyframe?
-    pub keyframe: KeyframeStart,
-    /// Spatial layer (simulcast) it belongs to; 0 without simulcast.
-    pub layer: u8,
-    /// Which spatial layers of the track are live right now (bit `i` = layer `i`).
-    pub live_layers: u8,
-    /// Frame sizes of the layers, as far as their keyframes have told.
-    pub layer_sizes: crate::layer::LayerSizes,
-    /// Measured bitrate of each layer (bits per second; 0: not live), for the subscribers' allocators.
-    pub layer_bitrates: [u32; 3],
-    /// Does the track have simulcast layers?
-    pub simulcast: bool,
-    /// When the packet's frame was captured, in seconds on the publisher's sender-report clock (`None` before
-    /// the layer's first sender report). Aligns timestamps across layer switches.
-    pub capture: Option<f64>,
-    /// The RTP clock rate.
-    pub clock_rate: u32,
-    /// The VP8 payload descriptor, parsed once here for every subscriber's munger.
-    pub vp8: Option<Vp8Descriptor>,
-    /// When the payload is RFC 2198 RED (sent on the publisher's RED payload type for `params`): its primary block,
-    /// found once here (the RED payload checked well formed, the primary of `params`' payload type) and shared by
-    /// every subscriber that gets plain Opus; the others get the RED payload.
-    pub red: Option<Arc<[u8]>>,
-    /// Header extension values worth forwarding (audio level, orientation, …).
-    pub ext: ExtensionValues,
-    /// The RTP payload.
-    pub payload: Arc<[u8]>,
-    /// When the server received it.
-    pub arrival: Instant,
-}
 
 /// How often a publisher's audio levels are reported (the loudest packet of each period).
 pub const AUDIO_LEVEL_PERIOD: Duration = Duration::from_millis(100);

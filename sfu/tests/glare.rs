@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use common::Pair;
 use sfu::id::{PeerId, TrackId};
-use std::sync::Arc;
 
 use sfu::keyframe::KeyframeStart;
-use sfu::peer::{ForwardPacket, PeerEvent};
+use sfu::peer::PeerEvent;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind};
@@ -73,27 +72,12 @@ fn polite_server_abandons_its_offer_and_offers_again() {
     p.run(MOMENT);
     assert_eq!(p.peer.subscribed_tracks().collect::<Vec<_>>(), vec![TrackId(7)]);
     let params = *p.client.codec_config().find(|c| c.spec().codec == Codec::Vp8).unwrap();
-    let delta = ForwardPacket {
-        track: TrackId(7),
-        kind: MediaKind::Video,
-        params,
-        seq_no: 1,
-        timestamp: 0,
-        marker: true,
-        keyframe: KeyframeStart::No,
-        layer: 0,
-        live_layers: 0b001,
-        layer_sizes: [None; 3],
-        layer_bitrates: [0; 3],
-        simulcast: false,
-        capture: None,
-        clock_rate: 90_000,
-        vp8: None,
-        red: None,
-        ext: Default::default(),
-        payload: Arc::from(vec![0x10, 0x01, 0, 0]),
-        arrival: p.now,
-    };
+    let delta = common::packet(TrackId(7), params, p.now)
+        .seq_no(1)
+        .marker(true)
+        .keyframe(KeyframeStart::No)
+        .payload(vec![0x10, 0x01, 0, 0])
+        .build();
     p.peer.handle_forward(&delta);
     let out = p.run(MOMENT);
     assert_eq!(out.keyframe_requests, vec![TrackId(7)], "{:?}", out.events);

@@ -3,14 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::Pair;
 use sfu::id::TrackId;
 use sfu::keyframe::KeyframeStart;
-use sfu::peer::ForwardPacket;
-use str0m::media::MediaKind;
 
 #[test]
 fn lost_video_packets_are_retransmitted() {
@@ -29,28 +26,14 @@ fn lost_video_packets_are_retransmitted() {
     for i in 0..count {
         let keyframe = i == 0;
         let payload: Vec<u8> = if keyframe { vec![0x10, 0x00, 0x9d, 0x01, 0x2a, 7] } else { vec![0x10, 0x01, 7, 7] };
-        let pkt = ForwardPacket {
-            track: TrackId(5),
-            kind: MediaKind::Video,
-            params,
-            seq_no: first_seq + i,
-            timestamp: 90_000 + (i as u32) * 3000,
-            marker: true,
-            keyframe: if keyframe { KeyframeStart::Yes } else { KeyframeStart::No },
-            layer: 0,
-            live_layers: 0b001,
-            layer_sizes: [None; 3],
-            layer_bitrates: [0; 3],
-            simulcast: false,
-            capture: None,
-            clock_rate: 90_000,
-            vp8: None,
-            red: None,
-            ext: Default::default(),
-            payload: Arc::from(payload),
-            arrival: p.now,
-        };
-        p.peer.handle_forward(&Arc::new(pkt));
+        let pkt = common::packet(TrackId(5), params, p.now)
+            .seq_no(first_seq + i)
+            .timestamp(90_000 + (i as u32) * 3000)
+            .marker(true)
+            .keyframe(if keyframe { KeyframeStart::Yes } else { KeyframeStart::No })
+            .payload(payload)
+            .arc();
+        p.peer.handle_forward(&pkt);
         let out = p.run(Duration::from_millis(33));
         received.extend(out.client_rtp);
         dropped += out.dropped;

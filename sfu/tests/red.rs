@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use common::Pair;
 use sfu::id::{PeerId, TrackId};
-use sfu::keyframe::KeyframeStart;
-use sfu::peer::{ForwardPacket, PeerEvent};
+use sfu::packet::ForwardPacket;
+use sfu::peer::PeerEvent;
 use str0m::change::SdpAnswer;
 use str0m::format::{Codec, CodecConfig, PayloadParams};
 use str0m::media::{Direction, MediaKind, MediaTime};
@@ -50,27 +50,15 @@ fn opus_frame(i: u64) -> Vec<u8> {
 }
 
 fn audio_packet(p: &Pair, params: PayloadParams, red: bool, i: u64, payload: Vec<u8>) -> ForwardPacket {
-    ForwardPacket {
-        track: TRACK,
-        kind: MediaKind::Audio,
-        params,
-        seq_no: 30_000 + i,
-        timestamp: 480_000u32.wrapping_add((i as u32) * 960),
-        marker: i == 0,
-        keyframe: KeyframeStart::Unknown,
-        layer: 0,
-        live_layers: 0b001,
-        layer_sizes: [None; 3],
-        layer_bitrates: [0; 3],
-        simulcast: false,
-        capture: None,
-        clock_rate: 48_000,
-        vp8: None,
-        red: red.then(|| sfu::red::primary(&payload, *params.pt()).map(Arc::from).expect("a well-formed RED payload")),
-        ext: Default::default(),
-        payload: Arc::from(payload),
-        arrival: p.now,
-    }
+    let primary =
+        red.then(|| sfu::red::primary(&payload, *params.pt()).map(Arc::from).expect("a well-formed RED payload"));
+    common::packet(TRACK, params, p.now)
+        .seq_no(30_000 + i)
+        .timestamp(480_000u32.wrapping_add((i as u32) * 960))
+        .marker(i == 0)
+        .red(primary)
+        .payload(payload)
+        .build()
 }
 
 /// A connected pair whose client (RTP mode, Opus with or without RED) receives audio `TRACK`.

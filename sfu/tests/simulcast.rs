@@ -11,9 +11,8 @@ use common::Pair;
 use sfu::downtrack::TrackSettings;
 use sfu::id::TrackId;
 use sfu::keyframe::{starts_keyframe, KeyframeStart};
-use sfu::peer::ForwardPacket;
+use sfu::packet::ForwardPacket;
 use str0m::format::{Codec, PayloadParams};
-use str0m::media::MediaKind;
 use str0m::rtp::Vp8Descriptor;
 
 const TRACK: TrackId = TrackId(11);
@@ -37,31 +36,21 @@ impl Layer {
     /// sender reports would tell).
     fn packet(&mut self, params: PayloadParams, key: bool, live: u8, p: &Pair, frame: u32) -> Arc<ForwardPacket> {
         let payload = vp8(self.pid, self.pid as u8, key);
-        let f = ForwardPacket {
-            track: TRACK,
-            kind: MediaKind::Video,
-            params,
-            seq_no: self.seq,
-            timestamp: self.ts,
-            marker: true,
-            keyframe: starts_keyframe(Codec::Vp8, &payload),
-            layer: self.index,
-            live_layers: live,
-            layer_sizes: [Some((320, 180)), None, Some((1280, 720))],
-            layer_bitrates: [0; 3],
-            simulcast: true,
-            capture: Some(1_000.0 + f64::from(frame) / 30.0),
-            clock_rate: 90_000,
-            vp8: Vp8Descriptor::parse(&payload).ok(),
-            red: None,
-            ext: Default::default(),
-            payload: Arc::from(payload),
-            arrival: p.now,
-        };
+        let f = common::packet(TRACK, params, p.now)
+            .seq_no(self.seq)
+            .timestamp(self.ts)
+            .marker(true)
+            .vp8(payload)
+            .layer(self.index)
+            .live_layers(live)
+            .layer_sizes([Some((320, 180)), None, Some((1280, 720))])
+            .simulcast(true)
+            .capture(1_000.0 + f64::from(frame) / 30.0)
+            .arc();
         self.seq += 1;
         self.ts = self.ts.wrapping_add(3000);
         self.pid = (self.pid + 1) & 0x7fff;
-        Arc::new(f)
+        f
     }
 }
 

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sfu::id::{PeerId, TrackId};
-use sfu::keyframe::starts_keyframe;
-use sfu::peer::{ForwardPacket, Peer, PeerConfig, PeerEvent, PeerOutput};
+use sfu::keyframe::{starts_keyframe, KeyframeStart};
+use sfu::packet::ForwardPacket;
+use sfu::peer::{Peer, PeerConfig, PeerEvent, PeerOutput};
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::MediaKind;
 use str0m::net::{Protocol, Receive};
@@ -392,28 +393,20 @@ impl Vp8Layer {
             payload.resize(mtu.min(size - i * mtu).max(payload.len() + trailer) - trailer, 0xab);
             payload.push(self.index);
             payload.extend(frame.to_be_bytes());
-            let keyframe = starts_keyframe(Codec::Vp8, &payload);
-            out.push(Arc::new(ForwardPacket {
-                track: self.track,
-                kind: MediaKind::Video,
-                params,
-                seq_no: self.seq,
-                timestamp: self.ts,
-                marker: i + 1 == n,
-                keyframe,
-                layer: self.index,
-                live_layers: self.live_layers,
-                layer_sizes: self.layer_sizes,
-                layer_bitrates: self.layer_bitrates,
-                simulcast: self.simulcast,
-                capture: Some(f64::from(frame) / 30.0),
-                clock_rate: 90_000,
-                vp8: Vp8Descriptor::parse(&payload).ok(),
-                red: None,
-                ext: Default::default(),
-                payload: Arc::from(payload),
-                arrival,
-            }));
+            out.push(
+                packet(self.track, params, arrival)
+                    .seq_no(self.seq)
+                    .timestamp(self.ts)
+                    .marker(i + 1 == n)
+                    .vp8(payload)
+                    .layer(self.index)
+                    .live_layers(self.live_layers)
+                    .layer_sizes(self.layer_sizes)
+                    .layer_bitrates(self.layer_bitrates)
+                    .simulcast(self.simulcast)
+                    .capture(f64::from(frame) / 30.0)
+                    .arc(),
+            );
             self.seq += 1;
         }
         self.ts = self.ts.wrapping_add(3000);
@@ -428,25 +421,126 @@ pub fn opus_packet(track: TrackId, i: u64, arrival: Instant) -> Arc<ForwardPacke
     let mut cc = str0m::format::CodecConfig::empty();
     cc.enable_opus(true, false);
     let params = *cc.find(|c| c.spec().codec == Codec::Opus).expect("Opus configured");
-    Arc::new(ForwardPacket {
+    packet(track, params, arrival)
+        .seq_no(1000 + i)
+        .timestamp((i as u32).wrapping_mul(960))
+        .marker(i == 0)
+        .payload(vec![0xf8, 0xff, 0xfe])
+        .arc()
+}
+
+/// A [`ForwardPacket`] of `track` in `params`' codec, arriving at `arrival`, as a publisher's peer would hand it on;
+/// chain the setters for what a test varies, then [`PacketBuilder::build`] or [`PacketBuilder::arc`].
+///
+/// Defaults: kind and clock rate from the codec; sequence number and timestamp 0; no marker; keyframe start
+/// unknown; layer 0 of a non-simulcast track whose only live layer is 0 (no sizes or bitrates known); no capture
+/// time, VP8 descriptor, RED primary or header extensions; an empty payload.
+pub fn packet(track: TrackId, params: PayloadParams, arrival: Instant) -> PacketBuilder {
+    let codec = params.spec().codec;
+    PacketBuilder(ForwardPacket {
         track,
-        kind: MediaKind::Audio,
+        kind: if codec.is_audio() { MediaKind::Audio } else { MediaKind::Video },
         params,
-        seq_no: 1000 + i,
-        timestamp: (i as u32).wrapping_mul(960),
-        marker: i == 0,
-        keyframe: sfu::keyframe::KeyframeStart::Unknown,
+        seq_no: 0,
+        timestamp: 0,
+        marker: false,
+        keyframe: KeyframeStart::Unknown,
         layer: 0,
         live_layers: 0b001,
         layer_sizes: [None; 3],
         layer_bitrates: [0; 3],
         simulcast: false,
         capture: None,
-        clock_rate: 48_000,
+        clock_rate: params.spec().clock_rate.get(),
         vp8: None,
         red: None,
         ext: Default::default(),
-        payload: Arc::from(vec![0xf8, 0xff, 0xfe]),
+        payload: Arc::from(Vec::new()),
         arrival,
     })
+}
+
+/// Builds a [`ForwardPacket`] for a test; see [`packet`].
+#[derive(Debug)]
+pub struct PacketBuilder(ForwardPacket);
+
+impl PacketBuilder {
+    pub fn seq_no(mut self, seq_no: u64) -> Self {
+        self.0.seq_no = seq_no;
+        self
+    }
+
+    pub fn timestamp(mut self, timestamp: u32) -> Self {
+        self.0.timestamp = timestamp;
+        self
+    }
+
+    pub fn marker(mut self, marker: bool) -> Self {
+        self.0.marker = marker;
+        self
+    }
+
+    pub fn keyframe(mut self, keyframe: KeyframeStart) -> Self {
+        self.0.keyframe = keyframe;
+        self
+    }
+
+    /// The payload as it is: no VP8 descriptor parsed, the keyframe start left as set.
+    pub fn payload(mut self, payload: impl Into<Arc<[u8]>>) -> Self {
+        self.0.payload = payload.into();
+        self
+    }
+
+    /// A VP8 payload, parsed as the publisher's peer does: its descriptor, and whether it starts a keyframe.
+    pub fn vp8(mut self, payload: Vec<u8>) -> Self {
+        self.0.vp8 = Vp8Descriptor::parse(&payload).ok();
+        self.0.keyframe = starts_keyframe(Codec::Vp8, &payload);
+        self.0.payload = Arc::from(payload);
+        self
+    }
+
+    /// The RED payload's primary block (the payload itself is set with [`PacketBuilder::payload`]).
+    pub fn red(mut self, primary: Option<Arc<[u8]>>) -> Self {
+        self.0.red = primary;
+        self
+    }
+
+    pub fn layer(mut self, layer: u8) -> Self {
+        self.0.layer = layer;
+        self
+    }
+
+    pub fn live_layers(mut self, live_layers: u8) -> Self {
+        self.0.live_layers = live_layers;
+        self
+    }
+
+    pub fn layer_sizes(mut self, layer_sizes: [Option<(u16, u16)>; 3]) -> Self {
+        self.0.layer_sizes = layer_sizes;
+        self
+    }
+
+    pub fn layer_bitrates(mut self, layer_bitrates: [u32; 3]) -> Self {
+        self.0.layer_bitrates = layer_bitrates;
+        self
+    }
+
+    pub fn simulcast(mut self, simulcast: bool) -> Self {
+        self.0.simulcast = simulcast;
+        self
+    }
+
+    /// Capture time, seconds on the publisher's sender-report clock.
+    pub fn capture(mut self, capture: f64) -> Self {
+        self.0.capture = Some(capture);
+        self
+    }
+
+    pub fn build(self) -> ForwardPacket {
+        self.0
+    }
+
+    pub fn arc(self) -> Arc<ForwardPacket> {
+        Arc::new(self.0)
+    }
 }
