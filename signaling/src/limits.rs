@@ -11,7 +11,8 @@
 //! key. New clients then get a trickle of capacity together, and a flood from fresh addresses cannot buy fresh
 //! buckets.
 //!
-//! Everything here is sans-I/O: the caller passes `now`, and the tests drive a simulated clock.
+//! Everything here is sans-I/O: the caller passes `now`, and the tests drive a simulated clock. The `[limits]`
+//! table is read and checked here too ([`RawLimitsConfig`] → [`LimitsConfig`]); `config` only merges it.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -20,9 +21,128 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::config::LimitsConfig;
+use anyhow::bail;
+use serde::Deserialize;
 
 pub use courier_chat::rate::{Rate, Refused, TokenBucket};
+
+/// The raw `[limits]` table: caps, rate limits and token clock skew. A rate of 0 turns that limit off.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitsConfig {
+    /// Rooms on this server at once.
+    pub max_rooms: Option<usize>,
+    /// Participants in one room.
+    pub max_participants: Option<usize>,
+    /// Tracks one participant may publish.
+    pub max_tracks_per_participant: Option<usize>,
+    /// Allowed clock skew between a token's minter and this server, seconds.
+    pub token_leeway_secs: Option<u64>,
+    /// Joins per second from one IP address (burst: `join_burst_per_ip`).
+    pub join_per_ip_per_sec: Option<f64>,
+    pub join_burst_per_ip: Option<f64>,
+    /// Joins per second of one identity.
+    pub join_per_identity_per_sec: Option<f64>,
+    pub join_burst_per_identity: Option<f64>,
+    /// HTTP API requests per second from one IP address.
+    pub api_per_ip_per_sec: Option<f64>,
+    pub api_burst_per_ip: Option<f64>,
+    /// HTTP API requests per second of one identity (the subject of the request's bearer token).
+    pub api_per_identity_per_sec: Option<f64>,
+    pub api_burst_per_identity: Option<f64>,
+    /// Keys (addresses, identities) each rate limiter remembers.
+    pub rate_limit_keys: Option<usize>,
+    /// The largest HTTP request body, bytes.
+    pub max_body_bytes: Option<usize>,
+}
+
+impl RawLimitsConfig {
+    pub(crate) fn over(self, lower: RawLimitsConfig) -> RawLimitsConfig {
+        RawLimitsConfig {
+            max_rooms: self.max_rooms.or(lower.max_rooms),
+            max_participants: self.max_participants.or(lower.max_participants),
+            max_tracks_per_participant: self.max_tracks_per_participant.or(lower.max_tracks_per_participant),
+            token_leeway_secs: self.token_leeway_secs.or(lower.token_leeway_secs),
+            join_per_ip_per_sec: self.join_per_ip_per_sec.or(lower.join_per_ip_per_sec),
+            join_burst_per_ip: self.join_burst_per_ip.or(lower.join_burst_per_ip),
+            join_per_identity_per_sec: self.join_per_identity_per_sec.or(lower.join_per_identity_per_sec),
+            join_burst_per_identity: self.join_burst_per_identity.or(lower.join_burst_per_identity),
+            api_per_ip_per_sec: self.api_per_ip_per_sec.or(lower.api_per_ip_per_sec),
+            api_burst_per_ip: self.api_burst_per_ip.or(lower.api_burst_per_ip),
+            api_per_identity_per_sec: self.api_per_identity_per_sec.or(lower.api_per_identity_per_sec),
+            api_burst_per_identity: self.api_burst_per_identity.or(lower.api_burst_per_identity),
+            rate_limit_keys: self.rate_limit_keys.or(lower.rate_limit_keys),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+        }
+    }
+}
+
+/// The validated `[limits]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    pub max_rooms: usize,
+    pub max_participants: usize,
+    pub max_tracks_per_participant: usize,
+    pub token_leeway_secs: u64,
+    /// `None`: that limit is off.
+    pub join_per_ip: Option<Rate>,
+    pub join_per_identity: Option<Rate>,
+    pub api_per_ip: Option<Rate>,
+    pub api_per_identity: Option<Rate>,
+    pub rate_limit_keys: usize,
+    pub max_body_bytes: usize,
+}
+
+impl LimitsConfig {
+    pub(crate) fn resolve(raw: RawLimitsConfig) -> anyhow::Result<LimitsConfig> {
+        let cap = |name: &str, v: Option<usize>, default: usize| -> anyhow::Result<usize> {
+            let v = v.unwrap_or(default);
+            if v == 0 {
+                bail!("limits.{name} must be at least 1");
+            }
+            Ok(v)
+        };
+        let rate = |name: &str, per_sec: Option<f64>, burst: Option<f64>, default: (f64, f64)| {
+            // A rate given without a burst gets a burst of two seconds' worth.
+            let burst = burst.unwrap_or(per_sec.map_or(default.1, |r| (r * 2.0).max(1.0)));
+            let per_sec = per_sec.unwrap_or(default.0);
+            if !(0.0..=1_000_000.0).contains(&per_sec) || !(1.0..=1_000_000.0).contains(&burst) {
+                bail!("limits.{name}: the rate must be between 0 (off) and 1000000, the burst between 1 and 1000000");
+            }
+            Ok((per_sec > 0.0).then(|| Rate::new(per_sec, burst)))
+        };
+        let token_leeway_secs = raw.token_leeway_secs.unwrap_or(60);
+        if token_leeway_secs > 3600 {
+            bail!("limits.token_leeway_secs must be at most 3600");
+        }
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(1024 * 1024);
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            bail!("limits.max_body_bytes must be between 1 KiB and 64 MiB");
+        }
+        Ok(LimitsConfig {
+            max_rooms: cap("max_rooms", raw.max_rooms, 10_000)?,
+            max_participants: cap("max_participants", raw.max_participants, 10_000)?,
+            max_tracks_per_participant: cap("max_tracks_per_participant", raw.max_tracks_per_participant, 16)?,
+            token_leeway_secs,
+            join_per_ip: rate("join_per_ip_per_sec", raw.join_per_ip_per_sec, raw.join_burst_per_ip, (20.0, 100.0))?,
+            join_per_identity: rate(
+                "join_per_identity_per_sec",
+                raw.join_per_identity_per_sec,
+                raw.join_burst_per_identity,
+                (10.0, 30.0),
+            )?,
+            api_per_ip: rate("api_per_ip_per_sec", raw.api_per_ip_per_sec, raw.api_burst_per_ip, (50.0, 100.0))?,
+            api_per_identity: rate(
+                "api_per_identity_per_sec",
+                raw.api_per_identity_per_sec,
+                raw.api_burst_per_identity,
+                (20.0, 50.0),
+            )?,
+            rate_limit_keys: cap("rate_limit_keys", raw.rate_limit_keys, 100_000)?,
+            max_body_bytes,
+        })
+    }
+}
 
 /// Token buckets by key, at most `max_keys` of them. See the module doc.
 #[derive(Debug)]
