@@ -52,7 +52,8 @@ use courier_chat::Limits;
 /// Chat's shared parts: the durable store, the fan-out hub listening to it, room quotas and aggregated counts.
 pub struct ChatService {
     pub store: Arc<dyn ChatStore>,
-    pub hub: Arc<Hub>,
+    /// The chat fan-out; frames are the WebSocket's shared text, so a member's copy is a reference count.
+    pub hub: Arc<Hub<axum::extract::ws::Utf8Bytes>>,
     pub limits: Limits,
     /// The admission gate: per-identity rates, room quotas, mutes, keyword lists and aggregated counts, as one
     /// sans-I/O state behind one lock.

@@ -201,7 +201,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             for m in s.out.drain(..) {
                 let frame = match m {
                     Out::Msg(m) => text_msg(&m),
-                    Out::Frame(f) => frame_msg(f),
+                    Out::Frame(f) => Message::Text(f),
                 };
                 if tx.feed(frame).await.is_err() {
                     failed = true;
@@ -721,15 +721,6 @@ fn socket_error(e: &axum::Error) -> Option<(ErrorCode, u16, &'static str)> {
     } else {
         None
     }
-}
-
-/// A chat frame as a text message, sharing its bytes (frames are UTF-8 by construction; the check costs a scan,
-/// and the lossy copy is never taken).
-fn frame_msg(f: courier_chat::frame::Frame) -> Message {
-    let bytes = f.into_bytes();
-    let text = Utf8Bytes::try_from(bytes.clone())
-        .unwrap_or_else(|_| Utf8Bytes::from(String::from_utf8_lossy(&bytes).into_owned()));
-    Message::Text(text)
 }
 
 fn close_msg(code: u16, reason: &str) -> Message {

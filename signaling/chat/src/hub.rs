@@ -29,27 +29,27 @@ pub type MemberId = u64;
 
 /// One item for a session.
 #[derive(Debug, Clone)]
-pub enum Delivery {
+pub enum Delivery<F> {
     /// A stored message: the session delivers it in sequence order (merging it with any replay).
-    Sequenced { conversation: ConversationId, seq: u64, frame: Frame },
+    Sequenced { conversation: ConversationId, seq: u64, frame: F },
     /// Anything else, sent as it is.
-    Frame(Frame),
+    Frame(F),
 }
 
 /// A session's end of the fan-out.
 #[derive(Debug)]
-pub struct Inbox {
-    queue: Mutex<OutQueue<Delivery>>,
+pub struct Inbox<F> {
+    queue: Mutex<OutQueue<Delivery<F>>>,
     notify: Notify,
     overflowed: AtomicBool,
 }
 
-impl Inbox {
-    fn new(capacity: usize) -> Inbox {
+impl<F> Inbox<F> {
+    fn new(capacity: usize) -> Inbox<F> {
         Inbox { queue: Mutex::new(OutQueue::new(capacity)), notify: Notify::new(), overflowed: AtomicBool::new(false) }
     }
 
-    fn push(&self, class: Class, item: Delivery) -> Push {
+    fn push(&self, class: Class, item: Delivery<F>) -> Push {
         let result = match self.queue.lock() {
             Ok(mut q) => q.push(class, item),
             Err(_) => Push::Overflow,
@@ -71,7 +71,7 @@ impl Inbox {
     }
 
     /// Take up to `max` items, oldest first.
-    pub fn take(&self, max: usize) -> Vec<Delivery> {
+    pub fn take(&self, max: usize) -> Vec<Delivery<F>> {
         let Ok(mut q) = self.queue.lock() else { return Vec::new() };
         let mut out = Vec::with_capacity(q.len().min(max));
         while out.len() < max {
@@ -99,21 +99,27 @@ impl Inbox {
 }
 
 #[derive(Debug)]
-struct Member {
+struct Member<F> {
     identity: String,
     room: String,
-    inbox: Arc<Inbox>,
+    inbox: Arc<Inbox<F>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
+#[derive(Debug)]
+struct State<F> {
     next_id: MemberId,
-    members: HashMap<MemberId, Member>,
+    members: HashMap<MemberId, Member<F>>,
     rooms: HashMap<String, Vec<MemberId>>,
     identities: HashMap<String, Vec<MemberId>>,
 }
 
-impl State {
+impl<F> Default for State<F> {
+    fn default() -> Self {
+        State { next_id: 0, members: HashMap::new(), rooms: HashMap::new(), identities: HashMap::new() }
+    }
+}
+
+impl<F> State<F> {
     /// The sessions that see `conversation`.
     fn audience(&self, conversation: &ConversationId) -> Vec<MemberId> {
         if let Some(room) = conversation.as_room() {
@@ -143,24 +149,24 @@ pub struct HubStats {
 
 /// See the module doc.
 #[derive(Debug)]
-pub struct Hub {
-    state: Mutex<State>,
+pub struct Hub<F> {
+    state: Mutex<State<F>>,
     queue_capacity: usize,
     pub stats: HubStats,
 }
 
-impl Hub {
+impl<F: Frame> Hub<F> {
     /// A hub giving every session a queue of `queue_capacity` items.
-    pub fn new(queue_capacity: usize) -> Hub {
+    pub fn new(queue_capacity: usize) -> Hub<F> {
         Hub { state: Mutex::new(State::default()), queue_capacity, stats: HubStats::default() }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<F>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A session of `identity` in `room` starts receiving.
-    pub fn register(&self, identity: &str, room: &str) -> (MemberId, Arc<Inbox>) {
+    pub fn register(&self, identity: &str, room: &str) -> (MemberId, Arc<Inbox<F>>) {
         let inbox = Arc::new(Inbox::new(self.queue_capacity));
         let mut st = self.lock();
         st.next_id += 1;
@@ -212,7 +218,7 @@ impl Hub {
     }
 
     /// Push `frame` to every session that sees `conversation` but `except`.
-    pub fn send(&self, conversation: &ConversationId, except: Option<MemberId>, class: Class, frame: Frame) {
+    pub fn send(&self, conversation: &ConversationId, except: Option<MemberId>, class: Class, frame: F) {
         let st = self.lock();
         for id in st.audience(conversation) {
             if Some(id) == except {
@@ -225,7 +231,7 @@ impl Hub {
     }
 
     /// Push `frame` to every session of `identity`.
-    pub fn send_to_identity(&self, identity: &str, class: Class, frame: Frame) {
+    pub fn send_to_identity(&self, identity: &str, class: Class, frame: F) {
         let st = self.lock();
         for id in st.identities.get(identity).into_iter().flatten() {
             if let Some(m) = st.members.get(id) {
@@ -234,7 +240,7 @@ impl Hub {
         }
     }
 
-    fn push(&self, inbox: &Inbox, class: Class, item: Delivery) {
+    fn push(&self, inbox: &Inbox<F>, class: Class, item: Delivery<F>) {
         match inbox.push(class, item) {
             Push::Queued => {}
             Push::QueuedShedOlder | Push::Shed => {
@@ -249,7 +255,7 @@ impl Hub {
     }
 }
 
-impl CommitListener for Hub {
+impl<F: Frame> CommitListener for Hub<F> {
     fn committed(&self, messages: &[StoredMessage]) {
         self.stats.committed.fetch_add(messages.len() as u64, Ordering::Relaxed);
         let st = self.lock();
@@ -258,9 +264,9 @@ impl CommitListener for Hub {
             if audience.is_empty() {
                 continue;
             }
-            let plain = Frame::from(chat_message_frame(m, m.flags.mention_all));
+            let plain = F::from(chat_message_frame(m, m.flags.mention_all));
             let mentioned = (!m.flags.mentions.is_empty() && !m.flags.mention_all)
-                .then(|| Frame::from(chat_message_frame(m, true)));
+                .then(|| F::from(chat_message_frame(m, true)));
             for id in audience {
                 let Some(member) = st.members.get(&id) else { continue };
                 let frame = match &mentioned {
@@ -294,7 +300,7 @@ mod tests {
         }
     }
 
-    fn seqs(inbox: &Inbox) -> Vec<(String, u64, bool)> {
+    fn seqs(inbox: &Inbox<String>) -> Vec<(String, u64, bool)> {
         inbox
             .take(100)
             .into_iter()
@@ -309,7 +315,7 @@ mod tests {
 
     #[test]
     fn room_messages_reach_the_room_and_direct_messages_both_identities() {
-        let hub = Hub::new(16);
+        let hub = Hub::<String>::new(16);
         let (_, a1) = hub.register("alice", "r1");
         let (_, a2) = hub.register("alice", "r2");
         let (_, b) = hub.register("bob", "r1");
@@ -338,10 +344,10 @@ mod tests {
 
     #[test]
     fn a_full_inbox_of_kept_messages_overflows_and_droppables_are_shed() {
-        let hub = Hub::new(2);
+        let hub = Hub::<String>::new(2);
         let (_, slow) = hub.register("slow", "r");
         let room = ConversationId::room("r").unwrap();
-        hub.send(&room, None, Class::Droppable, Frame::from_static("typing"));
+        hub.send(&room, None, Class::Droppable, "typing".to_string());
         hub.committed(&[stored(&room, 1, &[]), stored(&room, 2, &[])]);
         assert!(!slow.overflowed(), "the typing item made room");
         assert_eq!(hub.stats.shed.load(Ordering::Relaxed), 1);

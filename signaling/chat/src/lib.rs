@@ -21,7 +21,7 @@
 //! - [`moderation`]: sans-I/O: keyword lists (blocked, masked) and muted members.
 //! - [`outbound`]: sans-I/O: one connection's bounded outbound queue, shedding droppable items first.
 //! - [`clock`]: the wall clock and random ids, read at the edges only.
-//! - [`frame`]: one encoded text frame, shared by every session it goes to.
+//! - [`frame`]: what the hub hands to sessions: one encoded text frame, cloned to every member.
 //! - [`frames`]: the chat frames of protocol v1 built from stored messages.
 //! - [`gate`]: sans-I/O: the admission gate — grant, rate, mute, words, priority, quota → one verdict.
 //! - [`rate`]: sans-I/O: token buckets.

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use courier_chat::frame::Frame;
+use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -50,7 +50,7 @@ const ALERTS_MAX: usize = 100;
 /// Something to write to the socket.
 pub enum Out {
     Msg(ServerMsg),
-    Frame(Frame),
+    Frame(Utf8Bytes),
 }
 
 /// Why the session must close.
@@ -90,8 +90,8 @@ pub struct ChatSession {
     can_chat: bool,
     room_admin: bool,
     member: MemberId,
-    inbox: Arc<Inbox>,
-    cursors: HashMap<ConversationId, ResumeMerge<Frame>>,
+    inbox: Arc<Inbox<Utf8Bytes>>,
+    cursors: HashMap<ConversationId, ResumeMerge<Utf8Bytes>>,
     replays: VecDeque<ReplayJob>,
     pipeline: mpsc::Sender<Pending>,
     pub acks: mpsc::Receiver<ServerMsg>,
@@ -135,7 +135,7 @@ impl ChatSession {
         }
     }
 
-    pub fn inbox(&self) -> Arc<Inbox> {
+    pub fn inbox(&self) -> Arc<Inbox<Utf8Bytes>> {
         self.inbox.clone()
     }
 
@@ -585,8 +585,8 @@ impl ChatSession {
                 return Ok(());
             }
         };
-        let frames: Vec<(u64, Frame)> =
-            messages.iter().map(|m| (m.seq, Frame::from(chat_message_frame(m, self.mentioned(m))))).collect();
+        let frames: Vec<(u64, Utf8Bytes)> =
+            messages.iter().map(|m| (m.seq, Utf8Bytes::from(chat_message_frame(m, self.mentioned(m))))).collect();
         let cursor = self.cursors.entry(job.conversation.clone()).or_insert_with(|| ResumeMerge::new(job.after));
         let delivered = cursor.on_replay(frames);
         if let Some(info) = job.resume.as_mut() {
@@ -617,7 +617,7 @@ impl ChatSession {
         self.take_inbox(out)
     }
 
-    fn apply_step(&mut self, c: &ConversationId, step: Step<Frame>, out: &mut Vec<Out>) {
+    fn apply_step(&mut self, c: &ConversationId, step: Step<Utf8Bytes>, out: &mut Vec<Out>) {
         match step {
             Step::Deliver(v) => out.extend(v.into_iter().map(|(_, f)| Out::Frame(f))),
             Step::Fill { deliver, after, up_to } => {
@@ -662,7 +662,7 @@ impl ChatSession {
         else {
             return Err((ErrorCode::ConversationNotFound, format!("no messages in {c}")));
         };
-        let frame: Frame = ServerMsg::ChatReceipt {
+        let frame: Utf8Bytes = ServerMsg::ChatReceipt {
             conversation: c.to_string(),
             identity: r.identity,
             delivered: r.delivered,
