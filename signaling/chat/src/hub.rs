@@ -265,8 +265,8 @@ impl<F: Frame> CommitListener for Hub<F> {
                 continue;
             }
             let plain = F::from(chat_message_frame(m, m.flags.mention_all));
-            let mentioned = (!m.flags.mentions.is_empty() && !m.flags.mention_all)
-                .then(|| F::from(chat_message_frame(m, true)));
+            let mentioned =
+                (!m.flags.mentions.is_empty() && !m.flags.mention_all).then(|| F::from(chat_message_frame(m, true)));
             for id in audience {
                 let Some(member) = st.members.get(&id) else { continue };
                 let frame = match &mentioned {
