@@ -841,33 +841,6 @@ async fn erase_identity(
     Ok(Json(json!({ "identity": identity, "erased": n })).into_response())
 }
 
-/// The timer at the edge of [`crate::lifecycle`]: once a second, apply the transitions due.
-/// The lifecycle timer: applies the transitions due each [`LIFECYCLE_TICK`], then writes what changed in the
-/// API-created rooms to the room store.
-pub fn spawn_lifecycle(state: &Arc<AppState>) {
-    let state = Arc::downgrade(state);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(LIFECYCLE_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(state) = state.upgrade() else { break };
-            for (room, t) in state.rooms.tick(crate::room::now_ms()) {
-                tracing::info!(room, transition = ?t, "room lifecycle");
-            }
-            let synced = tokio::task::spawn_blocking(move || state.room_store.sync(|| state.rooms.definitions()));
-            match synced.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "room store write failed; retried next tick"),
-                Err(e) => tracing::warn!(error = %e, "room store task failed"),
-            }
-        }
-    });
-}
-
-/// How often room lifecycles are checked.
-pub const LIFECYCLE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
-
 #[cfg(test)]
 mod tests {
     use super::*;

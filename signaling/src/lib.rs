@@ -15,6 +15,7 @@
 //! - [`admin`]: the admin REST API (`/api/v1`) and its OpenAPI document.
 //! - [`session`]: one WebSocket connection.
 //! - [`hook`]: the chat pre-send HTTP hook (and the outbound HTTP client webhooks share).
+//! - [`jobs`]: the background jobs (lifecycle tick, retention, words file, aggregates) and their shutdown.
 //! - [`room_store`]: the durable definitions of API-created rooms, so a restart keeps them.
 //! - [`api`]: the HTTP routes.
 //! - [`limits`]: rate limits (keyed token buckets) and refusal counters.
@@ -27,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod hook;
+pub mod jobs;
 pub mod lifecycle;
 pub mod limits;
 pub mod ops;
@@ -91,9 +93,6 @@ fn gate_config(config: &Config, limits: courier_chat::Limits) -> courier_chat::g
     }
 }
 
-/// How often the words file is checked for changes.
-pub const WORDS_FILE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// How often aggregated counts (likes) are sent.
 pub const AGGREGATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -135,6 +134,10 @@ pub struct AppState {
     pub limiters: crate::limits::Limiters,
     /// What the limits refused, for `/metrics`.
     pub refusals: crate::limits::Refusals,
+    /// The background jobs ([`jobs::start`]); stopped at shutdown.
+    pub jobs: jobs::Jobs,
+    /// The joined sessions, so shutdown can wait for them to leave.
+    pub sessions: jobs::Jobs,
 }
 
 /// A running server: its addresses and the means to stop it.
@@ -186,37 +189,6 @@ pub async fn open_chat_store(config: &Config) -> anyhow::Result<(Arc<dyn ChatSto
             (store.clone(), StoreHandle::Postgres(store))
         }
     })
-}
-
-/// Conversations visited per page of a retention run.
-const RETENTION_PAGE: usize = 500;
-
-/// Apply each conversation's retention rule at `now_ms`. Returns (conversations visited, messages removed).
-/// Conversations for which `keep` is true (rooms created with `retention = "keep"`) are left whole.
-pub async fn apply_retention(
-    store: &dyn ChatStore,
-    config: &crate::config::ChatConfig,
-    keep: &(dyn Fn(&courier_chat::ConversationId) -> bool + Sync),
-    now_ms: u64,
-) -> Result<(u64, u64), courier_chat::store::StoreError> {
-    let (mut visited, mut removed) = (0, 0);
-    let mut after: Option<courier_chat::ConversationId> = None;
-    loop {
-        let page = store.conversations(after.as_ref(), RETENTION_PAGE).await?;
-        let Some(last) = page.last().cloned() else { break };
-        for c in &page {
-            visited += 1;
-            let rule = config.retention_of(c);
-            if (rule.max_age_ms.is_none() && rule.max_count.is_none()) || keep(c) {
-                continue;
-            }
-            if let Some(t) = store.trim(c, rule, now_ms).await? {
-                removed += t.removed;
-            }
-        }
-        after = Some(last);
-    }
-    Ok((visited, removed))
 }
 
 impl Server {
@@ -278,6 +250,8 @@ impl Server {
             draining: Default::default(),
             limiters,
             refusals: Default::default(),
+            jobs: jobs::Jobs::new(),
+            sessions: jobs::Jobs::new(),
             config,
         });
         let now = crate::room::now_ms();
@@ -288,61 +262,7 @@ impl Server {
             state.rooms.restore(r.clone(), now);
         }
         let app = api::app(state.clone());
-        admin::spawn_lifecycle(&state);
-        {
-            let state = Arc::downgrade(&state);
-            let interval = state.upgrade().map(|s| s.config.chat.retention_interval).unwrap_or_default();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let Some(state) = state.upgrade() else { break };
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0);
-                    let keep =
-                        |c: &courier_chat::ConversationId| c.as_room().is_some_and(|r| state.rooms.keeps_history(r));
-                    match apply_retention(&*state.chat.store, &state.config.chat, &keep, now).await {
-                        Ok((_, 0)) => {}
-                        Ok((visited, removed)) => tracing::info!(visited, removed, "chat retention applied"),
-                        Err(e) => tracing::warn!(error = %e, "chat retention failed; next run retries"),
-                    }
-                }
-            });
-        }
-        if let Some(path) = state.config.chat.words_file.clone() {
-            let state = Arc::downgrade(&state);
-            tokio::spawn(async move {
-                let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-                let mut seen = modified(&path);
-                loop {
-                    tokio::time::sleep(WORDS_FILE_POLL).await;
-                    let Some(state) = state.upgrade() else { break };
-                    let now = modified(&path);
-                    if now != seen {
-                        seen = now;
-                        let filter = word_filter(&state.config.chat);
-                        if let Ok(mut g) = state.chat.gate.lock() {
-                            g.set_words(filter);
-                        }
-                        tracing::info!(file = %path.display(), "chat word lists reloaded");
-                    }
-                }
-            });
-        }
-        {
-            let state = Arc::downgrade(&state);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(AGGREGATE_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    let Some(state) = state.upgrade() else { break };
-                    state.chat.flush_aggregates();
-                }
-            });
-        }
+        jobs::start(&state);
         // Small frames (acks, chat messages, signaling) go out at once: without TCP_NODELAY a reply waits for the
         // peer's delayed ACK of the previous one (40 ms on Linux).
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -374,16 +294,18 @@ impl Server {
     pub async fn shutdown(self, grace: std::time::Duration) {
         self.drain();
         let deadline = tokio::time::Instant::now() + grace;
-        while self.state.rooms.counts().1 > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let left = |d: tokio::time::Instant| d.saturating_duration_since(tokio::time::Instant::now());
+        if !self.state.sessions.wait(grace).await {
+            let left = self.state.sessions.len();
+            tracing::warn!(sessions = left, "drain timeout; closing the remaining sessions");
         }
-        let left = self.state.rooms.counts().1;
-        if left > 0 {
-            tracing::warn!(participants = left, "drain timeout; closing the remaining sessions");
+        // The lifecycle tick may be writing the room store; its run ends before the final write below.
+        if !self.state.jobs.stop(left(deadline).max(std::time::Duration::from_secs(1))).await {
+            tracing::warn!(jobs = self.state.jobs.len(), "background jobs still running at shutdown");
         }
         let _ = self.stop_http_tx.send(true);
         self.state.sfu.shutdown().await;
-        // The kept rooms as they are now (the lifecycle timer writes once a second; a stop writes the rest).
+        // The kept rooms as they are now (the lifecycle job wrote once a second; this writes the rest).
         let state = self.state.clone();
         match tokio::task::spawn_blocking(move || state.room_store.sync(|| state.rooms.definitions())).await {
             Ok(Ok(_)) => {}
@@ -391,7 +313,7 @@ impl Server {
             Err(e) => tracing::warn!(error = %e, "room store task failed at shutdown"),
         }
         // Events of the last leaves (room_finished…) get the rest of the grace to be delivered.
-        self.state.webhooks.drain(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
+        self.state.webhooks.drain(left(deadline)).await;
         let _ = tokio::time::timeout(grace, self.task).await;
         self.store.close().await;
     }

@@ -174,7 +174,7 @@ fn chat_command(cmd: ChatCmd) -> anyhow::Result<()> {
                 let keep = |c: &courier_chat::ConversationId| {
                     c.as_room().is_some_and(|r| rooms.keeps_history(r).unwrap_or(true))
                 };
-                let (visited, removed) = signaling::apply_retention(&*store, &config.chat, &keep, now).await?;
+                let (visited, removed) = signaling::jobs::apply_retention(&*store, &config.chat, &keep, now).await?;
                 handle.close().await;
                 println!("{visited} conversations, {removed} messages removed");
             }

@@ -113,8 +113,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
     let name = claims.name.clone().unwrap_or_else(|| identity.clone());
     // `participant` is filled in once the room gives the id: every log line of the session carries all three.
     let span = info_span!("session", room = %room, identity = %identity, participant = tracing::field::Empty);
+    // Shutdown waits for admitted sessions to leave.
+    let sessions = state.clone();
 
-    async move {
+    let session = async move {
         let opts = PeerOptions {
             can_publish: claims.video.can_publish,
             can_subscribe: claims.video.can_subscribe,
@@ -124,19 +126,15 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "cannot create peer");
-                let _ = tx.send(text_msg(&ServerMsg::error(ErrorCode::Internal, "cannot create peer", Some("join")))).await;
+                let _ =
+                    tx.send(text_msg(&ServerMsg::error(ErrorCode::Internal, "cannot create peer", Some("join")))).await;
                 let _ = tx.send(close_msg(close::GOING_AWAY, "internal error")).await;
                 return;
             }
         };
         // Chat first: live messages queue from here on, so nothing committed after the resume reads can be missed.
-        let mut chat = ChatSession::start(
-            state.clone(),
-            &identity,
-            &room,
-            claims.video.can_chat,
-            claims.video.room_admin,
-        );
+        let mut chat =
+            ChatSession::start(state.clone(), &identity, &room, claims.video.can_chat, claims.video.room_admin);
         let inbox = chat.inbox();
         let (ev_tx, mut ev_rx) = mpsc::channel(MEMBER_QUEUE);
         let (close_tx, mut close_rx) = mpsc::channel(1);
@@ -212,12 +210,11 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                 leave_reason = "disconnected";
                 break 'outer;
             }
-            if chat.replaying()
-                && chat.step_replay(&mut s.out).await.is_err() {
-                    leave_reason = "disconnected";
-                    let _ = tx.send(close_msg(close::TIMEOUT_OR_SLOW, "too slow")).await;
-                    break 'outer;
-                }
+            if chat.replaying() && chat.step_replay(&mut s.out).await.is_err() {
+                leave_reason = "disconnected";
+                let _ = tx.send(close_msg(close::TIMEOUT_OR_SLOW, "too slow")).await;
+                break 'outer;
+            }
             let more = chat.replaying() || !s.out.is_empty();
             tokio::select! {
                 biased;
@@ -328,9 +325,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
         chat.stop();
         state.rooms.leave(&room, &me.id, leave_reason);
         let _ = state.sfu.close_peer(peer).await;
-    }
-    .instrument(span)
-    .await
+    };
+    sessions.sessions.track(session.instrument(span)).await
 }
 
 struct Session {

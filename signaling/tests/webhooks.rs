@@ -240,21 +240,23 @@ max_attempts = 100
     assert_eq!(close_code(&mut bob).await, Some(1000));
 
     // Every event arrives (the alert one after its 1 s delay), however the first deliveries went.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually("every event", Duration::from_secs(30), || async {
         let left = missing(room, &received.lock().unwrap().accepted);
         if left.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("missing {left:?}"))
         }
-        assert!(tokio::time::Instant::now() < deadline, "still missing after 30 s: {left:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     // Let the last in-flight deliveries settle before counting.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.state.webhooks.stats().queued > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "queue not empty after 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("an empty queue", Duration::from_secs(10), || async {
+        match s.state.webhooks.stats().queued {
+            0 => Ok(()),
+            n => Err(format!("{n} queued")),
+        }
+    })
+    .await;
 
     {
         let r = received.lock().unwrap();
@@ -276,4 +278,73 @@ max_attempts = 100
 
     s.shutdown(Duration::from_secs(2)).await;
     receiver.abort();
+}
+
+/// A receiver that answers every delivery after `delay` with `status`, counting what it accepted.
+async fn slow_receiver(delay: Duration, status: StatusCode) -> (std::net::SocketAddr, Arc<Mutex<Vec<Value>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route(
+            "/hooks",
+            axum::routing::post(move |State(got): State<Arc<Mutex<Vec<Value>>>>, body: Bytes| async move {
+                tokio::time::sleep(delay).await;
+                if status.is_success() {
+                    got.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                }
+                status
+            }),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, got)
+}
+
+fn one_endpoint(addr: std::net::SocketAddr) -> impl FnOnce(&mut signaling::config::RawConfig) {
+    move |raw| {
+        raw.webhooks = Some(
+            toml::from_str(&format!(
+                r#"
+[[endpoints]]
+url = "http://{addr}/hooks"
+secret = "{SECRET}"
+timeout_ms = 2000
+backoff_initial_ms = 20
+backoff_max_ms = 100
+max_attempts = 1000
+"#
+            ))
+            .unwrap(),
+        )
+    }
+}
+
+/// Shutdown waits for the webhook senders: events queued when it starts are delivered before it returns (one
+/// request at a time here, each 100 ms), and a receiver that never accepts holds shutdown no longer than its grace.
+#[tokio::test]
+async fn shutdown_delivers_what_is_queued_within_its_grace() {
+    use courier_protocol::webhooks::{EventKind, Facts};
+    let (addr, got) = slow_receiver(Duration::from_millis(100), StatusCode::NO_CONTENT).await;
+    let s = server_with(one_endpoint(addr)).await;
+    for _ in 0..5 {
+        s.state.webhooks.emit(EventKind::RoomStarted, Facts::default());
+    }
+    let webhooks = s.state.webhooks.clone();
+    s.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(got.lock().unwrap().len(), 5, "every queued event delivered before shutdown returned");
+    assert_eq!(webhooks.stats().queued, 0);
+
+    let (addr, got) = slow_receiver(Duration::ZERO, StatusCode::INTERNAL_SERVER_ERROR).await;
+    let s = server_with(one_endpoint(addr)).await;
+    s.state.webhooks.emit(EventKind::RoomStarted, Facts::default());
+    let webhooks = s.state.webhooks.clone();
+    let started = std::time::Instant::now();
+    s.shutdown(Duration::from_millis(500)).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "a failing receiver held shutdown {took:?}");
+    assert!(got.lock().unwrap().is_empty());
+    let failed = webhooks.stats().failed_attempts;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(webhooks.stats().failed_attempts, failed, "the sender stopped at the end of the grace");
 }

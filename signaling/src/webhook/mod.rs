@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use hyper::body::Bytes;
 use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use courier_chat::store::{ChatStore, CommitListener, StoredMessage};
 use courier_chat::ConversationId;
@@ -119,16 +121,36 @@ struct Inner {
     endpoints: Vec<Arc<sender::Endpoint>>,
     alerts: Option<Arc<sender::AlertChecker>>,
     payload_max_bytes: usize,
+    tasks: Tasks,
+}
+
+/// The module's tasks and how they are stopped: the alert checker first (it emits), then the endpoints, which send
+/// what is queued before they end; `quit` ends everything at once (the grace is over, or the handle is gone).
+#[derive(Default)]
+struct Tasks {
+    checker: TaskTracker,
+    stop_checker: CancellationToken,
+    senders: TaskTracker,
+    finish: CancellationToken,
+    quit: CancellationToken,
+}
+
+impl Tasks {
+    fn new() -> Tasks {
+        let quit = CancellationToken::new();
+        Tasks {
+            checker: TaskTracker::new(),
+            stop_checker: quit.child_token(),
+            senders: TaskTracker::new(),
+            finish: quit.child_token(),
+            quit,
+        }
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for e in &self.endpoints {
-            e.stop();
-        }
-        if let Some(a) = &self.alerts {
-            a.stop();
-        }
+        self.tasks.quit.cancel();
     }
 }
 
@@ -158,15 +180,22 @@ impl Webhooks {
         let endpoints = config
             .endpoints
             .iter()
-            .map(sender::Endpoint::start)
+            .map(sender::Endpoint::new)
             .collect::<Result<Vec<_>, _>>()
             .map_err(WebhookError::Url)?;
+        let tasks = Tasks::new();
+        for e in &endpoints {
+            tasks.senders.spawn(e.clone().run(tasks.finish.clone(), tasks.quit.clone()));
+        }
         let wants_alerts = endpoints.iter().any(|e| e.wants(EventKind::AlertUnacknowledged));
         // The alert checker emits through a weak handle, so it does not keep the endpoints alive.
-        let inner = Arc::new_cyclic(|weak| Inner {
-            endpoints,
-            alerts: wants_alerts.then(|| sender::AlertChecker::start(config.alert_delay, store, weak.clone())),
-            payload_max_bytes: config.payload_max_bytes,
+        let inner = Arc::new_cyclic(|weak| {
+            let alerts = wants_alerts.then(|| {
+                let checker = sender::AlertChecker::new(config.alert_delay);
+                tasks.checker.spawn(checker.clone().run(store, weak.clone(), tasks.stop_checker.clone()));
+                checker
+            });
+            Inner { endpoints, alerts, payload_max_bytes: config.payload_max_bytes, tasks }
         });
         Ok(Webhooks { inner })
     }
@@ -195,11 +224,19 @@ impl Webhooks {
         s
     }
 
-    /// Wait until every queue is empty, or `grace` has passed (server shutdown).
+    /// Stop at server shutdown: the alert checker ends, then each endpoint sends what is queued (retries
+    /// included) and ends; whatever is still queued when `grace` has passed is dropped.
     pub async fn drain(&self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
-        while self.inner.endpoints.iter().any(|e| !e.is_idle()) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let t = &self.inner.tasks;
+        t.stop_checker.cancel();
+        t.checker.close();
+        let _ = tokio::time::timeout_at(deadline, t.checker.wait()).await;
+        t.finish.cancel();
+        t.senders.close();
+        if tokio::time::timeout_at(deadline, t.senders.wait()).await.is_err() {
+            tracing::warn!(queued = self.stats().queued, "webhook events left undelivered at shutdown");
+            t.quit.cancel();
         }
     }
 }

@@ -2,9 +2,9 @@
 //! queue to the receiver over HTTP, and one task that checks watched alerts against the store.
 //!
 //! The tasks only move bytes and wake the state machines: every decision (what to send, when to retry, what to
-//! drop, which alert is due) is the sans-I/O structs'. Both stop when the last [`super::Webhooks`] handle is dropped.
+//! drop, which alert is due) is the sans-I/O structs'. The tasks run on the module's task trackers and stop on its
+//! cancellation tokens: at shutdown ([`super::Webhooks::drain`]) or when the last handle is dropped.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +14,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::alerts::{AlertWatch, Watched};
@@ -39,22 +40,19 @@ pub(super) struct Endpoint {
     client: Client<HttpConnector, Full<Bytes>>,
     queue: Mutex<DeliveryQueue>,
     wake: Notify,
-    stopped: AtomicBool,
 }
 
 impl Endpoint {
-    /// Check the URL and start the endpoint's task.
-    pub(super) fn start(config: &EndpointConfig) -> Result<Arc<Endpoint>, String> {
+    /// Check the URL; [`Endpoint::run`] is its task.
+    pub(super) fn new(config: &EndpointConfig) -> Result<Arc<Endpoint>, String> {
         let uri = http_url("webhook url", &config.url)?;
         let endpoint = Arc::new(Endpoint {
             uri,
             client: http_client(),
             queue: Mutex::new(DeliveryQueue::new(config.policy, rand::random())),
             wake: Notify::new(),
-            stopped: AtomicBool::new(false),
             config: config.clone(),
         });
-        tokio::spawn(endpoint.clone().run());
         Ok(endpoint)
     }
 
@@ -83,14 +81,14 @@ impl Endpoint {
         self.lock().is_idle()
     }
 
-    pub(super) fn stop(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-
-    async fn run(self: Arc<Self>) {
+    /// Move events from the queue to the receiver until `quit`, or until `finish` and nothing is left to send.
+    pub(super) async fn run(self: Arc<Self>, finish: CancellationToken, quit: CancellationToken) {
         let mut attempts = FuturesUnordered::new();
-        while !self.stopped.load(Ordering::Relaxed) {
+        let mut finishing = false;
+        loop {
+            if finishing && attempts.is_empty() && self.is_idle() {
+                break;
+            }
             let (starts, timeout) = {
                 let mut q = self.lock();
                 let now = now();
@@ -106,6 +104,8 @@ impl Endpoint {
             }
             let sleep = timeout.map(tokio::time::Instant::from_std);
             tokio::select! {
+                _ = quit.cancelled() => break,
+                _ = finish.cancelled(), if !finishing => finishing = true,
                 _ = self.wake.notified() => {}
                 Some((a, outcome)) = attempts.next(), if !attempts.is_empty() => {
                     let fate = self.lock().handle_outcome(a.key, outcome, now());
@@ -163,18 +163,12 @@ impl Endpoint {
 pub(super) struct AlertChecker {
     watch: Mutex<AlertWatch>,
     wake: Notify,
-    stopped: AtomicBool,
 }
 
 impl AlertChecker {
-    pub(super) fn start(delay: Duration, store: Arc<dyn ChatStore>, target: Weak<Inner>) -> Arc<AlertChecker> {
-        let checker = Arc::new(AlertChecker {
-            watch: Mutex::new(AlertWatch::new(delay, ALERTS_WATCHED)),
-            wake: Notify::new(),
-            stopped: AtomicBool::new(false),
-        });
-        tokio::spawn(checker.clone().run(store, target));
-        checker
+    /// [`AlertChecker::run`] is its task.
+    pub(super) fn new(delay: Duration) -> Arc<AlertChecker> {
+        Arc::new(AlertChecker { watch: Mutex::new(AlertWatch::new(delay, ALERTS_WATCHED)), wake: Notify::new() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, AlertWatch> {
@@ -189,13 +183,9 @@ impl AlertChecker {
         self.wake.notify_one();
     }
 
-    pub(super) fn stop(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-
-    async fn run(self: Arc<Self>, store: Arc<dyn ChatStore>, target: Weak<Inner>) {
-        while !self.stopped.load(Ordering::Relaxed) {
+    /// Check alerts as they fall due until `stop`.
+    pub(super) async fn run(self: Arc<Self>, store: Arc<dyn ChatStore>, target: Weak<Inner>, stop: CancellationToken) {
+        while !stop.is_cancelled() {
             let (due, timeout) = {
                 let mut w = self.lock();
                 (w.poll_due(now()), w.poll_timeout())
@@ -219,6 +209,7 @@ impl AlertChecker {
             }
             let sleep = timeout.map(tokio::time::Instant::from_std);
             tokio::select! {
+                _ = stop.cancelled() => break,
                 _ = self.wake.notified() => {}
                 _ = async { if let Some(t) = sleep { tokio::time::sleep_until(t).await } }, if sleep.is_some() => {}
             }

@@ -189,3 +189,21 @@ pub async fn api(
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
+
+/// Check `check` every 50 ms until it gives a value, for at most `within`; panics with `what` and the last answer.
+/// For outcomes a background job brings about (a lifecycle tick, a retention run, a reload): the test waits for
+/// the outcome, never for a fixed time.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if tokio::time::Instant::now() >= deadline => panic!("{what} not within {within:?}: {last}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

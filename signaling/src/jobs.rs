@@ -1,0 +1,275 @@
+//! The server's background jobs in one place: the room lifecycle tick, chat retention, the word-file poll and the
+//! aggregate flush. Each runs on the server's [`Jobs`] (one task tracker, one cancellation token); shutdown cancels
+//! them and waits for the runs in progress to end, instead of polling or leaving tasks behind.
+//!
+//! A run is never cut in the middle: cancellation is looked at between runs, so a lifecycle transition or a
+//! retention trim either happens whole or not at all, and the final room-store write at shutdown never races the
+//! tick's. Jobs hold the server state weakly: a server dropped without a shutdown (tests) ends them too.
+//!
+//! The webhook senders and the alert checker are the [`crate::webhook`] module's own tasks, stopped after these so
+//! the events of the last runs still go out.
+
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::AppState;
+use courier_chat::store::ChatStore;
+
+/// How often room lifecycles are checked (and kept room definitions written).
+pub const LIFECYCLE_TICK: Duration = Duration::from_secs(1);
+/// How often the words file is checked for changes.
+pub const WORDS_FILE_POLL: Duration = Duration::from_secs(2);
+/// Conversations visited per page of a retention run.
+const RETENTION_PAGE: usize = 500;
+
+/// A set of background tasks that stop together.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Jobs {
+    pub fn new() -> Jobs {
+        Jobs::default()
+    }
+
+    /// Run `job` now and then every `period` (missed periods are not made up) until [`Jobs::stop`] or until it
+    /// answers [`ControlFlow::Break`]. Needs a tokio runtime.
+    pub fn every<F, Fut>(&self, name: &'static str, period: Duration, mut job: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ControlFlow<()>> + Send,
+    {
+        let cancel = self.cancel.clone();
+        let task = async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if job().await.is_break() {
+                    break;
+                }
+            }
+            tracing::debug!("job stopped");
+        };
+        self.tracker.spawn(task.instrument(tracing::info_span!("job", name)));
+    }
+
+    /// Track a future that ends by itself (a session, say), so [`Jobs::stop`] waits for it too; it is not cancelled.
+    pub fn track<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
+        self.tracker.track_future(future)
+    }
+
+    /// Tasks and tracked futures still running.
+    pub fn len(&self) -> usize {
+        self.tracker.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tracker.is_empty()
+    }
+
+    /// Cancel the periodic jobs and wait at most `grace` for every task to end. `true` if all ended.
+    pub async fn stop(&self, grace: Duration) -> bool {
+        self.cancel.cancel();
+        self.wait(grace).await
+    }
+
+    /// Wait at most `grace` for every task to end, cancelling nothing. `true` if all ended.
+    pub async fn wait(&self, grace: Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+    }
+}
+
+/// Start the server's periodic jobs on `state.jobs`.
+pub fn start(state: &Arc<AppState>) {
+    lifecycle(state);
+    retention(state);
+    words_file(state);
+    aggregates(state);
+}
+
+/// Run `job` with the state while the server lives.
+fn with_state<Fut>(
+    state: &Arc<AppState>,
+    mut job: impl FnMut(Arc<AppState>) -> Fut + Send + 'static,
+) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = ControlFlow<()>> + Send>> + Send + 'static
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let weak: Weak<AppState> = Arc::downgrade(state);
+    move || {
+        let run = weak.upgrade().map(&mut job);
+        Box::pin(async move {
+            match run {
+                Some(run) => {
+                    run.await;
+                    ControlFlow::Continue(())
+                }
+                None => ControlFlow::Break(()),
+            }
+        })
+    }
+}
+
+/// Open, close and finish rooms on time; write the kept room definitions.
+fn lifecycle(state: &Arc<AppState>) {
+    state.jobs.every(
+        "lifecycle",
+        LIFECYCLE_TICK,
+        with_state(state, |state| async move {
+            for (room, t) in state.rooms.tick(crate::room::now_ms()) {
+                tracing::info!(room, transition = ?t, "room lifecycle");
+            }
+            let synced = tokio::task::spawn_blocking(move || state.room_store.sync(|| state.rooms.definitions()));
+            match synced.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "room store write failed; retried next tick"),
+                Err(e) => tracing::warn!(error = %e, "room store task failed"),
+            }
+        }),
+    );
+}
+
+/// Trim chat history to each conversation's retention rule.
+fn retention(state: &Arc<AppState>) {
+    let period = state.config.chat.retention_interval;
+    state.jobs.every(
+        "retention",
+        period,
+        with_state(state, |state| async move {
+            let keep = |c: &courier_chat::ConversationId| c.as_room().is_some_and(|r| state.rooms.keeps_history(r));
+            let now = courier_chat::clock::now_ms();
+            match apply_retention(&*state.chat.store, &state.config.chat, &keep, now).await {
+                Ok((_, 0)) => {}
+                Ok((visited, removed)) => tracing::info!(visited, removed, "chat retention applied"),
+                Err(e) => tracing::warn!(error = %e, "chat retention failed; next run retries"),
+            }
+        }),
+    );
+}
+
+/// Reload the word lists when the words file changes.
+fn words_file(state: &Arc<AppState>) {
+    let Some(path) = state.config.chat.words_file.clone() else { return };
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    state.jobs.every(
+        "words_file",
+        WORDS_FILE_POLL,
+        with_state(state, move |state| {
+            let now = modified(&path);
+            if now != seen {
+                seen = now;
+                let filter = crate::word_filter(&state.config.chat);
+                if let Ok(mut g) = state.chat.gate.lock() {
+                    g.set_words(filter);
+                }
+                tracing::info!(file = %path.display(), "chat word lists reloaded");
+            }
+            std::future::ready(())
+        }),
+    );
+}
+
+/// Send the aggregated counts (likes) of the last interval.
+fn aggregates(state: &Arc<AppState>) {
+    state.jobs.every(
+        "aggregates",
+        crate::AGGREGATE_INTERVAL,
+        with_state(state, |state| {
+            state.chat.flush_aggregates();
+            std::future::ready(())
+        }),
+    );
+}
+
+/// Apply each conversation's retention rule at `now_ms`. Returns (conversations visited, messages removed).
+/// Conversations for which `keep` is true (rooms created with `retention = "keep"`) are left whole.
+pub async fn apply_retention(
+    store: &dyn ChatStore,
+    config: &crate::config::ChatConfig,
+    keep: &(dyn Fn(&courier_chat::ConversationId) -> bool + Sync),
+    now_ms: u64,
+) -> Result<(u64, u64), courier_chat::store::StoreError> {
+    let (mut visited, mut removed) = (0, 0);
+    let mut after: Option<courier_chat::ConversationId> = None;
+    loop {
+        let page = store.conversations(after.as_ref(), RETENTION_PAGE).await?;
+        let Some(last) = page.last().cloned() else { break };
+        for c in &page {
+            visited += 1;
+            let rule = config.retention_of(c);
+            if (rule.max_age_ms.is_none() && rule.max_count.is_none()) || keep(c) {
+                continue;
+            }
+            if let Some(t) = store.trim(c, rule, now_ms).await? {
+                removed += t.removed;
+            }
+        }
+        after = Some(last);
+    }
+    Ok((visited, removed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_at_once_then_every_period_and_stops_between_runs() {
+        let jobs = Jobs::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        jobs.every("count", Duration::from_secs(1), move || {
+            let r = r.clone();
+            async move {
+                // A run takes time; stop must wait for it, not cut it.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                r.fetch_add(1, Ordering::SeqCst);
+                ControlFlow::Continue(())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the first run starts at once");
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // Mid-run (the third started at 2 s): stop lets it finish, then no more start.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(jobs.stop(Duration::from_secs(5)).await);
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "the run in progress finished");
+        assert!(jobs.is_empty());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "nothing runs after stop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_that_breaks_ends_and_stop_waits_for_tracked_futures() {
+        let jobs = Jobs::new();
+        jobs.every("once", Duration::from_secs(1), || async { ControlFlow::Break(()) });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let tracked = jobs.track(async move {
+            let _ = rx.await;
+        });
+        let handle = tokio::spawn(tracked);
+        tokio::task::yield_now().await;
+        assert_eq!(jobs.len(), 1, "the job ended by itself; the tracked future runs");
+        assert!(!jobs.stop(Duration::from_secs(1)).await, "a tracked future is waited for, not cancelled");
+        tx.send(()).unwrap();
+        assert!(jobs.wait(Duration::from_secs(1)).await);
+        handle.await.unwrap();
+    }
+}
