@@ -35,9 +35,38 @@ pub struct RawConfig {
     pub rooms: Option<RawRoomsConfig>,
     /// The `[webhooks]` table.
     pub webhooks: Option<RawWebhooks>,
+    /// The `[tls]` table.
+    pub tls: Option<RawTlsConfig>,
 }
 
 pub use crate::limits::{LimitsConfig, RawLimitsConfig};
+
+/// The raw `[tls]` table: both files, or neither (plain HTTP).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+/// The validated `[tls]` table: HTTPS and WSS on `http_addr` with these files, read again when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl RawTlsConfig {
+    fn resolve(self) -> anyhow::Result<Option<TlsConfig>> {
+        match (self.cert_file, self.key_file) {
+            (None, None) => Ok(None),
+            (Some(cert_file), Some(key_file)) => Ok(Some(TlsConfig { cert_file, key_file })),
+            _ => bail!("tls needs both cert_file and key_file (COURIER_TLS_CERT and COURIER_TLS_KEY)"),
+        }
+    }
+}
 
 /// The raw `[rooms]` table.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -491,6 +520,10 @@ impl RawConfig {
             rooms: Some(RawRoomsConfig {
                 auto_create: parse("COURIER_ROOMS_AUTO_CREATE", get("COURIER_ROOMS_AUTO_CREATE"))?,
             }),
+            tls: Some(RawTlsConfig {
+                cert_file: get("COURIER_TLS_CERT").map(PathBuf::from),
+                key_file: get("COURIER_TLS_KEY").map(PathBuf::from),
+            }),
         })
     }
 
@@ -522,6 +555,12 @@ impl RawConfig {
             },
             rooms: match (self.rooms, lower.rooms) {
                 (Some(a), Some(b)) => Some(RawRoomsConfig { auto_create: a.auto_create.or(b.auto_create) }),
+                (a, b) => a.or(b),
+            },
+            tls: match (self.tls, lower.tls) {
+                (Some(a), Some(b)) => {
+                    Some(RawTlsConfig { cert_file: a.cert_file.or(b.cert_file), key_file: a.key_file.or(b.key_file) })
+                }
                 (a, b) => a.or(b),
             },
         }
@@ -574,6 +613,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rooms: RoomsConfig,
     pub webhooks: crate::webhook::WebhooksConfig,
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Config {
@@ -633,6 +674,7 @@ impl Config {
             limits,
             rooms: RoomsConfig { auto_create: raw.rooms.and_then(|r| r.auto_create).unwrap_or(true) },
             webhooks,
+            tls: raw.tls.unwrap_or_default().resolve()?,
         })
     }
 }

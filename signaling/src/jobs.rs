@@ -1,5 +1,5 @@
-//! The server's background jobs in one place: the room lifecycle tick, chat retention, the word-file poll and the
-//! aggregate flush. Each runs on the server's [`Jobs`] (one task tracker, one cancellation token); shutdown cancels
+//! The server's background jobs in one place: the room lifecycle tick, chat retention, the word-file poll, the
+//! aggregate flush and the TLS certificate reload. Each runs on the server's [`Jobs`] (one task tracker, one cancellation token); shutdown cancels
 //! them and waits for the runs in progress to end, instead of polling or leaving tasks behind.
 //!
 //! A run is never cut in the middle: cancellation is looked at between runs, so a lifecycle transition or a
@@ -99,6 +99,7 @@ pub fn start(state: &Arc<AppState>) {
     retention(state);
     words_file(state);
     aggregates(state);
+    tls_files(state);
 }
 
 /// Run `job` with the state while the server lives.
@@ -178,6 +179,27 @@ fn words_file(state: &Arc<AppState>) {
                     g.set_words(filter);
                 }
                 tracing::info!(file = %path.display(), "chat word lists reloaded");
+            }
+            std::future::ready(())
+        }),
+    );
+}
+
+/// Present a renewed certificate once its files change.
+fn tls_files(state: &Arc<AppState>) {
+    if state.tls.is_none() {
+        return;
+    }
+    state.jobs.every(
+        "tls_reload",
+        crate::tls::RELOAD_POLL,
+        with_state(state, |state| {
+            if let Some(files) = &state.tls {
+                match files.reload_if_changed() {
+                    Ok(true) => tracing::info!(?files, "TLS certificate reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded; keeping the previous one"),
+                }
             }
             std::future::ready(())
         }),

@@ -20,6 +20,7 @@
 //! - [`api`]: the HTTP routes.
 //! - [`limits`]: rate limits (keyed token buckets) and refusal counters.
 //! - [`ops`]: operations at the HTTP edge: readiness, drain, the API's rate and body limits.
+//! - [`tls`]: HTTPS/WSS from certificate files, re-read when they change.
 //! - [`webhook`]: signed outbound events (rooms, participants, tracks, chat, alerts) with retries; never blocks.
 
 pub mod admin;
@@ -35,6 +36,7 @@ pub mod ops;
 pub mod room;
 pub mod room_store;
 pub mod session;
+pub mod tls;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -138,6 +140,25 @@ pub struct AppState {
     pub jobs: jobs::Jobs,
     /// The joined sessions, so shutdown can wait for them to leave.
     pub sessions: jobs::Jobs,
+    /// The certificate HTTPS presents (`None`: plain HTTP).
+    pub tls: Option<Arc<tls::CertFiles>>,
+}
+
+/// Serve `app` on `listener` until `stop`, with each request knowing its client's address.
+async fn serve_http<L>(
+    listener: L,
+    app: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    L::Io: Unpin,
+{
+    // `tap_io` gives any listener whose address is a `SocketAddr` axum's `ConnectInfo<SocketAddr>`.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 /// A running server: its addresses and the means to stop it.
@@ -231,6 +252,10 @@ impl Server {
             .await
             .with_context(|| format!("binding HTTP {}", config.http_addr))?;
         let http_addr = listener.local_addr()?;
+        let tls = match &config.tls {
+            Some(t) => Some(tls::CertFiles::load(&t.cert_file, &t.key_file).context("loading the TLS certificate")?),
+            None => None,
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
         let limiters = crate::limits::Limiters::new(&config.limits, std::time::Instant::now());
@@ -252,6 +277,7 @@ impl Server {
             refusals: Default::default(),
             jobs: jobs::Jobs::new(),
             sessions: jobs::Jobs::new(),
+            tls,
             config,
         });
         let now = crate::room::now_ms();
@@ -263,20 +289,25 @@ impl Server {
         }
         let app = api::app(state.clone());
         jobs::start(&state);
-        // Small frames (acks, chat messages, signaling) go out at once: without TCP_NODELAY a reply waits for the
-        // peer's delayed ACK of the previous one (40 ms on Linux).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
+        let stop_http = async move {
+            let _ = stop_http_rx.wait_for(|v| *v).await;
+        };
+        let task = match &state.tls {
+            Some(files) => {
+                let listener = tls::TlsListener::new(listener, files.server_config());
+                tokio::spawn(serve_http(listener, app, stop_http))
             }
-        });
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = stop_http_rx.wait_for(|v| *v).await;
-                })
-                .await
-        });
+            None => {
+                // Small frames (acks, chat messages, signaling) go out at once: without TCP_NODELAY a reply waits
+                // for the peer's delayed ACK of the previous one (40 ms on Linux).
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
+                });
+                tokio::spawn(serve_http(listener, app, stop_http))
+            }
+        };
         Ok(Server { http_addr, udp_addr: sfu.local_addr(), state, shutdown_tx, stop_http_tx, task, store: handle })
     }
 

@@ -90,6 +90,12 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// TLS certificate chain (PEM): serve https:// and wss:// (with --tls-key). Re-read when it changes.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -240,6 +246,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: None,
         rooms: None,
         webhooks: None,
+        tls: Some(signaling::config::RawTlsConfig { cert_file: args.tls_cert, key_file: args.tls_key }),
     };
     let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;
     init_tracing(config.log_format);
@@ -276,9 +283,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     ..TokenRequest::new("", "")
                 },
             );
+            let (http, ws) = if server.state.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
             eprintln!("\n  Courier (development mode)");
-            eprintln!("  web demo:    http://{}/", server.http_addr);
-            eprintln!("  signaling:   ws://{}/rtc", server.http_addr);
+            eprintln!("  web demo:    {http}://{}/", server.http_addr);
+            eprintln!("  signaling:   {ws}://{}/rtc", server.http_addr);
             eprintln!("  media (UDP): {}", server.udp_addr);
             eprintln!("  API key:     {k}");
             eprintln!("  API secret:  {s}");
