@@ -13,6 +13,9 @@ pub struct SfuConfig {
     pub udp_addr: SocketAddr,
     /// The address announced in candidates, when it differs from the bound one (NAT, 0.0.0.0 binds).
     pub public_ip: Option<IpAddr>,
+    /// Where the ICE-TCP listener binds (RFC 6544 passive candidates for clients whose UDP is blocked); `None`: no
+    /// ICE-TCP. Announced with `public_ip` like the UDP port.
+    pub tcp_addr: Option<SocketAddr>,
     /// Worker tasks; peers are spread over them. About one per core.
     pub workers: usize,
     /// Capacity of each worker's queue (datagrams, media batches, control). Full means drop, never wait.
@@ -31,6 +34,7 @@ impl Default for SfuConfig {
         SfuConfig {
             udp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_ip: None,
+            tcp_addr: None,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             worker_queue: 8192,
             worker_batch: 512,
@@ -58,6 +62,9 @@ impl SfuConfig {
         }
         if self.udp_addr.ip().is_unspecified() && self.public_ip.is_none() {
             return bad("binding UDP to an unspecified address needs public_ip to announce");
+        }
+        if self.tcp_addr.is_some_and(|a| a.ip().is_unspecified()) && self.public_ip.is_none() {
+            return bad("binding ICE-TCP to an unspecified address needs public_ip to announce");
         }
         Ok(())
     }

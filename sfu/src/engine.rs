@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use str0m::media::{KeyframeRequestKind, MediaKind};
+use str0m::net::Protocol;
 use str0m::IceCreds;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -39,6 +40,7 @@ use crate::id::{PeerId, TrackId, WorkerId};
 use crate::packet::ForwardPacket;
 use crate::peer::{CloseReason, Peer, PeerConfig, PeerEvent, PeerOutput};
 use crate::router::Router;
+use crate::tcp;
 use crate::udp::{Demux, Route};
 
 /// Counters for metrics. Gauges are kept exact; counters only grow.
@@ -160,8 +162,10 @@ enum WorkerMsg {
         events: mpsc::UnboundedSender<PeerEvent>,
         label: String,
     },
+    /// A UDP datagram, or a frame of an ICE-TCP connection.
     Datagram {
         peer: PeerId,
+        proto: Protocol,
         source: SocketAddr,
         at: Instant,
         data: Vec<u8>,
@@ -240,9 +244,14 @@ enum WorkerMsg {
 }
 
 struct Shared {
+    /// `udp_addr` is the announced address (the UDP candidate's), `tcp_addr` likewise.
     config: SfuConfig,
     local_addr: SocketAddr,
     socket: Arc<UdpSocket>,
+    /// The ICE-TCP listener's bound address.
+    tcp_local: Option<SocketAddr>,
+    /// Open ICE-TCP connections, for the peers' TCP transmits.
+    tcp: tcp::Connections,
     demux: Demux,
     workers: Vec<mpsc::Sender<WorkerMsg>>,
     peers: Mutex<HashMap<PeerId, WorkerId>>,
@@ -269,6 +278,15 @@ impl Sfu {
         let local_addr = socket.local_addr().map_err(|e| SfuError::Bind(config.udp_addr, e))?;
         let announced = SocketAddr::new(config.public_ip.unwrap_or(local_addr.ip()), local_addr.port());
         let socket = Arc::new(socket);
+        let tcp_listener = match config.tcp_addr {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| SfuError::Bind(a, e))?),
+            None => None,
+        };
+        let tcp_local = match &tcp_listener {
+            Some(l) => Some(l.local_addr().map_err(|e| SfuError::Bind(config.tcp_addr.unwrap_or(local_addr), e))?),
+            None => None,
+        };
+        let tcp_announced = tcp_local.map(|a| SocketAddr::new(config.public_ip.unwrap_or(a.ip()), a.port()));
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..config.workers {
@@ -277,9 +295,11 @@ impl Sfu {
             receivers.push(rx);
         }
         let shared = Arc::new(Shared {
-            config: SfuConfig { udp_addr: announced, ..config },
+            config: SfuConfig { udp_addr: announced, tcp_addr: tcp_announced, ..config },
             local_addr,
             socket,
+            tcp_local,
+            tcp: tcp::Connections::default(),
             demux: Demux::default(),
             workers: senders,
             peers: Mutex::new(HashMap::new()),
@@ -293,13 +313,21 @@ impl Sfu {
             tokio::spawn(w.run(rx).instrument(tracing::info_span!("worker", id = i)));
         }
         tokio::spawn(udp_recv(shared.clone()));
-        info!(udp = %local_addr, workers = shared.workers.len(), "sfu started");
+        if let Some(listener) = tcp_listener {
+            tokio::spawn(tcp_accept(shared.clone(), listener));
+        }
+        info!(udp = %local_addr, tcp = ?tcp_local, workers = shared.workers.len(), "sfu started");
         Ok(Sfu { shared })
     }
 
     /// The address the UDP socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The address the ICE-TCP listener is bound to, if there is one.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.shared.tcp_local
     }
 
     /// Counters for metrics.
@@ -336,6 +364,7 @@ impl Sfu {
             can_publish: opts.can_publish,
             can_subscribe: opts.can_subscribe,
             udp_addr: self.shared.config.udp_addr,
+            tcp_addr: self.shared.config.tcp_addr,
             keyframe_request_interval: self.shared.config.keyframe_request_interval,
             bwe_initial: self.shared.config.bwe_initial_kbps.map(|k| str0m::bwe::Bitrate::kbps(u64::from(k))),
         };
@@ -473,9 +502,98 @@ async fn udp_recv(shared: Arc<Shared>) {
             shared.stats.datagrams_unrouted.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let msg = WorkerMsg::Datagram { peer: route.peer, source, at, data: data.to_vec() };
+        let msg = WorkerMsg::Datagram { peer: route.peer, proto: Protocol::Udp, source, at, data: data.to_vec() };
         if shared.workers[route.worker.0].try_send(msg).is_err() {
             shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Accept ICE-TCP connections; each gets a reader and a writer task.
+async fn tcp_accept(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(v) => v,
+            Err(e) => {
+                debug!(error = %e, "ice-tcp accept error");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (queue, writes) = mpsc::channel(tcp::WRITE_QUEUE);
+        if !shared.tcp.insert(remote, queue) {
+            debug!(%remote, "too many ICE-TCP connections; closed");
+            continue;
+        }
+        let (read, write) = stream.into_split();
+        tokio::spawn(tcp_write(write, writes));
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(why) = tcp_read(&shared, read, remote).await {
+                debug!(%remote, why, "ice-tcp connection closed");
+            }
+            // Dropping the queue's sender ends the writer.
+            shared.tcp.remove(remote);
+        });
+    }
+}
+
+/// Read frames and hand them to the peer the first one names.
+async fn tcp_read(shared: &Shared, mut read: tokio::net::tcp::OwnedReadHalf, remote: SocketAddr) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let mut framer = tcp::Framer::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut route: Option<Route> = None;
+    loop {
+        let n = if route.is_some() {
+            read.read(&mut buf).await
+        } else {
+            tokio::time::timeout(tcp::FIRST_FRAME_TIMEOUT, read.read(&mut buf))
+                .await
+                .map_err(|_| "no ICE binding request in time".to_string())?
+        }
+        .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(());
+        }
+        framer.push(&buf[..n]);
+        let at = Instant::now();
+        while let Some(frame) = framer.next_frame().map_err(|e| e.to_string())? {
+            shared.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+            shared.stats.bytes_in.fetch_add(frame.len() as u64, Ordering::Relaxed);
+            let r = match route {
+                Some(r) => r,
+                None => {
+                    let r = shared.demux.route_ufrag(frame).ok_or("the first frame names no peer")?;
+                    route = Some(r);
+                    r
+                }
+            };
+            let msg =
+                WorkerMsg::Datagram { peer: r.peer, proto: Protocol::Tcp, source: remote, at, data: frame.to_vec() };
+            if shared.workers[r.worker.0].try_send(msg).is_err() {
+                shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Write queued frames, as many as are waiting in one write.
+async fn tcp_write(mut write: tokio::net::tcp::OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) {
+    use tokio::io::AsyncWriteExt;
+    let mut out = Vec::with_capacity(16 * 1024);
+    while let Some(first) = queue.recv().await {
+        out.clear();
+        tcp::frame(&first, &mut out);
+        while out.len() < 64 * 1024 {
+            match queue.try_recv() {
+                Ok(more) => tcp::frame(&more, &mut out),
+                Err(_) => break,
+            }
+        }
+        if write.write_all(&out).await.is_err() {
+            return;
         }
     }
 }
@@ -618,9 +736,16 @@ impl Worker {
                     .insert(id, PeerSlot { peer, events, span, next_timeout: Instant::now(), rtp_counted: (0, 0) });
                 self.drain(id);
             }
-            WorkerMsg::Datagram { peer, source, at, data } => {
-                let dest = self.shared.local_addr;
-                self.with_peer(peer, |p| p.handle_receive(at, source, dest, &data));
+            WorkerMsg::Datagram { peer, proto, source, at, data } => {
+                // The destination is the address the peer's candidate announces (what the client sent to), so
+                // str0m finds its local candidate also behind NAT or on a 0.0.0.0 bind.
+                let dest = match proto {
+                    Protocol::Udp => Some(self.shared.config.udp_addr),
+                    _ => self.shared.config.tcp_addr,
+                };
+                if let Some(dest) = dest {
+                    self.with_peer(peer, |p| p.handle_receive(at, proto, source, dest, &data));
+                }
             }
             WorkerMsg::Offer { peer, id, sdp } => self.with_peer(peer, |p| p.handle_offer(Instant::now(), id, &sdp)),
             WorkerMsg::Answer { peer, id, sdp } => {
@@ -854,15 +979,28 @@ impl Worker {
                     }
                     return;
                 }
-                PeerOutput::Transmit(t) => match self.shared.socket.try_send_to(&t.contents, t.destination) {
-                    Ok(n) => {
-                        self.shared.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
-                        self.shared.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                PeerOutput::Transmit(t) if t.proto == Protocol::Udp => {
+                    match self.shared.socket.try_send_to(&t.contents, t.destination) {
+                        Ok(n) => {
+                            self.shared.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                            self.shared.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            self.shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    Err(_) => {
+                }
+                PeerOutput::Transmit(t) => {
+                    let n = t.contents.len() as u64;
+                    if self.shared.tcp.send(t.destination, Vec::from(t.contents)) {
+                        self.shared.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                        self.shared.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+                    } else {
+                        // No connection from there (a remote candidate we cannot reach over TCP), or its queue
+                        // is full: dropped, as a full socket buffer would.
                         self.shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
                     }
-                },
+                }
                 PeerOutput::Forward(pkt) => self.route(pkt),
                 PeerOutput::LayerDemand { track, demand } => self.send_layer_demand(track, id, demand),
                 PeerOutput::SubscriberLoss { track, loss } => {

@@ -32,6 +32,7 @@
 //! - [`layer`]: simulcast layers of a published track: which one a packet belongs to, which are live.
 //! - [`speaker`]: active speakers from the audio levels in publishers' packets.
 //! - [`udp`]: the socket's demultiplexer.
+//! - [`tcp`]: ICE-TCP: RFC 4571 framing and the connections' write queues.
 //! - [`config`], [`error`], [`id`].
 
 pub mod allocator;
@@ -49,6 +50,7 @@ pub mod peer;
 pub mod red;
 pub mod router;
 pub mod speaker;
+pub mod tcp;
 pub mod udp;
 pub mod vp8munger;
 
@@ -60,3 +62,4 @@ pub use id::{PeerId, TrackId};
 pub use packet::ForwardPacket;
 pub use peer::{CloseReason, PeerEvent};
 pub use str0m::media::MediaKind;
+pub use str0m::net::Protocol;

@@ -28,7 +28,7 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::Vp8Descriptor;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
@@ -62,8 +62,11 @@ pub struct PeerConfig {
     pub can_publish: bool,
     /// May the client receive media?
     pub can_subscribe: bool,
-    /// The shared UDP socket's address, announced as the only (host) candidate.
+    /// The shared UDP socket's address, announced as a host candidate.
     pub udp_addr: SocketAddr,
+    /// The ICE-TCP listener's address, announced as a passive TCP host candidate (RFC 6544): clients whose UDP is
+    /// blocked connect to it. Its type preference is below UDP's, so UDP wins whenever it works.
+    pub tcp_addr: Option<SocketAddr>,
     /// Minimum time between two keyframe requests sent upstream for one track.
     pub keyframe_request_interval: Duration,
     /// Send-side bandwidth estimation and stream allocation, starting from this estimate; `None`: off (every
@@ -312,6 +315,14 @@ impl Peer {
         let candidate =
             Candidate::host(config.udp_addr, Protocol::Udp).expect("a UDP host candidate from a socket address");
         rtc.add_local_candidate(candidate);
+        if let Some(addr) = config.tcp_addr {
+            match Candidate::builder().tcp().host(addr).tcptype(TcpType::Passive).build() {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => warn!(%addr, error = %e, "no ICE-TCP candidate"),
+            }
+        }
         Peer {
             id,
             rtc,
@@ -358,14 +369,15 @@ impl Peer {
         self.downtracks.iter().filter(|d| !d.removed).map(|d| d.track)
     }
 
-    /// Does this datagram belong to this peer? (str0m's own check; the demultiplexer's index comes first.)
-    pub fn accepts(&self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) -> bool {
-        let Ok(contents) = data.try_into() else { return false };
-        self.rtc.accepts(&Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents }))
-    }
-
-    /// A datagram from the network.
-    pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    /// A datagram from the network (`proto` UDP), or a frame of an ICE-TCP connection (`proto` TCP).
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
         if self.closed {
             return;
         }
@@ -374,7 +386,7 @@ impl Peer {
             return;
         };
         self.now = self.now.max(now);
-        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
+        let input = Input::Receive(now, Receive { proto, source, destination, contents });
         if let Err(e) = self.rtc.handle_input(input) {
             debug!(peer = %self.id, error = %e, "input rejected");
         }

@@ -56,6 +56,13 @@ impl Demux {
         self.by_addr.read().expect("demux lock poisoned").len()
     }
 
+    /// The peer a STUN request names by its ICE username, without learning any address (ICE-TCP: a connection
+    /// is bound to its peer once, by its first frame).
+    pub fn route_ufrag(&self, data: &[u8]) -> Option<Route> {
+        let ufrag = stun_local_ufrag(data)?;
+        self.by_ufrag.read().expect("demux lock poisoned").get(ufrag).copied()
+    }
+
     /// Which peer does this datagram from `source` belong to?
     pub fn route(&self, source: SocketAddr, data: &[u8]) -> Option<Route> {
         if let Some(ufrag) = stun_local_ufrag(data) {

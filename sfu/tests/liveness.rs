@@ -117,9 +117,21 @@ fn forged_media_keeps_nothing_alive() {
             n = n.wrapping_add(1);
             let mut rtp = vec![0x80, 111, (n >> 8) as u8, n as u8, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
             rtp.extend_from_slice(&[0u8; 40]);
-            p.peer.handle_receive(p.now, CLIENT.parse().unwrap(), SERVER.parse().unwrap(), &rtp);
+            p.peer.handle_receive(
+                p.now,
+                str0m::net::Protocol::Udp,
+                CLIENT.parse().unwrap(),
+                SERVER.parse().unwrap(),
+                &rtp,
+            );
             let rtcp = [0x80u8, 201, 0, 1, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 1];
-            p.peer.handle_receive(p.now, CLIENT.parse().unwrap(), SERVER.parse().unwrap(), &rtcp);
+            p.peer.handle_receive(
+                p.now,
+                str0m::net::Protocol::Udp,
+                CLIENT.parse().unwrap(),
+                SERVER.parse().unwrap(),
+                &rtcp,
+            );
         }
     })
     .expect("closed");

@@ -15,6 +15,10 @@ use serde::Deserialize;
 pub struct RawConfig {
     pub http_addr: Option<SocketAddr>,
     pub udp_addr: Option<SocketAddr>,
+    /// ICE-TCP listener (default: the UDP address's IP and port, over TCP).
+    pub ice_tcp_addr: Option<SocketAddr>,
+    /// `false`: no ICE-TCP.
+    pub ice_tcp: Option<bool>,
     pub public_ip: Option<IpAddr>,
     pub data_dir: Option<PathBuf>,
     pub web_root: Option<PathBuf>,
@@ -427,6 +431,8 @@ impl RawConfig {
         Ok(RawConfig {
             http_addr: parse("COURIER_HTTP_ADDR", get("COURIER_HTTP_ADDR"))?,
             udp_addr: parse("COURIER_UDP_ADDR", get("COURIER_UDP_ADDR"))?,
+            ice_tcp_addr: parse("COURIER_ICE_TCP_ADDR", get("COURIER_ICE_TCP_ADDR"))?,
+            ice_tcp: parse("COURIER_ICE_TCP", get("COURIER_ICE_TCP"))?,
             public_ip: parse("COURIER_PUBLIC_IP", get("COURIER_PUBLIC_IP"))?,
             data_dir: get("COURIER_DATA_DIR").map(PathBuf::from),
             web_root: get("COURIER_WEB_ROOT").map(PathBuf::from),
@@ -532,6 +538,8 @@ impl RawConfig {
         RawConfig {
             http_addr: self.http_addr.or(lower.http_addr),
             udp_addr: self.udp_addr.or(lower.udp_addr),
+            ice_tcp_addr: self.ice_tcp_addr.or(lower.ice_tcp_addr),
+            ice_tcp: self.ice_tcp.or(lower.ice_tcp),
             public_ip: self.public_ip.or(lower.public_ip),
             data_dir: self.data_dir.or(lower.data_dir),
             web_root: self.web_root.or(lower.web_root),
@@ -597,6 +605,8 @@ pub enum LogFormat {
 pub struct Config {
     pub http_addr: SocketAddr,
     pub udp_addr: SocketAddr,
+    /// Where ICE-TCP listens; `None`: off.
+    pub ice_tcp_addr: Option<SocketAddr>,
     pub public_ip: Option<IpAddr>,
     pub data_dir: PathBuf,
     pub web_root: Option<PathBuf>,
@@ -649,6 +659,13 @@ impl Config {
         if udp_addr.ip().is_unspecified() && raw.public_ip.is_none() {
             bail!("udp_addr {udp_addr} is unspecified: set public_ip to the address clients reach");
         }
+        let ice_tcp_addr = match raw.ice_tcp.unwrap_or(true) {
+            true => Some(raw.ice_tcp_addr.unwrap_or(udp_addr)),
+            false => None,
+        };
+        if ice_tcp_addr.is_some_and(|a| a.ip().is_unspecified()) && raw.public_ip.is_none() {
+            bail!("ice_tcp_addr is unspecified: set public_ip to the address clients reach");
+        }
         let chat = ChatConfig::resolve(raw.chat.unwrap_or_default())?;
         let drain_timeout_secs = raw.drain_timeout_secs.unwrap_or(10);
         if drain_timeout_secs > 3600 {
@@ -660,6 +677,7 @@ impl Config {
         Ok(Config {
             http_addr: raw.http_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880))),
             udp_addr,
+            ice_tcp_addr,
             public_ip: raw.public_ip,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("courier-data")),
             web_root,

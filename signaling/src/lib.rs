@@ -218,6 +218,7 @@ impl Server {
         use anyhow::Context;
         let sfu = Sfu::start(SfuConfig {
             udp_addr: config.udp_addr,
+            tcp_addr: config.ice_tcp_addr,
             public_ip: config.public_ip,
             workers: config.workers,
             bwe_initial_kbps: config.bwe_initial_kbps,

@@ -72,6 +72,9 @@ struct ServeArgs {
     /// The media UDP socket (default 127.0.0.1:7881).
     #[arg(long)]
     udp_addr: Option<std::net::SocketAddr>,
+    /// ICE-TCP listener for clients whose UDP is blocked (default: the UDP address, over TCP).
+    #[arg(long)]
+    ice_tcp_addr: Option<std::net::SocketAddr>,
     /// The IP announced to clients when it differs from the bound one.
     #[arg(long)]
     public_ip: Option<std::net::IpAddr>,
@@ -233,6 +236,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let flags = RawConfig {
         http_addr: args.http_addr,
         udp_addr: args.udp_addr,
+        ice_tcp_addr: args.ice_tcp_addr,
+        ice_tcp: None,
         public_ip: args.public_ip,
         data_dir: args.data_dir,
         web_root: args.web_root,
@@ -288,6 +293,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("  web demo:    {http}://{}/", server.http_addr);
             eprintln!("  signaling:   {ws}://{}/rtc", server.http_addr);
             eprintln!("  media (UDP): {}", server.udp_addr);
+            if let Some(tcp) = server.state.sfu.tcp_addr() {
+                eprintln!("  media (TCP): {tcp} (ICE-TCP, when UDP is blocked)");
+            }
             eprintln!("  API key:     {k}");
             eprintln!("  API secret:  {s}");
             eprintln!("  join token (room \"demo\", identity \"dev-user\"):\n  {token}\n");

@@ -129,6 +129,7 @@ impl Pair {
             can_publish: true,
             can_subscribe: true,
             udp_addr: SERVER.parse().unwrap(),
+            tcp_addr: None,
             keyframe_request_interval: Duration::from_millis(500),
             bwe_initial,
         };
@@ -205,7 +206,7 @@ impl Pair {
                 continue;
             }
             if let Some((_, d)) = pop_due(&mut to_server, self.now) {
-                self.peer.handle_receive(self.now, CLIENT.parse().unwrap(), SERVER.parse().unwrap(), &d);
+                self.peer.handle_receive(self.now, Protocol::Udp, CLIENT.parse().unwrap(), SERVER.parse().unwrap(), &d);
                 continue;
             }
             if next >= end {
