@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub udp_addr: Option<SocketAddr>,
     pub public_ip: Option<IpAddr>,
     pub data_dir: Option<PathBuf>,
+    /// Static files at `/`: unset serves the web demo built into the binary, a directory serves that directory,
+    /// `""` serves none.
     pub web_root: Option<PathBuf>,
     pub workers: Option<usize>,
     /// Starting send-side bandwidth estimate per subscriber, kbit/s; 0 turns estimation and allocation off.
@@ -553,6 +555,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the HTTP server answers at `/` and `/<file>`, besides its own routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebRoot {
+    /// The web demo built into the binary ([`crate::web_demo`]); the default.
+    Embedded,
+    /// The files of this directory (`web_root = "DIR"`), e.g. a customised copy of the demo.
+    Dir(PathBuf),
+    /// No static files (`web_root = ""`).
+    Off,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -560,7 +573,7 @@ pub struct Config {
     pub udp_addr: SocketAddr,
     pub public_ip: Option<IpAddr>,
     pub data_dir: PathBuf,
-    pub web_root: Option<PathBuf>,
+    pub web_root: WebRoot,
     pub workers: usize,
     /// `None`: bandwidth estimation and stream allocation off.
     pub bwe_initial_kbps: Option<u32>,
@@ -615,7 +628,15 @@ impl Config {
         }
         let limits = LimitsConfig::resolve(raw.limits.unwrap_or_default())?;
         let webhooks = raw.webhooks.unwrap_or_default().resolve(&keys)?;
-        let web_root = raw.web_root.or_else(|| Some(PathBuf::from("web-demo"))).filter(|p| p.is_dir());
+        let web_root = match raw.web_root {
+            None => WebRoot::Embedded,
+            Some(p) if p.as_os_str().is_empty() => WebRoot::Off,
+            Some(p) if p.is_dir() => WebRoot::Dir(p),
+            Some(p) => bail!(
+                "web_root {} is not a directory (leave it unset for the built-in web demo, \"\" for none)",
+                p.display()
+            ),
+        };
         Ok(Config {
             http_addr: raw.http_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880))),
             udp_addr,

@@ -21,6 +21,7 @@
 //! - [`limits`]: rate limits (keyed token buckets) and refusal counters.
 //! - [`ops`]: operations at the HTTP edge: readiness, drain, the API's rate and body limits.
 //! - [`webhook`]: signed outbound events (rooms, participants, tracks, chat, alerts) with retries; never blocks.
+//! - [`web_demo`]: the web demo embedded in the binary at build time, served from memory at `/`.
 
 pub mod admin;
 pub mod admission;
@@ -35,6 +36,7 @@ pub mod ops;
 pub mod room;
 pub mod room_store;
 pub mod session;
+pub mod web_demo;
 pub mod webhook;
 
 use std::sync::Arc;
