@@ -717,6 +717,21 @@ mod tests {
     }
 
     #[test]
+    fn web_root_built_in_directory_or_off() {
+        let with = |w: Option<&str>| {
+            Config::resolve(RawConfig { web_root: w.map(PathBuf::from), ..Default::default() }, true)
+                .map(|c| c.web_root)
+        };
+        assert_eq!(with(None).unwrap(), WebRoot::Embedded, "the built-in demo by default");
+        assert_eq!(with(Some("")).unwrap(), WebRoot::Off, "\"\" turns static files off");
+        let dir = env!("CARGO_MANIFEST_DIR");
+        assert_eq!(with(Some(dir)).unwrap(), WebRoot::Dir(dir.into()));
+        assert!(with(Some("/nonexistent/web")).is_err(), "a missing directory fails at start");
+        let env = RawConfig::from_env(|k| (k == "COURIER_WEB_ROOT").then(String::new)).unwrap();
+        assert_eq!(Config::resolve(env, true).unwrap().web_root, WebRoot::Off, "COURIER_WEB_ROOT= too");
+    }
+
+    #[test]
     fn limits_defaults_and_off() {
         let c = Config::resolve(RawConfig::default(), true).unwrap();
         assert_eq!(c.limits.token_leeway_secs, 60);
