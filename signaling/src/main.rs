@@ -79,8 +79,9 @@ struct ServeArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Directory served at / instead of the web demo built into the binary; "" serves no static files.
-    #[arg(long)]
-    web_root: Option<PathBuf>,
+    // An OsString: clap's PathBuf parser refuses the empty value that turns the demo off.
+    #[arg(long, value_parser = clap::builder::OsStringValueParser::new())]
+    web_root: Option<std::ffi::OsString>,
     /// API keys, key:secret[,key:secret…].
     #[arg(long)]
     keys: Option<String>,
@@ -229,7 +230,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         udp_addr: args.udp_addr,
         public_ip: args.public_ip,
         data_dir: args.data_dir,
-        web_root: args.web_root,
+        web_root: args.web_root.map(PathBuf::from),
         workers: args.workers,
         bwe_initial_kbps: None,
         max_message_bytes: None,
