@@ -14,6 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -24,6 +25,8 @@ bash scripts/install-browser-deps.sh
 
 # One build from scratch: incremental artifacts would only take disk.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+echo "== deploy kit (YAML parses, manifests as docs/deploy.md says; the TOML side is signaling/tests/deploy_configs.rs)"
+python3 deploy/check.py
 echo "== cargo build"
 cargo build --workspace --all-targets --locked
 echo "== PostgreSQL for the chat store tests"

@@ -1,5 +1,5 @@
 //! HTTP routes: the signaling WebSocket, health and readiness, metrics, the development token endpoint, and the
-//! web demo's static files.
+//! static files at `/` (the built-in web demo, a directory, or none: [`crate::config::WebRoot`]).
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::auth::{mint, TokenRequest};
+use crate::config::WebRoot;
 use crate::AppState;
 
 /// The whole application, so tests can serve it on their own listener.
@@ -28,8 +29,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     }
     limited = limited.merge(crate::admin::router());
     r = r.merge(crate::ops::limited(limited, &state));
-    if let Some(root) = &state.config.web_root {
-        r = r.fallback_service(tower_http::services::ServeDir::new(root));
+    match &state.config.web_root {
+        WebRoot::Embedded => r = r.fallback(crate::web_demo::serve),
+        WebRoot::Dir(root) => r = r.fallback_service(tower_http::services::ServeDir::new(root)),
+        WebRoot::Off => {}
     }
     r.with_state(state)
 }

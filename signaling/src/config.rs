@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub ice_tcp: Option<bool>,
     pub public_ip: Option<IpAddr>,
     pub data_dir: Option<PathBuf>,
+    /// Static files at `/`: unset serves the web demo built into the binary, a directory serves that directory,
+    /// `""` serves none.
     pub web_root: Option<PathBuf>,
     pub workers: Option<usize>,
     /// Starting send-side bandwidth estimate per subscriber, kbit/s; 0 turns estimation and allocation off.
@@ -600,6 +602,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the HTTP server answers at `/` and `/<file>`, besides its own routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebRoot {
+    /// The web demo built into the binary ([`crate::web_demo`]); the default.
+    Embedded,
+    /// The files of this directory (`web_root = "DIR"`), e.g. a customised copy of the demo.
+    Dir(PathBuf),
+    /// No static files (`web_root = ""`).
+    Off,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -609,7 +622,7 @@ pub struct Config {
     pub ice_tcp_addr: Option<SocketAddr>,
     pub public_ip: Option<IpAddr>,
     pub data_dir: PathBuf,
-    pub web_root: Option<PathBuf>,
+    pub web_root: WebRoot,
     pub workers: usize,
     /// `None`: bandwidth estimation and stream allocation off.
     pub bwe_initial_kbps: Option<u32>,
@@ -673,7 +686,15 @@ impl Config {
         }
         let limits = LimitsConfig::resolve(raw.limits.unwrap_or_default())?;
         let webhooks = raw.webhooks.unwrap_or_default().resolve(&keys)?;
-        let web_root = raw.web_root.or_else(|| Some(PathBuf::from("web-demo"))).filter(|p| p.is_dir());
+        let web_root = match raw.web_root {
+            None => WebRoot::Embedded,
+            Some(p) if p.as_os_str().is_empty() => WebRoot::Off,
+            Some(p) if p.is_dir() => WebRoot::Dir(p),
+            Some(p) => bail!(
+                "web_root {} is not a directory (leave it unset for the built-in web demo, \"\" for none)",
+                p.display()
+            ),
+        };
         Ok(Config {
             http_addr: raw.http_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880))),
             udp_addr,
@@ -753,6 +774,21 @@ mod tests {
         assert!(Config::resolve(limits(negative), true).is_err());
         let tiny_body = RawLimitsConfig { max_body_bytes: Some(10), ..Default::default() };
         assert!(Config::resolve(limits(tiny_body), true).is_err());
+    }
+
+    #[test]
+    fn web_root_built_in_directory_or_off() {
+        let with = |w: Option<&str>| {
+            Config::resolve(RawConfig { web_root: w.map(PathBuf::from), ..Default::default() }, true)
+                .map(|c| c.web_root)
+        };
+        assert_eq!(with(None).unwrap(), WebRoot::Embedded, "the built-in demo by default");
+        assert_eq!(with(Some("")).unwrap(), WebRoot::Off, "\"\" turns static files off");
+        let dir = env!("CARGO_MANIFEST_DIR");
+        assert_eq!(with(Some(dir)).unwrap(), WebRoot::Dir(dir.into()));
+        assert!(with(Some("/nonexistent/web")).is_err(), "a missing directory fails at start");
+        let env = RawConfig::from_env(|k| (k == "COURIER_WEB_ROOT").then(String::new)).unwrap();
+        assert_eq!(Config::resolve(env, true).unwrap().web_root, WebRoot::Off, "COURIER_WEB_ROOT= too");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! - [`ops`]: operations at the HTTP edge: readiness, drain, the API's rate and body limits.
 //! - [`tls`]: HTTPS/WSS from certificate files, re-read when they change.
 //! - [`webhook`]: signed outbound events (rooms, participants, tracks, chat, alerts) with retries; never blocks.
+//! - [`web_demo`]: the web demo embedded in the binary at build time, served from memory at `/`.
 
 pub mod admin;
 pub mod admission;
@@ -37,6 +38,7 @@ pub mod room;
 pub mod room_store;
 pub mod session;
 pub mod tls;
+pub mod web_demo;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use signaling::auth::{mint, TokenRequest};
-use signaling::config::{parse_keys, Config, LogFormat, RawConfig};
+use signaling::config::{parse_keys, Config, LogFormat, RawConfig, WebRoot};
 
 #[derive(Parser)]
 #[command(name = "courier", version, about = "Courier: a WebRTC SFU with an integrated signaling channel")]
@@ -81,9 +81,10 @@ struct ServeArgs {
     /// Where data is kept (default ./courier-data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Directory served at / (default ./web-demo when it exists).
-    #[arg(long)]
-    web_root: Option<PathBuf>,
+    /// Directory served at / instead of the web demo built into the binary; "" serves no static files.
+    // An OsString: clap's PathBuf parser refuses the empty value that turns the demo off.
+    #[arg(long, value_parser = clap::builder::OsStringValueParser::new())]
+    web_root: Option<std::ffi::OsString>,
     /// API keys, key:secret[,key:secret…].
     #[arg(long)]
     keys: Option<String>,
@@ -240,7 +241,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ice_tcp: None,
         public_ip: args.public_ip,
         data_dir: args.data_dir,
-        web_root: args.web_root,
+        web_root: args.web_root.map(PathBuf::from),
         workers: args.workers,
         bwe_initial_kbps: None,
         max_message_bytes: None,
@@ -270,7 +271,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let dev = config.dev;
         let drain_timeout = config.drain_timeout;
         let keys = config.keys.clone();
+        let web_root = config.web_root.clone();
         let server = signaling::Server::start(config).await?;
+        match &web_root {
+            WebRoot::Embedded => tracing::info!(url = %format_args!("http://{}/", server.http_addr), "web demo (built in)"),
+            WebRoot::Dir(dir) => tracing::info!(url = %format_args!("http://{}/", server.http_addr), dir = %dir.display(), "static files"),
+            WebRoot::Off => tracing::info!("no static files (web_root is empty)"),
+        }
         if dev {
             let (k, s) = keys.iter().min_by_key(|(k, _)| k.as_str()).expect("dev mode has a key");
             let token = mint(
@@ -290,7 +297,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
             let (http, ws) = if server.state.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
             eprintln!("\n  Courier (development mode)");
-            eprintln!("  web demo:    {http}://{}/", server.http_addr);
+            match &web_root {
+                WebRoot::Embedded => eprintln!("  web demo:    {http}://{}/", server.http_addr),
+                WebRoot::Dir(dir) => {
+                    eprintln!("  web root:    {http}://{}/ (files of {})", server.http_addr, dir.display())
+                }
+                WebRoot::Off => eprintln!("  web demo:    off (web_root is empty)"),
+            }
             eprintln!("  signaling:   {ws}://{}/rtc", server.http_addr);
             eprintln!("  media (UDP): {}", server.udp_addr);
             if let Some(tcp) = server.state.sfu.tcp_addr() {

@@ -38,7 +38,7 @@ impl ServerSetup {
             r#"http_addr = "127.0.0.1:{port}"
 udp_addr = "127.0.0.1:0"
 data_dir = "{data}"
-web_root = "/nonexistent"
+web_root = ""
 workers = 2
 
 [keys]

@@ -22,14 +22,14 @@ pub fn data_dir() -> std::path::PathBuf {
     tempfile::tempdir().unwrap().keep()
 }
 
-/// The test configuration: loopback, ephemeral ports, a fresh data directory; `f` changes what a test needs.
+/// The test configuration: loopback, ephemeral ports, a fresh data directory, the built-in web demo at `/`; `f`
+/// changes what a test needs.
 pub fn config(f: impl FnOnce(&mut RawConfig)) -> Config {
     let mut raw = RawConfig {
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
         udp_addr: Some("127.0.0.1:0".parse().unwrap()),
         workers: Some(2),
         keys: Some([(KEY.to_string(), SECRET.to_string())].into()),
-        web_root: Some("/nonexistent".into()),
         data_dir: Some(data_dir()),
         ..Default::default()
     };
