@@ -35,6 +35,9 @@ pub struct RawConfig {
     pub rooms: Option<RawRoomsConfig>,
     /// The `[webhooks]` table.
     pub webhooks: Option<RawWebhooks>,
+    /// A PEM file of CA certificates trusted for outbound HTTPS (webhooks, the pre-send hook, PostgreSQL TLS),
+    /// besides the built-in Mozilla roots.
+    pub outbound_ca_file: Option<PathBuf>,
 }
 
 pub use crate::limits::{LimitsConfig, RawLimitsConfig};
@@ -104,7 +107,7 @@ impl RawWebhooks {
         for (i, e) in self.endpoints.unwrap_or_default().into_iter().enumerate() {
             let at = format!("webhooks.endpoints[{i}]");
             let Some(url) = e.url.filter(|u| !u.is_empty()) else { bail!("{at}: url is required") };
-            crate::hook::http_url(&format!("{at}.url"), &url).map_err(|e| anyhow::anyhow!(e))?;
+            crate::outbound::callback_url(&format!("{at}.url"), &url).map_err(|e| anyhow::anyhow!(e))?;
             let secret = match (e.secret, e.api_key) {
                 (Some(s), None) if s.len() >= 16 => s,
                 (Some(_), None) => bail!("{at}: secret must be at least 16 bytes"),
@@ -185,7 +188,7 @@ pub struct RawChatConfig {
     /// A TOML file with `blocked = [...]` and `replaced = [...]`, added to the lists above and reloaded when it
     /// changes.
     pub words_file: Option<PathBuf>,
-    /// The pre-send hook (`http://…`), asked about every stored message.
+    /// The pre-send hook (`http://…` or `https://…`), asked about every stored message.
     pub hook_url: Option<String>,
     pub hook_timeout_ms: Option<u64>,
     /// On a hook failure pass the message (`true`) or refuse it (`false`).
@@ -337,8 +340,7 @@ impl ChatConfig {
         }
         let hook = match raw.hook_url.filter(|u| !u.is_empty()) {
             Some(url) => {
-                crate::hook::PreSendHook::new(&url, std::time::Duration::from_millis(1), true)
-                    .map_err(|e| anyhow::anyhow!(e))?;
+                crate::outbound::callback_url("chat.hook_url", &url).map_err(|e| anyhow::anyhow!(e))?;
                 Some((url, std::time::Duration::from_millis(hook_timeout_ms), raw.hook_fail_open.unwrap_or(true)))
             }
             None => None,
@@ -491,6 +493,7 @@ impl RawConfig {
             rooms: Some(RawRoomsConfig {
                 auto_create: parse("COURIER_ROOMS_AUTO_CREATE", get("COURIER_ROOMS_AUTO_CREATE"))?,
             }),
+            outbound_ca_file: get("COURIER_OUTBOUND_CA_FILE").map(PathBuf::from),
         })
     }
 
@@ -524,6 +527,7 @@ impl RawConfig {
                 (Some(a), Some(b)) => Some(RawRoomsConfig { auto_create: a.auto_create.or(b.auto_create) }),
                 (a, b) => a.or(b),
             },
+            outbound_ca_file: self.outbound_ca_file.or(lower.outbound_ca_file),
         }
     }
 }
@@ -574,6 +578,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rooms: RoomsConfig,
     pub webhooks: crate::webhook::WebhooksConfig,
+    /// `outbound_ca_file`, as given.
+    pub outbound_ca_file: Option<PathBuf>,
+    /// What outbound TLS trusts: the Mozilla roots and the certificates of `outbound_ca_file` (read at start-up).
+    pub outbound_roots: std::sync::Arc<rustls::RootCertStore>,
 }
 
 impl Config {
@@ -601,8 +609,8 @@ impl Config {
         if keys.is_empty() && !dev {
             bail!("no API keys configured: set [keys] in the config file, COURIER_KEYS=key:secret, or --keys (or use --dev)");
         }
-        if let Some((k, _)) = keys.iter().find(|(_, s)| s.len() < 8 && !dev) {
-            bail!("the secret of API key {k:?} is shorter than 8 bytes");
+        if let Some((k, _)) = keys.iter().find(|(_, s)| s.is_empty() || (s.len() < 8 && !dev)) {
+            bail!("the secret of API key {k:?} is {}", if dev { "empty" } else { "shorter than 8 bytes" });
         }
         let udp_addr = raw.udp_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7881)));
         if udp_addr.ip().is_unspecified() && raw.public_ip.is_none() {
@@ -616,6 +624,7 @@ impl Config {
         let limits = LimitsConfig::resolve(raw.limits.unwrap_or_default())?;
         let webhooks = raw.webhooks.unwrap_or_default().resolve(&keys)?;
         let web_root = raw.web_root.or_else(|| Some(PathBuf::from("web-demo"))).filter(|p| p.is_dir());
+        let outbound_roots = crate::outbound::roots(raw.outbound_ca_file.as_deref())?;
         Ok(Config {
             http_addr: raw.http_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880))),
             udp_addr,
@@ -633,6 +642,8 @@ impl Config {
             limits,
             rooms: RoomsConfig { auto_create: raw.rooms.and_then(|r| r.auto_create).unwrap_or(true) },
             webhooks,
+            outbound_ca_file: raw.outbound_ca_file,
+            outbound_roots,
         })
     }
 }
@@ -751,7 +762,7 @@ api_key = "k1"
 
         for (bad, why) in [
             ("[[webhooks.endpoints]]\nsecret = \"0123456789abcdef\"", "no url"),
-            ("[[webhooks.endpoints]]\nurl = \"https://x/\"\nsecret = \"0123456789abcdef\"", "https"),
+            ("[[webhooks.endpoints]]\nurl = \"ftp://x/\"\nsecret = \"0123456789abcdef\"", "ftp"),
             ("[[webhooks.endpoints]]\nurl = \"http://x/\"\nsecret = \"short\"", "short secret"),
             ("[[webhooks.endpoints]]\nurl = \"http://x/\"\napi_key = \"nope\"", "unknown key"),
             ("[[webhooks.endpoints]]\nurl = \"http://x/\"", "no secret"),
@@ -761,5 +772,39 @@ api_key = "k1"
             let raw: RawConfig = toml::from_str(bad).unwrap();
             assert!(Config::resolve(raw, true).is_err(), "{why}");
         }
+    }
+
+    #[test]
+    fn outbound_ca_file_layers_and_is_read_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let file: RawConfig =
+            toml::from_str(&format!("outbound_ca_file = {:?}\n", missing.display().to_string())).unwrap();
+        let err = Config::resolve(file.clone(), true).unwrap_err();
+        assert!(format!("{err:#}").contains("outbound_ca_file"), "{err:#}");
+        let ca = rcgen::CertificateParams::new(vec!["ca.test".to_string()])
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.pem()).unwrap();
+        let env =
+            RawConfig::from_env(|k| (k == "COURIER_OUTBOUND_CA_FILE").then(|| good.display().to_string())).unwrap();
+        let c = Config::resolve(env.over(file), true).unwrap();
+        assert_eq!(c.outbound_ca_file.as_deref(), Some(good.as_path()), "env over file");
+        let plain = Config::resolve(RawConfig::default(), true).unwrap();
+        assert_eq!(
+            c.outbound_roots.len(),
+            plain.outbound_roots.len() + 1,
+            "the file's CA on top of the built-in roots"
+        );
+
+        let https: RawConfig = toml::from_str(
+            "[chat]\nhook_url = \"https://hook.example.com/check\"\n[[webhooks.endpoints]]\nurl = \"https://hooks.example.com/\"\nsecret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(https, true).unwrap();
+        assert_eq!(c.webhooks.endpoints[0].url, "https://hooks.example.com/");
+        assert!(c.chat.hook.is_some());
     }
 }

@@ -90,6 +90,9 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// PEM file of extra CA certificates trusted for outbound HTTPS (webhooks, the pre-send hook).
+    #[arg(long)]
+    outbound_ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -199,6 +202,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("no development key; pass --api-key and --api-secret")?,
                 _ => anyhow::bail!("give both --api-key and --api-secret"),
             };
+            if secret.is_empty() {
+                anyhow::bail!("--api-secret must not be empty");
+            }
             let mut req = TokenRequest {
                 name,
                 ttl: Duration::from_secs(ttl),
@@ -240,6 +246,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: None,
         rooms: None,
         webhooks: None,
+        outbound_ca_file: args.outbound_ca_file,
     };
     let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;
     init_tracing(config.log_format);
