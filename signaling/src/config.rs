@@ -693,6 +693,8 @@ mod tests {
     fn refusals() {
         assert!(Config::resolve(RawConfig::default(), false).is_err(), "no keys outside dev");
         assert!(Config::resolve(RawConfig::default(), true).is_ok(), "dev creates keys later");
+        let empty_secret = RawConfig { keys: Some([("k".to_string(), String::new())].into()), ..Default::default() };
+        assert!(Config::resolve(empty_secret, true).is_err(), "no empty secret, even in dev (mint needs one)");
         assert!(RawConfig::from_env(|k| (k == "COURIER_WORKERS").then(|| "many".into())).is_err());
         assert!(parse_keys("nocolon").is_err());
         assert!(toml::from_str::<RawConfig>("bogus = 1").is_err(), "unknown keys are refused");
