@@ -44,7 +44,8 @@
 //! # TLS
 //!
 //! The URL's `sslmode` decides ([`TlsMode`]): `disable` or none at all, plain TCP (keep the database on a trusted
-//! network); `prefer`, TLS when the server offers it; `require`, TLS or no connection. TLS is rustls on the `ring`
+//! network); `prefer`, TLS when the server offers it; `require` (or libpq's `verify-ca`, `verify-full`), TLS or no
+//! connection. TLS is rustls on the `ring`
 //! provider, and the server's certificate must chain to [`PostgresConfig::tls_roots`] and name the host, as
 //! libpq's `verify-full` would check (so `prefer` against a server with an untrusted certificate fails rather than
 //! falling back to plain TCP).
@@ -133,10 +134,12 @@ pub enum TlsMode {
 impl TlsMode {
     /// The mode `url` asks for (either form: `postgres://…?sslmode=require` or `host=… sslmode=require`). A URL
     /// without `sslmode` is [`TlsMode::Off`], unlike libpq (which prefers TLS): a URL that worked before TLS
-    /// support keeps working the same way.
+    /// support keeps working the same way. libpq's `verify-ca` and `verify-full` are taken as `require`, whose
+    /// check is already `verify-full`'s.
     pub fn of_url(url: &str) -> Result<TlsMode, StoreError> {
-        let pg = tokio_postgres::Config::from_str(url).map_err(db("parsing the PostgreSQL URL"))?;
-        Ok(Self::of(url, &pg))
+        let url = libpq_sslmodes(url);
+        let pg = tokio_postgres::Config::from_str(&url).map_err(db("parsing the PostgreSQL URL"))?;
+        Ok(Self::of(&url, &pg))
     }
 
     fn of(url: &str, pg: &tokio_postgres::Config) -> TlsMode {
@@ -155,6 +158,16 @@ impl TlsMode {
     }
 }
 
+/// `url` with libpq's `sslmode=verify-ca|verify-full`, which tokio-postgres does not parse, as `sslmode=require`
+/// (the store verifies the certificate and the host name in every TLS mode).
+fn libpq_sslmodes(url: &str) -> std::borrow::Cow<'_, str> {
+    if url.contains("sslmode=verify-") {
+        url.replace("sslmode=verify-full", "sslmode=require").replace("sslmode=verify-ca", "sslmode=require").into()
+    } else {
+        url.into()
+    }
+}
+
 /// How to open a connection: the parsed URL, and the TLS connector when the mode is not [`TlsMode::Off`].
 struct Dial {
     pg: tokio_postgres::Config,
@@ -163,14 +176,15 @@ struct Dial {
 
 impl Dial {
     fn new(url: &str, config: &PostgresConfig) -> Result<Dial, StoreError> {
-        let mut pg = tokio_postgres::Config::from_str(url).map_err(db("parsing the PostgreSQL URL"))?;
+        let url = libpq_sslmodes(url);
+        let mut pg = tokio_postgres::Config::from_str(&url).map_err(db("parsing the PostgreSQL URL"))?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(config.connect_timeout);
         }
         if pg.get_application_name().is_none() {
             pg.application_name("courier-chat");
         }
-        let tls = match TlsMode::of(url, &pg) {
+        let tls = match TlsMode::of(&url, &pg) {
             TlsMode::Off => {
                 pg.ssl_mode(SslMode::Disable);
                 None

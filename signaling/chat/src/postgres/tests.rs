@@ -356,8 +356,8 @@ async fn bench_append_throughput() {
     }
 }
 
-/// `sslmode` in either URL form; none at all stays plain TCP (unlike libpq's default), modes tokio-postgres does
-/// not know are a parse error. Needs no server.
+/// `sslmode` in either URL form; none at all stays plain TCP (unlike libpq's default), libpq's `verify-*` modes
+/// are `require`, unknown modes are a parse error. Needs no server.
 #[test]
 fn tls_mode_from_the_url() {
     for (url, want) in [
@@ -370,6 +370,8 @@ fn tls_mode_from_the_url() {
         ("host=db.internal user=courier sslmode=require", Some(TlsMode::Require)),
         ("host=db.internal sslmode=prefer user=courier", Some(TlsMode::Prefer)),
         ("host=db.internal sslmode=disable", Some(TlsMode::Off)),
+        ("postgres://courier@db.internal/chat?sslmode=verify-full", Some(TlsMode::Require)),
+        ("host=db.internal sslmode=verify-ca", Some(TlsMode::Require)),
         ("postgres://courier@db.internal/chat?sslmode=sometimes", None),
     ] {
         assert_eq!(TlsMode::of_url(url).ok(), want, "{url}");
@@ -378,8 +380,8 @@ fn tls_mode_from_the_url() {
 
 /// TLS end to end, against a server with `ssl = on` whose certificate a test CA signed: `COURIER_TEST_POSTGRES_TLS_URL`
 /// (its URL, no `sslmode`) and `COURIER_TEST_POSTGRES_TLS_CA` (the CA's PEM file). Skipped without them, CI
-/// included (scripts/test.sh does not start such a server). `require` with the CA connects over TLS; `require`
-/// with only the Mozilla roots fails the handshake; no `sslmode` connects in plain TCP.
+/// included (scripts/test.sh does not start such a server). `verify-full` (taken as `require`) with the CA connects
+/// over TLS; with only the Mozilla roots it fails the handshake; no `sslmode` connects in plain TCP.
 #[tokio::test]
 async fn tls_when_the_url_asks_for_it() {
     let (Ok(url), Ok(ca)) =
@@ -391,7 +393,7 @@ async fn tls_when_the_url_asks_for_it() {
     use rustls::pki_types::pem::PemObject;
     let (_, url) = create_database(&url).await;
     let sep = if url.contains('?') { '&' } else { '?' };
-    let require = format!("{url}{sep}sslmode=require");
+    let require = format!("{url}{sep}sslmode=verify-full");
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
