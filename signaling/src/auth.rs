@@ -82,8 +82,8 @@ impl Keys {
         v.leeway = leeway_secs;
         v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "sub"]);
-        let secret = DecodingKey::from_secret(secret.as_bytes()).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        let data = decode::<Claims>(token, &secret, &v).map_err(|e| {
+        let decoding = DecodingKey::from_secret(secret.as_bytes()).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let data = decode::<Claims>(token, &decoding, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => TokenError::Expired,
