@@ -43,6 +43,9 @@ pub struct RawConfig {
     pub webhooks: Option<RawWebhooks>,
     /// The `[tls]` table.
     pub tls: Option<RawTlsConfig>,
+    /// A PEM file of CA certificates trusted for outbound HTTPS (webhooks, the pre-send hook, PostgreSQL TLS),
+    /// besides the built-in Mozilla roots.
+    pub outbound_ca_file: Option<PathBuf>,
 }
 
 pub use crate::limits::{LimitsConfig, RawLimitsConfig};
@@ -139,7 +142,7 @@ impl RawWebhooks {
         for (i, e) in self.endpoints.unwrap_or_default().into_iter().enumerate() {
             let at = format!("webhooks.endpoints[{i}]");
             let Some(url) = e.url.filter(|u| !u.is_empty()) else { bail!("{at}: url is required") };
-            crate::hook::http_url(&format!("{at}.url"), &url).map_err(|e| anyhow::anyhow!(e))?;
+            crate::outbound::callback_url(&format!("{at}.url"), &url).map_err(|e| anyhow::anyhow!(e))?;
             let secret = match (e.secret, e.api_key) {
                 (Some(s), None) if s.len() >= 16 => s,
                 (Some(_), None) => bail!("{at}: secret must be at least 16 bytes"),
@@ -220,7 +223,7 @@ pub struct RawChatConfig {
     /// A TOML file with `blocked = [...]` and `replaced = [...]`, added to the lists above and reloaded when it
     /// changes.
     pub words_file: Option<PathBuf>,
-    /// The pre-send hook (`http://…`), asked about every stored message.
+    /// The pre-send hook (`http://…` or `https://…`), asked about every stored message.
     pub hook_url: Option<String>,
     pub hook_timeout_ms: Option<u64>,
     /// On a hook failure pass the message (`true`) or refuse it (`false`).
@@ -372,8 +375,7 @@ impl ChatConfig {
         }
         let hook = match raw.hook_url.filter(|u| !u.is_empty()) {
             Some(url) => {
-                crate::hook::PreSendHook::new(&url, std::time::Duration::from_millis(1), true)
-                    .map_err(|e| anyhow::anyhow!(e))?;
+                crate::outbound::callback_url("chat.hook_url", &url).map_err(|e| anyhow::anyhow!(e))?;
                 Some((url, std::time::Duration::from_millis(hook_timeout_ms), raw.hook_fail_open.unwrap_or(true)))
             }
             None => None,
@@ -532,6 +534,7 @@ impl RawConfig {
                 cert_file: get("COURIER_TLS_CERT").map(PathBuf::from),
                 key_file: get("COURIER_TLS_KEY").map(PathBuf::from),
             }),
+            outbound_ca_file: get("COURIER_OUTBOUND_CA_FILE").map(PathBuf::from),
         })
     }
 
@@ -573,6 +576,7 @@ impl RawConfig {
                 }
                 (a, b) => a.or(b),
             },
+            outbound_ca_file: self.outbound_ca_file.or(lower.outbound_ca_file),
         }
     }
 }
@@ -638,6 +642,10 @@ pub struct Config {
     pub webhooks: crate::webhook::WebhooksConfig,
     /// `None`: plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// `outbound_ca_file`, as given.
+    pub outbound_ca_file: Option<PathBuf>,
+    /// What outbound TLS trusts: the Mozilla roots and the certificates of `outbound_ca_file` (read at start-up).
+    pub outbound_roots: std::sync::Arc<rustls::RootCertStore>,
 }
 
 impl Config {
@@ -665,8 +673,8 @@ impl Config {
         if keys.is_empty() && !dev {
             bail!("no API keys configured: set [keys] in the config file, COURIER_KEYS=key:secret, or --keys (or use --dev)");
         }
-        if let Some((k, _)) = keys.iter().find(|(_, s)| s.len() < 8 && !dev) {
-            bail!("the secret of API key {k:?} is shorter than 8 bytes");
+        if let Some((k, _)) = keys.iter().find(|(_, s)| s.is_empty() || (s.len() < 8 && !dev)) {
+            bail!("the secret of API key {k:?} is {}", if dev { "empty" } else { "shorter than 8 bytes" });
         }
         let udp_addr = raw.udp_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7881)));
         if udp_addr.ip().is_unspecified() && raw.public_ip.is_none() {
@@ -695,6 +703,7 @@ impl Config {
                 p.display()
             ),
         };
+        let outbound_roots = crate::outbound::roots(raw.outbound_ca_file.as_deref())?;
         Ok(Config {
             http_addr: raw.http_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880))),
             udp_addr,
@@ -714,6 +723,8 @@ impl Config {
             rooms: RoomsConfig { auto_create: raw.rooms.and_then(|r| r.auto_create).unwrap_or(true) },
             webhooks,
             tls: raw.tls.unwrap_or_default().resolve()?,
+            outbound_ca_file: raw.outbound_ca_file,
+            outbound_roots,
         })
     }
 }
@@ -763,6 +774,8 @@ mod tests {
     fn refusals() {
         assert!(Config::resolve(RawConfig::default(), false).is_err(), "no keys outside dev");
         assert!(Config::resolve(RawConfig::default(), true).is_ok(), "dev creates keys later");
+        let empty_secret = RawConfig { keys: Some([("k".to_string(), String::new())].into()), ..Default::default() };
+        assert!(Config::resolve(empty_secret, true).is_err(), "no empty secret, even in dev (mint needs one)");
         assert!(RawConfig::from_env(|k| (k == "COURIER_WORKERS").then(|| "many".into())).is_err());
         assert!(parse_keys("nocolon").is_err());
         assert!(toml::from_str::<RawConfig>("bogus = 1").is_err(), "unknown keys are refused");
@@ -847,7 +860,7 @@ api_key = "k1"
 
         for (bad, why) in [
             ("[[webhooks.endpoints]]\nsecret = \"0123456789abcdef\"", "no url"),
-            ("[[webhooks.endpoints]]\nurl = \"https://x/\"\nsecret = \"0123456789abcdef\"", "https"),
+            ("[[webhooks.endpoints]]\nurl = \"ftp://x/\"\nsecret = \"0123456789abcdef\"", "ftp"),
             ("[[webhooks.endpoints]]\nurl = \"http://x/\"\nsecret = \"short\"", "short secret"),
             ("[[webhooks.endpoints]]\nurl = \"http://x/\"\napi_key = \"nope\"", "unknown key"),
             ("[[webhooks.endpoints]]\nurl = \"http://x/\"", "no secret"),
@@ -857,5 +870,39 @@ api_key = "k1"
             let raw: RawConfig = toml::from_str(bad).unwrap();
             assert!(Config::resolve(raw, true).is_err(), "{why}");
         }
+    }
+
+    #[test]
+    fn outbound_ca_file_layers_and_is_read_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let file: RawConfig =
+            toml::from_str(&format!("outbound_ca_file = {:?}\n", missing.display().to_string())).unwrap();
+        let err = Config::resolve(file.clone(), true).unwrap_err();
+        assert!(format!("{err:#}").contains("outbound_ca_file"), "{err:#}");
+        let ca = rcgen::CertificateParams::new(vec!["ca.test".to_string()])
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.pem()).unwrap();
+        let env =
+            RawConfig::from_env(|k| (k == "COURIER_OUTBOUND_CA_FILE").then(|| good.display().to_string())).unwrap();
+        let c = Config::resolve(env.over(file), true).unwrap();
+        assert_eq!(c.outbound_ca_file.as_deref(), Some(good.as_path()), "env over file");
+        let plain = Config::resolve(RawConfig::default(), true).unwrap();
+        assert_eq!(
+            c.outbound_roots.len(),
+            plain.outbound_roots.len() + 1,
+            "the file's CA on top of the built-in roots"
+        );
+
+        let https: RawConfig = toml::from_str(
+            "[chat]\nhook_url = \"https://hook.example.com/check\"\n[[webhooks.endpoints]]\nurl = \"https://hooks.example.com/\"\nsecret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(https, true).unwrap();
+        assert_eq!(c.webhooks.endpoints[0].url, "https://hooks.example.com/");
+        assert!(c.chat.hook.is_some());
     }
 }

@@ -1,7 +1,7 @@
 //! The pre-send hook: an HTTP callback that sees every stored chat message before it is stored and may pass it,
 //! change its payload, or drop it.
 //!
-//! The server POSTs JSON to `chat.hook_url`:
+//! The server POSTs JSON to `chat.hook_url` (`http://` or `https://`, through the [`crate::outbound`] client):
 //!
 //! ```json
 //! {"conversation":"room:demo","sender":"alice","client_id":"7b0c-01","kind":"text","payload":{"text":"hi"}}
@@ -17,31 +17,15 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use courier_chat::NewMessage;
 
+use crate::outbound::{callback_url, HttpClient};
+
 /// Largest hook answer read, bytes.
 const MAX_ANSWER: usize = 256 * 1024;
-
-/// Parse an outbound callback URL (`what` names the setting in errors). Only plain `http://`: TLS belongs to a
-/// proxy in front of the receiver. Shared by the pre-send hook and the webhooks.
-pub fn http_url(what: &str, url: &str) -> Result<hyper::Uri, String> {
-    let parsed: hyper::Uri = url.parse().map_err(|e| format!("{what} {url:?}: {e}"))?;
-    if parsed.scheme_str() != Some("http") {
-        return Err(format!("{what} {url}: only http:// is supported (put TLS in front of the receiver)"));
-    }
-    Ok(parsed)
-}
-
-/// The HTTP/1 client for outbound callbacks (connections pooled, idle ones closed after 30 s).
-pub fn http_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build_http()
-}
 
 /// What the hook decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,14 +62,14 @@ pub struct PreSendHook {
     url: hyper::Uri,
     timeout: Duration,
     pub fail_open: bool,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
 }
 
 impl PreSendHook {
-    /// A hook at `url` (plain `http://`).
-    pub fn new(url: &str, timeout: Duration, fail_open: bool) -> Result<PreSendHook, String> {
-        let url = http_url("chat.hook_url", url)?;
-        Ok(PreSendHook { url, timeout, fail_open, client: http_client() })
+    /// A hook at `url` (`http://` or `https://`), asked through `client`.
+    pub fn new(url: &str, timeout: Duration, fail_open: bool, client: HttpClient) -> Result<PreSendHook, String> {
+        let url = callback_url("chat.hook_url", url)?;
+        Ok(PreSendHook { url, timeout, fail_open, client })
     }
 
     /// Ask the hook about `m`.

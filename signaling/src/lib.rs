@@ -14,7 +14,8 @@
 //! - [`lifecycle`]: when a room may be joined, opens and closes (empty timeout, schedules); decisions only.
 //! - [`admin`]: the admin REST API (`/api/v1`) and its OpenAPI document.
 //! - [`session`]: one WebSocket connection.
-//! - [`hook`]: the chat pre-send HTTP hook (and the outbound HTTP client webhooks share).
+//! - [`hook`]: the chat pre-send HTTP hook.
+//! - [`outbound`]: the HTTP(S) client the hook and the webhooks share, and the roots outbound TLS trusts.
 //! - [`jobs`]: the background jobs (lifecycle tick, retention, words file, aggregates) and their shutdown.
 //! - [`room_store`]: the durable definitions of API-created rooms, so a restart keeps them.
 //! - [`api`]: the HTTP routes.
@@ -34,6 +35,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod limits;
 pub mod ops;
+pub mod outbound;
 pub mod room;
 pub mod room_store;
 pub mod session;
@@ -205,7 +207,8 @@ pub async fn open_chat_store(config: &Config) -> anyhow::Result<(Arc<dyn ChatSto
             (store.clone(), StoreHandle::Sqlite(store))
         }
         ChatStoreKind::Postgres { url } => {
-            let store = PostgresStore::connect(url, PostgresConfig { limits, ..PostgresConfig::default() })
+            let tls_roots = Some(config.outbound_roots.clone());
+            let store = PostgresStore::connect(url, PostgresConfig { limits, tls_roots, ..PostgresConfig::default() })
                 .await
                 .context("connecting to the PostgreSQL chat store")?;
             let store = Arc::new(store);
@@ -235,13 +238,16 @@ impl Server {
             gate_config(&config, limits),
             word_filter(&config.chat),
         ));
+        // One outbound client (and connection pool) for the pre-send hook and every webhook endpoint.
+        let outbound = outbound::client(&config.outbound_roots);
         let hook = match &config.chat.hook {
-            Some((url, timeout, fail_open)) => {
-                Some(crate::hook::PreSendHook::new(url, *timeout, *fail_open).map_err(|e| anyhow::anyhow!(e))?)
-            }
+            Some((url, timeout, fail_open)) => Some(
+                crate::hook::PreSendHook::new(url, *timeout, *fail_open, outbound.clone())
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            ),
             None => None,
         };
-        let webhooks = webhook::Webhooks::start(&config.webhooks, store.clone())?;
+        let webhooks = webhook::Webhooks::start(&config.webhooks, store.clone(), &outbound)?;
         if webhooks.enabled() {
             // The hub fans messages out first; then the webhooks queue message_sent / message_recalled.
             store.set_listener(Arc::new(vec![

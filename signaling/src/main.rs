@@ -100,6 +100,9 @@ struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// PEM file of extra CA certificates trusted for outbound HTTPS (webhooks, the pre-send hook).
+    #[arg(long)]
+    outbound_ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -209,6 +212,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("no development key; pass --api-key and --api-secret")?,
                 _ => anyhow::bail!("give both --api-key and --api-secret"),
             };
+            if secret.is_empty() {
+                anyhow::bail!("--api-secret must not be empty");
+            }
             let mut req = TokenRequest {
                 name,
                 ttl: Duration::from_secs(ttl),
@@ -253,6 +259,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rooms: None,
         webhooks: None,
         tls: Some(signaling::config::RawTlsConfig { cert_file: args.tls_cert, key_file: args.tls_key }),
+        outbound_ca_file: args.outbound_ca_file,
     };
     let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;
     init_tracing(config.log_format);

@@ -60,7 +60,7 @@ async fn bad_joins_close_with_documented_codes() {
     let sign = |claims: serde_json::Value, secret: &str| {
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         h.kid = Some(KEY.into());
-        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap()).unwrap()
     };
     let expired = sign(serde_json::json!({"sub":"a","exp":now-600,"video":{"room":"r","room_join":true}}), SECRET);
     let forged =

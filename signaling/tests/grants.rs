@@ -283,7 +283,7 @@ async fn bad_tokens_are_refused_on_join_and_api() {
     let sign = |claims: serde_json::Value, kid: &str, secret: &str| {
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some(kid.to_string());
-        encode(&h, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        encode(&h, &claims, &EncodingKey::from_secret(secret.as_bytes()).unwrap()).unwrap()
     };
     let grant = json!({"room": "r", "room_join": true, "room_list": true});
     let cases = [

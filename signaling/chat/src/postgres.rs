@@ -39,8 +39,16 @@
 //! starting together migrate once.
 //!
 //! The listener hears the messages this server committed; members connected to other servers learn of them through
-//! replay (or a cross-server fan-out, which is not this module's business). Connections are plain TCP: keep the
-//! database on a trusted network.
+//! replay (or a cross-server fan-out, which is not this module's business).
+//!
+//! # TLS
+//!
+//! The URL's `sslmode` decides ([`TlsMode`]): `disable` or none at all, plain TCP (keep the database on a trusted
+//! network); `prefer`, TLS when the server offers it; `require` (or libpq's `verify-ca`, `verify-full`), TLS or no
+//! connection. TLS is rustls on the `ring`
+//! provider, and the server's certificate must chain to [`PostgresConfig::tls_roots`] and name the host, as
+//! libpq's `verify-full` would check (so `prefer` against a server with an untrusted certificate fails rather than
+//! falling back to plain TCP).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -53,9 +61,11 @@ use std::time::Duration;
 use futures::future::{BoxFuture, MaybeDone};
 use futures::TryStreamExt;
 use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::sequencer::{epoch_from_random, ConversationState, DedupKey, Group, SequenceError, Sequencer};
 use super::store::{
@@ -87,6 +97,8 @@ pub struct PostgresConfig {
     pub lock_timeout: Duration,
     /// How long opening a connection may take, unless the URL sets `connect_timeout`.
     pub connect_timeout: Duration,
+    /// The certificates TLS to the database trusts (`sslmode=prefer|require`); `None`: the Mozilla roots.
+    pub tls_roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl Default for PostgresConfig {
@@ -102,7 +114,95 @@ impl Default for PostgresConfig {
             read_connections: 4,
             lock_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            tls_roots: None,
         }
+    }
+}
+
+/// Whether the store's connections use TLS: the URL's `sslmode` (see the module doc, "TLS").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsMode {
+    /// `sslmode=disable`, or no `sslmode`: plain TCP.
+    Off,
+    /// `sslmode=prefer`: TLS if the server offers it, plain TCP if it does not.
+    Prefer,
+    /// `sslmode=require`: TLS, or no connection.
+    Require,
+}
+
+impl TlsMode {
+    /// The mode `url` asks for (either form: `postgres://…?sslmode=require` or `host=… sslmode=require`). A URL
+    /// without `sslmode` is [`TlsMode::Off`], unlike libpq (which prefers TLS): a URL that worked before TLS
+    /// support keeps working the same way. libpq's `verify-ca` and `verify-full` are taken as `require`, whose
+    /// check is already `verify-full`'s.
+    pub fn of_url(url: &str) -> Result<TlsMode, StoreError> {
+        let url = libpq_sslmodes(url);
+        let pg = tokio_postgres::Config::from_str(&url).map_err(db("parsing the PostgreSQL URL"))?;
+        Ok(Self::of(&url, &pg))
+    }
+
+    fn of(url: &str, pg: &tokio_postgres::Config) -> TlsMode {
+        let names_sslmode = if let Some(rest) = url.strip_prefix("postgres://").or(url.strip_prefix("postgresql://")) {
+            rest.split_once('?')
+                .is_some_and(|(_, query)| query.split('&').any(|kv| kv.split('=').next() == Some("sslmode")))
+        } else {
+            url.split_whitespace().any(|kv| kv == "sslmode" || kv.starts_with("sslmode="))
+        };
+        match pg.get_ssl_mode() {
+            _ if !names_sslmode => TlsMode::Off,
+            SslMode::Disable => TlsMode::Off,
+            SslMode::Prefer => TlsMode::Prefer,
+            _ => TlsMode::Require,
+        }
+    }
+}
+
+/// `url` with libpq's `sslmode=verify-ca|verify-full`, which tokio-postgres does not parse, as `sslmode=require`
+/// (the store verifies the certificate and the host name in every TLS mode).
+fn libpq_sslmodes(url: &str) -> std::borrow::Cow<'_, str> {
+    if url.contains("sslmode=verify-") {
+        url.replace("sslmode=verify-full", "sslmode=require").replace("sslmode=verify-ca", "sslmode=require").into()
+    } else {
+        url.into()
+    }
+}
+
+/// How to open a connection: the parsed URL, and the TLS connector when the mode is not [`TlsMode::Off`].
+struct Dial {
+    pg: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl Dial {
+    fn new(url: &str, config: &PostgresConfig) -> Result<Dial, StoreError> {
+        let url = libpq_sslmodes(url);
+        let mut pg = tokio_postgres::Config::from_str(&url).map_err(db("parsing the PostgreSQL URL"))?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(config.connect_timeout);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("courier-chat");
+        }
+        let tls = match TlsMode::of(&url, &pg) {
+            TlsMode::Off => {
+                pg.ssl_mode(SslMode::Disable);
+                None
+            }
+            TlsMode::Prefer | TlsMode::Require => {
+                let roots = config.tls_roots.clone().unwrap_or_else(|| {
+                    Arc::new(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
+                });
+                let tls =
+                    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                        .with_safe_default_protocol_versions()
+                        .expect("the ring provider supports the default protocol versions")
+                        .with_root_certificates(roots)
+                        .with_no_client_auth();
+                Some(MakeRustlsConnect::new(tls))
+            }
+        };
+        Ok(Dial { pg, tls })
     }
 }
 
@@ -241,14 +341,7 @@ impl PostgresStore {
     /// form), check that commits are durable, create or migrate the schema, and start the writer task on the
     /// current Tokio runtime.
     pub async fn connect(url: &str, config: PostgresConfig) -> Result<PostgresStore, StoreError> {
-        let mut pg = tokio_postgres::Config::from_str(url).map_err(db("parsing the PostgreSQL URL"))?;
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(config.connect_timeout);
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name("courier-chat");
-        }
-        let pg = Arc::new(pg);
+        let pg = Arc::new(Dial::new(url, &config)?);
         let writer = Writer::open(&pg, &config, true).await?;
         let (queue, rx) = WriterQueue::new(config.queue_capacity, config.limits, config.max_batch);
         let handle = tokio::spawn(run_writer(Some(writer), rx, pg.clone(), config.clone(), queue.listener.clone()));
@@ -386,15 +479,29 @@ macro_rules! statements {
 /// PostgreSQL may settle on a generic plan while the tables are still nearly empty (a sequential scan is cheapest
 /// then) and keep it as they grow until the next `ANALYZE`: measured, a retry lookup went from well under a
 /// millisecond to 55 ms at 200,000 messages. Planning these small statements costs some tens of microseconds.
-async fn open_client(pg: &tokio_postgres::Config) -> Result<Client, StoreError> {
-    let (client, connection) = pg.connect(NoTls).await.map_err(db("connecting to PostgreSQL"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "chat database connection ended");
+async fn open_client(dial: &Dial) -> Result<Client, StoreError> {
+    let client = match &dial.tls {
+        None => {
+            let (client, connection) = dial.pg.connect(NoTls).await.map_err(db("connecting to PostgreSQL"))?;
+            tokio::spawn(drive(connection));
+            client
         }
-    });
+        Some(tls) => {
+            let (client, connection) =
+                dial.pg.connect(tls.clone()).await.map_err(db("connecting to PostgreSQL over TLS"))?;
+            tokio::spawn(drive(connection));
+            client
+        }
+    };
     client.batch_execute("SET plan_cache_mode = force_custom_plan").await.map_err(db("configuring a connection"))?;
     Ok(client)
+}
+
+/// Run a connection until it ends.
+async fn drive<C: Future<Output = Result<(), tokio_postgres::Error>>>(connection: C) {
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "chat database connection ended");
+    }
 }
 
 /// Refuse a database whose commits are not durable when it answers them.
@@ -582,11 +689,7 @@ struct Writer {
 }
 
 impl Writer {
-    async fn open(
-        pg: &tokio_postgres::Config,
-        config: &PostgresConfig,
-        migrate_schema: bool,
-    ) -> Result<Writer, StoreError> {
+    async fn open(pg: &Dial, config: &PostgresConfig, migrate_schema: bool) -> Result<Writer, StoreError> {
         let mut client = open_client(pg).await?;
         check_durable(&client).await?;
         client
@@ -604,7 +707,7 @@ impl Writer {
 async fn run_writer(
     mut writer: Option<Writer>,
     mut rx: mpsc::Receiver<Command>,
-    pg: Arc<tokio_postgres::Config>,
+    pg: Arc<Dial>,
     config: PostgresConfig,
     listener: ListenerSlot,
 ) {
@@ -654,7 +757,7 @@ async fn run_group(
     writer: &mut Option<Writer>,
     sequencer: &mut Sequencer,
     requests: &[Request],
-    pg: &tokio_postgres::Config,
+    pg: &Dial,
     config: &PostgresConfig,
 ) -> Result<(Vec<Outcome>, Vec<StoredMessage>), StoreError> {
     if requests.iter().all(|r| matches!(r, Request::Close)) {
@@ -1218,7 +1321,7 @@ struct Reader {
 
 /// Read connections: at most `permits` in use at once; idle ones are kept.
 struct ReadPool {
-    pg: Arc<tokio_postgres::Config>,
+    pg: Arc<Dial>,
     idle: Mutex<Vec<Reader>>,
     permits: Semaphore,
 }

@@ -12,7 +12,8 @@
 //! - [`queue`]: sans-I/O: an endpoint's bounded queue, retries with backoff and jitter, drops, counters.
 //! - [`sign`]: the `Courier-Signature` header (HMAC-SHA256 over time and body) and its check.
 //! - [`alerts`]: sans-I/O: which must-acknowledge alerts to check for `alert_unacknowledged`, and when.
-//! - `sender`: the async shell: one task per endpoint, the HTTP client, the alert checker.
+//! - `sender`: the async shell: one task per endpoint, the alert checker. The HTTP(S) client is
+//!   [`crate::outbound`]'s, shared with the pre-send hook.
 //!
 //! Delivery is at least once while the process runs: queues are in memory, so events still queued when the server
 //! stops (after its drain grace) are lost. Receivers de-duplicate by the event `id`.
@@ -164,7 +165,7 @@ impl std::fmt::Debug for Webhooks {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookError {
-    /// An endpoint URL that is not a plain `http://` URL.
+    /// An endpoint URL that is not an `http://` or `https://` URL.
     #[error("{0}")]
     Url(String),
 }
@@ -172,15 +173,20 @@ pub enum WebhookError {
 pub(crate) use courier_chat::clock::now_ms;
 
 impl Webhooks {
-    /// Start one sender task per endpoint, and the alert checker reading `store`. Needs a tokio runtime.
-    pub fn start(config: &WebhooksConfig, store: Arc<dyn ChatStore>) -> Result<Webhooks, WebhookError> {
+    /// Start one sender task per endpoint, sending through `client`, and the alert checker reading `store`.
+    /// Needs a tokio runtime.
+    pub fn start(
+        config: &WebhooksConfig,
+        store: Arc<dyn ChatStore>,
+        client: &crate::outbound::HttpClient,
+    ) -> Result<Webhooks, WebhookError> {
         if config.endpoints.is_empty() {
             return Ok(Webhooks::default());
         }
         let endpoints = config
             .endpoints
             .iter()
-            .map(sender::Endpoint::new)
+            .map(|e| sender::Endpoint::new(e, client.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(WebhookError::Url)?;
         let tasks = Tasks::new();

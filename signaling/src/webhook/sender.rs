@@ -1,5 +1,5 @@
 //! The async shell around [`super::queue`] and [`super::alerts`]: one task per endpoint that moves events from its
-//! queue to the receiver over HTTP, and one task that checks watched alerts against the store.
+//! queue to the receiver over HTTP or HTTPS (the shared [`crate::outbound`] client), and one task that checks watched alerts against the store.
 //!
 //! The tasks only move bytes and wake the state machines: every decision (what to send, when to retry, what to
 //! drop, which alert is due) is the sans-I/O structs'. The tasks run on the module's task trackers and stop on its
@@ -10,9 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -21,7 +18,7 @@ use super::alerts::{AlertWatch, Watched};
 use super::queue::{Attempt, DeliveryQueue, Fate, Outcome, QueueStats};
 use super::sign::{sign, ATTEMPT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER};
 use super::{EndpointConfig, Event, EventKind, Inner};
-use crate::hook::{http_client, http_url};
+use crate::outbound::{callback_url, HttpClient};
 use courier_chat::store::ChatStore;
 
 /// Most of a receiver's answer read (and thrown away, so the connection can be reused).
@@ -37,18 +34,18 @@ fn now() -> Instant {
 pub(super) struct Endpoint {
     config: EndpointConfig,
     uri: hyper::Uri,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     queue: Mutex<DeliveryQueue>,
     wake: Notify,
 }
 
 impl Endpoint {
-    /// Check the URL; [`Endpoint::run`] is its task.
-    pub(super) fn new(config: &EndpointConfig) -> Result<Arc<Endpoint>, String> {
-        let uri = http_url("webhook url", &config.url)?;
+    /// Check the URL; [`Endpoint::run`] is its task, sending through `client`.
+    pub(super) fn new(config: &EndpointConfig, client: HttpClient) -> Result<Arc<Endpoint>, String> {
+        let uri = callback_url("webhook url", &config.url)?;
         let endpoint = Arc::new(Endpoint {
             uri,
-            client: http_client(),
+            client,
             queue: Mutex::new(DeliveryQueue::new(config.policy, rand::random())),
             wake: Notify::new(),
             config: config.clone(),

@@ -355,3 +355,61 @@ async fn bench_append_throughput() {
         contract::bench_append("postgres", store.clone(), &conv, tasks, per_task).await;
     }
 }
+
+/// `sslmode` in either URL form; none at all stays plain TCP (unlike libpq's default), libpq's `verify-*` modes
+/// are `require`, unknown modes are a parse error. Needs no server.
+#[test]
+fn tls_mode_from_the_url() {
+    for (url, want) in [
+        ("postgres://courier@db.internal/chat", Some(TlsMode::Off)),
+        ("postgres://courier@db.internal/chat?sslmode=disable", Some(TlsMode::Off)),
+        ("postgresql://courier@db.internal/chat?application_name=x&sslmode=prefer", Some(TlsMode::Prefer)),
+        ("postgres://courier:pw@db.internal:5433/chat?sslmode=require", Some(TlsMode::Require)),
+        ("postgres://courier:sslmode@db.internal/chat", Some(TlsMode::Off)),
+        ("host=db.internal user=courier dbname=chat", Some(TlsMode::Off)),
+        ("host=db.internal user=courier sslmode=require", Some(TlsMode::Require)),
+        ("host=db.internal sslmode=prefer user=courier", Some(TlsMode::Prefer)),
+        ("host=db.internal sslmode=disable", Some(TlsMode::Off)),
+        ("postgres://courier@db.internal/chat?sslmode=verify-full", Some(TlsMode::Require)),
+        ("host=db.internal sslmode=verify-ca", Some(TlsMode::Require)),
+        ("postgres://courier@db.internal/chat?sslmode=sometimes", None),
+    ] {
+        assert_eq!(TlsMode::of_url(url).ok(), want, "{url}");
+    }
+}
+
+/// TLS end to end, against a server with `ssl = on` whose certificate a test CA signed: `COURIER_TEST_POSTGRES_TLS_URL`
+/// (its URL, no `sslmode`) and `COURIER_TEST_POSTGRES_TLS_CA` (the CA's PEM file). Skipped without them, CI
+/// included (scripts/test.sh does not start such a server). `verify-full` (taken as `require`) with the CA connects
+/// over TLS; with only the Mozilla roots it fails the handshake; no `sslmode` connects in plain TCP.
+#[tokio::test]
+async fn tls_when_the_url_asks_for_it() {
+    let (Ok(url), Ok(ca)) =
+        (std::env::var("COURIER_TEST_POSTGRES_TLS_URL"), std::env::var("COURIER_TEST_POSTGRES_TLS_CA"))
+    else {
+        eprintln!("skipped: COURIER_TEST_POSTGRES_TLS_URL and COURIER_TEST_POSTGRES_TLS_CA not set");
+        return;
+    };
+    use rustls::pki_types::pem::PemObject;
+    let (_, url) = create_database(&url).await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let require = format!("{url}{sep}sslmode=verify-full");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let with_ca = PostgresConfig { tls_roots: Some(Arc::new(roots)), ..PostgresConfig::default() };
+    let uses_tls = |client: Client| async move {
+        let row = client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap();
+        row.get::<_, bool>(0)
+    };
+
+    let client = open_client(&Dial::new(&require, &with_ca).unwrap()).await.unwrap();
+    assert!(uses_tls(client).await, "sslmode=require with the CA: TLS");
+    let client = open_client(&Dial::new(&url, &with_ca).unwrap()).await.unwrap();
+    assert!(!uses_tls(client).await, "no sslmode: plain TCP");
+    let refused = open_client(&Dial::new(&require, &PostgresConfig::default()).unwrap()).await;
+    assert!(refused.is_err(), "the test CA is not a Mozilla root");
+    let store = PostgresStore::connect(&require, with_ca).await.unwrap();
+    store.close().await;
+}
