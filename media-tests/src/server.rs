@@ -67,7 +67,7 @@ impl CourierProcess {
             .arg("--data-dir")
             .arg(&data)
             .arg("--web-root")
-            .arg(&data)
+            .arg("")
             .env("COURIER_LOG", std::env::var("COURIER_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())

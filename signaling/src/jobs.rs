@@ -28,6 +28,27 @@ pub const WORDS_FILE_POLL: Duration = Duration::from_secs(2);
 /// Conversations visited per page of a retention run.
 const RETENTION_PAGE: usize = 500;
 
+/// When a job runs: a tokio interval, or (in tests) whenever the test says.
+enum Ticks {
+    Every(tokio::time::Interval),
+    #[cfg(test)]
+    Sent(tokio::sync::mpsc::UnboundedReceiver<()>),
+}
+
+impl Ticks {
+    /// The next tick; `false` when there will be none.
+    async fn next(&mut self) -> bool {
+        match self {
+            Ticks::Every(i) => {
+                i.tick().await;
+                true
+            }
+            #[cfg(test)]
+            Ticks::Sent(rx) => rx.recv().await.is_some(),
+        }
+    }
+}
+
 /// A set of background tasks that stop together.
 #[derive(Debug, Default)]
 pub struct Jobs {
@@ -42,20 +63,28 @@ impl Jobs {
 
     /// Run `job` now and then every `period` (missed periods are not made up) until [`Jobs::stop`] or until it
     /// answers [`ControlFlow::Break`]. Needs a tokio runtime.
-    pub fn every<F, Fut>(&self, name: &'static str, period: Duration, mut job: F)
+    pub fn every<F, Fut>(&self, name: &'static str, period: Duration, job: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ControlFlow<()>> + Send,
+    {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.on_ticks(name, Ticks::Every(interval), job);
+    }
+
+    fn on_ticks<F, Fut>(&self, name: &'static str, mut ticks: Ticks, mut job: F)
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = ControlFlow<()>> + Send,
     {
         let cancel = self.cancel.clone();
         let task = async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => break,
-                    _ = tick.tick() => {}
+                    more = ticks.next() => if !more { break },
                 }
                 if job().await.is_break() {
                     break;
@@ -248,50 +277,90 @@ pub async fn apply_retention(
 
 #[cfg(test)]
 mod tests {
+    //! The scheduler with ticks the test sends, so nothing here depends on how fast this machine is.
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::{mpsc, Semaphore};
 
-    #[tokio::test(start_paused = true)]
-    async fn runs_at_once_then_every_period_and_stops_between_runs() {
-        let jobs = Jobs::new();
+    /// Yield until `done` or 1,000 times (a current-thread runtime runs every ready task in between).
+    async fn settle(done: impl Fn() -> bool) {
+        for _ in 0..1_000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_runs_on_each_tick_and_stop_waits_for_the_run_in_progress() {
+        let jobs = Arc::new(Jobs::new());
+        let (tick, ticks) = mpsc::unbounded_channel();
         let runs = Arc::new(AtomicUsize::new(0));
-        let r = runs.clone();
-        jobs.every("count", Duration::from_secs(1), move || {
-            let r = r.clone();
+        // Each run takes a permit: the test decides when a run may finish.
+        let gate = Arc::new(Semaphore::new(0));
+        let (r, g) = (runs.clone(), gate.clone());
+        jobs.on_ticks("count", Ticks::Sent(ticks), move || {
+            let (r, g) = (r.clone(), g.clone());
             async move {
-                // A run takes time; stop must wait for it, not cut it.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                g.acquire().await.unwrap().forget();
                 r.fetch_add(1, Ordering::SeqCst);
                 ControlFlow::Continue(())
             }
         });
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        assert_eq!(runs.load(Ordering::SeqCst), 1, "the first run starts at once");
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        gate.add_permits(1);
+        tick.send(()).unwrap();
+        settle(|| runs.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "one tick, one run");
+
+        // A run starts and holds; stop is asked meanwhile and must wait for it.
+        tick.send(()).unwrap();
+        tokio::task::yield_now().await;
+        let stopping = tokio::spawn({
+            let jobs = jobs.clone();
+            async move { jobs.stop(Duration::from_secs(30)).await }
+        });
+        settle(|| false).await;
+        assert!(!stopping.is_finished(), "stop waits for the run in progress");
+        gate.add_permits(1);
+        assert!(stopping.await.unwrap(), "every task ended");
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "the run in progress finished, not cut");
+        // After stop nothing runs, whatever ticks come.
+        gate.add_permits(10);
+        let _ = tick.send(());
+        settle(|| false).await;
         assert_eq!(runs.load(Ordering::SeqCst), 2);
-        // Mid-run (the third started at 2 s): stop lets it finish, then no more start.
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        assert!(jobs.stop(Duration::from_secs(5)).await);
-        assert_eq!(runs.load(Ordering::SeqCst), 3, "the run in progress finished");
         assert!(jobs.is_empty());
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert_eq!(runs.load(Ordering::SeqCst), 3, "nothing runs after stop");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_job_that_breaks_ends_and_stop_waits_for_tracked_futures() {
         let jobs = Jobs::new();
-        jobs.every("once", Duration::from_secs(1), || async { ControlFlow::Break(()) });
+        let (tick, ticks) = mpsc::unbounded_channel();
+        jobs.on_ticks("once", Ticks::Sent(ticks), || async { ControlFlow::Break(()) });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let tracked = jobs.track(async move {
+        let tracked = tokio::spawn(jobs.track(async move {
             let _ = rx.await;
-        });
-        let handle = tokio::spawn(tracked);
-        tokio::task::yield_now().await;
+        }));
+        tick.send(()).unwrap();
+        settle(|| jobs.len() == 1).await;
         assert_eq!(jobs.len(), 1, "the job ended by itself; the tracked future runs");
-        assert!(!jobs.stop(Duration::from_secs(1)).await, "a tracked future is waited for, not cancelled");
+        assert!(!jobs.stop(Duration::from_millis(50)).await, "a tracked future is waited for, not cancelled");
         tx.send(()).unwrap();
-        assert!(jobs.wait(Duration::from_secs(1)).await);
-        handle.await.unwrap();
+        assert!(jobs.wait(Duration::from_secs(30)).await);
+        tracked.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_runs_at_once() {
+        let jobs = Jobs::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        jobs.every("first", Duration::from_secs(3600), move || {
+            let _ = tx.send(());
+            async { ControlFlow::Continue(()) }
+        });
+        // The first run does not wait a period (an hour here).
+        tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap().unwrap();
+        assert!(jobs.stop(Duration::from_secs(30)).await);
     }
 }
