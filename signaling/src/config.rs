@@ -15,9 +15,9 @@ use serde::Deserialize;
 pub struct RawConfig {
     pub http_addr: Option<SocketAddr>,
     pub udp_addr: Option<SocketAddr>,
-    /// ICE-TCP listener (default: the UDP address's IP and port, over TCP).
+    /// ICE-TCP listener (default, when on: the UDP address's IP and port, over TCP). Setting it turns ICE-TCP on.
     pub ice_tcp_addr: Option<SocketAddr>,
-    /// `false`: no ICE-TCP.
+    /// ICE-TCP on or off (default: on when `ice_tcp_addr` is set, else off).
     pub ice_tcp: Option<bool>,
     pub public_ip: Option<IpAddr>,
     pub data_dir: Option<PathBuf>,
@@ -680,7 +680,9 @@ impl Config {
         if udp_addr.ip().is_unspecified() && raw.public_ip.is_none() {
             bail!("udp_addr {udp_addr} is unspecified: set public_ip to the address clients reach");
         }
-        let ice_tcp_addr = match raw.ice_tcp.unwrap_or(true) {
+        // Off unless asked for (`ice_tcp = true`, or an address): on by default once the browser tests in network
+        // namespaces cover it.
+        let ice_tcp_addr = match raw.ice_tcp.unwrap_or(raw.ice_tcp_addr.is_some()) {
             true => Some(raw.ice_tcp_addr.unwrap_or(udp_addr)),
             false => None,
         };
