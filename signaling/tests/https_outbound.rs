@@ -118,20 +118,7 @@ async fn webhook_receiver(pki: &Pki) -> (SocketAddr, Arc<Mutex<Vec<Value>>>, Arc
 fn endpoint(url: String, ca_file: Option<PathBuf>) -> impl FnOnce(&mut signaling::config::RawConfig) {
     move |raw| {
         raw.outbound_ca_file = ca_file;
-        raw.webhooks = Some(
-            toml::from_str(&format!(
-                r#"
-[[endpoints]]
-url = "{url}"
-secret = "{HOOK_SECRET}"
-timeout_ms = 2000
-backoff_initial_ms = 20
-backoff_max_ms = 100
-max_attempts = 1000
-"#
-            ))
-            .unwrap(),
-        )
+        raw.webhooks = Some(webhook_endpoint(&url, HOOK_SECRET));
     }
 }
 

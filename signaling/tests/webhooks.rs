@@ -279,22 +279,7 @@ async fn slow_receiver(delay: Duration, status: StatusCode) -> (std::net::Socket
 }
 
 fn one_endpoint(addr: std::net::SocketAddr) -> impl FnOnce(&mut signaling::config::RawConfig) {
-    move |raw| {
-        raw.webhooks = Some(
-            toml::from_str(&format!(
-                r#"
-[[endpoints]]
-url = "http://{addr}/hooks"
-secret = "{SECRET}"
-timeout_ms = 2000
-backoff_initial_ms = 20
-backoff_max_ms = 100
-max_attempts = 1000
-"#
-            ))
-            .unwrap(),
-        )
-    }
+    move |raw| raw.webhooks = Some(webhook_endpoint(&format!("http://{addr}/hooks"), SECRET))
 }
 
 /// Shutdown waits for the webhook senders: events queued when it starts are delivered before it returns (one

@@ -235,3 +235,19 @@ pub fn check_webhook_signature(secret: &str, headers: &axum::http::HeaderMap, bo
     }
     Ok(())
 }
+
+/// One webhook endpoint at `url` signed with `secret`, retrying quickly and for long (tests bound their own waits).
+pub fn webhook_endpoint(url: &str, secret: &str) -> signaling::config::RawWebhooks {
+    toml::from_str(&format!(
+        r#"
+[[endpoints]]
+url = "{url}"
+secret = "{secret}"
+timeout_ms = 2000
+backoff_initial_ms = 20
+backoff_max_ms = 100
+max_attempts = 1000
+"#
+    ))
+    .expect("a valid [webhooks] table")
+}
