@@ -51,6 +51,12 @@ if [ "$(id -u)" -eq 0 ]; then
 else
     echo "skipped: needs root (network namespaces, nftables)"
 fi
+echo "== reachable from real networks (media-tests/chrome reach.mjs: Chromium with UDP blocked -> ICE-TCP)"
+if [ "$(id -u)" -eq 0 ]; then
+    bash media-tests/chrome/run.sh reach
+else
+    echo "skipped: needs root (network namespaces, nftables)"
+fi
 echo "== interop matrix (Chromium, webrtc-rs, Pion, aiortc, GStreamer in one room; docs/interop.md)"
 node --test interop/
 python3 -m unittest discover -s interop -p '*_test.py'

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Chrome under loss (media-tests/chrome): installs what is missing (nftables, iproute2, Chromium via
+# Chromium in network namespaces (media-tests/chrome): installs what is missing (nftables, iproute2, Chromium via
 # scripts/install-browser-deps.sh, this folder's npm packages), builds `courier` if COURIER_BIN is not given, then runs
-# suite.mjs with the arguments given (e.g. `--ci`, or `--cases loss-5,burst-10 --modes direct,relay`).
+# suite.mjs, Chrome under loss, with the arguments given (e.g. `--ci`, or `--cases loss-5,burst-10 --modes
+# direct,relay`), or with `reach` first reach.mjs, Chromium behind firewalls (e.g. `reach --cases ice-tcp`).
 # Needs root: the suite creates network namespaces, nftables rules and tc qdiscs (and removes them on exit).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,4 +33,9 @@ if [ -z "${COURIER_BIN:-}" ]; then
     target="${CARGO_TARGET_DIR:-$repo/target}"
     export COURIER_BIN="$target/debug/courier"
 fi
-exec node "$here/suite.mjs" "$@"
+suite=suite.mjs
+if [ "${1:-}" = reach ]; then
+    shift
+    suite=reach.mjs
+fi
+exec node "$here/$suite" "$@"

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
+import * as B from './lib/browser.mjs';
 import { Topology } from './lib/net.mjs';
 import { markdown, round, summarize, switchTimes } from './lib/measure.mjs';
 import * as P from './lib/page.mjs';
@@ -123,77 +124,20 @@ const UDP_PORT = 7881;
 const origin = `http://${topo.addr.server}:${HTTP_PORT}`;
 const wsUrl = `ws://${topo.addr.server}:${HTTP_PORT}/rtc`;
 
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--use-fake-ui-for-media-stream',
-  // One fake camera and microphone; the camera at 30 fps (its default is 20).
-  '--use-fake-device-for-media-stream=fps=30',
-  '--allow-loopback-in-peer-connection',
-  '--autoplay-policy=no-user-gesture-required',
-  // The pages come from a private address over http: treat that origin as secure (getUserMedia needs it).
-  `--unsafely-treat-insecure-origin-as-secure=${origin}`,
-  // Real host candidates in SDP (no mDNS names: there is no multicast between namespaces) for the direct run.
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
-  '--disable-background-timer-throttling',
-  '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
-
-/** Launch Chromium inside namespace `ns` (a wrapper script: playwright talks to it over a pipe, which crosses). */
-async function launchIn(/** @type {string} */ ns) {
-  const wrapper = path.join(scratch, `chromium-${ns}.sh`);
-  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM_BIN} "$@"\n`, { mode: 0o755 });
-  const { chromium } = await import('playwright-core');
-  return withTimeout(chromium.launch({ executablePath: wrapper, headless: true, args: CHROMIUM_ARGS }), 60_000, `chromium in ${ns} to launch`);
-}
+/** Launch Chromium inside namespace `ns`. @param {string} ns */
+const launchIn = (ns) => B.launchIn({ ns, chromiumBin: CHROMIUM_BIN, scratch, origin });
 
 /**
- * A fresh context and page on `origin`, with camera, microphone and local-network-access granted.
+ * A fresh page on `origin` (lib/browser.mjs).
  * @param {import('playwright-core').Browser} browser
  * @param {string} name
  * @param {string} logPrefix
  * @param {{udpCandidatesOnly?: boolean}} [o]
  */
-async function openPage(browser, name, logPrefix, { udpCandidatesOnly = false } = {}) {
-  /** @type {import('playwright-core').BrowserContext} */ let ctx;
-  try {
-    ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone', 'local-network-access'] });
-  } catch {
-    // An older playwright without that permission name: Chromium then needs no grant either.
-    ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
-  }
-  const page = await ctx.newPage();
-  if (udpCandidatesOnly) await page.addInitScript(P.udpCandidatesOnly);
-  const consoleLog = fs.createWriteStream(path.join(OUT, `${logPrefix}-${name}-console.log`));
-  page.on('console', (m) => consoleLog.writableEnded || consoleLog.write(`[${m.type()}] ${m.text()}\n`));
-  page.on('pageerror', (e) => consoleLog.writableEnded || consoleLog.write(`[pageerror] ${e.stack ?? e.message}\n`));
-  page.on('close', () => consoleLog.end());
-  // A blank page of the server's origin: /courier.js and the admin API are same-origin from it.
-  await page.route(`${origin}/qa.html`, (r) =>
-    r.fulfill({ contentType: 'text/html', body: '<!doctype html><html><head><title>courier qa</title></head><body></body></html>' }),
-  );
-  await page.goto(`${origin}/qa.html`, { timeout: 15_000 });
-  return { ctx, page };
-}
+const openPage = (browser, name, logPrefix, { udpCandidatesOnly = false } = {}) =>
+  B.openPage(browser, { origin, out: OUT, name, logPrefix, initScripts: udpCandidatesOnly ? [P.udpCandidatesOnly] : [] });
 
-/**
- * page.evaluate, bounded.
- * @template A, R
- * @param {import('playwright-core').Page} page
- * @param {(a: A) => R | Promise<R>} fn
- * @param {A} arg
- * @param {string} what
- * @param {number} [ms]
- * @returns {Promise<R>}
- */
-const evaluate = (page, fn, arg, what, ms = 30_000) => withTimeout(/** @type {Promise<R>} */ (page.evaluate(/** @type {any} */ (fn), arg)), ms, what);
+const evaluate = B.evaluate;
 
 // ------------------------------------------------------------------ one run
 

@@ -17,7 +17,7 @@ pub struct RawConfig {
     pub udp_addr: Option<SocketAddr>,
     /// ICE-TCP listener (default, when on: the UDP address's IP and port, over TCP). Setting it turns ICE-TCP on.
     pub ice_tcp_addr: Option<SocketAddr>,
-    /// ICE-TCP on or off (default: on when `ice_tcp_addr` is set, else off).
+    /// ICE-TCP on or off (default: on).
     pub ice_tcp: Option<bool>,
     pub public_ip: Option<IpAddr>,
     pub data_dir: Option<PathBuf>,
@@ -680,9 +680,9 @@ impl Config {
         if udp_addr.ip().is_unspecified() && raw.public_ip.is_none() {
             bail!("udp_addr {udp_addr} is unspecified: set public_ip to the address clients reach");
         }
-        // Off unless asked for (`ice_tcp = true`, or an address): on by default once the browser tests in network
-        // namespaces cover it.
-        let ice_tcp_addr = match raw.ice_tcp.unwrap_or(raw.ice_tcp_addr.is_some()) {
+        // On unless `ice_tcp = false`: a client whose network blocks UDP still gets media (media-tests/chrome
+        // reach.mjs, Chromium with UDP dropped by nftables). Browsers try TCP only when UDP fails.
+        let ice_tcp_addr = match raw.ice_tcp.unwrap_or(true) {
             true => Some(raw.ice_tcp_addr.unwrap_or(udp_addr)),
             false => None,
         };
