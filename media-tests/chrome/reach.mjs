@@ -14,6 +14,11 @@
 //   udp       no firewall: the reference (UDP host candidates)
 //   ice-tcp   every UDP datagram dropped in both clients' namespaces (nftables): media over ICE-TCP (RFC 6544 passive
 //             candidate on the server, RFC 4571 framing; on by default, on the UDP port's number)
+//   turn-udp  the subscriber relay-only (iceTransportPolicy "relay"): through the built-in TURN server over UDP
+//   turn-tcp  the same with the subscriber's UDP dropped: TURN over TCP
+//   turn-tls  the same with UDP and TCP to 3478 dropped: TURN over TLS on 5349 (the server's certificate)
+//   whip-whep a fetch-only WHIP publisher (three simulcast encodings) seen by a WebSocket viewer, then played by a
+//             fetch-only WHEP page; DELETE ends the publisher
 //
 // Needs root (network namespaces, nftables). Every wait is bounded; namespaces and processes are removed on every
 // exit path.
@@ -34,16 +39,38 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
 
 /**
+ * What a page's selected candidate pair must look like: the transport of its local candidate, the candidate types
+ * allowed at each end, and for a relayed one the protocol between the page and the TURN server.
+ * @typedef {{protocol: 'udp'|'tcp', local: string[], remote: string[], relayProtocol?: 'udp'|'tcp'|'tls'}} PathExpect
+ */
+/**
  * @typedef {{
  *   label: string,
- *   blockUdp: ('pub'|'sub')[],
- *   expect: {protocol: 'udp'|'tcp', local: string[], remote: string[]},
+ *   firewall: {pub?: Firewall, sub?: Firewall},
+ *   sub?: {iceTransportPolicy?: 'relay'},
+ *   whip?: boolean,
+ *   expect: {pub: PathExpect, sub: PathExpect},
  * }} Case
+ * @typedef {'udp' | 'udp+turn-tcp'} Firewall  what a page's namespace drops: every UDP datagram, and TCP to port 3478
  */
+const HOST_UDP = /** @type {PathExpect} */ ({ protocol: 'udp', local: ['host'], remote: ['host'] });
+// An active TCP candidate (port 9 in the SDP) shows up as prflx once connected: its real port is learned then.
+const HOST_TCP = /** @type {PathExpect} */ ({ protocol: 'tcp', local: ['host', 'prflx'], remote: ['host'] });
+/** @param {'udp'|'tcp'|'tls'} relayProtocol */
+const RELAY = (relayProtocol) => /** @type {PathExpect} */ ({ protocol: 'udp', local: ['relay'], remote: ['host', 'prflx'], relayProtocol });
 /** @type {Record<string, Case>} */
 const CASES = {
-  udp: { label: 'UDP (no firewall)', blockUdp: [], expect: { protocol: 'udp', local: ['host'], remote: ['host'] } },
-  'ice-tcp': { label: 'ICE-TCP (UDP blocked)', blockUdp: ['pub', 'sub'], expect: { protocol: 'tcp', local: ['host', 'prflx'], remote: ['host'] } },
+  udp: { label: 'UDP (no firewall)', firewall: {}, expect: { pub: HOST_UDP, sub: HOST_UDP } },
+  'ice-tcp': { label: 'ICE-TCP (UDP blocked)', firewall: { pub: 'udp', sub: 'udp' }, expect: { pub: HOST_TCP, sub: HOST_TCP } },
+  'turn-udp': { label: 'TURN over UDP (relay only)', firewall: {}, sub: { iceTransportPolicy: 'relay' }, expect: { pub: HOST_UDP, sub: RELAY('udp') } },
+  'turn-tcp': { label: 'TURN over TCP (relay only, UDP blocked)', firewall: { sub: 'udp' }, sub: { iceTransportPolicy: 'relay' }, expect: { pub: HOST_UDP, sub: RELAY('tcp') } },
+  'turn-tls': {
+    label: 'TURN over TLS (relay only, UDP and TCP 3478 blocked)',
+    firewall: { sub: 'udp+turn-tcp' },
+    sub: { iceTransportPolicy: 'relay' },
+    expect: { pub: HOST_UDP, sub: RELAY('tls') },
+  },
+  'whip-whep': { label: 'WHIP publish (simulcast), WebSocket and WHEP viewers', firewall: {}, whip: true, expect: { pub: HOST_UDP, sub: HOST_UDP } },
 };
 
 const { values: opt } = parseArgs({
@@ -134,15 +161,18 @@ function makeCertificate(dir, ip) {
 }
 
 /**
- * Drops every UDP datagram in and out of namespace `ns` (its loopback included), counting them.
+ * The firewall of namespace `ns` (its loopback included): drops every UDP datagram in and out, and with
+ * `udp+turn-tcp` TCP to port 3478 too (TURN over TCP), counting what it drops.
  * @param {string} ns
+ * @param {Firewall} what
  */
-function blockUdp(ns) {
+function firewall(ns, what) {
+  const tcp = what === 'udp+turn-tcp' ? 'tcp dport 3478 counter name dropped drop;' : '';
   const rules = `
 table inet courier_reach {
-  counter udp_dropped {}
-  chain input { type filter hook input priority -10; policy accept; meta l4proto udp counter name udp_dropped drop; }
-  chain output { type filter hook output priority -10; policy accept; meta l4proto udp counter name udp_dropped drop; }
+  counter dropped {}
+  chain input { type filter hook input priority -10; policy accept; meta l4proto udp counter name dropped drop; }
+  chain output { type filter hook output priority -10; policy accept; meta l4proto udp counter name dropped drop; ${tcp} }
 }
 `;
   topo.nsExec(ns, 'nft', ['-f', '-'], rules);
@@ -157,11 +187,11 @@ function unblock(ns) {
   }
 }
 
-/** UDP datagrams the firewall of `ns` dropped. @param {string} ns */
-function udpDropped(ns) {
+/** Packets the firewall of `ns` dropped. @param {string} ns */
+function firewallDropped(ns) {
   try {
     const j = JSON.parse(topo.nsExec(ns, 'nft', ['-j', 'list', 'counters', 'table', 'inet', 'courier_reach']));
-    for (const item of j.nftables ?? []) if (item.counter?.name === 'udp_dropped') return item.counter.packets;
+    for (const item of j.nftables ?? []) if (item.counter?.name === 'dropped') return item.counter.packets;
   } catch {
     /* no table */
   }
@@ -173,15 +203,13 @@ function udpDropped(ns) {
 /**
  * Joins with the client library, publishing the fake camera and microphone or subscribing, and resolves when a
  * subscriber has its first video frame on screen. Returns the milliseconds from the join() call to that frame
- * (null for a publisher).
+ * (null for a publisher) and the wall-clock time of that frame.
  * @param {{url: string, token: string, publish: boolean, rtc?: any}} o
  */
 async function joinRoom({ url, token, publish, rtc = {} }) {
   const w = /** @type {any} */ (window);
   const m = await import('/courier.js');
   const t0 = performance.now();
-  /** @type {Promise<number>|null} */
-  let firstFrame = null;
   const client = await m.join(url, token, {
     publish: publish ? { audio: true, video: true } : false,
     simulcast: false,
@@ -191,8 +219,9 @@ async function joinRoom({ url, token, publish, rtc = {} }) {
     ...rtc,
   });
   w.client = client;
-  if (publish) return null;
-  firstFrame = new Promise((resolve) => {
+  w.pc = client.pc;
+  if (publish) return { ttffMs: null, firstFrameAt: null };
+  return await new Promise((resolve) => {
     const attach = (/** @type {MediaStreamTrack} */ track) => {
       if (track.kind !== 'video') return;
       const el = document.createElement('video');
@@ -202,18 +231,120 @@ async function joinRoom({ url, token, publish, rtc = {} }) {
       el.srcObject = new MediaStream([track]);
       document.body.appendChild(el);
       el.play().catch(() => {});
-      el.requestVideoFrameCallback(() => resolve(performance.now() - t0));
+      el.requestVideoFrameCallback(() => resolve({ ttffMs: performance.now() - t0, firstFrameAt: Date.now() }));
     };
     client.on('remote_track_added', (/** @type {any} */ r) => attach(r.track));
     for (const r of client.remoteTracks.values()) attach(r.track);
   });
-  return await firstFrame;
+}
+
+/**
+ * WHIP (RFC 9725) with nothing but fetch: the fake camera in three simulcast encodings and the microphone, one
+ * offer with every candidate (no trickle), `POST /whip`. Returns when the answer is applied, with the time of the
+ * POST (wall clock), the resource URL and the Link header.
+ * @param {{token: string}} o
+ */
+async function whipPublish({ token }) {
+  const w = /** @type {any} */ (window);
+  const stream = await navigator.mediaDevices.getUserMedia({
+    video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } },
+    audio: true,
+  });
+  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  w.pc = pc;
+  pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly', streams: [stream] });
+  pc.addTransceiver(stream.getVideoTracks()[0], {
+    direction: 'sendonly',
+    streams: [stream],
+    sendEncodings: [
+      { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+      { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+      { rid: 'f', maxBitrate: 1_500_000 },
+    ],
+  });
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve(null);
+    pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve(null));
+    setTimeout(resolve, 3000);
+  });
+  const postedAt = Date.now();
+  const r = await fetch('/whip', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` },
+    body: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp,
+  });
+  if (r.status !== 201) throw new Error(`WHIP: HTTP ${r.status}: ${await r.text()}`);
+  const location = new URL(/** @type {string} */ (r.headers.get('Location')), window.location.href).href;
+  w.whipResource = location;
+  await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+  return { postedAt, location, link: r.headers.get('Link') };
+}
+
+/**
+ * WHEP with nothing but fetch: receive-only audio and video, one offer, `POST /whep?participant=…`; resolves at the
+ * first video frame on screen with the milliseconds since the POST.
+ * @param {{token: string, participant: string}} o
+ */
+async function whepPlay({ token, participant }) {
+  const w = /** @type {any} */ (window);
+  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  w.pc = pc;
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  const t0 = performance.now();
+  const frame = new Promise((resolve) => {
+    pc.ontrack = (e) => {
+      if (e.track.kind !== 'video') return;
+      const el = document.createElement('video');
+      el.autoplay = true;
+      el.muted = true;
+      el.playsInline = true;
+      el.srcObject = new MediaStream([e.track]);
+      document.body.appendChild(el);
+      el.play().catch(() => {});
+      el.requestVideoFrameCallback(() => resolve(performance.now() - t0));
+    };
+  });
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve(null);
+    pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve(null));
+    setTimeout(resolve, 3000);
+  });
+  const r = await fetch(`/whep?participant=${encodeURIComponent(participant)}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` },
+    body: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp,
+  });
+  if (r.status !== 201) throw new Error(`WHEP: HTTP ${r.status}: ${await r.text()}`);
+  w.whepResource = new URL(/** @type {string} */ (r.headers.get('Location')), window.location.href).href;
+  await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+  return { ttffMs: await frame };
+}
+
+/** `DELETE` on the page's WHIP resource; the HTTP status. */
+async function whipDelete() {
+  const w = /** @type {any} */ (window);
+  const r = await fetch(w.whipResource, { method: 'DELETE' });
+  w.pc?.close();
+  return r.status;
+}
+
+/**
+ * The room's participants by the admin API (identities, and per participant its tracks' simulcast layers).
+ * @param {{room: string, adminToken: string}} o
+ */
+async function participants({ room, adminToken }) {
+  const r = await fetch(`/api/v1/rooms/${encodeURIComponent(room)}/participants`, { headers: { Authorization: `Bearer ${adminToken}` } });
+  if (!r.ok) return { error: `HTTP ${r.status}` };
+  return await r.json();
 }
 
 /** The selected ICE candidate pair of the page's peer connection, and video frames decoded so far. */
 async function pathNow() {
   const w = /** @type {any} */ (window);
-  const pc = w.client?.pc;
+  const pc = w.pc ?? w.client?.pc;
   if (!pc) return null;
   const stats = await pc.getStats();
   /** @type {Map<string, any>} */ const byId = new Map();
@@ -256,6 +387,23 @@ const CLK_TCK = 100;
 // ------------------------------------------------------------------ one case
 
 /**
+ * Waits until the page's peer connection has decoded 30 video frames; its selected path then.
+ * @param {import('playwright-core').Page} page
+ * @param {string} what
+ */
+const decoding = (page, what) =>
+  waitUntil(
+    async () => {
+      const p = await B.evaluate(page, pathNow, undefined, `${what}: stats`);
+      return p && p.framesDecoded >= 30 && p.local ? p : null;
+    },
+    20_000,
+    `${what} decoding 30 frames`,
+    250,
+  );
+
+/**
+ * One case: a publisher in the `pub` namespace, a subscriber in `sub`, behind the case's firewalls.
  * @param {Record<string, import('playwright-core').Browser>} browsers
  * @param {string} name
  * @param {number} courierPid
@@ -263,42 +411,97 @@ const CLK_TCK = 100;
 async function runCase(browsers, name, courierPid) {
   const c = CASES[name];
   const room = `reach-${name}-${Date.now() % 1_000_000}`;
-  for (const who of c.blockUdp) blockUdp(topo[who]);
-  const opened = [];
+  for (const who of /** @type {const} */ (['pub', 'sub'])) {
+    const f = c.firewall[who];
+    if (f) firewall(topo[who], f);
+  }
+  /** @type {{ctx: import('playwright-core').BrowserContext}[]} */ const opened = [];
+  /** @param {'pub'|'sub'} ns @param {string} label */
+  const open = async (ns, label) => {
+    const p = await B.openPage(browsers[ns], { origin, out: OUT, name: label, logPrefix: name });
+    opened.push(p);
+    return p.page;
+  };
   try {
-    const pub = await B.openPage(browsers.pub, { origin, out: OUT, name: 'pub', logPrefix: name });
-    opened.push(pub);
-    const sub = await B.openPage(browsers.sub, { origin, out: OUT, name: 'sub', logPrefix: name });
-    opened.push(sub);
-    await B.evaluate(pub.page, joinRoom, { url: wsUrl, token: mintToken({ identity: 'pub', room }), publish: true }, 'publisher joins');
-    const ttff = await B.evaluate(sub.page, joinRoom, { url: wsUrl, token: mintToken({ identity: 'sub', room }), publish: false }, 'subscriber joins and shows a frame', 45_000);
-    const subPath = await waitUntil(
-      async () => {
-        const p = await B.evaluate(sub.page, pathNow, undefined, 'subscriber stats');
-        return p && p.framesDecoded >= 30 && p.local ? p : null;
-      },
-      20_000,
-      `${name}: the subscriber decoding 30 frames`,
-      250,
-    );
-    const pubPath = await B.evaluate(pub.page, pathNow, undefined, 'publisher stats');
-    const dropped = { pub: udpDropped(topo.pub), sub: udpDropped(topo.sub) };
-    /** @type {any} */ let cpu = null;
+    /** @type {any} */ const r = { case: name, label: c.label };
+    const pub = await open('pub', 'pub');
+    const sub = await open('sub', 'sub');
+    if (c.whip) {
+      // A WebSocket viewer first, then the WHIP publisher: the time from the POST to the viewer's first frame.
+      const viewer = B.evaluate(sub, joinRoom, { url: wsUrl, token: mintToken({ identity: 'viewer', room }), publish: false }, 'the WebSocket viewer joins and shows a frame', 45_000);
+      await new Promise((res) => setTimeout(res, 500));
+      const published = await B.evaluate(pub, whipPublish, { token: mintToken({ identity: 'whip-pub', room }) }, 'WHIP publish');
+      const seen = await viewer;
+      r.whip = { link: published.link, location: published.location };
+      r.publishToViewerMs = seen.firstFrameAt - published.postedAt;
+      r.sub = await decoding(sub, 'the WebSocket viewer');
+      r.pub = await B.evaluate(pub, pathNow, undefined, 'publisher stats');
+      const adminToken = mintToken({ identity: 'qa-admin', room, admin: true });
+      const listed = await B.evaluate(pub, participants, { room, adminToken }, 'participants');
+      r.whip.listed = listed.participants?.find((/** @type {any} */ p) => p.identity === 'whip-pub') ?? null;
+      // WHEP: a fetch-only player in a second page of the subscriber's namespace.
+      const player = await open('sub', 'whep');
+      const played = await B.evaluate(player, whepPlay, { token: mintToken({ identity: 'whep-viewer', room }), participant: 'whip-pub' }, 'WHEP play', 45_000);
+      r.whepTtffMs = Math.round(played.ttffMs);
+      r.whep = await decoding(player, 'the WHEP player');
+      r.whip.deleteStatus = await B.evaluate(pub, whipDelete, undefined, 'WHIP DELETE');
+      r.whip.goneAfterDelete = await waitUntil(
+        async () => {
+          const l = await B.evaluate(sub, participants, { room, adminToken }, 'participants');
+          return l.participants && !l.participants.some((/** @type {any} */ p) => p.identity === 'whip-pub');
+        },
+        10_000,
+        'the WHIP publisher gone after DELETE',
+      ).catch(() => false);
+      r.ttffMs = Math.round(seen.ttffMs);
+    } else {
+      await B.evaluate(pub, joinRoom, { url: wsUrl, token: mintToken({ identity: 'pub', room }), publish: true }, 'publisher joins');
+      const seen = await B.evaluate(
+        sub,
+        joinRoom,
+        { url: wsUrl, token: mintToken({ identity: 'sub', room }), publish: false, rtc: c.sub ?? {} },
+        'subscriber joins and shows a frame',
+        45_000,
+      );
+      r.ttffMs = Math.round(seen.ttffMs);
+      r.sub = await decoding(sub, 'the subscriber');
+      r.pub = await B.evaluate(pub, pathNow, undefined, 'publisher stats');
+    }
+    r.dropped = { pub: firewallDropped(topo.pub), sub: firewallDropped(topo.sub) };
     if (holdS > 0) {
-      const m0 = await B.evaluate(pub.page, serverCounters, undefined, 'metrics');
+      const m0 = await B.evaluate(pub, serverCounters, undefined, 'metrics');
       const c0 = cpuSeconds(courierPid);
-      await new Promise((r) => setTimeout(r, holdS * 1000));
-      const m1 = await B.evaluate(pub.page, serverCounters, undefined, 'metrics');
+      await new Promise((res) => setTimeout(res, holdS * 1000));
+      const m1 = await B.evaluate(pub, serverCounters, undefined, 'metrics');
       const c1 = cpuSeconds(courierPid);
       const out = m1.courier_rtp_packets_out_total - m0.courier_rtp_packets_out_total;
       const inn = m1.courier_rtp_packets_in_total - m0.courier_rtp_packets_in_total;
-      cpu = { seconds: holdS, cpuS: c1 - c0, packetsOut: out, packetsIn: inn, usPerPacketOut: out > 0 ? Math.round(((c1 - c0) * 1e6) / out) : null };
+      r.cpu = { seconds: holdS, cpuS: c1 - c0, packetsOut: out, packetsIn: inn, usPerPacketOut: out > 0 ? Math.round(((c1 - c0) * 1e6) / out) : null };
     }
-    return { case: name, label: c.label, ttffMs: Math.round(/** @type {number} */ (ttff)), sub: subPath, pub: pubPath, udpDropped: dropped, cpu };
+    return r;
   } finally {
     await Promise.all(opened.map((o) => o.ctx.close().catch(() => {})));
-    for (const who of c.blockUdp) unblock(topo[who]);
+    unblock(topo.pub);
+    unblock(topo.sub);
   }
+}
+
+/**
+ * What is wrong with one page's path (empty: nothing).
+ * @param {string} who
+ * @param {any} path
+ * @param {PathExpect} want
+ */
+function pathProblems(who, path, want) {
+  const l = path?.local;
+  if (!l) return [`${who}: no selected candidate pair`];
+  /** @type {string[]} */ const out = [];
+  if (l.protocol !== want.protocol) out.push(`${who}: media over ${l.protocol}, want ${want.protocol}`);
+  if (!want.local.includes(l.candidateType)) out.push(`${who}: local candidate ${l.candidateType}, want ${want.local.join(' or ')}`);
+  if (want.relayProtocol && l.relayProtocol !== want.relayProtocol) out.push(`${who}: relayed over ${l.relayProtocol}, want ${want.relayProtocol}`);
+  const rc = path?.remote;
+  if (!rc || !want.remote.includes(rc.candidateType)) out.push(`${who}: remote candidate ${rc?.candidateType}, want ${want.remote.join(' or ')}`);
+  return out;
 }
 
 /**
@@ -307,24 +510,24 @@ async function runCase(browsers, name, courierPid) {
  */
 function problemsOf(r) {
   const c = CASES[r.case];
-  /** @type {string[]} */ const out = [];
-  for (const who of ['pub', 'sub']) {
-    const l = r[who]?.local;
-    if (!l) {
-      out.push(`${who}: no selected candidate pair`);
-      continue;
-    }
-    if (l.protocol !== c.expect.protocol) out.push(`${who}: media over ${l.protocol}, want ${c.expect.protocol}`);
-    // An active TCP candidate (port 9 in the SDP) shows up as prflx once connected: its real port is learned then.
-    if (!c.expect.local.includes(l.candidateType)) out.push(`${who}: local candidate ${l.candidateType}, want ${c.expect.local.join(' or ')}`);
-    const rc = r[who]?.remote;
-    if (!rc || !c.expect.remote.includes(rc.candidateType)) out.push(`${who}: remote candidate ${rc?.candidateType}, want ${c.expect.remote.join(' or ')}`);
+  /** @type {string[]} */ const out = [...pathProblems('pub', r.pub, c.expect.pub), ...pathProblems('sub', r.sub, c.expect.sub)];
+  for (const who of /** @type {const} */ (['pub', 'sub'])) {
+    if (c.firewall[who] && !(r.dropped[who] > 0)) out.push(`${who}: the firewall dropped nothing (was it in place?)`);
   }
-  for (const who of c.blockUdp) {
-    if (!(r.udpDropped[who] > 0)) out.push(`${who}: the firewall dropped no UDP datagram (was it in place?)`);
+  if (c.whip) {
+    out.push(...pathProblems('whep', r.whep, HOST_UDP));
+    if (!/rel="ice-server"/.test(r.whip.link ?? '')) out.push(`WHIP: no ICE server in the Link header (${r.whip.link})`);
+    const video = (r.whip.listed?.tracks ?? []).filter((/** @type {any} */ t) => t.kind === 'video');
+    if (!video.length) out.push(`WHIP: the admin API lists no video track of the publisher (${JSON.stringify(r.whip.listed)})`);
+    else if (!video.some((/** @type {any} */ t) => t.simulcast || (t.layers?.length ?? 0) > 1)) out.push(`WHIP: the publisher's video is not simulcast (${JSON.stringify(video)})`);
+    if (r.whip.deleteStatus !== 200) out.push(`WHIP: DELETE answered ${r.whip.deleteStatus}, want 200`);
+    if (!r.whip.goneAfterDelete) out.push('WHIP: the publisher still listed 10 s after DELETE');
   }
   return out;
 }
+
+/** A selected path in words: `udp host`, `tcp prflx`, `udp relay/tls`. @param {any} l */
+const pathName = (l) => (l ? `${l.protocol} ${l.candidateType}${l.relayProtocol ? `/${l.relayProtocol}` : ''}` : '?');
 
 async function main() {
   log(`namespaces ${topo.pub}, ${topo.srv}, ${topo.sub}; server ${topo.addr.server}; artifacts in ${OUT}`);
@@ -338,6 +541,8 @@ async function main() {
     '--web-root', path.join(REPO, 'web-demo'),
     '--tls-cert', tls.cert,
     '--tls-key', tls.key,
+    // The built-in TURN server: UDP and TCP on 3478, TLS on 5349 with the same certificate.
+    '--turn',
     '--data-dir', path.join(scratch, 'data'),
   ]);
   await courier.waitForLine(/COURIER_READY/, 30_000);
@@ -353,7 +558,7 @@ async function main() {
         const r = await withTimeout(runCase({ pub: pubB, sub: subB }, name, /** @type {number} */ (courier.child.pid)), 120_000 + holdS * 1000, name);
         r.problems = problemsOf(r);
         results.push(r);
-        log(`  ${name}: first frame after ${r.ttffMs} ms; subscriber over ${r.sub.local.protocol} ${r.sub.local.candidateType}${r.sub.local.relayProtocol ? `/${r.sub.local.relayProtocol}` : ''}, publisher over ${r.pub?.local?.protocol} ${r.pub?.local?.candidateType}; UDP dropped pub ${r.udpDropped.pub}, sub ${r.udpDropped.sub}${r.cpu ? `; courier ${r.cpu.usPerPacketOut} µs CPU per RTP packet out (${r.cpu.packetsOut} out, ${r.cpu.packetsIn} in, ${r.cpu.cpuS.toFixed(2)} s CPU in ${holdS} s)` : ''}${r.problems.length ? `; PROBLEMS: ${r.problems.join('; ')}` : ''}`);
+        log(`  ${name}: first frame after ${r.ttffMs} ms${r.publishToViewerMs != null ? ` (WHIP POST to the viewer's first frame ${r.publishToViewerMs} ms, WHEP ${r.whepTtffMs} ms)` : ''}; subscriber over ${pathName(r.sub?.local)}, publisher over ${pathName(r.pub?.local)}; firewalls dropped pub ${r.dropped.pub}, sub ${r.dropped.sub}${r.cpu ? `; courier ${r.cpu.usPerPacketOut} µs CPU per RTP packet out (${r.cpu.packetsOut} out, ${r.cpu.packetsIn} in, ${r.cpu.cpuS.toFixed(2)} s CPU in ${holdS} s)` : ''}${r.problems.length ? `; PROBLEMS: ${r.problems.join('; ')}` : ''}`);
       } catch (e) {
         const err = /** @type {Error} */ (e);
         log(`  ${name}: FAILED: ${err.message}`);
@@ -376,12 +581,16 @@ async function main() {
       const med = t[Math.floor((t.length - 1) / 2)];
       const us = ok.map((r) => r.cpu?.usPerPacketOut).filter((x) => typeof x === 'number').sort((a, b) => a - b);
       const r = ok[0];
-      const path = (/** @type {any} */ l) => (l ? `${l.protocol} ${l.candidateType}${l.relayProtocol ? `/${l.relayProtocol}` : ''}` : '?');
-      return `| ${CASES[name].label} | ${ok.length}/${rs.length} | ${med} ms (${t[0]}–${t[t.length - 1]}) | ${path(r.sub.local)} | ${path(r.pub?.local)} | ${us.length ? `${us[Math.floor((us.length - 1) / 2)]} µs` : '—'} |`;
+      return `| ${CASES[name].label} | ${ok.length}/${rs.length} | ${med} ms (${t[0]}–${t[t.length - 1]}) | ${pathName(r.sub?.local)} | ${pathName(r.pub?.local)} | ${us.length ? `${us[Math.floor((us.length - 1) / 2)]} µs` : '—'} |`;
     }),
   ].join('\n');
-  fs.writeFileSync(path.join(OUT, 'report.md'), `${table}\n`);
-  console.log(`\n${table}\n`);
+  const whip = results.filter((r) => r.publishToViewerMs != null);
+  const median = (/** @type {number[]} */ xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  const whipTable = whip.length
+    ? `\n\n| WHIP runs | POST → first frame at a WebSocket viewer, median (min–max) | WHEP POST → first frame, median (min–max) |\n|---|---|---|\n| ${whip.length} | ${median(whip.map((r) => r.publishToViewerMs))} ms (${Math.min(...whip.map((r) => r.publishToViewerMs))}–${Math.max(...whip.map((r) => r.publishToViewerMs))}) | ${median(whip.map((r) => r.whepTtffMs))} ms (${Math.min(...whip.map((r) => r.whepTtffMs))}–${Math.max(...whip.map((r) => r.whepTtffMs))}) |`
+    : '';
+  fs.writeFileSync(path.join(OUT, 'report.md'), `${table}${whipTable}\n`);
+  console.log(`\n${table}${whipTable}\n`);
   const bad = results.filter((r) => r.problems.length);
   if (bad.length) {
     console.error(`reach FAILED:\n  ${bad.map((r) => `${r.case}: ${r.problems.join('; ')}`).join('\n  ')}\n(logs in ${OUT})`);

@@ -113,6 +113,9 @@ struct LoadArgs {
     /// Subscribers negotiating at once.
     #[arg(long, default_value_t = 16)]
     parallel_joins: usize,
+    /// How subscribers reach Courier: `udp`, or `tcp` (ICE-TCP to its passive candidate, RFC 4571 framing).
+    #[arg(long, default_value = "udp", value_parser = ["udp", "tcp"])]
+    subscriber_transport: String,
     /// Where the JSON report goes (default: stdout's last line only).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -363,6 +366,10 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         duration: args.duration,
         warmup: args.warmup,
         parallel_joins: args.parallel_joins,
+        subscriber_transport: match args.subscriber_transport.as_str() {
+            "tcp" => load::peer::Transport::Tcp,
+            _ => load::peer::Transport::Udp,
+        },
     };
     let netns = if args.netns || args.target != LoadTarget::Courier {
         Some(Netns::create(&format!("courier-load{}", args.subnet), args.subnet)?)

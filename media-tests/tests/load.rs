@@ -1,13 +1,13 @@
 //! The load generator against the real server, small: what it counts must add up. A 1→3 video fan-out and a 2→2
 //! audio room on loopback; every subscriber receives every publisher's packets (so out ≈ subscribers × in), nothing
 //! is lost on loopback, every payload comes back with its stamp, and the delay and the server's CPU time are
-//! measured. Throughput numbers come from `media-tests/bench/compare.sh` (release build, pinned cores), not from here.
+//! measured; the fan-out again with subscribers on ICE-TCP. Throughput numbers come from `media-tests/bench/compare.sh` (release build, pinned cores), not from here.
 
 mod courier;
 
 use std::time::Duration;
 
-use media_tests::load::{self, courier::Courier, target::Media, LoadReport, Workload};
+use media_tests::load::{self, courier::Courier, peer::Transport, target::Media, LoadReport, Workload};
 
 fn workload(rooms: usize, publishers: usize, subscribers: usize, media: Media) -> Workload {
     Workload {
@@ -21,6 +21,7 @@ fn workload(rooms: usize, publishers: usize, subscribers: usize, media: Media) -
         duration: Duration::from_secs(3),
         warmup: Duration::from_millis(500),
         parallel_joins: 4,
+        subscriber_transport: Transport::Udp,
     }
 }
 
@@ -62,6 +63,16 @@ fn a_video_fan_out_adds_up() {
     // 400 kbit/s at 30 frames/s in 1100-byte packets: 2 packets a frame.
     assert_adds_up(&r, 60.0);
     assert!(r.keyframes >= 1, "the publisher starts with a keyframe");
+}
+
+/// The same fan-out with every subscriber on ICE-TCP (the server's passive candidate, RFC 4571 frames): nothing lost,
+/// every packet stamped.
+#[test]
+fn a_video_fan_out_over_ice_tcp_adds_up() {
+    let mut w = workload(1, 1, 3, Media { audio: false, video: true });
+    w.subscriber_transport = Transport::Tcp;
+    let r = run(&w);
+    assert_adds_up(&r, 60.0);
 }
 
 #[test]

@@ -46,6 +46,16 @@ pub struct Workload {
     pub warmup: Duration,
     /// Subscribers negotiating at once.
     pub parallel_joins: usize,
+    /// How subscribers' packets travel (UDP, or ICE-TCP).
+    #[serde(serialize_with = "transport")]
+    pub subscriber_transport: peer::Transport,
+}
+
+fn transport<S: serde::Serializer>(t: &peer::Transport, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match t {
+        peer::Transport::Udp => "udp",
+        peer::Transport::Tcp => "tcp",
+    })
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -154,7 +164,7 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
                 video_kbps: w.video_kbps,
                 packet_bytes: w.packet_bytes,
             };
-            let p = peer::spawn(bind, role, measure.clone()).await?;
+            let p = peer::spawn(bind, role, peer::Transport::Udp, measure.clone()).await?;
             sessions.push(target.publish(room, i, w.media, &p).await.with_context(|| format!("publisher {room}/{i}"))?);
             p.connected(Duration::from_secs(10)).await.with_context(|| format!("publisher {room}/{i}"))?;
             pubs.push(p);
@@ -165,7 +175,7 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
         .map(|(room, i)| {
             let measure = measure.clone();
             async move {
-                let p = peer::spawn(bind, Role::Subscriber, measure).await?;
+                let p = peer::spawn(bind, Role::Subscriber, w.subscriber_transport, measure).await?;
                 let s =
                     target.subscribe(room, i, w.media, &p).await.with_context(|| format!("subscriber {room}/{i}"))?;
                 p.connected(Duration::from_secs(15)).await.with_context(|| format!("subscriber {room}/{i}"))?;

@@ -6,6 +6,10 @@
 //!
 //! The load runner creates peers with [`spawn`]; a [`super::target::Target`] negotiates through the
 //! [`PeerHandle`] (offer/answer/candidates), whatever its signaling.
+//!
+//! A subscriber can take ICE-TCP instead ([`Transport::Tcp`]): when the server's offer arrives it connects to the
+//! offer's passive TCP candidate and answers with an active one, and every packet crosses that connection in RFC
+//! 4571 frames (a 16-bit length, then the packet) — what a browser whose UDP is blocked does.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -20,7 +24,7 @@ use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use super::target::Media;
@@ -64,6 +68,46 @@ impl Stamp {
             publisher: u32::from_be_bytes(tail[12..16].try_into().ok()?),
         })
     }
+}
+
+/// How a peer's packets travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// One UDP socket, its host candidate.
+    #[default]
+    Udp,
+    /// ICE-TCP to the server's passive candidate (subscribers only: it is found in the server's offer).
+    Tcp,
+}
+
+/// The ICE-TCP connection of a [`Transport::Tcp`] peer.
+struct TcpLink {
+    stream: TcpStream,
+    local: SocketAddr,
+    server: SocketAddr,
+    /// Bytes read and not yet a whole frame.
+    read: Vec<u8>,
+    /// Framed bytes not yet written (the socket was full).
+    write: Vec<u8>,
+}
+
+/// Frames larger than this are refused (a media packet is under 1,500 bytes; STUN and DTLS under 4 KiB).
+const MAX_TCP_FRAME: usize = 8 * 1024;
+/// Written bytes held while the socket is full; beyond it packets are dropped, as a full queue would.
+const MAX_TCP_BACKLOG: usize = 1 << 20;
+
+/// The passive TCP candidate of an SDP (`a=candidate:… tcp … typ host … tcptype passive`), if any.
+pub fn passive_tcp_candidate(sdp: &str) -> Option<SocketAddr> {
+    sdp.lines().find_map(|l| {
+        let f: Vec<&str> = l.trim().trim_start_matches("a=").split_whitespace().collect();
+        let is_passive = f.windows(2).any(|w| w == ["tcptype", "passive"]);
+        if f.first()?.starts_with("candidate:") && f.get(2)?.eq_ignore_ascii_case("tcp") && is_passive {
+            let ip: IpAddr = f.get(4)?.parse().ok()?;
+            let port: u16 = f.get(5)?.parse().ok()?;
+            return Some(SocketAddr::new(ip, port));
+        }
+        None
+    })
 }
 
 /// What a peer does once connected.
@@ -153,21 +197,29 @@ impl PeerHandle {
     }
 }
 
-/// Starts a peer on a fresh UDP socket at `bind:0`; it runs until every handle is dropped.
-pub async fn spawn(bind: IpAddr, role: Role, measure: Arc<Measure>) -> anyhow::Result<PeerHandle> {
+/// Starts a peer on a fresh UDP socket at `bind:0` (or, with [`Transport::Tcp`], on the ICE-TCP connection it makes
+/// when the server's offer arrives); it runs until every handle is dropped.
+pub async fn spawn(bind: IpAddr, role: Role, transport: Transport, measure: Arc<Measure>) -> anyhow::Result<PeerHandle> {
+    if transport == Transport::Tcp && matches!(role, Role::Publisher { .. }) {
+        bail!("ICE-TCP is for subscribers: the server's passive candidate comes with its offer");
+    }
     let socket = UdpSocket::bind(SocketAddr::new(bind, 0)).await.context("binding the peer's UDP socket")?;
     enable_rx_timestamps(&socket).context("SO_TIMESTAMPNS")?;
     let local = socket.local_addr()?;
     let now = Instant::now();
     let mut rtc =
         RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_vp8(true).enable_opus(true, false).build(now);
-    rtc.add_local_candidate(Candidate::host(local, Protocol::Udp).context("host candidate")?);
+    if transport == Transport::Udp {
+        rtc.add_local_candidate(Candidate::host(local, Protocol::Udp).context("host candidate")?);
+    }
     let (tx, rx) = mpsc::channel(8);
     let counters = Arc::new(Counters::default());
     let peer = Peer {
         rtc,
         socket,
         local,
+        transport,
+        tcp: None,
         role,
         rx,
         counters: counters.clone(),
@@ -209,6 +261,8 @@ struct Peer {
     rtc: Rtc,
     socket: UdpSocket,
     local: SocketAddr,
+    transport: Transport,
+    tcp: Option<TcpLink>,
     role: Role,
     rx: mpsc::Receiver<Command>,
     counters: Arc<Counters>,
@@ -239,11 +293,27 @@ impl Peer {
             let now = Instant::now();
             let due = [Some(timeout), self.send.next_video, self.send.next_audio].into_iter().flatten().min();
             let sleep = due.map(|d| d.saturating_duration_since(now)).unwrap_or(Duration::from_millis(100));
+            let backlog = self.tcp.as_ref().is_some_and(|t| !t.write.is_empty());
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => self.command(cmd).await,
                     None => return,
                 },
+                r = tcp_readable(&self.tcp) => {
+                    if let Err(e) = r {
+                        tracing::warn!("peer TCP: {e}");
+                        return;
+                    }
+                    if !self.read_tcp(&mut buf) || self.drain().is_none() {
+                        return;
+                    }
+                }
+                r = tcp_writable(&self.tcp), if backlog => {
+                    if r.is_err() {
+                        return;
+                    }
+                    self.flush_tcp();
+                }
                 r = self.socket.readable() => {
                     if let Err(e) = r {
                         tracing::warn!("peer socket: {e}");
@@ -282,11 +352,107 @@ impl Peer {
         }
     }
 
+    /// Reads what the ICE-TCP connection has and hands every whole frame to str0m, draining it after each.
+    /// `false`: the connection or the peer ended.
+    fn read_tcp(&mut self, buf: &mut [u8]) -> bool {
+        let Some(t) = self.tcp.as_mut() else { return true };
+        loop {
+            match t.stream.try_read(buf) {
+                Ok(0) => return false,
+                Ok(n) => t.read.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!("peer TCP read: {e}");
+                    return false;
+                }
+            }
+        }
+        let (server, local) = (t.server, t.local);
+        let mut frames = std::mem::take(&mut t.read);
+        let mut at = 0;
+        while frames.len() - at >= 2 {
+            let len = u16::from_be_bytes([frames[at], frames[at + 1]]) as usize;
+            if len > MAX_TCP_FRAME {
+                tracing::warn!("peer TCP: a {len}-byte frame");
+                return false;
+            }
+            if frames.len() - at - 2 < len {
+                break;
+            }
+            self.arrival_ns = now_ns();
+            let data = &frames[at + 2..at + 2 + len];
+            if let Ok(contents) = data.try_into() {
+                let input = Input::Receive(
+                    Instant::now(),
+                    Receive { proto: Protocol::Tcp, source: server, destination: local, contents },
+                );
+                if let Err(e) = self.rtc.handle_input(input) {
+                    tracing::debug!("peer input: {e}");
+                }
+                // str0m's drain rule: poll after every input (the next input would replace this one's events).
+                if self.drain().is_none() {
+                    return false;
+                }
+            }
+            at += 2 + len;
+        }
+        frames.drain(..at);
+        if let Some(t) = self.tcp.as_mut() {
+            t.read = frames;
+        }
+        true
+    }
+
+    /// Writes what is held for the ICE-TCP connection, as much as it takes now.
+    fn flush_tcp(&mut self) {
+        let Some(t) = self.tcp.as_mut() else { return };
+        while !t.write.is_empty() {
+            match t.stream.try_write(&t.write) {
+                Ok(n) => {
+                    t.write.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!("peer TCP write: {e}");
+                    t.write.clear();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Connects to the passive TCP candidate of the server's offer and makes the connection this peer's only
+    /// candidate (active).
+    async fn connect_tcp(&mut self, offer: &str) -> anyhow::Result<()> {
+        let server = passive_tcp_candidate(offer).ok_or_else(|| anyhow!("the server's offer has no passive TCP candidate"))?;
+        let stream = TcpStream::connect(server).await.with_context(|| format!("connecting to {server} (ICE-TCP)"))?;
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        let candidate = Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(str0m::net::TcpType::Active)
+            .build()
+            .context("TCP candidate")?;
+        self.rtc.add_local_candidate(candidate);
+        self.tcp = Some(TcpLink { stream, local, server, read: Vec::new(), write: Vec::new() });
+        Ok(())
+    }
+
     /// Polls str0m until it wants time; `None` when the peer is closed.
     fn drain(&mut self) -> Option<Instant> {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return Some(t),
+                Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
+                    let Some(link) = self.tcp.as_mut() else { continue };
+                    if link.write.len() + t.contents.len() + 2 > MAX_TCP_BACKLOG {
+                        continue; // a full queue loses the packet, as a full socket buffer would
+                    }
+                    link.write.extend_from_slice(&(t.contents.len() as u16).to_be_bytes());
+                    link.write.extend_from_slice(&t.contents);
+                    self.flush_tcp();
+                }
                 Ok(Output::Transmit(t)) => {
                     // A full socket buffer loses the datagram, as a network would.
                     let _ = self.socket.try_send_to(&t.contents, t.destination);
@@ -347,7 +513,7 @@ impl Peer {
         }
     }
 
-    fn command(&mut self, cmd: Command) {
+    async fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Offer { media, send, reply } => {
                 let dir = if send { Direction::SendOnly } else { Direction::RecvOnly };
@@ -380,6 +546,12 @@ impl Peer {
                 let _ = reply.send(r);
             }
             Command::Answer { sdp, reply } => {
+                if self.transport == Transport::Tcp && self.tcp.is_none() {
+                    if let Err(e) = self.connect_tcp(&sdp).await {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                }
                 let r = (|| {
                     let offer = SdpOffer::from_sdp_string(&sdp).context("parsing the offer")?;
                     let answer = self.rtc.sdp_api().accept_offer(offer).context("accepting the offer")?;
@@ -521,6 +693,22 @@ impl Peer {
 }
 
 /// Asks the kernel to stamp each datagram's arrival (`SO_TIMESTAMPNS`, CLOCK_REALTIME).
+/// Readable, for a peer with an ICE-TCP connection; never, without.
+async fn tcp_readable(t: &Option<TcpLink>) -> std::io::Result<()> {
+    match t {
+        Some(t) => t.stream.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writable, for a peer with an ICE-TCP connection; never, without.
+async fn tcp_writable(t: &Option<TcpLink>) -> std::io::Result<()> {
+    match t {
+        Some(t) => t.stream.writable().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn enable_rx_timestamps(socket: &UdpSocket) -> std::io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: a valid socket descriptor and a c_int option value of the size given.
@@ -604,6 +792,15 @@ pub async fn all_receiving(peers: &[PeerHandle], within: Duration) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_passive_tcp_candidate_is_found_in_an_offer() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.9 7881 typ host\r\n\
+                   a=candidate:2 1 tcp 1518280447 10.0.0.9 7881 typ host tcptype passive\r\n";
+        assert_eq!(passive_tcp_candidate(sdp), Some("10.0.0.9:7881".parse().unwrap()));
+        assert_eq!(passive_tcp_candidate("a=candidate:1 1 udp 2130706431 10.0.0.9 7881 typ host\r\n"), None);
+        assert_eq!(passive_tcp_candidate("a=candidate:2 1 tcp 1 10.0.0.9 9 typ host tcptype active\r\n"), None);
+    }
 
     #[test]
     fn a_stamp_reads_back_from_the_payload_tail() {
