@@ -373,7 +373,10 @@ impl Server {
                 self.out.push_back(Output::ToClient { to: five, data: resp });
             }
             (Class::Indication, method::SEND) => self.send_indication(now, five, &msg),
-            (Class::Request, m @ (method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND)) => {
+            (
+                Class::Request,
+                m @ (method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND),
+            ) => {
                 let auth = match self.authenticate(now, &msg) {
                     Ok(auth) => auth,
                     Err(resp) => {
@@ -590,12 +593,21 @@ impl Server {
         }
         if self.config.policy.route(peer).is_none() {
             self.stats.forbidden_peers += 1;
-            return error_response_signed(m, txid, 403, "Forbidden: this server relays only to its own media address", key);
+            return error_response_signed(
+                m,
+                txid,
+                403,
+                "Forbidden: this server relays only to its own media address",
+                key,
+            );
         }
         let a = self.allocations.get_mut(&relay).expect("checked by the caller");
         let live = |e: &Instant| *e > now;
         let other_peer = a.channels.get(&channel).is_some_and(|(p, e)| live(e) && *p != peer);
-        let other_channel = a.peer_channels.get(&peer).is_some_and(|c| *c != channel && a.channels.get(c).is_some_and(|(_, e)| live(e)));
+        let other_channel = a
+            .peer_channels
+            .get(&peer)
+            .is_some_and(|c| *c != channel && a.channels.get(c).is_some_and(|(_, e)| live(e)));
         if other_peer || other_channel {
             return error_response_signed(m, txid, 400, "Bad Request: channel or peer bound otherwise", key);
         }
@@ -607,7 +619,8 @@ impl Server {
 
     /// The lifetime a request asks for, within [default, max].
     fn lifetime(&self, msg: &Message<'_>) -> Duration {
-        let asked = msg.u32_attr(attr::LIFETIME).map_or(self.config.default_lifetime, |s| Duration::from_secs(s.into()));
+        let asked =
+            msg.u32_attr(attr::LIFETIME).map_or(self.config.default_lifetime, |s| Duration::from_secs(s.into()));
         asked.clamp(self.config.default_lifetime.min(self.config.max_lifetime), self.config.max_lifetime)
     }
 

@@ -317,7 +317,8 @@ pub struct MessageBuilder {
 impl MessageBuilder {
     pub fn new(method: u16, class: Class, transaction_id: [u8; 12]) -> MessageBuilder {
         let c = class.bits();
-        let ty = (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | ((c & 1) << 4) | ((c & 2) << 7);
+        let ty =
+            (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | ((c & 1) << 4) | ((c & 2) << 7);
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(&ty.to_be_bytes());
         buf.extend_from_slice(&[0, 0]);
@@ -489,7 +490,8 @@ mod tests {
     fn rfc5769_sample_request_verifies() {
         // RFC 5769 §2.1: a request with SOFTWARE, PRIORITY, ICE-CONTROLLED, USERNAME, MESSAGE-INTEGRITY, FINGERPRINT.
         let hex = "000100582112a442b7e7a701bc34d686fa87dfae802200105354554e207465737420636c69656e74002400046e0001ff80290008932ff9b151263b36000600096576746a3a68367659202020000800149aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a280280004e57a3bcf";
-        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
         let m = Message::parse(&bytes).unwrap();
         assert_eq!(m.class, Class::Request);
         assert_eq!(m.method, method::BINDING);
@@ -499,7 +501,9 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_errors() {
-        let good = MessageBuilder::new(method::BINDING, Class::Request, TX).attr(attr::SOFTWARE, b"x").finish_with_fingerprint();
+        let good = MessageBuilder::new(method::BINDING, Class::Request, TX)
+            .attr(attr::SOFTWARE, b"x")
+            .finish_with_fingerprint();
         assert_eq!(Message::parse(&good[..19]).unwrap_err(), ParseError::Truncated);
         assert_eq!(Message::parse(&good[..good.len() - 4]).unwrap_err(), ParseError::BadLength);
         let mut bad_fp = good.clone();
@@ -509,7 +513,8 @@ mod tests {
         bad_cookie[4] = 0;
         assert_eq!(Message::parse(&bad_cookie).unwrap_err(), ParseError::NotStun);
         // An attribute claiming more bytes than there are.
-        let mut long_attr = MessageBuilder::new(method::BINDING, Class::Request, TX).attr(attr::SOFTWARE, b"abcd").finish();
+        let mut long_attr =
+            MessageBuilder::new(method::BINDING, Class::Request, TX).attr(attr::SOFTWARE, b"abcd").finish();
         long_attr[22..24].copy_from_slice(&100u16.to_be_bytes());
         assert_eq!(Message::parse(&long_attr).unwrap_err(), ParseError::Truncated);
         assert!(ChannelData::parse(&[0x40, 0, 0, 5, 1]).is_err());
