@@ -117,9 +117,35 @@ impl Harness {
         mine
     }
 
+    /// CreatePermission for `peer`: the error code, if any.
+    fn permit(&mut self, c: &mut Client, peer: SocketAddr) -> Option<u16> {
+        code(&self.request(c, method::CREATE_PERMISSION, |b| peer_of(b, peer)))
+    }
+
     fn allocate(&mut self, c: &mut Client) -> Vec<u8> {
         self.request(c, method::ALLOCATE, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]))
     }
+}
+
+/// A harness with one client ("alice", credential valid `valid_for` s) whose allocation succeeded.
+fn allocated(transport: Transport, valid_for: u64) -> (Harness, Client) {
+    let mut h = Harness::new();
+    let mut c = h.client(transport, 5000, "alice", valid_for);
+    let resp = h.allocate(&mut c);
+    assert_eq!(code(&resp), None, "{}", reason(&resp));
+    (h, c)
+}
+
+/// A harness, a client that has its nonce, and its signed Allocate (not sent yet).
+fn signed_allocate() -> (Harness, Client, Vec<u8>) {
+    let mut h = Harness::new();
+    let mut c = h.client(Transport::Udp, 5000, "alice", 600);
+    let req = MessageBuilder::new(method::ALLOCATE, Class::Request, [1; 12]).finish();
+    let resp = h.send(&c, &req).pop().unwrap();
+    c.nonce = Message::parse(&resp).unwrap().text(attr::NONCE).unwrap().to_owned();
+    let allocate = MessageBuilder::new(method::ALLOCATE, Class::Request, [2; 12]);
+    let req = signed(&c, allocate.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+    (h, c, req)
 }
 
 fn relayed(relay: RelayId) -> SocketAddr {
@@ -258,17 +284,7 @@ fn allocate_errors() {
 
 #[test]
 fn relay_socket_that_cannot_be_bound_fails_the_allocate_with_508() {
-    let mut h = Harness::new();
-    let c = h.client(Transport::Udp, 5000, "alice", 600);
-    let mut c = c;
-    // Get a nonce first.
-    let req = MessageBuilder::new(method::ALLOCATE, Class::Request, [1; 12]).finish();
-    let resp = h.send(&c, &req).pop().unwrap();
-    c.nonce = Message::parse(&resp).unwrap().text(attr::NONCE).unwrap().to_owned();
-    let req = signed(
-        &c,
-        MessageBuilder::new(method::ALLOCATE, Class::Request, [2; 12]).attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]),
-    );
+    let (mut h, c, req) = signed_allocate();
     h.server.handle_client(h.now, c.five, &req);
     let Some(Output::OpenRelay { relay, .. }) = h.server.poll_output() else { panic!("asks for a socket") };
     h.server.handle_relay_opened(h.now, relay, None);
@@ -280,15 +296,7 @@ fn relay_socket_that_cannot_be_bound_fails_the_allocate_with_508() {
 
 #[test]
 fn retransmitted_allocate_gets_the_same_answer() {
-    let mut h = Harness::new();
-    let mut c = h.client(Transport::Udp, 5000, "alice", 600);
-    let req = MessageBuilder::new(method::ALLOCATE, Class::Request, [1; 12]).finish();
-    let resp = h.send(&c, &req).pop().unwrap();
-    c.nonce = Message::parse(&resp).unwrap().text(attr::NONCE).unwrap().to_owned();
-    let req = signed(
-        &c,
-        MessageBuilder::new(method::ALLOCATE, Class::Request, [2; 12]).attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]),
-    );
+    let (mut h, c, req) = signed_allocate();
     let first = h.send(&c, &req).pop().unwrap();
     let again = h.send(&c, &req).pop().unwrap();
     assert_eq!(first, again);
@@ -297,9 +305,7 @@ fn retransmitted_allocate_gets_the_same_answer() {
 
 #[test]
 fn refresh_extends_and_lifetime_zero_deletes() {
-    let mut h = Harness::new();
-    let mut c = h.client(Transport::Udp, 5000, "alice", 7200);
-    assert!(code(&h.allocate(&mut c)).is_none());
+    let (mut h, mut c) = allocated(Transport::Udp, 7200);
     assert_eq!(h.server.poll_timeout(), Some(h.now + Duration::from_secs(600)));
     let resp = h.request(&mut c, method::REFRESH, |b| b.u32_attr(attr::LIFETIME, 99_999));
     assert_eq!(Message::parse(&resp).unwrap().u32_attr(attr::LIFETIME), Some(3600), "capped at max_lifetime");
@@ -313,9 +319,7 @@ fn refresh_extends_and_lifetime_zero_deletes() {
 
 #[test]
 fn allocation_expires_and_its_relay_closes() {
-    let mut h = Harness::new();
-    let mut c = h.client(Transport::Udp, 5000, "alice", 7200);
-    assert!(code(&h.allocate(&mut c)).is_none());
+    let (mut h, _c) = allocated(Transport::Udp, 7200);
     h.advance(Duration::from_secs(599));
     assert_eq!(h.server.allocation_count(), 1);
     h.advance(Duration::from_secs(1));
@@ -327,9 +331,7 @@ fn allocation_expires_and_its_relay_closes() {
 
 #[test]
 fn tcp_connection_close_deletes_its_allocation() {
-    let mut h = Harness::new();
-    let mut c = h.client(Transport::Tcp, 5000, "alice", 600);
-    assert!(code(&h.allocate(&mut c)).is_none());
+    let (mut h, c) = allocated(Transport::Tcp, 600);
     h.server.handle_client_closed(c.five);
     assert_eq!(h.server.allocation_count(), 0);
     assert_eq!(h.outputs(), vec![Output::CloseRelay { relay: RelayId(1) }]);
@@ -337,9 +339,7 @@ fn tcp_connection_close_deletes_its_allocation() {
 
 #[test]
 fn permission_only_towards_the_media_address() {
-    let mut h = Harness::new();
-    let mut c = h.client(Transport::Udp, 5000, "alice", 600);
-    assert!(code(&h.allocate(&mut c)).is_none());
+    let (mut h, mut c) = allocated(Transport::Udp, 600);
     let elsewhere = addr("192.0.2.99:4000");
     let resp = h.request(&mut c, method::CREATE_PERMISSION, |b| peer_of(b, elsewhere));
     assert_eq!(code(&resp), Some(403));
@@ -358,13 +358,11 @@ fn permission_only_towards_the_media_address() {
 
 #[test]
 fn send_goes_to_the_local_media_address_and_other_ports_are_dropped() {
-    let mut h = Harness::new();
-    let mut c = h.client(Transport::Udp, 5000, "alice", 600);
-    assert!(code(&h.allocate(&mut c)).is_none());
+    let (mut h, mut c) = allocated(Transport::Udp, 600);
     // Before any permission: dropped.
     h.send(&c, &send_indication(media().announced, b"early"));
     assert!(h.pending.is_empty());
-    assert!(code(&h.request(&mut c, method::CREATE_PERMISSION, |b| peer_of(b, media().announced))).is_none());
+    assert_eq!(h.permit(&mut c, media().announced), None);
     h.send(&c, &send_indication(media().announced, b"hello"));
     assert_eq!(
         h.pending.pop(),
@@ -378,13 +376,11 @@ fn send_goes_to_the_local_media_address_and_other_ports_are_dropped() {
 
 #[test]
 fn peer_data_maps_back_to_the_announced_address() {
-    let mut h = Harness::new();
-    let mut c = h.client(Transport::Udp, 5000, "alice", 600);
-    assert!(code(&h.allocate(&mut c)).is_none());
+    let (mut h, mut c) = allocated(Transport::Udp, 600);
     // From the SFU before a permission: dropped.
     h.server.handle_peer(h.now, RelayId(1), media().local, b"early");
     assert!(h.outputs().is_empty());
-    assert!(code(&h.request(&mut c, method::CREATE_PERMISSION, |b| peer_of(b, media().announced))).is_none());
+    assert_eq!(h.permit(&mut c, media().announced), None);
     h.server.handle_peer(h.now, RelayId(1), media().local, b"media");
     let out = h.outputs();
     let [Output::ToClient { to, data }] = &out[..] else { panic!("{out:?}") };
@@ -404,9 +400,7 @@ fn peer_data_maps_back_to_the_announced_address() {
 
 #[test]
 fn channel_bind_and_channel_data_both_ways_with_padding_on_tcp() {
-    let mut h = Harness::new();
-    let mut c = h.client(Transport::Tcp, 5000, "alice", 600);
-    assert!(code(&h.allocate(&mut c)).is_none());
+    let (mut h, mut c) = allocated(Transport::Tcp, 600);
     let bind = |b: MessageBuilder, ch: u16, p: SocketAddr| {
         peer_of(b.attr(attr::CHANNEL_NUMBER, &[(ch >> 8) as u8, ch as u8, 0, 0]), p)
     };
@@ -432,9 +426,7 @@ fn channel_bind_and_channel_data_both_ways_with_padding_on_tcp() {
 
 #[test]
 fn permissions_and_channels_expire() {
-    let mut h = Harness::new();
-    let mut c = h.client(Transport::Udp, 5000, "alice", 7200);
-    assert!(code(&h.allocate(&mut c)).is_none());
+    let (mut h, mut c) = allocated(Transport::Udp, 7200);
     let ch = |b: MessageBuilder| peer_of(b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0]), media().announced);
     assert!(code(&h.request(&mut c, method::CHANNEL_BIND, ch)).is_none());
     assert!(code(&h.request(&mut c, method::REFRESH, |b| b.u32_attr(attr::LIFETIME, 3600))).is_none());
@@ -445,13 +437,13 @@ fn permissions_and_channels_expire() {
     assert!(h.pending.is_empty());
     assert!(h.outputs().is_empty());
     // A CreatePermission restores it while the channel lives.
-    assert!(code(&h.request(&mut c, method::CREATE_PERMISSION, |b| peer_of(b, media().announced))).is_none());
+    assert_eq!(h.permit(&mut c, media().announced), None);
     h.send(&c, &ChannelData::encode(0x4000, b"x", false));
     assert_eq!(h.pending.len(), 1);
     h.pending.clear();
     // After 10 minutes the channel is gone: Data indications instead, ChannelData dropped.
     h.advance(Duration::from_secs(300));
-    assert!(code(&h.request(&mut c, method::CREATE_PERMISSION, |b| peer_of(b, media().announced))).is_none());
+    assert_eq!(h.permit(&mut c, media().announced), None);
     h.send(&c, &ChannelData::encode(0x4000, b"x", false));
     assert!(h.pending.is_empty());
     h.server.handle_peer(h.now, RelayId(1), media().local, b"y");
@@ -488,10 +480,10 @@ fn allowed_peers_open_the_relay_deliberately() {
     let mut c = h.client(Transport::Udp, 5000, "alice", 600);
     assert!(code(&h.allocate(&mut c)).is_none());
     let peer = addr("10.1.2.3:9999");
-    assert!(code(&h.request(&mut c, method::CREATE_PERMISSION, |b| peer_of(b, peer))).is_none());
+    assert_eq!(h.permit(&mut c, peer), None);
     h.send(&c, &send_indication(peer, b"hi"));
     assert_eq!(h.pending.pop(), Some(Output::ToPeer { relay: RelayId(1), peer, data: b"hi".to_vec() }));
-    assert_eq!(code(&h.request(&mut c, method::CREATE_PERMISSION, |b| peer_of(b, addr("11.0.0.1:1")))), Some(403));
+    assert_eq!(h.permit(&mut c, addr("11.0.0.1:1")), Some(403));
 }
 
 #[test]

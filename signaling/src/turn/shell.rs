@@ -127,18 +127,20 @@ impl TurnShell {
         };
         tracker.spawn(driver.run(rx));
         tracker.spawn(udp_reader(udp, addr, events.clone(), stop.clone()));
-        let conns = Arc::new(Semaphore::new(config.max_connections));
-        tracker.spawn(accept_tcp(
-            tcp,
-            addr,
-            events.clone(),
-            conns.clone(),
-            stop.clone(),
-            tracker.clone(),
-            stats.clone(),
-        ));
+        let acceptor = Acceptor {
+            events,
+            conns: Arc::new(Semaphore::new(config.max_connections)),
+            stop: stop.clone(),
+            tracker: tracker.clone(),
+            stats: stats.clone(),
+        };
+        // Frames go out as soon as they are written (no Nagle delay on relayed media).
+        let tcp = axum::serve::ListenerExt::tap_io(tcp, |s| {
+            let _ = s.set_nodelay(true);
+        });
+        tracker.spawn(acceptor.clone().run(tcp, Transport::Tcp, addr));
         if let Some((listener, bound)) = tls {
-            tracker.spawn(accept_tls(listener, bound, events, conns, stop.clone(), tracker.clone(), stats.clone()));
+            tracker.spawn(acceptor.run(listener, Transport::Tls, bound));
         }
         info!(udp_tcp = %addr, tls = ?tls_addr, "TURN server listening");
         Ok(TurnShell { addr, tls_addr, stop, tracker, stats })
@@ -319,67 +321,41 @@ async fn relay_reader(relay: RelayId, socket: Arc<UdpSocket>, events: mpsc::Send
     }
 }
 
-async fn accept_tcp(
-    listener: TcpListener,
-    local: SocketAddr,
+/// What the TCP and TLS accept loops share.
+#[derive(Clone)]
+struct Acceptor {
     events: mpsc::Sender<Event>,
+    /// One permit per open connection (`max_connections`).
     conns: Arc<Semaphore>,
     stop: CancellationToken,
     tracker: TaskTracker,
     stats: Arc<Mutex<TurnStats>>,
-) {
-    loop {
-        let (stream, from) = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(error = %e, "TURN TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            stats.lock().unwrap_or_else(|p| p.into_inner()).connections_refused += 1;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let five = FiveTuple { transport: Transport::Tcp, client: from, server: local };
-        let (events, stop) = (events.clone(), stop.clone());
-        tracker.spawn(async move {
-            serve_stream(stream, five, events, stop).await;
-            drop(permit);
-        });
-    }
 }
 
-async fn accept_tls(
-    mut listener: crate::tls::TlsListener,
-    local: SocketAddr,
-    events: mpsc::Sender<Event>,
-    conns: Arc<Semaphore>,
-    stop: CancellationToken,
-    tracker: TaskTracker,
-    stats: Arc<Mutex<TurnStats>>,
-) {
-    use axum::serve::Listener;
-    loop {
-        // The listener runs each handshake in a task of its own, bounded in time and number.
-        let (stream, from) = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            stats.lock().unwrap_or_else(|p| p.into_inner()).connections_refused += 1;
-            continue;
-        };
-        let five = FiveTuple { transport: Transport::Tls, client: from, server: local };
-        let (events, stop) = (events.clone(), stop.clone());
-        tracker.spawn(async move {
-            serve_stream(stream, five, events, stop).await;
-            drop(permit);
-        });
+impl Acceptor {
+    /// Accepts connections (TCP, or TLS with the handshake done by the listener) until stopped; each is served in a
+    /// task of its own, or closed at once when `max_connections` are open.
+    async fn run<L>(self, mut listener: L, transport: Transport, local: SocketAddr)
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
+        loop {
+            // Both listeners back off on accept errors by themselves.
+            let (stream, from) = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                r = listener.accept() => r,
+            };
+            let Ok(permit) = self.conns.clone().try_acquire_owned() else {
+                self.stats.lock().unwrap_or_else(|p| p.into_inner()).connections_refused += 1;
+                continue;
+            };
+            let five = FiveTuple { transport, client: from, server: local };
+            let (events, stop) = (self.events.clone(), self.stop.clone());
+            self.tracker.spawn(async move {
+                serve_stream(stream, five, events, stop).await;
+                drop(permit);
+            });
+        }
     }
 }
 
