@@ -439,7 +439,7 @@ impl Server {
             return;
         }
         let relay = self.by_five[&five];
-        self.to_peer(now, relay, peer, cd.data);
+        self.relay_to_peer(now, relay, peer, cd.data);
     }
 
     fn send_indication(&mut self, now: Instant, five: FiveTuple, msg: &Message<'_>) {
@@ -451,11 +451,11 @@ impl Server {
             self.stats.dropped += 1;
             return;
         };
-        self.to_peer(now, relay, peer, data);
+        self.relay_to_peer(now, relay, peer, data);
     }
 
     /// Relays `data` to `peer` if a permission and the policy allow it; drops it otherwise.
-    fn to_peer(&mut self, now: Instant, relay: RelayId, peer: SocketAddr, data: &[u8]) {
+    fn relay_to_peer(&mut self, now: Instant, relay: RelayId, peer: SocketAddr, data: &[u8]) {
         let Some(a) = self.allocations.get(&relay) else { return };
         if a.relayed.is_none() || !a.permitted(peer.ip(), now) {
             self.stats.dropped += 1;

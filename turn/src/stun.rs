@@ -137,7 +137,7 @@ impl<'a> Message<'a> {
             return Err(ParseError::NotStun);
         }
         let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
-        if len % 4 != 0 || HEADER_LEN + len != buf.len() {
+        if len & 3 != 0 || HEADER_LEN + len != buf.len() {
             return Err(ParseError::BadLength);
         }
         let method = (ty & 0x000F) | ((ty >> 1) & 0x0070) | ((ty >> 2) & 0x0F80);
