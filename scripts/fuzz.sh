@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs each fuzz target (fuzz/fuzz_targets: the signaling message decoder, the access-token parser, the RED payload parser) for a while,
+# Runs each fuzz target (fuzz/fuzz_targets: the signaling message decoder, the access-token parser, the RED payload parser, the
+# TURN/STUN parser and server) for a while,
 # starting from the seeds in fuzz/seeds/<target>. Installs cargo-fuzz when it is missing.
 #
 # Usage: scripts/fuzz.sh [seconds per target, default 20]

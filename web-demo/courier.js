@@ -68,7 +68,9 @@ export { CLOSE_CODES, CourierError, PROTOCOL_VERSION, RECONNECT_CODES, describeC
  * @property {string|null} [preferVideoCodec='video/VP8']  moved to the front of the send codec list
  * @property {boolean} [simulcast=false]  send camera video as three layers, rids q/h/f at 1/4, 1/2 and full size
  * @property {boolean} [autoSubscribe=true]
- * @property {RTCIceServer[]} [iceServers=[]]  the server is ICE-lite and its candidate is in its SDP
+ * @property {RTCIceServer[]} [iceServers=[]]  the server is ICE-lite and its candidate is in its SDP; the TURN
+ *                           servers `joined` offers (`ice_servers`, with fresh credentials) are added to these
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy='all']  `'relay'`: media only through a TURN relay
  * @property {number} [pingIntervalMs=10000]
  * @property {number} [joinTimeoutMs=10000]    connect + `joined`
  * @property {number} [publishTimeoutMs=10000] offer → `track_published`
@@ -112,6 +114,7 @@ export class CourierClient extends EventTarget {
       publish: true,
       autoSubscribe: true,
       iceServers: [],
+      iceTransportPolicy: /** @type {RTCIceTransportPolicy} */ ('all'),
       pingIntervalMs: 10_000,
       joinTimeoutMs: 10_000,
       publishTimeoutMs: 10_000,
@@ -789,7 +792,7 @@ export class CourierClient extends EventTarget {
     this.name = msg.participant?.name ?? this.identity;
     // What changed in the room while this client was away (on a rejoin).
     this._emitAll(this._roomState.onJoined(msg, rejoin));
-    this._createPeerConnection();
+    this._createPeerConnection(msg.ice_servers ?? []);
     this._emit('joined', {
       room: this.room,
       participant: toParticipant(msg.participant ?? {}),
@@ -834,9 +837,14 @@ export class CourierClient extends EventTarget {
 
   // ------------------------------------------------------------------ internals: negotiation (negotiation.js)
 
-  _createPeerConnection() {
+  /**
+   * A new peer connection (each join, rejoins included, makes one, so a reconnect uses its new TURN credentials).
+   * @param {RTCIceServer[]} serverIceServers  `joined.ice_servers`
+   */
+  _createPeerConnection(serverIceServers) {
     const pc = new RTCPeerConnection({
-      iceServers: this.options.iceServers,
+      iceServers: [...this.options.iceServers, ...serverIceServers],
+      iceTransportPolicy: this.options.iceTransportPolicy,
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
     });

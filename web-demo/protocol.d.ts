@@ -343,6 +343,28 @@ export type Joined = {
    * Everyone else already in the room (hidden participants are not shown).
    */
   participants: Array<ParticipantInfo>,
+  /**
+   * TURN servers for this participant's peer connection (the built-in TURN server or an external one), with
+   * short-lived credentials; empty when the server offers none. Shaped like WebRTC's `RTCIceServer`.
+   */
+  ice_servers?: Array<IceServer>,
+};
+/**
+ * One entry of `joined.ice_servers`: what a browser passes to `RTCPeerConnection` as an `RTCIceServer`.
+ */
+export type IceServer = {
+  /**
+   * `turn:host:3478?transport=udp`, `turn:host:3478?transport=tcp`, `turns:host:5349?transport=tcp`.
+   */
+  urls: Array<string>,
+  /**
+   * `<expiry unix seconds>:<identity>` (the TURN REST convention).
+   */
+  username: string,
+  /**
+   * base64(HMAC-SHA1(secret, username)).
+   */
+  credential: string,
 };
 /**
  * A participant as the room sees it.

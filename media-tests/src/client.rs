@@ -53,7 +53,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 };
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -123,6 +123,10 @@ pub struct ClientOptions {
     pub twcc: bool,
     /// The interop matrix's measuring window ([`crate::interop_report`]); empty by default.
     pub window: Window,
+    /// Media only through a TURN relay (ICE transport policy `relay`), with the TURN servers `joined.ice_servers`
+    /// offers (they are always used; this drops every other candidate). webrtc-rs 0.21 does TURN over UDP only:
+    /// it skips `?transport=tcp` and `turns:` URLs.
+    pub relay_only: bool,
 }
 
 impl Default for ClientOptions {
@@ -142,6 +146,7 @@ impl Default for ClientOptions {
             max_video_size: None,
             twcc: false,
             window: Window::default(),
+            relay_only: false,
         }
     }
 }
@@ -606,6 +611,7 @@ impl Client {
             options.simulcast.is_some(),
             options.twcc,
             Arc::clone(&shared.rtcp),
+            ice_config(&joined, options.relay_only),
         )
         .await?;
 
@@ -861,6 +867,7 @@ async fn build_peer_connection(
     simulcast: bool,
     twcc: bool,
     rtcp: Arc<RtcpCounters>,
+    ice: RTCConfigurationBuilder,
 ) -> Result<Arc<dyn PeerConnection>, ClientError> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
@@ -886,7 +893,7 @@ async fn build_peer_connection(
     let setting_engine =
         SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
     let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(ice.build())
         .with_media_engine(media_engine)
         .with_setting_engine(setting_engine)
         .with_interceptor_registry(registry)
@@ -895,6 +902,17 @@ async fn build_peer_connection(
         .build()
         .await?;
     Ok(Arc::new(pc))
+}
+
+/// The ICE part of the peer connection's configuration: `joined.ice_servers`, and the relay-only policy.
+fn ice_config(joined: &Joined, relay_only: bool) -> RTCConfigurationBuilder {
+    let servers = joined
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer { urls: s.urls.clone(), username: s.username.clone(), credential: s.credential.clone() })
+        .collect();
+    let policy = if relay_only { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All };
+    RTCConfigurationBuilder::new().with_ice_servers(servers).with_ice_transport_policy(policy)
 }
 
 /// Marks inbound PLI/FIR for delivery to the application, so a sender task can answer a

@@ -44,7 +44,11 @@ async fn rtc(
     ws: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer_addr): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    // The host the client used: the TURN URLs in `joined` name it when no TURN host or public IP is configured.
+    let host =
+        headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).map(|h| crate::turn::host_of(h).to_owned());
     // The socket's own frame cap sits above the protocol's, so an oversized message gets a `too_large` reply
     // rather than a dropped connection; far larger frames are cut off by the socket.
     let cap = state.config.max_message_bytes * 4;
@@ -55,7 +59,7 @@ async fn rtc(
         .max_frame_size(cap)
         .read_buffer_size(WS_BUFFER_BYTES)
         .write_buffer_size(WS_BUFFER_BYTES)
-        .on_upgrade(move |socket| crate::session::run(socket, state, peer_addr.ip()))
+        .on_upgrade(move |socket| crate::session::run(socket, state, peer_addr.ip(), host))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -79,9 +83,33 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "1 while the server drains (refuses joins) before stopping.",
         u64::from(state.draining.load(std::sync::atomic::Ordering::Relaxed)),
     );
+    let turn = state.turn.shell().map(|t| t.stats());
+    if let Some(t) = turn {
+        gauge("courier_turn_allocations", "TURN allocations (relays) alive.", t.allocations as u64);
+    }
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     };
+    if let Some(t) = turn {
+        counter(
+            "courier_turn_auth_failures_total",
+            "TURN requests refused for credentials (401).",
+            t.core.auth_failures,
+        );
+        counter(
+            "courier_turn_forbidden_peers_total",
+            "TURN relays refused to a peer other than the SFU.",
+            t.core.forbidden_peers,
+        );
+        counter("courier_turn_quota_refusals_total", "TURN allocations refused by a cap (486).", t.core.quota_refusals);
+        counter("courier_turn_bytes_to_peers_total", "Bytes relayed from TURN clients.", t.core.bytes_to_peers);
+        counter("courier_turn_bytes_to_clients_total", "Bytes relayed to TURN clients.", t.core.bytes_to_clients);
+        counter(
+            "courier_turn_connections_refused_total",
+            "TURN TCP/TLS connections refused at max_connections.",
+            t.connections_refused,
+        );
+    }
     counter("courier_udp_datagrams_in_total", "Datagrams received.", s.datagrams_in);
     counter("courier_udp_datagrams_out_total", "Datagrams sent.", s.datagrams_out);
     counter("courier_udp_bytes_in_total", "Bytes received.", s.bytes_in);

@@ -46,7 +46,11 @@ pub struct RawConfig {
     /// A PEM file of CA certificates trusted for outbound HTTPS (webhooks, the pre-send hook, PostgreSQL TLS),
     /// besides the built-in Mozilla roots.
     pub outbound_ca_file: Option<PathBuf>,
+    /// The `[turn]` table.
+    pub turn: Option<RawTurnConfig>,
 }
+
+pub use crate::turn::{RawTurnConfig, TurnConfig};
 
 pub use crate::limits::{LimitsConfig, RawLimitsConfig};
 
@@ -535,6 +539,7 @@ impl RawConfig {
                 key_file: get("COURIER_TLS_KEY").map(PathBuf::from),
             }),
             outbound_ca_file: get("COURIER_OUTBOUND_CA_FILE").map(PathBuf::from),
+            turn: Some(RawTurnConfig::from_env(&get)?),
         })
     }
 
@@ -577,6 +582,10 @@ impl RawConfig {
                 (a, b) => a.or(b),
             },
             outbound_ca_file: self.outbound_ca_file.or(lower.outbound_ca_file),
+            turn: match (self.turn, lower.turn) {
+                (Some(a), Some(b)) => Some(a.over(b)),
+                (a, b) => a.or(b),
+            },
         }
     }
 }
@@ -646,6 +655,8 @@ pub struct Config {
     pub outbound_ca_file: Option<PathBuf>,
     /// What outbound TLS trusts: the Mozilla roots and the certificates of `outbound_ca_file` (read at start-up).
     pub outbound_roots: std::sync::Arc<rustls::RootCertStore>,
+    /// The `[turn]` table: built-in TURN server, external one, or none.
+    pub turn: TurnConfig,
 }
 
 impl Config {
@@ -706,6 +717,8 @@ impl Config {
             ),
         };
         let outbound_roots = crate::outbound::roots(raw.outbound_ca_file.as_deref())?;
+        let tls = raw.tls.unwrap_or_default().resolve()?;
+        let turn = raw.turn.unwrap_or_default().resolve(udp_addr, raw.public_ip, tls.is_some())?;
         Ok(Config {
             http_addr: raw.http_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880))),
             udp_addr,
@@ -724,9 +737,10 @@ impl Config {
             limits,
             rooms: RoomsConfig { auto_create: raw.rooms.and_then(|r| r.auto_create).unwrap_or(true) },
             webhooks,
-            tls: raw.tls.unwrap_or_default().resolve()?,
+            tls,
             outbound_ca_file: raw.outbound_ca_file,
             outbound_roots,
+            turn,
         })
     }
 }

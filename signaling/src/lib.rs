@@ -22,6 +22,8 @@
 //! - [`limits`]: rate limits (keyed token buckets) and refusal counters.
 //! - [`ops`]: operations at the HTTP edge: readiness, drain, the API's rate and body limits.
 //! - [`tls`]: HTTPS/WSS from certificate files, re-read when they change.
+//! - [`turn`]: the built-in TURN server (the shell of `courier-turn`) or an external one, and the `ice_servers`
+//!   with credentials each participant gets.
 //! - [`webhook`]: signed outbound events (rooms, participants, tracks, chat, alerts) with retries; never blocks.
 //! - [`web_demo`]: the web demo embedded in the binary at build time, served from memory at `/`.
 
@@ -40,6 +42,7 @@ pub mod room;
 pub mod room_store;
 pub mod session;
 pub mod tls;
+pub mod turn;
 pub mod web_demo;
 pub mod webhook;
 
@@ -146,6 +149,8 @@ pub struct AppState {
     pub sessions: jobs::Jobs,
     /// The certificate HTTPS presents (`None`: plain HTTP).
     pub tls: Option<Arc<tls::CertFiles>>,
+    /// TURN: the credentials participants get, and the built-in server when it runs.
+    pub turn: turn::Turn,
 }
 
 /// Serve `app` on `listener` until `stop`, with each request knowing its client's address.
@@ -265,6 +270,7 @@ impl Server {
             Some(t) => Some(tls::CertFiles::load(&t.cert_file, &t.key_file).context("loading the TLS certificate")?),
             None => None,
         };
+        let turn = turn::Turn::start(&config.turn, sfu.local_addr(), config.public_ip, tls.clone()).await?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
         let limiters = crate::limits::Limiters::new(&config.limits, std::time::Instant::now());
@@ -287,6 +293,7 @@ impl Server {
             jobs: jobs::Jobs::new(),
             sessions: jobs::Jobs::new(),
             tls,
+            turn,
             config,
         });
         let now = crate::room::now_ms();
@@ -344,6 +351,7 @@ impl Server {
             tracing::warn!(jobs = self.state.jobs.len(), "background jobs still running at shutdown");
         }
         let _ = self.stop_http_tx.send(true);
+        self.state.turn.shutdown().await;
         self.state.sfu.shutdown().await;
         // The kept rooms as they are now (the lifecycle job wrote once a second; this writes the rest).
         let state = self.state.clone();

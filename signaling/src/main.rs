@@ -103,6 +103,15 @@ struct ServeArgs {
     /// PEM file of extra CA certificates trusted for outbound HTTPS (webhooks, the pre-send hook).
     #[arg(long)]
     outbound_ca_file: Option<PathBuf>,
+    /// Start the built-in TURN server (UDP and TCP on --turn-addr, TLS on 5349 with the [tls] certificate).
+    #[arg(long)]
+    turn: bool,
+    /// The built-in TURN server's UDP and TCP address (default: the media IP, port 3478).
+    #[arg(long)]
+    turn_addr: Option<std::net::SocketAddr>,
+    /// The host name put in TURN URLs (TLS needs the certificate's name).
+    #[arg(long)]
+    turn_host: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -260,6 +269,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webhooks: None,
         tls: Some(signaling::config::RawTlsConfig { cert_file: args.tls_cert, key_file: args.tls_key }),
         outbound_ca_file: args.outbound_ca_file,
+        turn: Some(signaling::config::RawTurnConfig {
+            enabled: args.turn.then_some(true),
+            addr: args.turn_addr,
+            host: args.turn_host,
+            ..Default::default()
+        }),
     };
     let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;
     init_tracing(config.log_format);
@@ -315,6 +330,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("  media (UDP): {}", server.udp_addr);
             if let Some(tcp) = server.state.sfu.tcp_addr() {
                 eprintln!("  media (TCP): {tcp} (ICE-TCP, when UDP is blocked)");
+            }
+            if let Some(t) = server.state.turn.shell() {
+                eprintln!("  TURN:        {} (UDP and TCP){}", t.addr(), t.tls_addr().map(|a| format!(", {a} (TLS)")).unwrap_or_default());
             }
             eprintln!("  API key:     {k}");
             eprintln!("  API secret:  {s}");

@@ -43,7 +43,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const RATE_PER_SEC: f64 = 50.0;
 
 /// Serve one upgraded WebSocket until it ends.
-pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpAddr) {
+/// `host` is the host part of the request's `Host` header (for the TURN URLs in `joined`).
+pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpAddr, host: Option<String>) {
     let (mut tx, mut rx) = socket.split();
     let max = state.config.max_message_bytes;
 
@@ -177,6 +178,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             server_version: env!("CARGO_PKG_VERSION").into(),
             participant: me.clone(),
             participants: joined.others.clone(),
+            ice_servers: state.turn.ice_servers(&identity, host.as_deref()),
         })));
         chat.resume(&chat_positions, "join", &mut s.out).await;
         chat.start_fresh_room(&mut s.out).await;

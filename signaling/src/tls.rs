@@ -127,12 +127,18 @@ impl CertFiles {
 
     /// A server configuration that always presents the current certificate.
     pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
+        self.server_config_alpn(vec![b"http/1.1".to_vec()])
+    }
+
+    /// The same with these ALPN protocols (empty: no ALPN, as the TURN listener wants: TURN clients rarely send
+    /// one, and a client that offers another would be refused).
+    pub fn server_config_alpn(self: &Arc<Self>, alpn: Vec<Vec<u8>>) -> Arc<rustls::ServerConfig> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .expect("the ring provider supports the default protocol versions")
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn;
         Arc::new(config)
     }
 }

@@ -200,6 +200,7 @@ impl Conn {
                 server_version: "fake".into(),
                 participant: info,
                 participants: existing,
+                ice_servers: Vec::new(),
             }),
         )
         .await?;

@@ -38,7 +38,9 @@ pub use client::{
 };
 pub use codes::{close, ErrorCode};
 pub use grants::{ApiGrant, Claims, Permissions, TrackSource, VideoGrant, ALL_ROOMS, MAX_METADATA};
-pub use server::{Joined, LayerActive, MediaKind, ParticipantInfo, ServerMsg, SpeakerInfo, StreamStateKind, TrackInfo};
+pub use server::{
+    IceServer, Joined, LayerActive, MediaKind, ParticipantInfo, ServerMsg, SpeakerInfo, StreamStateKind, TrackInfo,
+};
 
 /// Protocol version this crate speaks (`join.v`).
 pub const VERSION: u32 = 1;

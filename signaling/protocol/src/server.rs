@@ -121,6 +121,22 @@ pub struct Joined {
     pub participant: ParticipantInfo,
     /// Everyone else already in the room (hidden participants are not shown).
     pub participants: Vec<ParticipantInfo>,
+    /// TURN servers for this participant's peer connection (the built-in TURN server or an external one), with
+    /// short-lived credentials; empty when the server offers none. Shaped like WebRTC's `RTCIceServer`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One entry of `joined.ice_servers`: what a browser passes to `RTCPeerConnection` as an `RTCIceServer`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct IceServer {
+    /// `turn:host:3478?transport=udp`, `turn:host:3478?transport=tcp`, `turns:host:5349?transport=tcp`.
+    pub urls: Vec<String>,
+    /// `<expiry unix seconds>:<identity>` (the TURN REST convention).
+    pub username: String,
+    /// base64(HMAC-SHA1(secret, username)).
+    pub credential: String,
 }
 
 /// Messages the server sends.

@@ -23,7 +23,7 @@ use crate::codes::ErrorCode;
 use crate::grants::{Claims, Permissions, TrackSource, VideoGrant};
 use crate::hooks::{HookAnswer, HookRequest};
 use crate::server::{
-    Joined, LayerActive, MediaKind, ParticipantInfo, ServerMsg, SpeakerInfo, StreamStateKind, TrackInfo,
+    IceServer, Joined, LayerActive, MediaKind, ParticipantInfo, ServerMsg, SpeakerInfo, StreamStateKind, TrackInfo,
 };
 use crate::webhooks::{AlertView, EventKind, Facts, MessageView, ParticipantView, RecallView, RoomView, WebhookEvent};
 
@@ -54,7 +54,7 @@ pub fn declarations() -> String {
     }
     section!("Messages a client sends (courier_protocol::client)": ClientMsg, ChatSend, OfferTrack);
     section!("Messages the server sends (courier_protocol::server)":
-        ServerMsg, Joined, ParticipantInfo, TrackInfo, MediaKind, SpeakerInfo, LayerActive, StreamStateKind);
+        ServerMsg, Joined, IceServer, ParticipantInfo, TrackInfo, MediaKind, SpeakerInfo, LayerActive, StreamStateKind);
     section!("Error codes (courier_protocol::codes)": ErrorCode);
     section!("Chat (courier_protocol::chat)":
         ChatMessage, Priority, MessageState, ResumePos, Target, ResumeStatus, ReceiptView, AlertAckView,
