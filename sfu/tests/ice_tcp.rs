@@ -79,7 +79,7 @@ impl Link {
 /// until the engine counted at least 50 of them.
 async fn connect_and_publish(sfu: &Sfu, mut link: Link, server: SocketAddr) {
     let (peer, mut events) =
-        sfu.create_peer(PeerOptions { can_publish: true, can_subscribe: true, label: "client".into() }).await.unwrap();
+        sfu.create_peer(PeerOptions { can_publish: true, can_subscribe: true, label: "client".into(), client_offers: false }).await.unwrap();
     let local = link.local();
     let mut client = Rtc::builder().build(Instant::now());
     let candidate = match link.proto() {

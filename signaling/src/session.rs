@@ -121,6 +121,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             can_publish: claims.video.can_publish,
             can_subscribe: claims.video.can_subscribe,
             label: format!("{room}/{identity}"),
+            client_offers: false,
         };
         let (peer, mut peer_events) = match state.sfu.create_peer(opts).await {
             Ok(p) => p,
