@@ -13,7 +13,8 @@
 //! - [`room`]: the room registry: membership, published tracks and the events a room fans out.
 //! - [`lifecycle`]: when a room may be joined, opens and closes (empty timeout, schedules); decisions only.
 //! - [`admin`]: the admin REST API (`/api/v1`) and its OpenAPI document.
-//! - [`session`]: one WebSocket connection.
+//! - [`session`]: one WebSocket connection, and the participant state it shares with WHIP/WHEP.
+//! - [`whip`]: WHIP publish and WHEP play: a participant driven over HTTP (`/whip`, `/whep`).
 //! - [`hook`]: the chat pre-send HTTP hook.
 //! - [`outbound`]: the HTTP(S) client the hook and the webhooks share, and the roots outbound TLS trusts.
 //! - [`jobs`]: the background jobs (lifecycle tick, retention, words file, aggregates) and their shutdown.
@@ -42,6 +43,7 @@ pub mod session;
 pub mod tls;
 pub mod web_demo;
 pub mod webhook;
+pub mod whip;
 
 use std::sync::Arc;
 
@@ -146,6 +148,8 @@ pub struct AppState {
     pub sessions: jobs::Jobs,
     /// The certificate HTTPS presents (`None`: plain HTTP).
     pub tls: Option<Arc<tls::CertFiles>>,
+    /// The live WHIP and WHEP resources.
+    pub whip: whip::Resources,
 }
 
 /// Serve `app` on `listener` until `stop`, with each request knowing its client's address.
@@ -287,6 +291,7 @@ impl Server {
             jobs: jobs::Jobs::new(),
             sessions: jobs::Jobs::new(),
             tls,
+            whip: Default::default(),
             config,
         });
         let now = crate::room::now_ms();
