@@ -413,3 +413,28 @@ async fn resources_per_identity_are_bounded_and_drain_refuses() {
     s.state.draining.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(post_offer(&s, "/whip", &token("ry", "other"), &offer).await.0, 503);
 }
+
+#[tokio::test]
+async fn a_whip_publisher_that_goes_silent_leaves() {
+    let s = server().await;
+    let (mut ws, _) = join(&s, "r", "viewer").await;
+    let (publisher, location, _) = whip_publisher(&s, "r", "obs").await;
+    recv_type(&mut ws, "participant_joined").await;
+    // The encoder vanishes without a DELETE: no STUN, no SRTP. The engine's liveness timer (15 s) ends the peer,
+    // and with it the resource.
+    drop(publisher);
+    let t = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    let left = loop {
+        use futures::StreamExt;
+        let m = tokio::time::timeout_at(deadline, ws.next()).await.expect("participant_left within 25 s");
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = m else { continue };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        if v["type"] == "participant_left" {
+            break v;
+        }
+    };
+    eprintln!("silent WHIP publisher left after {} ms", t.elapsed().as_millis());
+    assert_eq!(left["reason"], "disconnected");
+    assert_eq!(http(&s, "DELETE", &location, &[], "").await.0, 404);
+}
