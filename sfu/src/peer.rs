@@ -616,7 +616,8 @@ impl Peer {
             dt.state = DownTrackState::Negotiating(mid);
             if dt.negotiated().is_some() {
                 opened = true;
-                self.queue.push_back(PeerOutput::Event(PeerEvent::Subscribed { track: dt.track, mid: mid.to_string() }));
+                self.queue
+                    .push_back(PeerOutput::Event(PeerEvent::Subscribed { track: dt.track, mid: mid.to_string() }));
             }
         }
         if opened {

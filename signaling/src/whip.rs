@@ -261,7 +261,8 @@ async fn create(
         Kind::Play => playable(&state, &room, &identity, q.participant.as_deref())?,
     };
     let name = claims.name.clone().unwrap_or_else(|| identity.clone());
-    let span = info_span!("whip", kind = kind.path(), room = %room, identity = %identity, participant = tracing::field::Empty);
+    let span =
+        info_span!("whip", kind = kind.path(), room = %room, identity = %identity, participant = tracing::field::Empty);
     let opts = PeerOptions {
         can_publish: kind == Kind::Publish,
         can_subscribe: kind == Kind::Play,
@@ -336,7 +337,13 @@ async fn create(
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     state.whip.lock().insert(
         id.clone(),
-        Entry { identity: identity.clone(), kind, etag: etag.clone(), offer_ufrag: ice_ufrag(&offer), commands: cmd_tx },
+        Entry {
+            identity: identity.clone(),
+            kind,
+            etag: etag.clone(),
+            offer_ufrag: ice_ufrag(&offer),
+            commands: cmd_tx,
+        },
     );
     span.in_scope(|| info!("resource created"));
     let driver = Driver { s, peer_events, room_events: ev_rx, close: close_rx, commands: cmd_rx, id: id.clone() };
@@ -346,11 +353,7 @@ async fn create(
     let location = format!("/{}/{id}", kind.path());
     let mut r = (
         StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp".to_string()),
-            (header::LOCATION, location),
-            (header::ETAG, etag),
-        ],
+        [(header::CONTENT_TYPE, "application/sdp".to_string()), (header::LOCATION, location), (header::ETAG, etag)],
         answer,
     )
         .into_response();

@@ -21,7 +21,10 @@ use tokio::sync::mpsc;
 enum Ev {
     Connected,
     /// A media frame arrived on `mid`, of codec `codec`.
-    Media { kind: MediaKind, codec: String },
+    Media {
+        kind: MediaKind,
+        codec: String,
+    },
 }
 
 /// A str0m client on its own task: it drives ICE/DTLS over a loopback UDP socket, sends a fake VP8 keyframe and an
@@ -104,7 +107,9 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, mut mids: Vec<Mid>) -> 
                             d.resize(300, 0x11);
                             (d, MediaTime::from_90khz(frame * 3000))
                         }
-                        MediaKind::Audio => (vec![0xf8; 60], MediaTime::new(frame * 1440, str0m::media::Frequency::FORTY_EIGHT_KHZ)),
+                        MediaKind::Audio => {
+                            (vec![0xf8; 60], MediaTime::new(frame * 1440, str0m::media::Frequency::FORTY_EIGHT_KHZ))
+                        }
                     };
                     let _ = w.write(pt, Instant::now(), time, data);
                 }
@@ -128,7 +133,8 @@ fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, mut mids: Vec<Mid>) -> 
                     Err(_) => return,
                 }
             };
-            let wait = timeout.min(Instant::now() + Duration::from_millis(10)).saturating_duration_since(Instant::now());
+            let wait =
+                timeout.min(Instant::now() + Duration::from_millis(10)).saturating_duration_since(Instant::now());
             let input = match tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
                 Ok(Ok((n, source))) => match Receive::new(Protocol::Udp, source, local, &buf[..n]) {
                     Ok(r) => Input::Receive(Instant::now(), r),
@@ -173,7 +179,8 @@ async fn http(
         req = req.header(*k, *v);
     }
     let req = req.body(Full::new(axum::body::Bytes::from(body.to_string()))).unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await.expect("answer within 10 s").unwrap();
+    let res =
+        tokio::time::timeout(Duration::from_secs(10), client.request(req)).await.expect("answer within 10 s").unwrap();
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
@@ -258,7 +265,8 @@ async fn whip_publisher_is_a_participant_whose_media_reaches_websocket_subscribe
     sub.receive(Duration::from_secs(5), "Opus from the WHIP publisher", is_audio).await;
     eprintln!("first VP8 frame at the WebSocket subscriber {} ms after connect", t.elapsed().as_millis());
     // The admin API lists it.
-    let (status, list) = api(&s, "GET", "/api/v1/rooms/r/participants", Some(&api_token("r", |r| r.room_admin = true)), None).await;
+    let (status, list) =
+        api(&s, "GET", "/api/v1/rooms/r/participants", Some(&api_token("r", |r| r.room_admin = true)), None).await;
     assert_eq!(status, 200);
     let obs = list["participants"].as_array().unwrap().iter().find(|p| p["identity"] == "obs").expect("listed").clone();
     assert_eq!(obs["tracks"].as_array().unwrap().len(), 2, "{obs}");
@@ -338,9 +346,14 @@ async fn patch_trickles_candidates_and_refuses_ice_restart() {
 async fn cors_preflight_and_headers() {
     let s = server().await;
     for path in ["/whip", "/whep", "/whip/x"] {
-        let (status, h, _) =
-            http(&s, "OPTIONS", path, &[("origin", "https://a.example"), ("access-control-request-method", "POST")], "")
-                .await;
+        let (status, h, _) = http(
+            &s,
+            "OPTIONS",
+            path,
+            &[("origin", "https://a.example"), ("access-control-request-method", "POST")],
+            "",
+        )
+        .await;
         assert_eq!(status, 204, "{path}");
         assert_eq!(h["access-control-allow-origin"], "*");
         let allowed = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
@@ -368,7 +381,10 @@ async fn every_refusal_has_its_status() {
     assert_eq!(post_offer(&s, "/whip", &token_with("r", "x", |r| r.can_publish = false), &offer).await.0, 403);
     assert_eq!(post_offer(&s, "/whep", &token_with("r", "x", |r| r.can_subscribe = false), &offer).await.0, 403);
     // Wrong content type; not SDP; too large.
-    assert_eq!(http(&s, "POST", "/whip", &[("content-type", "text/plain"), ("authorization", &auth)], &offer).await.0, 415);
+    assert_eq!(
+        http(&s, "POST", "/whip", &[("content-type", "text/plain"), ("authorization", &auth)], &offer).await.0,
+        415
+    );
     assert_eq!(post_offer(&s, "/whip", &t, "hello").await.0, 400);
     let huge = format!("{offer}{}", "a=x\r\n".repeat(20_000));
     assert_eq!(post_offer(&s, "/whip", &t, &huge).await.0, 413);
@@ -383,7 +399,8 @@ async fn every_refusal_has_its_status() {
     assert!(h.contains_key("retry-after"));
     // An admin kick ends the resource.
     let (status, _) =
-        api(&s, "DELETE", "/api/v1/rooms/r/participants/obs", Some(&api_token("r", |r| r.room_admin = true)), None).await;
+        api(&s, "DELETE", "/api/v1/rooms/r/participants/obs", Some(&api_token("r", |r| r.room_admin = true)), None)
+            .await;
     assert!(status == 200 || status == 204, "kick: {status}");
     let location = headers["location"].to_str().unwrap().to_string();
     eventually("the kicked resource is gone", Duration::from_secs(5), || {
