@@ -397,14 +397,14 @@ pub(crate) struct Shared {
     sent: SentCounters,
     set_layers: StdMutex<Vec<SetLayersReport>>,
     stream_states: StdMutex<Vec<StreamStateReport>>,
-    pub(crate) rtcp: Arc<RtcpCounters>,
+    rtcp: Arc<RtcpCounters>,
     /// Sent and received units for the interop report.
     units: Arc<StdMutex<Units>>,
 }
 
 /// Counted by [`RtxUnwrapper`] in the interceptor chain; see [`RtcpReport`].
 #[derive(Debug, Default)]
-pub(crate) struct RtcpCounters {
+struct RtcpCounters {
     nacks: AtomicU64,
     nacked: AtomicU64,
     plis: AtomicU64,
@@ -606,18 +606,7 @@ impl Client {
             &options,
         ));
 
-        let (pc_tx, pc_rx) = mpsc::unbounded_channel();
-        let (conn_state_tx, conn_state_rx) = watch::channel(RTCPeerConnectionState::New);
-        let handler = Arc::new(PcHandler { tx: pc_tx, state: conn_state_tx });
-        let udp_addr = options.udp_addr.unwrap_or_else(|| default_udp_addr(url));
-        let pc = build_peer_connection(
-            handler,
-            udp_addr,
-            options.simulcast.is_some(),
-            options.twcc,
-            Arc::clone(&shared.rtcp),
-        )
-        .await?;
+        let (pc, pc_rx, conn_state_rx) = new_peer_connection(url, &options, &shared).await?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let _ = events_tx.send(ClientEvent::Joined(joined.clone()));
@@ -808,7 +797,7 @@ impl Client {
     }
 }
 
-pub(crate) fn default_udp_addr(url: &str) -> SocketAddr {
+fn default_udp_addr(url: &str) -> SocketAddr {
     let loopback = url::Url::parse(url)
         .ok()
         .and_then(|u| match u.host() {
@@ -833,9 +822,9 @@ pub(crate) enum PcEvent {
 }
 
 /// Runs on the webrtc-rs driver: must never block, so it only forwards.
-pub(crate) struct PcHandler {
-    pub(crate) tx: mpsc::UnboundedSender<PcEvent>,
-    pub(crate) state: watch::Sender<RTCPeerConnectionState>,
+struct PcHandler {
+    tx: mpsc::UnboundedSender<PcEvent>,
+    state: watch::Sender<RTCPeerConnectionState>,
 }
 
 #[async_trait::async_trait]
@@ -865,7 +854,27 @@ impl PeerConnectionEventHandler for PcHandler {
     }
 }
 
-pub(crate) async fn build_peer_connection(
+/// The peer connection of a participant that talks to the server at `url`, as `options` asks, with its events
+/// and its connection state.
+pub(crate) async fn new_peer_connection(
+    url: &str,
+    options: &ClientOptions,
+    shared: &Shared,
+) -> Result<
+    (Arc<dyn PeerConnection>, mpsc::UnboundedReceiver<PcEvent>, watch::Receiver<RTCPeerConnectionState>),
+    ClientError,
+> {
+    let (pc_tx, pc_rx) = mpsc::unbounded_channel();
+    let (conn_state_tx, conn_state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let handler = Arc::new(PcHandler { tx: pc_tx, state: conn_state_tx });
+    let udp_addr = options.udp_addr.unwrap_or_else(|| default_udp_addr(url));
+    let pc =
+        build_peer_connection(handler, udp_addr, options.simulcast.is_some(), options.twcc, Arc::clone(&shared.rtcp))
+            .await?;
+    Ok((pc, pc_rx, conn_state_rx))
+}
+
+async fn build_peer_connection(
     handler: Arc<PcHandler>,
     udp_addr: SocketAddr,
     simulcast: bool,

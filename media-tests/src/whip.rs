@@ -20,10 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
 
-use crate::client::{
-    build_peer_connection, default_udp_addr, run_reader, start_publisher, ClientOptions, PcEvent, PcHandler, Publisher,
-    Shared,
-};
+use crate::client::{new_peer_connection, run_reader, start_publisher, ClientOptions, PcEvent, Publisher, Shared};
 use crate::report::Report;
 use crate::signal::MediaKind;
 
@@ -185,18 +182,7 @@ struct Negotiating {
 impl Negotiating {
     async fn new(endpoint: &str, options: &ClientOptions) -> Result<Negotiating, WhipError> {
         let shared = Arc::new(Shared::new("whip".into(), String::new(), String::new(), options));
-        let (pc_tx, pc_events) = mpsc::unbounded_channel();
-        let (state_tx, connection) = watch::channel(RTCPeerConnectionState::New);
-        let handler = Arc::new(PcHandler { tx: pc_tx, state: state_tx });
-        let udp_addr = options.udp_addr.unwrap_or_else(|| default_udp_addr(endpoint));
-        let pc = build_peer_connection(
-            handler,
-            udp_addr,
-            options.simulcast.is_some(),
-            options.twcc,
-            Arc::clone(&shared.rtcp),
-        )
-        .await?;
+        let (pc, pc_events, connection) = new_peer_connection(endpoint, options, &shared).await?;
         Ok(Negotiating { pc, shared, pc_events, connection, publishers: Vec::new() })
     }
 

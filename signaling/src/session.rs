@@ -92,6 +92,37 @@ pub(crate) fn leave_reason(code: u16, reason: &'static str) -> &'static str {
     }
 }
 
+/// A member's place in its room: the room's snapshot at the join, the grants in force, and the two queues the
+/// room talks to its session through.
+pub(crate) struct Membership {
+    pub(crate) joined: crate::room::Joined,
+    pub(crate) permissions: Permissions,
+    pub(crate) events: mpsc::Receiver<RoomEvent>,
+    pub(crate) close: mpsc::Receiver<crate::room::CloseSignal>,
+}
+
+/// Join the admitted `claims`' room as `name` with the engine peer `peer`, under the server's caps (the room's
+/// rules are checked again under its lock: the last place may have gone since admission).
+pub(crate) fn join_room(
+    state: &AppState,
+    claims: &courier_protocol::Claims,
+    name: &str,
+    peer: PeerId,
+) -> Result<Membership, ErrorCode> {
+    let (ev_tx, events) = mpsc::channel(MEMBER_QUEUE);
+    let (close_tx, close) = mpsc::channel(1);
+    let permissions = Permissions::from(&claims.video);
+    let who = Joiner {
+        identity: &claims.sub,
+        name,
+        metadata: claims.metadata.as_deref().unwrap_or(""),
+        permissions: permissions.clone(),
+    };
+    let handles = MemberHandles { events: ev_tx, close: close_tx };
+    let joined = state.rooms.join(room_caps(state), &claims.video.room, who, peer, handles)?;
+    Ok(Membership { joined, permissions, events, close })
+}
+
 /// Serve one upgraded WebSocket until it ends.
 pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpAddr) {
     let (mut tx, mut rx) = socket.split();
@@ -141,7 +172,6 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             return;
         }
     };
-    let caps = room_caps(&state);
     let claims = match admit(&state, version, &token, peer_ip) {
         Ok(c) => c,
         Err(r) => {
@@ -178,26 +208,17 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
         let mut chat =
             ChatSession::start(state.clone(), &identity, &room, claims.video.can_chat, claims.video.room_admin);
         let inbox = chat.inbox();
-        let (ev_tx, mut ev_rx) = mpsc::channel(MEMBER_QUEUE);
-        let (close_tx, mut close_rx) = mpsc::channel(1);
-        let permissions = Permissions::from(&claims.video);
-        let who = Joiner {
-            identity: &identity,
-            name: &name,
-            metadata: claims.metadata.as_deref().unwrap_or(""),
-            permissions: permissions.clone(),
-        };
-        let handles = MemberHandles { events: ev_tx, close: close_tx };
-        let joined = match state.rooms.join(caps, &room, who, peer, handles) {
-            Ok(j) => j,
-            Err(code) => {
-                // The room's own rules, or a race for the last place since `admits`.
-                chat.stop();
-                let _ = state.sfu.close_peer(peer).await;
-                refuse_join(&state, &mut tx, admission::room_refusal(code)).await;
-                return;
-            }
-        };
+        let Membership { joined, permissions, events: mut ev_rx, close: mut close_rx } =
+            match join_room(&state, &claims, &name, peer) {
+                Ok(m) => m,
+                Err(code) => {
+                    // The room's own rules, or a race for the last place since `admits`.
+                    chat.stop();
+                    let _ = state.sfu.close_peer(peer).await;
+                    refuse_join(&state, &mut tx, admission::room_refusal(code)).await;
+                    return;
+                }
+            };
         let me = joined.me.clone();
         tracing::Span::current().record("participant", me.id.as_str());
         info!("joined");

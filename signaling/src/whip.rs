@@ -36,9 +36,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::admission;
-use crate::auth::Permissions;
-use crate::room::{Joiner, MemberHandles, RoomEvent, MEMBER_QUEUE};
-use crate::session::{Out, Session};
+use crate::room::RoomEvent;
+use crate::session::{Membership, Out, Session};
 use crate::AppState;
 
 /// Largest SDP offer or trickle fragment accepted (413 above).
@@ -273,25 +272,16 @@ async fn create(
         warn!(error = %e, "cannot create peer");
         internal()
     })?;
-    let (ev_tx, ev_rx) = mpsc::channel(MEMBER_QUEUE);
-    let (close_tx, close_rx) = mpsc::channel(1);
-    let permissions = Permissions::from(&claims.video);
-    let who = Joiner {
-        identity: &identity,
-        name: &name,
-        metadata: claims.metadata.as_deref().unwrap_or(""),
-        permissions: permissions.clone(),
-    };
-    let handles = MemberHandles { events: ev_tx, close: close_tx };
-    let joined = match state.rooms.join(crate::session::room_caps(&state), &room, who, peer, handles) {
-        Ok(j) => j,
-        Err(code) => {
-            let _ = state.sfu.close_peer(peer).await;
-            let r = admission::room_refusal(code);
-            crate::session::count_refusal(&state, &r);
-            return Err(refusal_error(&r));
-        }
-    };
+    let Membership { joined, permissions, events: ev_rx, close: close_rx } =
+        match crate::session::join_room(&state, &claims, &name, peer) {
+            Ok(m) => m,
+            Err(code) => {
+                let _ = state.sfu.close_peer(peer).await;
+                let r = admission::room_refusal(code);
+                crate::session::count_refusal(&state, &r);
+                return Err(refusal_error(&r));
+            }
+        };
     span.record("participant", joined.me.id.as_str());
     let mut s = Session::new(state.clone(), room.clone(), joined.me.clone(), peer, permissions, false);
     // From here on a failure must leave the room again.
