@@ -1211,7 +1211,7 @@ pub(crate) async fn start_publisher(
         ssrc,
         layer_ssrcs,
         active_layers: layers_rx,
-        shared: Arc::clone(&shared),
+        shared: Arc::clone(shared),
         stop: stop_rx,
         negotiated: neg_rx,
         muted: muted_rx,

@@ -1203,8 +1203,9 @@ fn offer_sends_media(offer: &SdpOffer) -> bool {
 /// The m-lines of an offer on which the client receives media (`recvonly` or `sendrecv`, port not 0), in order,
 /// with their kind and mid. A section without a direction takes the session's (`sendrecv` by default).
 fn receiving_mlines(sdp: &str) -> Vec<(MediaKind, Mid)> {
-    // Per section: kind, enabled, mid, receives.
-    let mut sections: Vec<(Option<MediaKind>, bool, Option<Mid>, Option<bool>)> = Vec::new();
+    /// One media section: kind (`None`: not audio or video), enabled (port not 0), mid, receives.
+    type Section = (Option<MediaKind>, bool, Option<Mid>, Option<bool>);
+    let mut sections: Vec<Section> = Vec::new();
     let mut session_receives = true;
     for line in sdp.lines().map(str::trim) {
         if let Some(m) = line.strip_prefix("m=") {

@@ -455,3 +455,49 @@ async fn a_whip_publisher_that_goes_silent_leaves() {
     assert_eq!(left["reason"], "disconnected");
     assert_eq!(http(&s, "DELETE", &location, &[], "").await.0, 404);
 }
+
+#[tokio::test]
+async fn webhooks_see_a_whip_participant_join_and_leave() {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hooks",
+            axum::routing::post(
+                |axum::extract::State(g): axum::extract::State<Arc<Mutex<Vec<serde_json::Value>>>>,
+                 body: axum::body::Bytes| async move {
+                    g.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let s = server_with(move |raw| {
+        raw.webhooks = Some(webhook_endpoint(&format!("http://{addr}/hooks"), "whip-webhook-secret"))
+    })
+    .await;
+    let offer = offering(&[(MediaKind::Audio, Direction::SendOnly)]).await.offer;
+    let (status, headers, _) = post_offer(&s, "/whip", &token("r", "obs"), &offer).await;
+    assert_eq!(status, 201);
+    assert_eq!(http(&s, "DELETE", headers["location"].to_str().unwrap(), &[], "").await.0, 200);
+    eventually("participant_joined and participant_left of the WHIP publisher", Duration::from_secs(5), || {
+        let events: Vec<String> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["participant"]["identity"] == "obs")
+            .map(|v| v["event"].as_str().unwrap_or_default().to_string())
+            .collect();
+        async move {
+            if events.iter().any(|e| e == "participant_joined") && events.iter().any(|e| e == "participant_left") {
+                Ok(())
+            } else {
+                Err(format!("{events:?}"))
+            }
+        }
+    })
+    .await;
+}
