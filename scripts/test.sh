@@ -65,5 +65,11 @@ if [ "$(id -u)" -eq 0 ]; then
 else
     echo "skipped: needs root (a network namespace)"
 fi
+echo "== WHIP from GStreamer (webrtcbin publishes with WHIP, a native subscriber receives; ~15 s)"
+if [ "$(id -u)" -eq 0 ]; then
+    bash interop/gstreamer/whip-test.sh
+else
+    echo "skipped: needs root (a network namespace)"
+fi
 echo "== fuzz targets (briefly; a crash fails the run)"
 bash scripts/fuzz.sh 15

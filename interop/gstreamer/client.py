@@ -9,6 +9,8 @@ docs/protocol.md. interop/gstreamer/setup.sh installs what it needs.
 
 webrtcbin specifics:
 - Trickles its candidates with `candidate` messages (on-ice-candidate), after its first offer is sent.
+- With `--url http://host:port/whip` it publishes with WHIP instead (RFC 9725: POST the offer, PATCH the
+  candidates, DELETE at the end) and receives nothing: interop/gstreamer/whip-test.sh.
 - Sent units: pad probes on the payloaders' src pads (video: RTP buffers with the marker bit; audio: RTP buffers),
   counted once the peer connection is connected (before that webrtcbin drops them).
 - Received units: pad probes on webrtcbin's src pads (after its jitterbuffer, which unwraps RTX and drops
@@ -28,6 +30,9 @@ import sys
 import threading
 import time
 import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import gi
 gi.require_version("Gst", "1.0")
@@ -280,6 +285,12 @@ class Client:
         while self.pending_candidates:
             mline, cand = self.pending_candidates.pop(0)
             mid = self.mline_mids[mline] if mline < len(self.mline_mids) else None
+            if self.whip:
+                frag = f"a=mid:{mid}\r\na={cand}\r\n" if cand else "a=end-of-candidates\r\n"
+                status, _, body = await self.http("PATCH", self.resource, frag, "application/trickle-ice-sdpfrag")
+                if status != 204:
+                    self.report["errors"].append(f"WHIP PATCH answered {status}: {body[:200]}")
+                continue
             await self.send({"type": "candidate", "candidate": cand, "sdp_mid": mid, "sdp_mline_index": mline})
 
     def on_sent_probe(self, pad, info, kind):
@@ -423,6 +434,18 @@ class Client:
                 self.note(f"our offer has no transport-cc extmap on {kind}")
             if not any("transport-cc" in ln for ln in lines if ln.startswith("a=rtcp-fb")):
                 self.note(f"our offer has no a=rtcp-fb transport-cc on {kind}")
+        if self.whip:
+            # WHIP (RFC 9725): the offer is POSTed; its answer comes back in the 201; candidates follow by PATCH.
+            status, headers, body = await self.http("POST", self.args.url, text, "application/sdp")
+            if status != 201:
+                raise RuntimeError(f"WHIP POST answered {status}: {body[:200]}")
+            self.resource = urllib.parse.urljoin(self.args.url, headers.get("Location", ""))
+            self.report["joined_ms"] = now_ms()
+            ans = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, self.remote_sdp(body))
+            await self.call("set-remote-description", ans)
+            self.offer_sent = True
+            await self.flush_candidates()
+            return
         oid = self.next_offer_id
         self.next_offer_id += 1
         self.outstanding = oid
@@ -521,6 +544,25 @@ class Client:
                     err, dbg = m.parse_warning()
                     self.note(f"warning from {m.src.get_name()}: {err.message}")
 
+    @property
+    def whip(self):
+        """`--url` is a WHIP endpoint (http://…/whip), not the signaling WebSocket: publish only, no join."""
+        return self.args.url.startswith("http")
+
+    async def http(self, method, url, body, content_type=None):
+        """One HTTP request with the bearer token (in a thread: urllib blocks): status, headers, body."""
+        def go():
+            req = urllib.request.Request(url, data=body.encode() if body else None, method=method)
+            req.add_header("Authorization", f"Bearer {self.args.token}")
+            if content_type:
+                req.add_header("Content-Type", content_type)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, r.headers, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.headers, e.read().decode()
+        return await self.loop.run_in_executor(None, go)
+
     async def ping(self):
         while True:
             await asyncio.sleep(10)
@@ -528,9 +570,15 @@ class Client:
 
     async def run(self):
         a = self.args
-        self.ws = await websockets.connect(a.url, max_size=2 ** 20, open_timeout=10)
-        await self.send({"type": "join", "v": 1, "token": a.token, "auto_subscribe": True})
-        tasks = [asyncio.ensure_future(c) for c in (self.reader(), self.worker(), self.bus_watch(), self.ping())]
+        if self.whip:
+            self.resource = None
+            self.build()
+            self.pipe.set_state(Gst.State.PLAYING)
+            tasks = [asyncio.ensure_future(c) for c in (self.worker(), self.bus_watch())]
+        else:
+            self.ws = await websockets.connect(a.url, max_size=2 ** 20, open_timeout=10)
+            await self.send({"type": "join", "v": 1, "token": a.token, "auto_subscribe": True})
+            tasks = [asyncio.ensure_future(c) for c in (self.reader(), self.worker(), self.bus_watch(), self.ping())]
         try:
             t0 = time.time()
             while self.report["joined_ms"] is None and not self.done.is_set():
@@ -543,7 +591,10 @@ class Client:
                     await asyncio.wait_for(self.done.wait(), max(0.0, deadline - time.time()))
                 except asyncio.TimeoutError:
                     pass
-            if self.report["closed_early"] is None:
+            if self.whip and self.resource:
+                status, _, _ = await self.http("DELETE", self.resource, None)
+                self.note(f"WHIP DELETE answered {status}")
+            elif self.report["closed_early"] is None:
                 try:
                     await self.send({"type": "leave"})
                 except Exception:  # noqa: BLE001

@@ -81,9 +81,9 @@ use crate::report::{
     TrackReport, VideoTrackReport,
 };
 use crate::signal::{
-    rewrite_candidate, rewrite_candidates, AnswerAction, ClientMessage, Incoming, Joined, LayerActive, MediaKind,
-    Negotiation, OfferTrack, ParticipantInfo, ServerMessage, ServerOfferAction, SignalConnection, SignalError,
-    Subscription, Subscriptions, TrackInfo, TrackSource, PROTOCOL_VERSION,
+    rewrite_candidate, rewrite_candidates, AnswerAction, ClientMessage, IceServer, Incoming, Joined, LayerActive,
+    MediaKind, Negotiation, OfferTrack, ParticipantInfo, ServerMessage, ServerOfferAction, SignalConnection,
+    SignalError, Subscription, Subscriptions, TrackInfo, TrackSource, PROTOCOL_VERSION,
 };
 use crate::simulcast::{SimulcastConfig, SimulcastError, SimulcastSource};
 
@@ -393,7 +393,7 @@ struct RxState {
     tracks: Vec<RxTrack>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     joined_at: Instant,
     identity: String,
     participant_id: String,
@@ -418,6 +418,22 @@ struct RtcpCounters {
 }
 
 impl Shared {
+    /// The state of a participant that publishes what `options` asks for.
+    pub(crate) fn new(identity: String, participant_id: String, room: String, options: &ClientOptions) -> Shared {
+        Shared {
+            joined_at: Instant::now(),
+            identity,
+            participant_id,
+            room,
+            rx: StdMutex::new(RxState::default()),
+            sent: SentCounters::new(options.simulcast.as_ref().filter(|_| options.publish_video)),
+            set_layers: StdMutex::new(Vec::new()),
+            stream_states: StdMutex::new(Vec::new()),
+            rtcp: Arc::default(),
+            units: Arc::new(StdMutex::new(Units::new(options.window))),
+        }
+    }
+
     /// Counts one received packet on `mid`. Returns the track id and kind when it was the first
     /// packet of that track.
     fn on_rtp(&self, mid: &str, kind: MediaKind, packet: &rtc::rtp::Packet) -> Option<(String, MediaKind)> {
@@ -464,7 +480,7 @@ impl Shared {
         first.then_some((track_id, kind))
     }
 
-    fn report(&self) -> Report {
+    pub(crate) fn report(&self) -> Report {
         let rx = lock(&self.rx);
         let tracks = rx
             .tracks
@@ -588,32 +604,15 @@ impl Client {
             "joined"
         );
 
-        let shared = Arc::new(Shared {
-            joined_at: Instant::now(),
-            identity: joined.participant.identity.clone(),
-            participant_id: joined.participant.id.clone(),
-            room: joined.room.clone(),
-            rx: StdMutex::new(RxState::default()),
-            sent: SentCounters::new(options.simulcast.as_ref().filter(|_| options.publish_video)),
-            set_layers: StdMutex::new(Vec::new()),
-            stream_states: StdMutex::new(Vec::new()),
-            rtcp: Arc::default(),
-            units: Arc::new(StdMutex::new(Units::new(options.window))),
-        });
+        let shared = Arc::new(Shared::new(
+            joined.participant.identity.clone(),
+            joined.participant.id.clone(),
+            joined.room.clone(),
+            &options,
+        ));
 
-        let (pc_tx, pc_rx) = mpsc::unbounded_channel();
-        let (conn_state_tx, conn_state_rx) = watch::channel(RTCPeerConnectionState::New);
-        let handler = Arc::new(PcHandler { tx: pc_tx, state: conn_state_tx });
-        let udp_addr = options.udp_addr.unwrap_or_else(|| default_udp_addr(url));
-        let pc = build_peer_connection(
-            handler,
-            udp_addr,
-            options.simulcast.is_some(),
-            options.twcc,
-            Arc::clone(&shared.rtcp),
-            ice_config(&joined, options.relay_only),
-        )
-        .await?;
+        let (pc, pc_rx, conn_state_rx) =
+            new_peer_connection(url, &options, &shared, ice_config(&joined.ice_servers, options.relay_only)).await?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let _ = events_tx.send(ClientEvent::Joined(joined.clone()));
@@ -821,7 +820,7 @@ fn default_udp_addr(url: &str) -> SocketAddr {
 // ---------------------------------------------------------------------------------------------
 // Peer connection
 
-enum PcEvent {
+pub(crate) enum PcEvent {
     Candidate(RTCIceCandidateInit),
     GatheringComplete,
     State(RTCPeerConnectionState),
@@ -859,6 +858,33 @@ impl PeerConnectionEventHandler for PcHandler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let _ = self.tx.send(PcEvent::Track(track));
     }
+}
+
+/// The peer connection of a participant that talks to the server at `url`, as `options` asks, with its events
+/// and its connection state.
+pub(crate) async fn new_peer_connection(
+    url: &str,
+    options: &ClientOptions,
+    shared: &Shared,
+    ice: RTCConfigurationBuilder,
+) -> Result<
+    (Arc<dyn PeerConnection>, mpsc::UnboundedReceiver<PcEvent>, watch::Receiver<RTCPeerConnectionState>),
+    ClientError,
+> {
+    let (pc_tx, pc_rx) = mpsc::unbounded_channel();
+    let (conn_state_tx, conn_state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let handler = Arc::new(PcHandler { tx: pc_tx, state: conn_state_tx });
+    let udp_addr = options.udp_addr.unwrap_or_else(|| default_udp_addr(url));
+    let pc = build_peer_connection(
+        handler,
+        udp_addr,
+        options.simulcast.is_some(),
+        options.twcc,
+        Arc::clone(&shared.rtcp),
+        ice,
+    )
+    .await?;
+    Ok((pc, pc_rx, conn_state_rx))
 }
 
 async fn build_peer_connection(
@@ -904,10 +930,10 @@ async fn build_peer_connection(
     Ok(Arc::new(pc))
 }
 
-/// The ICE part of the peer connection's configuration: `joined.ice_servers`, and the relay-only policy.
-fn ice_config(joined: &Joined, relay_only: bool) -> RTCConfigurationBuilder {
-    let servers = joined
-        .ice_servers
+/// The ICE part of the peer connection's configuration: ICE servers (`joined.ice_servers`), and the relay-only
+/// policy.
+pub(crate) fn ice_config(servers: &[IceServer], relay_only: bool) -> RTCConfigurationBuilder {
+    let servers = servers
         .iter()
         .map(|s| RTCIceServer { urls: s.urls.clone(), username: s.username.clone(), credential: s.credential.clone() })
         .collect();
@@ -1061,7 +1087,7 @@ impl Interceptor for RtxUnwrapper {
 // ---------------------------------------------------------------------------------------------
 // Publishing
 
-struct Publisher {
+pub(crate) struct Publisher {
     kind: MediaKind,
     transceiver: Arc<dyn RtpTransceiver>,
     sender: Arc<dyn RtpSender>,
@@ -1070,12 +1096,12 @@ struct Publisher {
     track_id: Option<String>,
     active: bool,
     /// Set when an answer covering this m-line was applied; the sender task waits for it.
-    negotiated: watch::Sender<bool>,
+    pub(crate) negotiated: watch::Sender<bool>,
     muted: watch::Sender<bool>,
-    stop: watch::Sender<bool>,
+    pub(crate) stop: watch::Sender<bool>,
     /// Simulcast: which layers to send (from `set_layers`), by spatial index.
     layers: Option<watch::Sender<Vec<bool>>>,
-    task: JoinHandle<()>,
+    pub(crate) task: JoinHandle<()>,
 }
 
 fn codec_for(kind: MediaKind) -> RTCRtpCodec {
@@ -1129,6 +1155,112 @@ async fn wait_ready(
             r = connection.changed() => if r.is_err() { return false },
         }
     }
+}
+
+/// Add a send-only transceiver for `kind` (one encoding, or the simulcast layers `options` asks for) to `pc` and
+/// start its sender task, which waits until the m-line is negotiated (its `negotiated` is set) and `connection`
+/// is up. The `n`th publisher of this participant. Shared by the WebSocket client and WHIP ([`crate::whip`]).
+pub(crate) async fn start_publisher(
+    pc: &Arc<dyn PeerConnection>,
+    shared: &Arc<Shared>,
+    options: &ClientOptions,
+    connection: &watch::Receiver<RTCPeerConnectionState>,
+    kind: MediaKind,
+    n: usize,
+) -> Result<Publisher, ClientError> {
+    let ssrc: u32 = rand::random();
+    let rtc_kind = match kind {
+        MediaKind::Audio => RtpCodecKind::Audio,
+        MediaKind::Video => RtpCodecKind::Video,
+    };
+    let id = format!("{}-{kind}-{n}", shared.identity);
+    let simulcast = options.simulcast.clone().filter(|_| kind == MediaKind::Video);
+    // One encoding, or one per simulcast layer (each with its own SSRC and RID).
+    let codings: Vec<RTCRtpEncodingParameters> = match &simulcast {
+        None => vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec: codec_for(kind),
+            ..Default::default()
+        }],
+        Some(config) => config
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: l.rid.clone(),
+                    ssrc: Some(if i == 0 { ssrc } else { rand::random() }),
+                    ..Default::default()
+                },
+                codec: codec_for(kind),
+                max_bitrate: l.bitrate_bps,
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let layer_ssrcs: Vec<u32> = match &simulcast {
+        None => Vec::new(),
+        Some(_) => codings.iter().filter_map(|c| c.rtp_coding_parameters.ssrc).collect(),
+    };
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("{}-stream", shared.identity),
+        id.clone(),
+        id,
+        rtc_kind,
+        codings,
+    )));
+    // Always a new transceiver: add_track would (per the spec) reuse a recvonly m-line the
+    // server created for a subscription, turning it into a publication.
+    let transceiver = pc
+        .add_transceiver_from_track(
+            Arc::clone(&track) as Arc<dyn TrackLocal>,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await?;
+    let sender = transceiver.sender().await?.ok_or(ClientError::Unexpected("a new transceiver has no sender"))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (neg_tx, neg_rx) = watch::channel(false);
+    let (muted_tx, muted_rx) = watch::channel(false);
+    let (layers_tx, layers_rx) = watch::channel(vec![true; layer_ssrcs.len()]);
+    for l in &shared.sent.layers {
+        l.active.store(true, Ordering::Relaxed);
+    }
+    let task = SenderTask {
+        track,
+        sender: Arc::clone(&sender),
+        transceiver: Arc::clone(&transceiver),
+        ssrc,
+        layer_ssrcs,
+        active_layers: layers_rx,
+        shared: Arc::clone(shared),
+        stop: stop_rx,
+        negotiated: neg_rx,
+        muted: muted_rx,
+        connection: connection.clone(),
+    };
+    let task = match (kind, simulcast.clone()) {
+        (MediaKind::Audio, _) => tokio::spawn(task.run_audio(options.audio_bitrate_bps)),
+        (MediaKind::Video, None) => tokio::spawn(task.run_video(options.video.clone())),
+        (MediaKind::Video, Some(config)) => tokio::spawn(task.run_simulcast(options.video.clone(), config)),
+    };
+    info!(%kind, ssrc, simulcast = simulcast.is_some(), "publishing");
+    Ok(Publisher {
+        kind,
+        transceiver,
+        sender,
+        mid: None,
+        track_id: None,
+        active: true,
+        negotiated: neg_tx,
+        muted: muted_tx,
+        stop: stop_tx,
+        layers: simulcast.map(|_| layers_tx),
+        task,
+    })
 }
 
 struct SenderTask {
@@ -1411,7 +1543,7 @@ async fn simulcast_extension_ids(sender: &Arc<dyn RtpSender>) -> (Option<u8>, Op
 // ---------------------------------------------------------------------------------------------
 // Receiving
 
-async fn run_reader(
+pub(crate) async fn run_reader(
     track: Arc<dyn TrackRemote>,
     pc: Arc<dyn PeerConnection>,
     shared: Arc<Shared>,
@@ -1549,101 +1681,9 @@ impl Session {
         if self.publishers.iter().any(|p| p.kind == kind && p.active) {
             return Err(ClientError::AlreadyPublished(kind));
         }
-        let ssrc: u32 = rand::random();
-        let rtc_kind = match kind {
-            MediaKind::Audio => RtpCodecKind::Audio,
-            MediaKind::Video => RtpCodecKind::Video,
-        };
         let n = self.publishers.len();
-        let id = format!("{}-{kind}-{n}", self.shared.identity);
-        let simulcast = self.options.simulcast.clone().filter(|_| kind == MediaKind::Video);
-        // One encoding, or one per simulcast layer (each with its own SSRC and RID).
-        let codings: Vec<RTCRtpEncodingParameters> = match &simulcast {
-            None => vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                codec: codec_for(kind),
-                ..Default::default()
-            }],
-            Some(config) => config
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(i, l)| RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        rid: l.rid.clone(),
-                        ssrc: Some(if i == 0 { ssrc } else { rand::random() }),
-                        ..Default::default()
-                    },
-                    codec: codec_for(kind),
-                    max_bitrate: l.bitrate_bps,
-                    ..Default::default()
-                })
-                .collect(),
-        };
-        let layer_ssrcs: Vec<u32> = match &simulcast {
-            None => Vec::new(),
-            Some(_) => codings.iter().filter_map(|c| c.rtp_coding_parameters.ssrc).collect(),
-        };
-        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            format!("{}-stream", self.shared.identity),
-            id.clone(),
-            id,
-            rtc_kind,
-            codings,
-        )));
-        // Always a new transceiver: add_track would (per the spec) reuse a recvonly m-line the
-        // server created for a subscription, turning it into a publication.
-        let transceiver = self
-            .pc
-            .add_transceiver_from_track(
-                Arc::clone(&track) as Arc<dyn TrackLocal>,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    streams: vec![],
-                    send_encodings: vec![],
-                }),
-            )
-            .await?;
-        let sender = transceiver.sender().await?.ok_or(ClientError::Unexpected("a new transceiver has no sender"))?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (neg_tx, neg_rx) = watch::channel(false);
-        let (muted_tx, muted_rx) = watch::channel(false);
-        let (layers_tx, layers_rx) = watch::channel(vec![true; layer_ssrcs.len()]);
-        for l in &self.shared.sent.layers {
-            l.active.store(true, Ordering::Relaxed);
-        }
-        let task = SenderTask {
-            track,
-            sender: Arc::clone(&sender),
-            transceiver: Arc::clone(&transceiver),
-            ssrc,
-            layer_ssrcs,
-            active_layers: layers_rx,
-            shared: Arc::clone(&self.shared),
-            stop: stop_rx,
-            negotiated: neg_rx,
-            muted: muted_rx,
-            connection: self.connection.clone(),
-        };
-        let task = match (kind, simulcast.clone()) {
-            (MediaKind::Audio, _) => tokio::spawn(task.run_audio(self.options.audio_bitrate_bps)),
-            (MediaKind::Video, None) => tokio::spawn(task.run_video(self.options.video.clone())),
-            (MediaKind::Video, Some(config)) => tokio::spawn(task.run_simulcast(self.options.video.clone(), config)),
-        };
-        info!(%kind, ssrc, simulcast = simulcast.is_some(), "publishing");
-        self.publishers.push(Publisher {
-            kind,
-            transceiver,
-            sender,
-            mid: None,
-            track_id: None,
-            active: true,
-            negotiated: neg_tx,
-            muted: muted_tx,
-            stop: stop_tx,
-            layers: simulcast.map(|_| layers_tx),
-            task,
-        });
+        let publisher = start_publisher(&self.pc, &self.shared, &self.options, &self.connection, kind, n).await?;
+        self.publishers.push(publisher);
         self.neg.request_offer();
         Ok(())
     }

@@ -18,6 +18,7 @@
 //! - [`signal`]: protocol v1 messages, the glare rules, the mid → track map, and the WebSocket.
 //! - [`simulcast`]: synthetic simulcast layers (q/h/f) of the same frames. Sans-I/O.
 //! - [`client`]: [`client::Client`], the webrtc-rs participant tying it all together.
+//! - [`whip`]: WHIP publish and WHEP play with the same peer, senders and receivers, over HTTP.
 //! - [`relay`]: the impairment relay between one client and the server (bandwidth cap with a
 //!   tail-drop queue, delay, jitter, loss, outages, on a schedule): a sans-I/O link and a tokio shell.
 //! - [`tcp_relay`]: the same link on the signaling WebSocket's TCP path (delay, rate with backpressure,
@@ -71,3 +72,4 @@ pub mod signal;
 pub mod simulcast;
 pub mod tcp_relay;
 pub mod token;
+pub mod whip;

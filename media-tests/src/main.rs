@@ -43,6 +43,34 @@ enum Command {
     /// Load a server with cheap publishers and subscribers (no decoding) and measure it: packets/s, the server's
     /// CPU and RSS, forwarded packets per CPU-second, loss, added delay. Prints a table; writes a JSON report.
     Load(LoadArgs),
+    /// Publish synthetic Opus and VP8 to a WHIP endpoint (http://host:port/whip) for a while, DELETE the resource,
+    /// print the report.
+    Whip(WhipArgs),
+    /// Play from a WHEP endpoint (http://host:port/whep[?participant=ID]) for a while, DELETE the resource, print
+    /// the report (frames complete, corrupt, missing; audio decoded). Exits 1 when no video arrived.
+    Whep(WhipArgs),
+}
+
+#[derive(clap::Args)]
+struct WhipArgs {
+    /// The WHIP or WHEP endpoint URL.
+    #[arg(long)]
+    url: String,
+    /// Access token (see the `token` command), sent as the Bearer token.
+    #[arg(long)]
+    token: String,
+    /// WHIP: what to publish, a comma-separated list of `audio`, `video`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind, default_value = "audio,video")]
+    publish: Vec<MediaKind>,
+    /// WHIP: publish video as three synthetic simulcast layers q/h/f.
+    #[arg(long)]
+    simulcast: bool,
+    /// How long to stay, e.g. 10s, 1500ms, 2m.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Local UDP address for ICE (default: 127.0.0.1:0 for a loopback server, else 0.0.0.0:0).
+    #[arg(long)]
+    udp_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -264,6 +292,34 @@ fn parse_size(s: &str) -> Result<(u16, u16), String> {
 }
 
 /// `10s`, `1500ms`, `2m`, `1h`, or a plain number of seconds (fractions allowed).
+/// `media-tests whip` (`publish`) and `media-tests whep`.
+async fn run_whip(args: WhipArgs, publish: bool) -> anyhow::Result<ExitCode> {
+    let mut options = ClientOptions::publishing(if publish { &args.publish } else { &[] });
+    options.udp_addr = args.udp_addr;
+    if args.simulcast && publish {
+        options.simulcast = Some(SimulcastConfig::default());
+    }
+    let mut session = if publish {
+        media_tests::whip::publish(&args.url, &args.token, &options).await.context("WHIP publish")?
+    } else {
+        media_tests::whip::play(&args.url, &args.token, &options).await.context("WHEP play")?
+    };
+    info!(resource = session.resource(), "resource created");
+    session.wait_connected(Duration::from_secs(10)).await.context("connecting")?;
+    tokio::time::sleep(args.duration).await;
+    let (report, status) = session.stop().await.context("DELETE")?;
+    if status != 200 {
+        warn!(status, "DELETE was not answered 200");
+    }
+    println!("{}", serde_json::to_string(&report).context("encoding the report")?);
+    let ok = if publish {
+        report.published.video_frames_sent > 0 || report.published.audio_packets_sent > 0
+    } else {
+        report.video().any(|v| v.frames_received > 0)
+    };
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
@@ -330,6 +386,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the tokio runtime")?;
             runtime.block_on(run_scenario(args))
+        }
+        Command::Whip(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(run_whip(args, true))
+        }
+        Command::Whep(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(run_whip(args, false))
         }
         Command::Load(args) => {
             // One thread: the generator stays on the core it is pinned to, and its peers share no locks.

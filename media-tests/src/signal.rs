@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use courier_protocol::{
-    ClientMsg as ClientMessage, ErrorCode, Joined, LayerActive, MediaKind, OfferTrack, ParticipantInfo,
+    ClientMsg as ClientMessage, ErrorCode, IceServer, Joined, LayerActive, MediaKind, OfferTrack, ParticipantInfo,
     ServerMsg as ServerMessage, StreamStateKind, TrackInfo, TrackSource, VERSION as PROTOCOL_VERSION,
 };
 

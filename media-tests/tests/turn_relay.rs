@@ -37,8 +37,10 @@ async fn publish_and_receive(server: &Courier, room: &str, subscriber_relay_only
     let v = r.video().find(|v| v.participant_id == pid).expect("bob got alice's video");
     // About 5 s at 30 fps; the first frames before the subscription opened are not received.
     assert!(v.frames_received >= 120, "only {} frames: {v:?}", v.frames_received);
-    let complete = v.frames_complete as f64 / (v.frames_received + v.frames_missing).max(1) as f64;
-    assert!(complete >= 0.99, "{:.2}% complete: {v:?}", complete * 100.0);
+    // Every frame complete but the edges: the first may have begun before the subscription opened, the last may be
+    // cut by the leave (at 30 fps for 5 s, 99 % would allow only one).
+    let incomplete = (v.frames_received + v.frames_missing).saturating_sub(v.frames_complete);
+    assert!(incomplete <= 2, "{incomplete} frames incomplete: {v:?}");
     assert_eq!(v.frames_corrupt, 0, "{v:?}");
     let m = server.metrics();
     assert!(m["courier_turn_bytes_to_peers_total"] > 100_000.0, "the media went through the relay: {m:?}");

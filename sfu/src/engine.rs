@@ -145,6 +145,8 @@ pub struct PeerOptions {
     pub can_subscribe: bool,
     /// Tracing label (room/identity) for its span.
     pub label: String,
+    /// The client makes every offer, the peer none (a WHEP viewer): see [`crate::peer::PeerConfig::client_offers`].
+    pub client_offers: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -367,6 +369,7 @@ impl Sfu {
             tcp_addr: self.shared.config.tcp_addr,
             keyframe_request_interval: self.shared.config.keyframe_request_interval,
             bwe_initial: self.shared.config.bwe_initial_kbps.map(|k| str0m::bwe::Bitrate::kbps(u64::from(k))),
+            client_offers: opts.client_offers,
         };
         let peer = Peer::new(id, config, ice.clone(), Instant::now());
         let (tx, rx) = mpsc::unbounded_channel();
@@ -1081,7 +1084,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_peer_is_closed_alone() {
         let sfu = Sfu::start(SfuConfig { workers: 2, ..SfuConfig::default() }).await.unwrap();
-        let opts = PeerOptions { can_publish: true, can_subscribe: true, label: "t".into() };
+        let opts = PeerOptions { can_publish: true, can_subscribe: true, label: "t".into(), client_offers: false };
         let (a, mut a_ev) = sfu.create_peer(opts.clone()).await.unwrap();
         let (b, mut b_ev) = sfu.create_peer(opts.clone()).await.unwrap();
         assert_eq!(sfu.stats().peers, 2);

@@ -72,6 +72,9 @@ pub struct PeerConfig {
     /// Send-side bandwidth estimation and stream allocation, starting from this estimate; `None`: off (every
     /// subscriber gets what its settings want).
     pub bwe_initial: Option<Bitrate>,
+    /// The client makes every offer (a WHEP viewer): the peer never offers. Down-tracks added before the client's
+    /// offer open on the m-lines it offers to receive, in order and by kind, when that offer is answered.
+    pub client_offers: bool,
 }
 
 /// How often the stream allocator decides again (besides on every new estimate and settings change).
@@ -557,6 +560,7 @@ impl Peer {
             }));
             return;
         }
+        let offered = if self.config.client_offers { receiving_mlines(&offer.to_sdp_string()) } else { Vec::new() };
         // Polite side: our own outstanding offer, if any, is abandoned by accept_offer.
         let had_pending = self.pending.take().is_some();
         match self.rtc.sdp_api().accept_offer(offer) {
@@ -567,6 +571,9 @@ impl Peer {
                 }
                 for dt in &mut self.downtracks {
                     dt.rollback();
+                }
+                if self.config.client_offers {
+                    self.open_on_offered(now, &offered);
                 }
                 self.queue.push_back(PeerOutput::Event(PeerEvent::Answer { id, sdp: answer.to_sdp_string() }));
                 // MediaAdded events come out of the Rtc as we drain; direction changes we check here.
@@ -586,6 +593,37 @@ impl Peer {
             }
         }
         self.negotiate_if_needed();
+    }
+
+    /// Open the down-tracks waiting to be offered on the m-lines the client's offer (just accepted) asks to
+    /// receive on: in order, each on the first free m-line of its kind that we now send on.
+    fn open_on_offered(&mut self, now: Instant, offered: &[(MediaKind, Mid)]) {
+        let rtc = &self.rtc;
+        let taken: Vec<Mid> = self.downtracks.iter().filter_map(|d| d.mid()).collect();
+        let mut free: Vec<(MediaKind, Mid)> = offered
+            .iter()
+            .filter(|(_, mid)| !taken.contains(mid))
+            .filter(|(_, mid)| rtc.media(*mid).is_some_and(|m| m.direction().is_sending()))
+            .copied()
+            .collect();
+        let mut opened = false;
+        for dt in &mut self.downtracks {
+            if dt.state != DownTrackState::ToOpen {
+                continue;
+            }
+            let Some(i) = free.iter().position(|(kind, _)| *kind == dt.kind) else { continue };
+            let (_, mid) = free.remove(i);
+            dt.state = DownTrackState::Negotiating(mid);
+            if dt.negotiated().is_some() {
+                opened = true;
+                self.queue
+                    .push_back(PeerOutput::Event(PeerEvent::Subscribed { track: dt.track, mid: mid.to_string() }));
+            }
+        }
+        if opened {
+            self.downtrack_opened = true;
+            self.arm_twcc_deadline(now);
+        }
     }
 
     /// The client's answer to our offer `id`. A stale id (an abandoned offer) is ignored.
@@ -1058,7 +1096,7 @@ impl Peer {
 
     /// Offer the down-track changes, unless an offer is outstanding.
     fn negotiate_if_needed(&mut self) {
-        if self.closed || self.pending.is_some() {
+        if self.closed || self.pending.is_some() || self.config.client_offers {
             return;
         }
         if !self.downtracks.iter().any(|d| d.needs_negotiation()) {
@@ -1162,6 +1200,49 @@ fn offer_sends_media(offer: &SdpOffer) -> bool {
     in_media && media_sends && !port_zero
 }
 
+/// The m-lines of an offer on which the client receives media (`recvonly` or `sendrecv`, port not 0), in order,
+/// with their kind and mid. A section without a direction takes the session's (`sendrecv` by default).
+fn receiving_mlines(sdp: &str) -> Vec<(MediaKind, Mid)> {
+    /// One media section: kind (`None`: not audio or video), enabled (port not 0), mid, receives.
+    type Section = (Option<MediaKind>, bool, Option<Mid>, Option<bool>);
+    let mut sections: Vec<Section> = Vec::new();
+    let mut session_receives = true;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut parts = m.split_whitespace();
+            let kind = match parts.next() {
+                Some("audio") => Some(MediaKind::Audio),
+                Some("video") => Some(MediaKind::Video),
+                _ => None,
+            };
+            sections.push((kind, parts.next() != Some("0"), None, None));
+            continue;
+        }
+        let receives = match line {
+            "a=recvonly" | "a=sendrecv" => Some(true),
+            "a=sendonly" | "a=inactive" => Some(false),
+            _ => None,
+        };
+        match (sections.last_mut(), receives) {
+            (Some(s), Some(r)) => s.3 = Some(r),
+            (None, Some(r)) => session_receives = r,
+            (Some(s), None) => {
+                if let Some(mid) = line.strip_prefix("a=mid:") {
+                    s.2 = Some(Mid::from(mid.trim()));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    sections
+        .into_iter()
+        .filter_map(|(kind, enabled, mid, receives)| match (kind, mid) {
+            (Some(kind), Some(mid)) if enabled && receives.unwrap_or(session_receives) => Some((kind, mid)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(3600)
 }
@@ -1207,5 +1288,33 @@ mod tests {
     fn dynacast_ignores_tracks_without_simulcast() {
         let mut t = track(&[]);
         assert_eq!(t.dynacast(Instant::now() + DYNACAST_DELAY * 2), None);
+    }
+
+    #[test]
+    fn receiving_mlines_lists_what_the_client_receives_on() {
+        let offer = |body: &str| format!("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{body}");
+        let a = MediaKind::Audio;
+        let v = MediaKind::Video;
+        let cases: &[(&str, &[(MediaKind, &str)])] = &[
+            ("", &[]),
+            ("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=recvonly\r\n", &[(a, "0")]),
+            (
+                "m=audio 9 X 111\r\na=mid:a\r\na=recvonly\r\nm=video 9 X 96\r\na=recvonly\r\na=mid:v\r\n",
+                &[(a, "a"), (v, "v")],
+            ),
+            ("m=video 9 X 96\r\na=mid:1\r\na=sendonly\r\n", &[]),
+            ("m=video 9 X 96\r\na=mid:1\r\na=inactive\r\n", &[]),
+            ("m=video 0 X 96\r\na=mid:1\r\na=recvonly\r\n", &[]),
+            ("m=video 9 X 96\r\na=mid:1\r\n", &[(v, "1")]),
+            ("m=video 9 X 96\r\na=recvonly\r\n", &[]),
+            ("m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n", &[]),
+            ("m=video 9 X 96\r\na=mid:1\r\na=sendrecv\r\n", &[(v, "1")]),
+        ];
+        for (body, want) in cases {
+            let want: Vec<(MediaKind, Mid)> = want.iter().map(|(k, m)| (*k, Mid::from(*m))).collect();
+            assert_eq!(receiving_mlines(&offer(body)), want, "{body:?}");
+        }
+        assert_eq!(receiving_mlines("a=sendonly\nm=video 9 X 0\na=mid:0\n"), vec![], "the session's direction");
+        assert_eq!(receiving_mlines("garbage"), vec![]);
     }
 }

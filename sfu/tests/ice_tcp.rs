@@ -78,8 +78,15 @@ impl Link {
 /// Connect a client over `link` to `server` (the address the client dials), publish 100 audio packets, and wait
 /// until the engine counted at least 50 of them.
 async fn connect_and_publish(sfu: &Sfu, mut link: Link, server: SocketAddr) {
-    let (peer, mut events) =
-        sfu.create_peer(PeerOptions { can_publish: true, can_subscribe: true, label: "client".into() }).await.unwrap();
+    let (peer, mut events) = sfu
+        .create_peer(PeerOptions {
+            can_publish: true,
+            can_subscribe: true,
+            label: "client".into(),
+            client_offers: false,
+        })
+        .await
+        .unwrap();
     let local = link.local();
     let mut client = Rtc::builder().build(Instant::now());
     let candidate = match link.proto() {

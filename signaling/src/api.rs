@@ -21,6 +21,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     let mut r =
         Router::new().route("/rtc", get(rtc)).route("/healthz", get(|| async { "ok" })).route("/metrics", get(metrics));
     r = r.route("/readyz", get(crate::ops::readyz));
+    // WHIP and WHEP: joins over HTTP, limited like WebSocket joins (in admission), with CORS for pages elsewhere.
+    r = r.merge(crate::whip::router());
     // Routes behind the HTTP API guard (rate limits per IP and identity, body cap): all but the WebSocket (joins
     // are limited in the session), health, readiness, metrics and static files.
     let mut limited = Router::new();

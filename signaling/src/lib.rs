@@ -13,7 +13,8 @@
 //! - [`room`]: the room registry: membership, published tracks and the events a room fans out.
 //! - [`lifecycle`]: when a room may be joined, opens and closes (empty timeout, schedules); decisions only.
 //! - [`admin`]: the admin REST API (`/api/v1`) and its OpenAPI document.
-//! - [`session`]: one WebSocket connection.
+//! - [`session`]: one WebSocket connection, and the participant state it shares with WHIP/WHEP.
+//! - [`whip`]: WHIP publish and WHEP play: a participant driven over HTTP (`/whip`, `/whep`).
 //! - [`hook`]: the chat pre-send HTTP hook.
 //! - [`outbound`]: the HTTP(S) client the hook and the webhooks share, and the roots outbound TLS trusts.
 //! - [`jobs`]: the background jobs (lifecycle tick, retention, words file, aggregates) and their shutdown.
@@ -45,6 +46,7 @@ pub mod tls;
 pub mod turn;
 pub mod web_demo;
 pub mod webhook;
+pub mod whip;
 
 use std::sync::Arc;
 
@@ -151,6 +153,8 @@ pub struct AppState {
     pub tls: Option<Arc<tls::CertFiles>>,
     /// TURN: the credentials participants get, and the built-in server when it runs.
     pub turn: turn::Turn,
+    /// The live WHIP and WHEP resources.
+    pub whip: whip::Resources,
 }
 
 /// Serve `app` on `listener` until `stop`, with each request knowing its client's address.
@@ -294,6 +298,7 @@ impl Server {
             sessions: jobs::Jobs::new(),
             tls,
             turn,
+            whip: Default::default(),
             config,
         });
         let now = crate::room::now_ms();

@@ -33,7 +33,8 @@ use courier_protocol::{
 
 mod chat;
 
-use chat::{ChatSession, Out};
+use chat::ChatSession;
+pub(crate) use chat::Out;
 
 /// How long a client has to send `join`.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +42,86 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages per second one connection may send (burst of the same size).
 pub const RATE_PER_SEC: f64 = 50.0;
+
+/// The server's caps on rooms and their members, from the configuration.
+pub(crate) fn room_caps(state: &AppState) -> RoomCaps {
+    RoomCaps { max_rooms: state.config.limits.max_rooms, max_participants: state.config.limits.max_participants }
+}
+
+/// Run join admission ([`admission::admit`]) against the server's state: every participant, WebSocket or WHIP/WHEP,
+/// gets in through here.
+pub(crate) fn admit(
+    state: &AppState,
+    version: u32,
+    token: &str,
+    peer_ip: std::net::IpAddr,
+) -> Result<courier_protocol::Claims, admission::Refusal> {
+    let caps = room_caps(state);
+    admission::admit(admission::Checks {
+        version,
+        draining: state.draining.load(std::sync::atomic::Ordering::SeqCst),
+        ip_rate: || state.limiters.join_ip(peer_ip, Instant::now()),
+        token: || state.keys.verify_with_leeway(token, state.config.limits.token_leeway_secs),
+        identity_rate: |identity| state.limiters.join_identity(identity, Instant::now()),
+        room: |room, identity| state.rooms.admits(room, identity, caps),
+    })
+}
+
+/// Count a refused join in `/metrics`.
+pub(crate) fn count_refusal(state: &AppState, refusal: &admission::Refusal) {
+    let r = &state.refusals;
+    if let Some(counter) = refusal.counter {
+        Refusals::add(match counter {
+            admission::Counter::Draining => &r.join_draining,
+            admission::Counter::RateLimited => &r.join_rate_limited,
+            admission::Counter::RoomFull => &r.join_room_full,
+            admission::Counter::TooManyRooms => &r.join_too_many_rooms,
+            admission::Counter::RoomUnavailable => &r.join_room_unavailable,
+        });
+    }
+}
+
+/// The leave reason (webhooks, `participant_left`) for a close signal from the room: replaced by a newer session,
+/// server shutdown, removed by the admin API (its own reason), or else disconnected.
+pub(crate) fn leave_reason(code: u16, reason: &'static str) -> &'static str {
+    match code {
+        close::REPLACED => "replaced",
+        close::GOING_AWAY => "server_shutdown",
+        close::REMOVED => reason,
+        _ => "disconnected",
+    }
+}
+
+/// A member's place in its room: the room's snapshot at the join, the grants in force, and the two queues the
+/// room talks to its session through.
+pub(crate) struct Membership {
+    pub(crate) joined: crate::room::Joined,
+    pub(crate) permissions: Permissions,
+    pub(crate) events: mpsc::Receiver<RoomEvent>,
+    pub(crate) close: mpsc::Receiver<crate::room::CloseSignal>,
+}
+
+/// Join the admitted `claims`' room as `name` with the engine peer `peer`, under the server's caps (the room's
+/// rules are checked again under its lock: the last place may have gone since admission).
+pub(crate) fn join_room(
+    state: &AppState,
+    claims: &courier_protocol::Claims,
+    name: &str,
+    peer: PeerId,
+) -> Result<Membership, ErrorCode> {
+    let (ev_tx, events) = mpsc::channel(MEMBER_QUEUE);
+    let (close_tx, close) = mpsc::channel(1);
+    let permissions = Permissions::from(&claims.video);
+    let who = Joiner {
+        identity: &claims.sub,
+        name,
+        metadata: claims.metadata.as_deref().unwrap_or(""),
+        permissions: permissions.clone(),
+    };
+    let handles = MemberHandles { events: ev_tx, close: close_tx };
+    let joined = state.rooms.join(room_caps(state), &claims.video.room, who, peer, handles)?;
+    Ok(Membership { joined, permissions, events, close })
+}
 
 /// Serve one upgraded WebSocket until it ends.
 /// `host` is the host part of the request's `Host` header (for the TURN URLs in `joined`).
@@ -92,17 +173,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             return;
         }
     };
-    let caps =
-        RoomCaps { max_rooms: state.config.limits.max_rooms, max_participants: state.config.limits.max_participants };
-    let admitted = admission::admit(admission::Checks {
-        version,
-        draining: state.draining.load(std::sync::atomic::Ordering::SeqCst),
-        ip_rate: || state.limiters.join_ip(peer_ip, Instant::now()),
-        token: || state.keys.verify_with_leeway(&token, state.config.limits.token_leeway_secs),
-        identity_rate: |identity| state.limiters.join_identity(identity, Instant::now()),
-        room: |room, identity| state.rooms.admits(room, identity, caps),
-    });
-    let claims = match admitted {
+    let claims = match admit(&state, version, &token, peer_ip) {
         Ok(c) => c,
         Err(r) => {
             refuse_join(&state, &mut tx, r).await;
@@ -122,6 +193,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             can_publish: claims.video.can_publish,
             can_subscribe: claims.video.can_subscribe,
             label: format!("{room}/{identity}"),
+            client_offers: false,
         };
         let (peer, mut peer_events) = match state.sfu.create_peer(opts).await {
             Ok(p) => p,
@@ -137,40 +209,21 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
         let mut chat =
             ChatSession::start(state.clone(), &identity, &room, claims.video.can_chat, claims.video.room_admin);
         let inbox = chat.inbox();
-        let (ev_tx, mut ev_rx) = mpsc::channel(MEMBER_QUEUE);
-        let (close_tx, mut close_rx) = mpsc::channel(1);
-        let permissions = Permissions::from(&claims.video);
-        let who = Joiner {
-            identity: &identity,
-            name: &name,
-            metadata: claims.metadata.as_deref().unwrap_or(""),
-            permissions: permissions.clone(),
-        };
-        let handles = MemberHandles { events: ev_tx, close: close_tx };
-        let joined = match state.rooms.join(caps, &room, who, peer, handles) {
-            Ok(j) => j,
-            Err(code) => {
-                // The room's own rules, or a race for the last place since `admits`.
-                chat.stop();
-                let _ = state.sfu.close_peer(peer).await;
-                refuse_join(&state, &mut tx, admission::room_refusal(code)).await;
-                return;
-            }
-        };
+        let Membership { joined, permissions, events: mut ev_rx, close: mut close_rx } =
+            match join_room(&state, &claims, &name, peer) {
+                Ok(m) => m,
+                Err(code) => {
+                    // The room's own rules, or a race for the last place since `admits`.
+                    chat.stop();
+                    let _ = state.sfu.close_peer(peer).await;
+                    refuse_join(&state, &mut tx, admission::room_refusal(code)).await;
+                    return;
+                }
+            };
         let me = joined.me.clone();
         tracing::Span::current().record("participant", me.id.as_str());
         info!("joined");
-        let mut s = Session {
-            state: state.clone(),
-            room: room.clone(),
-            me: me.clone(),
-            peer,
-            perms: permissions,
-            auto_subscribe,
-            subscriptions: HashSet::new(),
-            offered_tracks: HashMap::new(),
-            out: Vec::new(),
-        };
+        let mut s = Session::new(state.clone(), room.clone(), me.clone(), peer, permissions, auto_subscribe);
         s.out.push(Out::Msg(ServerMsg::Joined(Joined {
             v: VERSION,
             room: room.clone(),
@@ -297,7 +350,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                 }
                 sig = close_rx.recv() => {
                     let (code, reason) = sig.unwrap_or((close::GOING_AWAY, "server_shutdown"));
-                    leave_reason = match code { close::REPLACED => "replaced", close::GOING_AWAY => "server_shutdown", close::REMOVED => reason, _ => "disconnected" };
+                    leave_reason = self::leave_reason(code, reason);
                     let wire_reason = if code == close::REPLACED { "replaced" } else if code == close::GOING_AWAY { "server_shutdown" } else if code == close::REMOVED { reason } else { "removed" };
                     let _ = tx.send(text_msg(&ServerMsg::Leave { reason: wire_reason.into() })).await;
                     let _ = tx.send(close_msg(code, reason)).await;
@@ -331,27 +384,51 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
     sessions.sessions.track(session.instrument(span)).await
 }
 
-struct Session {
-    state: Arc<AppState>,
-    room: String,
-    me: ParticipantInfo,
-    peer: PeerId,
+/// What one participant's session knows, whatever carries it: the WebSocket loop above and the HTTP-driven
+/// WHIP/WHEP resources ([`crate::whip`]) feed it client requests, room events and engine events alike.
+pub(crate) struct Session {
+    pub(crate) state: Arc<AppState>,
+    pub(crate) room: String,
+    pub(crate) me: ParticipantInfo,
+    pub(crate) peer: PeerId,
     /// The grants in force (from the token, changed by the admin API).
-    perms: Permissions,
-    auto_subscribe: bool,
-    subscriptions: HashSet<TrackId>,
+    pub(crate) perms: Permissions,
+    pub(crate) auto_subscribe: bool,
+    pub(crate) subscriptions: HashSet<TrackId>,
     /// `mid` → what the client said the track is, from its offers.
-    offered_tracks: HashMap<String, OfferTrack>,
+    pub(crate) offered_tracks: HashMap<String, OfferTrack>,
     /// Messages to send, in order, before the next wait.
-    out: Vec<Out>,
+    pub(crate) out: Vec<Out>,
 }
 
 impl Session {
+    /// A session for the member `me` of `room`, with the engine peer `peer`.
+    pub(crate) fn new(
+        state: Arc<AppState>,
+        room: String,
+        me: ParticipantInfo,
+        peer: PeerId,
+        perms: Permissions,
+        auto_subscribe: bool,
+    ) -> Session {
+        Session {
+            state,
+            room,
+            me,
+            peer,
+            perms,
+            auto_subscribe,
+            subscriptions: HashSet::new(),
+            offered_tracks: HashMap::new(),
+            out: Vec::new(),
+        }
+    }
+
     fn say(&mut self, m: ServerMsg) {
         self.out.push(Out::Msg(m));
     }
 
-    async fn handle_client(&mut self, msg: ClientMsg) {
+    pub(crate) async fn handle_client(&mut self, msg: ClientMsg) {
         let ty = msg.type_name();
         let rid = msg.request_id().unwrap_or_default();
         match msg {
@@ -447,7 +524,7 @@ impl Session {
         }
     }
 
-    async fn handle_room(&mut self, ev: RoomEvent) {
+    pub(crate) async fn handle_room(&mut self, ev: RoomEvent) {
         match ev {
             RoomEvent::ParticipantJoined(p) => {
                 if p.id != self.me.id {
@@ -508,7 +585,7 @@ impl Session {
         }
     }
 
-    async fn handle_peer(&mut self, ev: PeerEvent) {
+    pub(crate) async fn handle_peer(&mut self, ev: PeerEvent) {
         match ev {
             PeerEvent::Answer { id, sdp } => self.say(ServerMsg::Answer { id, sdp }),
             PeerEvent::Offer { id, sdp } => self.say(ServerMsg::Offer { id, sdp }),
@@ -598,7 +675,7 @@ impl Session {
         }
     }
 
-    async fn subscribe(&mut self, track: TrackId) {
+    pub(crate) async fn subscribe(&mut self, track: TrackId) {
         if self.subscriptions.insert(track) {
             if let Err(e) = self.state.sfu.subscribe(self.peer, track).await {
                 debug!(error = %e, "subscribe failed");
@@ -607,7 +684,7 @@ impl Session {
         }
     }
 
-    async fn unsubscribe(&mut self, track: TrackId, reason: &'static str) {
+    pub(crate) async fn unsubscribe(&mut self, track: TrackId, reason: &'static str) {
         if self.subscriptions.remove(&track) {
             let _ = self.state.sfu.unsubscribe(self.peer, track).await;
             self.say(ServerMsg::Unsubscribed { track_id: wire_track_id(track), reason: reason.into() });
@@ -623,7 +700,7 @@ fn kind_name(k: MediaKind) -> courier_protocol::MediaKind {
 }
 
 /// Cheap syntactic check so a garbage candidate gets `bad_candidate` here rather than being dropped in the engine.
-fn str0m_candidate_invalid(c: &str) -> bool {
+pub(crate) fn str0m_candidate_invalid(c: &str) -> bool {
     let c = c.trim().strip_prefix("a=").unwrap_or(c.trim());
     let c = c.strip_prefix("candidate:").unwrap_or(c);
     // foundation component transport priority address port "typ" type
@@ -677,16 +754,7 @@ async fn refuse_join(
     tx: &mut futures::stream::SplitSink<WebSocket, Message>,
     refusal: admission::Refusal,
 ) {
-    let r = &state.refusals;
-    if let Some(counter) = refusal.counter {
-        Refusals::add(match counter {
-            admission::Counter::Draining => &r.join_draining,
-            admission::Counter::RateLimited => &r.join_rate_limited,
-            admission::Counter::RoomFull => &r.join_room_full,
-            admission::Counter::TooManyRooms => &r.join_too_many_rooms,
-            admission::Counter::RoomUnavailable => &r.join_room_unavailable,
-        });
-    }
+    count_refusal(state, &refusal);
     refuse(tx, refusal.code, refusal.close, &refusal.message).await;
 }
 

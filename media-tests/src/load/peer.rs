@@ -199,7 +199,12 @@ impl PeerHandle {
 
 /// Starts a peer on a fresh UDP socket at `bind:0` (or, with [`Transport::Tcp`], on the ICE-TCP connection it makes
 /// when the server's offer arrives); it runs until every handle is dropped.
-pub async fn spawn(bind: IpAddr, role: Role, transport: Transport, measure: Arc<Measure>) -> anyhow::Result<PeerHandle> {
+pub async fn spawn(
+    bind: IpAddr,
+    role: Role,
+    transport: Transport,
+    measure: Arc<Measure>,
+) -> anyhow::Result<PeerHandle> {
     if transport == Transport::Tcp && matches!(role, Role::Publisher { .. }) {
         bail!("ICE-TCP is for subscribers: the server's passive candidate comes with its offer");
     }
@@ -424,7 +429,8 @@ impl Peer {
     /// Connects to the passive TCP candidate of the server's offer and makes the connection this peer's only
     /// candidate (active).
     async fn connect_tcp(&mut self, offer: &str) -> anyhow::Result<()> {
-        let server = passive_tcp_candidate(offer).ok_or_else(|| anyhow!("the server's offer has no passive TCP candidate"))?;
+        let server =
+            passive_tcp_candidate(offer).ok_or_else(|| anyhow!("the server's offer has no passive TCP candidate"))?;
         let stream = TcpStream::connect(server).await.with_context(|| format!("connecting to {server} (ICE-TCP)"))?;
         stream.set_nodelay(true)?;
         let local = stream.local_addr()?;

@@ -132,6 +132,7 @@ impl Pair {
             tcp_addr: None,
             keyframe_request_interval: Duration::from_millis(500),
             bwe_initial,
+            client_offers: false,
         };
         let peer = Peer::new(PeerId(1), config, IceCreds::new(), now);
         let mut client = f(Rtc::builder()).build(now);
