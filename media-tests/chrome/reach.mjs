@@ -17,6 +17,8 @@
 //   turn-udp  the subscriber relay-only (iceTransportPolicy "relay"): through the built-in TURN server over UDP
 //   turn-tcp  the same with the subscriber's UDP dropped: TURN over TCP
 //   turn-tls  the same with UDP and TCP to 3478 dropped: TURN over TLS on 5349 (the server's certificate)
+//   whip-gstreamer  GStreamer's webrtcbin (interop/gstreamer/client.py, an independent WebRTC stack) publishes VP8 and
+//             Opus with WHIP over https from the publisher's namespace; a Chromium WebSocket viewer decodes it
 //   whip-whep a fetch-only WHIP publisher (three simulcast encodings) seen by a WebSocket viewer, then played by a
 //             fetch-only WHEP page; DELETE ends the publisher
 //
@@ -49,7 +51,8 @@ const REPO = path.resolve(HERE, '../..');
  *   firewall: {pub?: Firewall, sub?: Firewall},
  *   sub?: {iceTransportPolicy?: 'relay'},
  *   whip?: boolean,
- *   expect: {pub: PathExpect, sub: PathExpect},
+ *   gstreamer?: boolean,
+ *   expect: {pub: PathExpect|null, sub: PathExpect},
  * }} Case
  * @typedef {'udp' | 'udp+turn-tcp'} Firewall  what a page's namespace drops: every UDP datagram, and TCP to port 3478
  */
@@ -70,8 +73,18 @@ const CASES = {
     sub: { iceTransportPolicy: 'relay' },
     expect: { pub: HOST_UDP, sub: RELAY('tls') },
   },
+  'whip-gstreamer': {
+    label: 'WHIP publish from GStreamer webrtcbin, WebSocket viewer',
+    firewall: {},
+    gstreamer: true,
+    expect: { pub: null, sub: HOST_UDP },
+  },
   'whip-whep': { label: 'WHIP publish (simulcast), WebSocket and WHEP viewers', firewall: {}, whip: true, expect: { pub: HOST_UDP, sub: HOST_UDP } },
 };
+
+/** The run's certificate (makeCertificate), and the Python with GStreamer (interop/gstreamer/setup.sh). */
+/** @type {{ca: string, cert: string, key: string, spki: string}} */ let tls;
+/** @type {string} */ let gstPython = '';
 
 const { values: opt } = parseArgs({
   options: {
@@ -284,9 +297,9 @@ async function whipPublish({ token }) {
 /**
  * WHEP with nothing but fetch: receive-only audio and video, one offer, `POST /whep?participant=…`; resolves at the
  * first video frame on screen with the milliseconds since the POST.
- * @param {{token: string, participant: string}} o
+ * @param {{token: string, participant: string, layer?: string}} o
  */
-async function whepPlay({ token, participant }) {
+async function whepPlay({ token, participant, layer }) {
   const w = /** @type {any} */ (window);
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
   w.pc = pc;
@@ -312,7 +325,7 @@ async function whepPlay({ token, participant }) {
     pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve(null));
     setTimeout(resolve, 3000);
   });
-  const r = await fetch(`/whep?participant=${encodeURIComponent(participant)}`, {
+  const r = await fetch(`/whep?participant=${encodeURIComponent(participant)}${layer ? `&layer=${layer}` : ''}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` },
     body: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp,
@@ -321,6 +334,28 @@ async function whepPlay({ token, participant }) {
   w.whepResource = new URL(/** @type {string} */ (r.headers.get('Location')), window.location.href).href;
   await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
   return { ttffMs: await frame };
+}
+
+/** The page's outbound video encodings that have sent something: rid, bytes, width. */
+async function sendingEncodings() {
+  const pc = /** @type {any} */ (window).pc;
+  /** @type {{rid: string|null, bytesSent: number, frameWidth: number}[]} */ const out = [];
+  (await pc.getStats()).forEach((/** @type {any} */ s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video' && (s.bytesSent ?? 0) > 0) {
+      out.push({ rid: s.rid ?? null, bytesSent: s.bytesSent, frameWidth: s.frameWidth ?? 0 });
+    }
+  });
+  return out;
+}
+
+/** The widest video frame the page's peer connection has decoded. */
+async function decodedWidth() {
+  const pc = /** @type {any} */ (window).pc;
+  let w = 0;
+  (await pc.getStats()).forEach((/** @type {any} */ s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') w = Math.max(w, s.frameWidth ?? 0);
+  });
+  return w;
 }
 
 /** `DELETE` on the page's WHIP resource; the HTTP status. */
@@ -426,7 +461,32 @@ async function runCase(browsers, name, courierPid) {
     /** @type {any} */ const r = { case: name, label: c.label };
     const pub = await open('pub', 'pub');
     const sub = await open('sub', 'sub');
-    if (c.whip) {
+    if (c.gstreamer) {
+      // The viewer first, then webrtcbin publishes for 12 s (it DELETEs its resource at the end).
+      const viewer = B.evaluate(sub, joinRoom, { url: wsUrl, token: mintToken({ identity: 'viewer', room }), publish: false }, 'the WebSocket viewer joins and shows a frame', 60_000);
+      await new Promise((res) => setTimeout(res, 500));
+      const report = path.join(OUT, `${name}-gstreamer-report.json`);
+      const startedAt = Date.now();
+      const gst = startProcess(OUT, `${name}-gstreamer`, 'ip', [
+        'netns', 'exec', topo.pub, gstPython, path.join(REPO, 'interop/gstreamer/client.py'),
+        '--url', `${origin}/whip`, '--token', mintToken({ identity: 'gst', room }), '--duration', '12', '--report', report,
+        '--window-start', String(startedAt), '--window-end', String(startedAt + 12_000),
+      ], { SSL_CERT_FILE: tls.ca });
+      const seen = await Promise.race([
+        viewer,
+        gst.exited.then(async () => {
+          await new Promise((res) => setTimeout(res, 1000));
+          const g = fs.existsSync(report) ? fs.readFileSync(report, 'utf8') : '(no report)';
+          throw new Error(`the GStreamer publisher ended before the viewer saw a frame: ${g.slice(0, 1500)}`);
+        }),
+      ]);
+      r.ttffMs = Math.round(seen.ttffMs);
+      r.gstStartToViewerMs = seen.firstFrameAt - startedAt;
+      r.sub = await decoding(sub, 'the WebSocket viewer');
+      r.pub = null;
+      await withTimeout(gst.exited, 60_000, 'the GStreamer publisher to finish');
+      r.gst = JSON.parse(fs.readFileSync(report, 'utf8'));
+    } else if (c.whip) {
       // A WebSocket viewer first, then the WHIP publisher: the time from the POST to the viewer's first frame.
       const viewer = B.evaluate(sub, joinRoom, { url: wsUrl, token: mintToken({ identity: 'viewer', room }), publish: false }, 'the WebSocket viewer joins and shows a frame', 45_000);
       await new Promise((res) => setTimeout(res, 500));
@@ -439,11 +499,25 @@ async function runCase(browsers, name, courierPid) {
       const adminToken = mintToken({ identity: 'qa-admin', room, admin: true });
       const listed = await B.evaluate(pub, participants, { room, adminToken }, 'participants');
       r.whip.listed = listed.participants?.find((/** @type {any} */ p) => p.identity === 'whip-pub') ?? null;
+      // Simulcast accepted: Chrome sends every encoding only when the answer takes all three rids.
+      r.whip.encodings = await waitUntil(
+        async () => {
+          const e = await B.evaluate(pub, sendingEncodings, undefined, 'encodings');
+          return new Set(e.map((x) => x.rid)).size >= 3 ? e : null;
+        },
+        10_000,
+        'the WHIP page sending three encodings',
+      ).catch(() => B.evaluate(pub, sendingEncodings, undefined, 'encodings'));
       // WHEP: a fetch-only player in a second page of the subscriber's namespace.
       const player = await open('sub', 'whep');
       const played = await B.evaluate(player, whepPlay, { token: mintToken({ identity: 'whep-viewer', room }), participant: 'whip-pub' }, 'WHEP play', 45_000);
       r.whepTtffMs = Math.round(played.ttffMs);
       r.whep = await decoding(player, 'the WHEP player');
+      // A second WHEP player capped at the quarter layer (`layer=q`): the server has the layers apart.
+      const small = await open('sub', 'whep-q');
+      await B.evaluate(small, whepPlay, { token: mintToken({ identity: 'whep-q', room }), participant: 'whip-pub', layer: 'q' }, 'WHEP play, layer q', 45_000);
+      await decoding(small, 'the WHEP player of layer q');
+      r.whepQWidth = await B.evaluate(small, decodedWidth, undefined, 'width');
       r.whip.deleteStatus = await B.evaluate(pub, whipDelete, undefined, 'WHIP DELETE');
       r.whip.goneAfterDelete = await waitUntil(
         async () => {
@@ -510,7 +584,12 @@ function pathProblems(who, path, want) {
  */
 function problemsOf(r) {
   const c = CASES[r.case];
-  /** @type {string[]} */ const out = [...pathProblems('pub', r.pub, c.expect.pub), ...pathProblems('sub', r.sub, c.expect.sub)];
+  /** @type {string[]} */ const out = [...(c.expect.pub ? pathProblems('pub', r.pub, c.expect.pub) : []), ...pathProblems('sub', r.sub, c.expect.sub)];
+  if (c.gstreamer) {
+    if (r.gst?.errors?.length) out.push(`GStreamer: ${r.gst.errors.join('; ')}`);
+    if (!r.gst?.connected_ms) out.push('GStreamer: webrtcbin never connected');
+    if (!(r.gst?.notes ?? []).some((/** @type {string} */ n) => n.includes('WHIP DELETE answered 200'))) out.push(`GStreamer: no DELETE answered 200 (${JSON.stringify(r.gst?.notes)})`);
+  }
   for (const who of /** @type {const} */ (['pub', 'sub'])) {
     if (c.firewall[who] && !(r.dropped[who] > 0)) out.push(`${who}: the firewall dropped nothing (was it in place?)`);
   }
@@ -519,7 +598,9 @@ function problemsOf(r) {
     if (!/rel="ice-server"/.test(r.whip.link ?? '')) out.push(`WHIP: no ICE server in the Link header (${r.whip.link})`);
     const video = (r.whip.listed?.tracks ?? []).filter((/** @type {any} */ t) => t.kind === 'video');
     if (!video.length) out.push(`WHIP: the admin API lists no video track of the publisher (${JSON.stringify(r.whip.listed)})`);
-    else if (!video.some((/** @type {any} */ t) => t.simulcast || (t.layers?.length ?? 0) > 1)) out.push(`WHIP: the publisher's video is not simulcast (${JSON.stringify(video)})`);
+    const rids = new Set((r.whip.encodings ?? []).map((/** @type {any} */ e) => e.rid));
+    if (!(rids.has('q') && rids.has('h') && rids.has('f'))) out.push(`WHIP: the page does not send all three encodings (${JSON.stringify(r.whip.encodings)})`);
+    if (!(r.whepQWidth > 0 && r.whepQWidth <= 320)) out.push(`WHEP with layer=q decoded ${r.whepQWidth} px wide, want the quarter layer (≤ 320)`);
     if (r.whip.deleteStatus !== 200) out.push(`WHIP: DELETE answered ${r.whip.deleteStatus}, want 200`);
     if (!r.whip.goneAfterDelete) out.push('WHIP: the publisher still listed 10 s after DELETE');
   }
@@ -532,7 +613,11 @@ const pathName = (l) => (l ? `${l.protocol} ${l.candidateType}${l.relayProtocol 
 async function main() {
   log(`namespaces ${topo.pub}, ${topo.srv}, ${topo.sub}; server ${topo.addr.server}; artifacts in ${OUT}`);
   topo.create();
-  const tls = makeCertificate(scratch, topo.addr.server);
+  tls = makeCertificate(scratch, topo.addr.server);
+  if (caseNames.some((n) => CASES[n].gstreamer)) {
+    const out = execFileSync('bash', [path.join(REPO, 'interop/gstreamer/setup.sh')], { stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
+    gstPython = out.toString().trim().split('\n').pop() ?? '';
+  }
   const courier = startProcess(OUT, 'courier', 'ip', [
     'netns', 'exec', topo.srv, COURIER_BIN, 'serve',
     '--http-addr', `${topo.addr.server}:${HTTP_PORT}`,
@@ -558,7 +643,7 @@ async function main() {
         const r = await withTimeout(runCase({ pub: pubB, sub: subB }, name, /** @type {number} */ (courier.child.pid)), 120_000 + holdS * 1000, name);
         r.problems = problemsOf(r);
         results.push(r);
-        log(`  ${name}: first frame after ${r.ttffMs} ms${r.publishToViewerMs != null ? ` (WHIP POST to the viewer's first frame ${r.publishToViewerMs} ms, WHEP ${r.whepTtffMs} ms)` : ''}; subscriber over ${pathName(r.sub?.local)}, publisher over ${pathName(r.pub?.local)}; firewalls dropped pub ${r.dropped.pub}, sub ${r.dropped.sub}${r.cpu ? `; courier ${r.cpu.usPerPacketOut} µs CPU per RTP packet out (${r.cpu.packetsOut} out, ${r.cpu.packetsIn} in, ${r.cpu.cpuS.toFixed(2)} s CPU in ${holdS} s)` : ''}${r.problems.length ? `; PROBLEMS: ${r.problems.join('; ')}` : ''}`);
+        log(`  ${name}: first frame after ${r.ttffMs} ms${r.gstStartToViewerMs != null ? ` (${r.gstStartToViewerMs} ms after starting GStreamer)` : ''}${r.publishToViewerMs != null ? ` (WHIP POST to the viewer's first frame ${r.publishToViewerMs} ms, WHEP ${r.whepTtffMs} ms)` : ''}; subscriber over ${pathName(r.sub?.local)}, publisher over ${pathName(r.pub?.local)}; firewalls dropped pub ${r.dropped.pub}, sub ${r.dropped.sub}${r.cpu ? `; courier ${r.cpu.usPerPacketOut} µs CPU per RTP packet out (${r.cpu.packetsOut} out, ${r.cpu.packetsIn} in, ${r.cpu.cpuS.toFixed(2)} s CPU in ${holdS} s)` : ''}${r.problems.length ? `; PROBLEMS: ${r.problems.join('; ')}` : ''}`);
       } catch (e) {
         const err = /** @type {Error} */ (e);
         log(`  ${name}: FAILED: ${err.message}`);

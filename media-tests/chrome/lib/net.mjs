@@ -44,7 +44,10 @@ export class Topology {
     const a = (/** @type {number} */ last) => `10.78.${subnet}.${last}`;
     this.addr = { srvPub: a(1), pub: a(2), srvSub: a(5), sub: a(6), server: a(9) };
     /** The subscriber's interface towards the server (where the impairment acts). */
-    this.subIf = 'veth-up';
+    // Not `veth…`: libnice (GStreamer's ICE) skips interfaces named like virtual ones (docker*, veth*, virbr*,
+    // vnet*), and would gather no candidate in a client namespace.
+    this.upIf = 'uplink';
+    this.subIf = this.upIf;
     this.ifb = 'ifb-down';
     this.created = false;
     /** What capacity qdiscs replaced since create() had dropped. */
@@ -61,18 +64,18 @@ export class Topology {
       run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
     }
     // pub <-> srv
-    run('ip', ['-n', this.srv, 'link', 'add', 'to-pub', 'type', 'veth', 'peer', 'name', 'veth-up', 'netns', this.pub]);
+    run('ip', ['-n', this.srv, 'link', 'add', 'to-pub', 'type', 'veth', 'peer', 'name', this.upIf, 'netns', this.pub]);
     // srv <-> sub
     run('ip', ['-n', this.srv, 'link', 'add', 'to-sub', 'type', 'veth', 'peer', 'name', this.subIf, 'netns', this.sub]);
     run('ip', ['-n', this.srv, 'addr', 'add', `${this.addr.srvPub}/30`, 'dev', 'to-pub']);
     run('ip', ['-n', this.srv, 'addr', 'add', `${this.addr.srvSub}/30`, 'dev', 'to-sub']);
     run('ip', ['-n', this.srv, 'addr', 'add', `${this.addr.server}/32`, 'dev', 'lo']);
-    run('ip', ['-n', this.pub, 'addr', 'add', `${this.addr.pub}/30`, 'dev', 'veth-up']);
+    run('ip', ['-n', this.pub, 'addr', 'add', `${this.addr.pub}/30`, 'dev', this.upIf]);
     run('ip', ['-n', this.sub, 'addr', 'add', `${this.addr.sub}/30`, 'dev', this.subIf]);
     for (const [ns, dev] of [
       [this.srv, 'to-pub'],
       [this.srv, 'to-sub'],
-      [this.pub, 'veth-up'],
+      [this.pub, this.upIf],
       [this.sub, this.subIf],
     ]) {
       run('ip', ['-n', ns, 'link', 'set', dev, 'up']);
