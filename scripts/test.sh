@@ -3,7 +3,9 @@
 # end-to-end tests with real WebRTC clients), the browser smoke test in real headless Chromium, the Chrome-under-loss
 # check (media-tests/chrome, as root: two Chromium pages in network namespaces relayed through Courier under 2 % and
 # 5 % loss), the interop matrix (interop/run.sh, as root: Chromium, webrtc-rs, Pion, aiortc and GStreamer publish
-# and subscribe in one room for 60 s), and a short run of each fuzz target (scripts/fuzz.sh).
+# and subscribe in one room for 60 s), Chromium behind firewalls (media-tests/chrome reach.mjs, as root: ICE-TCP with
+# UDP dropped, the built-in TURN over UDP, TCP and TLS, WHIP from a page and from GStreamer, WHEP, over https/wss),
+# WHIP from GStreamer to a native subscriber, and a short run of each fuzz target (scripts/fuzz.sh).
 # Installs what a fresh Debian machine lacks first (cmake for libopus, Chromium, the web demo's npm packages).
 # Every test binds 127.0.0.1 with ephemeral ports, or addresses inside network namespaces it creates.
 # Usage: scripts/test.sh
@@ -51,7 +53,7 @@ if [ "$(id -u)" -eq 0 ]; then
 else
     echo "skipped: needs root (network namespaces, nftables)"
 fi
-echo "== reachable from real networks (media-tests/chrome reach.mjs: Chromium with UDP blocked -> ICE-TCP)"
+echo "== reachable from real networks (media-tests/chrome reach.mjs: ICE-TCP, TURN UDP/TCP/TLS, WHIP, WHEP in Chromium)"
 if [ "$(id -u)" -eq 0 ]; then
     bash media-tests/chrome/run.sh reach
 else

@@ -501,3 +501,83 @@ async fn webhooks_see_a_whip_participant_join_and_leave() {
     })
     .await;
 }
+
+/// The `http` examples of docs/protocol.md's "WHIP and WHEP" section: (first line, header names, body).
+fn documented_exchanges() -> Vec<(String, Vec<String>, String)> {
+    let doc = include_str!("../../docs/protocol.md");
+    let start = doc.find("\n## WHIP and WHEP").expect("the WHIP section");
+    let section = &doc[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    let mut out = Vec::new();
+    let mut rest = section;
+    while let Some(at) = rest.find("```http\n") {
+        let block = &rest[at + 8..];
+        let end = block.find("\n```").expect("a closed block");
+        let text = &block[..end];
+        let (head, body) = text.split_once("\n\n").unwrap_or((text, ""));
+        let mut lines = head.lines();
+        let first = lines.next().unwrap_or_default().to_string();
+        let names = lines.filter_map(|l| l.split_once(':')).map(|(k, _)| k.trim().to_ascii_lowercase()).collect();
+        out.push((first, names, body.to_string()));
+        rest = &block[end..];
+    }
+    out
+}
+
+/// The document's exchange, done against a server with TURN on: the POST answers the documented status with every
+/// documented header (`Link` with the TURN credentials among them), the documented PATCH is accepted, DELETE ends it.
+#[tokio::test]
+async fn the_documented_exchange_is_what_the_server_does() {
+    let ex = documented_exchanges();
+    assert!(ex.len() >= 3, "the section shows a POST, its answer and a PATCH: {ex:?}");
+    let post = ex.iter().find(|(l, ..)| l.starts_with("POST /whip ")).expect("a documented POST");
+    let created = ex.iter().find(|(l, ..)| l.starts_with("HTTP/1.1 ")).expect("a documented answer");
+    let patch = ex.iter().find(|(l, ..)| l.starts_with("PATCH /whip/")).expect("a documented PATCH");
+    let status: u16 = created.0.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(post.1.contains(&"authorization".to_string()) && post.1.contains(&"content-type".to_string()));
+
+    let s = server_with(|c| {
+        c.turn = Some(signaling::config::RawTurnConfig {
+            enabled: Some(true),
+            addr: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        })
+    })
+    .await;
+    let o = offering(&[(MediaKind::Audio, Direction::SendOnly), (MediaKind::Video, Direction::SendOnly)]).await;
+    let (got, headers, answer) = post_offer(&s, "/whip", &token("doc", "encoder"), &o.offer).await;
+    assert_eq!(got, status, "{answer}");
+    for name in &created.1 {
+        assert!(headers.contains_key(name.as_str()), "the documented header {name} is missing: {headers:?}");
+    }
+    let link = headers["link"].to_str().unwrap();
+    assert!(link.contains("rel=\"ice-server\"") && link.contains("username=\"") && link.contains("turn:"), "{link}");
+    assert!(answer.starts_with("v=0"), "{answer}");
+
+    // The documented PATCH (its ICE credentials made the offer's: others would be an ICE restart).
+    let location = headers["location"].to_str().unwrap().to_string();
+    let etag = headers["etag"].to_str().unwrap().to_string();
+    let line = |prefix: &str| o.offer.lines().find(|l| l.starts_with(prefix)).unwrap().to_string();
+    let body: String = patch
+        .2
+        .lines()
+        .map(|l| match l {
+            l if l.starts_with("a=ice-ufrag:") => line("a=ice-ufrag:"),
+            l if l.starts_with("a=ice-pwd:") => line("a=ice-pwd:"),
+            l => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n";
+    assert!(patch.1.contains(&"if-match".to_string()));
+    let (got, _, text) = http(
+        &s,
+        "PATCH",
+        &location,
+        &[("content-type", "application/trickle-ice-sdpfrag"), ("if-match", &etag)],
+        &body,
+    )
+    .await;
+    assert_eq!(got, 204, "{text}");
+    assert_eq!(http(&s, "DELETE", &location, &[], "").await.0, 200);
+}
