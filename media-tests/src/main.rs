@@ -141,8 +141,9 @@ struct LoadArgs {
     /// Subscribers negotiating at once.
     #[arg(long, default_value_t = 16)]
     parallel_joins: usize,
-    /// How subscribers reach Courier: `udp`, or `tcp` (ICE-TCP to its passive candidate, RFC 4571 framing).
-    #[arg(long, default_value = "udp", value_parser = ["udp", "tcp"])]
+    /// How subscribers reach Courier: `udp`, `tcp` (ICE-TCP to its passive candidate, RFC 4571 framing), or `turn`
+    /// (relayed through the TURN server of `joined.ice_servers` over UDP; start Courier's with COURIER_TURN_ENABLED).
+    #[arg(long, default_value = "udp", value_parser = ["udp", "tcp", "turn"])]
     subscriber_transport: String,
     /// Where the JSON report goes (default: stdout's last line only).
     #[arg(long)]
@@ -438,6 +439,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         parallel_joins: args.parallel_joins,
         subscriber_transport: match args.subscriber_transport.as_str() {
             "tcp" => load::peer::Transport::Tcp,
+            "turn" => load::peer::Transport::Turn,
             _ => load::peer::Transport::Udp,
         },
     };
@@ -459,6 +461,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 args.server_cpu,
                 args.workers,
                 args.bwe_initial_kbps,
+                workload.subscriber_transport == load::peer::Transport::Turn,
             )?)
         }
         LoadTarget::Pion => {

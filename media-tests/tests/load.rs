@@ -1,7 +1,7 @@
 //! The load generator against the real server, small: what it counts must add up. A 1→3 video fan-out and a 2→2
 //! audio room on loopback; every subscriber receives every publisher's packets (so out ≈ subscribers × in), nothing
 //! is lost on loopback, every payload comes back with its stamp, and the delay and the server's CPU time are
-//! measured; the fan-out again with subscribers on ICE-TCP. Throughput numbers come from `media-tests/bench/compare.sh` (release build, pinned cores), not from here.
+//! measured; the fan-out again with subscribers on ICE-TCP and through TURN. Throughput numbers come from `media-tests/bench/compare.sh` (release build, pinned cores), not from here.
 
 mod courier;
 
@@ -26,14 +26,21 @@ fn workload(rooms: usize, publishers: usize, subscribers: usize, media: Media) -
 }
 
 fn run(w: &Workload) -> LoadReport {
+    run_with_metrics(w).0
+}
+
+/// A run, and the server's metrics at its end.
+fn run_with_metrics(w: &Workload) -> (LoadReport, std::collections::HashMap<String, f64>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let server = Courier::start(&courier::courier_bin(), None, None, 1, None).expect("courier starts");
-    rt.block_on(async {
+    let turn = w.subscriber_transport == Transport::Turn;
+    let server = Courier::start(&courier::courier_bin(), None, None, 1, None, turn).expect("courier starts");
+    let report = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(90), load::run(&server, w, std::net::Ipv4Addr::LOCALHOST.into()))
             .await
             .expect("the run ends within 90 s")
             .expect("the run succeeds")
-    })
+    });
+    (report, server.metrics().expect("metrics"))
 }
 
 fn assert_adds_up(r: &LoadReport, per_publisher_pps: f64) {
@@ -73,6 +80,18 @@ fn a_video_fan_out_over_ice_tcp_adds_up() {
     w.subscriber_transport = Transport::Tcp;
     let r = run(&w);
     assert_adds_up(&r, 60.0);
+}
+
+/// And with every subscriber relayed through the built-in TURN server (UDP, a channel to the SFU).
+#[test]
+fn a_video_fan_out_through_turn_adds_up() {
+    let mut w = workload(1, 1, 3, Media { audio: false, video: true });
+    w.subscriber_transport = Transport::Turn;
+    let (r, m) = run_with_metrics(&w);
+    assert_adds_up(&r, 60.0);
+    // 3 subscribers × 60 packets/s × ~1,100 bytes for 5 s and more went through the relay.
+    let relayed = m.get("courier_turn_bytes_to_clients_total").copied().unwrap_or(0.0);
+    assert!(relayed > 500_000.0, "the media went through the relay: {relayed} bytes ({m:?})");
 }
 
 #[test]

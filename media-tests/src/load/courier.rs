@@ -12,10 +12,10 @@ use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 
 use super::netns::Netns;
-use super::peer::PeerHandle;
+use super::peer::{PeerHandle, Transport};
 use super::target::{Media, Session, Target};
 use crate::server::CourierProcess;
-use crate::signal::{ClientMessage, Incoming, OfferTrack, ServerMessage, SignalConnection, PROTOCOL_VERSION};
+use crate::signal::{ClientMessage, Incoming, Joined, OfferTrack, ServerMessage, SignalConnection, PROTOCOL_VERSION};
 
 /// How long one signaling step may take.
 const STEP: Duration = Duration::from_secs(15);
@@ -29,13 +29,15 @@ pub struct Courier {
 impl Courier {
     /// Starts `bin` on 127.0.0.1, or inside `netns` on its address; pinned to `cpu` when given; `workers` runtime
     /// threads; each subscriber's bandwidth estimate starting at `bwe_initial_kbps` (the server's default when
-    /// `None`). Join rate limits are off (every peer comes from one address, quickly).
+    /// `None`). Join rate limits are off (every peer comes from one address, quickly). With `turn`, its built-in
+    /// TURN server runs too (on an ephemeral port), for [`super::peer::Transport::Turn`] subscribers.
     pub fn start(
         bin: &Path,
         netns: Option<&Netns>,
         cpu: Option<usize>,
         workers: usize,
         bwe_initial_kbps: Option<u32>,
+        turn: bool,
     ) -> anyhow::Result<Courier> {
         let bwe = bwe_initial_kbps.map(|k| k.to_string());
         let mut env =
@@ -43,34 +45,67 @@ impl Courier {
         if let Some(k) = &bwe {
             env.push(("COURIER_BWE_INITIAL_KBPS", k.as_str()));
         }
-        let (prefix, ip) = match netns {
+        let (prefix, ip): (Vec<String>, std::net::IpAddr) = match netns {
             Some(ns) => (ns.exec_prefix(cpu), ns.ns_addr.into()),
             None => {
                 let prefix = cpu.map(|c| vec!["taskset".into(), "-c".into(), c.to_string()]).unwrap_or_default();
                 (prefix, std::net::Ipv4Addr::LOCALHOST.into())
             }
         };
+        let turn_addr = format!("{ip}:0");
+        if turn {
+            env.push(("COURIER_TURN_ENABLED", "true"));
+            env.push(("COURIER_TURN_ADDR", turn_addr.as_str()));
+            // Every subscriber is one identity's allocation; the default cap of 1,000 in total is enough.
+        }
         let server = CourierProcess::start_with(bin, "load", "load-secret-load-secret", &env, &prefix, ip, workers)
             .context("starting courier")?;
         Ok(Courier { server, tracks: Mutex::new(HashMap::new()) })
     }
 
-    async fn join(&self, room: usize, identity: &str, auto_subscribe: bool) -> anyhow::Result<SignalConnection> {
+    /// The server's `/metrics`, by name.
+    pub fn metrics(&self) -> anyhow::Result<HashMap<String, f64>> {
+        self.server.metrics().context("fetching /metrics")
+    }
+
+    async fn join(
+        &self,
+        room: usize,
+        identity: &str,
+        auto_subscribe: bool,
+    ) -> anyhow::Result<(SignalConnection, Box<Joined>)> {
         let token = self.server.token(&format!("load-{room}"), identity)?;
         let mut ws = SignalConnection::connect(&self.server.url).await?;
         ws.send(&ClientMessage::Join { v: PROTOCOL_VERSION, token, auto_subscribe, chat: Vec::new() }).await?;
-        step("joined", async {
+        let joined = step("joined", async {
             loop {
                 match next(&mut ws).await? {
-                    ServerMessage::Joined(_) => return Ok(()),
+                    ServerMessage::Joined(j) => return Ok(j),
                     ServerMessage::Error { code, message, .. } => bail!("join refused: {code}: {message}"),
                     _ => {}
                 }
             }
         })
         .await?;
-        Ok(ws)
+        Ok((ws, joined.into()))
     }
+}
+
+/// The UDP TURN URL of `joined.ice_servers` (`turn:host:port?transport=udp`, host an IP) and its credentials.
+fn turn_server(joined: &Joined) -> anyhow::Result<(std::net::SocketAddr, String, String)> {
+    for s in &joined.ice_servers {
+        for url in &s.urls {
+            let Some(rest) = url.strip_prefix("turn:") else { continue };
+            let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if query.contains("transport=tcp") {
+                continue;
+            }
+            if let Ok(addr) = hostport.parse() {
+                return Ok((addr, s.username.clone(), s.credential.clone()));
+            }
+        }
+    }
+    bail!("joined offers no UDP TURN server (start courier with COURIER_TURN_ENABLED=true)")
 }
 
 /// The next server message; a closed socket is an error.
@@ -148,7 +183,7 @@ impl Target for Courier {
     }
 
     async fn publish(&self, room: usize, index: usize, media: Media, peer: &PeerHandle) -> anyhow::Result<Session> {
-        let mut ws = self.join(room, &format!("pub-{room}-{index}"), false).await?;
+        let (mut ws, _) = self.join(room, &format!("pub-{room}-{index}"), false).await?;
         let sdp = peer.offer(media, true).await?;
         let tracks: Vec<OfferTrack> =
             mids(&sdp).into_iter().map(|(mid, _)| OfferTrack { mid, source: None, name: None }).collect();
@@ -171,7 +206,11 @@ impl Target for Courier {
 
     async fn subscribe(&self, room: usize, index: usize, _media: Media, peer: &PeerHandle) -> anyhow::Result<Session> {
         let expected = self.tracks.lock().map_err(|_| anyhow!("poisoned"))?.get(&room).copied().unwrap_or(0);
-        let mut ws = self.join(room, &format!("sub-{room}-{index}"), true).await?;
+        let (mut ws, joined) = self.join(room, &format!("sub-{room}-{index}"), true).await?;
+        if peer.transport() == Transport::Turn {
+            let (server, username, password) = turn_server(&joined)?;
+            peer.relay(server, username, password).await.context("allocating a TURN relay")?;
+        }
         step("offer with every track", async {
             let mut subscribed = 0;
             loop {

@@ -14,6 +14,7 @@ pub mod netns;
 pub mod peer;
 pub mod pion;
 pub mod target;
+pub mod turn;
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -55,6 +56,7 @@ fn transport<S: serde::Serializer>(t: &peer::Transport, s: S) -> Result<S::Ok, S
     s.serialize_str(match t {
         peer::Transport::Udp => "udp",
         peer::Transport::Tcp => "tcp",
+        peer::Transport::Turn => "turn",
     })
 }
 

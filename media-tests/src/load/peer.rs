@@ -78,6 +78,28 @@ pub enum Transport {
     Udp,
     /// ICE-TCP to the server's passive candidate (subscribers only: it is found in the server's offer).
     Tcp,
+    /// Through a TURN relay over UDP (subscribers only): [`PeerHandle::relay`] allocates before the server's offer,
+    /// the peer binds a channel to the offer's UDP candidate and its only candidate is the relayed one.
+    Turn,
+}
+
+/// A [`Transport::Turn`] peer's relay: the allocation, and the SFU address its channel is bound to.
+struct Relay {
+    allocation: super::turn::Allocation,
+    peer: Option<SocketAddr>,
+    /// The ChannelData being written (reused).
+    out: Vec<u8>,
+}
+
+/// The UDP host candidate of an SDP (the SFU's media address), if any.
+fn udp_host_candidate(sdp: &str) -> Option<SocketAddr> {
+    sdp.lines().find_map(|l| {
+        let f: Vec<&str> = l.trim().trim_start_matches("a=").split_whitespace().collect();
+        if f.first()?.starts_with("candidate:") && f.get(2)?.eq_ignore_ascii_case("udp") && f.get(7) == Some(&"host") {
+            return Some(SocketAddr::new(f.get(4)?.parse().ok()?, f.get(5)?.parse().ok()?));
+        }
+        None
+    })
 }
 
 /// The ICE-TCP connection of a [`Transport::Tcp`] peer.
@@ -147,6 +169,7 @@ enum Command {
     Answer { sdp: String, reply: oneshot::Sender<anyhow::Result<String>> },
     Candidate { candidate: String, reply: oneshot::Sender<anyhow::Result<()>> },
     Connected { reply: oneshot::Sender<()> },
+    Relay { server: SocketAddr, username: String, password: String, reply: oneshot::Sender<anyhow::Result<()>> },
 }
 
 /// The handle a [`super::target::Target`] negotiates through. Dropping every handle stops the peer.
@@ -154,6 +177,7 @@ enum Command {
 pub struct PeerHandle {
     tx: mpsc::Sender<Command>,
     local: SocketAddr,
+    transport: Transport,
     pub counters: Arc<Counters>,
 }
 
@@ -161,6 +185,17 @@ impl PeerHandle {
     /// The address of its socket (its one ICE host candidate).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// How its packets travel.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// [`Transport::Turn`]: allocates a relay on the TURN server `server` with these credentials, before the
+    /// server's offer.
+    pub async fn relay(&self, server: SocketAddr, username: String, password: String) -> anyhow::Result<()> {
+        self.ask(|reply| Command::Relay { server, username, password, reply }).await?
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> anyhow::Result<T> {
@@ -205,8 +240,8 @@ pub async fn spawn(
     transport: Transport,
     measure: Arc<Measure>,
 ) -> anyhow::Result<PeerHandle> {
-    if transport == Transport::Tcp && matches!(role, Role::Publisher { .. }) {
-        bail!("ICE-TCP is for subscribers: the server's passive candidate comes with its offer");
+    if transport != Transport::Udp && matches!(role, Role::Publisher { .. }) {
+        bail!("ICE-TCP and TURN are for subscribers: the server's candidate comes with its offer");
     }
     let socket = UdpSocket::bind(SocketAddr::new(bind, 0)).await.context("binding the peer's UDP socket")?;
     enable_rx_timestamps(&socket).context("SO_TIMESTAMPNS")?;
@@ -225,6 +260,7 @@ pub async fn spawn(
         local,
         transport,
         tcp: None,
+        relay: None,
         role,
         rx,
         counters: counters.clone(),
@@ -239,7 +275,7 @@ pub async fn spawn(
         arrival_ns: 0,
     };
     tokio::spawn(peer.run());
-    Ok(PeerHandle { tx, local, counters })
+    Ok(PeerHandle { tx, local, transport, counters })
 }
 
 /// Per received stream: the highest extended sequence number.
@@ -268,6 +304,7 @@ struct Peer {
     local: SocketAddr,
     transport: Transport,
     tcp: Option<TcpLink>,
+    relay: Option<Relay>,
     role: Role,
     rx: mpsc::Receiver<Command>,
     counters: Arc<Counters>,
@@ -349,9 +386,16 @@ impl Peer {
     }
 
     fn receive(&mut self, source: SocketAddr, data: &[u8]) {
+        // Through the relay: ChannelData from the TURN server is the SFU's datagram to the relayed address.
+        let (source, destination, data) = match &self.relay {
+            Some(r) if source == r.allocation.server => {
+                let (Some(peer), Some(inner)) = (r.peer, super::turn::from_channel(data)) else { return };
+                (peer, r.allocation.relayed, inner)
+            }
+            _ => (source, self.local, data),
+        };
         let Ok(contents) = data.try_into() else { return };
-        let input =
-            Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+        let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination, contents });
         if let Err(e) = self.rtc.handle_input(input) {
             tracing::debug!("peer input: {e}");
         }
@@ -461,7 +505,15 @@ impl Peer {
                 }
                 Ok(Output::Transmit(t)) => {
                     // A full socket buffer loses the datagram, as a network would.
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    match self.relay.as_mut() {
+                        Some(r) if Some(t.destination) == r.peer => {
+                            super::turn::channel_data(&t.contents, &mut r.out);
+                            let _ = self.socket.try_send_to(&r.out, r.allocation.server);
+                        }
+                        _ => {
+                            let _ = self.socket.try_send_to(&t.contents, t.destination);
+                        }
+                    }
                 }
                 Ok(Output::Event(e)) => self.event(e),
                 Err(e) => {
@@ -551,7 +603,32 @@ impl Peer {
                 })();
                 let _ = reply.send(r);
             }
+            Command::Relay { server, username, password, reply } => {
+                let r = async {
+                    let allocation = super::turn::allocate(&self.socket, server, &username, &password).await?;
+                    let candidate = Candidate::relayed(allocation.relayed, self.local, Protocol::Udp)
+                        .context("relayed candidate")?;
+                    self.rtc.add_local_candidate(candidate);
+                    self.relay = Some(Relay { allocation, peer: None, out: Vec::with_capacity(2048) });
+                    Ok(())
+                }
+                .await;
+                let _ = reply.send(r);
+            }
             Command::Answer { sdp, reply } => {
+                if let Some(r) = self.relay.as_mut().filter(|r| r.peer.is_none()) {
+                    let bound = match udp_host_candidate(&sdp) {
+                        Some(peer) => r.allocation.bind_channel(&self.socket, peer).await.map(|()| peer),
+                        None => Err(anyhow!("the server's offer has no UDP host candidate to relay to")),
+                    };
+                    match bound {
+                        Ok(peer) => r.peer = Some(peer),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            return;
+                        }
+                    }
+                }
                 if self.transport == Transport::Tcp && self.tcp.is_none() {
                     if let Err(e) = self.connect_tcp(&sdp).await {
                         let _ = reply.send(Err(e));
