@@ -31,6 +31,9 @@ echo "== deploy kit (YAML parses, manifests as docs/deploy.md says; the TOML sid
 python3 deploy/check.py
 echo "== cargo build"
 cargo build --workspace --all-targets --locked
+# The build leaves gigabytes of dirty pages; fsync-heavy tests (the chat store syncs every commit) would otherwise stall
+# behind their writeback.
+sync
 echo "== PostgreSQL for the chat store tests"
 PG_DIR=$(mktemp -d)
 trap 'bash scripts/postgres.sh stop "$PG_DIR" || true; rm -rf "$PG_DIR"' EXIT

@@ -474,12 +474,17 @@ async fn two_thousand_members_a_flood_and_a_slow_member() {
         assert!(r.errors.is_empty(), "{}: {:?}", r.name, r.errors);
     }
     assert!(quota_exceeded > 0, "normal traffic over the quota was refused");
+    // A store that falls behind refuses with `overloaded` (a bounded queue) instead of queueing without end: seen once
+    // in CI's order, right after the build, when the disk's writeback stalled SQLite's fsync for seconds. Such a
+    // refusal is an answer (the client may retry), never a loss; it must stay the exception.
+    let overloaded = talker_r.errors.get("overloaded").copied().unwrap_or(0);
     assert_eq!(
-        talker_r.stored.len() as u64 + quota_exceeded,
+        talker_r.stored.len() as u64 + quota_exceeded + overloaded,
         talker_r.sent,
-        "normal: stored or quota_exceeded, nothing else: {:?}",
+        "normal: stored, quota_exceeded or (rarely) overloaded, nothing else: {:?}",
         talker_r.errors
     );
+    assert!(overloaded <= talker_r.sent / 4, "the store refused {overloaded} of {} normal messages", talker_r.sent);
     assert_eq!(filler_r.passed, FILLS as u64, "the direct fills are not the room's quota: {:?}", filler_r.errors);
 
     // Ephemeral fan-out: nobody saw more than was admitted; likes arrive only as counts.

@@ -72,6 +72,22 @@ pub fn media_addr(media: SocketAddr, public_ip: Option<IpAddr>) -> MediaAddr {
     }
 }
 
+/// The UDP socket and the TCP listener of one TURN address, on the same port. With port 0 the UDP socket's ephemeral
+/// port may be taken over TCP: then another is tried (a few times), rather than failing a start that asked for any.
+async fn bind_pair(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    use anyhow::Context;
+    let mut tries = 0;
+    loop {
+        let udp = UdpSocket::bind(addr).await.with_context(|| format!("binding TURN UDP {addr}"))?;
+        let bound = udp.local_addr()?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && tries < 20 => tries += 1,
+            Err(e) => return Err(e).with_context(|| format!("binding TURN TCP {bound}")),
+        }
+    }
+}
+
 impl TurnShell {
     /// Binds the listeners and starts the driver. `media` is the SFU's bound UDP address.
     pub async fn start(
@@ -83,9 +99,9 @@ impl TurnShell {
         public_ip: Option<IpAddr>,
     ) -> anyhow::Result<TurnShell> {
         use anyhow::Context;
-        let udp = Arc::new(UdpSocket::bind(addr).await.with_context(|| format!("binding TURN UDP {addr}"))?);
+        let (udp, tcp) = bind_pair(addr).await?;
+        let udp = Arc::new(udp);
         let addr = udp.local_addr()?;
-        let tcp = TcpListener::bind(addr).await.with_context(|| format!("binding TURN TCP {addr}"))?;
         let tls = match tls {
             Some((a, files)) => {
                 let l = TcpListener::bind(a).await.with_context(|| format!("binding TURN TLS {a}"))?;
