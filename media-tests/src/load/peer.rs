@@ -91,14 +91,12 @@ struct Relay {
     out: Vec<u8>,
 }
 
-/// The UDP host candidate of an SDP (the SFU's media address), if any.
-fn udp_host_candidate(sdp: &str) -> Option<SocketAddr> {
-    sdp.lines().find_map(|l| {
-        let f: Vec<&str> = l.trim().trim_start_matches("a=").split_whitespace().collect();
-        if f.first()?.starts_with("candidate:") && f.get(2)?.eq_ignore_ascii_case("udp") && f.get(7) == Some(&"host") {
-            return Some(SocketAddr::new(f.get(4)?.parse().ok()?, f.get(5)?.parse().ok()?));
-        }
-        None
+/// The first host candidate of an SDP over `proto` (and, for TCP, of `tcptype`), parsed by str0m as trickled ones
+/// are: the SFU's UDP media address, or its passive ICE-TCP address.
+fn host_candidate(sdp: &str, proto: Protocol, tcptype: Option<str0m::net::TcpType>) -> Option<SocketAddr> {
+    sdp.lines().filter_map(|l| l.trim().strip_prefix("a=")).filter(|l| l.starts_with("candidate:")).find_map(|l| {
+        let c = Candidate::from_sdp_string(l).ok()?;
+        (c.kind() == str0m::CandidateKind::Host && c.proto() == proto && c.tcptype() == tcptype).then(|| c.addr())
     })
 }
 
@@ -120,16 +118,7 @@ const MAX_TCP_BACKLOG: usize = 1 << 20;
 
 /// The passive TCP candidate of an SDP (`a=candidate:… tcp … typ host … tcptype passive`), if any.
 pub fn passive_tcp_candidate(sdp: &str) -> Option<SocketAddr> {
-    sdp.lines().find_map(|l| {
-        let f: Vec<&str> = l.trim().trim_start_matches("a=").split_whitespace().collect();
-        let is_passive = f.windows(2).any(|w| w == ["tcptype", "passive"]);
-        if f.first()?.starts_with("candidate:") && f.get(2)?.eq_ignore_ascii_case("tcp") && is_passive {
-            let ip: IpAddr = f.get(4)?.parse().ok()?;
-            let port: u16 = f.get(5)?.parse().ok()?;
-            return Some(SocketAddr::new(ip, port));
-        }
-        None
-    })
+    host_candidate(sdp, Protocol::Tcp, Some(str0m::net::TcpType::Passive))
 }
 
 /// What a peer does once connected.
@@ -617,7 +606,7 @@ impl Peer {
             }
             Command::Answer { sdp, reply } => {
                 if let Some(r) = self.relay.as_mut().filter(|r| r.peer.is_none()) {
-                    let bound = match udp_host_candidate(&sdp) {
+                    let bound = match host_candidate(&sdp, Protocol::Udp, None) {
                         Some(peer) => r.allocation.bind_channel(&self.socket, peer).await.map(|()| peer),
                         None => Err(anyhow!("the server's offer has no UDP host candidate to relay to")),
                     };
