@@ -467,7 +467,7 @@ async function runCase(browsers, name, courierPid) {
     if (c.gstreamer) {
       // The viewer first, then webrtcbin publishes for 12 s (it DELETEs its resource at the end).
       const viewer = B.evaluate(sub, joinRoom, { url: wsUrl, token: mintToken({ identity: 'viewer', room }), publish: false }, 'the WebSocket viewer joins and shows a frame', 60_000);
-      await new Promise((res) => setTimeout(res, 500));
+      await waitUntil(() => B.evaluate(sub, () => Boolean(/** @type {any} */ (window).client), undefined, 'viewer joined'), 15_000, 'the viewer joined', 50);
       const report = path.join(OUT, `${name}-gstreamer-report.json`);
       const startedAt = Date.now();
       const gst = startProcess(OUT, `${name}-gstreamer`, 'ip', [
@@ -492,7 +492,7 @@ async function runCase(browsers, name, courierPid) {
     } else if (c.whip) {
       // A WebSocket viewer first, then the WHIP publisher: the time from the POST to the viewer's first frame.
       const viewer = B.evaluate(sub, joinRoom, { url: wsUrl, token: mintToken({ identity: 'viewer', room }), publish: false }, 'the WebSocket viewer joins and shows a frame', 45_000);
-      await new Promise((res) => setTimeout(res, 500));
+      await waitUntil(() => B.evaluate(sub, () => Boolean(/** @type {any} */ (window).client), undefined, 'viewer joined'), 15_000, 'the viewer joined', 50);
       const published = await B.evaluate(pub, whipPublish, { token: mintToken({ identity: 'whip-pub', room }) }, 'WHIP publish');
       const seen = await viewer;
       r.whip = { link: published.link, location: published.location };
