@@ -139,6 +139,18 @@ export type OfferTrack = {
 export type ServerMsg =
   | { "type": "joined" } & Joined
   | {
+    "type": "redirect",
+    /**
+     * The WebSocket URL of the node that hosts the room.
+     */
+    url: string,
+    /**
+     * That node's id (for logs and the demo's display).
+     */
+    node: string,
+    room: string,
+  }
+  | {
     "type": "participant_joined",
     participant: ParticipantInfo,
   }
@@ -452,7 +464,8 @@ export type ErrorCode =
   | "invalid_token"
   | "token_expired"
   | "not_allowed"
-  | "bad_version";
+  | "bad_version"
+  | "cluster_unavailable";
 
 // Chat (courier_protocol::chat)
 /**

@@ -74,6 +74,9 @@ pub enum ErrorCode {
     NotAllowed,
     /// Join: a protocol version this server does not speak (close 4005 follows).
     BadVersion,
+    /// Join (or a chat send needing the cluster): the cluster could not decide where the room lives (its
+    /// coordination store is unreachable); nothing was done; retry (close `1013` follows a refused join).
+    ClusterUnavailable,
     /// A code this client does not know (a newer server); treat it as a failure of the request.
     #[serde(other)]
     #[cfg_attr(feature = "ts", ts(skip))]
@@ -130,6 +133,8 @@ pub mod close {
     pub const REMOVED: u16 = 4010;
     /// The room refused the join: not found, not open yet, closed, or not invited (the preceding `error` says which).
     pub const ROOM_UNAVAILABLE: u16 = 4011;
+    /// The room lives on another node of the cluster: the preceding `redirect` names it; join there.
+    pub const REDIRECT: u16 = 4012;
     /// Too many joins from this address or identity (`rate_limited`).
     pub const RATE_LIMITED: u16 = 4029;
 }

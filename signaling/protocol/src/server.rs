@@ -146,6 +146,15 @@ pub struct IceServer {
 pub enum ServerMsg {
     /// The answer to `join`: the room as it is.
     Joined(Joined),
+    /// The answer to `join` on a node of a cluster that does not host the room: join again at `url` with the same
+    /// `join` message (close `4012` follows). Clients follow it by themselves.
+    Redirect {
+        /// The WebSocket URL of the node that hosts the room.
+        url: String,
+        /// That node's id (for logs and the demo's display).
+        node: String,
+        room: String,
+    },
     ParticipantJoined {
         participant: ParticipantInfo,
     },
@@ -387,6 +396,7 @@ impl ServerMsg {
         use ServerMsg::*;
         match self {
             Joined(_) => "joined",
+            Redirect { .. } => "redirect",
             ParticipantJoined { .. } => "participant_joined",
             ParticipantLeft { .. } => "participant_left",
             TrackPublished { .. } => "track_published",
