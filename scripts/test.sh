@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of Courier: the Rust workspace (unit tests, the signaling integration tests, and the media
-# end-to-end tests with real WebRTC clients), the browser smoke test in real headless Chromium, the Chrome-under-loss
+# Runs every test of Courier: the Rust workspace (unit tests, the signaling integration tests, the PostgreSQL chat
+# store's tests, the cluster tests (three courier processes on loopback sharing a real Redis and PostgreSQL, both
+# started here by scripts/redis.sh and scripts/postgres.sh), and the media end-to-end tests with real WebRTC
+# clients), the browser smoke test in real headless Chromium, the Chrome-under-loss
 # check (media-tests/chrome, as root: two Chromium pages in network namespaces relayed through Courier under 2 % and
 # 5 % loss), the interop matrix (interop/run.sh, as root: Chromium, webrtc-rs, Pion, aiortc and GStreamer publish
 # and subscribe in one room for 60 s), Chromium behind firewalls (media-tests/chrome reach.mjs, as root: ICE-TCP with
@@ -34,11 +36,17 @@ cargo build --workspace --all-targets --locked
 # The build leaves gigabytes of dirty pages; fsync-heavy tests (the chat store syncs every commit) would otherwise stall
 # behind their writeback.
 sync
-echo "== PostgreSQL for the chat store tests"
+echo "== PostgreSQL and Redis for the chat store and cluster tests"
 PG_DIR=$(mktemp -d)
-trap 'bash scripts/postgres.sh stop "$PG_DIR" || true; rm -rf "$PG_DIR"' EXIT
+REDIS_DIR=$(mktemp -d)
+trap 'bash scripts/redis.sh stop "$REDIS_DIR" || true; rm -rf "$REDIS_DIR"
+      bash scripts/postgres.sh stop "$PG_DIR" || true; rm -rf "$PG_DIR"' EXIT
 COURIER_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start "$PG_DIR")
 export COURIER_TEST_POSTGRES_URL
+# The cluster tests restart this Redis (scripts/redis.sh restart "$COURIER_TEST_REDIS_DIR": same port, emptied).
+COURIER_TEST_REDIS_URL=$(bash scripts/redis.sh start "$REDIS_DIR")
+COURIER_TEST_REDIS_DIR=$REDIS_DIR
+export COURIER_TEST_REDIS_URL COURIER_TEST_REDIS_DIR
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
 echo "== web-demo/protocol.d.ts is what courier-protocol's types generate"
