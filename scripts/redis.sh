@@ -10,7 +10,8 @@
 # connection can take it between a stop and a restart), with no Unix socket. It keeps nothing: no RDB snapshots, no
 # append-only file, shut down without saving. Courier keeps nothing durable in Redis, and a restart must come back
 # empty. Connections need a password, random per DIR and part of the printed URL (redis://:PASSWORD@127.0.0.1:PORT/0).
-# DIR holds redis.conf (port and password, reused by restart), url, redis.pid and redis.log.
+# DIR holds redis.conf (port and password, reused by restart), url, redis.pid, redis.log and lock (start, restart
+# and stop of one DIR run one at a time).
 # Installs Debian's `redis-server` (which brings redis-cli) when redis-server or redis-cli is not on PATH.
 # Everything but the URL goes to stderr.
 set -euo pipefail
@@ -35,6 +36,16 @@ ensure_installed() {
     $sudo apt-get install -y -qq redis-server >&2
     command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || {
         echo "redis.sh: redis-server/redis-cli not found after installing redis-server" >&2
+        exit 1
+    }
+}
+
+# Serializes start, restart and stop of one DIR (tests may restart a shared server from several threads). The lock
+# is fd 9; the daemon must not inherit it, or it would hold the lock for its whole life.
+lock() {
+    exec 9>"$dir/lock"
+    flock -w 30 9 || {
+        echo "redis.sh: $dir/lock is held for more than 30 s" >&2
         exit 1
     }
 }
@@ -82,7 +93,7 @@ pick_port() {
 # 3 when its port is taken, 1 on any other failure (its log then goes to stderr).
 launch() {
     [ ! -s "$dir/redis.log" ] || mv "$dir/redis.log" "$dir/redis.log.1"
-    redis-server "$dir/redis.conf" >&2 || return 1
+    redis-server "$dir/redis.conf" >&2 9>&- || return 1
     local i
     for i in $(seq 1 100); do
         if grep -q "Address already in use" "$dir/redis.log" 2>/dev/null; then
@@ -119,6 +130,7 @@ start() {
     ensure_installed
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
+    lock
     if [ -n "$(running_pid)" ]; then
         echo "redis.sh: a server of $dir runs already; stop it first (or restart)" >&2
         exit 1
@@ -173,6 +185,8 @@ stop_server() {
 
 stop() {
     dir=$(cd "$dir" 2>/dev/null && pwd) || exit 0
+    [ -f "$dir/redis.conf" ] || exit 0
+    lock
     stop_server
     rm -f "$dir/redis.pid"
 }
@@ -184,6 +198,7 @@ restart() {
         exit 1
     }
     ensure_installed
+    lock
     stop_server
     rm -f "$dir/redis.pid"
     local rc=0
