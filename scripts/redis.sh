@@ -34,10 +34,10 @@ ensure_installed() {
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq >&2
     $sudo apt-get install -y -qq redis-server >&2
-    command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || {
+    if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
         echo "redis.sh: redis-server/redis-cli not found after installing redis-server" >&2
         exit 1
-    }
+    fi
 }
 
 # Serializes start, restart and stop of one DIR (tests may restart a shared server from several threads). The lock
@@ -74,7 +74,7 @@ running_pid() {
 # A port nothing listens on, outside the kernel's ephemeral range (above it when there is room, else below it).
 pick_port() {
     local lo=32768 hi=60999 base span port
-    read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    read -r lo hi 2>/dev/null </proc/sys/net/ipv4/ip_local_port_range || true
     if [ $((65535 - hi)) -ge 1000 ]; then
         base=$((hi + 1)) span=$((65535 - hi))
     else
@@ -193,10 +193,10 @@ stop() {
 
 restart() {
     local given=$dir
-    dir=$(cd "$dir" 2>/dev/null && pwd) && [ -f "$dir/redis.conf" ] || {
+    if ! dir=$(cd "$dir" 2>/dev/null && pwd) || [ ! -f "$dir/redis.conf" ]; then
         echo "redis.sh: no $given/redis.conf: start a server there first" >&2
         exit 1
-    }
+    fi
     ensure_installed
     lock
     stop_server
