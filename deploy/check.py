@@ -150,9 +150,10 @@ def check_cluster_compose(docs):
     if not str(redis["image"]).startswith("redis:7"):
         fail("the cluster's Redis is Redis 7")
     command = [str(c) for c in redis["command"]]
-    if not all(w in " ".join(f"{a} {b}" for a, b in zip(command, command[1:]))
-               for w in ("--save ", "--appendonly no", "--requirepass ")):
-        fail(f"Redis keeps nothing (--save \"\" --appendonly no) and needs a password: {command}")
+    options = dict(zip(command[1::2], command[2::2]))
+    if command[0] != "redis-server" or options.get("--save") != "" or options.get("--appendonly") != "no" \
+            or not options.get("--requirepass"):
+        fail(f"Redis keeps nothing (--save \"\" --appendonly no) and needs a password (--requirepass): {command}")
     if redis.get("volumes"):
         fail("Redis has no volume: nothing in it is durable, a restart comes back empty")
 
@@ -176,10 +177,10 @@ def check_cluster_compose(docs):
                     "COURIER_UDP_ADDR"):
             if not env.get(key):
                 fail(f"{what} sets no {key}")
-        if env.get("COURIER_CHAT_STORE") != "postgres" or not str(env.get("COURIER_CHAT_POSTGRES_URL",
-                                                                                "")).startswith("postgres://"):
+        postgres_url = env.get("COURIER_CHAT_POSTGRES_URL", "")
+        if env.get("COURIER_CHAT_STORE") != "postgres" or not postgres_url.startswith("postgres://"):
             fail(f"{what}: a cluster keeps chat in PostgreSQL (COURIER_CHAT_STORE=postgres, COURIER_CHAT_POSTGRES_URL)")
-        if not str(env.get("COURIER_CLUSTER_REDIS_URL", "")).startswith("redis://"):
+        if not env.get("COURIER_CLUSTER_REDIS_URL", "").startswith("redis://"):
             fail(f"{what} has no redis:// COURIER_CLUSTER_REDIS_URL")
         # One cluster: the same Redis, the same PostgreSQL, and the same keys (a token is valid on every node).
         for key in ("COURIER_CLUSTER_REDIS_URL", "COURIER_CHAT_POSTGRES_URL", "COURIER_KEYS", "COURIER_PUBLIC_IP"):
@@ -193,7 +194,7 @@ def check_cluster_compose(docs):
         claim(tcp, ice_tcp, f"{name} ICE-TCP port {ice_tcp}")
         claim(udp, media, f"{name} UDP port {media}")
         # Redirected clients come to this URL: this node's own port, never the load balancer's.
-        url = str(env["COURIER_CLUSTER_ADVERTISE_URL"])
+        url = env["COURIER_CLUSTER_ADVERTISE_URL"]
         m = re.fullmatch(r"(wss?)://[^/:\s]+:(\d+)/rtc", url)
         if not m or int(m[2]) != http:
             fail(f"{what}: advertise_url {url!r} must be ws(s)://HOST:{http}/rtc, the node's own port")
