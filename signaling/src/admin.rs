@@ -72,6 +72,9 @@ pub enum ApiError {
     /// The chat store is busy; retry later.
     #[error("busy, retry later")]
     Overloaded,
+    /// In a cluster: Redis cannot be asked now; retry.
+    #[error("the cluster cannot answer now; retry")]
+    ClusterUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Overloaded => "overloaded",
+            ApiError::ClusterUnavailable => "cluster_unavailable",
             ApiError::Internal => "internal",
         }
     }
@@ -109,7 +113,9 @@ impl ApiError {
             | ApiError::TrackNotFound(_)
             | ApiError::MessageNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::RoomExists(_) | ApiError::RoomClosed(_) => StatusCode::CONFLICT,
-            ApiError::TooManyRooms | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRooms | ApiError::Overloaded | ApiError::ClusterUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -133,6 +139,7 @@ impl ApiError {
         "rate_limited",
         "too_large",
         "overloaded",
+        "cluster_unavailable",
         "internal",
     ];
 }
@@ -363,6 +370,63 @@ pub fn api() -> Api {
                 .grant("room_admin (room \"*\")"),
             delete(erase_identity),
         )
+        .route(
+            doc(Method::GET, "/api/v1/identities/{identity}/presence", "getPresence", "Where an identity is online.")
+                .grant("room_list"),
+            get(get_presence),
+        )
+        .route(
+            doc(Method::GET, "/api/v1/nodes", "listNodes", "The nodes of the cluster (this node alone without one).")
+                .grant("room_list"),
+            get(list_nodes),
+        )
+}
+
+/// `GET /api/v1/nodes`: the live nodes as of this node's last heartbeat; a node on its own lists itself.
+async fn list_nodes(State(state): State<Arc<AppState>>, admin: Admin) -> ApiResult<Response> {
+    admin.need(ApiGrant::List)?;
+    let nodes = match &state.cluster {
+        Some(c) => {
+            json!({ "cluster": true, "node": c.node_id(), "redis_reachable": c.reachable(), "nodes": c.nodes() })
+        }
+        None => {
+            let (rooms, participants, tracks) = state.rooms.counts();
+            json!({ "cluster": false, "node": null, "nodes": [{
+                "id": null, "url": null, "region": null, "udp": state.sfu.local_addr().to_string(),
+                "version": env!("CARGO_PKG_VERSION"),
+                "load": { "rooms": rooms, "participants": participants, "tracks": tracks }
+            }]})
+        }
+    };
+    Ok(Json(nodes).into_response())
+}
+
+/// `GET /api/v1/identities/{identity}/presence`: the identity's sessions, on every node.
+async fn get_presence(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(identity): Path<String>,
+) -> ApiResult<Response> {
+    admin.need(ApiGrant::List)?;
+    let sessions: Vec<crate::cluster::registry::PresenceEntry> = match &state.cluster {
+        Some(c) => c.presence(&identity).await.map_err(|e| {
+            tracing::debug!(error = %e, "presence not read");
+            ApiError::ClusterUnavailable
+        })?,
+        None => state
+            .rooms
+            .members()
+            .into_iter()
+            .filter(|m| m.identity == identity)
+            .map(|m| crate::cluster::registry::PresenceEntry {
+                node: String::new(),
+                room: m.room,
+                participant_id: m.participant_id,
+                since_ms: m.joined_ms,
+            })
+            .collect(),
+    };
+    Ok(Json(json!({ "identity": identity, "online": !sessions.is_empty(), "sessions": sessions })).into_response())
 }
 
 /// The admin routes as a router (merged into [`crate::api::app`]).
@@ -523,6 +587,14 @@ async fn create_room(State(state): State<Arc<AppState>>, admin: Admin, bytes: By
         schedule,
     };
     crate::lifecycle::validate(&options).map_err(ApiError::BadRequest)?;
+    // In a cluster the room is placed on this node (its definition lives here), unless another node holds it.
+    if let Some(c) = &state.cluster {
+        match c.claim(&req.name).await {
+            crate::cluster::Placement::Here => {}
+            crate::cluster::Placement::There { .. } => return Err(ApiError::RoomExists(req.name.clone())),
+            crate::cluster::Placement::Unavailable => return Err(ApiError::ClusterUnavailable),
+        }
+    }
     let summary = state.rooms.create(&req.name, options, state.config.limits.max_rooms).map_err(|e| match e {
         CreateError::TooManyRooms => ApiError::TooManyRooms,
         CreateError::Exists => ApiError::RoomExists(req.name.clone()),

@@ -112,6 +112,39 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             t.connections_refused,
         );
     }
+    if let Some(c) = &state.cluster {
+        let k = &c.stats;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        counter("courier_cluster_published_total", "Chat publications sent to other nodes.", load(&k.published));
+        counter(
+            "courier_cluster_publish_failures_total",
+            "Chat publications not sent (queue full or Redis down; messages follow as head notices).",
+            load(&k.publish_failures),
+        );
+        counter("courier_cluster_received_total", "Chat publications heard from other nodes.", load(&k.received));
+        counter(
+            "courier_cluster_delivered_total",
+            "Messages of other nodes delivered to this node's sessions.",
+            load(&k.delivered_remote),
+        );
+        counter(
+            "courier_cluster_head_fills_total",
+            "Gaps the bus left, read from the store (head checks and notices).",
+            load(&k.head_fills),
+        );
+        counter("courier_cluster_redirects_total", "Joins sent to the room's node.", load(&k.redirects));
+        counter("courier_cluster_unavailable_total", "Joins refused with cluster_unavailable.", load(&k.unavailable));
+        counter(
+            "courier_cluster_redis_errors_total",
+            "Redis commands that failed or timed out.",
+            load(&k.redis_errors),
+        );
+        counter(
+            "courier_cluster_subscription_breaks_total",
+            "Times the chat bus subscription broke and was made again.",
+            load(&k.subscription_breaks),
+        );
+    }
     counter("courier_udp_datagrams_in_total", "Datagrams received.", s.datagrams_in);
     counter("courier_udp_datagrams_out_total", "Datagrams sent.", s.datagrams_out);
     counter("courier_udp_bytes_in_total", "Bytes received.", s.bytes_in);

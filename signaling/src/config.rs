@@ -48,7 +48,11 @@ pub struct RawConfig {
     pub outbound_ca_file: Option<PathBuf>,
     /// The `[turn]` table.
     pub turn: Option<RawTurnConfig>,
+    /// The `[cluster]` table.
+    pub cluster: Option<RawClusterConfig>,
 }
+
+pub use crate::cluster::{ClusterConfig, RawClusterConfig};
 
 pub use crate::turn::{RawTurnConfig, TurnConfig};
 
@@ -540,6 +544,7 @@ impl RawConfig {
             }),
             outbound_ca_file: get("COURIER_OUTBOUND_CA_FILE").map(PathBuf::from),
             turn: Some(RawTurnConfig::from_env(&get)?),
+            cluster: Some(RawClusterConfig::from_env(&get)),
         })
     }
 
@@ -583,6 +588,10 @@ impl RawConfig {
             },
             outbound_ca_file: self.outbound_ca_file.or(lower.outbound_ca_file),
             turn: match (self.turn, lower.turn) {
+                (Some(a), Some(b)) => Some(a.over(b)),
+                (a, b) => a.or(b),
+            },
+            cluster: match (self.cluster, lower.cluster) {
                 (Some(a), Some(b)) => Some(a.over(b)),
                 (a, b) => a.or(b),
             },
@@ -657,6 +666,8 @@ pub struct Config {
     pub outbound_roots: std::sync::Arc<rustls::RootCertStore>,
     /// The `[turn]` table: built-in TURN server, external one, or none.
     pub turn: TurnConfig,
+    /// The `[cluster]` table; `None`: one node on its own.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {
@@ -719,8 +730,16 @@ impl Config {
         let outbound_roots = crate::outbound::roots(raw.outbound_ca_file.as_deref())?;
         let tls = raw.tls.unwrap_or_default().resolve()?;
         let turn = raw.turn.unwrap_or_default().resolve(udp_addr, raw.public_ip, tls.is_some())?;
+        let http_addr = raw.http_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880)));
+        let cluster = raw.cluster.unwrap_or_default().resolve(http_addr, tls.is_some())?;
+        if cluster.is_some() && chat.store == ChatStoreKind::Sqlite {
+            bail!(
+                "[cluster] needs the PostgreSQL chat store, which every node shares (set [chat] store = \"postgres\" \
+                 and postgres_url, or COURIER_CHAT_STORE=postgres and COURIER_CHAT_POSTGRES_URL): with SQLite each node would keep its own history"
+            );
+        }
         Ok(Config {
-            http_addr: raw.http_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7880))),
+            http_addr,
             udp_addr,
             ice_tcp_addr,
             public_ip: raw.public_ip,
@@ -741,6 +760,7 @@ impl Config {
             outbound_ca_file: raw.outbound_ca_file,
             outbound_roots,
             turn,
+            cluster,
         })
     }
 }

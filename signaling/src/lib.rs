@@ -9,6 +9,7 @@
 //!
 //! - [`config`]: file, environment and flags merged into a validated [`config::Config`].
 //! - [`auth`]: access tokens (verify and mint).
+//! - [`cluster`]: many nodes as one service on Redis: node registry, room placement, presence, the chat bus.
 //! - [`admission`]: whether a join gets in, or its refusal (code, close code, counter); no socket in it.
 //! - [`room`]: the room registry: membership, published tracks and the events a room fans out.
 //! - [`lifecycle`]: when a room may be joined, opens and closes (empty timeout, schedules); decisions only.
@@ -32,6 +33,7 @@ pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod hook;
 pub mod jobs;
@@ -72,6 +74,8 @@ pub struct ChatService {
     /// sans-I/O state behind one lock.
     pub gate: std::sync::Mutex<courier_chat::gate::Gate>,
     pub hook: Option<crate::hook::PreSendHook>,
+    /// The cluster's chat bus, when in a cluster: ephemeral frames go to the other nodes too.
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// The word filter from the configured lists plus the words file (if it reads).
@@ -108,6 +112,34 @@ fn gate_config(config: &Config, limits: courier_chat::Limits) -> courier_chat::g
 pub const AGGREGATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ChatService {
+    /// An ephemeral frame (typing, receipts, aggregates, mutes) for every session that sees `conversation` but
+    /// `except`, on this node and, in a cluster, on the others.
+    pub fn send(
+        &self,
+        conversation: &courier_chat::ConversationId,
+        except: Option<courier_chat::hub::MemberId>,
+        class: courier_chat::outbound::Class,
+        frame: axum::extract::ws::Utf8Bytes,
+    ) {
+        if let Some(c) = &self.cluster {
+            c.publish_frame(conversation, class == courier_chat::outbound::Class::Droppable, frame.as_str());
+        }
+        self.hub.send(conversation, except, class, frame);
+    }
+
+    /// A frame for every session of `identity`, on every node.
+    pub fn send_to_identity(
+        &self,
+        identity: &str,
+        class: courier_chat::outbound::Class,
+        frame: axum::extract::ws::Utf8Bytes,
+    ) {
+        if let Some(c) = &self.cluster {
+            c.publish_to_identity(identity, frame.as_str());
+        }
+        self.hub.send_to_identity(identity, class, frame);
+    }
+
     /// Send the counts gathered since the last call.
     pub fn flush_aggregates(&self) {
         let counts = match self.gate.lock() {
@@ -121,7 +153,7 @@ impl ChatService {
                 count,
                 window_ms: AGGREGATE_INTERVAL.as_millis() as u64,
             };
-            self.hub.send(&conversation, None, courier_chat::outbound::Class::Droppable, frame.to_json().into());
+            self.send(&conversation, None, courier_chat::outbound::Class::Droppable, frame.to_json().into());
         }
     }
 }
@@ -155,6 +187,8 @@ pub struct AppState {
     pub turn: turn::Turn,
     /// The live WHIP and WHEP resources.
     pub whip: whip::Resources,
+    /// This node's membership of a cluster (`[cluster]`); `None`: a node on its own.
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// Serve `app` on `listener` until `stop`, with each request knowing its client's address.
@@ -257,14 +291,26 @@ impl Server {
             None => None,
         };
         let webhooks = webhook::Webhooks::start(&config.webhooks, store.clone(), &outbound)?;
+        let cluster = match &config.cluster {
+            Some(c) => Some(
+                cluster::Cluster::connect(c.clone(), hub.clone(), store.clone(), std::time::Duration::from_secs(10))
+                    .await?,
+            ),
+            None => None,
+        };
+        // The hub fans messages out first; then the cluster's bus publishes them to the other nodes; then the
+        // webhooks queue message_sent / message_recalled (once in a cluster: only the committing node hears it).
+        let mut listeners: Vec<Arc<dyn courier_chat::store::CommitListener>> = vec![hub.clone()];
+        if let Some(c) = &cluster {
+            listeners.push(c.clone());
+        }
         if webhooks.enabled() {
-            // The hub fans messages out first; then the webhooks queue message_sent / message_recalled.
-            store.set_listener(Arc::new(vec![
-                hub.clone() as Arc<dyn courier_chat::store::CommitListener>,
-                Arc::new(webhooks.clone()),
-            ]));
-        } else {
+            listeners.push(Arc::new(webhooks.clone()));
+        }
+        if listeners.len() == 1 {
             store.set_listener(hub.clone());
+        } else {
+            store.set_listener(Arc::new(listeners));
         }
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -288,7 +334,7 @@ impl Server {
             sfu: sfu.clone(),
             rooms: Rooms::new(config.rooms.auto_create, webhooks.clone()),
             room_store: Arc::new(room_store),
-            chat: ChatService { store, hub, limits, gate, hook },
+            chat: ChatService { store, hub, limits, gate, hook, cluster: cluster.clone() },
             webhooks,
             shutdown: shutdown_rx.clone(),
             draining: Default::default(),
@@ -299,6 +345,7 @@ impl Server {
             tls,
             turn,
             whip: Default::default(),
+            cluster,
             config,
         });
         let now = crate::room::now_ms();
@@ -310,6 +357,11 @@ impl Server {
         }
         let app = api::app(state.clone());
         jobs::start(&state);
+        if let Some(c) = &state.cluster {
+            c.start_tasks(&state);
+            let c = c.clone();
+            state.rooms.on_membership(Box::new(move |identity: &str| c.presence_changed(identity)));
+        }
         let stop_http = async move {
             let _ = stop_http_rx.wait_for(|v| *v).await;
         };
@@ -338,12 +390,21 @@ impl Server {
     pub fn drain(&self) {
         if !self.state.draining.swap(true, std::sync::atomic::Ordering::SeqCst) {
             tracing::info!(participants = self.state.rooms.counts().1, "draining");
+            if let Some(c) = self.state.cluster.clone() {
+                // Shutdown has left already; a drain on its own leaves now (new joins go to other nodes).
+                tokio::spawn(async move { c.leave().await });
+            }
         }
         let _ = self.shutdown_tx.send(true);
     }
 
     /// Drain, wait at most `grace` for the sessions to end, then stop HTTP, the engine and the store.
     pub async fn shutdown(self, grace: std::time::Duration) {
+        // In a cluster, leave the registry (and give up this node's rooms) before telling anyone to go, so their
+        // reconnects are placed on other nodes.
+        if let Some(c) = &self.state.cluster {
+            c.leave().await;
+        }
         self.drain();
         let deadline = tokio::time::Instant::now() + grace;
         let left = |d: tokio::time::Instant| d.saturating_duration_since(tokio::time::Instant::now());

@@ -112,6 +112,18 @@ struct ServeArgs {
     /// The host name put in TURN URLs (TLS needs the certificate's name).
     #[arg(long)]
     turn_host: Option<String>,
+    /// Join a cluster through this Redis (`redis://…`); chat must then use PostgreSQL.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// This node's id in the cluster.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// The WebSocket URL other nodes redirect clients to (default ws://<http_addr>/rtc).
+    #[arg(long)]
+    advertise_url: Option<String>,
+    /// The cluster region of this node.
+    #[arg(long)]
+    region: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -274,6 +286,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             addr: args.turn_addr,
             host: args.turn_host,
             ..Default::default()
+        }),
+        cluster: Some(signaling::config::RawClusterConfig {
+            redis_url: args.redis_url,
+            node_id: args.node_id,
+            advertise_url: args.advertise_url,
+            region: args.region,
         }),
     };
     let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;

@@ -185,6 +185,28 @@ pub struct Rooms {
     /// Join of an unknown room creates it (else `room_not_found`). Set once at start.
     pub auto_create: bool,
     webhooks: Webhooks,
+    /// Told the identity of every member that joins or leaves (a cluster's presence).
+    membership: std::sync::OnceLock<Observer>,
+}
+
+struct Observer(MembershipObserver);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+/// See [`Rooms::on_membership`].
+pub type MembershipObserver = Box<dyn Fn(&str) + Send + Sync>;
+
+/// One member, as [`Rooms::members`] lists it.
+#[derive(Debug, Clone)]
+pub struct MemberSummary {
+    pub room: String,
+    pub identity: String,
+    pub participant_id: String,
+    pub joined_ms: u64,
 }
 
 /// What a joining member learns.
@@ -201,7 +223,45 @@ pub struct Joined {
 impl Rooms {
     /// No rooms yet; a join of an unknown room creates it if `auto_create`; changes are reported to `webhooks`.
     pub fn new(auto_create: bool, webhooks: Webhooks) -> Rooms {
-        Rooms { state: Mutex::default(), auto_create, webhooks }
+        Rooms { state: Mutex::default(), auto_create, webhooks, membership: std::sync::OnceLock::new() }
+    }
+
+    /// Call `observer` with the identity of every member that joins or leaves from now on (once; later calls are
+    /// ignored). It runs under the rooms' lock: it must only note the change.
+    pub fn on_membership(&self, observer: MembershipObserver) {
+        let _ = self.membership.set(Observer(observer));
+    }
+
+    fn membership_changed(&self, identity: &str) {
+        if let Some(o) = self.membership.get() {
+            (o.0)(identity);
+        }
+    }
+
+    /// The names of every room here now (with members or not).
+    pub fn names(&self) -> Vec<String> {
+        self.lock().rooms.keys().cloned().collect()
+    }
+
+    /// Does `room` exist here now?
+    pub fn exists(&self, room: &str) -> bool {
+        self.lock().rooms.contains_key(room)
+    }
+
+    /// Every member of every room.
+    pub fn members(&self) -> Vec<MemberSummary> {
+        let st = self.lock();
+        st.rooms
+            .iter()
+            .flat_map(|(room, r)| {
+                r.members.values().map(move |m| MemberSummary {
+                    room: room.clone(),
+                    identity: m.info.identity.clone(),
+                    participant_id: m.info.id.clone(),
+                    joined_ms: m.joined_ms,
+                })
+            })
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -269,6 +329,7 @@ impl Rooms {
             broadcast(r, None, RoomEvent::ParticipantJoined(me.clone()));
         }
         self.webhooks.emit(EventKind::ParticipantJoined, Facts::participant(room, &me));
+        self.membership_changed(identity);
         r.empty_since_ms = None;
         r.members.insert(
             me.id.clone(),
@@ -313,6 +374,7 @@ impl Rooms {
             EventKind::ParticipantLeft,
             Facts { reason: Some(reason.to_string()), ..Facts::participant(room, &m.info) },
         );
+        self.membership_changed(&m.info.identity);
         if r.members.is_empty() && r.phase == RoomPhase::Closed && r.options.schedule.is_none() {
             // Closed earlier (its room_finished was sent then); its last member has now read the close.
             st.rooms.remove(room);

@@ -23,6 +23,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::admission;
 use crate::auth::Permissions;
+use crate::cluster::Placement;
 use crate::limits::{Rate, Refusals, TokenBucket};
 use crate::room::{wire_track_id, Joiner, MemberHandles, RoomCaps, RoomEvent, MEMBER_QUEUE};
 use crate::AppState;
@@ -181,6 +182,23 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
         }
     };
     let room = claims.video.room.clone();
+    // In a cluster the room lives on one node: a join that reached another is sent there (nothing happened here).
+    if let Some(cluster) = &state.cluster {
+        match cluster.place(&room, state.rooms.exists(&room)).await {
+            Placement::Here => {}
+            Placement::There { node, url } => {
+                debug!(room = %room, node = %node, "redirecting the join to the room's node");
+                let _ = tx.send(text_msg(&ServerMsg::Redirect { url, node, room: room.clone() })).await;
+                let _ = tx.send(close_msg(close::REDIRECT, "redirect")).await;
+                return;
+            }
+            Placement::Unavailable => {
+                let why = "the cluster cannot place the room now; retry";
+                refuse(&mut tx, ErrorCode::ClusterUnavailable, close::TRY_AGAIN_LATER, why).await;
+                return;
+            }
+        }
+    }
     let identity = claims.sub.clone();
     let name = claims.name.clone().unwrap_or_else(|| identity.clone());
     // `participant` is filled in once the room gives the id: every log line of the session carries all three.
@@ -208,6 +226,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
         // Chat first: live messages queue from here on, so nothing committed after the resume reads can be missed.
         let mut chat =
             ChatSession::start(state.clone(), &identity, &room, claims.video.can_chat, claims.video.room_admin);
+        chat.follow_cluster().await;
         let inbox = chat.inbox();
         let Membership { joined, permissions, events: mut ev_rx, close: mut close_rx } =
             match join_room(&state, &claims, &name, peer) {

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::admission;
+use crate::cluster::Placement;
 use crate::room::RoomEvent;
 use crate::session::{Membership, Out, Session};
 use crate::AppState;
@@ -173,8 +174,9 @@ async fn publish(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Result<Response, HttpError> {
+    let query = req.uri().query().map(str::to_string);
     let (headers, body) = read_request(req, "application/sdp").await?;
-    create(state, addr, &headers, body, Kind::Publish, PlayQuery::default()).await
+    create(state, addr, &headers, body, Kind::Publish, PlayQuery::default(), query).await
 }
 
 /// What a WHEP URL may say: whom to play and the largest layer wanted.
@@ -193,8 +195,9 @@ async fn play(
     Query(q): Query<PlayQuery>,
     req: Request,
 ) -> Result<Response, HttpError> {
+    let query = req.uri().query().map(str::to_string);
     let (headers, body) = read_request(req, "application/sdp").await?;
-    create(state, addr, &headers, body, Kind::Play, q).await
+    create(state, addr, &headers, body, Kind::Play, q, query).await
 }
 
 /// The headers and the UTF-8 body of a request that must be of `content_type`, at most [`MAX_SDP_BYTES`].
@@ -216,6 +219,7 @@ async fn create(
     offer: String,
     kind: Kind,
     q: PlayQuery,
+    query: Option<String>,
 ) -> Result<Response, HttpError> {
     check_offer(&offer)?;
     let max_layer = q.layer.as_deref().map(layer_size).transpose()?;
@@ -233,6 +237,34 @@ async fn create(
             return Err(HttpError::new(StatusCode::FORBIDDEN, "permission_denied", "the token may not subscribe"));
         }
         _ => {}
+    }
+    // In a cluster the room lives on one node: send the client there (RFC 9725 allows a redirect of the POST).
+    if let Some(cluster) = &state.cluster {
+        match cluster.place(&claims.video.room, state.rooms.exists(&claims.video.room)).await {
+            Placement::Here => {}
+            Placement::There { node, url } => {
+                let base = crate::cluster::registry::http_base(&url).unwrap_or(url);
+                let location = match &query {
+                    Some(q) => format!("{base}/{}?{q}", kind.path()),
+                    None => format!("{base}/{}", kind.path()),
+                };
+                debug!(node = %node, location = %location, "redirecting a WHIP/WHEP request to the room's node");
+                let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                return Ok(r);
+            }
+            Placement::Unavailable => {
+                let mut e = HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cluster_unavailable",
+                    "the cluster cannot place the room now; retry",
+                );
+                e.retry_after = Some(1);
+                return Err(e);
+            }
+        }
     }
     let identity = claims.sub.clone();
     if state.whip.held_by(&identity) >= MAX_RESOURCES_PER_IDENTITY {

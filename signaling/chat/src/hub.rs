@@ -255,9 +255,12 @@ impl<F: Frame> Hub<F> {
     }
 }
 
-impl<F: Frame> CommitListener for Hub<F> {
-    fn committed(&self, messages: &[StoredMessage]) {
-        self.stats.committed.fetch_add(messages.len() as u64, Ordering::Relaxed);
+impl<F: Frame> Hub<F> {
+    /// Push stored messages to every session that sees their conversation, as [`Delivery::Sequenced`] items: what
+    /// this server committed ([`CommitListener::committed`]), and what another server of a cluster committed (heard
+    /// on the cluster's bus, or read from the store when the bus lost it). Sessions deliver each number once, in
+    /// order, so a message pushed twice or out of order costs nothing but the push.
+    pub fn deliver(&self, messages: &[StoredMessage]) {
         let st = self.lock();
         for m in messages {
             let audience = st.audience(&m.conversation);
@@ -277,6 +280,13 @@ impl<F: Frame> CommitListener for Hub<F> {
                 self.push(&member.inbox, Class::Kept, item);
             }
         }
+    }
+}
+
+impl<F: Frame> CommitListener for Hub<F> {
+    fn committed(&self, messages: &[StoredMessage]) {
+        self.stats.committed.fetch_add(messages.len() as u64, Ordering::Relaxed);
+        self.deliver(messages);
     }
 }
 

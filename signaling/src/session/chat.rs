@@ -139,10 +139,21 @@ impl ChatSession {
         self.inbox.clone()
     }
 
+    /// In a cluster: make this node hear the other nodes' messages of this session's room and identity, before the
+    /// resume reads the store (so nothing committed elsewhere after the read passes by). Nothing on its own.
+    pub async fn follow_cluster(&self) {
+        if let Some(c) = &self.state.cluster {
+            c.follow(&self.identity, &self.room).await;
+        }
+    }
+
     /// Stop receiving.
     pub fn stop(&self) {
         let hub = &self.state.chat.hub;
         hub.unregister(self.member);
+        if let Some(c) = &self.state.cluster {
+            c.unfollow(&self.identity, &self.room);
+        }
         if let Ok(mut gate) = self.state.chat.gate.lock() {
             if hub.identity_sessions(&self.identity) == 0 {
                 gate.forget_identity(&self.identity);
@@ -212,7 +223,7 @@ impl ChatSession {
             until: duration.filter(|_| muted).map(|d| now_ms() + d.as_millis() as u64),
             by: self.identity.clone(),
         };
-        self.state.chat.hub.send(&c, None, Class::Droppable, frame.to_json().into());
+        self.state.chat.send(&c, None, Class::Droppable, frame.to_json().into());
         Ok(())
     }
 
@@ -267,7 +278,7 @@ impl ChatSession {
                 Ok(c) => {
                     let frame =
                         ServerMsg::ChatTyping { conversation: c.to_string(), identity: self.identity.clone(), typing };
-                    self.state.chat.hub.send(&c, Some(self.member), Class::Droppable, frame.to_json().into());
+                    self.state.chat.send(&c, Some(self.member), Class::Droppable, frame.to_json().into());
                 }
                 Err(e) => err(out, e),
             },
@@ -341,7 +352,7 @@ impl ChatSession {
                     ephemeral: true,
                 })
                 .to_json();
-                self.state.chat.hub.send(&message.conversation, Some(self.member), Class::Droppable, frame.into());
+                self.state.chat.send(&message.conversation, Some(self.member), Class::Droppable, frame.into());
                 let c = message.conversation.to_string();
                 out.push(Out::Msg(ServerMsg::ephemeral_ack(m.client_id, c, time, false)));
                 Ok(())
@@ -670,13 +681,14 @@ impl ChatSession {
         }
         .to_json()
         .into();
-        let hub = &self.state.chat.hub;
-        let everyone = c.as_room().is_none_or(|room| hub.room_size(room) <= self.state.config.chat.receipt_fanout_max);
+        let chat = &self.state.chat;
+        let everyone =
+            c.as_room().is_none_or(|room| chat.hub.room_size(room) <= self.state.config.chat.receipt_fanout_max);
         if everyone {
-            hub.send(&c, None, Class::Droppable, frame);
+            chat.send(&c, None, Class::Droppable, frame);
         } else {
             // A huge room: only this identity's own devices hear it (the others can ask with chat_receipts).
-            hub.send_to_identity(&self.identity, Class::Droppable, frame);
+            chat.send_to_identity(&self.identity, Class::Droppable, frame);
         }
         Ok(())
     }
@@ -703,7 +715,7 @@ impl ChatSession {
                         identity: self.identity.clone(),
                         at: at_ms,
                     };
-                    self.state.chat.hub.send_to_identity(&m.sender, Class::Droppable, frame.to_json().into());
+                    self.state.chat.send_to_identity(&m.sender, Class::Droppable, frame.to_json().into());
                 }
                 (AlertAckStatus::Acked, Some(at_ms))
             }

@@ -1,0 +1,98 @@
+//! Room placement: which node a new room goes to, and what a join learns about where its room lives. Pure: the
+//! shell reads the registry and Redis, this decides.
+//!
+//! A room lives on one node at a time. The first join (or the admin API) places it: the node that received the join
+//! picks a candidate from the registry with [`choose`] and asks Redis to record it, atomically, unless a live node
+//! already holds the room (the Redis script in the shell); whatever Redis answers is where the room lives. A room
+//! whose node is gone (its heartbeat expired, or it drained) is placed again by the next join.
+
+use super::registry::NodeInfo;
+
+/// Where a join goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// This node hosts the room.
+    Here,
+    /// Another node does: redirect the client there.
+    There { node: String, url: String },
+    /// The cluster cannot tell now (Redis unreachable) and the room is not here: refuse with a retryable error.
+    Unavailable,
+}
+
+/// A node's score may exceed the least loaded one's by this much and still be picked when it is the node the join
+/// reached: a redirect costs the client a round trip, a participant more costs a node little.
+pub const SELF_SLACK: f64 = 2.0;
+
+/// The node a new room should go to: among the live nodes of `region` (all live nodes if none is there), the least
+/// loaded one, preferring `me` when it is within [`SELF_SLACK`] of the least loaded; ties go to the smaller id, so
+/// two nodes deciding at once agree. `None` when the list is empty.
+pub fn choose<'a>(nodes: &'a [NodeInfo], me: &str, region: &str) -> Option<&'a NodeInfo> {
+    let local: Vec<&NodeInfo> = nodes.iter().filter(|n| n.region == region).collect();
+    let pool: Vec<&NodeInfo> = if local.is_empty() { nodes.iter().collect() } else { local };
+    let best =
+        pool.iter().copied().min_by(|a, b| a.load.score().total_cmp(&b.load.score()).then_with(|| a.id.cmp(&b.id)))?;
+    match pool.iter().find(|n| n.id == me) {
+        Some(mine) if mine.load.score() <= best.load.score() + SELF_SLACK => Some(mine),
+        _ => Some(best),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::registry::NodeLoad;
+
+    fn node(id: &str, region: &str, participants: usize) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            url: format!("ws://{id}/rtc"),
+            region: region.into(),
+            udp: String::new(),
+            version: String::new(),
+            started_ms: 0,
+            heartbeat_ms: 0,
+            load: NodeLoad { participants, ..NodeLoad::default() },
+        }
+    }
+
+    fn pick(nodes: &[NodeInfo], me: &str, region: &str) -> Option<String> {
+        choose(nodes, me, region).map(|n| n.id.clone())
+    }
+
+    #[test]
+    fn the_least_loaded_node_of_the_region_wins() {
+        let nodes = [node("a", "eu", 10), node("b", "eu", 3), node("c", "us", 0)];
+        assert_eq!(pick(&nodes, "a", "eu").as_deref(), Some("b"), "c is idle but in another region");
+        assert_eq!(pick(&nodes, "c", "us").as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn another_region_when_none_is_in_this_one() {
+        let nodes = [node("a", "eu", 10), node("b", "eu", 3)];
+        assert_eq!(pick(&nodes, "x", "ap").as_deref(), Some("b"));
+        assert_eq!(pick(&[], "x", "ap"), None);
+    }
+
+    #[test]
+    fn the_node_the_join_reached_keeps_it_when_nearly_as_idle() {
+        let nodes = [node("a", "eu", 4), node("b", "eu", 3)];
+        assert_eq!(pick(&nodes, "a", "eu").as_deref(), Some("a"), "one participant more is not worth a redirect");
+        let nodes = [node("a", "eu", 9), node("b", "eu", 3)];
+        assert_eq!(pick(&nodes, "a", "eu").as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn ties_go_to_the_smaller_id_whoever_decides() {
+        let nodes = [node("b", "eu", 0), node("a", "eu", 0), node("c", "eu", 0)];
+        assert_eq!(pick(&nodes, "x", "eu").as_deref(), Some("a"));
+        assert_eq!(pick(&nodes, "c", "eu").as_deref(), Some("c"), "equal load: stay");
+    }
+
+    #[test]
+    fn cpu_counts_more_than_a_few_participants() {
+        let mut busy = node("a", "eu", 0);
+        busy.load.cpu = 0.9;
+        let nodes = [busy, node("b", "eu", 20)];
+        assert_eq!(pick(&nodes, "x", "eu").as_deref(), Some("b"));
+    }
+}

@@ -1,0 +1,477 @@
+//! Many nodes as one service (issue 18): three real `courier` processes on loopback ports, sharing a real Redis
+//! (`COURIER_TEST_REDIS_URL`, started by scripts/test.sh with scripts/redis.sh) and a real PostgreSQL database.
+//!
+//! The tests run one at a time (they share one Redis, and one of them restarts it), each on its own Redis database
+//! (flushed first) and PostgreSQL database, with room and identity names of its own.
+
+mod common;
+#[path = "cluster/dm_client.rs"]
+mod dm_client;
+#[path = "cluster/node.rs"]
+mod node;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use node::{free_port, Node, NodeSetup, KEY, SECRET};
+use serde_json::{json, Value};
+use signaling::auth::{mint, TokenRequest};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = common::Ws;
+
+/// The cluster tests share one Redis: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// The test Redis with database `db` (flushed), or `None` outside CI when there is none.
+async fn redis_database(db: u32) -> Option<String> {
+    let Ok(url) = std::env::var("COURIER_TEST_REDIS_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the cluster tests: COURIER_TEST_REDIS_URL is not set");
+        eprintln!("skipped: COURIER_TEST_REDIS_URL not set");
+        return None;
+    };
+    let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(url);
+    let url = format!("{base}/{db}");
+    let client = redis::Client::open(url.as_str()).expect("redis url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("the test Redis");
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.expect("FLUSHDB");
+    Some(url)
+}
+
+struct Cluster {
+    _root: tempfile::TempDir,
+    setups: Vec<NodeSetup>,
+    nodes: Vec<Option<Node>>,
+}
+
+impl Cluster {
+    /// Three nodes `<prefix>-a`, `-b`, `-c`, or `None` when Redis or PostgreSQL is not there (outside CI).
+    async fn start(prefix: &str, db: u32) -> Option<Cluster> {
+        let redis_url = redis_database(db).await?;
+        let postgres_url = common::postgres_database().await?;
+        let root = tempfile::tempdir().unwrap();
+        let setups: Vec<NodeSetup> = ["a", "b", "c"]
+            .iter()
+            .map(|n| NodeSetup {
+                id: format!("{prefix}-{n}"),
+                port: free_port(),
+                root: root.path().to_path_buf(),
+                redis_url: redis_url.clone(),
+                postgres_url: postgres_url.clone(),
+                region: "test".into(),
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for s in &setups {
+            nodes.push(Some(Node::start(s).await));
+        }
+        let c = Cluster { _root: root, setups, nodes };
+        c.wait_for_nodes(3).await;
+        Some(c)
+    }
+
+    fn url(&self, i: usize) -> String {
+        self.setups[i].ws_url()
+    }
+
+    /// Wait until node 0's (or the first running node's) registry lists `n` nodes.
+    async fn wait_for_nodes(&self, n: usize) {
+        let i = self.nodes.iter().position(Option::is_some).expect("a running node");
+        let http = self.setups[i].http();
+        common::eventually(&format!("{n} nodes in the registry"), Duration::from_secs(10), || {
+            let http = http.clone();
+            async move {
+                let (status, body) = api_get(&http, "/api/v1/nodes").await;
+                let have = body["nodes"].as_array().map_or(0, Vec::len);
+                if status == 200 && have == n {
+                    Ok(())
+                } else {
+                    Err(format!("{status} {body}"))
+                }
+            }
+        })
+        .await;
+    }
+
+    fn logs(&self) -> String {
+        self.setups.iter().map(|s| format!("--- {} ---\n{}", s.id, s.log_tail(25))).collect::<Vec<_>>().join("\n")
+    }
+}
+
+fn token(room: &str, identity: &str) -> String {
+    mint(
+        KEY,
+        SECRET,
+        &TokenRequest {
+            room: room.into(),
+            identity: identity.into(),
+            ttl: Duration::from_secs(600),
+            can_publish: true,
+            can_subscribe: true,
+            can_chat: true,
+            ..TokenRequest::new("", "")
+        },
+    )
+}
+
+fn api_token() -> String {
+    mint(
+        KEY,
+        SECRET,
+        &TokenRequest {
+            room_join: false,
+            can_publish: false,
+            can_subscribe: false,
+            can_chat: false,
+            room_list: true,
+            room_admin: true,
+            ..TokenRequest::new("*", "backend")
+        },
+    )
+}
+
+async fn api_get(http: &str, path: &str) -> (u16, Value) {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<axum::body::Bytes>>();
+    let req = hyper::Request::builder()
+        .method("GET")
+        .uri(format!("{http}{path}"))
+        .header("authorization", format!("Bearer {}", api_token()))
+        .body(Full::new(axum::body::Bytes::new()))
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
+        Ok(Ok(res)) => {
+            let status = res.status().as_u16();
+            let bytes = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        }
+        _ => (0, Value::Null),
+    }
+}
+
+/// Next text frame as JSON within `within`; `None` on a close, an error or the timeout.
+async fn next_json(ws: &mut Ws, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// Join at `url` as a client does in a cluster: follow `redirect`s (at most 3). Returns the socket, `joined`, the
+/// URL it ended at and how many redirects it followed.
+async fn join(url: &str, token: &str) -> Result<(Ws, Value, String, usize), String> {
+    let mut url = url.to_string();
+    for hops in 0..=3 {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| format!("connect {url}: {e}"))?;
+        let join = json!({"type": "join", "v": 1, "token": token}).to_string();
+        ws.send(Message::Text(join.into())).await.map_err(|e| e.to_string())?;
+        let Some(first) = next_json(&mut ws, Duration::from_secs(5)).await else {
+            return Err(format!("no answer to join at {url}"));
+        };
+        match first["type"].as_str() {
+            Some("joined") => return Ok((ws, first, url, hops)),
+            Some("redirect") => {
+                let code = close_code(&mut ws).await;
+                if code != Some(4012) {
+                    return Err(format!("redirect followed by close {code:?}, not 4012"));
+                }
+                url = first["url"].as_str().ok_or("redirect without url")?.to_string();
+            }
+            _ => return Err(format!("join at {url} answered {first}")),
+        }
+    }
+    Err("more than 3 redirects".into())
+}
+
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => return Some(u16::from(f.code)),
+            Ok(Some(Ok(Message::Close(None)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// Wait for a frame of `ty`, skipping others.
+async fn recv_type(ws: &mut Ws, ty: &str, within: Duration) -> Result<Value, String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next_json(ws, left).await {
+            Some(v) if v["type"] == ty => return Ok(v),
+            Some(_) => continue,
+            None => return Err(format!("no {ty} within {within:?}")),
+        }
+    }
+}
+
+#[test]
+fn joins_through_any_node_end_on_the_rooms_node() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let Some(c) = Cluster::start("place", 1).await else { return };
+        let room = "placed-room";
+        // The first join places the room (on the node it reached unless another is clearly less loaded).
+        let (mut first, joined, host, _) = join(&c.url(1), &token(room, "ann")).await.unwrap();
+        assert_eq!(joined["room"], room);
+        let host_index = (0..3).find(|i| c.url(*i) == host).expect("a node of the cluster");
+        // Joins reaching any node end on the room's node (redirected by the others), and see the first member.
+        for (i, who) in [(0, "ben"), (1, "cat"), (2, "dan")] {
+            let (ws, joined, at, hops) = join(&c.url(i), &token(room, who)).await.unwrap();
+            assert_eq!(at, host, "{who} ends on the room's node\n{}", c.logs());
+            assert_eq!(hops, usize::from(i != host_index), "{who}: one redirect from another node, none from it");
+            let others: Vec<&str> =
+                joined["participants"].as_array().unwrap().iter().filter_map(|p| p["identity"].as_str()).collect();
+            assert!(others.contains(&"ann"), "{who} sees ann: {others:?}");
+            std::mem::forget(ws);
+        }
+        // Every node lists the three nodes, with their URLs.
+        for s in &c.setups {
+            let (status, body) = api_get(&s.http(), "/api/v1/nodes").await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["cluster"], true);
+            let mut urls: Vec<String> =
+                body["nodes"].as_array().unwrap().iter().map(|n| n["url"].as_str().unwrap().to_string()).collect();
+            urls.sort();
+            let mut want: Vec<String> = (0..3).map(|i| c.url(i)).collect();
+            want.sort();
+            assert_eq!(urls, want);
+        }
+        // Presence, read on any node: ann is on node b.
+        let presence = common::eventually("ann's presence", Duration::from_secs(5), || {
+            let http = c.setups[2].http();
+            async move {
+                let (status, body) = api_get(&http, "/api/v1/identities/ann/presence").await;
+                if status == 200 && body["online"] == true {
+                    Ok(body)
+                } else {
+                    Err(format!("{status} {body}"))
+                }
+            }
+        })
+        .await;
+        assert_eq!(presence["sessions"][0]["node"], c.setups[host_index].id);
+        assert_eq!(presence["sessions"][0]["room"], room);
+        // A second session of ann, joining through node a, replaces the first (4009 on node b).
+        let (_again, _, at, _) = join(&c.url((host_index + 1) % 3), &token(room, "ann")).await.unwrap();
+        assert_eq!(at, host);
+        assert_eq!(close_code(&mut first).await, Some(4009), "the older session is replaced");
+    });
+}
+
+#[test]
+fn direct_messages_cross_nodes_once_and_in_order() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let Some(c) = Cluster::start("dm", 2).await else { return };
+        // Two members in rooms of their own, on different nodes.
+        let (mut alice, _, at_a, _) = join(&c.url(0), &token("dm-room-a", "alice")).await.unwrap();
+        let (mut bob, _, at_b, _) = join(&c.url(2), &token("dm-room-b", "bob")).await.unwrap();
+        assert_ne!(at_a, at_b, "the two rooms live on different nodes");
+        // One way first: bob's node hears of the conversation only through the bus (nothing of it is committed
+        // there), so this is the bus's live delivery, not a hole filled by the next local message.
+        for i in 0..5 {
+            let m = json!({"type": "chat_send", "to": "bob", "client_id": format!("first-{i}"), "payload": {"n": i}});
+            alice.send(Message::Text(m.to_string().into())).await.unwrap();
+        }
+        for seq in 1..=5u64 {
+            let m = recv_type(&mut bob, "chat_message", Duration::from_secs(5)).await.unwrap();
+            assert_eq!((m["conversation"].as_str(), m["seq"].as_u64()), (Some("dm:alice:bob"), Some(seq)));
+        }
+        const N: usize = 40;
+        // Both send at once, interleaved; both must see all 2N more messages of dm:alice:bob once, in order.
+        for i in 0..N {
+            for (ws, me, peer) in [(&mut alice, "alice", "bob"), (&mut bob, "bob", "alice")] {
+                let m = json!({"type": "chat_send", "to": peer, "client_id": format!("{me}-{i}"),
+                    "payload": {"text": format!("{i} from {me}")}});
+                ws.send(Message::Text(m.to_string().into())).await.unwrap();
+            }
+        }
+        for (ws, me) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+            let mut seqs = Vec::new();
+            let mut acks = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            // Alice's first five (her own copies and acks) are still to be read.
+            let first = if me == "alice" { 1 } else { 6 };
+            let want: Vec<u64> = (first..=5 + 2 * N as u64).collect();
+            let want_acks = if me == "alice" { N + 5 } else { N };
+            while seqs.len() < want.len() || acks < want_acks {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let Some(v) = next_json(ws, left).await else {
+                    panic!("{me}: {} messages, {acks} acks by the deadline\n{}", seqs.len(), c.logs())
+                };
+                match v["type"].as_str() {
+                    Some("chat_message") => {
+                        assert_eq!(v["conversation"], "dm:alice:bob");
+                        seqs.push(v["seq"].as_u64().unwrap());
+                    }
+                    Some("chat_ack") => acks += 1,
+                    Some("error") => panic!("{me}: {v}"),
+                    _ => {}
+                }
+            }
+            assert_eq!(seqs, want, "{me}: every number once, in order");
+        }
+        // Typing crosses nodes too (an ephemeral frame on the bus).
+        let typing = json!({"type": "chat_typing", "to": "bob", "typing": true});
+        alice.send(Message::Text(typing.to_string().into())).await.unwrap();
+        let t = recv_type(&mut bob, "chat_typing", Duration::from_secs(5)).await.unwrap();
+        assert_eq!(t["identity"], "alice");
+    });
+}
+
+#[test]
+fn a_dead_nodes_room_is_placed_again() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let Some(mut c) = Cluster::start("dead", 3).await else { return };
+        let room = "orphan-room";
+        let (_ws, _, host, _) = join(&c.url(1), &token(room, "dana")).await.unwrap();
+        let host = (0..3).find(|i| c.url(*i) == host).expect("a node of the cluster");
+        c.nodes[host].take().unwrap().kill();
+        c.wait_for_nodes(2).await;
+        // The next join, wherever it lands, places the room on a live node.
+        let (_ws, joined, at, _) = join(&c.url((host + 1) % 3), &token(room, "dana")).await.unwrap();
+        assert_ne!(at, c.url(host));
+        assert_eq!(joined["room"], room);
+        // A node that drains (SIGTERM) leaves the registry at once.
+        let second = (0..3).find(|i| c.url(*i) == at).expect("a node of the cluster");
+        c.nodes[second].take().unwrap().stop().await;
+        c.wait_for_nodes(1).await;
+        let survivor = 3 - host - second;
+        let (_ws, _, at, _) = join(&c.url(survivor), &token(room, "dana")).await.unwrap();
+        assert_eq!(at, c.url(survivor), "the last node takes the room");
+    });
+}
+
+/// The chat fault test across nodes: two pairs of members write to each other (every pair's two members on
+/// different nodes) while connections are cut, node b is SIGKILLed, Redis is restarted empty and node c drains
+/// and starts again. Every acknowledged message must be in PostgreSQL exactly once at the number its ack gave, and
+/// every member must have received exactly that history, each number once and in order.
+#[test]
+fn chat_across_nodes_survives_cuts_a_killed_node_and_a_redis_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let Some(mut c) = Cluster::start("faults", 4).await else { return };
+        let seed = std::env::var("CLUSTER_FAULTS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+        });
+        println!("cluster chat faults: seed {seed} (CLUSTER_FAULTS_SEED={seed} repeats it)");
+        const MESSAGES: usize = 150;
+        let pairs = [("alice", "bob"), ("carol", "dave")];
+        let progress: Vec<Arc<dm_client::Progress>> = (0..4).map(|_| Arc::default()).collect();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+        let urls: Vec<String> = (0..3).map(|i| c.url(i)).collect();
+        let mut tasks = Vec::new();
+        for (p, (a, b)) in pairs.iter().enumerate() {
+            for (k, (me, peer)) in [(a, b), (b, a)].into_iter().enumerate() {
+                let index = 2 * p + k;
+                let room = format!("room-{me}");
+                // Start each member on another node: a, b, c, a.
+                let mut own = urls.clone();
+                own.rotate_left(index % 3);
+                let cfg = dm_client::DmConfig {
+                    index,
+                    identity: me.to_string(),
+                    token: token(&room, me),
+                    to: peer.to_string(),
+                    from: peer.to_string(),
+                    messages: MESSAGES,
+                    urls: own,
+                    deadline,
+                    seed,
+                    max_cuts: 6,
+                };
+                tasks.push(tokio::spawn(dm_client::run(cfg, progress[index].clone(), stop_rx.clone())));
+            }
+        }
+        let total = 4 * MESSAGES;
+        let acked = || progress.iter().map(|p| p.acked.load(Ordering::Relaxed)).sum::<usize>();
+        let received = || progress.iter().map(|p| p.received.load(Ordering::Relaxed)).sum::<u64>();
+        // Faults at fixed shares of the progress.
+        let wait_for = |share: usize| async move {
+            while acked() * 100 < total * share && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        wait_for(25).await;
+        println!("faults: SIGKILL node b at {} acked", acked());
+        c.nodes[1].take().unwrap().kill();
+        wait_for(45).await;
+        match std::env::var("COURIER_TEST_REDIS_DIR") {
+            Ok(dir) => {
+                println!("faults: Redis restarted (empty) at {} acked", acked());
+                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/redis.sh");
+                let out = std::process::Command::new("bash").arg(script).arg("restart").arg(&dir).output().unwrap();
+                assert!(out.status.success(), "redis.sh restart: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Err(_) => println!("faults: no COURIER_TEST_REDIS_DIR, Redis not restarted"),
+        }
+        wait_for(65).await;
+        println!("faults: node c drains and starts again, node b starts again, at {} acked", acked());
+        c.nodes[2].take().unwrap().stop().await;
+        c.nodes[2] = Some(Node::start(&c.setups[2]).await);
+        c.nodes[1] = Some(Node::start(&c.setups[1]).await);
+        // Everything acknowledged, and every member has the whole conversation (2 × MESSAGES each).
+        let want = (4 * 2 * MESSAGES) as u64;
+        while (acked() < total || received() < want) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop_tx.send(true);
+        let mut reports = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(r) => reports.push(r),
+                Err(e) => panic!("{e}\n{}", c.logs()),
+            }
+        }
+        assert_eq!(received(), want, "every member received its whole conversation\n{}", c.logs());
+        for r in &reports {
+            println!("{}: {:?}", r.identity, r.stats);
+        }
+        // The truth: the history in PostgreSQL.
+        let (db, conn) = tokio_postgres::connect(&c.setups[0].postgres_url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        for (a, b) in pairs {
+            let conv = dm_client::dm(a, b);
+            let rows = db
+                .query("SELECT seq, sender, client_id FROM messages WHERE conversation = $1 ORDER BY seq", &[&conv])
+                .await
+                .unwrap();
+            let history: Vec<(u64, String, String)> =
+                rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get(1), r.get(2))).collect();
+            assert_eq!(
+                history.iter().map(|h| h.0).collect::<Vec<_>>(),
+                (1..=2 * MESSAGES as u64).collect::<Vec<_>>(),
+                "{conv}: every message stored once, numbered without a gap"
+            );
+            for r in reports.iter().filter(|r| r.identity == a || r.identity == b) {
+                assert_eq!(r.received[&conv], history, "{} received exactly the stored history of {conv}", r.identity);
+                for (i, ack) in r.acks.iter().enumerate() {
+                    let cid = dm_client::client_id(&r.identity, i);
+                    let stored: Vec<u64> = history.iter().filter(|h| h.2 == cid).map(|h| h.0).collect();
+                    assert_eq!(stored, vec![ack.expect("acked")], "{cid}: stored once, at its ack's number");
+                }
+            }
+        }
+        let cuts: u64 = reports.iter().map(|r| r.stats.cuts).sum();
+        let redirects: u64 = reports.iter().map(|r| r.stats.redirects).sum();
+        println!("cluster chat faults: {cuts} cuts, {redirects} redirects followed");
+        assert!(reports.iter().map(|r| r.stats.disconnects).sum::<u64>() >= 2, "the faults reached the clients");
+    });
+}
