@@ -3,7 +3,8 @@
  * The Courier demo page: a join form, a local preview and one tile per remote participant.
  *
  * Query parameters (so that a test can skip the form):
- *   ?url=ws://host/rtc   signaling URL (default: `rtc` next to this page, ws: or wss:)
+ *   ?url=ws://host/rtc   signaling URL (default: `rtc` next to this page, ws: or wss:); several, separated by
+ *                        commas or spaces (a cluster's nodes), are all given to the client
  *   &token=JWT           use this token; otherwise one is fetched from the dev endpoint `dev/token`
  *   &room=R&identity=I&name=N
  *   &publish=audio,video publish what (`none` for nothing; default both)
@@ -39,6 +40,7 @@ const els = {
   call: $('call'),
   roomName: $('room-name'),
   participantCount: $('participant-count'),
+  nodeId: $('node-id'),
   toggleMic: /** @type {HTMLButtonElement} */ ($('toggle-mic')),
   toggleCam: /** @type {HTMLButtonElement} */ ($('toggle-cam')),
   enableAudio: /** @type {HTMLButtonElement} */ ($('enable-audio')),
@@ -393,8 +395,10 @@ async function doJoin() {
     /** @type {any} */ (window).courier = c;
     wireClient(c);
     leaving = false;
-    await c.connect(url, token);
+    const urls = url.split(/[\s,]+/).filter(Boolean);
+    await c.connect(urls.length > 1 ? urls : url, token);
     if (client !== c) return;
+    renderNode(c);
     setStatus('joined', `joined ${c.room} as ${c.name}`);
     els.joinPanel.hidden = true;
     els.call.hidden = false;
@@ -601,9 +605,11 @@ function wireClient(c) {
     showLocalPreview(c);
     fillDevicePickers(c);
   });
+  c.on('redirected', () => renderNode(c));
   c.on('reconnected', () => {
     if (client !== c) return;
     app.reconnects++;
+    renderNode(c);
     setStatus('joined', `joined ${c.room} as ${c.name}`);
     showBanner(null);
     for (const p of c.participants.values()) ensureTile(p.id, p.name);
@@ -627,6 +633,15 @@ function wireClient(c) {
       showError(els.formError, msg);
     }
   });
+}
+
+/**
+ * "node: <id>" beside the room name, only in a cluster: the node the last redirect named (none without one).
+ * @param {CourierClient} c
+ */
+function renderNode(c) {
+  els.nodeId.hidden = !c.node;
+  els.nodeId.textContent = c.node ? `node: ${c.node}` : '';
 }
 
 // ---------------------------------------------------------------- active speaker, connection quality

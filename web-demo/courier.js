@@ -29,13 +29,21 @@ import { Chat } from './chat.js';
 import { isEventName } from './events.js';
 import { NegotiationState } from './negotiation.js';
 import { Publisher, offerTracks } from './publisher.js';
-import { ReconnectState, shouldReconnect } from './reconnect.js';
+import { ReconnectState, followRedirect, normalizeUrls, reconnectTarget, shouldReconnect } from './reconnect.js';
 import { RoomState, toParticipant } from './room-state.js';
 import { CourierError, PROTOCOL_VERSION, SignalSocket, describeCloseCode, tokenClaims } from './signal.js';
 import { inboundRows, outboundRows } from './stats.js';
 
 export { Chat, ChatState, directConversation, roomConversation } from './chat.js';
-export { CLOSE_CODES, CourierError, PROTOCOL_VERSION, RECONNECT_CODES, describeCloseCode, tokenClaims } from './signal.js';
+export {
+  CLOSE_CODES,
+  CourierError,
+  MAX_REDIRECTS,
+  PROTOCOL_VERSION,
+  RECONNECT_CODES,
+  describeCloseCode,
+  tokenClaims,
+} from './signal.js';
 
 /**
  * @typedef {import('./room-state.js').Kind} Kind
@@ -50,6 +58,7 @@ export { CLOSE_CODES, CourierError, PROTOCOL_VERSION, RECONNECT_CODES, describeC
  * @typedef {import('./events.js').EventName} EventName
  * @typedef {import('./events.js').CourierEventMap} CourierEventMap
  * @typedef {import('./events.js').CourierEvent} CourierEvent
+ * @typedef {import('./reconnect.js').JoinTarget} JoinTarget
  * @typedef {import('./protocol').ServerMsg} ServerMsg
  * @typedef {import('./protocol').ClientMsg} ClientMsg
  */
@@ -95,7 +104,11 @@ export { CLOSE_CODES, CourierError, PROTOCOL_VERSION, RECONNECT_CODES, describeC
  * track arrives later as `local_track_published`. Rejects if the socket closes or `joined` does not arrive in time
  * (`CourierError` with `code` and, for a close, `closeCode`).
  *
- * @param {string} url     `ws://host/rtc`
+ * In a cluster, a `redirect` answering the join is followed by itself (`redirected` event, at most three in a row,
+ * then `too_many_redirects`).
+ *
+ * @param {string|string[]} url  `ws://host/rtc`, or several (a load balancer, every node of a cluster): the first
+ *                         that can be reached is joined, and a reconnect tries the last node, then these in turn
  * @param {string} token   JWT access token
  * @param {JoinOptions} [options]
  * @returns {Promise<CourierClient>}
@@ -133,7 +146,12 @@ export class CourierClient extends EventTarget {
     this._signal = null;
     /** @type {RTCPeerConnection|null} */
     this.pc = null;
+    /** The signaling URL of the node this client is on (or joining): where a redirect led, else a given URL. */
     this.url = '';
+    /** The URLs given to `connect` (a reconnect tries them in turn after the last node). @type {string[]} */
+    this.urls = [];
+    /** The cluster node this client is on, as the last `redirect` named it; null when no redirect led here. @type {string|null} */
+    this.node = null;
     this.room = '';
     this.serverVersion = '';
     /** @type {string|null} own `PA_…` id */
@@ -261,25 +279,38 @@ export class CourierClient extends EventTarget {
   // ------------------------------------------------------------------ connection
 
   /**
-   * Open the socket, send `join`, wait for `joined`, then publish the local media (unless `publish: false`).
-   * @param {string} url
+   * Open the socket, send `join`, wait for `joined` (following redirects), then publish the local media (unless
+   * `publish: false`).
+   * @param {string|string[]} url  one URL, or several: tried in order while they cannot be reached
    * @param {string} token
    * @returns {Promise<void>}
    */
   async connect(url, token) {
     if (this.state !== 'new') throw new CourierError('bad_state', `connect() called in state ${this.state}`);
+    this.urls = normalizeUrls(url);
+    if (this.urls.length === 0) throw new CourierError('bad_url', 'no URL to connect to');
     this.state = 'connecting';
-    this.url = url;
     this._token = token;
     const claims = tokenClaims(token);
     const storage =
       this.options.chatStorage !== undefined ? this.options.chatStorage : (globalThis.sessionStorage ?? null);
     this.chat.prepare(claims.room, claims.identity, storage);
-    try {
-      await this._openSession(token);
-    } catch (err) {
-      this._teardown(/** @type {CourierError} */ (err).closeCode ?? 4000, 'join failed');
-      throw err;
+    for (let i = 0; ; i++) {
+      try {
+        await this._joinAt({ url: this.urls[i], node: null }, token);
+        break;
+      } catch (err) {
+        const e = /** @type {CourierError & {opened?: boolean}} */ (err);
+        // Not reachable (the socket never opened): the next given URL, if any.
+        if (this.state === 'connecting' && e.opened === false && i + 1 < this.urls.length) {
+          this._log('cannot reach', this.url, 'trying the next URL');
+          this._signal?.detach();
+          this._signal = null;
+          continue;
+        }
+        this._teardown(e.closeCode ?? 4000, e.closeCode === 4012 ? e.message : 'join failed');
+        throw err;
+      }
     }
     this._startPing();
 
@@ -297,8 +328,41 @@ export class CourierClient extends EventTarget {
   }
 
   /**
-   * Open a socket and send `join` (with the chat positions this client holds); resolves on `joined`. Rejects with a
-   * CourierError (`closeCode` when the server closed the socket) on a close or after `joinTimeoutMs`.
+   * Join at `target`, following the cluster's `redirect`s (reconnect.js, `followRedirect`): each one drops the
+   * socket and sends the same `join` at the URL it names, without an error or a disconnect for the app (only a
+   * `redirected` event). Resolves on `joined`, with `url` and `node` saying where; rejects like
+   * {@link CourierClient#_openSession}, or with `too_many_redirects` (close code 4012) after more than three in a row.
+   * @param {JoinTarget} target
+   * @param {string} token
+   * @returns {Promise<void>}
+   */
+  async _joinAt(target, token) {
+    for (let hop = 1; ; hop++) {
+      this.url = target.url;
+      this.node = target.node;
+      try {
+        await this._openSession(token);
+        return;
+      } catch (err) {
+        const redirect = /** @type {any} */ (err).redirect;
+        if (!redirect) throw err;
+        this._signal?.detach();
+        this._signal = null;
+        const step = followRedirect(hop, redirect, this.url);
+        if (step.action === 'fail') {
+          throw new CourierError(step.code, step.message, { closeCode: 4012, opened: true });
+        }
+        this._log('redirected to', step.target.url, 'node', step.target.node);
+        this._emit('redirected', { url: step.target.url, node: step.target.node, room: String(redirect.room ?? ''), hop });
+        target = step.target;
+      }
+    }
+  }
+
+  /**
+   * Open a socket at `this.url` and send `join` (with the chat positions this client holds); resolves on `joined`.
+   * Rejects with a CourierError (`closeCode` when the server closed the socket, `opened`: whether the socket had
+   * opened) on a close or after `joinTimeoutMs`, or with one carrying the server's `redirect` message.
    * @param {string} token
    * @returns {Promise<void>}
    */
@@ -306,7 +370,10 @@ export class CourierClient extends EventTarget {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this._joinWaiter?.reject(
-          new CourierError('timeout', `no "joined" within ${this.options.joinTimeoutMs} ms`, { closeCode: 4000 }),
+          new CourierError('timeout', `no "joined" within ${this.options.joinTimeoutMs} ms`, {
+            closeCode: 4000,
+            opened: this._signal?.opened ?? false,
+          }),
         );
       }, this.options.joinTimeoutMs);
       this._joinWaiter = {
@@ -386,7 +453,8 @@ export class CourierClient extends EventTarget {
     this._dropSession();
     this.reconnectAttempt = 0;
     const timeoutMs = this.options.reconnectTimeoutMs;
-    this._reconnectLoop(new ReconnectState({ code, reason, now: Date.now(), timeoutMs, canRefreshToken }));
+    const last = { url: this.url, node: this.node };
+    this._reconnectLoop(new ReconnectState({ code, reason, now: Date.now(), timeoutMs, canRefreshToken }), last);
   }
 
   /**
@@ -415,10 +483,11 @@ export class CourierClient extends EventTarget {
 
   /**
    * Join again with growing pauses (reconnect.js) until joined, refused for good, left, or `reconnectTimeoutMs` is
-   * over.
+   * over. Each attempt tries the next URL (`reconnectTarget`): the node the client was on, then the given URLs.
    * @param {ReconnectState} r
+   * @param {JoinTarget} last  where the client was when the connection dropped
    */
-  async _reconnectLoop(r) {
+  async _reconnectLoop(r, last) {
     while (this.state === 'reconnecting') {
       const step = r.next(Math.random());
       this.reconnectAttempt = step.attempt;
@@ -433,12 +502,12 @@ export class CourierClient extends EventTarget {
       try {
         if (r.needsFreshToken() && this.options.getToken) this._token = await this.options.getToken();
         r.tokenSettled();
-        await this._openSession(this._token);
+        await this._joinAt(reconnectTarget(attempt, last, this.urls), this._token);
       } catch (err) {
         if (this.state !== 'reconnecting') return;
         const e = /** @type {CourierError} */ (err);
         this._log('reconnect attempt failed', attempt, e.message);
-        const opened = this._signal?.opened ?? false;
+        const opened = /** @type {any} */ (e).opened ?? this._signal?.opened ?? false;
         if (this._signal) {
           this._signal.detach();
           this._signal = null;
@@ -589,6 +658,7 @@ export class CourierClient extends EventTarget {
     return {
       state: this.state,
       url: this.url,
+      node: this.node,
       room: this.room,
       serverVersion: this.serverVersion,
       participantId: this.participantId,
@@ -681,6 +751,16 @@ export class CourierClient extends EventTarget {
       if (typeof msg.ts === 'number') this.rttMs = Date.now() - msg.ts;
       return;
     }
+    if (msg.type === 'redirect') {
+      // The answer to our join in a cluster: join at the node it names (`_joinAt`), at once, without waiting for the
+      // close (4012) that follows. A redirect outside a join is not in the protocol.
+      if (this._joinWaiter && this.state !== 'joined') {
+        this._joinWaiter.reject(
+          new CourierError('redirect', `redirected to ${msg.node}`, { closeCode: 4012, opened: true, redirect: msg }),
+        );
+      } else this._log('ignoring a redirect outside a join');
+      return;
+    }
     this._enqueue(() => this._handle(msg));
   }
 
@@ -695,7 +775,7 @@ export class CourierClient extends EventTarget {
     if (this._joinWaiter) {
       // Joining (first connect or a reconnect attempt): whoever waits decides what happens next.
       const text = signal.opened ? `${describeCloseCode(code)}${reason ? `: ${reason}` : ''}` : `cannot connect to ${this.url}`;
-      this._joinWaiter.reject(new CourierError('closed', text, { closeCode: code }));
+      this._joinWaiter.reject(new CourierError('closed', text, { closeCode: code, opened: signal.opened }));
       return;
     }
     if (this.state === 'joined') this._connectionLost(code, reason);

@@ -67,6 +67,10 @@
  *           after `reconnected`)
  * @property {{attempt: number, participantId: string|null}} reconnected
  *           joined again; own tracks are being published again
+ * @property {{url: string, node: string|null, room: string, hop: number}} redirected
+ *           informational, no error: in a cluster, the node a join reached said the room lives on node `node`, and
+ *           the client is joining there at `url` with the same `join` (`hop`: 1–3 redirects in a row; a fourth
+ *           fails the join with `too_many_redirects`). `client.node` / `client.url` say where it ended
  * @property {{code: number, reason: string, description: string, leaveReason: string|null, wasJoined: boolean}} closed
  *           the client is done (left, refused, removed, or not reconnected in time); emitted once
  * @property {{conversation: string}} chat_changed   the messages or receipts of a conversation changed (chat.js)
@@ -109,6 +113,7 @@ export const EVENT_NAMES = Object.freeze([
   'error',
   'reconnecting',
   'reconnected',
+  'redirected',
   'closed',
   'chat_changed',
   'chat_message',

@@ -10,10 +10,77 @@
  * failed with an expired token fetches a fresh token first next time; anything else (no answer, server not
  * reachable) is simply tried again.
  *
+ * In a cluster (several nodes, a room on one of them at a time) a join may be answered with `redirect`: the client
+ * joins again at the URL it names, at most {@link MAX_REDIRECTS} times in a row ({@link followRedirect}). Each
+ * reconnect attempt picks its URL in turn ({@link reconnectTarget}): the node the client was last on, then the URLs
+ * it was given, round-robin — a dead node refuses fast, and a surviving one redirects to the room's new node.
+ *
  * @module reconnect
  */
 
-import { RECONNECT_CODES, describeCloseCode } from './signal.js';
+import { MAX_REDIRECTS, REDIRECT_CLOSE_CODE, RECONNECT_CODES, describeCloseCode } from './signal.js';
+
+/**
+ * Where a client joins: a signaling URL, and the cluster node behind it when a `redirect` named it (null otherwise).
+ * @typedef {{url: string, node: string|null}} JoinTarget
+ */
+
+/**
+ * The URLs a client was given (`connect(url | urls, …)`): a non-empty list without duplicates, in the given order.
+ * @param {string|string[]} url
+ * @returns {string[]} empty when nothing usable was given
+ */
+export function normalizeUrls(url) {
+  const list = Array.isArray(url) ? url : [url];
+  return [...new Set(list.filter((u) => typeof u === 'string' && u !== ''))];
+}
+
+/**
+ * Which URL reconnect attempt `attempt` (1, 2, …) tries: the node the client was last on, then each given URL in
+ * turn, round-robin over that list (the last node is not repeated when it is one of the given URLs).
+ * @param {number} attempt
+ * @param {JoinTarget} last  where the client was joined when the connection dropped
+ * @param {string[]} urls    the URLs it was given
+ * @returns {JoinTarget}
+ */
+export function reconnectTarget(attempt, last, urls) {
+  /** @type {JoinTarget[]} */
+  const order = [last, ...urls.filter((u) => u !== last.url).map((url) => ({ url, node: null }))];
+  return order[(Math.max(1, attempt) - 1) % order.length];
+}
+
+/**
+ * @typedef {{action: 'follow', target: JoinTarget, hop: number}
+ *   | {action: 'fail', code: 'too_many_redirects'|'bad_redirect', message: string}} RedirectStep
+ */
+
+/**
+ * What to do with the `hop`-th `redirect` in a row (1, 2, …) that answered a join at `currentUrl`: follow it to
+ * its URL (resolved against the current one, so a relative path works; only `ws:`/`wss:`), or fail because there
+ * were too many or the URL is unusable (the message is untrusted input).
+ * @param {number} hop
+ * @param {{url?: unknown, node?: unknown}} msg  the server's `redirect`
+ * @param {string} currentUrl
+ * @returns {RedirectStep}
+ */
+export function followRedirect(hop, msg, currentUrl) {
+  if (hop > MAX_REDIRECTS) {
+    return { action: 'fail', code: 'too_many_redirects', message: `too many redirects (more than ${MAX_REDIRECTS} in a row, the last to ${String(msg.url)})` };
+  }
+  /** @type {URL} */
+  let url;
+  try {
+    if (typeof msg.url !== 'string' || msg.url === '') throw new TypeError('no url');
+    url = new URL(msg.url, currentUrl);
+  } catch {
+    return { action: 'fail', code: 'bad_redirect', message: `redirect to an invalid URL: ${String(msg.url)}` };
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+    return { action: 'fail', code: 'bad_redirect', message: `redirect to a URL that is not ws: or wss:: ${url.href}` };
+  }
+  const node = typeof msg.node === 'string' && msg.node !== '' ? msg.node : null;
+  return { action: 'follow', target: { url: url.href, node }, hop };
+}
 
 /**
  * Whether a joined client whose connection ended with `code` tries to join again.
@@ -109,6 +176,8 @@ export class ReconnectState {
     this.lastCode = closeCode;
     this.lastReason = message;
     if (closeCode === 4002 && this.canRefreshToken) this.freshToken = true;
+    // Redirected too often (or to a bad URL): the cluster may be moving the room; the next attempt starts over.
+    else if (closeCode === REDIRECT_CLOSE_CODE) return { action: 'retry' };
     else if (!RECONNECT_CODES.includes(closeCode)) return { action: 'give_up', code: closeCode, reason: message };
     return { action: 'retry' };
   }

@@ -36,8 +36,9 @@ export const CLOSE_CODES = Object.freeze({
   4007: 'the server has as many rooms as it may',
   4010: 'removed from the room',
   4011: 'the room is not available (not found, not open yet, closed, or not invited)',
+  4012: 'redirected: the room lives on another node of the cluster',
   4029: 'too many joins; try again shortly',
-  1013: 'the server is restarting; try again shortly',
+  1013: 'the server is restarting or the cluster is busy; try again shortly',
 });
 
 /**
@@ -46,6 +47,12 @@ export const CLOSE_CODES = Object.freeze({
  * `4000` is the client's own: the socket stopped carrying anything (no pong) and was given up.
  */
 export const RECONNECT_CODES = Object.freeze([1001, 1005, 1006, 1011, 1012, 1013, 1014, 4000, 4008, 4029]);
+
+/** Close code after a `redirect`: the room lives on another node of the cluster (join there). */
+export const REDIRECT_CLOSE_CODE = 4012;
+
+/** How many `redirect`s in a row a join follows before it fails (docs/protocol.md, `redirect`). */
+export const MAX_REDIRECTS = 3;
 
 /**
  * @param {number} code WebSocket close code

@@ -8,7 +8,8 @@
 //!
 //! # Tasks
 //!
-//! [`Client::connect`] joins over the WebSocket, builds one `PeerConnection`, then spawns:
+//! [`Client::connect`] joins over the WebSocket (following a cluster's `redirect` to the node that hosts the room,
+//! at most [`MAX_REDIRECTS`] in a row), builds one `PeerConnection` once joined, then spawns:
 //!
 //! - the **session** task, sole owner of the WebSocket and of negotiation: it answers server
 //!   offers, sends its own when publishing changes (following [`Negotiation`]'s glare rules),
@@ -81,9 +82,10 @@ use crate::report::{
     TrackReport, VideoTrackReport,
 };
 use crate::signal::{
-    rewrite_candidate, rewrite_candidates, AnswerAction, ClientMessage, IceServer, Incoming, Joined, LayerActive,
-    MediaKind, Negotiation, OfferTrack, ParticipantInfo, ServerMessage, ServerOfferAction, SignalConnection,
-    SignalError, Subscription, Subscriptions, TrackInfo, TrackSource, PROTOCOL_VERSION,
+    follow_redirect, rewrite_candidate, rewrite_candidates, AnswerAction, ClientMessage, IceServer, Incoming, Joined,
+    LayerActive, MediaKind, Negotiation, OfferTrack, ParticipantInfo, RedirectError, ServerMessage, ServerOfferAction,
+    SignalConnection, SignalError, Subscription, Subscriptions, TrackInfo, TrackSource, MAX_REDIRECTS,
+    PROTOCOL_VERSION,
 };
 use crate::simulcast::{SimulcastConfig, SimulcastError, SimulcastSource};
 
@@ -287,6 +289,20 @@ pub enum ClientError {
     /// The first message after `join` was something else.
     #[error("expected joined, got {0}")]
     UnexpectedMessage(String),
+    /// A cluster redirected the join more than [`MAX_REDIRECTS`] times in a row (a loop, or a room still moving).
+    #[error("too many redirects: more than {max} in a row, the last to {last}", max = MAX_REDIRECTS)]
+    TooManyRedirects {
+        /// Where the one too many pointed.
+        last: String,
+    },
+    /// A cluster redirected the join to a URL that does not parse or is not ws:// / wss://.
+    #[error("redirect to a bad URL {url:?}: {reason}")]
+    BadRedirect {
+        /// The URL the server sent.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// webrtc-rs refused an operation.
     #[error("webrtc: {0}")]
     WebRtc(#[from] webrtc::error::Error),
@@ -318,6 +334,49 @@ pub enum ClientError {
 
 fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// Joins at `url`: opens the socket, sends `join`, waits up to `timeout` for the answer. A `redirect` (a cluster
+/// node that does not host the room) drops that socket and sends the same `join` to the URL it names, at most
+/// [`MAX_REDIRECTS`] times in a row. Returns the joined socket, `joined`, and the URL and node id (from the last
+/// redirect) where it happened. No peer connection exists yet: it is made for the node that answered `joined`.
+async fn join_following_redirects(
+    url: &str,
+    join: &ClientMessage,
+    timeout: Duration,
+) -> Result<(SignalConnection, Joined, String, Option<String>), ClientError> {
+    let mut url = url.to_owned();
+    let mut node = None;
+    let mut hop = 0;
+    loop {
+        hop += 1;
+        let mut conn = SignalConnection::connect(&url).await?;
+        conn.send(join).await?;
+        let incoming =
+            tokio::time::timeout(timeout, conn.recv()).await.map_err(|_| ClientError::JoinTimeout(timeout))?;
+        match incoming? {
+            Incoming::Message(ServerMessage::Joined(j)) => return Ok((conn, j, url, node)),
+            Incoming::Message(ServerMessage::Redirect { url: to, node: to_node, room }) => {
+                // Dropped, not closed: the node that redirected closes it (4012) and did nothing else.
+                drop(conn);
+                let next = follow_redirect(hop, &url, &to, &["ws", "wss"]).map_err(|e| match e {
+                    RedirectError::TooMany { last } => ClientError::TooManyRedirects { last },
+                    RedirectError::BadUrl { url, reason } => ClientError::BadRedirect { url, reason },
+                })?;
+                info!(%room, node = %to_node, url = %next, hop, "redirected");
+                url = next.into();
+                node = Some(to_node);
+            }
+            Incoming::Message(ServerMessage::Error { code, message, .. }) => {
+                return Err(ClientError::JoinError { code: code.name(), message })
+            }
+            Incoming::Closed { code, reason } => return Err(ClientError::JoinClosed { code, reason }),
+            Incoming::Message(other) => return Err(ClientError::UnexpectedMessage(format!("{other:?}"))),
+            Incoming::Invalid { error, text } => {
+                return Err(ClientError::UnexpectedMessage(format!("{text} ({error})")))
+            }
+        }
+    }
 }
 
 /// Wall-clock time, ms since the UNIX epoch.
@@ -548,6 +607,10 @@ enum Command {
 /// A joined participant. Dropping it leaves the room (in the background).
 pub struct Client {
     joined: Joined,
+    /// The signaling URL of the node joined (where the last redirect led, else the one given).
+    url: String,
+    /// That node's id, as the last redirect named it; `None` when no redirect led here.
+    node: Option<String>,
     shared: Arc<Shared>,
     cmd_tx: mpsc::UnboundedSender<Command>,
     events: mpsc::UnboundedReceiver<ClientEvent>,
@@ -574,28 +637,14 @@ impl Client {
         if let Some(simulcast) = &options.simulcast {
             simulcast.validate()?;
         }
-        let mut conn = SignalConnection::connect(url).await?;
-        conn.send(&ClientMessage::Join {
+        let join = ClientMessage::Join {
             v: PROTOCOL_VERSION,
             token: token.to_owned(),
             auto_subscribe: options.auto_subscribe,
             chat: Vec::new(),
-        })
-        .await?;
-        let joined = match tokio::time::timeout(options.join_timeout, conn.recv()).await {
-            Err(_) => return Err(ClientError::JoinTimeout(options.join_timeout)),
-            Ok(incoming) => match incoming? {
-                Incoming::Message(ServerMessage::Joined(j)) => j,
-                Incoming::Message(ServerMessage::Error { code, message, .. }) => {
-                    return Err(ClientError::JoinError { code: code.name(), message })
-                }
-                Incoming::Closed { code, reason } => return Err(ClientError::JoinClosed { code, reason }),
-                Incoming::Message(other) => return Err(ClientError::UnexpectedMessage(format!("{other:?}"))),
-                Incoming::Invalid { error, text } => {
-                    return Err(ClientError::UnexpectedMessage(format!("{text} ({error})")))
-                }
-            },
         };
+        let (conn, joined, url, node) = join_following_redirects(url, &join, options.join_timeout).await?;
+        let url = url.as_str();
         info!(
             room = %joined.room,
             participant = %joined.participant.id,
@@ -649,6 +698,8 @@ impl Client {
 
         Ok(Client {
             joined,
+            url: url.to_owned(),
+            node,
             shared,
             cmd_tx,
             events: events_rx,
@@ -661,6 +712,16 @@ impl Client {
     /// The `joined` snapshot.
     pub fn joined(&self) -> &Joined {
         &self.joined
+    }
+
+    /// The signaling URL of the node this client joined: where the last `redirect` led, else the one given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The cluster node this client is on, as the last `redirect` named it (`None` when no redirect led here).
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     /// This client's participant id.

@@ -13,6 +13,8 @@
 //!   an incoming RTP stream is labelled with the server's track id.
 //! - [`rewrite_candidates`]: points the server's ICE candidates at another address (the
 //!   impairment relay, [`crate::relay`]).
+//! - [`follow_redirect`]: where a cluster's `redirect` (or WHIP's HTTP 307/308) sends the client, and when a
+//!   chain of them is too long ([`MAX_REDIRECTS`]). Pure, unit-tested.
 //! - [`SignalConnection`]: the WebSocket itself (text frames, one JSON object each).
 //!
 //! Unknown server message types are ignored (they parse as `ServerMessage::Unknown`).
@@ -251,6 +253,53 @@ pub fn rewrite_candidates(sdp: &str, to: SocketAddr) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Redirects
+
+/// How many redirects in a row a join (or a WHIP/WHEP `POST`) follows before it fails (docs/protocol.md,
+/// `redirect`): enough for a load balancer → a stale node → the room's node, short enough to stop a loop at once.
+pub const MAX_REDIRECTS: usize = 3;
+
+/// Why a redirect is not followed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedirectError {
+    /// More than [`MAX_REDIRECTS`] in a row (a loop, or a cluster still moving the room).
+    #[error("too many redirects: more than {max} in a row, the last to {last}", max = MAX_REDIRECTS)]
+    TooMany {
+        /// Where the one too many pointed.
+        last: String,
+    },
+    /// The target does not parse, or is not of a scheme this client speaks there.
+    #[error("redirect to a bad URL {url:?}: {reason}")]
+    BadUrl {
+        /// The target as the server sent it.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Where the `hop`-th redirect in a row (1, 2, …) sends a request made to `current`: `to` resolved against `current`
+/// (so a relative target works, as HTTP's `Location` allows), if its scheme is one of `schemes` (`["ws", "wss"]` for
+/// the signaling socket, `["http"]` for WHIP). The target is untrusted input: every failure is an error, never a
+/// panic.
+pub fn follow_redirect(hop: usize, current: &str, to: &str, schemes: &[&str]) -> Result<url::Url, RedirectError> {
+    if hop > MAX_REDIRECTS {
+        return Err(RedirectError::TooMany { last: to.to_owned() });
+    }
+    let bad = |reason: String| RedirectError::BadUrl { url: to.to_owned(), reason };
+    if to.is_empty() {
+        return Err(bad("empty".to_owned()));
+    }
+    let base = url::Url::parse(current).map_err(|e| bad(format!("the current URL {current:?}: {e}")))?;
+    let target = base.join(to).map_err(|e| bad(e.to_string()))?;
+    if !schemes.contains(&target.scheme()) {
+        return Err(bad(format!("scheme {} is not one of {schemes:?}", target.scheme())));
+    }
+    Ok(target)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Connection
 
 /// A signaling connection failure.
@@ -421,6 +470,49 @@ mod tests {
             rewrite_candidates("a=candidate:1 1 udp 1 ::1 5 typ host", relay),
             "a=candidate:1 1 udp 1 127.0.0.1 40000 typ host"
         );
+    }
+
+    #[test]
+    fn redirects_are_followed_three_times_then_refused() {
+        const WS: &[&str] = &["ws", "wss"];
+        let here = "ws://127.0.0.1:7001/rtc";
+        for hop in 1..=MAX_REDIRECTS {
+            assert_eq!(
+                follow_redirect(hop, here, "ws://127.0.0.1:7002/rtc", WS).unwrap().as_str(),
+                "ws://127.0.0.1:7002/rtc"
+            );
+        }
+        assert_eq!(
+            follow_redirect(MAX_REDIRECTS + 1, here, "ws://127.0.0.1:7002/rtc", WS),
+            Err(RedirectError::TooMany { last: "ws://127.0.0.1:7002/rtc".into() })
+        );
+        // (target, resolved or None for refused)
+        let cases = [
+            ("wss://node-b.example.com/rtc", Some("wss://node-b.example.com/rtc")),
+            ("/b/rtc", Some("ws://127.0.0.1:7001/b/rtc")),
+            ("//10.0.0.2:7002/rtc", Some("ws://10.0.0.2:7002/rtc")),
+            ("http://127.0.0.1:7002/rtc", None),
+            ("javascript:alert(1)", None),
+            ("", None),
+            ("ws://[::1", None),
+        ];
+        for (to, expected) in cases {
+            let got = follow_redirect(1, here, to, WS);
+            assert_eq!(got.as_ref().ok().map(url::Url::as_str), expected, "{to:?}: {got:?}");
+        }
+        // WHIP: a 307's Location, relative or absolute, http only.
+        let whip = "http://127.0.0.1:8001/whip";
+        assert_eq!(
+            follow_redirect(1, whip, "http://127.0.0.1:8002/whip", &["http"]).unwrap().as_str(),
+            "http://127.0.0.1:8002/whip"
+        );
+        assert_eq!(
+            follow_redirect(2, whip, "/whip?x=1", &["http"]).unwrap().as_str(),
+            "http://127.0.0.1:8001/whip?x=1"
+        );
+        assert!(matches!(follow_redirect(1, whip, "ws://a/rtc", &["http"]), Err(RedirectError::BadUrl { .. })));
+        let too_many = follow_redirect(4, whip, "/whip", &["http"]).unwrap_err().to_string();
+        assert!(too_many.starts_with("too many redirects"), "{too_many}");
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! WHEP endpoint and receives into the same per-track statistics as the WebSocket client, so its
 //! [`Report`] counts frames complete, corrupt and missing. [`Session::stop`] `DELETE`s the resource. The HTTP
 //! client is a small HTTP/1.1 one over TCP (`http://` only): the server under test is on loopback.
+//!
+//! In a cluster the node that does not host the room answers the `POST` with `307 Temporary Redirect` (or `308`)
+//! and a `Location` on the node that does: the same `POST` (same offer, same token) goes there, at most
+//! [`MAX_REDIRECTS`](crate::signal::MAX_REDIRECTS) times in a row, and the resource (`PATCH`, `DELETE`) is then resolved against that final URL.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +28,7 @@ use crate::client::{
     ice_config, new_peer_connection, run_reader, start_publisher, ClientOptions, PcEvent, Publisher, Shared,
 };
 use crate::report::Report;
-use crate::signal::MediaKind;
+use crate::signal::{follow_redirect, MediaKind, RedirectError};
 
 /// Why a WHIP or WHEP session failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +43,9 @@ pub enum WhipError {
     /// The server refused: its status and body.
     #[error("refused with {status}: {body}")]
     Refused { status: u16, body: String },
+    /// A 307/308 that is not followed: one too many in a row, or a `Location` that is missing or not `http://`.
+    #[error(transparent)]
+    Redirect(#[from] RedirectError),
     /// The peer connection failed.
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),
@@ -125,6 +132,24 @@ fn parse_response(buf: &[u8]) -> Result<HttpResponse, WhipError> {
     Ok(HttpResponse { status, headers, body: body.to_string() })
 }
 
+/// `POST`s the offer to `endpoint`, following `307`/`308` to their `Location` (resolved against the URL that
+/// answered), at most [`MAX_REDIRECTS`](crate::signal::MAX_REDIRECTS) in a row. Returns the last answer and the URL that gave it.
+async fn post_following_redirects(endpoint: &str, auth: &str, sdp: &str) -> Result<(HttpResponse, String), WhipError> {
+    let mut url = endpoint.to_owned();
+    let mut hop = 0;
+    loop {
+        let r =
+            http_request(&url, "POST", &[("Content-Type", "application/sdp"), ("Authorization", auth)], sdp).await?;
+        if r.status != 307 && r.status != 308 {
+            return Ok((r, url));
+        }
+        hop += 1;
+        let next = follow_redirect(hop, &url, r.header("location").unwrap_or(""), &["http"])?;
+        info!(status = r.status, to = %next, hop, "redirected");
+        url = next.into();
+    }
+}
+
 /// A running WHIP or WHEP session.
 pub struct Session {
     pc: Arc<dyn PeerConnection>,
@@ -204,14 +229,19 @@ impl Negotiating {
         let _ = tokio::time::timeout(Duration::from_secs(3), gathered).await;
         let sdp = self.pc.local_description().await.map(|d| d.sdp).unwrap_or(offer.sdp);
         let auth = format!("Bearer {token}");
-        let r = http_request(endpoint, "POST", &[("Content-Type", "application/sdp"), ("Authorization", &auth)], &sdp)
-            .await?;
-        if r.status != 201 {
-            let _ = self.pc.close().await;
-            return Err(WhipError::Refused { status: r.status, body: r.body });
-        }
+        let (r, url) = match post_following_redirects(endpoint, &auth, &sdp).await {
+            Ok((r, url)) if r.status == 201 => (r, url),
+            Ok((r, _)) => {
+                let _ = self.pc.close().await;
+                return Err(WhipError::Refused { status: r.status, body: r.body });
+            }
+            Err(e) => {
+                let _ = self.pc.close().await;
+                return Err(e);
+            }
+        };
         let location = r.header("location").ok_or_else(|| WhipError::Http("201 without Location".into()))?;
-        let resource = url::Url::parse(endpoint)
+        let resource = url::Url::parse(&url)
             .and_then(|u| u.join(location))
             .map_err(|_| WhipError::Http(format!("bad Location {location}")))?
             .to_string();

@@ -39,14 +39,7 @@ async fn whip_publisher_reaches_a_websocket_subscriber() {
     let mut publisher = whip::publish(&endpoint, &server.token("w", "obs"), &both()).await.expect("WHIP publish");
     assert!(publisher.resource().contains("/whip/"), "{}", publisher.resource());
     publisher.wait_connected(T).await.expect("WHIP publisher connected");
-    let joined = viewer
-        .wait_for_event(T, |e| matches!(e, ClientEvent::ParticipantJoined(p) if p.identity == "obs"))
-        .await
-        .expect("the WHIP publisher joins");
-    let ClientEvent::ParticipantJoined(obs) = joined else { unreachable!() };
-    for _ in 0..2 {
-        viewer.wait_for_event(T, |e| matches!(e, ClientEvent::TrackSubscribed(_))).await.expect("subscribed");
-    }
+    let obs = courier::wait_for_publisher(&mut viewer, "obs", 2, T).await;
     tokio::time::sleep(PLAY).await;
     let sent = publisher.stats();
     let (_, status) = publisher.stop().await.expect("DELETE");

@@ -3,8 +3,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ReconnectState, backoffMs, shouldReconnect } from '../reconnect.js';
-import { RECONNECT_CODES } from '../signal.js';
+import { ReconnectState, backoffMs, followRedirect, normalizeUrls, reconnectTarget, shouldReconnect } from '../reconnect.js';
+import { MAX_REDIRECTS, RECONNECT_CODES } from '../signal.js';
 
 const on = { reconnect: true, canRefreshToken: false };
 
@@ -76,4 +76,74 @@ test('an expired token: a fresh one before the next attempt; a failed fetch keep
   assert.equal(without.needsFreshToken(), false, 'no getToken: nothing to fetch');
   const lost = new ReconnectState({ code: 1006, reason: '', now: 0, timeoutMs: 1000, canRefreshToken: true });
   assert.equal(lost.needsFreshToken(), false, 'the token still holds after a blip');
+});
+
+test('a redirect loop or a bad redirect while reconnecting is tried again (the cluster may be moving the room)', () => {
+  const r = new ReconnectState({ code: 1006, reason: '', now: 0, timeoutMs: 1000, canRefreshToken: false });
+  assert.deepEqual(r.onFailure(4012, true, 'too many redirects'), { action: 'retry' });
+  assert.equal(r.lastCode, 4012);
+});
+
+test('URLs given: one or several, empty and repeated ones dropped', () => {
+  assert.deepEqual(normalizeUrls('ws://a/rtc'), ['ws://a/rtc']);
+  assert.deepEqual(normalizeUrls(['ws://a/rtc', '', 'ws://b/rtc', 'ws://a/rtc']), ['ws://a/rtc', 'ws://b/rtc']);
+  assert.deepEqual(normalizeUrls([]), []);
+  assert.deepEqual(normalizeUrls(''), []);
+});
+
+test('reconnect targets: the last node, then the given URLs round-robin', () => {
+  const last = { url: 'ws://node-a/rtc', node: 'node-a' };
+  const urls = ['ws://lb1/rtc', 'ws://lb2/rtc'];
+  const order = [1, 2, 3, 4, 5, 6, 7].map((a) => reconnectTarget(a, last, urls).url);
+  assert.deepEqual(order, [
+    'ws://node-a/rtc',
+    'ws://lb1/rtc',
+    'ws://lb2/rtc',
+    'ws://node-a/rtc',
+    'ws://lb1/rtc',
+    'ws://lb2/rtc',
+    'ws://node-a/rtc',
+  ]);
+  assert.deepEqual(reconnectTarget(1, last, urls), last, 'the last node keeps its id');
+  assert.deepEqual(reconnectTarget(2, last, urls), { url: 'ws://lb1/rtc', node: null }, 'a given URL names no node');
+  const single = { url: 'ws://one/rtc', node: null };
+  assert.deepEqual(
+    [1, 2, 3].map((a) => reconnectTarget(a, single, ['ws://one/rtc']).url),
+    ['ws://one/rtc', 'ws://one/rtc', 'ws://one/rtc'],
+    'one server: always it (the last node is not listed twice)',
+  );
+  const onB = { url: 'ws://lb2/rtc', node: null };
+  assert.deepEqual(
+    [1, 2, 3].map((a) => reconnectTarget(a, onB, urls).url),
+    ['ws://lb2/rtc', 'ws://lb1/rtc', 'ws://lb2/rtc'],
+  );
+});
+
+test('redirects: followed up to three in a row, resolved against the current URL, ws: or wss: only', () => {
+  const msg = { type: 'redirect', url: 'ws://127.0.0.1:7002/rtc', node: 'node-b', room: 'demo' };
+  for (let hop = 1; hop <= MAX_REDIRECTS; hop++) {
+    assert.deepEqual(followRedirect(hop, msg, 'ws://127.0.0.1:7001/rtc'), {
+      action: 'follow',
+      target: { url: 'ws://127.0.0.1:7002/rtc', node: 'node-b' },
+      hop,
+    });
+  }
+  const fourth = followRedirect(MAX_REDIRECTS + 1, msg, 'ws://127.0.0.1:7001/rtc');
+  assert.equal(fourth.action, 'fail');
+  assert.equal(fourth.action === 'fail' && fourth.code, 'too_many_redirects');
+  assert.match(fourth.action === 'fail' ? fourth.message : '', /^too many redirects/);
+  assert.deepEqual(followRedirect(1, { url: '/b/rtc', node: 'b' }, 'wss://lb.example/rtc'), {
+    action: 'follow',
+    target: { url: 'wss://lb.example/b/rtc', node: 'b' },
+    hop: 1,
+  });
+  for (const url of ['https://x/rtc', 'javascript:alert(1)', undefined, 42]) {
+    const step = followRedirect(1, { url, node: 'x' }, 'ws://a/rtc');
+    assert.equal(step.action === 'fail' && step.code, 'bad_redirect', `url ${String(url)}`);
+  }
+  assert.deepEqual(followRedirect(1, { url: 'ws://b/rtc', node: 7 }, 'ws://a/rtc'), {
+    action: 'follow',
+    target: { url: 'ws://b/rtc', node: null },
+    hop: 1,
+  }, 'a node id that is not a string is not shown');
 });

@@ -112,3 +112,22 @@ pub async fn simulcast_publisher(server: &Courier, room: &str, timeout: Duration
     tokio::time::sleep(Duration::from_millis(500)).await;
     alice
 }
+
+/// Waits until `viewer` sees `identity` join and is subscribed to `tracks` of its tracks; returns who joined.
+pub async fn wait_for_publisher(
+    viewer: &mut media_tests::client::Client,
+    identity: &str,
+    tracks: usize,
+    timeout: Duration,
+) -> media_tests::signal::ParticipantInfo {
+    use media_tests::client::ClientEvent;
+    let joined = viewer
+        .wait_for_event(timeout, |e| matches!(e, ClientEvent::ParticipantJoined(p) if p.identity == identity))
+        .await
+        .unwrap_or_else(|e| panic!("{identity} joins: {e}"));
+    let ClientEvent::ParticipantJoined(who) = joined else { unreachable!("the predicate matched ParticipantJoined") };
+    for _ in 0..tracks {
+        viewer.wait_for_event(timeout, |e| matches!(e, ClientEvent::TrackSubscribed(_))).await.expect("subscribed");
+    }
+    who
+}
