@@ -291,15 +291,20 @@ impl Server {
             None => None,
         };
         let webhooks = webhook::Webhooks::start(&config.webhooks, store.clone(), &outbound)?;
-        let cluster = match &config.cluster {
-            Some(c) => Some(
-                cluster::Cluster::connect(c.clone(), hub.clone(), store.clone(), std::time::Duration::from_secs(10))
-                    .await?,
-            ),
-            None => None,
-        };
         // The hub fans messages out first; then the cluster's bus publishes them to the other nodes; then the
         // webhooks queue message_sent / message_recalled (once in a cluster: only the committing node hears it).
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP {}", config.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let c = c.clone().bound(http_addr, config.tls.is_some());
+                let wait = std::time::Duration::from_secs(10);
+                Some(cluster::Cluster::connect(c, hub.clone(), store.clone(), wait).await?)
+            }
+            None => None,
+        };
         let mut listeners: Vec<Arc<dyn courier_chat::store::CommitListener>> = vec![hub.clone()];
         if let Some(c) = &cluster {
             listeners.push(c.clone());
@@ -312,10 +317,6 @@ impl Server {
         } else {
             store.set_listener(Arc::new(listeners));
         }
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("binding HTTP {}", config.http_addr))?;
-        let http_addr = listener.local_addr()?;
         let tls = match &config.tls {
             Some(t) => Some(tls::CertFiles::load(&t.cert_file, &t.key_file).context("loading the TLS certificate")?),
             None => None,

@@ -475,3 +475,165 @@ fn chat_across_nodes_survives_cuts_a_killed_node_and_a_redis_restart() {
         assert!(reports.iter().map(|r| r.stats.disconnects).sum::<u64>() >= 2, "the faults reached the clients");
     });
 }
+
+// ------------------------------------------------------------------------------------------------ benchmarks
+//
+// On demand, not in CI (numbers go to docs/benchmarks.md, "Cluster"); needs the test Redis and PostgreSQL:
+//
+//   COURIER_TEST_REDIS_URL=… COURIER_TEST_POSTGRES_URL=… \
+//   cargo test --release -p signaling --test cluster -- --ignored --nocapture --test-threads 1
+
+/// Redis's own counters: (commands processed, bytes in + out).
+async fn redis_counters(url: &str) -> (u64, u64) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO").arg("stats").query_async(&mut conn).await.unwrap();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("total_commands_processed"), field("total_net_input_bytes") + field("total_net_output_bytes"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Send `n` direct messages from `from` to `to`, paced at `per_sec`; the send→receive latency at `to` of each, ms.
+async fn dm_latencies(from: &mut Ws, to: &mut Ws, peer: &str, tag: &str, n: usize, per_sec: u64) -> Vec<f64> {
+    let mut sent = std::collections::HashMap::new();
+    let mut lat = Vec::with_capacity(n);
+    let gap = Duration::from_micros(1_000_000 / per_sec);
+    let mut next = tokio::time::Instant::now();
+    let mut i = 0;
+    while lat.len() < n {
+        if i < n && tokio::time::Instant::now() >= next {
+            let cid = format!("{tag}-{i}");
+            let m = json!({"type": "chat_send", "to": peer, "client_id": cid, "payload": {"i": i}});
+            sent.insert(cid, std::time::Instant::now());
+            from.send(Message::Text(m.to_string().into())).await.unwrap();
+            i += 1;
+            next += gap;
+        }
+        tokio::select! {
+            f = to.next() => {
+                let Some(Ok(Message::Text(t))) = f else { panic!("receiver closed") };
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "chat_message" {
+                    if let Some(at) = v["client_id"].as_str().and_then(|c| sent.get(c)) {
+                        lat.push(at.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            f = from.next() => { let _ = f; }
+            _ = tokio::time::sleep_until(next) => {}
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    lat
+}
+
+#[test]
+#[ignore]
+fn bench_cross_node_chat_latency_and_redis_cost() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let Some(c) = Cluster::start("bench", 8).await else { return };
+        let redis_url = c.setups[0].redis_url.clone();
+        // alice and carol on one node, bob on another (their own rooms, joined where each connects).
+        let (mut alice, _, at_a, _) = join(&c.url(0), &token("bench-a", "alice")).await.unwrap();
+        let (mut carol, _, at_c, _) = join(&c.url(0), &token("bench-c", "carol")).await.unwrap();
+        let (mut bob, _, at_b, _) = join(&c.url(1), &token("bench-b", "bob")).await.unwrap();
+        assert_eq!(at_a, at_c);
+        assert_ne!(at_a, at_b);
+        const N: usize = 2000;
+        for rate in [200u64, 1000] {
+            let same = dm_latencies(&mut alice, &mut carol, "carol", &format!("same{rate}"), N, rate).await;
+            let cross = dm_latencies(&mut alice, &mut bob, "bob", &format!("cross{rate}"), N, rate).await;
+            println!(
+                "DM delivery at {rate}/s, {N} messages: same node p50 {:.2} ms p99 {:.2} ms; other node p50 {:.2} ms p99 {:.2} ms",
+                percentile(&same, 0.5), percentile(&same, 0.99), percentile(&cross, 0.5), percentile(&cross, 0.99)
+            );
+        }
+        // Redis cost per message: commands and bytes with the cluster idle (heartbeats only) subtracted.
+        let (c0, b0) = redis_counters(&redis_url).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (c1, b1) = redis_counters(&redis_url).await;
+        let idle = ((c1 - c0) as f64 / 5.0, (b1 - b0) as f64 / 5.0);
+        let start = std::time::Instant::now();
+        let _ = dm_latencies(&mut alice, &mut bob, "bob", "cost", N, 1000).await;
+        let secs = start.elapsed().as_secs_f64();
+        let (c2, b2) = redis_counters(&redis_url).await;
+        let per_msg_cmds = ((c2 - c1) as f64 - idle.0 * secs) / N as f64;
+        let per_msg_bytes = ((b2 - b1) as f64 - idle.1 * secs) / N as f64;
+        println!("idle cluster (3 nodes): {:.1} Redis commands/s, {:.0} bytes/s", idle.0, idle.1);
+        println!("per cross-node direct message: {per_msg_cmds:.2} Redis commands, {per_msg_bytes:.0} bytes");
+        // Per join (and its leave): joins through the room's node, no redirect.
+        const J: usize = 200;
+        let (c3, b3) = redis_counters(&redis_url).await;
+        let start = std::time::Instant::now();
+        for i in 0..J {
+            let (mut ws, _, _, _) = join(&at_a, &token("bench-a", &format!("j{i}"))).await.unwrap();
+            let _ = ws.close(None).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(1500)).await; // presence is written by the next heartbeat
+        let secs = secs + 1.5;
+        let (c4, b4) = redis_counters(&redis_url).await;
+        println!(
+            "per join (and leave): {:.2} Redis commands, {:.0} bytes",
+            ((c4 - c3) as f64 - idle.0 * secs) / J as f64,
+            ((b4 - b3) as f64 - idle.1 * secs) / J as f64
+        );
+    });
+}
+
+#[test]
+#[ignore]
+fn bench_three_node_join_storm() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let Some(c) = Cluster::start("storm", 9).await else { return };
+        const ROOMS: usize = 30;
+        const PER_ROOM: usize = 10;
+        let urls: Vec<String> = (0..3).map(|i| c.url(i)).collect();
+        let start = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..ROOMS * PER_ROOM {
+            let url = urls[i % 3].clone();
+            let t = token(&format!("storm-{}", i % ROOMS), &format!("u{i}"));
+            tasks.push(tokio::spawn(async move {
+                let t0 = std::time::Instant::now();
+                let r = join(&url, &t).await;
+                (r.map(|(ws, _, at, hops)| (ws, at, hops)), t0.elapsed().as_secs_f64() * 1000.0)
+            }));
+        }
+        let mut times = Vec::new();
+        let mut hops = 0;
+        let mut keep = Vec::new();
+        let mut rooms_on: std::collections::HashMap<String, usize> = Default::default();
+        for t in tasks {
+            let (r, ms) = t.await.unwrap();
+            let (ws, at, h) = r.expect("every join gets in");
+            hops += h;
+            *rooms_on.entry(at).or_default() += 1;
+            times.push(ms);
+            keep.push(ws);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "join storm: {} joins into {ROOMS} rooms through 3 nodes in {secs:.2} s = {:.0} joins/s; join p50 {:.1} ms p99 {:.1} ms; {hops} redirects; members per node {:?}",
+            ROOMS * PER_ROOM,
+            (ROOMS * PER_ROOM) as f64 / secs,
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            rooms_on.values().collect::<Vec<_>>()
+        );
+    });
+}

@@ -98,12 +98,14 @@ process.on('exit', () => {
  * @param {string} name
  * @param {string} bin
  * @param {string[]} args
+ * @param {string} [cwd]
+ * @param {Record<string, string>} [env]  added to this process's environment
  */
-export function startProcess(name, bin, args, cwd = undefined) {
+export function startProcess(name, bin, args, cwd = undefined, env = {}) {
   const logStream = fs.createWriteStream(path.join(ARTIFACTS, `${name}.log`));
   const log = { write: (/** @type {string} */ s) => logStream.writableEnded || logStream.write(s) };
   log.write(`$ ${bin} ${args.join(' ')}\n`);
-  const child = spawn(bin, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_BACKTRACE: '1', ...process.env } });
+  const child = spawn(bin, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_BACKTRACE: '1', ...process.env, ...env } });
   children.add(child);
   /** @type {string[]} */
   const lines = [];
@@ -191,8 +193,9 @@ export function requireExecutable(file, what) {
  * `courier serve` on ephemeral ports in a scratch directory, serving this web-demo, with the test API key.
  * Resolves once it prints COURIER_READY.
  * @param {string} name  log file name in test-artifacts/
+ * @param {Record<string, string>} [env]  extra environment (e.g. a cluster's COURIER_CLUSTER_*)
  */
-export async function startCourier(name) {
+export async function startCourier(name, env = {}) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   requireExecutable(COURIER_BIN, 'COURIER_BIN');
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`));
@@ -203,6 +206,7 @@ export async function startCourier(name) {
       ['serve', '--http-addr', httpAddr, '--udp-addr', '127.0.0.1:0', '--keys', `${API_KEY}:${API_SECRET}`]
         .concat(['--web-root', WEB_DEMO, '--data-dir', path.join(scratch, 'data')]),
       scratch,
+      env,
     );
   let server = launch('127.0.0.1:0', name);
   const stop = async () => {

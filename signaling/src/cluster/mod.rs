@@ -84,6 +84,7 @@ impl RawClusterConfig {
         {
             bail!("cluster node_id must be 1 to 64 characters of [A-Za-z0-9._-], not {node_id:?}");
         }
+        let advertise_default = self.advertise_url.is_none() && http_addr.port() == 0;
         let advertise_url = match self.advertise_url {
             Some(u) => u,
             None => {
@@ -105,7 +106,7 @@ impl RawClusterConfig {
         if region.is_empty() || region.len() > 64 {
             bail!("cluster region must be 1 to 64 characters");
         }
-        Ok(Some(ClusterConfig { redis_url, node_id, advertise_url, region }))
+        Ok(Some(ClusterConfig { redis_url, node_id, advertise_url, region, advertise_default }))
     }
 }
 
@@ -116,6 +117,19 @@ pub struct ClusterConfig {
     pub node_id: String,
     pub advertise_url: String,
     pub region: String,
+    /// `advertise_url` is the default of an ephemeral `http_addr` (port 0): the server puts the bound port in.
+    pub advertise_default: bool,
+}
+
+impl ClusterConfig {
+    /// The configuration with the port the HTTP listener actually bound, when the default URL had none.
+    pub fn bound(mut self, http_addr: std::net::SocketAddr, tls: bool) -> ClusterConfig {
+        if self.advertise_default {
+            self.advertise_url = format!("{}://{http_addr}/rtc", if tls { "wss" } else { "ws" });
+            self.advertise_default = false;
+        }
+        self
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,129 @@
+//! Media in a cluster (issue 18): three real `courier` nodes sharing the test Redis (`COURIER_TEST_REDIS_URL`) and
+//! PostgreSQL (`COURIER_TEST_POSTGRES_URL`), started by scripts/test.sh. Native clients (webrtc-rs) that join the
+//! same room through different nodes end on the one node that hosts it and receive each other; when that node is
+//! SIGKILLed, they join again through a surviving node, the room is placed again and media flows again. The time
+//! from the kill to the first complete frame is printed (docs/benchmarks.md, "Cluster"); the test bounds it only
+//! loosely, it is a number, not a timed test.
+
+mod courier;
+
+use std::time::{Duration, Instant};
+
+use courier::{courier_bin, KEY, SECRET};
+use media_tests::client::{Client, ClientEvent, ClientOptions};
+use media_tests::report::Report;
+use media_tests::server::CourierProcess;
+use media_tests::signal::MediaKind;
+
+const T: Duration = Duration::from_secs(10);
+
+/// The test Redis and PostgreSQL, or `None` outside CI.
+fn backends() -> Option<(String, String)> {
+    match (std::env::var("COURIER_TEST_REDIS_URL"), std::env::var("COURIER_TEST_POSTGRES_URL")) {
+        (Ok(r), Ok(p)) => {
+            // A database of its own in the shared Redis (the signaling cluster tests use 1..=4).
+            let r = format!("{}/6", r.rsplit_once('/').map_or(r.as_str(), |(b, _)| b));
+            Some((r, p))
+        }
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "CI must run the cluster media test (Redis, PostgreSQL)");
+            eprintln!("skipped: COURIER_TEST_REDIS_URL or COURIER_TEST_POSTGRES_URL not set");
+            None
+        }
+    }
+}
+
+fn node(id: &str, redis: &str, postgres: &str) -> CourierProcess {
+    let env = [
+        ("COURIER_CLUSTER_REDIS_URL", redis),
+        ("COURIER_CLUSTER_NODE_ID", id),
+        ("COURIER_CLUSTER_REGION", "test"),
+        ("COURIER_CHAT_STORE", "postgres"),
+        ("COURIER_CHAT_POSTGRES_URL", postgres),
+    ];
+    CourierProcess::start(&courier_bin(), KEY, SECRET, &env).expect("a cluster node starts")
+}
+
+fn both() -> ClientOptions {
+    ClientOptions::publishing(&[MediaKind::Audio, MediaKind::Video])
+}
+
+fn complete_from(r: &Report, from: &str) -> (u64, f64) {
+    let Some(v) = r.video().find(|v| v.participant_id == from) else { return (0, 0.0) };
+    assert_eq!(v.frames_corrupt, 0, "{v:?}");
+    (v.frames_received, v.frames_complete as f64 / (v.frames_received + v.frames_missing).max(1) as f64)
+}
+
+/// Join `room` as `identity` through the first of `urls` that lets it in (a dead node refuses at once).
+async fn join_any(urls: &[String], token: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        for url in urls {
+            if let Ok(c) = Client::connect(url, token, both()).await {
+                return c;
+            }
+        }
+        assert!(Instant::now() < deadline, "no node let the client in within 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_joined_through_any_node_lives_on_one_and_comes_back_after_its_node_dies() {
+    let Some((redis, postgres)) = backends() else { return };
+    let suffix = std::process::id();
+    let mut nodes: Vec<Option<CourierProcess>> =
+        ["a", "b", "c"].iter().map(|n| Some(node(&format!("media-{n}-{suffix}"), &redis, &postgres))).collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.as_ref().unwrap().url.clone()).collect();
+    let room = format!("cluster-media-{suffix}");
+    let token = |who: &str| nodes[0].as_ref().unwrap().token(&room, who).expect("token");
+    let (alice_token, bob_token) = (token("alice"), token("bob"));
+    // The registry fills within a heartbeat; until then a node places rooms on itself, which is fine too.
+    let mut alice = Client::connect(&urls[0], &alice_token, both()).await.expect("alice joins through node a");
+    let mut bob = Client::connect(&urls[2], &bob_token, both()).await.expect("bob joins through node c");
+    assert_eq!(alice.url(), bob.url(), "both end on the room's node");
+    let host = urls.iter().position(|u| u == alice.url()).expect("a node of the cluster");
+    println!("room on node {host}; alice redirected: {:?}, bob redirected: {:?}", alice.node(), bob.node());
+    for c in [&mut alice, &mut bob] {
+        c.wait_connected(T).await.expect("media connected");
+        for _ in 0..2 {
+            c.wait_for_event(T, |e| matches!(e, ClientEvent::TrackSubscribed(_))).await.expect("subscribed");
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alice_id = alice.participant_id().to_owned();
+    let rb = bob.stats();
+    let (frames, complete) = complete_from(&rb, &alice_id);
+    assert!(frames >= 60 && complete >= 0.99, "bob before the kill: {frames} frames, {complete:.3} complete");
+
+    // The room's node dies: both join again through the nodes that are left.
+    let killed = Instant::now();
+    drop(nodes[host].take());
+    drop(alice);
+    drop(bob);
+    let left: Vec<String> = (0..3).filter(|i| *i != host).map(|i| urls[i].clone()).collect();
+    let alice = join_any(&left, &alice_token).await;
+    let bob = join_any(&left[1..].iter().chain(&left[..1]).cloned().collect::<Vec<_>>(), &bob_token).await;
+    assert_eq!(alice.url(), bob.url(), "the room was placed again, on one node");
+    assert_ne!(alice.url(), urls[host]);
+    let alice_id = alice.participant_id().to_owned();
+    // Back: the first complete frame of alice's new publication at bob.
+    let deadline = killed + Duration::from_secs(20);
+    let back = loop {
+        let (frames, _) = complete_from(&bob.stats(), &alice_id);
+        if frames > 0 {
+            break killed.elapsed();
+        }
+        assert!(Instant::now() < deadline, "no frame from alice within 20 s of the kill");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("failover: SIGKILL of the room's node to bob's first frame from alice again: {} ms", back.as_millis());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bob_id = bob.participant_id().to_owned();
+    let rb = bob.leave().await.expect("bob leaves");
+    let ra = alice.leave().await.expect("alice leaves");
+    let (frames, complete) = complete_from(&rb, &alice_id);
+    assert!(frames >= 60 && complete >= 0.99, "bob after the failover: {frames} frames, {complete:.3} complete");
+    let (frames, complete) = complete_from(&ra, &bob_id);
+    assert!(frames >= 60 && complete >= 0.99, "alice after the failover: {frames} frames, {complete:.3} complete");
+}
