@@ -511,6 +511,8 @@ async fn dm_latencies(from: &mut Ws, to: &mut Ws, peer: &str, tag: &str, n: usiz
     let gap = Duration::from_micros(1_000_000 / per_sec);
     let mut next = tokio::time::Instant::now();
     let mut i = 0;
+    // Both sides say something now and then (a member silent for 30 s is closed).
+    let mut keepalive = tokio::time::interval(Duration::from_secs(5));
     while lat.len() < n {
         if i < n && tokio::time::Instant::now() >= next {
             let cid = format!("{tag}-{i}");
@@ -531,6 +533,11 @@ async fn dm_latencies(from: &mut Ws, to: &mut Ws, peer: &str, tag: &str, n: usiz
                 }
             }
             f = from.next() => { let _ = f; }
+            _ = keepalive.tick() => {
+                for ws in [&mut *from, &mut *to] {
+                    ws.send(Message::Text(json!({"type": "ping", "ts": 0}).to_string().into())).await.unwrap();
+                }
+            }
             _ = tokio::time::sleep_until(next) => {}
         }
     }
@@ -546,11 +553,19 @@ fn bench_cross_node_chat_latency_and_redis_cost() {
         let Some(c) = Cluster::start("bench", 8).await else { return };
         let redis_url = c.setups[0].redis_url.clone();
         // alice and carol on one node, bob on another (their own rooms, joined where each connects).
+        // alice and carol in one room (so on one node), bob in a room on another node.
         let (mut alice, _, at_a, _) = join(&c.url(0), &token("bench-a", "alice")).await.unwrap();
-        let (mut carol, _, at_c, _) = join(&c.url(0), &token("bench-c", "carol")).await.unwrap();
-        let (mut bob, _, at_b, _) = join(&c.url(1), &token("bench-b", "bob")).await.unwrap();
+        let (mut carol, _, at_c, _) = join(&c.url(0), &token("bench-a", "carol")).await.unwrap();
         assert_eq!(at_a, at_c);
-        assert_ne!(at_a, at_b);
+        let mut other = None;
+        for k in 0..20 {
+            let (ws, _, at, _) = join(&c.url(1 + k % 2), &token(&format!("bench-b{k}"), "bob")).await.unwrap();
+            if at != at_a {
+                other = Some((ws, at));
+                break;
+            }
+        }
+        let (mut bob, _at_b) = other.expect("a room for bob on another node");
         const N: usize = 2000;
         for rate in [200u64, 1000] {
             let same = dm_latencies(&mut alice, &mut carol, "carol", &format!("same{rate}"), N, rate).await;
@@ -562,6 +577,9 @@ fn bench_cross_node_chat_latency_and_redis_cost() {
         }
         // Redis cost per message: commands and bytes with the cluster idle (heartbeats only) subtracted.
         let (c0, b0) = redis_counters(&redis_url).await;
+        for ws in [&mut alice, &mut bob, &mut carol] {
+            ws.send(Message::Text(json!({"type": "ping", "ts": 0}).to_string().into())).await.unwrap();
+        }
         tokio::time::sleep(Duration::from_secs(5)).await;
         let (c1, b1) = redis_counters(&redis_url).await;
         let idle = ((c1 - c0) as f64 / 5.0, (b1 - b0) as f64 / 5.0);
@@ -605,7 +623,8 @@ fn bench_three_node_join_storm() {
         let start = std::time::Instant::now();
         let mut tasks = Vec::new();
         for i in 0..ROOMS * PER_ROOM {
-            let url = urls[i % 3].clone();
+            // Members of one room arrive through different nodes (all but the room's own are redirected).
+            let url = urls[(i / ROOMS) % 3].clone();
             let t = token(&format!("storm-{}", i % ROOMS), &format!("u{i}"));
             tasks.push(tokio::spawn(async move {
                 let t0 = std::time::Instant::now();

@@ -19,6 +19,10 @@ pub enum Placement {
     Unavailable,
 }
 
+/// How much a room placed since the last heartbeat adds to its node's load (as participants): a new room brings a
+/// few members, and without it every room placed within one heartbeat would go to the same node.
+pub const NEW_ROOM_WEIGHT: usize = 3;
+
 /// A node's score may exceed the least loaded one's by this much and still be picked when it is the node the join
 /// reached: a redirect costs the client a round trip, a participant more costs a node little.
 pub const SELF_SLACK: f64 = 2.0;
@@ -86,6 +90,18 @@ mod tests {
         let nodes = [node("b", "eu", 0), node("a", "eu", 0), node("c", "eu", 0)];
         assert_eq!(pick(&nodes, "x", "eu").as_deref(), Some("a"));
         assert_eq!(pick(&nodes, "c", "eu").as_deref(), Some("c"), "equal load: stay");
+    }
+
+    #[test]
+    fn a_burst_of_new_rooms_spreads_when_each_counts_on_its_node() {
+        let mut nodes = vec![node("a", "eu", 0), node("b", "eu", 0), node("c", "eu", 0)];
+        let mut placed = Vec::new();
+        for _ in 0..6 {
+            let id = pick(&nodes, "a", "eu").unwrap();
+            nodes.iter_mut().find(|n| n.id == id).unwrap().load.participants += NEW_ROOM_WEIGHT;
+            placed.push(id);
+        }
+        assert_eq!(placed, ["a", "b", "c", "a", "b", "c"]);
     }
 
     #[test]

@@ -233,8 +233,15 @@ impl Cluster {
         let candidate = if hosted {
             me.to_string()
         } else {
-            let nodes = self.nodes();
-            placement::choose(&nodes, me, &self.config.region).map(|n| n.id.clone()).unwrap_or_else(|| me.to_string())
+            // Chosen and counted under one lock: the room counts on its node until the next heartbeat brings real
+            // numbers, so a burst of new rooms within one heartbeat spreads instead of all going where the load
+            // looked lowest a second ago.
+            let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            let chosen = placement::choose(&nodes, me, &self.config.region).map(|n| n.id.clone());
+            if let Some(n) = chosen.as_ref().and_then(|id| nodes.iter_mut().find(|n| n.id == *id)) {
+                n.load.participants += placement::NEW_ROOM_WEIGHT;
+            }
+            chosen.unwrap_or_else(|| me.to_string())
         };
         self.place_on(room, candidate, hosted).await
     }
