@@ -29,7 +29,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     if state.config.dev {
         limited = limited.route("/dev/token", get(dev_token));
     }
-    limited = limited.merge(crate::admin::router());
+    // In a cluster, requests about a room another node hosts go there (after this node's rate limits).
+    let admin =
+        crate::admin::router().layer(axum::middleware::from_fn_with_state(state.clone(), crate::cluster::forward::layer));
+    limited = limited.merge(admin);
     r = r.merge(crate::ops::limited(limited, &state));
     match &state.config.web_root {
         WebRoot::Embedded => r = r.fallback(crate::web_demo::serve),

@@ -301,7 +301,7 @@ impl Server {
             Some(c) => {
                 let c = c.clone().bound(http_addr, config.tls.is_some());
                 let wait = std::time::Duration::from_secs(10);
-                Some(cluster::Cluster::connect(c, hub.clone(), store.clone(), wait).await?)
+                Some(cluster::Cluster::connect(c, hub.clone(), store.clone(), outbound.clone(), wait).await?)
             }
             None => None,
         };

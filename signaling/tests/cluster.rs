@@ -131,20 +131,28 @@ fn api_token() -> String {
             can_chat: false,
             room_list: true,
             room_admin: true,
+            room_create: true,
             ..TokenRequest::new("*", "backend")
         },
     )
 }
 
 async fn api_get(http: &str, path: &str) -> (u16, Value) {
+    api(http, "GET", path, None).await
+}
+
+/// One admin API call with the all-rooms admin token: (status, JSON body or `null`); status 0 on no answer.
+async fn api(http: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     use http_body_util::{BodyExt, Full};
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<axum::body::Bytes>>();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = hyper::Request::builder()
-        .method("GET")
+        .method(method)
         .uri(format!("{http}{path}"))
         .header("authorization", format!("Bearer {}", api_token()))
-        .body(Full::new(axum::body::Bytes::new()))
+        .header("content-type", "application/json")
+        .body(Full::new(axum::body::Bytes::from(body)))
         .unwrap();
     match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
         Ok(Ok(res)) => {
@@ -274,6 +282,52 @@ fn joins_through_any_node_end_on_the_rooms_node() {
 }
 
 #[test]
+fn the_admin_api_on_any_node_acts_on_any_room() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let Some(c) = Cluster::start("admin", 5).await else { return };
+        let http = |i: usize| c.setups[i].http();
+        // Created through node a: it lives there.
+        let (status, created) = api(&http(0), "POST", "/api/v1/rooms", Some(json!({"name": "board"}))).await;
+        assert_eq!(status, 201, "{created}");
+        let (status, _) = api(&http(1), "POST", "/api/v1/rooms", Some(json!({"name": "board"}))).await;
+        assert_eq!(status, 409, "the name is taken in the whole cluster");
+        // A member joins through node c and is redirected to node a.
+        let (mut ws, _, at, hops) = join(&c.url(2), &token("board", "erin")).await.unwrap();
+        assert_eq!((at.as_str(), hops), (c.url(0).as_str(), 1));
+        // Any node answers about the room, its participants, and acts on them.
+        for i in 0..3 {
+            let (status, room) = api_get(&http(i), "/api/v1/rooms/board").await;
+            assert_eq!((status, room["name"].as_str()), (200, Some("board")), "node {i}: {room}");
+            let (status, list) = api_get(&http(i), "/api/v1/rooms/board/participants").await;
+            let who: Vec<&str> =
+                list["participants"].as_array().unwrap().iter().filter_map(|p| p["identity"].as_str()).collect();
+            assert_eq!((status, who), (200, vec!["erin"]), "node {i}");
+        }
+        // Room lists are cluster-wide: a room on node b shows up on node c's list too.
+        let (_other, _, at_b, _) = join(&c.url(1), &token("elsewhere", "finn")).await.unwrap();
+        assert_ne!(at_b, c.url(0), "finn's room is on another node than board");
+        let (status, rooms) = api_get(&http(2), "/api/v1/rooms").await;
+        let mut names: Vec<&str> =
+            rooms["rooms"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+        names.sort();
+        assert_eq!((status, names), (200, vec!["board", "elsewhere"]), "{rooms}");
+        // A system message sent through node b reaches erin on node a; removing her through node b closes her socket.
+        let (status, sent) =
+            api(&http(1), "POST", "/api/v1/rooms/board/messages", Some(json!({"payload": {"text": "hello"}}))).await;
+        assert_eq!(status, 201, "{sent}");
+        let m = recv_type(&mut ws, "chat_message", Duration::from_secs(5)).await.unwrap();
+        assert_eq!(m["payload"]["text"], "hello");
+        let (status, _) = api(&http(1), "DELETE", "/api/v1/rooms/board/participants/erin", None).await;
+        assert_eq!(status, 204);
+        assert_eq!(close_code(&mut ws).await, Some(4010));
+        // A room nobody hosts is not found, wherever asked.
+        let (status, _) = api_get(&http(2), "/api/v1/rooms/nowhere").await;
+        assert_eq!(status, 404);
+    });
+}
+
+#[test]
 fn direct_messages_cross_nodes_once_and_in_order() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     runtime().block_on(async {
@@ -331,6 +385,72 @@ fn direct_messages_cross_nodes_once_and_in_order() {
         alice.send(Message::Text(typing.to_string().into())).await.unwrap();
         let t = recv_type(&mut bob, "chat_typing", Duration::from_secs(5)).await.unwrap();
         assert_eq!(t["identity"], "alice");
+    });
+}
+
+fn redis_sh(cmd: &str, dir: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/redis.sh");
+    let out = std::process::Command::new("bash").arg(script).arg(cmd).arg(dir).output().unwrap();
+    assert!(out.status.success(), "redis.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Redis gone for a while: rooms a node hosts keep working (joins, chat), what needs Redis is refused with a
+/// retryable error, and when Redis comes back (empty) the nodes fill it again and the messages committed meanwhile
+/// reach the members on other nodes.
+#[test]
+fn redis_down_for_a_while_costs_time_never_a_message() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let Some(c) = Cluster::start("outage", 10).await else { return };
+        let Ok(dir) = std::env::var("COURIER_TEST_REDIS_DIR") else {
+            assert!(std::env::var_os("CI").is_none(), "CI sets COURIER_TEST_REDIS_DIR");
+            eprintln!("skipped: COURIER_TEST_REDIS_DIR not set");
+            return;
+        };
+        let (mut alice, _, at_a, _) = join(&c.url(0), &token("outage-a", "alice")).await.unwrap();
+        let mut other = None;
+        for k in 0..20 {
+            let (ws, _, at, _) = join(&c.url(1 + k % 2), &token(&format!("outage-b{k}"), "bob")).await.unwrap();
+            if at != at_a {
+                other = Some(ws);
+                break;
+            }
+        }
+        let mut bob = other.expect("a room for bob on another node");
+        redis_sh("stop", &dir);
+        // Chat goes on (PostgreSQL): alice's messages are acknowledged.
+        for i in 0..5 {
+            let m = json!({"type": "chat_send", "to": "bob", "client_id": format!("outage-{i}"), "payload": {"n": i}});
+            alice.send(Message::Text(m.to_string().into())).await.unwrap();
+        }
+        for _ in 0..5 {
+            recv_type(&mut alice, "chat_ack", Duration::from_secs(10)).await.unwrap();
+        }
+        // A room this node hosts is joined; a room that needs placing is refused, retryably.
+        let (_carl, joined, at, _) = join(&at_a, &token("outage-a", "carl")).await.unwrap();
+        assert_eq!((joined["room"].as_str(), at.as_str()), (Some("outage-a"), at_a.as_str()));
+        let (mut ws, _) = tokio_tungstenite::connect_async(c.url(0).as_str()).await.unwrap();
+        let join_msg = json!({"type": "join", "v": 1, "token": token("outage-new", "dora")}).to_string();
+        ws.send(Message::Text(join_msg.into())).await.unwrap();
+        let refused = next_json(&mut ws, Duration::from_secs(5)).await.expect("an answer");
+        assert_eq!(refused["code"], "cluster_unavailable", "{refused}");
+        assert_eq!(close_code(&mut ws).await, Some(1013));
+        // Redis comes back, empty.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        redis_sh("restart", &dir);
+        c.wait_for_nodes(3).await;
+        // What alice sent meanwhile reaches bob on his node (a head notice, then the store), once and in order.
+        let mut seqs = Vec::new();
+        while seqs.len() < 5 {
+            let m = recv_type(&mut bob, "chat_message", Duration::from_secs(10)).await.unwrap_or_else(|e| {
+                panic!("bob got {seqs:?}: {e}\n{}", c.logs());
+            });
+            seqs.push(m["seq"].as_u64().unwrap());
+        }
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        // And new rooms are placed again.
+        let (_dora, joined, _, _) = join(&c.url(0), &token("outage-new", "dora")).await.unwrap();
+        assert_eq!(joined["room"], "outage-new");
     });
 }
 

@@ -158,6 +158,14 @@ async fn api_grant_matrix() {
             grant: |r| r.room_create = true,
         },
         ApiCase { op: "listRooms", method: "GET", path: "/api/v1/rooms", body: None, grant: |r| r.room_list = true },
+        ApiCase { op: "listNodes", method: "GET", path: "/api/v1/nodes", body: None, grant: |r| r.room_list = true },
+        ApiCase {
+            op: "getPresence",
+            method: "GET",
+            path: "/api/v1/identities/alice/presence",
+            body: None,
+            grant: |r| r.room_list = true,
+        },
         ApiCase { op: "getRoom", method: "GET", path: "/api/v1/rooms/g", body: None, grant: |r| r.room_list = true },
         ApiCase {
             op: "listParticipants",

@@ -33,6 +33,8 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 const PUBLISH_QUEUE: usize = 16_384;
 /// Most publications sent in one pipeline.
 const PUBLISH_BATCH: usize = 256;
+/// How many heartbeats a head notice is published on after an outage.
+const NOTICE_REPEATS: u32 = 5;
 /// A room this node placed but does not have (yet) keeps its placement this long before it is released.
 const PLACEMENT_GRACE: Duration = Duration::from_secs(10);
 
@@ -110,6 +112,8 @@ pub struct Cluster {
     sub_rx: Mutex<Option<mpsc::UnboundedReceiver<SubCmd>>>,
     hub: Arc<Hub<Utf8Bytes>>,
     store: Arc<dyn ChatStore>,
+    /// For admin requests forwarded to other nodes.
+    http: crate::outbound::HttpClient,
     pub stats: ClusterStats,
 }
 
@@ -138,6 +142,7 @@ impl Cluster {
         config: ClusterConfig,
         hub: Arc<Hub<Utf8Bytes>>,
         store: Arc<dyn ChatStore>,
+        http: crate::outbound::HttpClient,
         connect_for: Duration,
     ) -> anyhow::Result<Arc<Cluster>> {
         use anyhow::Context;
@@ -182,6 +187,7 @@ impl Cluster {
             sub_rx: Mutex::new(Some(sub_rx)),
             hub,
             store,
+            http,
             stats: ClusterStats::default(),
         }))
     }
@@ -297,6 +303,26 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// The HTTP client for requests to other nodes.
+    pub fn http(&self) -> &crate::outbound::HttpClient {
+        &self.http
+    }
+
+    /// The live node `room` lives on, as (id, WebSocket URL); `None` when it is not placed or its node is gone.
+    pub async fn owner(&self, room: &str) -> Result<Option<(String, String)>, String> {
+        let mut conn = self.conn.clone();
+        let owner: Option<String> =
+            timed(redis::cmd("GET").arg(registry::room_key(room)).query_async(&mut conn)).await.inspect_err(|e| {
+                self.failed("reading a room's node", e);
+            })?;
+        let Some(owner) = owner else { return Ok(None) };
+        let url = match self.node_url(&owner) {
+            Some(u) => Some(u),
+            None => self.read_node(&owner).await.map(|n| n.url),
+        };
+        Ok(url.map(|u| (owner, u)))
     }
 
     async fn read_node(&self, id: &str) -> Option<NodeInfo> {
@@ -742,14 +768,17 @@ async fn publisher_task(
     let mut batch: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
     let mut retry = tokio::time::interval(HEARTBEAT);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Head notices still to be repeated: (conversation, payload, last number, repeats left).
+    let mut repeat: Vec<(ConversationId, String, u64, u32)> = Vec::new();
     loop {
+        let mut retried = false;
         tokio::select! {
             n = rx.recv_many(&mut batch, PUBLISH_BATCH) => {
                 if n == 0 {
                     return;
                 }
             }
-            _ = retry.tick() => {}
+            _ = retry.tick() => retried = true,
             _ = stopped(&mut shutdown) => {
                 // Publish what is queued (the last commits before the drain), then stop.
                 while let Ok(o) = rx.try_recv() {
@@ -759,16 +788,24 @@ async fn publisher_task(
                 return;
             }
         }
-        // Head notices for what could not be published while Redis was away.
+        // Head notices for what could not be published while Redis was away. Each is published again on the next
+        // few heartbeats: the other nodes' subscriptions come back at their own pace after an outage, and a notice
+        // heard twice costs nothing (the catch-up drops what a node has).
         if cluster.reachable() {
             let notices = cluster.unpublished.lock().map(|mut u| u.take(&cluster.config.node_id)).unwrap_or_default();
             for (c, msg) in notices {
-                let payload = msg.encode();
                 let BusMsg::Head { last, .. } = msg else { continue };
-                for channel in bus::channels_of(&c) {
-                    batch.push(Outgoing { channel, payload: payload.clone(), committed: Some((c.clone(), last)) });
-                }
+                repeat.push((c, msg.encode(), last, NOTICE_REPEATS));
             }
+        }
+        if retried {
+            for (c, payload, last, left) in repeat.iter_mut() {
+                for channel in bus::channels_of(c) {
+                    batch.push(Outgoing { channel, payload: payload.clone(), committed: Some((c.clone(), *last)) });
+                }
+                *left -= 1;
+            }
+            repeat.retain(|r| r.3 > 0);
         }
         publish(&cluster, &mut conn, &mut batch).await;
     }
