@@ -7,7 +7,7 @@
 # 5 % loss), the interop matrix (interop/run.sh, as root: Chromium, webrtc-rs, Pion, aiortc and GStreamer publish
 # and subscribe in one room for 60 s), Chromium behind firewalls (media-tests/chrome reach.mjs, as root: ICE-TCP with
 # UDP dropped, the built-in TURN over UDP, TCP and TLS, WHIP from a page and from GStreamer, WHEP, over https/wss),
-# WHIP from GStreamer to a native subscriber, and a short run of each fuzz target (scripts/fuzz.sh).
+# and WHIP from GStreamer to a native subscriber. Fuzzing runs on demand, not here (scripts/fuzz.sh [seconds]).
 # Installs what a fresh Debian machine lacks first (cmake for libopus, Chromium, the web demo's npm packages).
 # Every test binds 127.0.0.1 with ephemeral ports, or addresses inside network namespaces it creates.
 # Usage: scripts/test.sh
@@ -84,5 +84,3 @@ if [ "$(id -u)" -eq 0 ]; then
 else
     echo "skipped: needs root (a network namespace)"
 fi
-echo "== fuzz targets (briefly; a crash fails the run)"
-bash scripts/fuzz.sh 15
