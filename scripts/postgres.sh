@@ -3,6 +3,8 @@
 #
 #   scripts/postgres.sh start DIR   create a cluster in DIR, start it, print its postgres:// URL on stdout
 #   scripts/postgres.sh stop DIR    stop the server of DIR (if running); DIR itself is left for the caller
+#   scripts/postgres.sh resume DIR  start the stopped server of DIR again, same port, data kept (tests use it to
+#                                   play "PostgreSQL was down for a while")
 #
 # The server listens only on 127.0.0.1, on a free ephemeral port, with no Unix socket at all; it keeps fsync and
 # synchronous_commit on, as the store requires. Connections need the password of the superuser `courier`, which
@@ -13,7 +15,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 start DIR | stop DIR" >&2
+    echo "usage: $0 start DIR | stop DIR | resume DIR" >&2
     exit 2
 }
 [ $# -eq 2 ] || usage
@@ -138,8 +140,20 @@ stop() {
     as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >&2
 }
 
+resume() {
+    dir=$(cd "$dir" 2>/dev/null && pwd) || { echo "postgres.sh: no $dir" >&2; exit 1; }
+    [ -f "$dir/data/PG_VERSION" ] || { echo "postgres.sh: no cluster in $dir" >&2; exit 1; }
+    find_bin || {
+        echo "postgres.sh: pg_ctl not found" >&2
+        exit 1
+    }
+    owner=$(stat -c %U "$dir/data")
+    as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null
+}
+
 case "$cmd" in
 start) start ;;
 stop) stop ;;
+resume) resume ;;
 *) usage ;;
 esac

@@ -42,7 +42,9 @@ REDIS_DIR=$(mktemp -d)
 trap 'bash scripts/redis.sh stop "$REDIS_DIR" || true; rm -rf "$REDIS_DIR"
       bash scripts/postgres.sh stop "$PG_DIR" || true; rm -rf "$PG_DIR"' EXIT
 COURIER_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start "$PG_DIR")
-export COURIER_TEST_POSTGRES_URL
+# The cluster tests stop this server for a while (scripts/postgres.sh stop, then resume "$COURIER_TEST_POSTGRES_DIR").
+COURIER_TEST_POSTGRES_DIR=$PG_DIR
+export COURIER_TEST_POSTGRES_URL COURIER_TEST_POSTGRES_DIR
 # The cluster tests restart this Redis (scripts/redis.sh restart "$COURIER_TEST_REDIS_DIR": same port, emptied).
 COURIER_TEST_REDIS_URL=$(bash scripts/redis.sh start "$REDIS_DIR")
 COURIER_TEST_REDIS_DIR=$REDIS_DIR

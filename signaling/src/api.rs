@@ -30,8 +30,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         limited = limited.route("/dev/token", get(dev_token));
     }
     // In a cluster, requests about a room another node hosts go there (after this node's rate limits).
-    let admin =
-        crate::admin::router().layer(axum::middleware::from_fn_with_state(state.clone(), crate::cluster::forward::layer));
+    let admin = crate::admin::router()
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::cluster::forward::layer));
     limited = limited.merge(admin);
     r = r.merge(crate::ops::limited(limited, &state));
     match &state.config.web_root {

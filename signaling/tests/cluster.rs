@@ -454,6 +454,85 @@ fn redis_down_for_a_while_costs_time_never_a_message() {
     });
 }
 
+/// PostgreSQL gone for a while: a chat send gets a retryable error (nothing stored, nothing acknowledged), the
+/// nodes reconnect by themselves when it is back, the retry with the same `client_id` is stored once, and the member
+/// on the other node receives every message once and in order.
+#[test]
+fn postgres_down_for_a_while_costs_time_never_a_message() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let Some(c) = Cluster::start("pgdown", 11).await else { return };
+        let Ok(dir) = std::env::var("COURIER_TEST_POSTGRES_DIR") else {
+            assert!(std::env::var_os("CI").is_none(), "CI sets COURIER_TEST_POSTGRES_DIR");
+            eprintln!("skipped: COURIER_TEST_POSTGRES_DIR not set");
+            return;
+        };
+        let postgres_sh = |cmd: &str| {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/postgres.sh");
+            let out = std::process::Command::new("bash").arg(script).arg(cmd).arg(&dir).output().unwrap();
+            assert!(out.status.success(), "postgres.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let (mut alice, _, at_a, _) = join(&c.url(0), &token("pgdown-a", "alice")).await.unwrap();
+        let mut other = None;
+        for k in 0..20 {
+            let (ws, _, at, _) = join(&c.url(1 + k % 2), &token(&format!("pgdown-b{k}"), "bob")).await.unwrap();
+            if at != at_a {
+                other = Some(ws);
+                break;
+            }
+        }
+        let mut bob = other.expect("a room for bob on another node");
+        let send = |i: usize| {
+            json!({"type": "chat_send", "to": "bob", "client_id": format!("pg-{i}"), "payload": {"n": i}}).to_string()
+        };
+        // The answer to alice's send of `pg-<i>`: its ack or its error.
+        async fn answer(ws: &mut Ws, i: usize) -> Value {
+            let cid = format!("pg-{i}");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let v = next_json(ws, left).await.unwrap_or_else(|| panic!("no answer to {cid}"));
+                if (v["type"] == "chat_ack" || v["type"] == "error") && v["client_id"] == cid.as_str() {
+                    return v;
+                }
+            }
+        }
+        alice.send(Message::Text(send(0).into())).await.unwrap();
+        assert_eq!(answer(&mut alice, 0).await["type"], "chat_ack");
+        postgres_sh("stop");
+        alice.send(Message::Text(send(1).into())).await.unwrap();
+        let refused = answer(&mut alice, 1).await;
+        assert_eq!(
+            (refused["type"].as_str(), refused["code"].as_str()),
+            (Some("error"), Some("internal")),
+            "{refused}"
+        );
+        postgres_sh("resume");
+        // The client retries with the same id until it is stored (the node reconnects by itself).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let acked = loop {
+            alice.send(Message::Text(send(1).into())).await.unwrap();
+            let v = answer(&mut alice, 1).await;
+            if v["type"] == "chat_ack" {
+                break v;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not stored within 30 s of PostgreSQL's return: {v}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(acked["seq"], 2, "stored once, after the first: {acked}");
+        alice.send(Message::Text(send(2).into())).await.unwrap();
+        assert_eq!(answer(&mut alice, 2).await["seq"], 3);
+        let mut seqs = Vec::new();
+        while seqs.len() < 3 {
+            let m = recv_type(&mut bob, "chat_message", Duration::from_secs(10)).await.unwrap_or_else(|e| {
+                panic!("bob got {seqs:?}: {e}\n{}", c.logs());
+            });
+            seqs.push(m["seq"].as_u64().unwrap());
+        }
+        assert_eq!(seqs, vec![1, 2, 3], "bob: every message once, in order");
+    });
+}
+
 #[test]
 fn a_dead_nodes_room_is_placed_again() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -77,7 +77,8 @@ pub async fn layer(State(state): State<Arc<AppState>>, req: Request, next: Next)
 }
 
 fn unavailable() -> Response {
-    let body = serde_json::json!({"code": "cluster_unavailable", "message": "the room's node cannot be reached now; retry"});
+    let body =
+        serde_json::json!({"code": "cluster_unavailable", "message": "the room's node cannot be reached now; retry"});
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
@@ -115,7 +116,9 @@ async fn gather_rooms(cluster: &Arc<super::Cluster>, req: Request, next: Next) -
     }
     let (parts, body) = local.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else { return unavailable() };
-    let Ok(mut doc) = serde_json::from_slice::<Value>(&bytes) else { return Response::from_parts(parts, Body::from(bytes)) };
+    let Ok(mut doc) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
     let others: Vec<_> = cluster.nodes().into_iter().filter(|n| n.id != cluster.node_id()).collect();
     let asks = others.iter().map(|n| {
         let mut req = Request::builder().method(Method::GET).uri("/api/v1/rooms");
