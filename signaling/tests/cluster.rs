@@ -214,6 +214,19 @@ async fn close_code(ws: &mut Ws) -> Option<u16> {
     }
 }
 
+/// Join `identity` to a room of its own (`<prefix>-b<k>`, through nodes b and c in turn) that lives on another node
+/// than `not_at`: placement picks the node, so try a few rooms (at most 20).
+async fn join_elsewhere(c: &Cluster, prefix: &str, identity: &str, not_at: &str) -> Ws {
+    for k in 0..20 {
+        let room = format!("{prefix}-b{k}");
+        let (ws, _, at, _) = join(&c.url(1 + k % 2), &token(&room, identity)).await.unwrap();
+        if at != not_at {
+            return ws;
+        }
+    }
+    panic!("no room for {identity} on another node than {not_at} in 20 tries");
+}
+
 /// Wait for a frame of `ty`, skipping others.
 async fn recv_type(ws: &mut Ws, ty: &str, within: Duration) -> Result<Value, String> {
     let deadline = tokio::time::Instant::now() + within;
@@ -408,15 +421,7 @@ fn redis_down_for_a_while_costs_time_never_a_message() {
             return;
         };
         let (mut alice, _, at_a, _) = join(&c.url(0), &token("outage-a", "alice")).await.unwrap();
-        let mut other = None;
-        for k in 0..20 {
-            let (ws, _, at, _) = join(&c.url(1 + k % 2), &token(&format!("outage-b{k}"), "bob")).await.unwrap();
-            if at != at_a {
-                other = Some(ws);
-                break;
-            }
-        }
-        let mut bob = other.expect("a room for bob on another node");
+        let mut bob = join_elsewhere(&c, "outage", "bob", &at_a).await;
         redis_sh("stop", &dir);
         // Chat goes on (PostgreSQL): alice's messages are acknowledged.
         for i in 0..5 {
@@ -473,15 +478,7 @@ fn postgres_down_for_a_while_costs_time_never_a_message() {
             assert!(out.status.success(), "postgres.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
         };
         let (mut alice, _, at_a, _) = join(&c.url(0), &token("pgdown-a", "alice")).await.unwrap();
-        let mut other = None;
-        for k in 0..20 {
-            let (ws, _, at, _) = join(&c.url(1 + k % 2), &token(&format!("pgdown-b{k}"), "bob")).await.unwrap();
-            if at != at_a {
-                other = Some(ws);
-                break;
-            }
-        }
-        let mut bob = other.expect("a room for bob on another node");
+        let mut bob = join_elsewhere(&c, "pgdown", "bob", &at_a).await;
         let send = |i: usize| {
             json!({"type": "chat_send", "to": "bob", "client_id": format!("pg-{i}"), "payload": {"n": i}}).to_string()
         };
@@ -756,15 +753,7 @@ fn bench_cross_node_chat_latency_and_redis_cost() {
         let (mut alice, _, at_a, _) = join(&c.url(0), &token("bench-a", "alice")).await.unwrap();
         let (mut carol, _, at_c, _) = join(&c.url(0), &token("bench-a", "carol")).await.unwrap();
         assert_eq!(at_a, at_c);
-        let mut other = None;
-        for k in 0..20 {
-            let (ws, _, at, _) = join(&c.url(1 + k % 2), &token(&format!("bench-b{k}"), "bob")).await.unwrap();
-            if at != at_a {
-                other = Some((ws, at));
-                break;
-            }
-        }
-        let (mut bob, _at_b) = other.expect("a room for bob on another node");
+        let mut bob = join_elsewhere(&c, "bench", "bob", &at_a).await;
         const N: usize = 2000;
         for rate in [200u64, 1000] {
             let same = dm_latencies(&mut alice, &mut carol, "carol", &format!("same{rate}"), N, rate).await;

@@ -278,11 +278,7 @@ impl Cluster {
             }
             Ok(owner) => {
                 self.reachable.store(true, Ordering::Relaxed);
-                let url = match self.node_url(&owner) {
-                    Some(u) => Some(u),
-                    None => self.read_node(&owner).await.map(|n| n.url),
-                };
-                match url {
+                match self.url_of(&owner).await {
                     Some(url) => {
                         self.stats.redirects.fetch_add(1, Ordering::Relaxed);
                         Placement::There { node: owner, url }
@@ -318,11 +314,15 @@ impl Cluster {
                 self.failed("reading a room's node", e);
             })?;
         let Some(owner) = owner else { return Ok(None) };
-        let url = match self.node_url(&owner) {
+        Ok(self.url_of(&owner).await.map(|u| (owner, u)))
+    }
+
+    /// A node's WebSocket URL: from the last heartbeat's list, else from its registry key (a node that joined since).
+    async fn url_of(&self, id: &str) -> Option<String> {
+        match self.node_url(id) {
             Some(u) => Some(u),
-            None => self.read_node(&owner).await.map(|n| n.url),
-        };
-        Ok(url.map(|u| (owner, u)))
+            None => self.read_node(id).await.map(|n| n.url),
+        }
     }
 
     async fn read_node(&self, id: &str) -> Option<NodeInfo> {
@@ -707,6 +707,15 @@ async fn sync_rooms(cluster: &Cluster, state: &AppState, conn: &mut ConnectionMa
 /// Write the presence of identities whose sessions on this node changed: one JSON list per (identity, node).
 async fn sync_presence(cluster: &Cluster, state: &AppState, conn: &mut ConnectionManager) -> Result<(), String> {
     let me = &cluster.config.node_id;
+    let rewrite = cluster.rewrite_all.swap(false, Ordering::Relaxed);
+    let changed: Vec<String> = match cluster.presence_dirty.lock() {
+        Ok(mut d) => d.drain().collect(),
+        Err(_) => return Ok(()),
+    };
+    // Most heartbeats have nothing to write: the registry is not walked for them.
+    if !rewrite && changed.is_empty() {
+        return Ok(());
+    }
     let members = state.rooms.members();
     let mut by_identity: HashMap<&str, Vec<PresenceEntry>> = HashMap::new();
     for m in &members {
@@ -717,15 +726,7 @@ async fn sync_presence(cluster: &Cluster, state: &AppState, conn: &mut Connectio
             since_ms: m.joined_ms,
         });
     }
-    let rewrite = cluster.rewrite_all.swap(false, Ordering::Relaxed);
-    let dirty: Vec<String> = match cluster.presence_dirty.lock() {
-        Ok(mut d) if rewrite => {
-            d.clear();
-            by_identity.keys().map(|s| s.to_string()).collect()
-        }
-        Ok(mut d) => d.drain().collect(),
-        Err(_) => return Ok(()),
-    };
+    let dirty: Vec<String> = if rewrite { by_identity.keys().map(|s| s.to_string()).collect() } else { changed };
     if dirty.is_empty() {
         return Ok(());
     }
