@@ -606,12 +606,18 @@ async fn create_room(State(state): State<Arc<AppState>>, admin: Admin, bytes: By
         phase: summary.phase,
         created_ms: summary.created_ms,
     };
-    let store = state.room_store.clone();
-    let written = tokio::task::spawn_blocking(move || store.put(&kept)).await;
-    if let Err(e) = written.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
-        tracing::warn!(error = %e, room = %summary.name, "room not kept; creation undone");
-        state.rooms.discard(&summary.name);
-        return Err(ApiError::Internal);
+    match state.room_store.create(&kept).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // Defined on a node that is gone, and not restored anywhere yet.
+            state.rooms.discard(&summary.name);
+            return Err(ApiError::RoomExists(summary.name));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, room = %summary.name, "room not kept; creation undone");
+            state.rooms.discard(&summary.name);
+            return Err(ApiError::Internal);
+        }
     }
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }

@@ -136,6 +136,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             load(&k.head_fills),
         );
         counter("courier_cluster_redirects_total", "Joins sent to the room's node.", load(&k.redirects));
+        counter(
+            "courier_cluster_rooms_adopted_total",
+            "Defined rooms restored on this node because their node was gone.",
+            load(&k.adopted),
+        );
         counter("courier_cluster_unavailable_total", "Joins refused with cluster_unavailable.", load(&k.unavailable));
         counter(
             "courier_cluster_redis_errors_total",

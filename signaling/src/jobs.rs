@@ -163,11 +163,8 @@ fn lifecycle(state: &Arc<AppState>) {
             for (room, t) in state.rooms.tick(crate::room::now_ms()) {
                 tracing::info!(room, transition = ?t, "room lifecycle");
             }
-            let synced = tokio::task::spawn_blocking(move || state.room_store.sync(|| state.rooms.definitions()));
-            match synced.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "room store write failed; retried next tick"),
-                Err(e) => tracing::warn!(error = %e, "room store task failed"),
+            if let Err(e) = state.room_store.sync(|| state.rooms.definitions()).await {
+                tracing::warn!(error = %e, "room store write failed; retried next tick");
             }
         }),
     );
@@ -180,7 +177,17 @@ fn retention(state: &Arc<AppState>) {
         "retention",
         period,
         with_state(state, |state| async move {
-            let keep = |c: &courier_chat::ConversationId| c.as_room().is_some_and(|r| state.rooms.keeps_history(r));
+            // From the store, which in a cluster also knows the kept rooms other nodes host.
+            let kept = match state.room_store.kept_history().await {
+                Ok(kept) => kept,
+                Err(e) => {
+                    tracing::warn!(error = %e, "chat retention skipped: the kept rooms could not be read");
+                    return;
+                }
+            };
+            let keep = |c: &courier_chat::ConversationId| {
+                c.as_room().is_some_and(|r| kept.contains(r) || state.rooms.keeps_history(r))
+            };
             let now = courier_chat::clock::now_ms();
             match apply_retention(&*state.chat.store, &state.config.chat, &keep, now).await {
                 Ok((_, 0)) => {}

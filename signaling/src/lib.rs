@@ -237,6 +237,24 @@ impl StoreHandle {
 }
 
 /// Open the chat store the configuration names (SQLite in the data directory, or PostgreSQL).
+/// Open the store of API-created room definitions: the data directory's on one node, the shared PostgreSQL in a
+/// cluster ([`room_store`]).
+pub async fn open_room_store(config: &Config) -> anyhow::Result<room_store::RoomStore> {
+    use anyhow::Context;
+    match (&config.cluster, &config.chat.store) {
+        (Some(_), ChatStoreKind::Postgres { url }) => {
+            let pg = PostgresConfig { tls_roots: Some(config.outbound_roots.clone()), ..PostgresConfig::default() };
+            room_store::RoomStore::open_shared(url, pg).await.context("opening the shared room definitions")
+        }
+        _ => {
+            let path = room_store::RoomStore::path_in(&config.data_dir);
+            room_store::RoomStore::open_local(path.clone())
+                .await
+                .with_context(|| format!("opening the room store {}", path.display()))
+        }
+    }
+}
+
 pub async fn open_chat_store(config: &Config) -> anyhow::Result<(Arc<dyn ChatStore>, StoreHandle)> {
     use anyhow::Context;
     let limits = Limits { max_payload_bytes: config.chat.max_payload_bytes };
@@ -325,11 +343,9 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
         let limiters = crate::limits::Limiters::new(&config.limits, std::time::Instant::now());
-        let room_store = {
-            let path = room_store::RoomStore::path_in(&config.data_dir);
-            tokio::task::spawn_blocking(move || room_store::RoomStore::open(&path)).await??
-        };
-        let kept = room_store.load()?;
+        let room_store = open_room_store(&config).await?;
+        // One node restores every kept room now; a cluster node restores a room when it is placed here.
+        let kept = if room_store.shared() { Vec::new() } else { room_store.load().await? };
         let state = Arc::new(AppState {
             keys: Keys(config.keys.clone()),
             sfu: sfu.clone(),
@@ -421,11 +437,8 @@ impl Server {
         self.state.turn.shutdown().await;
         self.state.sfu.shutdown().await;
         // The kept rooms as they are now (the lifecycle job wrote once a second; this writes the rest).
-        let state = self.state.clone();
-        match tokio::task::spawn_blocking(move || state.room_store.sync(|| state.rooms.definitions())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "room store not synced at shutdown"),
-            Err(e) => tracing::warn!(error = %e, "room store task failed at shutdown"),
+        if let Err(e) = self.state.room_store.sync(|| self.state.rooms.definitions()).await {
+            tracing::warn!(error = %e, "room store not synced at shutdown");
         }
         // Events of the last leaves (room_finished…) get the rest of the grace to be delivered.
         self.state.webhooks.drain(left(deadline)).await;

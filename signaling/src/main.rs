@@ -202,12 +202,8 @@ fn chat_command(cmd: ChatCmd) -> anyhow::Result<()> {
                 let (store, handle) = signaling::open_chat_store(&config).await?;
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
                 // Rooms created with retention "keep" (kept by the server in its data directory) are left whole.
-                let rooms = signaling::room_store::RoomStore::open(&signaling::room_store::RoomStore::path_in(
-                    &config.data_dir,
-                ))?;
-                let keep = |c: &courier_chat::ConversationId| {
-                    c.as_room().is_some_and(|r| rooms.keeps_history(r).unwrap_or(true))
-                };
+                let kept = signaling::open_room_store(&config).await?.kept_history().await?;
+                let keep = |c: &courier_chat::ConversationId| c.as_room().is_some_and(|r| kept.contains(r));
                 let (visited, removed) = signaling::jobs::apply_retention(&*store, &config.chat, &keep, now).await?;
                 handle.close().await;
                 println!("{visited} conversations, {removed} messages removed");

@@ -184,7 +184,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
     let room = claims.video.room.clone();
     // In a cluster the room lives on one node: a join that reached another is sent there (nothing happened here).
     if let Some(cluster) = &state.cluster {
-        match cluster.place(&room, state.rooms.exists(&room)).await {
+        match cluster.place_join(&state, &room).await {
             Placement::Here => {}
             Placement::There { node, url } => {
                 debug!(room = %room, node = %node, "redirecting the join to the room's node");

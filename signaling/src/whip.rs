@@ -240,7 +240,7 @@ async fn create(
     }
     // In a cluster the room lives on one node: send the client there (RFC 9725 allows a redirect of the POST).
     if let Some(cluster) = &state.cluster {
-        match cluster.place(&claims.video.room, state.rooms.exists(&claims.video.room)).await {
+        match cluster.place_join(&state, &claims.video.room).await {
             Placement::Here => {}
             Placement::There { node, url } => {
                 let base = crate::cluster::registry::http_base(&url).unwrap_or(url);

@@ -53,6 +53,11 @@ struct Cluster {
 impl Cluster {
     /// Three nodes `<prefix>-a`, `-b`, `-c`, or `None` when Redis or PostgreSQL is not there (outside CI).
     async fn start(prefix: &str, db: u32) -> Option<Cluster> {
+        Self::start_with(prefix, db, None).await
+    }
+
+    /// [`Cluster::start`], every node sending its webhook events to `webhook`.
+    async fn start_with(prefix: &str, db: u32, webhook: Option<String>) -> Option<Cluster> {
         let redis_url = redis_database(db).await?;
         let postgres_url = common::postgres_database().await?;
         let root = tempfile::tempdir().unwrap();
@@ -65,6 +70,7 @@ impl Cluster {
                 redis_url: redis_url.clone(),
                 postgres_url: postgres_url.clone(),
                 region: "test".into(),
+                webhook: webhook.clone(),
             })
             .collect();
         let mut nodes = Vec::new();
@@ -551,6 +557,121 @@ fn a_dead_nodes_room_is_placed_again() {
         let survivor = 3 - host - second;
         let (_ws, _, at, _) = join(&c.url(survivor), &token(room, "dana")).await.unwrap();
         assert_eq!(at, c.url(survivor), "the last node takes the room");
+    });
+}
+
+/// A webhook receiver on a loopback port: its URL, and the events it got (answered 204, in arrival order).
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let got = events.clone();
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let got = got.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    got.lock().unwrap().push(v);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, events)
+}
+
+/// Item 6: a scheduled room defined through node a lives in the shared PostgreSQL. Node a is SIGKILLed before the
+/// room opens; another node adopts it (the admin API on any node finds it there), opens it on time for its member,
+/// and closes it at its end: one `room_started` (at creation) and one `room_finished` in the whole cluster.
+#[test]
+fn a_scheduled_room_opens_and_closes_once_when_its_node_dies() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let (hook_url, events) = webhook_receiver().await;
+        let Some(mut c) = Cluster::start_with("sched", 12, Some(hook_url)).await else { return };
+        let room = "crew-42";
+        let count = |event: &str| {
+            events.lock().unwrap().iter().filter(|v| v["event"] == event && v["room"]["name"] == room).count()
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let (start, end) = (now + 3, now + 12);
+        let (status, body) = api(
+            &c.setups[0].http(),
+            "POST",
+            "/api/v1/rooms",
+            Some(json!({"name": room, "start": start, "end": end, "members": ["dana"], "retention": "keep"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let hooks = events.clone();
+        common::eventually("room_started from node a", Duration::from_secs(5), || {
+            let n = hooks.lock().unwrap().iter().filter(|v| v["event"] == "room_started").count();
+            async move {
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} room_started"))
+                }
+            }
+        })
+        .await;
+        // Creating it again through another node: the name is taken (in PostgreSQL, whatever node is asked).
+        let (status, _) = api(
+            &c.setups[1].http(),
+            "POST",
+            "/api/v1/rooms",
+            Some(json!({"name": room, "start": start, "end": end, "members": ["dana"]})),
+        )
+        .await;
+        assert_eq!(status, 409);
+        c.nodes[0].take().unwrap().kill();
+        // Adopted by node b or c: the admin API on node b finds it (local, or forwarded to c), still scheduled.
+        let summary = common::eventually("the room adopted", Duration::from_secs(12), || {
+            let http = c.setups[1].http();
+            async move {
+                let (status, body) = api_get(&http, &format!("/api/v1/rooms/{room}")).await;
+                if status == 200 {
+                    Ok(body)
+                } else {
+                    Err(format!("{status} {body}"))
+                }
+            }
+        })
+        .await;
+        assert_eq!(summary["options"]["schedule"]["members"], json!(["dana"]), "restored with its schedule: {summary}");
+        // Open on time, on the adopting node.
+        let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let wait = (start * 1000 + 300).saturating_sub(now_ms());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let (mut dana, joined, at, _) = join(&c.url(2), &token(room, "dana")).await.unwrap();
+        assert_ne!(at, c.url(0));
+        assert_eq!(joined["room"], room);
+        // Closed at its end: dana is removed, the room stays (closed, for audit) on its node.
+        assert_eq!(close_code(&mut dana).await, Some(4010), "removed at the room's end\n{}", c.logs());
+        let closed = common::eventually("the room closed", Duration::from_secs(5), || {
+            let http = c.setups[2].http();
+            async move {
+                let (status, body) = api_get(&http, &format!("/api/v1/rooms/{room}")).await;
+                if body["phase"] == "closed" {
+                    Ok(body)
+                } else {
+                    Err(format!("{status} {body}"))
+                }
+            }
+        })
+        .await;
+        assert!(now_ms() >= end * 1000, "closed at its end, not before: {closed}");
+        // A few more lifecycle ticks and adoption rounds: nothing happens twice.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            (count("room_started"), count("room_finished")),
+            (1, 1),
+            "{:?}\n{}",
+            events.lock().unwrap(),
+            c.logs()
+        );
     });
 }
 

@@ -497,6 +497,13 @@ async fn open_client(dial: &Dial) -> Result<Client, StoreError> {
     Ok(client)
 }
 
+/// One connection to the database at `url`, dialled as the store dials its own (TLS by `sslmode` and
+/// [`PostgresConfig::tls_roots`], [`PostgresConfig::connect_timeout`]), its driver running on the current runtime. For
+/// a neighbour that keeps a few tables of its own in the same database: a cluster's room definitions.
+pub async fn connect_client(url: &str, config: &PostgresConfig) -> Result<Client, StoreError> {
+    open_client(&Dial::new(url, config)?).await
+}
+
 /// Run a connection until it ends.
 async fn drive<C: Future<Output = Result<(), tokio_postgres::Error>>>(connection: C) {
     if let Err(e) = connection.await {

@@ -37,6 +37,8 @@ const PUBLISH_BATCH: usize = 256;
 const NOTICE_REPEATS: u32 = 5;
 /// A room this node placed but does not have (yet) keeps its placement this long before it is released.
 const PLACEMENT_GRACE: Duration = Duration::from_secs(10);
+/// How often a node looks for defined rooms whose node is gone (and adopts them).
+const ADOPT_PERIOD: Duration = Duration::from_secs(2);
 
 /// Record `ARGV[1]` as the room's node unless a live node (one with a heartbeat key) holds it; answer the holder.
 const PLACE_SCRIPT: &str = r"
@@ -75,6 +77,8 @@ pub struct ClusterStats {
     pub unavailable: AtomicU64,
     pub redis_errors: AtomicU64,
     pub subscription_breaks: AtomicU64,
+    /// Defined rooms restored here because their node was gone.
+    pub adopted: AtomicU64,
 }
 
 struct Outgoing {
@@ -220,7 +224,10 @@ impl Cluster {
         if let Some(rx) = self.sub_rx.lock().ok().and_then(|mut r| r.take()) {
             tokio::spawn(jobs.track(subscriber_task(me.clone(), rx, state.shutdown.clone())));
         }
-        tokio::spawn(jobs.track(head_check_task(me, state.shutdown.clone())));
+        tokio::spawn(jobs.track(head_check_task(me.clone(), state.shutdown.clone())));
+        if state.room_store.shared() {
+            tokio::spawn(jobs.track(adoption_task(me, weak, state.shutdown.clone())));
+        }
     }
 
     /// The live nodes as of the last heartbeat (this one included once it has written one).
@@ -250,6 +257,21 @@ impl Cluster {
             chosen.unwrap_or_else(|| me.to_string())
         };
         self.place_on(room, candidate, hosted).await
+    }
+
+    /// Where a join of `room` goes ([`Cluster::place`]); placed here but not in memory, a room the admin API defined
+    /// (on a node that is gone) is restored from the shared definitions first. When they cannot be read the join is
+    /// refused for now: joining without its definition would open a plain room in place of a scheduled one.
+    pub async fn place_join(&self, state: &AppState, room: &str) -> Placement {
+        let placement = self.place(room, state.rooms.exists(room)).await;
+        if matches!(placement, Placement::Here) && !state.rooms.exists(room) && state.room_store.shared() {
+            if let Err(e) = restore_here(state, room).await {
+                warn!(room, error = %e, "the room's definition could not be read; join refused for now");
+                self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                return Placement::Unavailable;
+            }
+        }
+        placement
     }
 
     /// Place `room` on this node unless a live node holds it (the admin API creating a room here). Refused when
@@ -559,6 +581,88 @@ impl LoadMeter {
         let send_bps = ((bytes_out.saturating_sub(self.bytes_out)) as f64 * 8.0 / secs) as u64;
         *self = LoadMeter { at: now, cpu: cpu_now, cpu_avg: cpu, bytes_out };
         NodeLoad { rooms, participants, tracks, cpu: (cpu * 100.0).round() / 100.0, send_bps }
+    }
+}
+
+/// Restore `room`, placed on this node, from the shared definitions if one is kept and the room is not here yet.
+/// `true` if it was restored.
+async fn restore_here(state: &AppState, room: &str) -> Result<bool, crate::room_store::RoomStoreError> {
+    let Some(kept) = state.room_store.get(room).await? else { return Ok(false) };
+    if state.rooms.exists(room) {
+        return Ok(false);
+    }
+    state.room_store.restored(&kept).await;
+    state.rooms.restore(kept, now_ms());
+    info!(room, "room restored from the shared definitions");
+    Ok(true)
+}
+
+/// Every [`ADOPT_PERIOD`]: rooms the shared store defines that no live node hosts (their node died, or left) are
+/// claimed (the placement script lets one node win) and restored here, so their lifecycle goes on: a scheduled room
+/// opens and closes on time, once, with its webhooks, whichever node created it.
+async fn adoption_task(cluster: Arc<Cluster>, state: Weak<AppState>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(ADOPT_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => return,
+            _ = tick.tick() => {}
+        }
+        let Some(state) = state.upgrade() else { return };
+        if cluster.leaving.load(Ordering::Relaxed) || !cluster.reachable() {
+            continue;
+        }
+        adopt(&cluster, &state).await;
+    }
+}
+
+async fn adopt(cluster: &Cluster, state: &AppState) {
+    let names = match state.room_store.names().await {
+        Ok(names) => names,
+        Err(e) => {
+            debug!(error = %e, "room definitions not readable; adoption waits");
+            return;
+        }
+    };
+    let mut missing = Vec::new();
+    for name in names {
+        // A room this node wrote and no longer has is being deleted by its lifecycle job: not an orphan.
+        if !state.rooms.exists(&name) && !state.room_store.wrote(&name).await {
+            missing.push(name);
+        }
+    }
+    if missing.is_empty() {
+        return;
+    }
+    let mut pipe = redis::pipe();
+    for room in &missing {
+        pipe.cmd("GET").arg(registry::room_key(room));
+    }
+    let mut conn = cluster.conn.clone();
+    let owners: Vec<Option<String>> = match timed(pipe.query_async(&mut conn)).await {
+        Ok(owners) => owners,
+        Err(e) => return cluster.failed("reading rooms' nodes", &e),
+    };
+    let me = cluster.config.node_id.as_str();
+    let live: HashSet<String> = cluster.nodes().into_iter().map(|n| n.id).collect();
+    for (room, owner) in missing.iter().zip(owners) {
+        let ours = match owner.as_deref() {
+            // Placed here by another node's choice, and the join never came: ours to host all the same.
+            Some(o) if o == me => true,
+            Some(o) if live.contains(o) => false,
+            _ => matches!(cluster.claim(room).await, Placement::Here),
+        };
+        if !ours {
+            continue;
+        }
+        match restore_here(state, room).await {
+            Ok(true) => {
+                cluster.stats.adopted.fetch_add(1, Ordering::Relaxed);
+                info!(room = %room, from = ?owner, "adopted a room whose node is gone");
+            }
+            Ok(false) => {}
+            Err(e) => warn!(room = %room, error = %e, "an adopted room's definition could not be read"),
+        }
     }
 }
 

@@ -19,6 +19,8 @@ pub struct NodeSetup {
     pub redis_url: String,
     pub postgres_url: String,
     pub region: String,
+    /// A webhook receiver every node sends its events to.
+    pub webhook: Option<String>,
 }
 
 impl NodeSetup {
@@ -74,6 +76,10 @@ region = "{region}"
             id = self.id,
             region = self.region,
         );
+        let text = match &self.webhook {
+            Some(url) => format!("{text}\n[[webhooks.endpoints]]\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n"),
+            None => text,
+        };
         std::fs::write(self.config_path(), text)
     }
 

@@ -1,0 +1,136 @@
+//! The definitions a cluster shares: table `room_definitions` in the PostgreSQL database the chat store uses, so
+//! any node can restore a room whose node is gone. One connection (these are a few small writes a second at most),
+//! opened again on the next call after an error; a call fails while PostgreSQL is away, and the caller retries
+//! (the lifecycle job on its next tick, the admin API by answering 500 before `201 Created`).
+
+use std::collections::HashSet;
+
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
+
+use courier_chat::postgres::{connect_client, PostgresConfig};
+
+use super::{decode, phase_name, RoomStoreError, StoredRoom};
+
+/// Created at first use, under an advisory lock so that nodes starting together create it once.
+const SCHEMA: &str = r#"BEGIN;
+SELECT pg_advisory_xact_lock(7165812693641520385);
+CREATE TABLE IF NOT EXISTS room_definitions (
+    name TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    options TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+COMMIT;"#;
+
+const COLUMNS: &str = "name, options, phase, created_ms";
+
+pub(super) struct PostgresRooms {
+    url: String,
+    config: PostgresConfig,
+    client: Mutex<Option<Client>>,
+}
+
+impl PostgresRooms {
+    /// Connect and create the table if needed.
+    pub(super) async fn connect(url: &str, config: PostgresConfig) -> Result<PostgresRooms, RoomStoreError> {
+        let rooms = PostgresRooms { url: url.to_string(), config, client: Mutex::new(None) };
+        drop(rooms.client().await?);
+        Ok(rooms)
+    }
+
+    /// The connection, opened (with the table) if there is none or it broke. Hold it for one statement and pass
+    /// the result through [`done`], which drops a connection that failed.
+    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, RoomStoreError> {
+        let mut slot = self.client.lock().await;
+        if slot.as_ref().is_none_or(|c| c.is_closed()) {
+            *slot = None;
+            let client = connect_client(&self.url, &self.config).await?;
+            client.batch_execute(SCHEMA).await?;
+            *slot = Some(client);
+        }
+        Ok(slot)
+    }
+
+    pub(super) async fn load(&self) -> Result<Vec<StoredRoom>, RoomStoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM room_definitions ORDER BY name");
+        let mut c = self.client().await?;
+        let rows = connected(&c).query(sql.as_str(), &[]).await;
+        let rows = done(&mut c, rows)?;
+        rows.iter().map(row).collect()
+    }
+
+    pub(super) async fn names(&self) -> Result<Vec<String>, RoomStoreError> {
+        let mut c = self.client().await?;
+        let rows = connected(&c).query("SELECT name FROM room_definitions ORDER BY name", &[]).await;
+        let rows = done(&mut c, rows)?;
+        Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
+    }
+
+    pub(super) async fn get(&self, name: &str) -> Result<Option<StoredRoom>, RoomStoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM room_definitions WHERE name = $1");
+        let mut c = self.client().await?;
+        let found = connected(&c).query_opt(sql.as_str(), &[&name]).await;
+        let found = done(&mut c, found)?;
+        found.as_ref().map(row).transpose()
+    }
+
+    pub(super) async fn put(&self, room: &StoredRoom) -> Result<(), RoomStoreError> {
+        let options = serde_json::to_string(&room.options).expect("room options serialize");
+        let (phase, created) = (phase_name(room.phase).to_string(), room.created_ms as i64);
+        let mut c = self.client().await?;
+        let written = connected(&c)
+            .execute(
+                "INSERT INTO room_definitions (name, options, phase, created_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET options = $2, phase = $3, created_ms = $4",
+                &[&room.name, &options, &phase, &created],
+            )
+            .await;
+        done(&mut c, written)?;
+        Ok(())
+    }
+
+    /// Insert `room` unless a room of that name is defined; `false` if one is.
+    pub(super) async fn insert(&self, room: &StoredRoom) -> Result<bool, RoomStoreError> {
+        let options = serde_json::to_string(&room.options).expect("room options serialize");
+        let (phase, created) = (phase_name(room.phase).to_string(), room.created_ms as i64);
+        let mut c = self.client().await?;
+        let written = connected(&c)
+            .execute(
+                "INSERT INTO room_definitions (name, options, phase, created_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&room.name, &options, &phase, &created],
+            )
+            .await;
+        let n = done(&mut c, written)?;
+        Ok(n == 1)
+    }
+
+    pub(super) async fn delete(&self, name: &str) -> Result<(), RoomStoreError> {
+        let mut c = self.client().await?;
+        let deleted = connected(&c).execute("DELETE FROM room_definitions WHERE name = $1", &[&name]).await;
+        done(&mut c, deleted)?;
+        Ok(())
+    }
+
+    /// The rooms defined with `retention = "keep"`.
+    pub(super) async fn kept_history(&self) -> Result<HashSet<String>, RoomStoreError> {
+        Ok(self.load().await?.into_iter().filter(|r| r.keeps_history()).map(|r| r.name).collect())
+    }
+}
+
+fn connected<'a>(slot: &'a Option<Client>) -> &'a Client {
+    slot.as_ref().expect("PostgresRooms::client opened it")
+}
+
+/// A statement's result; a failed statement drops the connection (the next call opens another).
+fn done<T>(slot: &mut Option<Client>, result: Result<T, tokio_postgres::Error>) -> Result<T, RoomStoreError> {
+    if result.is_err() {
+        *slot = None;
+    }
+    Ok(result?)
+}
+
+fn row(r: &tokio_postgres::Row) -> Result<StoredRoom, RoomStoreError> {
+    decode(r.try_get(0)?, r.try_get::<_, &str>(1)?, r.try_get(2)?, r.try_get(3)?)
+}
