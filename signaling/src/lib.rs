@@ -191,6 +191,32 @@ pub struct AppState {
     pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
+impl AppState {
+    /// Apply the kept chat mutes (of `room`, or of every room) in the gate: at start on one node, and in a cluster
+    /// when a room comes to this node. A store that cannot be read leaves the mutes out, with a warning.
+    pub async fn load_mutes(&self, room: Option<&str>) {
+        let now_ms = crate::room::now_ms();
+        let mutes = match self.room_store.mutes(room, now_ms).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(room, error = %e, "chat mutes not loaded");
+                return;
+            }
+        };
+        if mutes.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if let Ok(mut g) = self.chat.gate.lock() {
+            for m in &mutes {
+                let until = m.until_ms.map(|u| now + std::time::Duration::from_millis(u.saturating_sub(now_ms)));
+                g.set_muted(&m.room, &m.identity, true, until);
+            }
+        }
+        tracing::debug!(room, mutes = mutes.len(), "chat mutes loaded");
+    }
+}
+
 /// Serve `app` on `listener` until `stop`, with each request knowing its client's address.
 async fn serve_http<L>(
     listener: L,
@@ -371,6 +397,9 @@ impl Server {
         }
         for r in &kept {
             state.rooms.restore(r.clone(), now);
+        }
+        if !state.room_store.shared() {
+            state.load_mutes(None).await;
         }
         let app = api::app(state.clone());
         jobs::start(&state);

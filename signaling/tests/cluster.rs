@@ -544,12 +544,35 @@ fn a_dead_nodes_room_is_placed_again() {
         let room = "orphan-room";
         let (_ws, _, host, _) = join(&c.url(1), &token(room, "dana")).await.unwrap();
         let host = (0..3).find(|i| c.url(*i) == host).expect("a node of the cluster");
+        // A moderator mutes erin's chat in the room, for ten minutes.
+        let moderator = mint(
+            KEY,
+            SECRET,
+            &TokenRequest {
+                room: room.into(),
+                identity: "mod".into(),
+                ttl: Duration::from_secs(600),
+                can_chat: true,
+                room_admin: true,
+                ..TokenRequest::new("", "")
+            },
+        );
+        let (mut moderator, _, _, _) = join(&c.url(host), &moderator).await.unwrap();
+        let mute = json!({"type": "chat_mute", "identity": "erin", "muted": true, "duration_secs": 600});
+        moderator.send(Message::text(mute.to_string())).await.unwrap();
+        recv_type(&mut moderator, "chat_muted", Duration::from_secs(5)).await.unwrap();
         c.nodes[host].take().unwrap().kill();
         c.wait_for_nodes(2).await;
         // The next join, wherever it lands, places the room on a live node.
         let (_ws, joined, at, _) = join(&c.url((host + 1) % 3), &token(room, "dana")).await.unwrap();
         assert_ne!(at, c.url(host));
         assert_eq!(joined["room"], room);
+        // The mute came along (kept in PostgreSQL): erin reads, but her message to the room is refused.
+        let (mut erin, _, _, _) = join(&c.url((host + 2) % 3), &token(room, "erin")).await.unwrap();
+        let send = json!({"type": "chat_send", "client_id": "e1", "payload": {"text": "hi"}});
+        erin.send(Message::text(send.to_string())).await.unwrap();
+        let refused = recv_type(&mut erin, "error", Duration::from_secs(5)).await.unwrap();
+        assert_eq!(refused["code"], "muted", "{refused}\n{}", c.logs());
         // A node that drains (SIGTERM) leaves the registry at once.
         let second = (0..3).find(|i| c.url(*i) == at).expect("a node of the cluster");
         c.nodes[second].take().unwrap().stop().await;

@@ -270,6 +270,8 @@ impl Cluster {
                 self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
                 return Placement::Unavailable;
             }
+            // Defined or not (a room made by its first join keeps its mutes too).
+            state.load_mutes(Some(room)).await;
         }
         placement
     }
@@ -657,6 +659,7 @@ async fn adopt(cluster: &Cluster, state: &AppState) {
         }
         match restore_here(state, room).await {
             Ok(true) => {
+                state.load_mutes(Some(room)).await;
                 cluster.stats.adopted.fetch_add(1, Ordering::Relaxed);
                 info!(room = %room, from = ?owner, "adopted a room whose node is gone");
             }

@@ -60,6 +60,14 @@ impl StoredRoom {
     }
 }
 
+/// A member muted in a room's chat, until `until_ms` (ms since the epoch) or until unmuted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mute {
+    pub room: String,
+    pub identity: String,
+    pub until_ms: Option<u64>,
+}
+
 enum Backend {
     Local(Arc<sqlite::SqliteRooms>),
     Shared(postgres::PostgresRooms),
@@ -210,6 +218,28 @@ impl RoomStore {
             sync.done(w);
         }
         Ok(writes.len())
+    }
+
+    /// Keep (`muted`) or forget a chat mute.
+    pub async fn set_mute(&self, mute: &Mute, muted: bool) -> Result<(), RoomStoreError> {
+        match &self.backend {
+            Backend::Local(s) => {
+                let (s, m) = (s.clone(), mute.clone());
+                blocking(move || s.set_mute(&m, muted)).await
+            }
+            Backend::Shared(p) => p.set_mute(mute, muted).await,
+        }
+    }
+
+    /// The chat mutes in force at `now_ms`, of `room` or of every room.
+    pub async fn mutes(&self, room: Option<&str>, now_ms: u64) -> Result<Vec<Mute>, RoomStoreError> {
+        match &self.backend {
+            Backend::Local(s) => {
+                let (s, room) = (s.clone(), room.map(str::to_string));
+                blocking(move || s.mutes(room.as_deref(), now_ms)).await
+            }
+            Backend::Shared(p) => p.mutes(room, now_ms).await,
+        }
     }
 
     /// The rooms whose chat history is kept whatever the retention (`retention = "keep"`).

@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use courier_chat::postgres::{connect_client, PostgresConfig};
 
-use super::{decode, phase_name, RoomStoreError, StoredRoom};
+use super::{decode, phase_name, Mute, RoomStoreError, StoredRoom};
 
 /// Created at first use, under an advisory lock so that nodes starting together create it once.
 const SCHEMA: &str = r#"BEGIN;
@@ -20,6 +20,12 @@ CREATE TABLE IF NOT EXISTS room_definitions (
     options TEXT NOT NULL,
     phase TEXT NOT NULL,
     created_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS room_mutes (
+    room TEXT COLLATE "C" NOT NULL,
+    identity TEXT COLLATE "C" NOT NULL,
+    until_ms BIGINT,
+    PRIMARY KEY (room, identity)
 );
 COMMIT;"#;
 
@@ -110,7 +116,52 @@ impl PostgresRooms {
         let mut c = self.client().await?;
         let deleted = connected(&c).execute("DELETE FROM room_definitions WHERE name = $1", &[&name]).await;
         done(&mut c, deleted)?;
+        let deleted = connected(&c).execute("DELETE FROM room_mutes WHERE room = $1", &[&name]).await;
+        done(&mut c, deleted)?;
         Ok(())
+    }
+
+    pub(super) async fn set_mute(&self, mute: &Mute, muted: bool) -> Result<(), RoomStoreError> {
+        let mut c = self.client().await?;
+        let until = mute.until_ms.map(|u| u as i64);
+        let written = if muted {
+            connected(&c)
+                .execute(
+                    "INSERT INTO room_mutes (room, identity, until_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (room, identity) DO UPDATE SET until_ms = $3",
+                    &[&mute.room, &mute.identity, &until],
+                )
+                .await
+        } else {
+            connected(&c)
+                .execute("DELETE FROM room_mutes WHERE room = $1 AND identity = $2", &[&mute.room, &mute.identity])
+                .await
+        };
+        done(&mut c, written)?;
+        Ok(())
+    }
+
+    /// The mutes in force at `now_ms` (of `room`, or of every room).
+    pub(super) async fn mutes(&self, room: Option<&str>, now_ms: u64) -> Result<Vec<Mute>, RoomStoreError> {
+        let mut c = self.client().await?;
+        let now = now_ms as i64;
+        let rows = connected(&c)
+            .query(
+                "SELECT room, identity, until_ms FROM room_mutes
+                 WHERE ($1::text IS NULL OR room = $1) AND (until_ms IS NULL OR until_ms > $2) ORDER BY room, identity",
+                &[&room, &now],
+            )
+            .await;
+        let rows = done(&mut c, rows)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Mute {
+                    room: r.try_get(0)?,
+                    identity: r.try_get(1)?,
+                    until_ms: r.try_get::<_, Option<i64>>(2)?.map(|u| u.max(0) as u64),
+                })
+            })
+            .collect()
     }
 
     /// The rooms defined with `retention = "keep"`.

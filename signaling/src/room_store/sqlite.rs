@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{decode, phase_name, RoomStoreError, StoredRoom};
+use super::{decode, phase_name, Mute, RoomStoreError, StoredRoom};
 
 /// The file in the data directory.
 pub const FILE_NAME: &str = "rooms.sqlite3";
@@ -33,6 +33,12 @@ impl SqliteRooms {
                 options TEXT NOT NULL,
                 phase TEXT NOT NULL,
                 created_ms INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS mutes (
+                room TEXT NOT NULL,
+                identity TEXT NOT NULL,
+                until_ms INTEGER,
+                PRIMARY KEY (room, identity)
             )",
         )?;
         Ok(SqliteRooms { conn: Mutex::new(conn) })
@@ -78,7 +84,40 @@ impl SqliteRooms {
     }
 
     pub(super) fn delete(&self, name: &str) -> Result<(), RoomStoreError> {
-        self.conn().execute("DELETE FROM rooms WHERE name = ?1", params![name])?;
+        let conn = self.conn();
+        conn.execute("DELETE FROM rooms WHERE name = ?1", params![name])?;
+        conn.execute("DELETE FROM mutes WHERE room = ?1", params![name])?;
         Ok(())
+    }
+
+    pub(super) fn set_mute(&self, mute: &Mute, muted: bool) -> Result<(), RoomStoreError> {
+        let conn = self.conn();
+        if muted {
+            conn.execute(
+                "INSERT INTO mutes (room, identity, until_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(room, identity) DO UPDATE SET until_ms = ?3",
+                params![mute.room, mute.identity, mute.until_ms.map(|u| u as i64)],
+            )?;
+        } else {
+            conn.execute("DELETE FROM mutes WHERE room = ?1 AND identity = ?2", params![mute.room, mute.identity])?;
+        }
+        Ok(())
+    }
+
+    /// The mutes in force at `now_ms` (of `room`, or of every room); expired ones are deleted.
+    pub(super) fn mutes(&self, room: Option<&str>, now_ms: u64) -> Result<Vec<Mute>, RoomStoreError> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM mutes WHERE until_ms IS NOT NULL AND until_ms <= ?1", params![now_ms as i64])?;
+        let mut stmt = conn.prepare(
+            "SELECT room, identity, until_ms FROM mutes WHERE ?1 IS NULL OR room = ?1 ORDER BY room, identity",
+        )?;
+        let rows = stmt.query_map(params![room], |r| {
+            Ok(Mute {
+                room: r.get(0)?,
+                identity: r.get(1)?,
+                until_ms: r.get::<_, Option<i64>>(2)?.map(|u| u.max(0) as u64),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }

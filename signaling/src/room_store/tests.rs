@@ -59,6 +59,10 @@ fn sync_writes_only_changes() {
 #[tokio::test]
 async fn a_shared_store_deletes_only_its_own_rooms() {
     let Ok(url) = std::env::var("COURIER_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the PostgreSQL tests: COURIER_TEST_POSTGRES_URL is not set"
+        );
         eprintln!("COURIER_TEST_POSTGRES_URL not set; scripts/test.sh sets it");
         return;
     };
@@ -84,4 +88,26 @@ async fn a_shared_store_deletes_only_its_own_rooms() {
     assert!(names.contains(&name("b1")) && !names.contains(&name("a1")), "{names:?}");
     assert!(a.kept_history().await.unwrap().contains(&name("b1")));
     b.delete(&name("b1")).await.unwrap();
+}
+
+#[tokio::test]
+async fn mutes_are_kept_until_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = RoomStore::path_in(dir.path());
+    let mute = |room: &str, who: &str, until_ms: Option<u64>| Mute { room: room.into(), identity: who.into(), until_ms };
+    {
+        let s = RoomStore::open_local(path.clone()).await.unwrap();
+        s.set_mute(&mute("r", "troll", None), true).await.unwrap();
+        s.set_mute(&mute("r", "brief", Some(1_000)), true).await.unwrap();
+        s.set_mute(&mute("q", "troll", Some(5_000)), true).await.unwrap();
+        s.set_mute(&mute("q", "pardoned", None), true).await.unwrap();
+        s.set_mute(&mute("q", "pardoned", None), false).await.unwrap();
+    }
+    let s = RoomStore::open_local(path).await.unwrap();
+    assert_eq!(s.mutes(Some("r"), 500).await.unwrap(), vec![mute("r", "brief", Some(1_000)), mute("r", "troll", None)]);
+    assert_eq!(s.mutes(None, 2_000).await.unwrap(), vec![mute("q", "troll", Some(5_000)), mute("r", "troll", None)]);
+    // A forgotten room takes its mutes along.
+    s.put(&room("r", RoomPhase::Open)).await.unwrap();
+    s.delete("r").await.unwrap();
+    assert_eq!(s.mutes(None, 2_000).await.unwrap(), vec![mute("q", "troll", Some(5_000))]);
 }

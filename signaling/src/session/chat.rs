@@ -38,6 +38,8 @@ use courier_protocol::{
 pub const PIPELINE_DEPTH: usize = 256;
 /// Most messages the pipeline appends in one store call.
 const PIPELINE_BATCH: usize = 256;
+/// How long a `chat_mute` waits for the room store to keep it.
+const MUTE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages read from the store per turn of a replay.
 const REPLAY_CHUNK: u64 = 500;
 /// Live messages held back behind replays before the connection counts as too slow.
@@ -206,7 +208,12 @@ impl ChatSession {
         Sender { identity: &self.identity, can_chat: self.can_chat, room_admin: self.room_admin }
     }
 
-    fn mute(&mut self, identity: &str, muted: bool, duration_secs: Option<u64>) -> Result<(), (ErrorCode, String)> {
+    async fn mute(
+        &mut self,
+        identity: &str,
+        muted: bool,
+        duration_secs: Option<u64>,
+    ) -> Result<(), (ErrorCode, String)> {
         if !self.room_admin {
             return Err((ErrorCode::PermissionDenied, "muting needs the room_admin grant".into()));
         }
@@ -215,6 +222,18 @@ impl ChatSession {
         let duration = duration_secs.map(|s| Duration::from_secs(s.min(366 * 24 * 3600)));
         if let Ok(mut g) = self.state.chat.gate.lock() {
             g.set_muted(&self.room, identity, muted, duration.map(|d| Instant::now() + d));
+        }
+        // Kept, so a restart (or in a cluster, the node that takes the room over) applies it too. In force here
+        // either way: a store that cannot be written within a moment costs the mute its durability, not its effect.
+        let mute = crate::room_store::Mute {
+            room: self.room.clone(),
+            identity: identity.to_string(),
+            until_ms: duration.map(|d| now_ms() + d.as_millis() as u64),
+        };
+        match tokio::time::timeout(MUTE_WRITE_TIMEOUT, self.state.room_store.set_mute(&mute, muted)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(room = %self.room, error = %e, "chat mute not kept"),
+            Err(_) => warn!(room = %self.room, "chat mute not kept: the store did not answer in time"),
         }
         let frame = ServerMsg::ChatMuted {
             conversation: c.to_string(),
@@ -287,7 +306,7 @@ impl ChatSession {
                 Err(e) => err(out, e),
             },
             ClientMsg::ChatMute { identity, muted, duration_secs } => {
-                if let Err(e) = self.mute(&identity, muted, duration_secs) {
+                if let Err(e) = self.mute(&identity, muted, duration_secs).await {
                     err(out, e);
                 }
             }
