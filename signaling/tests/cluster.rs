@@ -649,6 +649,7 @@ fn a_scheduled_room_opens_and_closes_once_when_its_node_dies() {
         )
         .await;
         assert_eq!(status, 409);
+        let killed = std::time::Instant::now();
         c.nodes[0].take().unwrap().kill();
         // Adopted by node b or c: the admin API on node b finds it (local, or forwarded to c), still scheduled.
         let summary = common::eventually("the room adopted", Duration::from_secs(12), || {
@@ -664,6 +665,7 @@ fn a_scheduled_room_opens_and_closes_once_when_its_node_dies() {
         })
         .await;
         assert_eq!(summary["options"]["schedule"]["members"], json!(["dana"]), "restored with its schedule: {summary}");
+        println!("adopted {} ms after the kill", killed.elapsed().as_millis());
         // Open on time, on the adopting node.
         let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
         let wait = (start * 1000 + 300).saturating_sub(now_ms());
