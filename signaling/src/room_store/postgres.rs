@@ -82,34 +82,26 @@ impl PostgresRooms {
     }
 
     pub(super) async fn put(&self, room: &StoredRoom) -> Result<(), RoomStoreError> {
-        let options = serde_json::to_string(&room.options).expect("room options serialize");
-        let (phase, created) = (phase_name(room.phase).to_string(), room.created_ms as i64);
-        let mut c = self.client().await?;
-        let written = connected(&c)
-            .execute(
-                "INSERT INTO room_definitions (name, options, phase, created_ms) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (name) DO UPDATE SET options = $2, phase = $3, created_ms = $4",
-                &[&room.name, &options, &phase, &created],
-            )
-            .await;
-        done(&mut c, written)?;
+        self.write(room, "DO UPDATE SET options = $2, phase = $3, created_ms = $4").await?;
         Ok(())
     }
 
     /// Insert `room` unless a room of that name is defined; `false` if one is.
     pub(super) async fn insert(&self, room: &StoredRoom) -> Result<bool, RoomStoreError> {
+        Ok(self.write(room, "DO NOTHING").await? == 1)
+    }
+
+    /// Insert `room`, doing `on_conflict` if its name is defined; the rows written.
+    async fn write(&self, room: &StoredRoom, on_conflict: &str) -> Result<u64, RoomStoreError> {
         let options = serde_json::to_string(&room.options).expect("room options serialize");
         let (phase, created) = (phase_name(room.phase).to_string(), room.created_ms as i64);
+        let sql = format!(
+            "INSERT INTO room_definitions (name, options, phase, created_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) {on_conflict}"
+        );
         let mut c = self.client().await?;
-        let written = connected(&c)
-            .execute(
-                "INSERT INTO room_definitions (name, options, phase, created_ms) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (name) DO NOTHING",
-                &[&room.name, &options, &phase, &created],
-            )
-            .await;
-        let n = done(&mut c, written)?;
-        Ok(n == 1)
+        let written = connected(&c).execute(sql.as_str(), &[&room.name, &options, &phase, &created]).await;
+        done(&mut c, written)
     }
 
     pub(super) async fn delete(&self, name: &str) -> Result<(), RoomStoreError> {

@@ -94,7 +94,8 @@ async fn a_shared_store_deletes_only_its_own_rooms() {
 async fn mutes_are_kept_until_they_expire() {
     let dir = tempfile::tempdir().unwrap();
     let path = RoomStore::path_in(dir.path());
-    let mute = |room: &str, who: &str, until_ms: Option<u64>| Mute { room: room.into(), identity: who.into(), until_ms };
+    let mute =
+        |room: &str, who: &str, until_ms: Option<u64>| Mute { room: room.into(), identity: who.into(), until_ms };
     {
         let s = RoomStore::open_local(path.clone()).await.unwrap();
         s.set_mute(&mute("r", "troll", None), true).await.unwrap();
