@@ -30,12 +30,14 @@
 //! - [`downstream_loss`]: subscribers' audio loss, reported to the publisher.
 //! - [`allocator`]: how much of each subscribed track one subscriber's link gets (layers from the estimate).
 //! - [`layer`]: simulcast layers of a published track: which one a packet belongs to, which are live.
+//! - [`cascade`]: rooms that span nodes: which tracks of other nodes this node needs relayed, and which layers.
 //! - [`speaker`]: active speakers from the audio levels in publishers' packets.
 //! - [`udp`]: the socket's demultiplexer.
 //! - [`tcp`]: ICE-TCP: RFC 4571 framing and the connections' write queues.
 //! - [`config`], [`error`], [`id`].
 
 pub mod allocator;
+pub mod cascade;
 pub mod config;
 pub mod downstream_loss;
 pub mod downtrack;
