@@ -8,12 +8,14 @@
 //! - [`bus`]: committed chat messages and ephemeral frames cross nodes on Redis pub/sub; the store fills whatever
 //!   the bus loses, so pub/sub carries no durability.
 //! - presence: which identities are online on which node (written by the heartbeat from the room registry).
+//! - [`mirror`]: a room's members on other nodes (groundwork for rooms that span nodes, issue 19).
 //! - [`forward`]: the admin API on any node: requests about another node's room go there; room lists are gathered.
 //!
 //! The design, the keys and channels, and what happens on each fault are in `docs/architecture.md` ("Cluster").
 
 pub mod bus;
 pub mod forward;
+pub mod mirror;
 pub mod placement;
 pub mod registry;
 mod shell;
