@@ -41,6 +41,47 @@ pub fn choose<'a>(nodes: &'a [NodeInfo], me: &str, region: &str) -> Option<&'a N
     }
 }
 
+/// Where a participant of a room that already lives on `home` is served once rooms may span nodes (issue 19;
+/// not wired yet). `region` is the joiner's region, `serving` the nodes that serve the room's members already, and
+/// a node whose score is at `full` or above has no room for more. In order:
+/// 1. `home`, while it has room and is in the joiner's region (or no live node is): a room on one node is the cheap
+///    case, nothing crosses between nodes;
+/// 2. a node that already serves the room, in the joiner's region, with room: its relays are there already (a track
+///    crosses to a node once, however many subscribers it has there);
+/// 3. the least loaded node of the joiner's region with room (of any region if none has);
+/// 4. `home` over its limit rather than a refusal.
+///
+/// Ties go to the smaller id, so nodes deciding at once agree. `None` when no node is live.
+pub fn serve<'a>(
+    nodes: &'a [NodeInfo],
+    home: &str,
+    serving: &[String],
+    region: &str,
+    full: f64,
+) -> Option<&'a NodeInfo> {
+    let fits = |n: &&NodeInfo| n.load.score() < full;
+    let by_load =
+        |a: &&NodeInfo, b: &&NodeInfo| a.load.score().total_cmp(&b.load.score()).then_with(|| a.id.cmp(&b.id));
+    let in_region = nodes.iter().any(|n| n.region == region);
+    let home_node = nodes.iter().find(|n| n.id == home);
+    if let Some(h) = home_node.filter(fits) {
+        if h.region == region || !in_region {
+            return Some(h);
+        }
+    }
+    let regional = |n: &&NodeInfo| n.region == region || !in_region;
+    if let Some(n) = nodes.iter().filter(|n| serving.contains(&n.id)).filter(regional).filter(fits).min_by(by_load) {
+        return Some(n);
+    }
+    if let Some(n) = nodes.iter().filter(regional).filter(fits).min_by(by_load) {
+        return Some(n);
+    }
+    if let Some(n) = nodes.iter().filter(fits).min_by(by_load) {
+        return Some(n);
+    }
+    home_node.or_else(|| nodes.iter().min_by(by_load))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +151,34 @@ mod tests {
         busy.load.cpu = 0.9;
         let nodes = [busy, node("b", "eu", 20)];
         assert_eq!(pick(&nodes, "x", "eu").as_deref(), Some("b"));
+    }
+
+    fn serving(nodes: &[NodeInfo], home: &str, serving: &[&str], region: &str) -> Option<String> {
+        let serving: Vec<String> = serving.iter().map(|s| s.to_string()).collect();
+        serve(nodes, home, &serving, region, 100.0).map(|n| n.id.clone())
+    }
+
+    #[test]
+    fn a_room_stays_on_its_node_while_it_fits() {
+        let nodes = [node("a", "eu", 60), node("b", "eu", 0), node("c", "eu", 0)];
+        assert_eq!(serving(&nodes, "a", &[], "eu").as_deref(), Some("a"), "b is idler, but nothing should cross");
+    }
+
+    #[test]
+    fn a_full_home_spills_to_a_node_already_serving_the_room() {
+        let nodes = [node("a", "eu", 100), node("b", "eu", 50), node("c", "eu", 10)];
+        assert_eq!(serving(&nodes, "a", &["b"], "eu").as_deref(), Some("b"), "b has the relays already");
+        assert_eq!(serving(&nodes, "a", &[], "eu").as_deref(), Some("c"), "else the least loaded");
+        let busy = [node("a", "eu", 100), node("b", "eu", 100)];
+        assert_eq!(serving(&busy, "a", &["b"], "eu").as_deref(), Some("a"), "all full: home, over its limit");
+    }
+
+    #[test]
+    fn a_joiner_from_another_region_is_served_in_its_region() {
+        let nodes = [node("a", "eu", 0), node("b", "us", 30), node("c", "us", 20), node("d", "us", 5)];
+        assert_eq!(serving(&nodes, "a", &["b"], "us").as_deref(), Some("b"), "a us node serving the room");
+        assert_eq!(serving(&nodes, "a", &[], "us").as_deref(), Some("d"));
+        assert_eq!(serving(&nodes, "a", &[], "ap").as_deref(), Some("a"), "no node in ap: stay home");
+        assert_eq!(serving(&[], "a", &[], "eu"), None);
     }
 }
