@@ -118,39 +118,31 @@ impl Demand {
 
     /// The next request for the origins, if any is due at `now`.
     pub fn poll(&mut self, now: Instant) -> Option<RelayRequest> {
-        let mut finished = None;
-        let mut out = None;
+        let grace = self.grace;
+        let expired = |e: &Entry| e.idle_since.is_some_and(|since| now.saturating_duration_since(since) >= grace);
+        // Abandoned before the origin heard of it: forgotten without a request.
+        self.tracks.retain(|_, e| e.sent.is_some() || !expired(e));
+        let mut close = None;
         for (track, e) in self.tracks.iter_mut() {
+            if expired(e) {
+                close = Some(track.clone());
+                break;
+            }
+            if e.idle_since.is_some() {
+                continue;
+            }
             let wanted = e.wanted();
-            match (e.sent, e.idle_since) {
-                (Some(_), Some(since)) if now.saturating_duration_since(since) >= self.grace => {
-                    finished = Some(track.clone());
-                    out = Some(RelayRequest::Close { track: track.clone() });
-                    break;
+            match e.sent.replace(wanted) {
+                None => return Some(RelayRequest::Open { track: track.clone(), layers: wanted }),
+                Some(sent) if sent != wanted => {
+                    return Some(RelayRequest::Layers { track: track.clone(), layers: wanted });
                 }
-                (None, Some(since)) if now.saturating_duration_since(since) >= self.grace => {
-                    finished = Some(track.clone());
-                }
-                (None, None) => {
-                    e.sent = Some(wanted);
-                    out = Some(RelayRequest::Open { track: track.clone(), layers: wanted });
-                    break;
-                }
-                (Some(sent), None) if sent != wanted => {
-                    e.sent = Some(wanted);
-                    out = Some(RelayRequest::Layers { track: track.clone(), layers: wanted });
-                    break;
-                }
-                _ => {}
+                Some(_) => {}
             }
         }
-        if let Some(t) = finished {
-            self.tracks.remove(&t);
-            if out.is_none() {
-                return self.poll(now);
-            }
-        }
-        out
+        let track = close?;
+        self.tracks.remove(&track);
+        Some(RelayRequest::Close { track })
     }
 
     /// When [`Demand::poll`] next has something to say without new input (a grace ending).

@@ -185,9 +185,7 @@ fn retention(state: &Arc<AppState>) {
                     return;
                 }
             };
-            let keep = |c: &courier_chat::ConversationId| {
-                c.as_room().is_some_and(|r| kept.contains(r) || state.rooms.keeps_history(r))
-            };
+            let keep = |c: &courier_chat::ConversationId| c.as_room().is_some_and(|r| kept.contains(r));
             let now = courier_chat::clock::now_ms();
             match apply_retention(&*state.chat.store, &state.config.chat, &keep, now).await {
                 Ok((_, 0)) => {}

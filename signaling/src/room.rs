@@ -573,11 +573,6 @@ impl Rooms {
         self.lock().rooms.get(room).map(|r| r.phase)
     }
 
-    /// Whether the room's chat is kept whatever the configured retention says.
-    pub fn keeps_history(&self, room: &str) -> bool {
-        self.lock().rooms.get(room).is_some_and(|r| r.options.retention.as_deref() == Some("keep"))
-    }
-
     /// Close a room: everyone is removed with `reason`. A scheduled room stays, closed, for audit; others go.
     pub fn close(&self, room: &str, reason: &'static str) -> bool {
         let mut st = self.lock();

@@ -407,10 +407,21 @@ fn direct_messages_cross_nodes_once_and_in_order() {
     });
 }
 
-fn redis_sh(cmd: &str, dir: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/redis.sh");
-    let out = std::process::Command::new("bash").arg(script).arg(cmd).arg(dir).output().unwrap();
-    assert!(out.status.success(), "redis.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+/// Run `scripts/<script> <cmd> <dir>` (stop, restart or resume a test server).
+fn run_script(script: &str, cmd: &str, dir: &str) {
+    let path = format!("{}/../scripts/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("bash").arg(path).arg(cmd).arg(dir).output().unwrap();
+    assert!(out.status.success(), "{script} {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The data directory of the test server named by `var` (scripts/test.sh sets it), or `None` outside CI.
+fn server_dir(var: &str) -> Option<String> {
+    let dir = std::env::var(var).ok();
+    if dir.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI sets {var}");
+        eprintln!("skipped: {var} not set");
+    }
+    dir
 }
 
 /// Redis gone for a while: rooms a node hosts keep working (joins, chat), what needs Redis is refused with a
@@ -421,14 +432,10 @@ fn redis_down_for_a_while_costs_time_never_a_message() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     runtime().block_on(async {
         let Some(c) = Cluster::start("outage", 10).await else { return };
-        let Ok(dir) = std::env::var("COURIER_TEST_REDIS_DIR") else {
-            assert!(std::env::var_os("CI").is_none(), "CI sets COURIER_TEST_REDIS_DIR");
-            eprintln!("skipped: COURIER_TEST_REDIS_DIR not set");
-            return;
-        };
+        let Some(dir) = server_dir("COURIER_TEST_REDIS_DIR") else { return };
         let (mut alice, _, at_a, _) = join(&c.url(0), &token("outage-a", "alice")).await.unwrap();
         let mut bob = join_elsewhere(&c, "outage", "bob", &at_a).await;
-        redis_sh("stop", &dir);
+        run_script("redis.sh", "stop", &dir);
         // Chat goes on (PostgreSQL): alice's messages are acknowledged.
         for i in 0..5 {
             let m = json!({"type": "chat_send", "to": "bob", "client_id": format!("outage-{i}"), "payload": {"n": i}});
@@ -448,7 +455,7 @@ fn redis_down_for_a_while_costs_time_never_a_message() {
         assert_eq!(close_code(&mut ws).await, Some(1013));
         // Redis comes back, empty.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        redis_sh("restart", &dir);
+        run_script("redis.sh", "restart", &dir);
         c.wait_for_nodes(3).await;
         // What alice sent meanwhile reaches bob on his node (a head notice, then the store), once and in order.
         let mut seqs = Vec::new();
@@ -473,16 +480,8 @@ fn postgres_down_for_a_while_costs_time_never_a_message() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     runtime().block_on(async {
         let Some(c) = Cluster::start("pgdown", 11).await else { return };
-        let Ok(dir) = std::env::var("COURIER_TEST_POSTGRES_DIR") else {
-            assert!(std::env::var_os("CI").is_none(), "CI sets COURIER_TEST_POSTGRES_DIR");
-            eprintln!("skipped: COURIER_TEST_POSTGRES_DIR not set");
-            return;
-        };
-        let postgres_sh = |cmd: &str| {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/postgres.sh");
-            let out = std::process::Command::new("bash").arg(script).arg(cmd).arg(&dir).output().unwrap();
-            assert!(out.status.success(), "postgres.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
-        };
+        let Some(dir) = server_dir("COURIER_TEST_POSTGRES_DIR") else { return };
+        let postgres_sh = |cmd: &str| run_script("postgres.sh", cmd, &dir);
         let (mut alice, _, at_a, _) = join(&c.url(0), &token("pgdown-a", "alice")).await.unwrap();
         let mut bob = join_elsewhere(&c, "pgdown", "bob", &at_a).await;
         let send = |i: usize| {

@@ -244,12 +244,7 @@ impl RoomStore {
 
     /// The rooms whose chat history is kept whatever the retention (`retention = "keep"`).
     pub async fn kept_history(&self) -> Result<HashSet<String>, RoomStoreError> {
-        match &self.backend {
-            Backend::Local(_) => {
-                Ok(self.load().await?.into_iter().filter(StoredRoom::keeps_history).map(|r| r.name).collect())
-            }
-            Backend::Shared(p) => p.kept_history().await,
-        }
+        Ok(self.load().await?.into_iter().filter(StoredRoom::keeps_history).map(|r| r.name).collect())
     }
 }
 

@@ -3,8 +3,6 @@
 //! opened again on the next call after an error; a call fails while PostgreSQL is away, and the caller retries
 //! (the lifecycle job on its next tick, the admin API by answering 500 before `201 Created`).
 
-use std::collections::HashSet;
-
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
@@ -154,11 +152,6 @@ impl PostgresRooms {
                 })
             })
             .collect()
-    }
-
-    /// The rooms defined with `retention = "keep"`.
-    pub(super) async fn kept_history(&self) -> Result<HashSet<String>, RoomStoreError> {
-        Ok(self.load().await?.into_iter().filter(|r| r.keeps_history()).map(|r| r.name).collect())
     }
 }
 
