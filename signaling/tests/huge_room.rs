@@ -469,9 +469,15 @@ async fn two_thousand_members_a_flood_and_a_slow_member() {
     assert!(all_admitted <= all_bound, "everything admitted {all_admitted} > {all_bound:.0}");
     assert!(shed_low > 0, "the flood was shed");
     assert!(admitted_low > 0, "low priority got what was left");
+    // A flooder sends at exactly its per-identity rate, so the server refuses nothing of it, except after a stall:
+    // the bucket counts at processing time, and a session that could not run for a while (SQLite's fsync held up by
+    // the disk's writeback, seen in CI) reads the queued frames at once. Such a refusal (`rate_limited`) is an answer,
+    // never a loss; it must stay the exception.
     for r in &floods {
         assert_eq!(r.answers(), r.sent, "{}: every low-priority message answered", r.name);
-        assert!(r.errors.is_empty(), "{}: {:?}", r.name, r.errors);
+        let rate_limited = r.errors.get("rate_limited").copied().unwrap_or(0);
+        assert_eq!(r.errors.values().sum::<u64>(), rate_limited, "{}: {:?}", r.name, r.errors);
+        assert!(rate_limited <= r.sent / 10, "{}: {rate_limited} of {} rate limited", r.name, r.sent);
     }
     assert!(quota_exceeded > 0, "normal traffic over the quota was refused");
     // A store that falls behind refuses with `overloaded` (a bounded queue) instead of queueing without end: seen once
