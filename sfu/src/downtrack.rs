@@ -139,6 +139,11 @@ pub struct DownTrack {
     keyframe_asked: Option<(u8, Instant)>,
     /// Whether the str0m stream's retransmission cache was set up (once, before the first packet).
     pub rtx_cache_set: bool,
+    /// The sending side of a relay to another node ([`crate::relay`]): every layer the edge needs, each on its own
+    /// simulcast stream, with the publisher's numbering. The edge node munges per subscriber.
+    pub relay: bool,
+    /// Relay: the layers whose stream's retransmission cache was set up (bit `i` = layer `i`).
+    pub relay_rtx_set: u8,
     /// Audio: when the subscriber's loss is worth a report to the publisher.
     loss_reporter: LossReporter,
 }
@@ -154,6 +159,8 @@ impl DownTrack {
             state: DownTrackState::ToOpen,
             removed: false,
             rtx_cache_set: false,
+            relay: false,
+            relay_rtx_set: 0,
             munger: Munger::new(start_seq, rand::random()),
             pt_map: None,
             vp8: Vp8Munger::new(),
@@ -242,19 +249,7 @@ impl DownTrack {
             self.munger.skip(pkt.seq_no);
             return None;
         }
-        let src_pt = pkt.params.pt();
-        let (pt, red_pt) = match self.pt_map {
-            Some((s, l, r)) if s == src_pt => (l, r),
-            _ => {
-                let local = rtc.codec_config().match_params(pkt.params)?;
-                let (pt, red_pt) = (local.pt(), local.red());
-                if !rtc.media(mid)?.remote_pts().contains(&pt) {
-                    return None;
-                }
-                self.pt_map = Some((src_pt, pt, red_pt));
-                (pt, red_pt)
-            }
-        };
+        let (pt, red_pt) = self.map_pt(pkt, rtc, mid)?;
         let (pt, payload) = match &pkt.red {
             Some(primary) => red_for_subscriber(pkt, primary, pt, red_pt)?,
             None => (pt, None),
@@ -285,6 +280,41 @@ impl DownTrack {
             b.build().ok()
         });
         Some((mid, WriteParams { pt, payload, vp8_patch, seq_no: m.seq_no, timestamp: m.timestamp }))
+    }
+
+    /// A relay's copy of `pkt` ([`DownTrack::relay`]): the publisher's own sequence number and timestamp, padding
+    /// included (a hole in the numbering would have the edge ask for it in vain). `None` when it must not be sent:
+    /// not open, codec not negotiated, or a layer above what the edge node's subscribers need (dynacast across
+    /// nodes: a layer nobody there needs does not cross).
+    pub fn prepare_relay(&mut self, pkt: &ForwardPacket, rtc: &Rtc) -> Option<(Mid, WriteParams)> {
+        let DownTrackState::Open(mid) = self.state else { return None };
+        if self.kind == MediaKind::Video && self.wanted_layer().is_none_or(|top| pkt.layer > top) {
+            return None;
+        }
+        let (pt, red_pt) = self.map_pt(pkt, rtc, mid)?;
+        let (pt, payload) = match &pkt.red {
+            Some(primary) => red_for_subscriber(pkt, primary, pt, red_pt)?,
+            None => (pt, None),
+        };
+        Some((mid, WriteParams { pt, payload, vp8_patch: None, seq_no: pkt.seq_no, timestamp: pkt.timestamp }))
+    }
+
+    /// This subscriber's payload type (and RED payload type) for the publisher's codec of `pkt`, cached per
+    /// publisher payload type; `None` when the subscriber did not negotiate the codec on `mid`.
+    fn map_pt(&mut self, pkt: &ForwardPacket, rtc: &Rtc, mid: Mid) -> Option<(Pt, Option<Pt>)> {
+        let src_pt = pkt.params.pt();
+        match self.pt_map {
+            Some((s, l, r)) if s == src_pt => Some((l, r)),
+            _ => {
+                let local = rtc.codec_config().match_params(pkt.params)?;
+                let (pt, red_pt) = (local.pt(), local.red());
+                if !rtc.media(mid)?.remote_pts().contains(&pt) {
+                    return None;
+                }
+                self.pt_map = Some((src_pt, pt, red_pt));
+                Some((pt, red_pt))
+            }
+        }
     }
 
     /// Is the picture id field 15 bits wide? (The descriptor knows; a value above 127 proves it.)

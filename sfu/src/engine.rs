@@ -147,6 +147,9 @@ pub struct PeerOptions {
     pub label: String,
     /// The client makes every offer, the peer none (a WHEP viewer): see [`crate::peer::PeerConfig::client_offers`].
     pub client_offers: bool,
+    /// The origin side of a relay to another node ([`crate::relay`]): a UDP socket of its own, full ICE, no
+    /// bandwidth estimation. Its "client" is the other engine; subscribe it to the tracks to relay.
+    pub relay: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +166,14 @@ enum WorkerMsg {
         peer: Box<Peer>,
         events: mpsc::UnboundedSender<PeerEvent>,
         label: String,
+        /// A relay peer's own socket.
+        socket: Option<PeerSocket>,
+    },
+    /// A relay's edge needs `track` up to layer `demand`.
+    RelayDemand {
+        peer: PeerId,
+        track: TrackId,
+        demand: Option<u8>,
     },
     /// A UDP datagram, or a frame of an ICE-TCP connection.
     Datagram {
@@ -370,13 +381,31 @@ impl Sfu {
             keyframe_request_interval: self.shared.config.keyframe_request_interval,
             bwe_initial: self.shared.config.bwe_initial_kbps.map(|k| str0m::bwe::Bitrate::kbps(u64::from(k))),
             client_offers: opts.client_offers,
+            relay: false,
+        };
+        let (config, socket) = if opts.relay {
+            // A socket of its own on the engine's address: the edge answers it by its address, and the main socket's
+            // demultiplexer never has to tell a relay's packets from a client's.
+            let bind = SocketAddr::new(self.shared.local_addr.ip(), 0);
+            let socket = UdpSocket::bind(bind).await.map_err(|e| SfuError::Bind(bind, e))?;
+            let local = socket.local_addr().map_err(|e| SfuError::Bind(bind, e))?;
+            let announced = SocketAddr::new(self.shared.config.udp_addr.ip(), local.port());
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let socket = Arc::new(socket);
+            tokio::spawn(relay_recv(self.shared.clone(), socket.clone(), Route { peer: id, worker }, stopped));
+            let config = PeerConfig { udp_addr: announced, tcp_addr: None, bwe_initial: None, relay: true, ..config };
+            (config, Some(PeerSocket { socket, announced, _stop: stop }))
+        } else {
+            (config, None)
         };
         let peer = Peer::new(id, config, ice.clone(), Instant::now());
         let (tx, rx) = mpsc::unbounded_channel();
         self.shared.peers.lock().expect("peers lock").insert(id, worker);
-        self.shared.demux.insert_ufrag(ice.ufrag, Route { peer: id, worker });
+        if socket.is_none() {
+            self.shared.demux.insert_ufrag(ice.ufrag, Route { peer: id, worker });
+        }
         self.shared.stats.peers.fetch_add(1, Ordering::Relaxed);
-        self.send(worker, WorkerMsg::AddPeer { peer: Box::new(peer), events: tx, label: opts.label }).await?;
+        self.send(worker, WorkerMsg::AddPeer { peer: Box::new(peer), events: tx, label: opts.label, socket }).await?;
         Ok((id, rx))
     }
 
@@ -422,6 +451,12 @@ impl Sfu {
             entry.priority = priority;
         }
         Ok(())
+    }
+
+    /// A relay's edge node needs `track` up to layer `demand` (`None`: nothing of it for now). `peer` is the
+    /// relay's origin side, made with [`PeerOptions::relay`] and subscribed to `track`.
+    pub async fn relay_demand(&self, peer: PeerId, track: TrackId, demand: Option<u8>) -> Result<(), SfuError> {
+        self.to_peer(peer, WorkerMsg::RelayDemand { peer, track, demand }).await
     }
 
     /// Stop sending `track` to `subscriber`.
@@ -506,6 +541,43 @@ async fn udp_recv(shared: Arc<Shared>) {
             continue;
         };
         let msg = WorkerMsg::Datagram { peer: route.peer, proto: Protocol::Udp, source, at, data: data.to_vec() };
+        if shared.workers[route.worker.0].try_send(msg).is_err() {
+            shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A relay peer's own UDP socket ([`PeerOptions::relay`]): its address as announced, and the reader task's stop
+/// (dropped with the peer).
+struct PeerSocket {
+    socket: Arc<UdpSocket>,
+    announced: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Receive a relay peer's datagrams and hand them to its worker, until the peer is gone.
+async fn relay_recv(
+    shared: Arc<Shared>,
+    socket: Arc<UdpSocket>,
+    route: Route,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, source) = tokio::select! {
+            _ = &mut stopped => return,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    debug!(error = %e, "relay udp recv error");
+                    continue;
+                }
+            },
+        };
+        shared.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let at = Instant::now();
+        let msg = WorkerMsg::Datagram { peer: route.peer, proto: Protocol::Udp, source, at, data: buf[..n].to_vec() };
         if shared.workers[route.worker.0].try_send(msg).is_err() {
             shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
         }
@@ -603,6 +675,8 @@ async fn tcp_write(mut write: tokio::net::tcp::OwnedWriteHalf, mut queue: mpsc::
 
 struct PeerSlot {
     peer: Box<Peer>,
+    /// A relay peer's own socket (else the engine's).
+    socket: Option<PeerSocket>,
     events: mpsc::UnboundedSender<PeerEvent>,
     span: tracing::Span,
     next_timeout: Instant,
@@ -732,18 +806,22 @@ impl Worker {
     /// Returns false on shutdown.
     fn handle(&mut self, msg: WorkerMsg) -> bool {
         match msg {
-            WorkerMsg::AddPeer { peer, events, label } => {
+            WorkerMsg::AddPeer { peer, events, label, socket } => {
                 let id = peer.id();
                 let span = tracing::info_span!("peer", peer = %id, who = %label);
-                self.peers
-                    .insert(id, PeerSlot { peer, events, span, next_timeout: Instant::now(), rtp_counted: (0, 0) });
+                let slot = PeerSlot { peer, socket, events, span, next_timeout: Instant::now(), rtp_counted: (0, 0) };
+                self.peers.insert(id, slot);
                 self.drain(id);
+            }
+            WorkerMsg::RelayDemand { peer, track, demand } => {
+                self.with_peer(peer, |p| p.set_relay_demand(track, demand))
             }
             WorkerMsg::Datagram { peer, proto, source, at, data } => {
                 // The destination is the address the peer's candidate announces (what the client sent to), so
                 // str0m finds its local candidate also behind NAT or on a 0.0.0.0 bind.
+                let own = self.peers.get(&peer).and_then(|p| p.socket.as_ref()).map(|s| s.announced);
                 let dest = match proto {
-                    Protocol::Udp => Some(self.shared.config.udp_addr),
+                    Protocol::Udp => Some(own.unwrap_or(self.shared.config.udp_addr)),
                     _ => self.shared.config.tcp_addr,
                 };
                 if let Some(dest) = dest {
@@ -983,7 +1061,8 @@ impl Worker {
                     return;
                 }
                 PeerOutput::Transmit(t) if t.proto == Protocol::Udp => {
-                    match self.shared.socket.try_send_to(&t.contents, t.destination) {
+                    let socket = slot.socket.as_ref().map_or(&self.shared.socket, |s| &s.socket);
+                    match socket.try_send_to(&t.contents, t.destination) {
                         Ok(n) => {
                             self.shared.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
                             self.shared.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
@@ -1084,7 +1163,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_peer_is_closed_alone() {
         let sfu = Sfu::start(SfuConfig { workers: 2, ..SfuConfig::default() }).await.unwrap();
-        let opts = PeerOptions { can_publish: true, can_subscribe: true, label: "t".into(), client_offers: false };
+        let opts = PeerOptions {
+            can_publish: true,
+            can_subscribe: true,
+            label: "t".into(),
+            client_offers: false,
+            relay: false,
+        };
         let (a, mut a_ev) = sfu.create_peer(opts.clone()).await.unwrap();
         let (b, mut b_ev) = sfu.create_peer(opts.clone()).await.unwrap();
         assert_eq!(sfu.stats().peers, 2);

@@ -31,6 +31,7 @@
 //! - [`allocator`]: how much of each subscribed track one subscriber's link gets (layers from the estimate).
 //! - [`layer`]: simulcast layers of a published track: which one a packet belongs to, which are live.
 //! - [`cascade`]: rooms that span nodes: which tracks of other nodes this node needs relayed, and which layers.
+//! - [`relay`]: how a track crosses to another node: the relay peer pair and its simulcast RIDs.
 //! - [`speaker`]: active speakers from the audio levels in publishers' packets.
 //! - [`udp`]: the socket's demultiplexer.
 //! - [`tcp`]: ICE-TCP: RFC 4571 framing and the connections' write queues.
@@ -50,6 +51,7 @@ pub mod munger;
 pub mod packet;
 pub mod peer;
 pub mod red;
+pub mod relay;
 pub mod router;
 pub mod speaker;
 pub mod tcp;

@@ -75,6 +75,10 @@ pub struct PeerConfig {
     /// The client makes every offer (a WHEP viewer): the peer never offers. Down-tracks added before the client's
     /// offer open on the m-lines it offers to receive, in order and by kind, when that offer is answered.
     pub client_offers: bool,
+    /// The sending side of a relay to another node ([`crate::relay`]): full ICE from `udp_addr` (a socket of its
+    /// own), every layer of each track on its own simulcast stream, the publisher's numbering. Set `bwe_initial` to
+    /// `None`: the relay does not choose layers.
+    pub relay: bool,
 }
 
 /// How often the stream allocator decides again (besides on every new estimate and settings change).
@@ -293,7 +297,8 @@ impl Peer {
     pub fn new(id: PeerId, config: PeerConfig, ice: IceCreds, now: Instant) -> Peer {
         let mut rtc = RtcConfig::new()
             .set_rtp_mode(true)
-            .set_ice_lite(true)
+            // A relay's origin side runs full ICE towards the edge node, which is ICE-lite like every engine peer.
+            .set_ice_lite(!config.relay)
             .set_local_ice_credentials(ice)
             .clear_codecs()
             // Opus with RED (RFC 2198) where the client offers it too; str0m lists RED before Opus in the answer,
@@ -318,7 +323,7 @@ impl Peer {
         let candidate =
             Candidate::host(config.udp_addr, Protocol::Udp).expect("a UDP host candidate from a socket address");
         rtc.add_local_candidate(candidate);
-        if let Some(addr) = config.tcp_addr {
+        if let Some(addr) = config.tcp_addr.filter(|_| !config.relay) {
             match Candidate::builder().tcp().host(addr).tcptype(TcpType::Passive).build() {
                 Ok(c) => {
                     rtc.add_local_candidate(c);
@@ -690,7 +695,9 @@ impl Peer {
             dt.removed = false;
             return;
         }
-        self.downtracks.push(DownTrack::new(track, kind, publisher));
+        let mut dt = DownTrack::new(track, kind, publisher);
+        dt.relay = self.config.relay;
+        self.downtracks.push(dt);
         self.next_allocation.get_or_insert(self.now);
         self.report_changes();
         self.negotiate_if_needed();
@@ -744,6 +751,10 @@ impl Peer {
         if self.closed || !self.connected {
             return;
         }
+        if self.config.relay {
+            self.relay_forward(pkt);
+            return;
+        }
         let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == pkt.track) else { return };
         let prepared = dt.prepare(pkt, &self.rtc);
         // A switch shows here first; a change of demand (new layer sizes) waits for the allocation pass.
@@ -780,6 +791,39 @@ impl Peer {
         stream.write_rtp(rtp);
         self.rtp_out += 1;
         self.flush_due = self.config.bwe_initial.is_some();
+    }
+
+    /// A relay's copy of a packet: on the stream of its layer, numbered as the publisher numbered it.
+    fn relay_forward(&mut self, pkt: &ForwardPacket) {
+        let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == pkt.track) else { return };
+        let Some((mid, write)) = dt.prepare_relay(pkt, &self.rtc) else { return };
+        let video = pkt.kind == MediaKind::Video;
+        let rid = video.then(|| crate::relay::rid_of(pkt.layer));
+        let layer_bit = 1u8 << pkt.layer.min(crate::layer::MAX_SPATIAL);
+        let set_rtx_cache = video && dt.relay_rtx_set & layer_bit == 0;
+        dt.relay_rtx_set |= layer_bit;
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, rid) else { return };
+        if set_rtx_cache {
+            stream.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, RTX_RATIO_CAP);
+        }
+        let payload = write.payload.unwrap_or_else(|| pkt.payload.clone());
+        let rtp = RtpWrite::new(write.pt, write.seq_no.into(), write.timestamp, pkt.arrival, payload)
+            .marker(pkt.marker)
+            .ext_vals(pkt.ext.clone())
+            .nackable(video);
+        stream.write_rtp(rtp);
+        self.rtp_out += 1;
+    }
+
+    /// The relay's edge node needs `track` up to layer `demand` (`None`: no layer, the track stays negotiated).
+    /// Layers above it stop crossing; the publisher hears the demand like a local subscriber's (dynacast).
+    pub fn set_relay_demand(&mut self, track: TrackId, demand: Option<u8>) {
+        if let Some(dt) = self.downtracks.iter_mut().find(|d| d.track == track) {
+            dt.settings.hidden = demand.is_none();
+            dt.max_layer = demand.unwrap_or(0).min(crate::layer::MAX_SPATIAL);
+        }
+        self.report_changes();
     }
 
     /// A subscriber wants a keyframe of spatial `layer` of `track`, which this peer publishes.
@@ -956,7 +1000,12 @@ impl Peer {
             Event::RtpPacket(p) => self.handle_rtp(p),
             Event::KeyframeRequest(req) => {
                 if let Some(dt) = self.downtracks.iter().find(|d| d.mid() == Some(req.mid)) {
-                    if let Some(layer) = dt.layer_for_keyframe() {
+                    // A relay's edge asks per layer (RID); a subscriber for the layer it decodes.
+                    let layer = match (self.config.relay, &req.rid) {
+                        (true, Some(rid)) => crate::relay::layer_of(rid),
+                        _ => dt.layer_for_keyframe(),
+                    };
+                    if let Some(layer) = layer {
                         self.queue.push_back(PeerOutput::KeyframeRequest { track: dt.track, kind: req.kind, layer });
                     }
                 }
@@ -1116,12 +1165,13 @@ impl Peer {
         for dt in &mut self.downtracks {
             match dt.state {
                 DownTrackState::ToOpen => {
+                    let simulcast = (dt.relay && dt.kind == MediaKind::Video).then(crate::relay::simulcast);
                     let mid = api.add_media(
                         dt.kind,
                         Direction::SendOnly,
                         Some(dt.publisher.to_string()),
                         Some(dt.track.to_string()),
-                        None,
+                        simulcast,
                     );
                     dt.state = DownTrackState::Negotiating(mid);
                     subscribed.push((dt.track, mid));

@@ -84,6 +84,7 @@ async fn connect_and_publish(sfu: &Sfu, mut link: Link, server: SocketAddr) {
             can_subscribe: true,
             label: "client".into(),
             client_offers: false,
+            relay: false,
         })
         .await
         .unwrap();

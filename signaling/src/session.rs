@@ -212,6 +212,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
             can_subscribe: claims.video.can_subscribe,
             label: format!("{room}/{identity}"),
             client_offers: false,
+            relay: false,
         };
         let (peer, mut peer_events) = match state.sfu.create_peer(opts).await {
             Ok(p) => p,
@@ -290,18 +291,20 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                 break 'outer;
             }
             let more = chat.replaying() || !s.out.is_empty();
+            let mut take_inbox = false;
             tokio::select! {
                 biased;
-                // Acks first: a sender waits on each, and in a busy room the inbox is never empty.
-                Some(ack) = chat.acks.recv() => s.out.push(Out::Msg(ack)),
-                _ = inbox.wait() => {
-                    if chat.take_inbox(&mut s.out).is_err() {
-                        info!("chat queue overflowed; closing");
-                        leave_reason = "disconnected";
-                        let _ = tx.send(close_msg(close::TIMEOUT_OR_SLOW, "too slow")).await;
-                        break;
+                // Acks first: a sender waits on each, and in a busy room the inbox is never empty. Every ack
+                // ready is taken at once, and the inbox with them: a fast sender's stream of acks must not starve
+                // its own deliveries until the queue overflows (a flooder was closed so in CI, on a busy machine).
+                Some(ack) = chat.acks.recv() => {
+                    s.out.push(Out::Msg(ack));
+                    while let Ok(more) = chat.acks.try_recv() {
+                        s.out.push(Out::Msg(more));
                     }
+                    take_inbox = true;
                 }
+                _ = inbox.wait() => take_inbox = true,
                 frame = rx.next() => {
                     let text = match frame {
                         Some(Ok(Message::Text(t))) => t,
@@ -393,6 +396,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, peer_ip: std::net::IpA
                 // when nothing else is ready. The branches above come first, so a long replay never holds up the
                 // client's requests or its acks.
                 _ = std::future::ready(()), if more => {}
+            }
+            if take_inbox && chat.take_inbox(&mut s.out).is_err() {
+                info!("chat queue overflowed; closing");
+                leave_reason = "disconnected";
+                let _ = tx.send(close_msg(close::TIMEOUT_OR_SLOW, "too slow")).await;
+                break;
             }
         }
         info!(reason = leave_reason, "left");

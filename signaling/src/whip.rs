@@ -290,6 +290,7 @@ async fn create(
         can_subscribe: kind == Kind::Play,
         label: format!("{room}/{identity}"),
         client_offers: kind == Kind::Play,
+        relay: false,
     };
     let (peer, mut peer_events) = state.sfu.create_peer(opts).await.map_err(|e| {
         warn!(error = %e, "cannot create peer");

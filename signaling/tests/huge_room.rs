@@ -244,7 +244,7 @@ async fn two_thousand_members_a_flood_and_a_slow_member() {
     for (f, a) in flooders.into_iter().enumerate() {
         let (name, kind) = (format!("flood{f}"), if f == 0 { "like" } else { "danmaku" });
         let schedule = flood_schedule(&name, kind);
-        tasks.push(tokio::spawn(async move { run_sender(&name, a, start, schedule).await }));
+        tasks.push(crowd::actor_runtime().spawn(async move { run_sender(&name, a, start, schedule).await }));
     }
     let talk: Vec<_> = (0..(FLOOD.as_millis() / NORMAL_EVERY.as_millis()) as usize)
         .flat_map(|b| {
@@ -255,7 +255,7 @@ async fn two_thousand_members_a_flood_and_a_slow_member() {
             })
         })
         .collect();
-    tasks.push(tokio::spawn(async move { run_sender("talker", talker, start, talk).await }));
+    tasks.push(crowd::actor_runtime().spawn(async move { run_sender("talker", talker, start, talk).await }));
     let highs: Vec<_> = (0..HIGHS)
         .map(|i| {
             let id = format!("high-{i}");
@@ -263,7 +263,7 @@ async fn two_thousand_members_a_flood_and_a_slow_member() {
             (FLOOD * i as u32 / HIGHS as u32 + Duration::from_millis(25), id, frame)
         })
         .collect();
-    tasks.push(tokio::spawn(async move { run_sender("admin", admin, start, highs).await }));
+    tasks.push(crowd::actor_runtime().spawn(async move { run_sender("admin", admin, start, highs).await }));
     let blob = "x".repeat(FILL_BYTES);
     let fills: Vec<_> = (0..FILLS)
         .map(|i| {
@@ -272,7 +272,7 @@ async fn two_thousand_members_a_flood_and_a_slow_member() {
             (Duration::from_millis(i as u64 * 2), id, frame)
         })
         .collect();
-    tasks.push(tokio::spawn(async move { run_sender("filler", filler, start, fills).await }));
+    tasks.push(crowd::actor_runtime().spawn(async move { run_sender("filler", filler, start, fills).await }));
 
     let mut reports = Vec::new();
     let mut actor_ends = Vec::new();
@@ -438,7 +438,14 @@ async fn two_thousand_members_a_flood_and_a_slow_member() {
         dropped[0].broken
     );
     assert!(actor_closes.iter().all(Option::is_none), "a sender was disconnected: {actor_closes:?}");
-    assert_eq!(room_size_end, MEMBERS + actors - usize::from(slow_log.close.is_some()), "sessions at the end");
+    // The slow member may overflow after its socket already held the last stored message (it then reads that and
+    // stops before the close): gone on the server, no close seen here.
+    let slow_gone_ok = room_size_end + 1 == MEMBERS + actors;
+    assert!(
+        slow_gone_ok || (slow_log.close.is_none() && room_size_end == MEMBERS + actors),
+        "sessions at the end: {room_size_end}, slow member's close {:?}",
+        slow_log.close
+    );
 
     // Every reading member: every stored message once and in order, the highs among them exactly.
     assert!(delivered_all, "only {} of {MEMBERS} members reached seq {persisted}", progress.at_seq(persisted));

@@ -133,6 +133,7 @@ impl Pair {
             keyframe_request_interval: Duration::from_millis(500),
             bwe_initial,
             client_offers: false,
+            relay: false,
         };
         let peer = Peer::new(PeerId(1), config, IceCreds::new(), now);
         let mut client = f(Rtc::builder()).build(now);

@@ -338,8 +338,30 @@ pub struct ActorEnd {
     pub close: Option<u16>,
 }
 
+/// The runtime the actors (the senders) run on: they stand for clients on other machines, so their sockets and
+/// tasks are not starved behind the members' readers, which share the test's runtime with the server. (On 2 cores a
+/// flooder's reader fell a second behind there, its socket filled, and the server rightly closed it as too slow.)
+pub fn actor_runtime() -> &'static tokio::runtime::Handle {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("actors")
+            .enable_all()
+            .build()
+            .expect("the actors' runtime")
+    })
+    .handle()
+}
+
 impl Actor {
-    pub async fn join(addr: std::net::SocketAddr, token: &str, mut stop: watch::Receiver<bool>) -> Actor {
+    /// Join on the [`actor_runtime`]; the actor's reader runs there too.
+    pub async fn join(addr: std::net::SocketAddr, token: &str, stop: watch::Receiver<bool>) -> Actor {
+        let token = token.to_string();
+        actor_runtime().spawn(async move { Actor::join_here(addr, &token, stop).await }).await.expect("actor joins")
+    }
+
+    async fn join_here(addr: std::net::SocketAddr, token: &str, mut stop: watch::Receiver<bool>) -> Actor {
         let mut ws = connect_light(addr).await;
         join(&mut ws, &join_msg(token)).await;
         let (sink, mut stream) = ws.split();

@@ -1,0 +1,380 @@
+//! A relay between two nodes' engines (`sfu::relay`), sans-I/O: the origin's relay peer and the edge's publisher
+//! peer, both real str0m, joined by a simulated network with a virtual clock. What crosses must be what the publisher
+//! sent, layer by layer and numbered as it numbered it; loss on the link is repaired from the origin's cache; the
+//! edge's keyframe requests and layer needs reach the origin's publisher.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{opus_packet, Vp8Layer};
+use sfu::id::{PeerId, TrackId};
+use sfu::keyframe::KeyframeStart;
+use sfu::packet::ForwardPacket;
+use sfu::peer::{Peer, PeerConfig, PeerEvent, PeerOutput};
+use str0m::format::{Codec, CodecConfig, PayloadParams};
+use str0m::media::{KeyframeRequestKind, MediaKind};
+use str0m::net::Protocol;
+use str0m::IceCreds;
+
+const ORIGIN: &str = "10.0.0.1:40000";
+const EDGE: &str = "10.0.0.2:5000";
+/// The published track on the origin node.
+const TRACK: TrackId = TrackId(7);
+const AUDIO: TrackId = TrackId(8);
+
+/// What the two sides produced during one [`Relay::run`].
+#[derive(Debug, Default)]
+struct Seen {
+    /// Packets the edge's peer hands to its node's subscribers.
+    edge_forwarded: Vec<Arc<ForwardPacket>>,
+    edge_events: Vec<PeerEvent>,
+    origin_events: Vec<PeerEvent>,
+    /// Keyframe requests the origin's relay peer sends towards the publisher: (track, layer).
+    origin_keyframe_requests: Vec<(TrackId, u8)>,
+    /// Layer demands the origin's relay peer sends towards the publisher.
+    origin_layer_demands: Vec<(TrackId, Option<u8>)>,
+    /// Origin → edge RTP datagrams the network lost.
+    dropped: usize,
+}
+
+struct Relay {
+    now: Instant,
+    origin: Peer,
+    edge: Peer,
+    to_edge: VecDeque<Vec<u8>>,
+    to_origin: VecDeque<Vec<u8>>,
+    /// Decides, by its index, whether the network loses an origin → edge RTP datagram.
+    lose: Box<dyn FnMut(u64) -> bool>,
+    rtp_sent: u64,
+    /// The edge's id for the relayed video and audio tracks.
+    edge_track: Option<TrackId>,
+    edge_audio: Option<TrackId>,
+}
+
+fn is_rtp(d: &[u8]) -> bool {
+    d.len() >= 12 && d[0] >> 6 == 2 && !(192..=223).contains(&d[1])
+}
+
+fn config(relay: bool, addr: &str) -> PeerConfig {
+    PeerConfig {
+        can_publish: !relay,
+        can_subscribe: relay,
+        udp_addr: addr.parse().unwrap(),
+        tcp_addr: None,
+        keyframe_request_interval: Duration::from_millis(500),
+        bwe_initial: None,
+        client_offers: false,
+        relay,
+    }
+}
+
+/// The codec parameters a VP8 publisher on the origin node would attach to its packets.
+fn vp8_params() -> PayloadParams {
+    *CodecConfig::new_with_defaults().find(|c| c.spec().codec == Codec::Vp8).expect("VP8")
+}
+
+impl Relay {
+    /// The origin relays `TRACK` (video) and `AUDIO`; the edge accepted the offer and both are connected.
+    fn connected() -> Relay {
+        let now = Instant::now();
+        let mut r = Relay {
+            now,
+            origin: Peer::new(PeerId(1), config(true, ORIGIN), IceCreds::new(), now),
+            edge: Peer::new(PeerId(2), config(false, EDGE), IceCreds::new(), now),
+            to_edge: VecDeque::new(),
+            to_origin: VecDeque::new(),
+            lose: Box::new(|_| false),
+            rtp_sent: 0,
+            edge_track: None,
+            edge_audio: None,
+        };
+        r.origin.add_downtrack(TRACK, MediaKind::Video, PeerId(9));
+        r.origin.add_downtrack(AUDIO, MediaKind::Audio, PeerId(9));
+        // The audio waits for the video's offer to be answered: two rounds.
+        let mut seen = r.run(Duration::from_millis(1));
+        for _ in 0..2 {
+            let (id, offer) = seen
+                .origin_events
+                .iter()
+                .find_map(|e| if let PeerEvent::Offer { id, sdp } = e { Some((*id, sdp.clone())) } else { None })
+                .expect("the relay offers");
+            assert!(offer.contains("a=simulcast:send q;h;f"), "three layers offered");
+            assert!(!offer.contains("a=ice-lite"), "the origin's side runs full ICE");
+            r.edge.handle_offer(r.now, id, &offer);
+            let answered = r.run(Duration::from_millis(1));
+            let answer = answered
+                .edge_events
+                .iter()
+                .find_map(|e| match e {
+                    PeerEvent::Answer { id: a, sdp } if *a == id => Some(sdp.clone()),
+                    _ => None,
+                })
+                .expect("the edge answers");
+            r.note_published(&answered);
+            r.origin.handle_answer(r.now, id, &answer).expect("the origin accepts the answer");
+            seen = r.run(Duration::from_millis(1));
+            r.note_published(&seen);
+        }
+        // str0m announces the edge's new media once connected.
+        let seen = r.run(Duration::from_secs(2));
+        r.note_published(&seen);
+        assert!(r.origin.is_connected() && r.edge.is_connected(), "{seen:?}");
+        assert!(r.edge_track.is_some() && r.edge_audio.is_some(), "both tracks published at the edge");
+        r
+    }
+
+    /// Note the edge's ids of the relayed tracks.
+    fn note_published(&mut self, seen: &Seen) {
+        for e in &seen.edge_events {
+            if let PeerEvent::TrackPublished { track, kind, .. } = e {
+                match kind {
+                    MediaKind::Video => self.edge_track = Some(*track),
+                    MediaKind::Audio => self.edge_audio = Some(*track),
+                }
+            }
+        }
+    }
+
+    /// Feed packets to the origin's relay peer (as its engine would), draining after each.
+    fn feed(&mut self, pkts: &[Arc<ForwardPacket>], seen: &mut Seen) {
+        for p in pkts {
+            self.origin.handle_forward(p);
+            self.drain(seen);
+        }
+    }
+
+    /// Move datagrams both ways (no delay) and advance the clock to each next timeout, for `d` of virtual time.
+    fn run(&mut self, d: Duration) -> Seen {
+        let mut seen = Seen::default();
+        self.run_into(d, &mut seen);
+        seen
+    }
+
+    fn run_into(&mut self, d: Duration, seen: &mut Seen) {
+        let end = self.now + d;
+        for _ in 0..200_000 {
+            let next = self.drain(seen);
+            if let Some(data) = self.to_edge.pop_front() {
+                let (src, dst) = (ORIGIN.parse().unwrap(), EDGE.parse().unwrap());
+                self.edge.handle_receive(self.now, Protocol::Udp, src, dst, &data);
+                continue;
+            }
+            if let Some(data) = self.to_origin.pop_front() {
+                let (src, dst) = (EDGE.parse().unwrap(), ORIGIN.parse().unwrap());
+                self.origin.handle_receive(self.now, Protocol::Udp, src, dst, &data);
+                continue;
+            }
+            self.now = next.min(end).max(self.now);
+            self.origin.handle_timeout(self.now);
+            self.edge.handle_timeout(self.now);
+            if self.now >= end {
+                self.drain(seen);
+                if self.to_edge.is_empty() && self.to_origin.is_empty() {
+                    return;
+                }
+            }
+        }
+        panic!("the relay never settled");
+    }
+
+    /// Drain both peers; returns the earlier of their timeouts.
+    fn drain(&mut self, seen: &mut Seen) -> Instant {
+        let origin_next = loop {
+            match self.origin.poll_output() {
+                PeerOutput::Timeout(t) => break t,
+                PeerOutput::Transmit(t) => {
+                    assert_eq!(t.destination, EDGE.parse().unwrap(), "the relay sends to the edge's candidate");
+                    if is_rtp(&t.contents) {
+                        let n = self.rtp_sent;
+                        self.rtp_sent += 1;
+                        if (self.lose)(n) {
+                            seen.dropped += 1;
+                            continue;
+                        }
+                    }
+                    self.to_edge.push_back(t.contents.to_vec());
+                }
+                PeerOutput::Event(e) => seen.origin_events.push(e),
+                PeerOutput::KeyframeRequest { track, layer, .. } => seen.origin_keyframe_requests.push((track, layer)),
+                PeerOutput::LayerDemand { track, demand } => seen.origin_layer_demands.push((track, demand)),
+                PeerOutput::Forward(_) | PeerOutput::SubscriberLoss { .. } => {}
+            }
+        };
+        let edge_next = loop {
+            match self.edge.poll_output() {
+                PeerOutput::Timeout(t) => break t,
+                PeerOutput::Transmit(t) => self.to_origin.push_back(t.contents.to_vec()),
+                PeerOutput::Event(e) => seen.edge_events.push(e),
+                PeerOutput::Forward(p) => seen.edge_forwarded.push(p),
+                _ => {}
+            }
+        };
+        origin_next.min(edge_next)
+    }
+}
+
+/// Three simulcast layers of `TRACK` (150 kbit/s, 500 kbit/s, 1.5 Mbit/s), each numbered from its own start.
+fn layers() -> Vec<Vp8Layer> {
+    let sizes = [(320, 180), (640, 360), (1280, 720)];
+    let bitrates = [150_000, 500_000, 1_500_000];
+    (0..3u8)
+        .map(|i| {
+            let mut l = Vp8Layer::single(TRACK, bitrates[usize::from(i)]);
+            l.index = i;
+            l.size = sizes[usize::from(i)];
+            l.simulcast = true;
+            l.live_layers = 0b111;
+            l.layer_sizes = sizes.map(Some);
+            l.layer_bitrates = bitrates;
+            l.seq = 1000 + u64::from(i) * 20_000;
+            l.ts = 90_000 * (u32::from(i) + 1);
+            l
+        })
+        .collect()
+}
+
+/// `frames` frames of every layer in `layers` and an Opus packet per 20 ms, fed at 30 frames a second; returns what
+/// was fed: (layer, sequence number) → payload, and the audio's sequence numbers.
+fn send(
+    r: &mut Relay,
+    layers: &mut [Vp8Layer],
+    frames: u32,
+    seen: &mut Seen,
+) -> (BTreeMap<(u8, u64), Vec<u8>>, BTreeSet<u64>) {
+    let params = vp8_params();
+    let mut fed = BTreeMap::new();
+    let mut audio = BTreeSet::new();
+    let mut opus_i = 0u64;
+    for f in 0..frames {
+        for l in layers.iter_mut() {
+            let pkts = l.frame(params, f, r.now);
+            for p in &pkts {
+                fed.insert((p.layer, p.seq_no), p.payload.to_vec());
+            }
+            r.feed(&pkts, seen);
+        }
+        // Opus at 50 packets a second: 5 every 3 frames.
+        while opus_i * 20 < u64::from(f + 1) * 1000 / 30 {
+            let p = opus_packet(AUDIO, opus_i, r.now);
+            audio.insert(p.seq_no);
+            r.feed(&[p], seen);
+            opus_i += 1;
+        }
+        r.run_into(Duration::from_millis(33), seen);
+    }
+    (fed, audio)
+}
+
+/// What the edge got of the relayed video: (layer, low 16 bits of the sequence number) → payload.
+fn received(seen: &Seen, track: TrackId) -> BTreeMap<(u8, u64), Vec<u8>> {
+    seen.edge_forwarded
+        .iter()
+        .filter(|p| p.track == track && !p.payload.is_empty())
+        .map(|p| ((p.layer, p.seq_no & 0xffff), p.payload.to_vec()))
+        .collect()
+}
+
+fn low16(fed: &BTreeMap<(u8, u64), Vec<u8>>) -> BTreeMap<(u8, u64), Vec<u8>> {
+    fed.iter().map(|((l, s), p)| ((*l, s & 0xffff), p.clone())).collect()
+}
+
+#[test]
+fn every_layer_crosses_once_numbered_as_the_publisher_numbered_it() {
+    let mut r = Relay::connected();
+    let (edge_track, edge_audio) = (r.edge_track.unwrap(), r.edge_audio.unwrap());
+    let mut seen = Seen::default();
+    let mut layers = layers();
+    let (fed, audio) = send(&mut r, &mut layers, 60, &mut seen);
+    r.run_into(Duration::from_millis(500), &mut seen);
+
+    let got = received(&seen, edge_track);
+    assert_eq!(got.len(), fed.len(), "every packet of every layer crossed");
+    assert_eq!(got, low16(&fed), "same layers, numbers and payloads");
+    // Once each: the edge handed no packet on twice.
+    let video: Vec<_> = seen.edge_forwarded.iter().filter(|p| p.track == edge_track).collect();
+    assert_eq!(video.len(), fed.len(), "no packet twice");
+    // The edge reads the layers as simulcast and finds each layer's first keyframe.
+    for layer in 0..3u8 {
+        let first = video.iter().find(|p| p.layer == layer).expect("the layer crossed");
+        assert_eq!(first.keyframe, KeyframeStart::Yes, "layer {layer} starts on its keyframe");
+        assert!(first.simulcast);
+    }
+    assert_eq!(video.last().unwrap().live_layers, 0b111, "all three layers live at the edge");
+    // Audio crosses on its own m-line, numbered as sent.
+    let got_audio: BTreeSet<u64> =
+        seen.edge_forwarded.iter().filter(|p| p.track == edge_audio).map(|p| p.seq_no & 0xffff).collect();
+    assert_eq!(got_audio, audio, "every audio packet crossed");
+    assert_eq!(seen.dropped, 0);
+}
+
+#[test]
+fn loss_on_the_relay_link_is_repaired_from_the_origins_cache() {
+    let mut r = Relay::connected();
+    let edge_track = r.edge_track.unwrap();
+    // 5 % of the relay's RTP lost: every 20th datagram, retransmissions included.
+    r.lose = Box::new(|n| n % 20 == 7);
+    let mut seen = Seen::default();
+    let mut layers = layers();
+    let (fed, _) = send(&mut r, &mut layers, 90, &mut seen);
+    r.lose = Box::new(|_| false);
+    r.run_into(Duration::from_secs(1), &mut seen);
+
+    assert!(seen.dropped > 50, "the link lost packets: {}", seen.dropped);
+    let got = received(&seen, edge_track);
+    let missing: Vec<_> = low16(&fed).keys().filter(|k| !got.contains_key(k)).copied().collect();
+    assert!(missing.is_empty(), "{} of {} never reached the edge, e.g. {:?}", missing.len(), fed.len(), &missing[..3]);
+    assert_eq!(got, low16(&fed), "repaired packets carry the publisher's bytes");
+}
+
+#[test]
+fn the_edges_keyframe_requests_reach_the_origin_per_layer() {
+    let mut r = Relay::connected();
+    let edge_track = r.edge_track.unwrap();
+    let mut seen = Seen::default();
+    let mut layers = layers();
+    send(&mut r, &mut layers, 10, &mut seen);
+    for layer in [2u8, 0] {
+        let mut seen = Seen::default();
+        r.edge.handle_keyframe_request(r.now, edge_track, KeyframeRequestKind::Pli, layer);
+        r.run_into(Duration::from_millis(100), &mut seen);
+        assert_eq!(seen.origin_keyframe_requests, vec![(TRACK, layer)], "layer {layer}'s request crossed");
+    }
+}
+
+#[test]
+fn a_layer_the_edge_does_not_need_stops_crossing() {
+    let mut r = Relay::connected();
+    let edge_track = r.edge_track.unwrap();
+    let mut layers = layers();
+    // Nobody subscribes at the edge: after its dynacast delay, the edge's peer says only the lowest layer is needed
+    // (what its signaling passes to the origin).
+    let mut seen = Seen::default();
+    send(&mut r, &mut layers, 30, &mut seen);
+    r.run_into(sfu::peer::DYNACAST_DELAY + Duration::from_millis(500), &mut seen);
+    let told = seen.edge_events.iter().find_map(|e| match e {
+        PeerEvent::PublishLayers { track, layers } if *track == edge_track => Some(layers.clone()),
+        _ => None,
+    });
+    let expected: Vec<(String, bool)> = vec![("q".into(), true), ("h".into(), false), ("f".into(), false)];
+    assert_eq!(told, Some(expected));
+
+    // The origin is told: the publisher hears the relay's demand, and only layer 0 crosses from then on.
+    let mut seen = Seen::default();
+    r.origin.set_relay_demand(TRACK, Some(0));
+    r.run_into(Duration::from_millis(1), &mut seen);
+    assert_eq!(seen.origin_layer_demands, vec![(TRACK, Some(0))]);
+    let (fed, _) = send(&mut r, &mut layers, 30, &mut seen);
+    let got = received(&seen, edge_track);
+    assert!(got.keys().all(|(layer, _)| *layer == 0), "only layer 0 crossed");
+    assert_eq!(got.len(), fed.keys().filter(|(l, _)| *l == 0).count(), "all of layer 0 crossed");
+
+    // Needed again: layer 2 crosses again.
+    let mut seen = Seen::default();
+    r.origin.set_relay_demand(TRACK, Some(2));
+    let (fed, _) = send(&mut r, &mut layers, 10, &mut seen);
+    assert_eq!(seen.origin_layer_demands, vec![(TRACK, Some(2))]);
+    assert_eq!(received(&seen, edge_track).len(), fed.len(), "every layer crosses again");
+}
