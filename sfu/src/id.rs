@@ -29,6 +29,14 @@ macro_rules! random_id {
                 write!(f, "{:016x}", self.0)
             }
         }
+
+        /// The inverse of `Display` (16 hex digits), for ids that crossed to another node.
+        impl std::str::FromStr for $name {
+            type Err = std::num::ParseIntError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                u64::from_str_radix(s, 16).map(Self)
+            }
+        }
     };
 }
 

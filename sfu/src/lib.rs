@@ -32,6 +32,7 @@
 //! - [`layer`]: simulcast layers of a published track: which one a packet belongs to, which are live.
 //! - [`cascade`]: rooms that span nodes: which tracks of other nodes this node needs relayed, and which layers.
 //! - [`relay`]: how a track crosses to another node: the relay peer pair and its simulcast RIDs.
+//! - [`relay_setup`]: the messages two nodes exchange to set relays up, and what each engine does on them.
 //! - [`speaker`]: active speakers from the audio levels in publishers' packets.
 //! - [`udp`]: the socket's demultiplexer.
 //! - [`tcp`]: ICE-TCP: RFC 4571 framing and the connections' write queues.
@@ -52,6 +53,7 @@ pub mod packet;
 pub mod peer;
 pub mod red;
 pub mod relay;
+pub mod relay_setup;
 pub mod router;
 pub mod speaker;
 pub mod tcp;
