@@ -216,6 +216,9 @@ impl Relay {
     }
 }
 
+/// Packets by (layer, sequence number): their payloads.
+type Fed = BTreeMap<(u8, u64), Vec<u8>>;
+
 /// Three simulcast layers of `TRACK` (150 kbit/s, 500 kbit/s, 1.5 Mbit/s), each numbered from its own start.
 fn layers() -> Vec<Vp8Layer> {
     let sizes = [(320, 180), (640, 360), (1280, 720)];
@@ -238,12 +241,7 @@ fn layers() -> Vec<Vp8Layer> {
 
 /// `frames` frames of every layer in `layers` and an Opus packet per 20 ms, fed at 30 frames a second; returns what
 /// was fed: (layer, sequence number) → payload, and the audio's sequence numbers.
-fn send(
-    r: &mut Relay,
-    layers: &mut [Vp8Layer],
-    frames: u32,
-    seen: &mut Seen,
-) -> (BTreeMap<(u8, u64), Vec<u8>>, BTreeSet<u64>) {
+fn send(r: &mut Relay, layers: &mut [Vp8Layer], frames: u32, seen: &mut Seen) -> (Fed, BTreeSet<u64>) {
     let params = vp8_params();
     let mut fed = BTreeMap::new();
     let mut audio = BTreeSet::new();
@@ -388,85 +386,132 @@ fn a_layer_the_edge_does_not_need_stops_crossing() {
     assert_eq!(received(&seen, edge_track).len(), fed.len(), "every layer crosses again");
 }
 
-/// The same relay through two engines' real sockets on loopback: a client publishes audio on engine A, A's relay peer
-/// (full ICE, from a socket of its own) connects to a peer of engine B, which publishes the track there and receives
-/// its packets. The offer and answer go between the engines as the signaling layer would carry them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_engines_relay_a_track_over_their_sockets() {
-    use common::client::{publish_audio, Link};
-    use sfu::engine::PeerOptions;
-    use sfu::{Sfu, SfuConfig};
+/// One node of the in-memory cluster below: its engine, its relay set-up, and the events of the peers it made.
+struct Node {
+    sfu: sfu::Sfu,
+    setup: sfu::relay_setup::RelaySetup,
+    events: tokio::sync::mpsc::UnboundedReceiver<(sfu::id::PeerId, PeerEvent)>,
+    events_tx: tokio::sync::mpsc::UnboundedSender<(sfu::id::PeerId, PeerEvent)>,
+    /// The relayed copies available here: remote track → local track.
+    available: std::collections::HashMap<sfu::cascade::RemoteTrack, TrackId>,
+    relay_closed: usize,
+}
 
-    let config = || SfuConfig { workers: 1, ..Default::default() };
-    let (a, b) = (Sfu::start(config()).await.unwrap(), Sfu::start(config()).await.unwrap());
+impl Node {
+    async fn start() -> Node {
+        let sfu = sfu::Sfu::start(sfu::SfuConfig { workers: 1, ..Default::default() }).await.unwrap();
+        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let setup = sfu::relay_setup::RelaySetup::new();
+        Node { sfu, setup, events, events_tx, available: Default::default(), relay_closed: 0 }
+    }
+
+    /// Carry out the set-up's actions; messages for the other node are returned (the shell's Redis).
+    async fn act(&mut self) -> Vec<(String, sfu::relay_setup::RelayMsg)> {
+        use sfu::relay_setup::Action;
+        let mut out = Vec::new();
+        while let Some(a) = self.setup.poll() {
+            match a {
+                Action::Send { to, msg } => out.push((to, msg)),
+                Action::CreateRelayPeer { node } => self.create_peer(&node, true).await,
+                Action::CreateEdgePeer { node } => self.create_peer(&node, false).await,
+                Action::Subscribe { peer, track } => self.sfu.subscribe(peer, track).await.unwrap(),
+                Action::Unsubscribe { peer, track } => self.sfu.unsubscribe(peer, track).await.unwrap(),
+                Action::Demand { peer, track, top } => self.sfu.relay_demand(peer, track, top).await.unwrap(),
+                Action::Offer { peer, id, sdp } => self.sfu.offer(peer, id, sdp).await.unwrap(),
+                Action::Answer { peer, id, sdp } => self.sfu.answer(peer, id, sdp).await.unwrap(),
+                Action::ClosePeer { peer } => self.sfu.close_peer(peer).await.unwrap(),
+                Action::Available { remote, local } => {
+                    self.available.insert(remote, local);
+                }
+                Action::Unavailable { remote } => {
+                    self.available.remove(&remote);
+                }
+            }
+        }
+        out
+    }
+
+    /// A relay peer towards `node` (`origin_side`), or the peer receiving its relays; its events feed the set-up.
+    async fn create_peer(&mut self, node: &str, origin_side: bool) {
+        let opts = sfu::engine::PeerOptions {
+            can_publish: !origin_side,
+            can_subscribe: origin_side,
+            label: format!("relay {} {node}", if origin_side { "to" } else { "from" }),
+            client_offers: false,
+            relay: origin_side,
+        };
+        let (peer, mut rx) = self.sfu.create_peer(opts).await.unwrap();
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                let _ = tx.send((peer, ev));
+            }
+        });
+        self.setup.peer_created(node, peer, origin_side);
+    }
+
+    fn take_events(&mut self) {
+        while let Ok((peer, ev)) = self.events.try_recv() {
+            if matches!(ev, PeerEvent::Closed { .. }) {
+                self.relay_closed += 1;
+            }
+            self.setup.handle_peer_event(peer, &ev);
+        }
+    }
+}
+
+/// Run both nodes' set-ups until `done`, carrying messages between them; fails after 10 s.
+async fn settle(a: &mut Node, b: &mut Node, what: &str, mut done: impl FnMut(&Node, &Node) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(a, b) {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within 10 s");
+        a.take_events();
+        b.take_events();
+        for (to, msg) in a.act().await {
+            assert_eq!(to, "b");
+            b.setup.handle("a", msg);
+        }
+        for (to, msg) in b.act().await {
+            assert_eq!(to, "a");
+            a.setup.handle("b", msg);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Two engines with real sockets on loopback and their relay set-ups, messages carried in memory: a client publishes
+/// audio on node A; node B asks for it; A's relay peer (full ICE, from a socket of its own) connects to B's, B gets
+/// the track and its packets; B no longer needs it and A's relay closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_set_a_relay_up_and_tear_it_down() {
+    use common::client::{publish_audio, Link};
+
+    let (mut a, mut b) = (Node::start().await, Node::start().await);
     let (published_tx, mut published) = tokio::sync::mpsc::unbounded_channel();
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (a2, b2, server) = (a.clone(), b.clone(), a.local_addr());
+    let (a_sfu, b_sfu, server) = (a.sfu.clone(), b.sfu.clone(), a.sfu.local_addr());
     // 4 s of audio; done once engine B counted 50 packets of it.
     let publisher = tokio::spawn(async move {
         let track = move |t| {
             let _ = published_tx.send(t);
         };
-        publish_audio(&a2, Link::Udp(udp), server, 200, track, move || b2.stats().rtp_in >= 50).await;
+        publish_audio(&a_sfu, Link::Udp(udp), server, 200, track, move || b_sfu.stats().rtp_in >= 50).await;
     });
     let track = tokio::time::timeout(Duration::from_secs(10), published.recv()).await.unwrap().unwrap();
+    let remote = sfu::cascade::RemoteTrack { node: "a".into(), track: track.to_string() };
 
-    let relay_opts = PeerOptions {
-        can_publish: false,
-        can_subscribe: true,
-        label: "relay to b".into(),
-        client_offers: false,
-        relay: true,
-    };
-    let (relay, mut relay_events) = a.create_peer(relay_opts).await.unwrap();
-    a.subscribe(relay, track).await.unwrap();
-    let edge_opts = PeerOptions {
-        can_publish: true,
-        can_subscribe: false,
-        label: "relay from a".into(),
-        client_offers: false,
-        relay: false,
-    };
-    let (edge, mut edge_events) = b.create_peer(edge_opts).await.unwrap();
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let (mut edge_track, mut relay_up, mut edge_up) = (None, false, false);
-    while edge_track.is_none() || !relay_up || !edge_up {
-        tokio::select! {
-            ev = relay_events.recv() => match ev.expect("relay peer alive") {
-                PeerEvent::Offer { id, sdp } => b.offer(edge, id, sdp).await.unwrap(),
-                PeerEvent::Connected => relay_up = true,
-                PeerEvent::Closed { reason } => panic!("relay closed: {reason:?}"),
-                _ => {}
-            },
-            ev = edge_events.recv() => match ev.expect("edge peer alive") {
-                PeerEvent::Answer { id, sdp } => a.answer(relay, id, sdp).await.unwrap(),
-                PeerEvent::TrackPublished { track, kind, .. } => {
-                    assert_eq!(kind, MediaKind::Audio);
-                    edge_track = Some(track);
-                }
-                PeerEvent::Connected => edge_up = true,
-                PeerEvent::OfferRejected { reason, .. } => panic!("the edge refused the relay's offer: {reason}"),
-                PeerEvent::Closed { reason } => panic!("edge closed: {reason:?}"),
-                _ => {}
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                panic!("no relay within 10 s: track at the edge {edge_track:?}, up {relay_up}/{edge_up}")
-            }
-        }
-    }
+    b.setup.open("a", track, None);
+    settle(&mut a, &mut b, "the relayed track at B", |_, b| b.available.contains_key(&remote)).await;
     // The publisher stops once B has counted 50 of its packets (it fails after 20 s otherwise).
     publisher.await.expect("the audio crossed to engine B");
-    assert!(b.stats().rtp_in >= 50, "engine B received the relayed packets: {:?}", b.stats());
-    assert_eq!(b.stats().datagrams_unrouted, 0, "every datagram of the relay found its peer at B");
+    assert!(b.sfu.stats().rtp_in >= 50, "engine B received the relayed packets: {:?}", b.sfu.stats());
+    assert_eq!(b.sfu.stats().datagrams_unrouted, 0, "every datagram of the relay found its peer at B");
+    assert_eq!(a.sfu.stats().peers, 2, "the publisher and one relay peer at A");
 
-    a.close_peer(relay).await.unwrap();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), relay_events.recv()).await.unwrap() {
-            Some(PeerEvent::Closed { .. }) | None => break,
-            _ => {}
-        }
-    }
-    a.shutdown().await;
-    b.shutdown().await;
+    // B needs it no more: A's relay, left with nothing, closes.
+    b.setup.close("a", track);
+    settle(&mut a, &mut b, "the relay closed", |a, _| a.relay_closed == 1).await;
+    assert_eq!(a.sfu.stats().peers, 1, "only the publisher left at A");
+    a.sfu.shutdown().await;
+    b.sfu.shutdown().await;
 }
