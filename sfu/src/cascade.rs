@@ -116,6 +116,14 @@ impl Demand {
         }
     }
 
+    /// The relay of `track` was lost (the link cut, the relay peer failed, the origin said it is gone): the origin
+    /// is asked again at the next [`Demand::poll`] if anyone here still needs it.
+    pub fn relay_lost(&mut self, track: &RemoteTrack) {
+        if let Some(e) = self.tracks.get_mut(track) {
+            e.sent = None;
+        }
+    }
+
     /// The next request for the origins, if any is due at `now`.
     pub fn poll(&mut self, now: Instant) -> Option<RelayRequest> {
         let grace = self.grace;
@@ -170,6 +178,22 @@ mod tests {
 
     fn drain(d: &mut Demand, now: Instant) -> Vec<RelayRequest> {
         std::iter::from_fn(|| d.poll(now)).collect()
+    }
+
+    #[test]
+    fn a_lost_relay_is_asked_for_again_while_needed() {
+        let t0 = Instant::now();
+        let mut d = Demand::new(Duration::from_secs(10));
+        let (cam, mic) = (track("a", "TR_cam"), track("a", "TR_mic"));
+        d.subscribe(PeerId(1), &cam, 0b011);
+        d.subscribe(PeerId(1), &mic, AUDIO);
+        drain(&mut d, t0);
+        d.unsubscribe(PeerId(1), &mic, t0);
+        d.relay_lost(&cam);
+        d.relay_lost(&mic);
+        // The camera is still needed: opened again. Nobody needs the microphone: nothing is asked.
+        assert_eq!(drain(&mut d, t0), vec![RelayRequest::Open { track: cam.clone(), layers: 0b011 }]);
+        assert_eq!(drain(&mut d, t0 + Duration::from_secs(11)), vec![], "a lost relay needs no close");
     }
 
     #[test]

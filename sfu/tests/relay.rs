@@ -49,6 +49,8 @@ struct Relay {
     /// Decides, by its index, whether the network loses an origin → edge RTP datagram.
     lose: Box<dyn FnMut(u64) -> bool>,
     rtp_sent: u64,
+    /// The link is cut: every datagram, either way, is lost.
+    cut: bool,
     /// The edge's id for the relayed video and audio tracks.
     edge_track: Option<TrackId>,
     edge_audio: Option<TrackId>,
@@ -88,6 +90,7 @@ impl Relay {
             to_origin: VecDeque::new(),
             lose: Box::new(|_| false),
             rtp_sent: 0,
+            cut: false,
             edge_track: None,
             edge_audio: None,
         };
@@ -187,6 +190,9 @@ impl Relay {
                 PeerOutput::Timeout(t) => break t,
                 PeerOutput::Transmit(t) => {
                     assert_eq!(t.destination, EDGE.parse().unwrap(), "the relay sends to the edge's candidate");
+                    if self.cut {
+                        continue;
+                    }
                     if is_rtp(&t.contents) {
                         let n = self.rtp_sent;
                         self.rtp_sent += 1;
@@ -206,6 +212,7 @@ impl Relay {
         let edge_next = loop {
             match self.edge.poll_output() {
                 PeerOutput::Timeout(t) => break t,
+                PeerOutput::Transmit(_) if self.cut => {}
                 PeerOutput::Transmit(t) => self.to_origin.push_back(t.contents.to_vec()),
                 PeerOutput::Event(e) => seen.edge_events.push(e),
                 PeerOutput::Forward(p) => seen.edge_forwarded.push(p),
@@ -591,4 +598,37 @@ fn bench_relay_hop_cost() {
         (link_bytes as f64 / media_bytes as f64 - 1.0) * 100.0
     );
     assert!(crossed as usize >= origin_ns.len() * 99 / 100, "the packets crossed");
+}
+
+/// A cut of the relay link (nothing passes either way) ends the relay on both sides: the origin's full ICE agent
+/// stops hearing answers to its checks, the edge's peer stops hearing the origin; each side's peer closes and the
+/// set-up turns that into the track gone (origin) and unavailable (edge), so the edge asks again.
+#[test]
+fn a_cut_relay_link_closes_both_sides() {
+    let mut r = Relay::connected();
+    let mut layers = layers();
+    let mut seen = Seen::default();
+    send(&mut r, &mut layers, 30, &mut seen);
+    r.cut = true;
+    let cut_at = r.now;
+    let (mut origin_closed, mut edge_closed) = (None, None);
+    for _ in 0..120 {
+        let mut seen = Seen::default();
+        r.run_into(Duration::from_millis(500), &mut seen);
+        if seen.origin_events.iter().any(|e| matches!(e, PeerEvent::Closed { .. })) {
+            origin_closed.get_or_insert(r.now - cut_at);
+        }
+        if seen.edge_events.iter().any(|e| matches!(e, PeerEvent::Closed { .. })) {
+            edge_closed.get_or_insert(r.now - cut_at);
+        }
+        if origin_closed.is_some() && edge_closed.is_some() {
+            break;
+        }
+    }
+    let (o, e) = (origin_closed.expect("the origin's relay peer closes"), edge_closed.expect("the edge's peer closes"));
+    assert!(
+        o <= Duration::from_secs(30) && e <= Duration::from_secs(30),
+        "closed within 30 s: origin {o:?}, edge {e:?}"
+    );
+    println!("relay link cut: origin side closed after {o:?}, edge side after {e:?}");
 }
