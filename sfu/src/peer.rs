@@ -55,6 +55,11 @@ const RTX_CACHE_AGE: std::time::Duration = std::time::Duration::from_secs(3);
 /// ~25 % random loss and still stops a retransmission storm.
 const RTX_RATIO_CAP: Option<f32> = Some(0.3);
 
+/// A relay's ICE checks (full ICE, [`PeerConfig::relay`]): the longest wait between two, and how many may go
+/// unanswered before the relay counts as cut.
+const RELAY_STUN_RTO_MAX: Duration = Duration::from_secs(1);
+const RELAY_STUN_RETRANSMITS: usize = 6;
+
 /// How a peer is set up.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
@@ -295,7 +300,7 @@ impl Peer {
     /// A new peer answering on the shared UDP socket. `ice` are its local ICE credentials; their `ufrag` is how
     /// the UDP demultiplexer recognises the client's first STUN request.
     pub fn new(id: PeerId, config: PeerConfig, ice: IceCreds, now: Instant) -> Peer {
-        let mut rtc = RtcConfig::new()
+        let mut rtc_config = RtcConfig::new()
             .set_rtp_mode(true)
             // A relay's origin side runs full ICE towards the edge node, which is ICE-lite like every engine peer.
             .set_ice_lite(!config.relay)
@@ -318,8 +323,14 @@ impl Peer {
             .set_stats_interval(Some(Duration::from_millis(500)))
             // Receiver reports on published audio every second rather than every 5 s: they carry the subscribers'
             // loss to the publisher's Opus encoder.
-            .set_rtcp_report_interval_audio(Duration::from_secs(1))
-            .build(now);
+            .set_rtcp_report_interval_audio(Duration::from_secs(1));
+        if config.relay {
+            // Between two nodes a cut must show in seconds, not in the ~20 s a browser-facing agent allows: the
+            // edge then asks again (possibly from another origin). Checks every second; six unanswered in a row end it.
+            rtc_config.set_max_stun_rto(RELAY_STUN_RTO_MAX);
+            rtc_config.set_max_stun_retransmits(RELAY_STUN_RETRANSMITS);
+        }
+        let mut rtc = rtc_config.build(now);
         let candidate =
             Candidate::host(config.udp_addr, Protocol::Udp).expect("a UDP host candidate from a socket address");
         rtc.add_local_candidate(candidate);
