@@ -626,9 +626,9 @@ fn a_cut_relay_link_closes_both_sides() {
         }
     }
     let (o, e) = (origin_closed.expect("the origin's relay peer closes"), edge_closed.expect("the edge's peer closes"));
-    assert!(
-        o <= Duration::from_secs(30) && e <= Duration::from_secs(30),
-        "closed within 30 s: origin {o:?}, edge {e:?}"
-    );
+    // The origin's relay checks every second and gives up after six unanswered (peer::RELAY_STUN_*); the edge's
+    // peer is an ordinary one, closed by its liveness timeout.
+    assert!(o <= Duration::from_secs(10), "the origin's side closed within 10 s: {o:?}");
+    assert!(e <= Duration::from_secs(20), "the edge's side closed within 20 s: {e:?}");
     println!("relay link cut: origin side closed after {o:?}, edge side after {e:?}");
 }
