@@ -216,6 +216,31 @@ function ensureTile(key, label, local = false) {
   return tile;
 }
 
+/**
+ * A remote participant's tile, with its name and the node that serves it.
+ * @param {import('./courier.js').Participant} p
+ */
+function participantTile(p) {
+  const tile = ensureTile(p.id, p.name);
+  renderServedBy(tile, p);
+  return tile;
+}
+
+/**
+ * The badge beside a name, only in a cluster: the node that serves the participant and its region
+ * (`node-a · eu-west`), with `data-node` for tests; hidden outside a cluster.
+ * @param {Tile} tile
+ * @param {{node: string, region: string}} served
+ */
+function renderServedBy(tile, { node, region }) {
+  const badge = /** @type {HTMLElement} */ (tile.el.querySelector('.node-badge'));
+  badge.hidden = !node;
+  badge.textContent = node ? [node, region].filter(Boolean).join(' · ') : '';
+  badge.title = node ? `served by cluster node ${node}${region ? ` (region ${region})` : ''}` : '';
+  if (node) badge.dataset.node = node;
+  else delete badge.dataset.node;
+}
+
 /** @param {string} key */
 function removeTile(key) {
   const tile = tiles.get(key);
@@ -404,7 +429,7 @@ async function doJoin() {
     els.call.hidden = false;
     els.roomName.textContent = c.room;
     // Fill in whatever arrived before the listeners' first chance to render.
-    for (const p of c.participants.values()) ensureTile(p.id, p.name);
+    for (const p of c.participants.values()) participantTile(p);
     for (const r of c.remoteTracks.values()) attachRemote(r);
     showLocalPreview(c);
     fillDevicePickers(c);
@@ -424,6 +449,7 @@ async function doJoin() {
 function showLocalPreview(c) {
   // The own tile always: the camera, or the initials when there is none.
   const tile = ensureTile('local', `${c.name || 'You'} (you)`, true);
+  renderServedBy(tile, c.servedBy);
   if (!c.localStream) {
     els.toggleMic.disabled = true;
     els.toggleCam.disabled = true;
@@ -537,9 +563,9 @@ window.addEventListener('resize', () => reportTileSizes());
 /** @param {CourierClient} c */
 function wireClient(c) {
   c.on('joined', ({ participants }) => {
-    for (const p of participants) ensureTile(p.id, p.name);
+    for (const p of participants) participantTile(p);
   });
-  c.on('participant_joined', ({ participant }) => ensureTile(participant.id, participant.name));
+  c.on('participant_joined', ({ participant }) => participantTile(participant));
   c.on('participant_left', ({ participantId }) => {
     removeTile(participantId);
     removeTile(screenKey(participantId));
@@ -612,7 +638,10 @@ function wireClient(c) {
     renderNode(c);
     setStatus('joined', `joined ${c.room} as ${c.name}`);
     showBanner(null);
-    for (const p of c.participants.values()) ensureTile(p.id, p.name);
+    for (const p of c.participants.values()) participantTile(p);
+    // The new session may be served by another node.
+    const own = tiles.get('local');
+    if (own) renderServedBy(own, c.servedBy);
   });
   c.on('chat_changed', () => renderChat(c));
   c.on('chat_typing', ({ identity, typing }) => showTyping(c, identity, typing));

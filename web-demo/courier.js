@@ -158,6 +158,8 @@ export class CourierClient extends EventTarget {
     this.participantId = null;
     this.identity = '';
     this.name = '';
+    /** The cluster node that serves this participant and its region, as `joined` said; '' outside a cluster. */
+    this.servedBy = { node: '', region: '' };
     /** Participants, subscriptions, received tracks, stream states, speakers (pure state; room-state.js). */
     this._roomState = new RoomState((...a) => this._log(...a));
     /** Own tracks (publisher.js). */
@@ -664,6 +666,7 @@ export class CourierClient extends EventTarget {
       participantId: this.participantId,
       identity: this.identity,
       name: this.name,
+      servedBy: { ...this.servedBy },
       connectionState: this.pc?.connectionState ?? null,
       signalingState: this.pc?.signalingState ?? null,
       rttMs: this.rttMs,
@@ -672,6 +675,8 @@ export class CourierClient extends EventTarget {
         identity: p.identity,
         name: p.name,
         tracks: [...p.tracks.values()],
+        node: p.node,
+        region: p.region,
       })),
       localTracks: this.localTracks.map((l) => ({
         trackId: l.trackId,
@@ -870,6 +875,7 @@ export class CourierClient extends EventTarget {
     this.participantId = msg.participant?.id ?? null;
     this.identity = msg.participant?.identity ?? '';
     this.name = msg.participant?.name ?? this.identity;
+    this.servedBy = { node: msg.participant?.node ?? '', region: msg.participant?.region ?? '' };
     // What changed in the room while this client was away (on a rejoin).
     this._emitAll(this._roomState.onJoined(msg, rejoin));
     this._createPeerConnection(msg.ice_servers ?? []);

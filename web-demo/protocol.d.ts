@@ -390,6 +390,14 @@ export type ParticipantInfo = {
    * Opaque, from the token or the admin API.
    */
   metadata?: string,
+  /**
+   * The id of the cluster node that serves this participant (`[cluster] node_id`); absent outside a cluster.
+   */
+  node?: string,
+  /**
+   * The region of that node (`[cluster] region`); absent outside a cluster.
+   */
+  region?: string,
 };
 /**
  * A published track as the room sees it.
@@ -686,6 +694,14 @@ export type ParticipantSummary = {
    * Opaque, from the token or the admin API.
    */
   metadata?: string,
+  /**
+   * The id of the cluster node that serves this participant (`[cluster] node_id`); absent outside a cluster.
+   */
+  node?: string,
+  /**
+   * The region of that node (`[cluster] region`); absent outside a cluster.
+   */
+  region?: string,
 };
 /**
  * Every failed API call: a stable code and a message for humans.

@@ -30,6 +30,8 @@ import { event } from './events.js';
  * @property {string} identity
  * @property {string} name
  * @property {Map<string, TrackInfo>} tracks   by track id
+ * @property {string} node           the cluster node that serves it; '' outside a cluster
+ * @property {string} region         that node's region; '' outside a cluster
  *
  * @typedef {object} StreamState      What the server forwards of a received track (`stream_state`).
  * @property {string} trackId
@@ -68,7 +70,14 @@ import { event } from './events.js';
 export function toParticipant(raw) {
   const tracks = new Map();
   for (const t of raw?.tracks ?? []) tracks.set(t.id, { ...t });
-  return { id: raw?.id ?? '', identity: raw?.identity ?? '', name: raw?.name || raw?.identity || '', tracks };
+  return {
+    id: raw?.id ?? '',
+    identity: raw?.identity ?? '',
+    name: raw?.name || raw?.identity || '',
+    tracks,
+    node: raw?.node ?? '',
+    region: raw?.region ?? '',
+  };
 }
 
 /**

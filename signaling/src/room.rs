@@ -156,6 +156,9 @@ pub struct Joiner<'a> {
     pub name: &'a str,
     pub metadata: &'a str,
     pub permissions: Permissions,
+    /// The id and region of the cluster node that serves the joiner; empty outside a cluster.
+    pub node: &'a str,
+    pub region: &'a str,
 }
 
 /// Active-speaker updates are sent at most this often.
@@ -292,6 +295,8 @@ impl Rooms {
             name: who.name.to_string(),
             tracks: Vec::new(),
             metadata: who.metadata.to_string(),
+            node: who.node.to_string(),
+            region: who.region.to_string(),
         };
         let now = now_ms();
         let mut st = self.lock();
@@ -804,6 +809,8 @@ mod tests {
                 room_create: false,
                 room_list: false,
             }),
+            node: "",
+            region: "",
         }
     }
 

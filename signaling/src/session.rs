@@ -113,11 +113,18 @@ pub(crate) fn join_room(
     let (ev_tx, events) = mpsc::channel(MEMBER_QUEUE);
     let (close_tx, close) = mpsc::channel(1);
     let permissions = Permissions::from(&claims.video);
+    // In a cluster, the participant says which node serves it; a node on its own has nothing to tell.
+    let (node, region) = match &state.cluster {
+        Some(c) => (c.config.node_id.as_str(), c.config.region.as_str()),
+        None => ("", ""),
+    };
     let who = Joiner {
         identity: &claims.sub,
         name,
         metadata: claims.metadata.as_deref().unwrap_or(""),
         permissions: permissions.clone(),
+        node,
+        region,
     };
     let handles = MemberHandles { events: ev_tx, close: close_tx };
     let joined = state.rooms.join(room_caps(state), &claims.video.room, who, peer, handles)?;

@@ -256,6 +256,10 @@ fn joins_through_any_node_end_on_the_rooms_node() {
         let (mut first, joined, host, _) = join(&c.url(1), &token(room, "ann")).await.unwrap();
         assert_eq!(joined["room"], room);
         let host_index = (0..3).find(|i| c.url(*i) == host).expect("a node of the cluster");
+        // A participant says which node serves it, and that node's region.
+        let served = &c.setups[host_index];
+        assert_eq!(joined["participant"]["node"], served.id.as_str(), "{joined}");
+        assert_eq!(joined["participant"]["region"], served.region.as_str(), "{joined}");
         // Joins reaching any node end on the room's node (redirected by the others), and see the first member.
         for (i, who) in [(0, "ben"), (1, "cat"), (2, "dan")] {
             let (ws, joined, at, hops) = join(&c.url(i), &token(room, who)).await.unwrap();
@@ -264,6 +268,10 @@ fn joins_through_any_node_end_on_the_rooms_node() {
             let others: Vec<&str> =
                 joined["participants"].as_array().unwrap().iter().filter_map(|p| p["identity"].as_str()).collect();
             assert!(others.contains(&"ann"), "{who} sees ann: {others:?}");
+            assert_eq!(joined["participant"]["node"], served.id.as_str(), "{who} is served by the room's node");
+            assert_eq!(joined["participant"]["region"], served.region.as_str(), "{who}: the node's region");
+            let ann = joined["participants"].as_array().unwrap().iter().find(|p| p["identity"] == "ann").unwrap();
+            assert_eq!(ann["node"], served.id.as_str(), "{who} sees which node serves ann");
             std::mem::forget(ws);
         }
         // Every node lists the three nodes, with their URLs.

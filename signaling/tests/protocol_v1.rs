@@ -1,7 +1,7 @@
 //! Protocol v1 exactly as `docs/protocol.md` says, at the edges a client written from the document alone meets:
 //! every refused join says why before its close code, oversized and non-UTF-8 frames get a documented close (never
-//! a bare reset), a client's close is answered, failed requests carry their `id` back, and one bad `subscribe`
-//! gets one error however many ids it names.
+//! a bare reset), a client's close is answered, failed requests carry their `id` back, one bad `subscribe`
+//! gets one error however many ids it names, and a node on its own names no node or region in participants.
 
 mod common;
 
@@ -158,6 +158,21 @@ async fn failed_requests_carry_their_id_back_and_a_bad_subscribe_gets_one_error(
         }
     }
     assert_eq!(errors, 1);
+    s.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_node_on_its_own_names_no_node_or_region() {
+    let s = server().await;
+    let (mut alice, joined) = join(&s, "alone", "alice").await;
+    let (_bob, bob_joined) = join(&s, "alone", "bob").await;
+    let announced = recv_type(&mut alice, "participant_joined").await;
+    for p in
+        [&joined["participant"], &bob_joined["participant"], &bob_joined["participants"][0], &announced["participant"]]
+    {
+        assert!(p["identity"].is_string(), "a participant: {p}");
+        assert!(p.get("node").is_none() && p.get("region").is_none(), "no cluster, no node: {p}");
+    }
     s.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -1,8 +1,9 @@
 // Chromium in a cluster (issue 18): three real `courier` nodes sharing the test Redis and PostgreSQL
 // (COURIER_TEST_REDIS_URL, COURIER_TEST_POSTGRES_URL, started by scripts/test.sh). Two demo pages join one room
 // through different nodes; the page that reached the wrong node is redirected by the client library itself (no
-// error, no reconnect), both end on the node that hosts the room, the demo shows which node, and each decodes the
-// other's video and receives its audio. Screenshot: test-artifacts/cluster.png.
+// error, no reconnect), both end on the node that hosts the room, the demo shows which node (beside the room name,
+// and on every tile the node that serves that participant), and each decodes the other's video and receives its
+// audio. Screenshot: test-artifacts/cluster.png.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -58,6 +59,17 @@ test('two pages joining through different nodes meet on the room\'s node', { tim
     assert.ok(a.node || b.node, 'at least one page was redirected (they reached different nodes)');
     await waitForMediaFrom(alice, ['bob'], 'alice', T);
     await waitForMediaFrom(bob, ['alice'], 'bob', T);
+    // Both tiles of each page, the own one and the other's, name the room's node (the region is `default`).
+    const host = `web-${'abc'[nodes.findIndex((n) => n.url === a.url)]}-${suffix}`;
+    for (const page of [alice, bob]) {
+      const badges = await page.evaluate(() =>
+        [...document.querySelectorAll('.tile .node-badge')].map((b) => ({
+          node: /** @type {HTMLElement} */ (b).dataset.node ?? '',
+          text: b.textContent,
+        })),
+      );
+      assert.deepEqual(badges, [{ node: host, text: `${host} · default` }, { node: host, text: `${host} · default` }]);
+    }
     await bob.screenshot({ path: path.join(ARTIFACTS, 'cluster.png') });
   } finally {
     await browser?.close();

@@ -34,7 +34,15 @@ test('joined: the others, without self; the name falls back to the identity', ()
   assert.equal(room.participants.get('PA_a')?.name, 'pa_a');
   assert.equal(room.participants.get('PA_b')?.name, 'Bob');
   assert.deepEqual([...(room.participants.get('PA_a')?.tracks.keys() ?? [])], ['TR_1']);
-  assert.deepEqual(toParticipant(undefined), { id: '', identity: '', name: '', tracks: new Map() });
+  assert.deepEqual(toParticipant(undefined), { id: '', identity: '', name: '', tracks: new Map(), node: '', region: '' });
+});
+
+test('a participant names the cluster node that serves it, and its region (empty outside a cluster)', () => {
+  const room = joined([{ ...raw('PA_a'), node: 'node-a', region: 'eu-west' }, raw('PA_b')]);
+  assert.deepEqual([room.participants.get('PA_a')?.node, room.participants.get('PA_a')?.region], ['node-a', 'eu-west']);
+  assert.deepEqual([room.participants.get('PA_b')?.node, room.participants.get('PA_b')?.region], ['', '']);
+  room.apply({ type: 'participant_joined', participant: { ...raw('PA_c'), node: 'node-b', region: 'us-east' } });
+  assert.equal(room.participants.get('PA_c')?.node, 'node-b');
 });
 
 test('a rejoin reports who left and who came while away', () => {

@@ -178,6 +178,8 @@ impl Conn {
             name: token,
             tracks: vec![],
             metadata: String::new(),
+            node: String::new(),
+            region: String::new(),
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let existing = {

@@ -62,6 +62,12 @@ pub struct ParticipantInfo {
     /// Opaque, from the token or the admin API.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub metadata: String,
+    /// The id of the cluster node that serves this participant (`[cluster] node_id`); absent outside a cluster.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+    /// The region of that node (`[cluster] region`); absent outside a cluster.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
 }
 
 /// One entry of `active_speakers`.
@@ -519,5 +525,33 @@ mod tests {
         );
         let without = ServerMsg::error_for(ErrorCode::BadMessage, "m", "chat_history", &serde_json::Value::Null);
         assert!(!without.to_json().contains("\"id\""));
+    }
+
+    #[test]
+    fn a_participants_node_and_region_are_absent_when_empty_and_round_trip_when_set() {
+        let alone = ParticipantInfo {
+            id: "PA_1".into(),
+            identity: "alice".into(),
+            name: "Alice".into(),
+            tracks: Vec::new(),
+            metadata: String::new(),
+            node: String::new(),
+            region: String::new(),
+        };
+        let cases = [
+            (alone.clone(), r#"{"id":"PA_1","identity":"alice","name":"Alice","tracks":[]}"#),
+            (
+                ParticipantInfo { node: "node-a".into(), region: "eu-west".into(), ..alone.clone() },
+                r#"{"id":"PA_1","identity":"alice","name":"Alice","tracks":[],"node":"node-a","region":"eu-west"}"#,
+            ),
+            (
+                ParticipantInfo { node: "node-a".into(), ..alone },
+                r#"{"id":"PA_1","identity":"alice","name":"Alice","tracks":[],"node":"node-a"}"#,
+            ),
+        ];
+        for (info, text) in cases {
+            assert_eq!(serde_json::to_string(&info).unwrap(), text);
+            assert_eq!(serde_json::from_str::<ParticipantInfo>(text).unwrap(), info, "{text}");
+        }
     }
 }

@@ -202,6 +202,8 @@ mod tests {
             name: String::new(),
             tracks: tracks.iter().map(|t| track(t)).collect(),
             metadata: String::new(),
+            node: String::new(),
+            region: String::new(),
         }
     }
 
