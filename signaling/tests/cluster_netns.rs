@@ -18,7 +18,7 @@ mod node;
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
-use harness::{api_get, join, join_elsewhere, recv_type, runtime, token, Cluster};
+use harness::{api, api_get, join, recv_type, runtime, token, Cluster};
 use netns::Segment;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -44,15 +44,16 @@ fn nodes_in_namespaces_redirect_to_and_chat_across_their_hosts() {
                 let udp: std::net::SocketAddr = n["udp"].as_str().and_then(|u| u.parse().ok()).expect("a UDP address");
                 assert_eq!(udp.ip(), host.addr, "ICE candidates name the namespace address: {body}");
             }
-            // The first join places the room; a join through another node is redirected to the room's node, at its
-            // namespace address, and gets in there.
+            // The room is created through node a, so it lives there (placement by load would pick any node); a join
+            // through node b is redirected to node a, at its namespace address, and gets in there.
             let room = "netns-room";
-            let (mut alice, _, at, _) = join(&c.url(0), &token(room, "alice")).await.unwrap();
-            let host = (0..3).find(|i| c.url(*i) == at).expect("the room on a node of the cluster");
-            let other = (host + 1) % 3;
-            let (mut bob, joined, bob_at, hops) = join(&c.url(other), &token(room, "bob")).await.unwrap();
+            let (status, body) = api(&c.setups[0].http(), "POST", "/api/v1/rooms", Some(json!({"name": room}))).await;
+            assert_eq!(status, 201, "{body}");
+            let (mut alice, _, at, hops) = join(&c.url(0), &token(room, "alice")).await.unwrap();
+            assert_eq!((at.as_str(), hops), (c.url(0).as_str(), 0), "alice: on the room's node, no redirect");
+            let (mut bob, joined, bob_at, hops) = join(&c.url(1), &token(room, "bob")).await.unwrap();
             assert_eq!((bob_at.as_str(), hops), (at.as_str(), 1), "bob: redirected once, to the room's node");
-            assert!(at.starts_with(&format!("ws://{}:", hosts[host].addr)), "a namespace address: {at}");
+            assert_eq!(at, format!("ws://{}:7880/rtc", hosts[0].addr), "a namespace address");
             let members: Vec<&str> =
                 joined["participants"].as_array().unwrap().iter().filter_map(|p| p["identity"].as_str()).collect();
             assert_eq!(members, vec!["alice"], "{joined}");
@@ -66,7 +67,12 @@ fn nodes_in_namespaces_redirect_to_and_chat_across_their_hosts() {
                 "{got}"
             );
             // A direct message between two identities on two nodes (two namespaces) crosses over Redis, both ways.
-            let mut carol = join_elsewhere(&c, "netns", "carol", &at).await;
+            // Carol's room lives on node c (created there); she joins through node b too.
+            let carols = "netns-carol";
+            let (status, body) = api(&c.setups[2].http(), "POST", "/api/v1/rooms", Some(json!({"name": carols}))).await;
+            assert_eq!(status, 201, "{body}");
+            let (mut carol, _, carol_at, hops) = join(&c.url(1), &token(carols, "carol")).await.unwrap();
+            assert_eq!((carol_at.as_str(), hops), (c.url(2).as_str(), 1), "carol: redirected once, to node c");
             let m =
                 json!({"type": "chat_send", "to": "carol", "client_id": "alice-1", "payload": {"text": "hi carol"}});
             alice.send(Message::Text(m.to_string().into())).await.unwrap();
