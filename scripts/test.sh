@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Courier: the Rust workspace (unit tests, the signaling integration tests, the PostgreSQL chat
 # store's tests, the cluster tests (three courier processes on loopback sharing a real Redis and PostgreSQL, both
-# started here by scripts/redis.sh and scripts/postgres.sh), and the media end-to-end tests with real WebRTC
-# clients), the browser smoke test in real headless Chromium, the Chrome-under-loss
+# started here by scripts/redis.sh and scripts/postgres.sh; and, as root, each in a network namespace of its own:
+# signaling/tests/cluster_netns.rs, reaching both through relays in the test), and the media end-to-end tests with
+# real WebRTC clients), the browser smoke test in real headless Chromium, the Chrome-under-loss
 # check (media-tests/chrome, as root: two Chromium pages in network namespaces relayed through Courier under 2 % and
 # 5 % loss), the interop matrix (interop/run.sh, as root: Chromium, webrtc-rs, Pion, aiortc and GStreamer publish
 # and subscribe in one room for 60 s), Chromium behind firewalls (media-tests/chrome reach.mjs, as root: ICE-TCP with

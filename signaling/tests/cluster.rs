@@ -7,6 +7,10 @@
 mod common;
 #[path = "cluster/dm_client.rs"]
 mod dm_client;
+#[path = "cluster/harness.rs"]
+mod harness;
+#[path = "cluster/netns.rs"]
+mod netns;
 #[path = "cluster/node.rs"]
 mod node;
 
@@ -15,236 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use node::{free_port, Node, NodeSetup, KEY, SECRET};
+use harness::{api, api_get, close_code, join, join_elsewhere, next_json, recv_type, runtime, token, Cluster, Ws};
+use node::{Node, KEY, SECRET};
 use serde_json::{json, Value};
 use signaling::auth::{mint, TokenRequest};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = common::Ws;
-
 /// The cluster tests share one Redis: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-/// The test Redis with database `db` (flushed), or `None` outside CI when there is none.
-async fn redis_database(db: u32) -> Option<String> {
-    let Ok(url) = std::env::var("COURIER_TEST_REDIS_URL") else {
-        assert!(std::env::var_os("CI").is_none(), "CI must run the cluster tests: COURIER_TEST_REDIS_URL is not set");
-        eprintln!("skipped: COURIER_TEST_REDIS_URL not set");
-        return None;
-    };
-    let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(url);
-    let url = format!("{base}/{db}");
-    let client = redis::Client::open(url.as_str()).expect("redis url");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("the test Redis");
-    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.expect("FLUSHDB");
-    Some(url)
-}
-
-struct Cluster {
-    _root: tempfile::TempDir,
-    setups: Vec<NodeSetup>,
-    nodes: Vec<Option<Node>>,
-}
-
-impl Cluster {
-    /// Three nodes `<prefix>-a`, `-b`, `-c`, or `None` when Redis or PostgreSQL is not there (outside CI).
-    async fn start(prefix: &str, db: u32) -> Option<Cluster> {
-        Self::start_with(prefix, db, None).await
-    }
-
-    /// [`Cluster::start`], every node sending its webhook events to `webhook`.
-    async fn start_with(prefix: &str, db: u32, webhook: Option<String>) -> Option<Cluster> {
-        let redis_url = redis_database(db).await?;
-        let postgres_url = common::postgres_database().await?;
-        let root = tempfile::tempdir().unwrap();
-        let setups: Vec<NodeSetup> = ["a", "b", "c"]
-            .iter()
-            .map(|n| NodeSetup {
-                id: format!("{prefix}-{n}"),
-                port: free_port(),
-                root: root.path().to_path_buf(),
-                redis_url: redis_url.clone(),
-                postgres_url: postgres_url.clone(),
-                region: "test".into(),
-                webhook: webhook.clone(),
-            })
-            .collect();
-        let mut nodes = Vec::new();
-        for s in &setups {
-            nodes.push(Some(Node::start(s).await));
-        }
-        let c = Cluster { _root: root, setups, nodes };
-        c.wait_for_nodes(3).await;
-        Some(c)
-    }
-
-    fn url(&self, i: usize) -> String {
-        self.setups[i].ws_url()
-    }
-
-    /// Wait until node 0's (or the first running node's) registry lists `n` nodes.
-    async fn wait_for_nodes(&self, n: usize) {
-        let i = self.nodes.iter().position(Option::is_some).expect("a running node");
-        let http = self.setups[i].http();
-        common::eventually(&format!("{n} nodes in the registry"), Duration::from_secs(10), || {
-            let http = http.clone();
-            async move {
-                let (status, body) = api_get(&http, "/api/v1/nodes").await;
-                let have = body["nodes"].as_array().map_or(0, Vec::len);
-                if status == 200 && have == n {
-                    Ok(())
-                } else {
-                    Err(format!("{status} {body}"))
-                }
-            }
-        })
-        .await;
-    }
-
-    fn logs(&self) -> String {
-        self.setups.iter().map(|s| format!("--- {} ---\n{}", s.id, s.log_tail(25))).collect::<Vec<_>>().join("\n")
-    }
-}
-
-fn token(room: &str, identity: &str) -> String {
-    mint(
-        KEY,
-        SECRET,
-        &TokenRequest {
-            room: room.into(),
-            identity: identity.into(),
-            ttl: Duration::from_secs(600),
-            can_publish: true,
-            can_subscribe: true,
-            can_chat: true,
-            ..TokenRequest::new("", "")
-        },
-    )
-}
-
-fn api_token() -> String {
-    mint(
-        KEY,
-        SECRET,
-        &TokenRequest {
-            room_join: false,
-            can_publish: false,
-            can_subscribe: false,
-            can_chat: false,
-            room_list: true,
-            room_admin: true,
-            room_create: true,
-            ..TokenRequest::new("*", "backend")
-        },
-    )
-}
-
-async fn api_get(http: &str, path: &str) -> (u16, Value) {
-    api(http, "GET", path, None).await
-}
-
-/// One admin API call with the all-rooms admin token: (status, JSON body or `null`); status 0 on no answer.
-async fn api(http: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    use http_body_util::{BodyExt, Full};
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<axum::body::Bytes>>();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(format!("{http}{path}"))
-        .header("authorization", format!("Bearer {}", api_token()))
-        .header("content-type", "application/json")
-        .body(Full::new(axum::body::Bytes::from(body)))
-        .unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
-        Ok(Ok(res)) => {
-            let status = res.status().as_u16();
-            let bytes = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-        }
-        _ => (0, Value::Null),
-    }
-}
-
-/// Next text frame as JSON within `within`; `None` on a close, an error or the timeout.
-async fn next_json(ws: &mut Ws, within: Duration) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
-            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
-            Ok(Some(Ok(_))) => continue,
-        }
-    }
-}
-
-/// Join at `url` as a client does in a cluster: follow `redirect`s (at most 3). Returns the socket, `joined`, the
-/// URL it ended at and how many redirects it followed.
-async fn join(url: &str, token: &str) -> Result<(Ws, Value, String, usize), String> {
-    let mut url = url.to_string();
-    for hops in 0..=3 {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| format!("connect {url}: {e}"))?;
-        let join = json!({"type": "join", "v": 1, "token": token}).to_string();
-        ws.send(Message::Text(join.into())).await.map_err(|e| e.to_string())?;
-        let Some(first) = next_json(&mut ws, Duration::from_secs(5)).await else {
-            return Err(format!("no answer to join at {url}"));
-        };
-        match first["type"].as_str() {
-            Some("joined") => return Ok((ws, first, url, hops)),
-            Some("redirect") => {
-                let code = close_code(&mut ws).await;
-                if code != Some(4012) {
-                    return Err(format!("redirect followed by close {code:?}, not 4012"));
-                }
-                url = first["url"].as_str().ok_or("redirect without url")?.to_string();
-            }
-            _ => return Err(format!("join at {url} answered {first}")),
-        }
-    }
-    Err("more than 3 redirects".into())
-}
-
-async fn close_code(ws: &mut Ws) -> Option<u16> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(Message::Close(Some(f))))) => return Some(u16::from(f.code)),
-            Ok(Some(Ok(Message::Close(None)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
-            Ok(Some(Ok(_))) => continue,
-        }
-    }
-}
-
-/// Join `identity` to a room of its own (`<prefix>-b<k>`, through nodes b and c in turn) that lives on another node
-/// than `not_at`: placement picks the node, so try a few rooms (at most 20).
-async fn join_elsewhere(c: &Cluster, prefix: &str, identity: &str, not_at: &str) -> Ws {
-    for k in 0..20 {
-        let room = format!("{prefix}-b{k}");
-        let (ws, _, at, _) = join(&c.url(1 + k % 2), &token(&room, identity)).await.unwrap();
-        if at != not_at {
-            return ws;
-        }
-    }
-    panic!("no room for {identity} on another node than {not_at} in 20 tries");
-}
-
-/// Wait for a frame of `ty`, skipping others.
-async fn recv_type(ws: &mut Ws, ty: &str, within: Duration) -> Result<Value, String> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match next_json(ws, left).await {
-            Some(v) if v["type"] == ty => return Ok(v),
-            Some(_) => continue,
-            None => return Err(format!("no {ty} within {within:?}")),
-        }
-    }
-}
 
 #[test]
 fn joins_through_any_node_end_on_the_rooms_node() {

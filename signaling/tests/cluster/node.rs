@@ -1,8 +1,12 @@
-//! One `courier` node of a test cluster: the real binary as a child process on a fixed loopback port, with a
-//! config file naming the shared Redis and PostgreSQL. Ready when it prints `COURIER_READY`; killed with SIGKILL
+//! One `courier` node of a test cluster: the real binary as a child process on a fixed port, with a config file
+//! naming the shared Redis and PostgreSQL. It runs on loopback, or inside a network namespace (`ip netns exec`, see
+//! `netns.rs`) bound to its address there, which it also advertises (redirect URL, ICE candidates). Ready when it prints `COURIER_READY`; killed with SIGKILL
 //! or stopped with SIGTERM; dropping it kills it, so a failing test leaves no process behind.
 
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +18,11 @@ pub const SECRET: &str = "cluster-secret-0123456789";
 #[derive(Debug, Clone)]
 pub struct NodeSetup {
     pub id: String,
+    /// The address it binds (HTTP/WebSocket and UDP) and advertises: 127.0.0.1, or its namespace's address.
+    pub addr: IpAddr,
     pub port: u16,
+    /// The network namespace it runs in, or `None` for the test's own.
+    pub netns: Option<String>,
     pub root: PathBuf,
     pub redis_url: String,
     pub postgres_url: String,
@@ -24,12 +32,16 @@ pub struct NodeSetup {
 }
 
 impl NodeSetup {
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/rtc", self.port)
+        format!("ws://{}/rtc", self.http_addr())
     }
 
     pub fn http(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.http_addr())
     }
 
     fn config_path(&self) -> PathBuf {
@@ -43,10 +55,16 @@ impl NodeSetup {
     fn write_config(&self) -> std::io::Result<()> {
         let data = self.root.join(format!("{}-data", self.id));
         std::fs::create_dir_all(&data)?;
+        // In a namespace, say what to advertise (what the defaults would give too, written out: other hosts must
+        // be told this address, never a loopback one).
+        let (public_ip, advertise) = match self.netns {
+            Some(_) => (format!("public_ip = \"{}\"\n", self.addr), format!("advertise_url = \"{}\"\n", self.ws_url())),
+            None => (String::new(), String::new()),
+        };
         let text = format!(
-            r#"http_addr = "127.0.0.1:{port}"
-udp_addr = "127.0.0.1:0"
-data_dir = "{data}"
+            r#"http_addr = "{http}"
+udp_addr = "{udp}"
+{public_ip}data_dir = "{data}"
 web_root = ""
 workers = 1
 drain_timeout_secs = 2
@@ -68,8 +86,9 @@ room_rate_per_sec = 100000.0
 redis_url = "{redis}"
 node_id = "{id}"
 region = "{region}"
-"#,
-            port = self.port,
+{advertise}"#,
+            http = self.http_addr(),
+            udp = SocketAddr::new(self.addr, 0),
             data = data.display(),
             pg = self.postgres_url,
             redis = self.redis_url,
@@ -156,8 +175,18 @@ fn start_blocking(setup: &NodeSetup) -> Result<Child, String> {
         .append(true)
         .open(setup.log_path())
         .map_err(|e| format!("log file: {e}"))?;
-    let _ = writeln!(log, "=== cluster test: node {} starting on 127.0.0.1:{} ===", setup.id, setup.port);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
+    let netns = setup.netns.as_deref().map(|n| format!(" in netns {n}")).unwrap_or_default();
+    let _ = writeln!(log, "=== cluster test: node {} starting on {}{netns} ===", setup.id, setup.http_addr());
+    let courier = env!("CARGO_BIN_EXE_courier");
+    // `ip netns exec` execs the program (no fork): the child's pid is the node's, for kill and SIGTERM.
+    let mut cmd = match &setup.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, courier]);
+            c
+        }
+        None => Command::new(courier),
+    };
     cmd.arg("serve").arg("--config").arg(setup.config_path());
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("COURIER_") {
