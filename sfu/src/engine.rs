@@ -180,6 +180,9 @@ enum WorkerMsg {
         peer: PeerId,
         proto: Protocol,
         source: SocketAddr,
+        /// The address it was sent to, as the peer's candidate announces it (what the client sent to), so str0m
+        /// finds its local candidate also behind NAT or on a 0.0.0.0 bind. Set by the reader of the socket.
+        dest: SocketAddr,
         at: Instant,
         data: Vec<u8>,
     },
@@ -392,9 +395,10 @@ impl Sfu {
             let announced = SocketAddr::new(self.shared.config.udp_addr.ip(), local.port());
             let (stop, stopped) = tokio::sync::oneshot::channel();
             let socket = Arc::new(socket);
-            tokio::spawn(relay_recv(self.shared.clone(), socket.clone(), Route { peer: id, worker }, stopped));
+            let route = Route { peer: id, worker };
+            tokio::spawn(relay_recv(self.shared.clone(), socket.clone(), route, announced, stopped));
             let config = PeerConfig { udp_addr: announced, tcp_addr: None, bwe_initial: None, relay: true, ..config };
-            (config, Some(PeerSocket { socket, announced, _stop: stop }))
+            (config, Some(PeerSocket { socket, _stop: stop }))
         } else {
             (config, None)
         };
@@ -540,18 +544,17 @@ async fn udp_recv(shared: Arc<Shared>) {
             shared.stats.datagrams_unrouted.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let msg = WorkerMsg::Datagram { peer: route.peer, proto: Protocol::Udp, source, at, data: data.to_vec() };
+        let dest = shared.config.udp_addr;
+        let msg = WorkerMsg::Datagram { peer: route.peer, proto: Protocol::Udp, source, dest, at, data: data.to_vec() };
         if shared.workers[route.worker.0].try_send(msg).is_err() {
             shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-/// A relay peer's own UDP socket ([`PeerOptions::relay`]): its address as announced, and the reader task's stop
-/// (dropped with the peer).
+/// A relay peer's own UDP socket ([`PeerOptions::relay`]) and the reader task's stop (dropped with the peer).
 struct PeerSocket {
     socket: Arc<UdpSocket>,
-    announced: SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -560,6 +563,7 @@ async fn relay_recv(
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
     route: Route,
+    announced: SocketAddr,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut buf = vec![0u8; 2048];
@@ -577,7 +581,8 @@ async fn relay_recv(
         shared.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
         shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         let at = Instant::now();
-        let msg = WorkerMsg::Datagram { peer: route.peer, proto: Protocol::Udp, source, at, data: buf[..n].to_vec() };
+        let data = buf[..n].to_vec();
+        let msg = WorkerMsg::Datagram { peer: route.peer, proto: Protocol::Udp, source, dest: announced, at, data };
         if shared.workers[route.worker.0].try_send(msg).is_err() {
             shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
         }
@@ -620,6 +625,7 @@ async fn tcp_read(shared: &Shared, mut read: tokio::net::tcp::OwnedReadHalf, rem
     let mut framer = tcp::Framer::default();
     let mut buf = vec![0u8; 16 * 1024];
     let mut route: Option<Route> = None;
+    let dest = shared.config.tcp_addr.ok_or("no ICE-TCP address announced")?;
     loop {
         let n = if route.is_some() {
             read.read(&mut buf).await
@@ -645,8 +651,14 @@ async fn tcp_read(shared: &Shared, mut read: tokio::net::tcp::OwnedReadHalf, rem
                     r
                 }
             };
-            let msg =
-                WorkerMsg::Datagram { peer: r.peer, proto: Protocol::Tcp, source: remote, at, data: frame.to_vec() };
+            let msg = WorkerMsg::Datagram {
+                peer: r.peer,
+                proto: Protocol::Tcp,
+                source: remote,
+                dest,
+                at,
+                data: frame.to_vec(),
+            };
             if shared.workers[r.worker.0].try_send(msg).is_err() {
                 shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
             }
@@ -816,17 +828,8 @@ impl Worker {
             WorkerMsg::RelayDemand { peer, track, demand } => {
                 self.with_peer(peer, |p| p.set_relay_demand(track, demand))
             }
-            WorkerMsg::Datagram { peer, proto, source, at, data } => {
-                // The destination is the address the peer's candidate announces (what the client sent to), so
-                // str0m finds its local candidate also behind NAT or on a 0.0.0.0 bind.
-                let own = self.peers.get(&peer).and_then(|p| p.socket.as_ref()).map(|s| s.announced);
-                let dest = match proto {
-                    Protocol::Udp => Some(own.unwrap_or(self.shared.config.udp_addr)),
-                    _ => self.shared.config.tcp_addr,
-                };
-                if let Some(dest) = dest {
-                    self.with_peer(peer, |p| p.handle_receive(at, proto, source, dest, &data));
-                }
+            WorkerMsg::Datagram { peer, proto, source, dest, at, data } => {
+                self.with_peer(peer, |p| p.handle_receive(at, proto, source, dest, &data))
             }
             WorkerMsg::Offer { peer, id, sdp } => self.with_peer(peer, |p| p.handle_offer(Instant::now(), id, &sdp)),
             WorkerMsg::Answer { peer, id, sdp } => {
