@@ -39,6 +39,9 @@ const NOTICE_REPEATS: u32 = 5;
 const PLACEMENT_GRACE: Duration = Duration::from_secs(10);
 /// How often a node looks for defined rooms whose node is gone (and adopts them).
 const ADOPT_PERIOD: Duration = Duration::from_secs(2);
+/// How long adoption holds off after this node starts, or sees Redis back or emptied: long enough for every live
+/// node's next heartbeat, which writes its rooms again ([`HEARTBEAT`] plus the time a busy node may lag behind).
+const ADOPT_HOLD: Duration = Duration::from_secs(3);
 
 /// Record `ARGV[1]` as the room's node unless a live node (one with a heartbeat key) holds it; answer the holder.
 const PLACE_SCRIPT: &str = r"
@@ -108,6 +111,9 @@ pub struct Cluster {
     presence_dirty: Mutex<HashSet<String>>,
     /// Redis lost what this node wrote (it restarted empty): write everything again.
     rewrite_all: AtomicBool,
+    /// Adoption waits until then: after Redis comes back (or comes back empty) every live node must have written its
+    /// rooms again before a room nobody seems to hold can be told from one whose node has not rewritten it yet.
+    adopt_after: Mutex<Instant>,
     catchup: Mutex<Catchup>,
     unpublished: Mutex<Unpublished>,
     publish_tx: mpsc::Sender<Outgoing>,
@@ -183,6 +189,7 @@ impl Cluster {
             placed: Mutex::new(HashMap::new()),
             presence_dirty: Mutex::new(HashSet::new()),
             rewrite_all: AtomicBool::new(false),
+            adopt_after: Mutex::new(Instant::now() + ADOPT_HOLD),
             catchup: Mutex::new(Catchup::default()),
             unpublished: Mutex::new(Unpublished::default()),
             publish_tx,
@@ -203,6 +210,21 @@ impl Cluster {
     /// Did the last Redis command succeed?
     pub fn reachable(&self) -> bool {
         self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Hold adoption off for [`ADOPT_HOLD`] from now (Redis was unreachable or lost its keys).
+    fn hold_adoption(&self) {
+        if let Ok(mut at) = self.adopt_after.lock() {
+            *at = (*at).max(Instant::now() + ADOPT_HOLD);
+        }
+    }
+
+    /// A Redis command succeeded: reachable again, if it was not (and adoption waits for the others to rewrite).
+    fn reached(&self) {
+        if !self.reachable.swap(true, Ordering::Relaxed) {
+            info!("Redis reachable again");
+            self.hold_adoption();
+        }
     }
 
     fn failed(&self, doing: &str, e: &str) {
@@ -294,14 +316,14 @@ impl Cluster {
         let owner: Result<String, String> = timed(invocation.invoke_async(&mut conn)).await;
         match owner {
             Ok(owner) if owner == me => {
-                self.reachable.store(true, Ordering::Relaxed);
+                self.reached();
                 if let Ok(mut p) = self.placed.lock() {
                     p.insert(room.to_string(), Instant::now());
                 }
                 Placement::Here
             }
             Ok(owner) => {
-                self.reachable.store(true, Ordering::Relaxed);
+                self.reached();
                 match self.url_of(&owner).await {
                     Some(url) => {
                         self.stats.redirects.fetch_add(1, Ordering::Relaxed);
@@ -611,7 +633,8 @@ async fn adoption_task(cluster: Arc<Cluster>, state: Weak<AppState>, mut shutdow
             _ = tick.tick() => {}
         }
         let Some(state) = state.upgrade() else { return };
-        if cluster.leaving.load(Ordering::Relaxed) || !cluster.reachable() {
+        let held = cluster.adopt_after.lock().map_or(true, |at| Instant::now() < *at);
+        if cluster.leaving.load(Ordering::Relaxed) || !cluster.reachable() || held {
             continue;
         }
         adopt(&cluster, &state).await;
@@ -636,14 +659,24 @@ async fn adopt(cluster: &Cluster, state: &AppState) {
     if missing.is_empty() {
         return;
     }
+    // This node's own heartbeat key first: without it Redis restarted empty since the last heartbeat, and a room
+    // without a node may only be one whose node has not written it again yet.
     let mut pipe = redis::pipe();
+    pipe.cmd("EXISTS").arg(registry::node_key(&cluster.config.node_id));
     for room in &missing {
         pipe.cmd("GET").arg(registry::room_key(room));
     }
     let mut conn = cluster.conn.clone();
-    let owners: Vec<Option<String>> = match timed(pipe.query_async(&mut conn)).await {
-        Ok(owners) => owners,
+    let mut replies: Vec<redis::Value> = match timed(pipe.query_async(&mut conn)).await {
+        Ok(replies) => replies,
         Err(e) => return cluster.failed("reading rooms' nodes", &e),
+    };
+    if replies.is_empty() || !matches!(replies.remove(0), redis::Value::Int(1)) {
+        return cluster.hold_adoption();
+    }
+    let owners: Vec<Option<String>> = match replies.into_iter().map(redis::from_redis_value).collect() {
+        Ok(owners) => owners,
+        Err(e) => return warn!(error = %e, "rooms' nodes unreadable"),
     };
     let me = cluster.config.node_id.as_str();
     let live: HashSet<String> = cluster.nodes().into_iter().map(|n| n.id).collect();
@@ -683,9 +716,7 @@ async fn heartbeat_task(cluster: Arc<Cluster>, state: Weak<AppState>) {
         let load = meter.read(&state);
         match heartbeat(&cluster, &state, load, first).await {
             Ok(()) => {
-                if !cluster.reachable.swap(true, Ordering::Relaxed) {
-                    info!("Redis reachable again");
-                }
+                cluster.reached();
                 first = false;
             }
             Err(e) => cluster.failed("writing the heartbeat", &e),
@@ -740,6 +771,7 @@ async fn heartbeat(cluster: &Cluster, state: &AppState, load: NodeLoad, first: b
     if previous.is_none() && !first {
         warn!("this node's heartbeat was gone from Redis (restarted or flushed): writing rooms and presence again");
         cluster.rewrite_all.store(true, Ordering::Relaxed);
+        cluster.hold_adoption();
     }
     // Gone nodes: forget their presence, and them.
     if !expired.is_empty() {

@@ -179,6 +179,18 @@ pub async fn api_get(http: &str, path: &str) -> (u16, Value) {
 
 /// One admin API call with the all-rooms admin token: (status, JSON body or `null`); status 0 on no answer.
 pub async fn api(http: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let (status, bytes) = request(http, method, path, body).await;
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// A counter or gauge from a node's `/metrics` (the sample without labels); `None` when absent or unreadable.
+pub async fn metric(http: &str, name: &str) -> Option<f64> {
+    let (_, bytes) = request(http, "GET", "/metrics", None).await;
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn request(http: &str, method: &str, path: &str, body: Option<Value>) -> (u16, axum::body::Bytes) {
     use http_body_util::{BodyExt, Full};
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<axum::body::Bytes>>();
@@ -193,10 +205,9 @@ pub async fn api(http: &str, method: &str, path: &str, body: Option<Value>) -> (
     match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
         Ok(Ok(res)) => {
             let status = res.status().as_u16();
-            let bytes = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+            (status, res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default())
         }
-        _ => (0, Value::Null),
+        _ => (0, Default::default()),
     }
 }
 
@@ -250,17 +261,22 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
     }
 }
 
-/// Join `identity` to a room of its own (`<prefix>-b<k>`, through nodes b and c in turn) that lives on another node
-/// than `not_at`: placement picks the node, so try a few rooms (at most 20).
+/// Create `room` through the admin API of node `i`, which places it there (placement by load would pick whichever
+/// node is least busy at that moment, and a test that needs two nodes cannot leave that to chance).
+pub async fn create_room_on(c: &Cluster, i: usize, room: &str) {
+    let (status, body) = api(&c.setups[i].http(), "POST", "/api/v1/rooms", Some(json!({"name": room}))).await;
+    assert_eq!(status, 201, "creating {room} on node {i}: {body}");
+}
+
+/// Join `identity` to a room of its own, `<prefix>-b`, created on the first node other than `not_at` (through the
+/// admin API, so it lives there) and joined through that node.
 pub async fn join_elsewhere(c: &Cluster, prefix: &str, identity: &str, not_at: &str) -> Ws {
-    for k in 0..20 {
-        let room = format!("{prefix}-b{k}");
-        let (ws, _, at, _) = join(&c.url(1 + k % 2), &token(&room, identity)).await.unwrap();
-        if at != not_at {
-            return ws;
-        }
-    }
-    panic!("no room for {identity} on another node than {not_at} in 20 tries");
+    let i = (0..c.setups.len()).find(|i| c.url(*i) != not_at).expect("a node other than {not_at}");
+    let room = format!("{prefix}-b");
+    create_room_on(c, i, &room).await;
+    let (ws, _, at, hops) = join(&c.url(i), &token(&room, identity)).await.unwrap();
+    assert_eq!((at.as_str(), hops), (c.url(i).as_str(), 0), "{identity} joined {room} where it was created");
+    ws
 }
 
 /// Wait for a frame of `ty`, skipping others.
