@@ -134,3 +134,61 @@ async fn a_room_joined_through_any_node_lives_on_one_and_comes_back_after_its_no
     let got = complete_from(&ra, &bob_id);
     assert!(fine(got), "alice after the failover: (frames, incomplete) = {got:?}");
 }
+
+fn node_in(id: &str, region: &str, redis: &str, postgres: &str) -> CourierProcess {
+    let env = [
+        ("COURIER_CLUSTER_REDIS_URL", redis),
+        ("COURIER_CLUSTER_NODE_ID", id),
+        ("COURIER_CLUSTER_REGION", region),
+        ("COURIER_CHAT_STORE", "postgres"),
+        ("COURIER_CHAT_POSTGRES_URL", postgres),
+    ];
+    CourierProcess::start(&courier_bin(), KEY, SECRET, &env).expect("a cluster node starts")
+}
+
+/// A room that spans two regions (issue 19): alice joins through node a (region `eu`), where the room lives; bob and
+/// carol join through node b (region `us`) and are served there, in b's part of the room, with no redirect. Each
+/// side's tracks cross between the nodes on one relay peer and every member receives every other's video whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spans_two_regions_and_every_member_receives_the_others() {
+    let Some((redis, postgres)) = backends() else { return };
+    // A database of its own: the other test's nodes are of another region, but their rooms need not be seen here.
+    let redis = format!("{}/7", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
+    let suffix = std::process::id();
+    // Regions of this run only: the nodes of an earlier run stay in the registry for a few seconds after it.
+    let a = node_in(&format!("span-a-{suffix}"), &format!("eu-{suffix}"), &redis, &postgres);
+    let b = node_in(&format!("span-b-{suffix}"), &format!("us-{suffix}"), &redis, &postgres);
+    // Both nodes in each other's registry (a heartbeat a second).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let room = format!("span-{suffix}");
+    let token = |who: &str| a.token(&room, who).expect("token");
+    let mut alice = Client::connect(&a.url, &token("alice"), both()).await.expect("alice joins through node a");
+    assert_eq!((alice.url(), alice.node()), (a.url.as_str(), None), "the room lives on node a");
+    let mut bob = Client::connect(&b.url, &token("bob"), both())
+        .await
+        .unwrap_or_else(|e| panic!("bob joins through node b: {e:#}"));
+    assert_eq!((bob.url(), bob.node()), (b.url.as_str(), None), "bob is served on node b (another region)");
+    let mut carol = Client::connect(&b.url, &token("carol"), both()).await.expect("carol joins through node b");
+    assert_eq!(carol.url(), b.url.as_str());
+    // Everyone subscribes to the two others' audio and video: 4 tracks each.
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.wait_connected(T).await.expect("media connected");
+        for i in 0..4 {
+            c.wait_for_event(Duration::from_secs(20), |e| matches!(e, ClientEvent::TrackSubscribed(_)))
+                .await
+                .unwrap_or_else(|e| panic!("{}: subscription {i}: {e}", c.participant_id()));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ids: Vec<String> = [&alice, &bob, &carol].iter().map(|c| c.participant_id().to_owned()).collect();
+    let reports = [alice.leave().await.expect("alice"), bob.leave().await.expect("bob"), carol.leave().await.expect("carol")];
+    for (i, r) in reports.iter().enumerate() {
+        for (j, from) in ids.iter().enumerate() {
+            if i != j {
+                let got = complete_from(r, from);
+                println!("member {i} from member {j}: (frames, incomplete) = {got:?}");
+                assert!(fine(got), "member {i} from member {j}: (frames, incomplete) = {got:?}");
+            }
+        }
+    }
+}

@@ -82,9 +82,48 @@ struct Member {
     joined_ms: u64,
 }
 
+/// A member of a room that spans nodes, served by another node: shown to the members here, never counted here. Its
+/// tracks are the local copies of their relays, added as they become available.
+#[derive(Debug)]
+struct RemoteMember {
+    node: String,
+    info: ParticipantInfo,
+    /// Wire track id (the origin's) → the relayed copy's engine track here.
+    tracks: HashMap<String, TrackId>,
+}
+
+/// One change of the members this node serves in a room, as other nodes serving the same room must hear it (see
+/// `cluster::mirror`). Hidden members are never described.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "c", rename_all = "snake_case")]
+pub enum MemberChange {
+    Joined(ParticipantInfo),
+    /// Name or metadata changed (tracks change with `Published`/`Unpublished`).
+    Updated(ParticipantInfo),
+    Left {
+        participant: String,
+    },
+    Published {
+        participant: String,
+        track: TrackInfo,
+    },
+    Unpublished {
+        participant: String,
+        track: String,
+    },
+}
+
+/// Told every change of the members this node serves, under the registry's lock (so in order); `None` when a hidden
+/// member joined or left (nothing to describe, but the room's local membership changed).
+pub type ChangeObserver = Box<dyn Fn(&str, Option<MemberChange>) + Send + Sync>;
+
 #[derive(Debug)]
 struct Room {
     members: HashMap<String, Member>,
+    /// Members served by other nodes (a room that spans nodes), by participant id.
+    remote: HashMap<String, RemoteMember>,
+    /// This node serves a part of a room that lives on another node: its lifecycle (and webhooks) happen there.
+    part: bool,
     speakers: SpeakerDetector<String>,
     options: RoomOptions,
     phase: RoomPhase,
@@ -98,6 +137,8 @@ impl Room {
     fn new(options: RoomOptions, auto: bool, now_ms: u64) -> Room {
         Room {
             members: HashMap::new(),
+            remote: HashMap::new(),
+            part: false,
             speakers: SpeakerDetector::new(SPEAKER_INTERVAL, sfu::peer::AUDIO_LEVEL_PERIOD),
             phase: lifecycle::initial_phase(&options, now_ms),
             options,
@@ -190,6 +231,16 @@ pub struct Rooms {
     webhooks: Webhooks,
     /// Told the identity of every member that joins or leaves (a cluster's presence).
     membership: std::sync::OnceLock<Observer>,
+    /// Told every change of the members served here (a cluster's rooms that span nodes).
+    changes: std::sync::OnceLock<Changes>,
+}
+
+struct Changes(ChangeObserver);
+
+impl std::fmt::Debug for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Changes")
+    }
 }
 
 struct Observer(MembershipObserver);
@@ -226,13 +277,30 @@ pub struct Joined {
 impl Rooms {
     /// No rooms yet; a join of an unknown room creates it if `auto_create`; changes are reported to `webhooks`.
     pub fn new(auto_create: bool, webhooks: Webhooks) -> Rooms {
-        Rooms { state: Mutex::default(), auto_create, webhooks, membership: std::sync::OnceLock::new() }
+        Rooms {
+            state: Mutex::default(),
+            auto_create,
+            webhooks,
+            membership: std::sync::OnceLock::new(),
+            changes: std::sync::OnceLock::new(),
+        }
     }
 
     /// Call `observer` with the identity of every member that joins or leaves from now on (once; later calls are
     /// ignored). It runs under the rooms' lock: it must only note the change.
     pub fn on_membership(&self, observer: MembershipObserver) {
         let _ = self.membership.set(Observer(observer));
+    }
+
+    /// Report every change of the members served here to `observer` (once; a cluster's rooms that span nodes).
+    pub fn on_change(&self, observer: ChangeObserver) {
+        let _ = self.changes.set(Changes(observer));
+    }
+
+    fn changed(&self, room: &str, change: Option<MemberChange>) {
+        if let Some(Changes(f)) = self.changes.get() {
+            f(room, change);
+        }
     }
 
     fn membership_changed(&self, identity: &str) {
@@ -323,16 +391,19 @@ impl Rooms {
             .values()
             .filter(|m| m.info.identity != identity && !m.permissions.hidden)
             .map(|m| m.info.clone())
+            .chain(r.remote.values().filter(|m| m.info.identity != identity).map(|m| m.info.clone()))
             .collect();
         let tracks = r
             .members
             .values()
             .filter(|m| m.info.identity != identity)
             .flat_map(|m| m.tracks.values().copied())
+            .chain(r.remote.values().filter(|m| m.info.identity != identity).flat_map(|m| m.tracks.values().copied()))
             .collect();
         if !who.permissions.hidden {
             broadcast(r, None, RoomEvent::ParticipantJoined(me.clone()));
         }
+        self.changed(room, (!who.permissions.hidden).then(|| MemberChange::Joined(me.clone())));
         self.webhooks.emit(EventKind::ParticipantJoined, Facts::participant(room, &me));
         self.membership_changed(identity);
         r.empty_since_ms = None;
@@ -375,6 +446,8 @@ impl Rooms {
         if !m.permissions.hidden {
             broadcast(r, None, RoomEvent::ParticipantLeft { participant_id: participant_id.to_string(), reason });
         }
+        let hidden = m.permissions.hidden;
+        self.changed(room, (!hidden).then(|| MemberChange::Left { participant: participant_id.to_string() }));
         self.webhooks.emit(
             EventKind::ParticipantLeft,
             Facts { reason: Some(reason.to_string()), ..Facts::participant(room, &m.info) },
@@ -387,8 +460,13 @@ impl Rooms {
             let now = now_ms();
             r.empty_since_ms = Some(now);
             if lifecycle::due(r.view(), now) == Some(Transition::Expire) {
-                st.rooms.remove(room);
-                self.webhooks.emit(EventKind::RoomFinished, Facts::room(room));
+                let part = r.part;
+                if let Some(r) = st.rooms.remove(room) {
+                    forget_remote_tracks(&mut st, &r);
+                }
+                if !part {
+                    self.webhooks.emit(EventKind::RoomFinished, Facts::room(room));
+                }
             }
         }
         for (wire, t) in gone {
@@ -417,8 +495,12 @@ impl Rooms {
         broadcast(
             r,
             Some(participant_id),
-            RoomEvent::TrackPublished { participant_id: participant_id.to_string(), track: public, sfu_track },
+            RoomEvent::TrackPublished { participant_id: participant_id.to_string(), track: public.clone(), sfu_track },
         );
+        let hidden = r.members.get(participant_id).is_some_and(|m| m.permissions.hidden);
+        if !hidden {
+            self.changed(room, Some(MemberChange::Published { participant: participant_id.to_string(), track: public }));
+        }
         let wire = track.id.clone();
         st.tracks.insert(
             wire.clone(),
@@ -439,6 +521,10 @@ impl Rooms {
                 self.webhooks.emit(EventKind::TrackUnpublished, Facts::track(room, &m.info, t));
             }
             m.info.tracks.retain(|t| t.id != wire);
+            if !m.permissions.hidden {
+                let change = MemberChange::Unpublished { participant: participant_id.to_string(), track: wire.clone() };
+                self.changed(room, Some(change));
+            }
         }
         broadcast(
             r,
@@ -588,10 +674,13 @@ impl Rooms {
         let was_closed = std::mem::replace(&mut r.phase, RoomPhase::Closed) == RoomPhase::Closed;
         // A room without a schedule is forgotten when its last member has left (now, if it is empty): its members'
         // sessions still hold its event queues until they have read the close.
+        let part = r.part;
         if r.options.schedule.is_none() && r.members.is_empty() {
-            st.rooms.remove(room);
+            if let Some(r) = st.rooms.remove(room) {
+                forget_remote_tracks(&mut st, &r);
+            }
         }
-        if !was_closed {
+        if !was_closed && !part {
             self.webhooks.emit(EventKind::RoomFinished, Facts::room(room));
         }
         true
@@ -616,8 +705,12 @@ impl Rooms {
                 Transition::Expire => {
                     let mut st = self.lock();
                     if st.rooms.get(name).is_some_and(|r| r.members.is_empty()) {
-                        st.rooms.remove(name);
-                        self.webhooks.emit(EventKind::RoomFinished, Facts::room(name));
+                        if let Some(r) = st.rooms.remove(name) {
+                            forget_remote_tracks(&mut st, &r);
+                            if !r.part {
+                                self.webhooks.emit(EventKind::RoomFinished, Facts::room(name));
+                            }
+                        }
                     }
                 }
             }
@@ -696,7 +789,15 @@ impl Rooms {
             );
         }
         if renamed && !hidden {
-            broadcast(r, None, RoomEvent::ParticipantUpdated(info));
+            broadcast(r, None, RoomEvent::ParticipantUpdated(info.clone()));
+        }
+        if !hidden {
+            for (wire, _) in &gone {
+                self.changed(room, Some(MemberChange::Unpublished { participant: id.clone(), track: wire.clone() }));
+            }
+            if renamed {
+                self.changed(room, Some(MemberChange::Updated(info)));
+            }
         }
         for (wire, t) in gone {
             st.tracks.remove(&wire);
@@ -719,6 +820,148 @@ impl Rooms {
                 let _ = m.handles.close.try_send(signal);
             }
         }
+    }
+}
+
+/// Forget the relayed tracks of a room's remote members (the room is gone).
+fn forget_remote_tracks(st: &mut State, r: &Room) {
+    for m in r.remote.values() {
+        for (wire, t) in &m.tracks {
+            st.tracks.remove(wire);
+            st.by_sfu.remove(t);
+        }
+    }
+}
+
+/// Rooms that span nodes: the part of a room this node serves, and the members other nodes serve.
+impl Rooms {
+    /// Serve a part of `room`, which lives on another node: created (without webhooks: its lifecycle happens on its
+    /// node) unless it exists here. `false` if it exists as a room of this node's own.
+    pub fn open_part(&self, room: &str) -> bool {
+        let mut st = self.lock();
+        if let Some(r) = st.rooms.get(room) {
+            return r.part;
+        }
+        let mut r = Room::new(RoomOptions::default(), true, now_ms());
+        r.part = true;
+        st.rooms.insert(room.to_string(), r);
+        true
+    }
+
+    /// `room` is here as a part of a room that lives on another node.
+    pub fn is_part(&self, room: &str) -> bool {
+        self.lock().rooms.get(room).is_some_and(|r| r.part)
+    }
+
+    /// The room's node is gone and this node now holds it: the part becomes the room.
+    pub fn make_home(&self, room: &str) {
+        if let Some(r) = self.lock().rooms.get_mut(room) {
+            r.part = false;
+        }
+    }
+
+    /// The names of the rooms that live on this node (not the parts it serves of rooms living elsewhere).
+    pub fn homed_names(&self) -> Vec<String> {
+        self.lock().rooms.iter().filter(|(_, r)| !r.part).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Members served here in `room`, hidden ones included.
+    pub fn local_members(&self, room: &str) -> usize {
+        self.lock().rooms.get(room).map_or(0, |r| r.members.len())
+    }
+
+    /// A change of the members another node (`node`) serves in `room`, as the local members must hear it. Tracks
+    /// are not shown from here: each is announced once its relay is available ([`Rooms::publish_remote`]).
+    pub fn apply_remote(&self, room: &str, node: &str, change: MemberChange) {
+        let mut st = self.lock();
+        let Some(r) = st.rooms.get_mut(room) else { return };
+        match change {
+            MemberChange::Joined(mut info) | MemberChange::Updated(mut info) => {
+                info.tracks.clear();
+                match r.remote.get_mut(&info.id) {
+                    Some(m) => {
+                        m.info.name = info.name;
+                        m.info.metadata = info.metadata;
+                        let shown = m.info.clone();
+                        broadcast(r, None, RoomEvent::ParticipantUpdated(shown));
+                    }
+                    None => {
+                        broadcast(r, None, RoomEvent::ParticipantJoined(info.clone()));
+                        let m = RemoteMember { node: node.to_string(), info, tracks: HashMap::new() };
+                        r.remote.insert(m.info.id.clone(), m);
+                    }
+                }
+            }
+            MemberChange::Left { participant } => {
+                let Some(m) = r.remote.remove(&participant) else { return };
+                for (wire, sfu_track) in &m.tracks {
+                    let ev = RoomEvent::TrackUnpublished {
+                        participant_id: participant.clone(),
+                        track_id: wire.clone(),
+                        sfu_track: *sfu_track,
+                    };
+                    broadcast(r, None, ev);
+                }
+                broadcast(r, None, RoomEvent::ParticipantLeft { participant_id: participant, reason: "left" });
+                for (wire, t) in &m.tracks {
+                    st.tracks.remove(wire);
+                    st.by_sfu.remove(t);
+                }
+            }
+            MemberChange::Published { .. } | MemberChange::Unpublished { .. } => {}
+        }
+    }
+
+    /// The relay of a remote member's track is available here as engine track `local`: the members hear it
+    /// published (and subscribe as to any track). `false` if the member is not known here (any more).
+    pub fn publish_remote(&self, room: &str, participant: &str, track: TrackInfo, local: TrackId, kind: MediaKind) -> bool {
+        let mut st = self.lock();
+        let Some(r) = st.rooms.get_mut(room) else { return false };
+        let Some(m) = r.remote.get_mut(participant) else { return false };
+        if m.tracks.insert(track.id.clone(), local).is_some() {
+            m.info.tracks.retain(|t| t.id != track.id);
+        }
+        let mut public = track;
+        public.mid = None;
+        m.info.tracks.push(public.clone());
+        let wire = public.id.clone();
+        broadcast(
+            r,
+            None,
+            RoomEvent::TrackPublished { participant_id: participant.to_string(), track: public, sfu_track: local },
+        );
+        st.tracks.insert(
+            wire.clone(),
+            (room.to_string(), TrackRef { sfu_track: local, participant_id: participant.to_string(), kind }),
+        );
+        st.by_sfu.insert(local, wire);
+        true
+    }
+
+    /// A remote member's track is not relayed here any more (unpublished at its origin, or the relay was lost).
+    pub fn unpublish_remote(&self, room: &str, participant: &str, wire: &str) {
+        let mut st = self.lock();
+        let Some(r) = st.rooms.get_mut(room) else { return };
+        let Some(m) = r.remote.get_mut(participant) else { return };
+        let Some(sfu_track) = m.tracks.remove(wire) else { return };
+        m.info.tracks.retain(|t| t.id != wire);
+        let ev = RoomEvent::TrackUnpublished {
+            participant_id: participant.to_string(),
+            track_id: wire.to_string(),
+            sfu_track,
+        };
+        broadcast(r, None, ev);
+        st.tracks.remove(wire);
+        st.by_sfu.remove(&sfu_track);
+    }
+
+    /// The members of `room` served by `node`, by participant id.
+    pub fn remote_members(&self, room: &str, node: &str) -> Vec<String> {
+        let st = self.lock();
+        st.rooms
+            .get(room)
+            .map(|r| r.remote.values().filter(|m| m.node == node).map(|m| m.info.id.clone()).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -120,7 +120,7 @@ impl WireMessage {
 }
 
 /// One publication. `o` is the node that published it: a node ignores its own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum BusMsg {
     /// A committed message.
@@ -131,6 +131,9 @@ pub enum BusMsg {
     Frame { o: String, c: String, drop: bool, f: String },
     /// A frame for every session of identity `i`.
     ToIdentity { o: String, i: String, f: String },
+    /// Rooms that span nodes: a change of a node's part of a room, a snapshot, or a relay message
+    /// ([`super::span`]).
+    Span { o: String, s: super::span::SpanMsg },
 }
 
 impl BusMsg {
@@ -139,7 +142,8 @@ impl BusMsg {
             BusMsg::Message { o, .. }
             | BusMsg::Head { o, .. }
             | BusMsg::Frame { o, .. }
-            | BusMsg::ToIdentity { o, .. } => o,
+            | BusMsg::ToIdentity { o, .. }
+            | BusMsg::Span { o, .. } => o,
         }
     }
 

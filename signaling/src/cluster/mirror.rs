@@ -12,29 +12,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use courier_protocol::{ParticipantInfo, TrackInfo};
+use courier_protocol::ParticipantInfo;
 
 /// Changes held per node while its snapshot is awaited; beyond, the oldest are dropped (the snapshot repairs).
 pub const HELD_MAX: usize = 1024;
 
 /// One change of a node's part of a room, as published and as shown to local members.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    Joined(ParticipantInfo),
-    /// Name or metadata changed (tracks change with `Published`/`Unpublished`).
-    Updated(ParticipantInfo),
-    Left {
-        participant: String,
-    },
-    Published {
-        participant: String,
-        track: TrackInfo,
-    },
-    Unpublished {
-        participant: String,
-        track: String,
-    },
-}
+pub use crate::room::MemberChange as Change;
 
 /// What the shell does after an input.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +112,7 @@ impl RoomMirror {
 }
 
 /// Apply one change to a part; what local members must hear (nothing for a change that changes nothing).
-fn apply(members: &mut BTreeMap<String, ParticipantInfo>, change: Change) -> Vec<Change> {
+pub fn apply(members: &mut BTreeMap<String, ParticipantInfo>, change: Change) -> Vec<Change> {
     match change {
         Change::Joined(info) | Change::Updated(info) => {
             let shown = match members.get(&info.id) {
@@ -193,6 +177,7 @@ fn diff_member(old: &ParticipantInfo, new: &ParticipantInfo) -> Vec<Change> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use courier_protocol::TrackInfo;
     use courier_protocol::{MediaKind, TrackSource};
 
     fn member(id: &str, tracks: &[&str]) -> ParticipantInfo {

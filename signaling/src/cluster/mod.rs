@@ -9,6 +9,7 @@
 //!   the bus loses, so pub/sub carries no durability.
 //! - presence: which identities are online on which node (written by the heartbeat from the room registry).
 //! - [`mirror`]: a room's members on other nodes (groundwork for rooms that span nodes, issue 19).
+//! - [`span`]: rooms that span nodes: each part's changes mirrored on the others, tracks relayed between nodes.
 //! - [`forward`]: the admin API on any node: requests about another node's room go there; room lists are gathered.
 //!
 //! The design, the keys and channels, and what happens on each fault are in `docs/architecture.md` ("Cluster").
@@ -19,6 +20,7 @@ pub mod mirror;
 pub mod placement;
 pub mod registry;
 mod shell;
+pub mod span;
 
 pub use placement::Placement;
 pub use shell::{Cluster, ClusterStats, REDIS_TIMEOUT};

@@ -125,6 +125,8 @@ pub struct Cluster {
     /// For admin requests forwarded to other nodes.
     http: crate::outbound::HttpClient,
     pub stats: ClusterStats,
+    /// The rooms-that-span-nodes task's queue (set when the tasks start).
+    span: std::sync::OnceLock<mpsc::UnboundedSender<super::span::SpanIn>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -133,7 +135,7 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     crate::room::now_ms()
 }
 
@@ -200,6 +202,7 @@ impl Cluster {
             store,
             http,
             stats: ClusterStats::default(),
+            span: std::sync::OnceLock::new(),
         }))
     }
 
@@ -247,6 +250,17 @@ impl Cluster {
             tokio::spawn(jobs.track(subscriber_task(me.clone(), rx, state.shutdown.clone())));
         }
         tokio::spawn(jobs.track(head_check_task(me.clone(), state.shutdown.clone())));
+        // Rooms that span nodes: the registry's changes and this node's channel feed one task.
+        let (span_tx, span_rx) = mpsc::unbounded_channel();
+        let _ = self.span.set(span_tx.clone());
+        let observer = span_tx.clone();
+        state.rooms.on_change(Box::new(move |room, change| {
+            let _ = observer.send(super::span::SpanIn::Local { room: room.to_string(), change });
+        }));
+        let (done, _) = oneshot::channel();
+        let _ = self.sub_tx.send(SubCmd::Follow { channels: vec![super::span::node_channel(&self.config.node_id)], done });
+        let span = super::span::run(self.clone(), weak.clone(), span_tx, span_rx, state.shutdown.clone());
+        tokio::spawn(jobs.track(span));
         if state.room_store.shared() {
             tokio::spawn(jobs.track(adoption_task(me, weak, state.shutdown.clone())));
         }
@@ -286,6 +300,33 @@ impl Cluster {
     /// refused for now: joining without its definition would open a plain room in place of a scheduled one.
     pub async fn place_join(&self, state: &AppState, room: &str) -> Placement {
         let placement = self.place(room, state.rooms.exists(room)).await;
+        match &placement {
+            // The room lives elsewhere: served here instead when this node serves a part of it already, or when
+            // the room's node is not of this node's region (the room spans nodes).
+            Placement::There { node: home, .. } => {
+                let me = self.config.node_id.as_str();
+                if state.rooms.is_part(room) {
+                    return Placement::Here;
+                }
+                let nodes = self.nodes();
+                let chosen = placement::serve(&nodes, home, &[], &self.config.region, f64::INFINITY)
+                    .map(|n| (n.id.clone(), n.url.clone()));
+                match chosen {
+                    Some((id, _)) if id == me => {
+                        if state.rooms.open_part(room) {
+                            debug!(room, home = %home, "serving a part of a room that lives on another node");
+                            return Placement::Here;
+                        }
+                    }
+                    Some((id, url)) if id != *home => return Placement::There { node: id, url },
+                    _ => {}
+                }
+                return placement;
+            }
+            // Its node is gone and this node holds it now: the part it served becomes the room.
+            Placement::Here if state.rooms.is_part(room) => state.rooms.make_home(room),
+            _ => {}
+        }
         if matches!(placement, Placement::Here) && !state.rooms.exists(room) && state.room_store.shared() {
             if let Err(e) = restore_here(state, room).await {
                 warn!(room, error = %e, "the room's definition could not be read; join refused for now");
@@ -422,6 +463,12 @@ impl Cluster {
         let _ = self.sub_tx.send(SubCmd::Unfollow { channels });
     }
 
+    /// A rooms-that-span-nodes message on `channel` ([`super::span`]).
+    pub(super) fn publish_span(&self, channel: String, msg: super::span::SpanMsg) {
+        let payload = BusMsg::Span { o: self.config.node_id.clone(), s: msg }.encode();
+        self.enqueue(Outgoing { channel, payload, committed: None });
+    }
+
     fn enqueue(&self, out: Outgoing) {
         if let Err(mpsc::error::TrySendError::Full(out) | mpsc::error::TrySendError::Closed(out)) =
             self.publish_tx.try_send(out)
@@ -518,6 +565,11 @@ impl Cluster {
             }
             BusMsg::ToIdentity { i, f, .. } => {
                 self.hub.send_to_identity(&i, Class::Droppable, Utf8Bytes::from(f));
+            }
+            BusMsg::Span { o, s } => {
+                if let Some(tx) = self.span.get() {
+                    let _ = tx.send(super::span::SpanIn::Bus { from: o, msg: s });
+                }
             }
         }
     }
@@ -805,7 +857,7 @@ async fn heartbeat(cluster: &Cluster, state: &AppState, load: NodeLoad, first: b
 /// placed but no longer hosts.
 async fn sync_rooms(cluster: &Cluster, state: &AppState, conn: &mut ConnectionManager) -> Result<(), String> {
     let me = cluster.config.node_id.clone();
-    let hosted: HashSet<String> = state.rooms.names().into_iter().collect();
+    let hosted: HashSet<String> = state.rooms.homed_names().into_iter().collect();
     let rewrite = cluster.rewrite_all.load(Ordering::Relaxed);
     let (claim, release): (Vec<String>, Vec<String>) = {
         let Ok(mut placed) = cluster.placed.lock() else { return Ok(()) };
