@@ -180,8 +180,20 @@ async fn a_room_spans_two_regions_and_every_member_receives_the_others() {
         }
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // One relay each way between the nodes, however many members receive it on the other side: node a has alice,
+    // its relay to b and the peer receiving b's relay; node b has bob, carol and the same two.
+    let peers = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_sfu_peers").copied());
+    assert_eq!((peers(&a), peers(&b)), (Some(3.0), Some(4.0)), "peers at (a, b)");
     let ids: Vec<String> = [&alice, &bob, &carol].iter().map(|c| c.participant_id().to_owned()).collect();
-    let reports = [alice.leave().await.expect("alice"), bob.leave().await.expect("bob"), carol.leave().await.expect("carol")];
+    let (rb, rc) = (bob.leave().await.expect("bob"), carol.leave().await.expect("carol"));
+    // Nobody left on node b: the relays between the nodes close.
+    let t0 = Instant::now();
+    while peers(&a) != Some(1.0) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "node a still has {:?} peers for alice alone", peers(&a));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("relays closed {} ms after node b's last member left", t0.elapsed().as_millis());
+    let reports = [alice.leave().await.expect("alice"), rb, rc];
     for (i, r) in reports.iter().enumerate() {
         for (j, from) in ids.iter().enumerate() {
             if i != j {

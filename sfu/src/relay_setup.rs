@@ -15,7 +15,7 @@
 //! asked for exists), then take [`RelaySetup::poll`] until `None` and carry each [`Action`] out. The shell carries
 //! the messages (over Redis) and runs the engine; nothing here waits or does I/O.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::cascade::RemoteTrack;
 use crate::id::{PeerId, TrackId};
@@ -107,6 +107,8 @@ struct ToEdge {
 #[derive(Debug, Default)]
 struct FromOrigin {
     peer: Option<PeerId>,
+    /// The origin's tracks this node asked for and has not closed.
+    wanted: BTreeSet<TrackId>,
     /// Offers that came before the peer existed.
     waiting: Vec<(u64, String)>,
     /// m-line → the origin's track, from the offers.
@@ -132,7 +134,7 @@ impl RelaySetup {
 
     /// This node (as edge) needs `track` of node `origin`, up to layer `top`.
     pub fn open(&mut self, origin: &str, track: TrackId, top: Option<u8>) {
-        self.from_origins.entry(origin.to_string()).or_default();
+        self.from_origins.entry(origin.to_string()).or_default().wanted.insert(track);
         self.send(origin, RelayMsg::Open { track, top });
     }
 
@@ -141,9 +143,17 @@ impl RelaySetup {
         self.send(origin, RelayMsg::Layers { track, top });
     }
 
-    /// This node (as edge) needs `track` of node `origin` no more.
+    /// This node (as edge) needs `track` of node `origin` no more. The last one closed closes the peer receiving
+    /// that origin's relays at once (the origin closes its side too), rather than after a liveness timeout.
     pub fn close(&mut self, origin: &str, track: TrackId) {
         self.send(origin, RelayMsg::Close { track });
+        let Some(link) = self.from_origins.get_mut(origin) else { return };
+        link.wanted.remove(&track);
+        // The shell forgets its copy itself; the engine drops it with the relay.
+        link.local.remove(&track);
+        if link.wanted.is_empty() {
+            self.origin_lost(origin, true);
+        }
     }
 
     /// A message from node `from`.
@@ -182,7 +192,8 @@ impl RelaySetup {
             }
             // --- as edge ---
             RelayMsg::Offer { id, sdp, mids } => {
-                let link = self.from_origins.entry(from.to_string()).or_default();
+                // An offer for relays this node no longer wants (it closed them meanwhile) is stale.
+                let Some(link) = self.from_origins.get_mut(from).filter(|l| !l.wanted.is_empty()) else { return };
                 link.mids.extend(mids);
                 match link.peer {
                     Some(peer) => self.out.push_back(Action::Offer { peer, id, sdp }),
@@ -480,6 +491,32 @@ mod tests {
         // The origin's node dies: the copy is gone here, and the peer closed.
         e.node_gone("a");
         assert_eq!(drain(&mut e), vec![Action::ClosePeer { peer: edge }, Action::Unavailable { remote }]);
+    }
+
+    #[test]
+    fn the_edge_closes_its_peer_with_the_last_track_it_needs_and_ignores_a_stale_offer() {
+        let mut e = RelaySetup::new();
+        e.open("a", T1, Some(2));
+        e.open("a", T2, None);
+        e.handle("a", RelayMsg::Offer { id: 1, sdp: "o".into(), mids: vec![("v1".into(), T1), ("a1".into(), T2)] });
+        let edge = PeerId(20);
+        e.peer_created("a", edge, false);
+        drain(&mut e);
+        e.close("a", T1);
+        assert_eq!(drain(&mut e), vec![Action::Send { to: "a".into(), msg: RelayMsg::Close { track: T1 } }]);
+        e.close("a", T2);
+        assert_eq!(
+            drain(&mut e),
+            vec![Action::Send { to: "a".into(), msg: RelayMsg::Close { track: T2 } }, Action::ClosePeer { peer: edge }]
+        );
+        // The origin's renegotiation that crossed the close creates nothing.
+        e.handle("a", RelayMsg::Offer { id: 2, sdp: "o".into(), mids: vec![] });
+        assert_eq!(drain(&mut e), vec![]);
+        // Asked again later: a new peer.
+        e.open("a", T1, Some(2));
+        e.handle("a", RelayMsg::Offer { id: 3, sdp: "o".into(), mids: vec![("v1".into(), T1)] });
+        let actions = drain(&mut e);
+        assert_eq!(actions.last(), Some(&Action::CreateEdgePeer { node: "a".into() }), "{actions:?}");
     }
 
     #[test]
