@@ -146,61 +146,163 @@ fn node_in(id: &str, region: &str, redis: &str, postgres: &str) -> CourierProces
     CourierProcess::start(&courier_bin(), KEY, SECRET, &env).expect("a cluster node starts")
 }
 
-/// A room that spans two regions (issue 19): alice joins through node a (region `eu`), where the room lives; bob and
-/// carol join through node b (region `us`) and are served there, in b's part of the room, with no redirect. Each
-/// side's tracks cross between the nodes on one relay peer and every member receives every other's video whole.
+/// Wait until every client has subscribed to `n` tracks.
+async fn subscribed(clients: &mut [&mut Client], n: usize) {
+    for c in clients.iter_mut() {
+        c.wait_connected(T).await.expect("media connected");
+        for i in 0..n {
+            c.wait_for_event(Duration::from_secs(20), |e| matches!(e, ClientEvent::TrackSubscribed(_)))
+                .await
+                .unwrap_or_else(|e| panic!("{}: subscription {i} of {n}: {e}", c.participant_id()));
+        }
+    }
+}
+
+/// A room that spans three regions (issue 19). The room lives on node a (region 1), where alice joins; bob and carol
+/// join through node b (region 2), dave through node c (region 3), and each is served where it connected, in that
+/// node's part of the room, with no redirect. Everyone publishes audio and video and receives every other member's
+/// video whole; the tracks cross between two nodes on one relay connection per direction, however many members
+/// receive them (the nodes' peer counts say so). Node b is then SIGKILLed: its members leave the others' rooms, bob
+/// joins again through node c and receives alice's and dave's video again. When the members of node c leave, the
+/// relays between a and c close at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_room_spans_two_regions_and_every_member_receives_the_others() {
+async fn a_room_spans_three_regions_and_survives_an_edge_node_killed() {
     let Some((redis, postgres)) = backends() else { return };
     // A database of its own: the other test's nodes are of another region, but their rooms need not be seen here.
     let redis = format!("{}/7", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
     let suffix = std::process::id();
     // Regions of this run only: the nodes of an earlier run stay in the registry for a few seconds after it.
-    let a = node_in(&format!("span-a-{suffix}"), &format!("eu-{suffix}"), &redis, &postgres);
-    let b = node_in(&format!("span-b-{suffix}"), &format!("us-{suffix}"), &redis, &postgres);
-    // Both nodes in each other's registry (a heartbeat a second).
+    let start = |n: &str| node_in(&format!("span-{n}-{suffix}"), &format!("{n}-{suffix}"), &redis, &postgres);
+    let (a, b, c) = (start("a"), start("b"), start("c"));
+    let mut b = Some(b);
+    // The nodes in each other's registry (a heartbeat a second).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let room = format!("span-{suffix}");
     let token = |who: &str| a.token(&room, who).expect("token");
-    let mut alice = Client::connect(&a.url, &token("alice"), both()).await.expect("alice joins through node a");
-    assert_eq!((alice.url(), alice.node()), (a.url.as_str(), None), "the room lives on node a");
-    let mut bob = Client::connect(&b.url, &token("bob"), both())
-        .await
-        .unwrap_or_else(|e| panic!("bob joins through node b: {e:#}"));
-    assert_eq!((bob.url(), bob.node()), (b.url.as_str(), None), "bob is served on node b (another region)");
-    let mut carol = Client::connect(&b.url, &token("carol"), both()).await.expect("carol joins through node b");
-    assert_eq!(carol.url(), b.url.as_str());
-    // Everyone subscribes to the two others' audio and video: 4 tracks each.
-    for c in [&mut alice, &mut bob, &mut carol] {
-        c.wait_connected(T).await.expect("media connected");
-        for i in 0..4 {
-            c.wait_for_event(Duration::from_secs(20), |e| matches!(e, ClientEvent::TrackSubscribed(_)))
-                .await
-                .unwrap_or_else(|e| panic!("{}: subscription {i}: {e}", c.participant_id()));
+    let b_url = b.as_ref().unwrap().url.clone();
+    let join = |url: String, who: &'static str| {
+        let t = token(who);
+        async move {
+            let c = Client::connect(&url, &t, both()).await.unwrap_or_else(|e| panic!("{who} joins at {url}: {e:#}"));
+            assert_eq!((c.url(), c.node()), (url.as_str(), None), "{who} is served where it connected");
+            c
         }
-    }
+    };
+    let mut alice = join(a.url.clone(), "alice").await;
+    let mut bob = join(b_url.clone(), "bob").await;
+    let mut carol = join(b_url.clone(), "carol").await;
+    let mut dave = join(c.url.clone(), "dave").await;
+    // Each subscribes to the three others' audio and video.
+    subscribed(&mut [&mut alice, &mut bob, &mut carol, &mut dave], 6).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // One relay each way between the nodes, however many members receive it on the other side: node a has alice,
-    // its relay to b and the peer receiving b's relay; node b has bob, carol and the same two.
+    // One relay connection per direction between two nodes: a and c have their member and four relay peers (one
+    // out, one in, per other node), b its two members and four.
     let peers = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_sfu_peers").copied());
-    assert_eq!((peers(&a), peers(&b)), (Some(3.0), Some(4.0)), "peers at (a, b)");
-    let ids: Vec<String> = [&alice, &bob, &carol].iter().map(|c| c.participant_id().to_owned()).collect();
-    let (rb, rc) = (bob.leave().await.expect("bob"), carol.leave().await.expect("carol"));
-    // Nobody left on node b: the relays between the nodes close.
-    let t0 = Instant::now();
-    while peers(&a) != Some(1.0) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "node a still has {:?} peers for alice alone", peers(&a));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!("relays closed {} ms after node b's last member left", t0.elapsed().as_millis());
-    let reports = [alice.leave().await.expect("alice"), rb, rc];
-    for (i, r) in reports.iter().enumerate() {
+    let counts = (peers(&a), peers(b.as_ref().unwrap()), peers(&c));
+    assert_eq!(counts, (Some(5.0), Some(6.0), Some(5.0)), "peers at (a, b, c)");
+    let clients = [&alice, &bob, &carol, &dave];
+    let ids: Vec<String> = clients.iter().map(|c| c.participant_id().to_owned()).collect();
+    for (i, r) in clients.iter().map(|c| c.stats()).enumerate() {
         for (j, from) in ids.iter().enumerate() {
             if i != j {
-                let got = complete_from(r, from);
+                let got = complete_from(&r, from);
                 println!("member {i} from member {j}: (frames, incomplete) = {got:?}");
                 assert!(fine(got), "member {i} from member {j}: (frames, incomplete) = {got:?}");
             }
         }
+    }
+
+    // Node b dies. Bob joins again through node c; alice and dave see b's members leave.
+    drop(b.take());
+    drop(bob);
+    drop(carol);
+    let killed = Instant::now();
+    let mut bob = join(c.url.clone(), "bob").await;
+    subscribed(&mut [&mut bob], 4).await;
+    let deadline = killed + Duration::from_secs(20);
+    let back = loop {
+        let r = bob.stats();
+        if complete_from(&r, &ids[0]).0 > 0 && complete_from(&r, &ids[3]).0 > 0 {
+            break killed.elapsed();
+        }
+        assert!(Instant::now() < deadline, "bob on node c: no frame from alice and dave within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("edge node killed: bob receiving again through node c after {} ms", back.as_millis());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = bob.stats();
+    for (j, from) in [(0, &ids[0]), (3, &ids[3])] {
+        let got = complete_from(&r, from);
+        assert!(fine(got), "bob on node c from member {j}: (frames, incomplete) = {got:?}");
+    }
+    // Node b's relays are gone from a and c (within the registry's 3 s), bob's own cost nothing at a.
+    let t0 = Instant::now();
+    while (peers(&a), peers(&c)) != (Some(3.0), Some(4.0)) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "peers at (a, c) after b died: {:?}", (peers(&a), peers(&c)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nobody left on node c: the relays between a and c close, both ways, at once.
+    let (_, _) = (bob.leave().await.expect("bob"), dave.leave().await.expect("dave"));
+    let t0 = Instant::now();
+    while peers(&a) != Some(1.0) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "node a still has {:?} peers for alice alone", peers(&a));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("relays closed {} ms after node c's last member left", t0.elapsed().as_millis());
+    alice.leave().await.expect("alice");
+}
+
+/// Numbers for docs/benchmarks.md ("Rooms that span nodes"), not a CI test: alice publishes audio and video on node
+/// a; one subscriber on node a, and 1, then 8 subscribers on node b (another region). Prints the frame delay p50/p99
+/// of the subscriber on a against those on b (one relay hop more), and the bytes per second node b receives (the
+/// relay: one copy whatever the number of subscribers there) against what it sends.
+/// `cargo test --release -p media-tests --test cluster bench_span -- --ignored --nocapture` with Redis and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_span_hop_delay_and_link_bytes() {
+    let Some((redis, postgres)) = backends() else { return };
+    let redis = format!("{}/7", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
+    let suffix = std::process::id();
+    let start = |n: &str| node_in(&format!("bench-{n}-{suffix}"), &format!("{n}-{suffix}"), &redis, &postgres);
+    let (a, b) = (start("a"), start("b"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let room = format!("bench-span-{suffix}");
+    let token = |who: &str| a.token(&room, who).expect("token");
+    let watching = || ClientOptions::publishing(&[]);
+    let alice = Client::connect(&a.url, &token("alice"), both()).await.expect("alice");
+    alice.wait_connected(T).await.expect("alice connected");
+    let mut near = Client::connect(&a.url, &token("near"), watching()).await.expect("near");
+    subscribed(&mut [&mut near], 2).await;
+    let mut far: Vec<Client> = Vec::new();
+    let bytes = |n: &CourierProcess, k: &str| n.metrics().ok().and_then(|m| m.get(k).copied()).unwrap_or(0.0);
+    for n in [1usize, 8] {
+        while far.len() < n {
+            let who = format!("far{}", far.len());
+            let mut c = Client::connect(&b.url, &token(&who), watching()).await.expect("far");
+            assert_eq!(c.url(), b.url.as_str(), "served on node b");
+            subscribed(&mut [&mut c], 2).await;
+            far.push(c);
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (in0, out0) = (bytes(&b, "courier_udp_bytes_in_total"), bytes(&b, "courier_udp_bytes_out_total"));
+        let a_out0 = bytes(&a, "courier_udp_bytes_out_total");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (in1, out1) = (bytes(&b, "courier_udp_bytes_in_total"), bytes(&b, "courier_udp_bytes_out_total"));
+        let a_out1 = bytes(&a, "courier_udp_bytes_out_total");
+        let alice_id = alice.participant_id().to_owned();
+        let delay = |c: &Client| {
+            let r = c.stats();
+            let v = r.video().find(|v| v.participant_id == alice_id).cloned();
+            v.map(|v| (v.delay_ms_p50.unwrap_or(f64::NAN), v.delay_ms_p99.unwrap_or(f64::NAN)))
+        };
+        println!(
+            "{n} subscriber(s) on b: node b in {:.0} kbit/s, out {:.0} kbit/s; node a out {:.0} kbit/s \
+             (alice to near and the relay); delay p50/p99 ms: near {:?}, far {:?}",
+            (in1 - in0) * 8.0 / 10_000.0,
+            (out1 - out0) * 8.0 / 10_000.0,
+            (a_out1 - a_out0) * 8.0 / 10_000.0,
+            delay(&near),
+            far.iter().map(delay).collect::<Vec<_>>(),
+        );
     }
 }

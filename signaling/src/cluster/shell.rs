@@ -309,6 +309,10 @@ impl Cluster {
                     return Placement::Here;
                 }
                 let nodes = self.nodes();
+                if !nodes.iter().any(|n| n.id == *home) {
+                    // Not in this node's view yet (it joined since the last heartbeat): nothing to compare.
+                    return placement;
+                }
                 let chosen = placement::serve(&nodes, home, &[], &self.config.region, f64::INFINITY)
                     .map(|n| (n.id.clone(), n.url.clone()));
                 match chosen {
