@@ -163,8 +163,9 @@ async fn subscribed(clients: &mut [&mut Client], n: usize) {
 /// node's part of the room, with no redirect. Everyone publishes audio and video and receives every other member's
 /// video whole; the tracks cross between two nodes on one relay connection per direction, however many members
 /// receive them (the nodes' peer counts say so). Node b is then SIGKILLed: its members leave the others' rooms, bob
-/// joins again through node c and receives alice's and dave's video again. When the members of node c leave, the
-/// relays between a and c close at once.
+/// joins again through node c and receives alice's and dave's video again. Node a (the room's, alice's) is then
+/// SIGKILLed: at node c alice leaves with her tracks; node a comes back, alice joins through it again and the members
+/// on node c receive her again. When the members of node c leave, the relays between a and c close at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_spans_three_regions_and_survives_an_edge_node_killed() {
     let Some((redis, postgres)) = backends() else { return };
@@ -178,7 +179,8 @@ async fn a_room_spans_three_regions_and_survives_an_edge_node_killed() {
     // The nodes in each other's registry (a heartbeat a second).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let room = format!("span-{suffix}");
-    let token = |who: &str| a.token(&room, who).expect("token");
+    // Tokens from node c, which lives through the whole test (the nodes share the key).
+    let token = |who: &str| c.token(&room, who).expect("token");
     let b_url = b.as_ref().unwrap().url.clone();
     let join = |url: String, who: &'static str| {
         let t = token(who);
@@ -189,6 +191,7 @@ async fn a_room_spans_three_regions_and_survives_an_edge_node_killed() {
         }
     };
     let mut alice = join(a.url.clone(), "alice").await;
+    let alice_first = alice.participant_id().to_owned();
     let mut bob = join(b_url.clone(), "bob").await;
     let mut carol = join(b_url.clone(), "carol").await;
     let mut dave = join(c.url.clone(), "dave").await;
@@ -241,6 +244,31 @@ async fn a_room_spans_three_regions_and_survives_an_edge_node_killed() {
         assert!(t0.elapsed() < Duration::from_secs(20), "peers at (a, c) after b died: {:?}", (peers(&a), peers(&c)));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The publisher's node dies: at node c, alice leaves once the registry drops node a (3 s), her tracks with her.
+    let killed = Instant::now();
+    drop(a);
+    drop(alice);
+    let left = |e: &ClientEvent| matches!(e, ClientEvent::ParticipantLeft { participant_id, .. } if *participant_id == alice_first);
+    dave.wait_for_event(Duration::from_secs(15), left).await.expect("dave sees alice leave with her node");
+    println!("publisher's node killed: alice gone at node c after {} ms", killed.elapsed().as_millis());
+    // Node a comes back (same id and region), alice joins through it again: dave receives her new video.
+    let a = start("a");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut alice = join(a.url.clone(), "alice").await;
+    subscribed(&mut [&mut alice], 4).await;
+    let alice_id = alice.participant_id().to_owned();
+    let t0 = Instant::now();
+    while complete_from(&dave.stats(), &alice_id).0 == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "dave: no frame from alice back on node a within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("alice back on node a: her first frame at dave after {} ms", t0.elapsed().as_millis());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (who, r) in [("dave", dave.stats()), ("bob", bob.stats())] {
+        let got = complete_from(&r, &alice_id);
+        assert!(fine(got), "{who} from alice back on node a: (frames, incomplete) = {got:?}");
+    }
+
     // Nobody left on node c: the relays between a and c close, both ways, at once.
     let (_, _) = (bob.leave().await.expect("bob"), dave.leave().await.expect("dave"));
     let t0 = Instant::now();

@@ -85,6 +85,10 @@ impl RoomMirror {
     /// the held changes after `seq`.
     pub fn on_snapshot(&mut self, node: &str, seq: u64, members: Vec<ParticipantInfo>) -> Step {
         let part = self.parts.entry(node.to_string()).or_default();
+        if !part.resyncing && part.seq.is_some_and(|s| seq < s) {
+            // Older than what was applied already (a snapshot asked for by another node, delayed): nothing new.
+            return Step::Show(Vec::new());
+        }
         let new: BTreeMap<String, ParticipantInfo> = members.into_iter().map(|m| (m.id.clone(), m)).collect();
         let mut show = diff(&part.members, &new);
         part.members = new;
@@ -223,6 +227,9 @@ mod tests {
         assert_eq!(m.members(), vec![("b", &member("PA_1", &["TR_1"]))]);
         let left = Change::Left { participant: "PA_1".into() };
         assert_eq!(shown(m.on_change("b", 3, left.clone())), vec![left]);
+        assert!(m.members().is_empty());
+        // A snapshot older than what was applied (asked for by another node, delayed) changes nothing.
+        assert_eq!(shown(m.on_snapshot("b", 2, vec![member("PA_1", &["TR_1"])])), vec![]);
         assert!(m.members().is_empty());
     }
 

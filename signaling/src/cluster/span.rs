@@ -19,7 +19,7 @@
 //! shows up as a gap and is resynchronised from a snapshot rather than taken for a repeat. One task owns all of it:
 //! it takes the registry's changes, the bus's span messages, the relay peers' events and a tick, in one queue.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -149,7 +149,9 @@ struct Span {
     setup: RelaySetup,
     wanted: HashMap<RemoteTrack, Wanted>,
     available: HashMap<RemoteTrack, TrackId>,
-    nodes: HashSet<String>,
+    /// The live nodes as last seen, with their start time: a node that restarted under the same id is gone (its
+    /// relays and members with it) and new.
+    nodes: HashMap<String, u64>,
 }
 
 /// Run the span task until the server stops (the queue closes or the state is gone).
@@ -170,7 +172,7 @@ pub async fn run(
         setup: RelaySetup::new(),
         wanted: HashMap::new(),
         available: HashMap::new(),
-        nodes: HashSet::new(),
+        nodes: HashMap::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -366,9 +368,10 @@ impl Span {
 
     /// Once a second: nodes gone from the registry, and lost relays asked for again.
     fn tick(&mut self) {
-        let live: HashSet<String> = self.cluster.nodes().into_iter().map(|n| n.id).collect();
+        let live: HashMap<String, u64> = self.cluster.nodes().into_iter().map(|n| (n.id, n.started_ms)).collect();
         if !live.is_empty() {
-            let gone: Vec<String> = self.nodes.difference(&live).cloned().collect();
+            let gone: Vec<String> =
+                self.nodes.iter().filter(|(id, started)| live.get(*id) != Some(started)).map(|(id, _)| id.clone()).collect();
             for node in gone {
                 info!(node = %node, "a node serving rooms with us is gone");
                 self.setup.node_gone(&node);
