@@ -370,6 +370,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ttl: args.ttl,
                 can_publish: !args.no_publish,
                 can_subscribe: !args.no_subscribe,
+                hidden: false,
             };
             println!("{}", mint_token(&req).context("minting the token")?);
             Ok(ExitCode::SUCCESS)

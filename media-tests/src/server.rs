@@ -120,6 +120,12 @@ impl CourierProcess {
         mint_token(&TokenRequest::new(&self.key, &self.secret, room, identity))
     }
 
+    /// A token for a hidden viewer of `room`: subscribes, never publishes, never announced.
+    pub fn viewer_token(&self, room: &str, identity: &str) -> Result<String, crate::token::TokenError> {
+        let req = TokenRequest { can_publish: false, hidden: true, ..TokenRequest::new(&self.key, &self.secret, room, identity) };
+        mint_token(&req)
+    }
+
     /// The server's Prometheus metrics as name → value.
     pub fn metrics(&self) -> io::Result<HashMap<String, f64>> {
         let mut s = std::net::TcpStream::connect(&self.http)?;

@@ -27,6 +27,8 @@ pub struct TokenRequest {
     pub can_publish: bool,
     /// `video.can_subscribe`.
     pub can_subscribe: bool,
+    /// `video.hidden`: a viewer the room does not announce (a huge live room's audience).
+    pub hidden: bool,
 }
 
 impl TokenRequest {
@@ -41,6 +43,7 @@ impl TokenRequest {
             ttl: Duration::from_secs(3600),
             can_publish: true,
             can_subscribe: true,
+            hidden: false,
         }
     }
 }
@@ -72,6 +75,9 @@ pub struct VideoGrant {
     pub can_publish: bool,
     /// May subscribe.
     pub can_subscribe: bool,
+    /// Not announced to the room.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
 }
 
 /// Token minting failed.
@@ -96,6 +102,7 @@ pub fn mint_token(req: &TokenRequest) -> Result<String, TokenError> {
             room_join: true,
             can_publish: req.can_publish,
             can_subscribe: req.can_subscribe,
+            hidden: req.hidden,
         },
     };
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
@@ -125,7 +132,7 @@ mod tests {
         assert_eq!((c.sub.as_str(), c.name.as_deref()), ("alice", Some("Alice")));
         assert_eq!(
             c.video,
-            VideoGrant { room: "demo".into(), room_join: true, can_publish: false, can_subscribe: true }
+            VideoGrant { room: "demo".into(), room_join: true, can_publish: false, can_subscribe: true, hidden: false }
         );
         assert!(jsonwebtoken::decode::<Claims>(&token, &jsonwebtoken::DecodingKey::from_secret(b"wrong"), &validation)
             .is_err());

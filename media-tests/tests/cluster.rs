@@ -334,3 +334,45 @@ async fn bench_span_hop_delay_and_link_bytes() {
         );
     }
 }
+
+/// A live room over three nodes (issue 19, "huge live rooms" at test scale): one publisher on node a, the room's;
+/// hidden viewers served on each of the three nodes (two each, connected where they are). Hidden viewers are never
+/// announced, yet a node serving only hidden viewers still receives the publisher's tracks over one relay and every
+/// viewer gets the video whole; the publisher hears of none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_room_reaches_hidden_viewers_on_three_nodes() {
+    let Some((redis, postgres)) = backends() else { return };
+    let redis = format!("{}/8", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
+    let suffix = std::process::id();
+    let start = |n: &str| node_in(&format!("live-{n}-{suffix}"), &format!("live-{n}-{suffix}"), &redis, &postgres);
+    let nodes = [start("a"), start("b"), start("c")];
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let room = format!("live-{suffix}");
+    let mut alice = Client::connect(&nodes[0].url, &nodes[0].token(&room, "alice").expect("token"), both())
+        .await
+        .expect("alice joins through node a");
+    alice.wait_connected(T).await.expect("alice connected");
+    let mut viewers = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for k in 0..2 {
+            let t = n.viewer_token(&room, &format!("viewer-{i}-{k}")).expect("token");
+            let mut v = Client::connect(&n.url, &t, ClientOptions::publishing(&[])).await.expect("a viewer joins");
+            assert_eq!((v.url(), v.node()), (n.url.as_str(), None), "viewer {i}/{k} served where it connected");
+            subscribed(&mut [&mut v], 2).await;
+            viewers.push(v);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alice_id = alice.participant_id().to_owned();
+    for (i, v) in viewers.iter().enumerate() {
+        let got = complete_from(&v.stats(), &alice_id);
+        assert!(fine(got), "viewer {i}: (frames, incomplete) = {got:?}");
+    }
+    // Node a: alice, its two viewers, one relay to each other node; b and c: two viewers and the relay from a.
+    let peers = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_sfu_peers").copied());
+    let counts: Vec<Option<f64>> = nodes.iter().map(peers).collect();
+    assert_eq!(counts, vec![Some(5.0), Some(3.0), Some(3.0)], "peers at a, b, c");
+    let joined = alice.wait_for_event(Duration::from_millis(200), |e| matches!(e, ClientEvent::ParticipantJoined(_))).await;
+    assert!(joined.is_err(), "the publisher heard of a hidden viewer: {joined:?}");
+    alice.leave().await.expect("alice");
+}
