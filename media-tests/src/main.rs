@@ -125,6 +125,12 @@ struct LoadArgs {
     /// Courier's runtime threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Courier: run this many nodes as one cluster (each of a region of its own, so the room spans them all:
+    /// publishers on the first, subscribers spread over all), on `COURIER_TEST_REDIS_URL` and
+    /// `COURIER_TEST_POSTGRES_URL` (`scripts/redis.sh start DIR`, `scripts/postgres.sh start DIR`). CPU and RSS are
+    /// the nodes' sums.
+    #[arg(long, default_value_t = 1)]
+    cluster_nodes: usize,
     /// Courier: where each subscriber's bandwidth estimate starts, kbit/s (default: the server's, 1000). A
     /// single-layer stream above it is paused until probing proves the link (see docs/benchmarks.md, "Load").
     #[arg(long)]
@@ -456,14 +462,28 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let target: Box<dyn load::target::Target> = match args.target {
         LoadTarget::Courier => {
             let bin = courier_bin(args.courier_bin)?;
-            Box::new(load::courier::Courier::start(
-                &bin,
-                netns.as_ref(),
-                args.server_cpu,
-                args.workers,
-                args.bwe_initial_kbps,
-                workload.subscriber_transport == load::peer::Transport::Turn,
-            )?)
+            if args.cluster_nodes > 1 {
+                let redis =
+                    std::env::var("COURIER_TEST_REDIS_URL").context("--cluster-nodes needs COURIER_TEST_REDIS_URL")?;
+                let postgres = std::env::var("COURIER_TEST_POSTGRES_URL")
+                    .context("--cluster-nodes needs COURIER_TEST_POSTGRES_URL")?;
+                Box::new(load::courier::Courier::start_cluster(
+                    &bin,
+                    args.workers,
+                    args.cluster_nodes,
+                    &redis,
+                    &postgres,
+                )?)
+            } else {
+                Box::new(load::courier::Courier::start(
+                    &bin,
+                    netns.as_ref(),
+                    args.server_cpu,
+                    args.workers,
+                    args.bwe_initial_kbps,
+                    workload.subscriber_transport == load::peer::Transport::Turn,
+                )?)
+            }
         }
         LoadTarget::Pion => {
             let bin = match args.server_bin {

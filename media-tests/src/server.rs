@@ -122,7 +122,11 @@ impl CourierProcess {
 
     /// A token for a hidden viewer of `room`: subscribes, never publishes, never announced.
     pub fn viewer_token(&self, room: &str, identity: &str) -> Result<String, crate::token::TokenError> {
-        let req = TokenRequest { can_publish: false, hidden: true, ..TokenRequest::new(&self.key, &self.secret, room, identity) };
+        let req = TokenRequest {
+            can_publish: false,
+            hidden: true,
+            ..TokenRequest::new(&self.key, &self.secret, room, identity)
+        };
         mint_token(&req)
     }
 

@@ -372,7 +372,8 @@ async fn a_live_room_reaches_hidden_viewers_on_three_nodes() {
     let peers = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_sfu_peers").copied());
     let counts: Vec<Option<f64>> = nodes.iter().map(peers).collect();
     assert_eq!(counts, vec![Some(5.0), Some(3.0), Some(3.0)], "peers at a, b, c");
-    let joined = alice.wait_for_event(Duration::from_millis(200), |e| matches!(e, ClientEvent::ParticipantJoined(_))).await;
+    let joined =
+        alice.wait_for_event(Duration::from_millis(200), |e| matches!(e, ClientEvent::ParticipantJoined(_))).await;
     assert!(joined.is_err(), "the publisher heard of a hidden viewer: {joined:?}");
     alice.leave().await.expect("alice");
 }

@@ -499,7 +499,10 @@ impl Rooms {
         );
         let hidden = r.members.get(participant_id).is_some_and(|m| m.permissions.hidden);
         if !hidden {
-            self.changed(room, Some(MemberChange::Published { participant: participant_id.to_string(), track: public }));
+            self.changed(
+                room,
+                Some(MemberChange::Published { participant: participant_id.to_string(), track: public }),
+            );
         }
         let wire = track.id.clone();
         st.tracks.insert(
@@ -914,7 +917,14 @@ impl Rooms {
 
     /// The relay of a remote member's track is available here as engine track `local`: the members hear it
     /// published (and subscribe as to any track). `false` if the member is not known here (any more).
-    pub fn publish_remote(&self, room: &str, participant: &str, track: TrackInfo, local: TrackId, kind: MediaKind) -> bool {
+    pub fn publish_remote(
+        &self,
+        room: &str,
+        participant: &str,
+        track: TrackInfo,
+        local: TrackId,
+        kind: MediaKind,
+    ) -> bool {
         let mut st = self.lock();
         let Some(r) = st.rooms.get_mut(room) else { return false };
         let Some(m) = r.remote.get_mut(participant) else { return false };

@@ -19,7 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use harness::{api, api_get, close_code, create_room_on, join, join_elsewhere, metric, next_json, recv_type, runtime, token, Cluster, Ws};
+use harness::{
+    api, api_get, close_code, create_room_on, join, join_elsewhere, metric, next_json, recv_type, runtime, token,
+    Cluster, Ws,
+};
 use node::{Node, KEY, SECRET};
 use serde_json::{json, Value};
 use signaling::auth::{mint, TokenRequest};

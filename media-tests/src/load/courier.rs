@@ -22,6 +22,8 @@ const STEP: Duration = Duration::from_secs(15);
 
 pub struct Courier {
     server: CourierProcess,
+    /// The other nodes of a cluster ([`Courier::start_cluster`]): subscriber `i` joins through node `i % n`.
+    others: Vec<CourierProcess>,
     /// Tracks published so far per room: what a subscriber of that room waits to be offered.
     tracks: Mutex<HashMap<usize, usize>>,
 }
@@ -60,7 +62,49 @@ impl Courier {
         }
         let server = CourierProcess::start_with(bin, "load", "load-secret-load-secret", &env, &prefix, ip, workers)
             .context("starting courier")?;
-        Ok(Courier { server, tracks: Mutex::new(HashMap::new()) })
+        Ok(Courier { server, others: Vec::new(), tracks: Mutex::new(HashMap::new()) })
+    }
+
+    /// `nodes` courier processes on 127.0.0.1 as one cluster on `redis` and `postgres`, each of a region of its own,
+    /// so that a member is served on the node it connects to and the room spans them all (issue 19). Publishers
+    /// join through the first node, subscriber `i` through node `i % nodes`.
+    pub fn start_cluster(
+        bin: &Path,
+        workers: usize,
+        nodes: usize,
+        redis: &str,
+        postgres: &str,
+    ) -> anyhow::Result<Courier> {
+        let run = std::process::id();
+        let mut all = Vec::new();
+        for n in 0..nodes.max(1) {
+            let (id, region) = (format!("load-{n}-{run}"), format!("load-region-{n}-{run}"));
+            let env = [
+                ("COURIER_LIMITS_JOIN_PER_IP_PER_SEC", "0"),
+                ("COURIER_LIMITS_JOIN_PER_IDENTITY_PER_SEC", "0"),
+                ("COURIER_CLUSTER_REDIS_URL", redis),
+                ("COURIER_CLUSTER_NODE_ID", id.as_str()),
+                ("COURIER_CLUSTER_REGION", region.as_str()),
+                ("COURIER_CHAT_STORE", "postgres"),
+                ("COURIER_CHAT_POSTGRES_URL", postgres),
+            ];
+            let ip = std::net::Ipv4Addr::LOCALHOST.into();
+            let node = CourierProcess::start_with(bin, "load", "load-secret-load-secret", &env, &[], ip, workers)
+                .with_context(|| format!("starting cluster node {n}"))?;
+            all.push(node);
+        }
+        // Every node in every other's registry (a heartbeat a second).
+        std::thread::sleep(Duration::from_millis(2500));
+        let server = all.remove(0);
+        Ok(Courier { server, others: all, tracks: Mutex::new(HashMap::new()) })
+    }
+
+    /// The node subscriber `index` joins through.
+    fn node(&self, index: usize) -> &CourierProcess {
+        match index % (1 + self.others.len()) {
+            0 => &self.server,
+            k => &self.others[k - 1],
+        }
     }
 
     /// The server's `/metrics`, by name.
@@ -70,12 +114,13 @@ impl Courier {
 
     async fn join(
         &self,
+        node: &CourierProcess,
         room: usize,
         identity: &str,
         auto_subscribe: bool,
     ) -> anyhow::Result<(SignalConnection, Box<Joined>)> {
-        let token = self.server.token(&format!("load-{room}"), identity)?;
-        let mut ws = SignalConnection::connect(&self.server.url).await?;
+        let token = node.token(&format!("load-{room}"), identity)?;
+        let mut ws = SignalConnection::connect(&node.url).await?;
         ws.send(&ClientMessage::Join { v: PROTOCOL_VERSION, token, auto_subscribe, chat: Vec::new() }).await?;
         let joined = step("joined", async {
             loop {
@@ -178,12 +223,16 @@ impl Target for Courier {
         self.server.pid()
     }
 
+    fn pids(&self) -> Vec<u32> {
+        std::iter::once(&self.server).chain(&self.others).map(|n| n.pid()).collect()
+    }
+
     fn supports(&self, _rooms: usize, _publishers: usize, _media: Media) -> anyhow::Result<()> {
         Ok(())
     }
 
     async fn publish(&self, room: usize, index: usize, media: Media, peer: &PeerHandle) -> anyhow::Result<Session> {
-        let (mut ws, _) = self.join(room, &format!("pub-{room}-{index}"), false).await?;
+        let (mut ws, _) = self.join(&self.server, room, &format!("pub-{room}-{index}"), false).await?;
         let sdp = peer.offer(media, true).await?;
         let tracks: Vec<OfferTrack> =
             mids(&sdp).into_iter().map(|(mid, _)| OfferTrack { mid, source: None, name: None }).collect();
@@ -206,7 +255,7 @@ impl Target for Courier {
 
     async fn subscribe(&self, room: usize, index: usize, _media: Media, peer: &PeerHandle) -> anyhow::Result<Session> {
         let expected = self.tracks.lock().map_err(|_| anyhow!("poisoned"))?.get(&room).copied().unwrap_or(0);
-        let (mut ws, joined) = self.join(room, &format!("sub-{room}-{index}"), true).await?;
+        let (mut ws, joined) = self.join(self.node(index), room, &format!("sub-{room}-{index}"), true).await?;
         if peer.transport() == Transport::Turn {
             let (server, username, password) = turn_server(&joined)?;
             peer.relay(server, username, password).await.context("allocating a TURN relay")?;

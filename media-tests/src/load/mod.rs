@@ -152,9 +152,11 @@ async fn until_steady(pubs: &[PeerHandle], subs: &[PeerHandle], per_room: usize,
 pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyhow::Result<LoadReport> {
     let w = workload;
     target.supports(w.rooms, w.publishers, w.media)?;
-    let pid = target.pid();
+    let pids = target.pids();
+    let cpu_of = |pids: &[u32]| pids.iter().map(|p| proc_cpu_time(*p)).sum::<Duration>();
+    let rss_of = |pids: &[u32]| pids.iter().map(|p| proc_status_kib(*p, "VmRSS:")).sum::<u64>();
     let measure = Arc::new(Measure::default());
-    let rss_idle = proc_status_kib(pid, "VmRSS:");
+    let rss_idle = rss_of(&pids);
     let mut sessions: Vec<Session> = Vec::new();
     let mut pubs = Vec::new();
     let id = |room: usize, i: usize| ((room as u32) << 16) | i as u32;
@@ -202,15 +204,15 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
     tokio::time::sleep(w.warmup).await;
 
     let me = std::process::id();
-    let (cpu0, gen0, s0, t0) = (proc_cpu_time(pid), proc_cpu_time(me), sums(&pubs, &subs), Instant::now());
+    let (cpu0, gen0, s0, t0) = (cpu_of(&pids), proc_cpu_time(me), sums(&pubs, &subs), Instant::now());
     measure.on.store(true, Ordering::Relaxed);
     let mut rss_max = 0;
     while t0.elapsed() < w.duration {
         tokio::time::sleep(Duration::from_millis(250).min(w.duration.saturating_sub(t0.elapsed()))).await;
-        rss_max = rss_max.max(proc_status_kib(pid, "VmRSS:"));
+        rss_max = rss_max.max(rss_of(&pids));
     }
     measure.on.store(false, Ordering::Relaxed);
-    let (cpu1, gen1, s1, dt) = (proc_cpu_time(pid), proc_cpu_time(me), sums(&pubs, &subs), t0.elapsed());
+    let (cpu1, gen1, s1, dt) = (cpu_of(&pids), proc_cpu_time(me), sums(&pubs, &subs), t0.elapsed());
     let secs = dt.as_secs_f64();
     let cpu = (cpu1 - cpu0).as_secs_f64();
     let received = (s1.received - s0.received) as f64;

@@ -26,6 +26,10 @@ pub trait Target: Send + Sync {
     fn name(&self) -> &'static str;
     /// The server's process id, for CPU time and RSS from `/proc`.
     fn pid(&self) -> u32;
+    /// Every process of the server (a cluster runs several): CPU time and RSS are their sums.
+    fn pids(&self) -> Vec<u32> {
+        vec![self.pid()]
+    }
     /// Whether the target can run `rooms` rooms of `publishers` publishers sending `media` (Pion's broadcast example:
     /// one room, one video publisher). `Err` says why not.
     fn supports(&self, rooms: usize, publishers: usize, media: Media) -> anyhow::Result<()>;

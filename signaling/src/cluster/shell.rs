@@ -258,7 +258,8 @@ impl Cluster {
             let _ = observer.send(super::span::SpanIn::Local { room: room.to_string(), change });
         }));
         let (done, _) = oneshot::channel();
-        let _ = self.sub_tx.send(SubCmd::Follow { channels: vec![super::span::node_channel(&self.config.node_id)], done });
+        let _ =
+            self.sub_tx.send(SubCmd::Follow { channels: vec![super::span::node_channel(&self.config.node_id)], done });
         let span = super::span::run(self.clone(), weak.clone(), span_tx, span_rx, state.shutdown.clone());
         tokio::spawn(jobs.track(span));
         if state.room_store.shared() {

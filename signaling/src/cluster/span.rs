@@ -245,7 +245,8 @@ impl Span {
     /// Nobody is served here in `room` any more: its relays close, its remote members are forgotten.
     fn close_part(&mut self, room: &str) {
         self.parts.remove(room);
-        let gone: Vec<RemoteTrack> = self.wanted.iter().filter(|(_, w)| w.room == room).map(|(r, _)| r.clone()).collect();
+        let gone: Vec<RemoteTrack> =
+            self.wanted.iter().filter(|(_, w)| w.room == room).map(|(r, _)| r.clone()).collect();
         for remote in gone {
             self.unwant(&remote);
         }
@@ -370,8 +371,12 @@ impl Span {
     fn tick(&mut self) {
         let live: HashMap<String, u64> = self.cluster.nodes().into_iter().map(|n| (n.id, n.started_ms)).collect();
         if !live.is_empty() {
-            let gone: Vec<String> =
-                self.nodes.iter().filter(|(id, started)| live.get(*id) != Some(started)).map(|(id, _)| id.clone()).collect();
+            let gone: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|(id, started)| live.get(*id) != Some(started))
+                .map(|(id, _)| id.clone())
+                .collect();
             for node in gone {
                 info!(node = %node, "a node serving rooms with us is gone");
                 self.setup.node_gone(&node);
