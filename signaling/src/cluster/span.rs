@@ -208,13 +208,13 @@ impl Span {
         self.cluster.publish_span(channel, msg);
     }
 
-    fn rooms(&self) -> Option<Arc<AppState>> {
+    fn state(&self) -> Option<Arc<AppState>> {
         self.state.upgrade()
     }
 
     /// A change of the members served here.
     fn local(&mut self, room: String, change: Option<Change>) {
-        let present = self.rooms().map_or(0, |s| s.rooms.local_members(&room)) > 0;
+        let present = self.state().map_or(0, |s| s.rooms.local_members(&room)) > 0;
         if let Some(Change::Unpublished { track, .. }) = &change {
             // As the origin: every edge relaying it hears it gone.
             if let Some(t) = engine_track(track) {
@@ -302,7 +302,7 @@ impl Span {
 
     /// A change of `node`'s part of `room`, as the mirror shows it: to the local members, and to the relays.
     fn show(&mut self, room: &str, node: &str, change: Change) {
-        let Some(state) = self.rooms() else { return };
+        let Some(state) = self.state() else { return };
         match &change {
             Change::Joined(info) | Change::Updated(info) => {
                 state.rooms.apply_remote(room, node, change.clone());
@@ -361,7 +361,7 @@ impl Span {
             self.setup.close(&remote.node, t);
         }
         if self.available.remove(remote).is_some() {
-            if let Some(state) = self.rooms() {
+            if let Some(state) = self.state() {
                 state.rooms.unpublish_remote(&w.room, &w.participant, &w.track.id);
             }
         }
@@ -410,7 +410,7 @@ impl Span {
 
     /// Carry out the relay set-up's actions. `false` when the server is gone.
     async fn act(&mut self) -> bool {
-        let Some(state) = self.rooms() else { return false };
+        let Some(state) = self.state() else { return false };
         let sfu = &state.sfu;
         while let Some(action) = self.setup.poll() {
             let done = match action {
