@@ -110,6 +110,15 @@ fn engine_track(wire: &str) -> Option<TrackId> {
     TrackId::from_str(wire.strip_prefix("TR_")?).ok()
 }
 
+/// The top layer a relay of a track of `kind` asks for: every simulcast layer of a video (the edge's dynacast then
+/// stops what nobody there needs), nothing layered for audio.
+fn top_layer(kind: courier_protocol::MediaKind) -> Option<u8> {
+    match kind {
+        courier_protocol::MediaKind::Audio => None,
+        courier_protocol::MediaKind::Video => Some(2),
+    }
+}
+
 /// What the span task hears.
 #[derive(Debug)]
 pub enum SpanIn {
@@ -343,10 +352,7 @@ impl Span {
         if self.wanted.contains_key(&remote) {
             return;
         }
-        let top = match track.kind {
-            courier_protocol::MediaKind::Audio => None,
-            courier_protocol::MediaKind::Video => Some(2),
-        };
+        let top = top_layer(track.kind);
         debug!(room, node, track = %track.id, "relaying a remote track here");
         self.wanted.insert(
             remote,
@@ -397,8 +403,7 @@ impl Span {
             .filter(|(_, w)| w.reopen.is_some_and(|at| at <= now))
             .map(|(r, w)| {
                 w.reopen = None;
-                let top = (w.track.kind == courier_protocol::MediaKind::Video).then_some(2);
-                (r.clone(), top)
+                (r.clone(), top_layer(w.track.kind))
             })
             .collect();
         for (remote, top) in due {
