@@ -44,6 +44,21 @@ fn node(id: &str, redis: &str, postgres: &str) -> CourierProcess {
     CourierProcess::start(&courier_bin(), KEY, SECRET, &env).expect("a cluster node starts")
 }
 
+/// Waits (at most 10 s) until each of `nodes` sees all of them in the registry (`courier_cluster_nodes`).
+fn see_each_other(nodes: &[&CourierProcess]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_cluster_nodes").copied());
+    // At least: the nodes of a run that ended a moment ago stay in the registry for its TTL (3 s).
+    while !nodes.iter().all(|n| seen(n).is_some_and(|k| k >= nodes.len() as f64)) {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes do not see each other: {:?}",
+            nodes.iter().map(|n| seen(n)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn both() -> ClientOptions {
     ClientOptions::publishing(&[MediaKind::Audio, MediaKind::Video])
 }
@@ -176,8 +191,7 @@ async fn a_room_spans_three_regions_and_survives_an_edge_node_killed() {
     let start = |n: &str| node_in(&format!("span-{n}-{suffix}"), &format!("{n}-{suffix}"), &redis, &postgres);
     let (a, b, c) = (start("a"), start("b"), start("c"));
     let mut b = Some(b);
-    // The nodes in each other's registry (a heartbeat a second).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    see_each_other(&[&a, b.as_ref().unwrap(), &c]);
     let room = format!("span-{suffix}");
     // Tokens from node c, which lives through the whole test (the nodes share the key).
     let token = |who: &str| c.token(&room, who).expect("token");
@@ -253,7 +267,7 @@ async fn a_room_spans_three_regions_and_survives_an_edge_node_killed() {
     println!("publisher's node killed: alice gone at node c after {} ms", killed.elapsed().as_millis());
     // Node a comes back (same id and region), alice joins through it again: dave receives her new video.
     let a = start("a");
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    see_each_other(&[&a, &c]);
     let mut alice = join(a.url.clone(), "alice").await;
     subscribed(&mut [&mut alice], 4).await;
     let alice_id = alice.participant_id().to_owned();
@@ -293,7 +307,7 @@ async fn bench_span_hop_delay_and_link_bytes() {
     let suffix = std::process::id();
     let start = |n: &str| node_in(&format!("bench-{n}-{suffix}"), &format!("{n}-{suffix}"), &redis, &postgres);
     let (a, b) = (start("a"), start("b"));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    see_each_other(&[&a, &b]);
     let room = format!("bench-span-{suffix}");
     let token = |who: &str| a.token(&room, who).expect("token");
     let watching = || ClientOptions::publishing(&[]);
@@ -346,7 +360,7 @@ async fn a_live_room_reaches_hidden_viewers_on_three_nodes() {
     let suffix = std::process::id();
     let start = |n: &str| node_in(&format!("live-{n}-{suffix}"), &format!("live-{n}-{suffix}"), &redis, &postgres);
     let nodes = [start("a"), start("b"), start("c")];
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    see_each_other(&nodes.each_ref());
     let room = format!("live-{suffix}");
     let mut alice = Client::connect(&nodes[0].url, &nodes[0].token(&room, "alice").expect("token"), both())
         .await

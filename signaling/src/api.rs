@@ -92,6 +92,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Some(t) = turn {
         gauge("courier_turn_allocations", "TURN allocations (relays) alive.", t.allocations as u64);
     }
+    if let Some(c) = &state.cluster {
+        gauge(
+            "courier_cluster_nodes",
+            "Live nodes in this node's view of the registry (itself included).",
+            c.nodes().len() as u64,
+        );
+    }
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     };

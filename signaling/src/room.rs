@@ -202,6 +202,9 @@ pub struct Joiner<'a> {
     pub region: &'a str,
 }
 
+/// How long a part opened for a join waits for it before it may be forgotten as empty ([`Rooms::open_part`]).
+pub const PART_JOIN_GRACE_MS: u64 = 10_000;
+
 /// Active-speaker updates are sent at most this often.
 pub const SPEAKER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -840,6 +843,10 @@ fn forget_remote_tracks(st: &mut State, r: &Room) {
 impl Rooms {
     /// Serve a part of `room`, which lives on another node: created (without webhooks: its lifecycle happens on its
     /// node) unless it exists here. `false` if it exists as a room of this node's own.
+    ///
+    /// The part is opened for a join that has not happened yet: an empty part created on demand would be forgotten
+    /// at the next lifecycle tick (its empty timeout is zero), and the join would then make a room of this node's
+    /// own. So it counts as empty only from [`PART_JOIN_GRACE_MS`] on.
     pub fn open_part(&self, room: &str) -> bool {
         let mut st = self.lock();
         if let Some(r) = st.rooms.get(room) {
@@ -847,6 +854,7 @@ impl Rooms {
         }
         let mut r = Room::new(RoomOptions::default(), true, now_ms());
         r.part = true;
+        r.empty_since_ms = r.empty_since_ms.map(|t| t + PART_JOIN_GRACE_MS);
         st.rooms.insert(room.to_string(), r);
         true
     }
@@ -1111,6 +1119,22 @@ mod tests {
         assert_eq!(rooms.counts(), (1, 1, 0));
         rooms.leave("r", &b.me.id, "left");
         assert_eq!(rooms.counts(), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_part_opened_for_a_join_waits_for_it() {
+        let rooms = Rooms::new(true, Webhooks::default());
+        assert!(rooms.open_part("r"));
+        let now = now_ms();
+        assert!(rooms.tick(now + 1_000).is_empty(), "not forgotten before its join");
+        let (h, _e, _c) = member();
+        rooms.join(CAPS, "r", who("viewer"), PeerId(1), h).unwrap();
+        assert!(rooms.is_part("r"), "the join lands in the part");
+        assert!(rooms.homed_names().is_empty(), "a part is not a room of this node's own");
+        assert!(rooms.open_part("s"));
+        let due = rooms.tick(now_ms() + PART_JOIN_GRACE_MS + 1_000);
+        assert_eq!(due, vec![("s".to_string(), Transition::Expire)], "a part nobody joined goes after the grace");
+        assert!(!rooms.exists("s"));
     }
 
     #[test]
