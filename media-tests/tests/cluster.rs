@@ -395,6 +395,74 @@ async fn a_live_room_reaches_hidden_viewers_on_three_nodes() {
     alice.leave().await.expect("alice");
 }
 
+/// Dynacast across nodes (issue 19): alice publishes three simulcast layers on node a, where nobody subscribes; bob
+/// (node b) and carol (node c), of other regions, show her video in 320×180 tiles. Each edge's dynacast tells node a
+/// it needs only `q`, so the relays carry `q` alone and node a tells alice that nobody needs `f` (and `h`): she stops
+/// sending them. When bob asks for 1280×720, node b asks node a for every layer, `f` comes back at alice, crosses the
+/// relay to node b and bob receives it; carol, still small, keeps receiving `q` whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynacast_crosses_nodes_the_publisher_stops_layers_no_node_needs() {
+    let Some((redis, postgres)) = backends() else { return };
+    let redis = format!("{}/14", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
+    let suffix = std::process::id();
+    let start = |n: &str| node_in(&format!("dyn-{n}-{suffix}"), &format!("dyn-{n}-{suffix}"), &redis, &postgres);
+    let (a, b, c) = (start("a"), start("b"), start("c"));
+    see_each_other(&[&a, &b, &c]);
+    let room = format!("dyn-{suffix}");
+    let mut alice = courier::simulcast_publisher_at(&a.url, &a.token(&room, "alice").expect("token"), T).await;
+    let small = || ClientOptions { max_video_size: Some((320, 180)), ..ClientOptions::default() };
+    let mut viewers = Vec::new();
+    for (n, who) in [(&b, "bob"), (&c, "carol")] {
+        let mut v = Client::connect(&n.url, &n.token(&room, who).expect("token"), small()).await.expect("joins");
+        assert_eq!((v.url(), v.node()), (n.url.as_str(), None), "{who} is served where it connected");
+        subscribed(&mut [&mut v], 1).await;
+        viewers.push(v);
+    }
+    let [bob, carol] = <[Client; 2]>::try_from(viewers).unwrap_or_else(|_| unreachable!("two viewers"));
+    let asked_small = Instant::now();
+    let layer = |e: &ClientEvent, rid: &str, active: bool| matches!(e, ClientEvent::SetLayers { layers, .. } if layers.iter().any(|l| l.rid == rid && l.active == active));
+    // Two dynacast delays (the edges', then node a's) and the relay messages between.
+    alice
+        .wait_for_event(Duration::from_secs(12), |e| layer(e, "f", false))
+        .await
+        .expect("alice told to stop f: no node needs it");
+    println!(
+        "dynacast across nodes: f paused at the publisher {} ms after the small tiles",
+        asked_small.elapsed().as_millis()
+    );
+    let f_sent =
+        |c: &Client| c.stats().published.video_layers.iter().find(|l| l.rid == "f").map_or(0, |l| l.frames_sent);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let paused_at = f_sent(&alice);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(f_sent(&alice), paused_at, "f is not sent while no node needs it");
+    // Bob wants the full size: f comes back and reaches him over the relay.
+    let track = bob.stats().video().next().map(|v| v.track_id.clone()).expect("bob receives alice's video");
+    bob.set_track_settings(&track, Some((1280, 720)), false).await.expect("track_settings");
+    let asked_big = Instant::now();
+    alice.wait_for_event(Duration::from_secs(6), |e| layer(e, "f", true)).await.expect("alice told to send f again");
+    while !bob.stats().video().any(|v| v.track_id == track && v.current_layer == Some(2)) {
+        assert!(asked_big.elapsed() < Duration::from_secs(10), "bob not on f within 10 s: {:?}", bob.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("dynacast across nodes: bob on f {} ms after asking for it", asked_big.elapsed().as_millis());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let alice_id = alice.participant_id().to_owned();
+    for (who, r) in [("bob", bob.leave().await.expect("bob")), ("carol", carol.leave().await.expect("carol"))] {
+        let v = r.video().find(|v| v.participant_id == alice_id).expect("alice's video");
+        assert_eq!((v.frames_corrupt, v.frames_duplicate, v.counter_backwards), (0, 0, 0), "{who}: {v:?}");
+        assert!(v.frames_per_layer[0] >= 60, "{who} received q: {v:?}");
+        let on_f = v.frames_per_layer[2];
+        if who == "bob" {
+            assert!(on_f >= 10, "bob received f: {v:?}");
+        } else {
+            assert_eq!(on_f, 0, "carol, small, never on f: {v:?}");
+        }
+    }
+    let r = alice.leave().await.expect("alice");
+    assert!(r.published.video_layers.iter().find(|l| l.rid == "f").is_some_and(|f| f.frames_sent > paused_at));
+}
+
 /// A room spanning three hosts (issue 19's CI scenario): three nodes, each in a network namespace of its own on one
 /// test network (`netns::Segment`), three regions, sharing the test Redis and PostgreSQL through relays on the
 /// gateway; the clients are this process, in the root namespace. Alice publishes on host a; bob and carol receive on

@@ -98,12 +98,17 @@ impl Drop for CliClient {
 /// and given half a second so every layer's first keyframe (and so its size) reaches the server before anyone
 /// subscribes.
 pub async fn simulcast_publisher(server: &Courier, room: &str, timeout: Duration) -> media_tests::client::Client {
+    simulcast_publisher_at(&server.url, &server.token(room, "alice"), timeout).await
+}
+
+/// [`simulcast_publisher`] joining at `url` with `token` (a node of a cluster).
+pub async fn simulcast_publisher_at(url: &str, token: &str, timeout: Duration) -> media_tests::client::Client {
     use media_tests::client::{Client, ClientEvent, ClientOptions};
     let options = ClientOptions {
         simulcast: Some(media_tests::simulcast::SimulcastConfig::default()),
         ..ClientOptions::publishing(&[media_tests::signal::MediaKind::Video])
     };
-    let mut alice = Client::connect(&server.url, &server.token(room, "alice"), options).await.expect("alice joins");
+    let mut alice = Client::connect(url, token, options).await.expect("alice joins");
     alice.wait_connected(timeout).await.expect("alice connected");
     alice
         .wait_for_event(timeout, |e| matches!(e, ClientEvent::TrackPublished { own: true, .. }))
