@@ -5,7 +5,7 @@
 # signaling/tests/cluster_netns.rs, reaching both through relays in the test), and the media end-to-end tests with
 # real WebRTC clients), the browser smoke test in real headless Chromium, the Chrome-under-loss
 # check (media-tests/chrome, as root: two Chromium pages in network namespaces relayed through Courier under 2 % and
-# 5 % loss), the interop matrix (interop/run.sh, as root: Chromium, webrtc-rs, Pion, aiortc and GStreamer publish
+# 5 % loss; and a room spanning two nodes, the subscriber's layer following its link), the interop matrix (interop/run.sh, as root: Chromium, webrtc-rs, Pion, aiortc and GStreamer publish
 # and subscribe in one room for 60 s), Chromium behind firewalls (media-tests/chrome reach.mjs, as root: ICE-TCP with
 # UDP dropped, the built-in TURN over UDP, TCP and TLS, WHIP from a page and from GStreamer, WHEP, over https/wss),
 # and WHIP from GStreamer to a native subscriber. Fuzzing runs on demand, not here (scripts/fuzz.sh [seconds]).
@@ -64,6 +64,13 @@ echo "== Chrome under loss (media-tests/chrome --ci: 2 % and 5 % random loss, re
 (cd media-tests/chrome && node --test measure.test.mjs)
 if [ "$(id -u)" -eq 0 ]; then
     bash media-tests/chrome/run.sh --ci
+else
+    echo "skipped: needs root (network namespaces, nftables)"
+fi
+echo "== a room spanning two nodes in Chromium (media-tests/chrome --modes span-simulcast: the subscriber's node relays"
+echo "   the publisher's three layers from the other node; its layer goes down with its link and back up)"
+if [ "$(id -u)" -eq 0 ]; then
+    bash media-tests/chrome/run.sh --ci --cases capacity-step --modes span-simulcast --measure 36
 else
     echo "skipped: needs root (network namespaces, nftables)"
 fi

@@ -4,12 +4,17 @@
 // P2P over the same links in the same sitting; loss, bursts or a capacity step on what arrives at the subscriber.
 // Measured from Chrome's getStats on the subscriber, plus the server's view once a second. See README.md beside.
 //
-//   node suite.mjs [--cases loss-0,loss-2,...] [--modes direct,relay,relay-simulcast] [--warmup 20] [--measure 25]
+//   node suite.mjs [--cases loss-0,loss-2,...] [--modes direct,relay,relay-simulcast,span-simulcast] [--warmup 20]
+//                  [--measure 25]
 //                  [--out DIR] [--bwe-initial-kbps N] [--ci]
+//
+// The spanning mode runs a cluster of two more `courier` nodes in the server namespace, with a Redis and a PostgreSQL
+// of their own started there (scripts/redis.sh, scripts/postgres.sh) and stopped on every exit path.
 //
 // Needs root (network namespaces, nftables, tc). Every wait is bounded; namespaces and processes are removed on
 // every exit path.
 
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -38,7 +43,10 @@ const CASES = {
   // 3 Mbit/s, 0.5 Mbit/s from a third of the measured window, 3 Mbit/s again from two thirds (steps set at run time).
   'capacity-step': { kind: 'capacity', steps: [], label: '3 → 0.5 → 3 Mbit/s' },
 };
-const MODES = ['direct', 'relay', 'relay-simulcast'];
+// `span-simulcast`: a room spanning two nodes (issue 19). The publisher joins node A, the subscriber node B (another
+// region), so B serves it in its part of the room and receives the publisher's three layers from A over one relay; B's
+// own allocator picks the subscriber's layer from B's estimate of the subscriber's (impaired) link.
+const MODES = ['direct', 'relay', 'relay-simulcast', 'span-simulcast'];
 
 const { values: opt } = parseArgs({
   options: {
@@ -97,11 +105,21 @@ for (const [bin, what] of [
 fs.mkdirSync(OUT, { recursive: true });
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'courier-chrome-loss-'));
 const topo = new Topology();
+/** The spanning mode's Redis and PostgreSQL (scripts/*.sh DIRs), stopped by cleanup(). @type {{script: string, dir: string}[]} */
+const services = [];
 let cleaned = false;
 function cleanup() {
   if (cleaned) return;
   cleaned = true;
   killChildren();
+  for (const { script, dir } of services.reverse()) {
+    try {
+      execFileSync('ip', ['netns', 'exec', topo.srv, 'bash', script, 'stop', dir], { stdio: 'ignore', timeout: 30_000 });
+    } catch {
+      /* already gone */
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
   topo.destroy();
   fs.rmSync(scratch, { recursive: true, force: true });
 }
@@ -123,6 +141,76 @@ const HTTP_PORT = 7880;
 const UDP_PORT = 7881;
 const origin = `http://${topo.addr.server}:${HTTP_PORT}`;
 const wsUrl = `ws://${topo.addr.server}:${HTTP_PORT}/rtc`;
+const spanUrls = [topo.addr.spanA, topo.addr.spanB].map((a) => `ws://${a}:${HTTP_PORT}/rtc`);
+
+/**
+ * A Redis or a PostgreSQL for the spanning mode, started in the server namespace (where the nodes reach it on
+ * 127.0.0.1) by the project's script; returns its URL.
+ * @param {'redis'|'postgres'} what
+ */
+function startService(what) {
+  const script = path.join(REPO, 'scripts', `${what}.sh`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `courier-chrome-${what}-`));
+  services.push({ script, dir });
+  const out = execFileSync('ip', ['netns', 'exec', topo.srv, 'bash', script, 'start', dir], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    timeout: 300_000,
+  });
+  return out.toString().trim();
+}
+
+/** A node's Prometheus metrics as name → value, read from inside the server namespace. @param {string} addr */
+function metricsOf(addr) {
+  const script = `fetch('http://${addr}:${HTTP_PORT}/metrics').then(r => r.text()).then(t => process.stdout.write(t))`;
+  const text = execFileSync('ip', ['netns', 'exec', topo.srv, process.execPath, '-e', script], { timeout: 10_000 }).toString();
+  /** @type {Record<string, number>} */ const m = {};
+  for (const l of text.split('\n')) {
+    const [k, v] = l.split(' ');
+    if (k && !k.startsWith('#') && v !== undefined) m[k] = Number(v);
+  }
+  return m;
+}
+
+/**
+ * The spanning mode's two nodes, of two regions, in one cluster; resolves once each sees the other.
+ * @param {Record<string, string>} env
+ */
+async function startSpanNodes(env) {
+  const redis = startService('redis');
+  const postgres = startService('postgres');
+  const nodes = [];
+  for (const [i, addr] of [topo.addr.spanA, topo.addr.spanB].entries()) {
+    const name = `span-${'ab'[i]}`;
+    const id = `chrome-${name}-${process.pid}`;
+    const node = startProcess(OUT, `courier-${name}`, 'ip', [
+      'netns', 'exec', topo.srv, COURIER_BIN, 'serve',
+      '--http-addr', `${addr}:${HTTP_PORT}`,
+      '--udp-addr', `${addr}:${UDP_PORT}`,
+      '--keys', `${API_KEY}:${API_SECRET}`,
+      '--web-root', '',
+      '--data-dir', path.join(scratch, `data-${name}`),
+    ], {
+      ...env,
+      COURIER_CLUSTER_REDIS_URL: redis,
+      COURIER_CLUSTER_NODE_ID: id,
+      COURIER_CLUSTER_REGION: id,
+      COURIER_CHAT_STORE: 'postgres',
+      COURIER_CHAT_POSTGRES_URL: postgres,
+    });
+    await node.waitForLine(/COURIER_READY/, 30_000);
+    nodes.push(node);
+  }
+  const addrs = [topo.addr.spanA, topo.addr.spanB];
+  const seen = (/** @type {string} */ a) => {
+    try {
+      return metricsOf(a).courier_cluster_nodes;
+    } catch {
+      return null;
+    }
+  };
+  await waitUntil(() => addrs.every((a) => seen(a) === 2), 15_000, 'the two nodes seeing each other');
+  return nodes;
+}
 
 /** Launch Chromium inside namespace `ns`. @param {string} ns */
 const launchIn = (ns) => B.launchIn({ ns, chromiumBin: CHROMIUM_BIN, scratch, origin });
@@ -165,11 +253,26 @@ async function runOne(pubBrowser, subBrowser, caseName, mode) {
       const answer = await evaluate(sub.page, P.p2pAnswer, { sdp: offer }, 'direct: answer');
       await evaluate(pub.page, P.p2pAccept, { sdp: answer }, 'direct: accept');
     } else {
-      const simulcast = mode === 'relay-simulcast';
-      await evaluate(pub.page, P.courierJoin, { url: wsUrl, token: mintToken({ identity: 'pub', room }), publish: true, simulcast, capture: P.CAPTURE }, 'publisher joins');
-      await evaluate(sub.page, P.courierJoin, { url: wsUrl, token: mintToken({ identity: 'sub', room }), publish: false, simulcast: false, capture: P.CAPTURE }, 'subscriber joins');
+      const simulcast = mode !== 'relay';
+      const [pubUrl, subUrl] = mode === 'span-simulcast' ? spanUrls : [wsUrl, wsUrl];
+      await evaluate(pub.page, P.courierJoin, { url: pubUrl, token: mintToken({ identity: 'pub', room }), publish: true, simulcast, capture: P.CAPTURE }, 'publisher joins');
+      await evaluate(sub.page, P.courierJoin, { url: subUrl, token: mintToken({ identity: 'sub', room }), publish: false, simulcast: false, capture: P.CAPTURE }, 'subscriber joins');
     }
     await waitUntil(async () => (await evaluate(sub.page, P.framesDecodedNow, undefined, 'frames')) > 30, 30_000, `${tag}: the subscriber decoding video`, 500);
+    /** @type {any} */ let spanned = null;
+    if (mode === 'span-simulcast') {
+      // Served on node B, in its part of the room: one participant there, two peers (the subscriber and the relay
+      // from node A); on node A the publisher and the relay to B.
+      const [a, b] = [topo.addr.spanA, topo.addr.spanB].map(metricsOf);
+      spanned = {
+        a: { participants: a.courier_participants, peers: a.courier_sfu_peers },
+        b: { participants: b.courier_participants, peers: b.courier_sfu_peers },
+      };
+      const want = { a: { participants: 1, peers: 2 }, b: { participants: 1, peers: 2 } };
+      if (JSON.stringify(spanned) !== JSON.stringify(want)) {
+        throw new Error(`${tag}: not a room spanning the two nodes: ${JSON.stringify(spanned)}, want ${JSON.stringify(want)}`);
+      }
+    }
 
     // Impair from here on: warm-up, then the measured window.
     const start = Date.now();
@@ -232,7 +335,7 @@ async function runOne(pubBrowser, subBrowser, caseName, mode) {
         pubLimitation: outb.map((o) => o.limitation).find((l) => l && l !== 'none') ?? 'none',
         pubTargetKbps: round(outb.reduce((a, o) => a + (o.targetBitrate ?? 0), 0) / 1000, 0),
       };
-      if (mode !== 'direct') {
+      if (mode === 'relay' || mode === 'relay-simulcast') {
         const view = await evaluate(pub.page, P.serverView, { room, adminToken }, 'server view', 5_000).catch((e) => ({ error: String(e) }));
         const subP = view.participants?.find((/** @type {any} */ p) => p.identity === 'sub');
         entry.estimateBps = subP?.bandwidth_estimate_bps ?? null;
@@ -267,9 +370,9 @@ async function runOne(pubBrowser, subBrowser, caseName, mode) {
       pct: lossIn > 0 ? round((100 * (counters1.dropped - counters0.dropped)) / lossIn, 1) : null,
     };
     fs.writeFileSync(path.join(OUT, `samples-${tag}.json`), JSON.stringify({ t0, t1, joinAt, samples: rec.samples }));
-    /** @type {any} */ const result = { case: caseName, label: imp.label, mode, room, warmupS, measureS, m, loss, trace, states: rec.states };
+    /** @type {any} */ const result = { case: caseName, label: imp.label, mode, room, warmupS, measureS, m, loss, trace, states: rec.states, spanned };
     const inWin = trace.filter((e) => e.t >= 0 && e.t <= measureS);
-    if (mode !== 'direct') {
+    if (mode === 'relay' || mode === 'relay-simulcast') {
       const est = inWin.map((e) => e.estimateBps).filter((x) => typeof x === 'number');
       result.server = {
         estimateMinMbps: est.length ? round(Math.min(...est) / 1e6, 2) : null,
@@ -285,7 +388,7 @@ async function runOne(pubBrowser, subBrowser, caseName, mode) {
     };
     if (imp.kind === 'capacity') {
       result.steps = steps.map((s) => ({ t: round((s.atMs - t0) / 1000, 2), kbps: s.kbps }));
-      if (mode === 'relay-simulcast' || mode === 'relay') result.switch = switchTimes(rec, steps[1].atMs, steps[2].atMs, t1);
+      if (mode !== 'direct') result.switch = switchTimes(rec, steps[1].atMs, steps[2].atMs, t1);
     }
     return result;
   } finally {
@@ -311,6 +414,7 @@ async function main() {
     '--data-dir', path.join(scratch, 'data'),
   ], env);
   await courier.waitForLine(/COURIER_READY/, 30_000);
+  if (modes.includes('span-simulcast')) await startSpanNodes(env);
   const [pubBrowser, subBrowser] = await Promise.all([launchIn(topo.pub), launchIn(topo.sub)]);
   /** @type {any[]} */ const results = [];
   try {
@@ -324,7 +428,7 @@ async function main() {
           log(
             m.error
               ? `  ${c} ${mode}: ${m.error}`
-              : `  ${c} ${mode}: ${m.decodedFps} fps, freezes ${m.freezes} (${m.freezeSPerMin} s/min, longest ${m.longestFreezeS} s), width ${m.widthMode}, concealed ${m.concealedPct} %, loss ${r.loss.pct} %, pauses ${m.pausesInRun}${r.server ? `, estimate ${r.server.estimateMinMbps}–${r.server.estimateMeanMbps} Mbit/s` : ''}, publisher ${r.publisher.encodedFpsMean} fps`,
+              : `  ${c} ${mode}: ${m.decodedFps} fps, freezes ${m.freezes} (${m.freezeSPerMin} s/min, longest ${m.longestFreezeS} s), width ${m.widthMode}, concealed ${m.concealedPct} %, loss ${r.loss.pct} %, pauses ${m.pausesInRun}${r.server ? `, estimate ${r.server.estimateMinMbps}–${r.server.estimateMeanMbps} Mbit/s` : ''}, publisher ${r.publisher.encodedFpsMean} fps${r.switch ? `, layer ${r.switch.layerBefore} down +${r.switch.downS} s, back +${r.switch.upS} s` : ''}`,
           );
         } catch (e) {
           const err = /** @type {Error} */ (e);
@@ -354,6 +458,15 @@ async function main() {
       const who = `${r.case} ${r.mode}`;
       if (!m || m.error) {
         problems.push(`${who}: no measurement: ${m?.error ?? r.error}`);
+        continue;
+      }
+      if (r.case === 'capacity-step' && r.mode !== 'direct') {
+        // The step is what is tested: the subscriber's layer goes down while the link is small and back up after.
+        const sw = r.switch ?? {};
+        if (sw.layerBefore == null || sw.layerBefore === 'paused' || sw.layerBefore === 'q') problems.push(`${who}: on layer ${sw.layerBefore} before the drop, want h or f`);
+        if (sw.downS == null) problems.push(`${who}: the layer did not go down while the link was ${CASES[r.case].label}`);
+        if (sw.upS == null) problems.push(`${who}: the layer did not come back to ${sw.layerBefore} after the link recovered`);
+        if (m.pausesInRun > 0) problems.push(`${who}: the server paused the video ${m.pausesInRun} time(s)`);
         continue;
       }
       const pubNote = r.publisher?.encodedFpsMean != null && r.publisher.encodedFpsMean < CI_MIN_FPS

@@ -3,6 +3,7 @@
 //
 //     pub ns                     srv ns (router + courier)                      sub ns
 //   10.78.N.2 ── veth ── 10.78.N.1 | 10.78.N.9 (lo: courier) | 10.78.N.5 ── veth ── 10.78.N.6
+//                                  | 10.78.N.10, .11 (lo: the two nodes of the spanning mode) |
 //                                                                              ^ impairment on what arrives here
 //
 // Courier runs in the middle namespace, which also forwards between the two hosts (ip_forward is set in that
@@ -42,7 +43,8 @@ export class Topology {
     this.srv = `${prefix}-srv`;
     this.sub = `${prefix}-sub`;
     const a = (/** @type {number} */ last) => `10.78.${subnet}.${last}`;
-    this.addr = { srvPub: a(1), pub: a(2), srvSub: a(5), sub: a(6), server: a(9) };
+    // `spanA`, `spanB`: the two nodes of the spanning mode (a cluster of two), beside the single `server`.
+    this.addr = { srvPub: a(1), pub: a(2), srvSub: a(5), sub: a(6), server: a(9), spanA: a(10), spanB: a(11) };
     /** The subscriber's interface towards the server (where the impairment acts). */
     // Not `veth…`: libnice (GStreamer's ICE) skips interfaces named like virtual ones (docker*, veth*, virbr*,
     // vnet*), and would gather no candidate in a client namespace.
@@ -69,7 +71,9 @@ export class Topology {
     run('ip', ['-n', this.srv, 'link', 'add', 'to-sub', 'type', 'veth', 'peer', 'name', this.subIf, 'netns', this.sub]);
     run('ip', ['-n', this.srv, 'addr', 'add', `${this.addr.srvPub}/30`, 'dev', 'to-pub']);
     run('ip', ['-n', this.srv, 'addr', 'add', `${this.addr.srvSub}/30`, 'dev', 'to-sub']);
-    run('ip', ['-n', this.srv, 'addr', 'add', `${this.addr.server}/32`, 'dev', 'lo']);
+    for (const addr of [this.addr.server, this.addr.spanA, this.addr.spanB]) {
+      run('ip', ['-n', this.srv, 'addr', 'add', `${addr}/32`, 'dev', 'lo']);
+    }
     run('ip', ['-n', this.pub, 'addr', 'add', `${this.addr.pub}/30`, 'dev', this.upIf]);
     run('ip', ['-n', this.sub, 'addr', 'add', `${this.addr.sub}/30`, 'dev', this.subIf]);
     for (const [ns, dev] of [
