@@ -154,13 +154,19 @@ async fn a_room_joined_through_any_node_lives_on_one_and_comes_back_after_its_no
 }
 
 fn node_in(id: &str, region: &str, redis: &str, postgres: &str) -> CourierProcess {
-    let env = [
+    node_with(id, region, redis, postgres, &[])
+}
+
+/// [`node_in`] with more environment.
+fn node_with(id: &str, region: &str, redis: &str, postgres: &str, more: &[(&str, &str)]) -> CourierProcess {
+    let mut env = vec![
         ("COURIER_CLUSTER_REDIS_URL", redis),
         ("COURIER_CLUSTER_NODE_ID", id),
         ("COURIER_CLUSTER_REGION", region),
         ("COURIER_CHAT_STORE", "postgres"),
         ("COURIER_CHAT_POSTGRES_URL", postgres),
     ];
+    env.extend_from_slice(more);
     CourierProcess::start(&courier_bin(), KEY, SECRET, &env).expect("a cluster node starts")
 }
 
@@ -393,6 +399,58 @@ async fn a_live_room_reaches_hidden_viewers_on_three_nodes() {
         alice.wait_for_event(Duration::from_millis(200), |e| matches!(e, ClientEvent::ParticipantJoined(_))).await;
     assert!(joined.is_err(), "the publisher heard of a hidden viewer: {joined:?}");
     alice.leave().await.expect("alice");
+}
+
+/// A full node spills (issue 19): three nodes of one region, each full at two participants
+/// (`COURIER_CLUSTER_FULL_PARTICIPANTS=2`). Alice and bob join through the node the room is placed on and are served
+/// there (the cheap case: nothing crosses). Carol joins through that node too, which is full: she is redirected to
+/// another node of the region and served there, in its part of the room; dave, redirected the same way, goes to the
+/// node that serves the room already (its relay is there). Everyone receives everyone's video whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_spills_a_room_onto_another_node_of_its_region() {
+    let Some((redis, postgres)) = backends() else { return };
+    let redis = format!("{}/15", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
+    let suffix = std::process::id();
+    let region = format!("full-{suffix}");
+    let full = [("COURIER_CLUSTER_FULL_PARTICIPANTS", "2")];
+    let start = |n: &str| node_with(&format!("full-{n}-{suffix}"), &region, &redis, &postgres, &full);
+    let nodes = [start("a"), start("b"), start("c")];
+    see_each_other(&nodes.each_ref());
+    let room = format!("full-{suffix}");
+    let token = |who: &str| nodes[0].token(&room, who).expect("token");
+    let alice = Client::connect(&nodes[0].url, &token("alice"), both()).await.expect("alice joins");
+    // Placed by load: most likely node a, but any node of the region may be the room's.
+    let home = alice.url().to_owned();
+    let bob = Client::connect(&home, &token("bob"), both()).await.expect("bob joins");
+    assert_eq!(bob.url(), home, "bob: the room's node has room");
+    let mut carol = Client::connect(&home, &token("carol"), both()).await.expect("carol joins");
+    assert_ne!(carol.url(), home, "carol: the room's node is full (alice, bob): served on another node");
+    let spill = carol.url().to_owned();
+    let mut alice = alice;
+    alice
+        .wait_for_event(T, |e| matches!(e, ClientEvent::ParticipantJoined(p) if p.identity == "carol"))
+        .await
+        .expect("alice sees carol, on another node, join");
+    let dave = Client::connect(&home, &token("dave"), both()).await.expect("dave joins");
+    assert_eq!(dave.url(), spill, "dave: to the node that serves the room already");
+    let (mut bob, mut dave) = (bob, dave);
+    subscribed(&mut [&mut alice, &mut bob, &mut carol, &mut dave], 6).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ids: Vec<(String, String)> =
+        [&alice, &bob, &carol, &dave].iter().map(|c| (c.participant_id().to_owned(), c.url().to_owned())).collect();
+    for (who, c) in [("alice", &alice), ("bob", &bob), ("carol", &carol), ("dave", &dave)] {
+        let r = c.stats();
+        for (id, at) in ids.iter().filter(|(id, _)| id != c.participant_id()) {
+            let got = complete_from(&r, id);
+            assert!(fine(got), "{who} ({}) from {id} ({at}): (frames, incomplete) = {got:?}", c.url());
+        }
+    }
+    let peers = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_sfu_peers").copied());
+    let served: Vec<Option<f64>> = nodes.iter().map(|n| peers(n)).collect();
+    println!("a full node spilled: peers at a, b, c = {served:?} (room on {home}, carol and dave on {spill})");
+    for c in [alice, bob, carol, dave] {
+        c.leave().await.expect("leaves");
+    }
 }
 
 /// Dynacast across nodes (issue 19): alice publishes three simulcast layers on node a, where nobody subscribes; bob

@@ -544,7 +544,7 @@ impl RawConfig {
             }),
             outbound_ca_file: get("COURIER_OUTBOUND_CA_FILE").map(PathBuf::from),
             turn: Some(RawTurnConfig::from_env(&get)?),
-            cluster: Some(RawClusterConfig::from_env(&get)),
+            cluster: Some(RawClusterConfig::from_env(&get)?),
         })
     }
 

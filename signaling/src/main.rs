@@ -288,6 +288,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             node_id: args.node_id,
             advertise_url: args.advertise_url,
             region: args.region,
+            full_participants: None,
         }),
     };
     let mut config = Config::resolve(flags.over(env.over(file)), args.dev)?;

@@ -974,6 +974,16 @@ impl Rooms {
     }
 
     /// The members of `room` served by `node`, by participant id.
+    /// The other nodes that serve members of `room` (as this node's part of it knows them), sorted.
+    pub fn remote_nodes(&self, room: &str) -> Vec<String> {
+        let st = self.lock();
+        let mut nodes: Vec<String> =
+            st.rooms.get(room).map(|r| r.remote.values().map(|m| m.node.clone()).collect()).unwrap_or_default();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
     pub fn remote_members(&self, room: &str, node: &str) -> Vec<String> {
         let st = self.lock();
         st.rooms

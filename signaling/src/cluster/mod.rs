@@ -40,6 +40,9 @@ pub struct RawClusterConfig {
     pub advertise_url: Option<String>,
     /// A region label; new rooms go to a node of the joining node's region first (default `default`).
     pub region: Option<String>,
+    /// Participants at which this node is full (default: never): a room it hosts takes further members on another
+    /// node of the region, the room then spanning nodes (issue 19).
+    pub full_participants: Option<usize>,
 }
 
 impl RawClusterConfig {
@@ -49,22 +52,31 @@ impl RawClusterConfig {
             node_id: self.node_id.or(lower.node_id),
             advertise_url: self.advertise_url.or(lower.advertise_url),
             region: self.region.or(lower.region),
+            full_participants: self.full_participants.or(lower.full_participants),
         }
     }
 
-    pub fn from_env(get: &impl Fn(&str) -> Option<String>) -> RawClusterConfig {
-        RawClusterConfig {
+    pub fn from_env(get: &impl Fn(&str) -> Option<String>) -> anyhow::Result<RawClusterConfig> {
+        let full = "COURIER_CLUSTER_FULL_PARTICIPANTS";
+        let full_participants =
+            get(full).map(|v| v.parse::<usize>().map_err(|e| anyhow::anyhow!("{full}={v:?}: {e}"))).transpose()?;
+        Ok(RawClusterConfig {
             redis_url: get("COURIER_CLUSTER_REDIS_URL"),
             node_id: get("COURIER_CLUSTER_NODE_ID"),
             advertise_url: get("COURIER_CLUSTER_ADVERTISE_URL"),
             region: get("COURIER_CLUSTER_REGION"),
-        }
+            full_participants,
+        })
     }
 
     /// `None` without `redis_url` (no cluster). `http_addr` and `tls` give the default advertised URL.
     pub fn resolve(self, http_addr: std::net::SocketAddr, tls: bool) -> anyhow::Result<Option<ClusterConfig>> {
         let Some(redis_url) = self.redis_url.filter(|u| !u.is_empty()) else {
-            if self.node_id.is_some() || self.advertise_url.is_some() || self.region.is_some() {
+            if self.node_id.is_some()
+                || self.advertise_url.is_some()
+                || self.region.is_some()
+                || self.full_participants.is_some()
+            {
                 bail!("[cluster] needs redis_url (COURIER_CLUSTER_REDIS_URL, --redis-url) to be on");
             }
             return Ok(None);
@@ -112,7 +124,11 @@ impl RawClusterConfig {
         if region.is_empty() || region.len() > 64 {
             bail!("cluster region must be 1 to 64 characters");
         }
-        Ok(Some(ClusterConfig { redis_url, node_id, advertise_url, region, advertise_default }))
+        if self.full_participants == Some(0) {
+            bail!("cluster full_participants must be at least 1 (leave it out for no limit)");
+        }
+        let full_participants = self.full_participants.unwrap_or(usize::MAX);
+        Ok(Some(ClusterConfig { redis_url, node_id, advertise_url, region, advertise_default, full_participants }))
     }
 }
 
@@ -123,6 +139,8 @@ pub struct ClusterConfig {
     pub node_id: String,
     pub advertise_url: String,
     pub region: String,
+    /// Participants at which this node is full (`usize::MAX`: no limit); see [`placement::serve`].
+    pub full_participants: usize,
     /// `advertise_url` is the default of an ephemeral `http_addr` (port 0): the server puts the bound port in.
     pub advertise_default: bool,
 }
@@ -171,5 +189,13 @@ mod tests {
         assert!(err(no_redis, addr).contains("redis_url"));
         let bad_url = RawClusterConfig { advertise_url: Some("http://x/rtc".into()), ..raw(Some("redis://x")) };
         assert!(err(bad_url, addr).contains("advertise_url"));
+        let zero = RawClusterConfig { full_participants: Some(0), ..raw(Some("redis://x")) };
+        assert!(err(zero, addr).contains("full_participants"));
+        let env = |v: &'static str| move |k: &str| (k == "COURIER_CLUSTER_FULL_PARTICIPANTS").then(|| v.to_string());
+        assert!(RawClusterConfig::from_env(&env("many")).unwrap_err().to_string().contains("FULL_PARTICIPANTS"));
+        let full = RawClusterConfig::from_env(&env("500")).unwrap().over(raw(Some("redis://x")));
+        assert_eq!(full.resolve(addr, false).unwrap().unwrap().full_participants, 500);
+        let unlimited = raw(Some("redis://x")).resolve(addr, false).unwrap().unwrap();
+        assert_eq!(unlimited.full_participants, usize::MAX, "no limit by default");
     }
 }

@@ -41,9 +41,10 @@ pub fn choose<'a>(nodes: &'a [NodeInfo], me: &str, region: &str) -> Option<&'a N
     }
 }
 
-/// Where a participant of a room that already lives on `home` is served once rooms may span nodes (issue 19;
-/// not wired yet). `region` is the joiner's region, `serving` the nodes that serve the room's members already, and
-/// a node whose score is at `full` or above has no room for more. In order:
+/// Where a participant of a room that already lives on `home` is served, rooms spanning nodes (issue 19). `region`
+/// is the joiner's region, `serving` the nodes that serve the room's members already, and a node with `full`
+/// participants or more has no room for more (`[cluster] full_participants`; a count rather than the load score,
+/// so that an operator can say what full is and a decision does not turn on CPU noise). In order:
 /// 1. `home`, while it has room and is in the joiner's region (or no live node is): a room on one node is the cheap
 ///    case, nothing crosses between nodes;
 /// 2. a node that already serves the room, in the joiner's region, with room: its relays are there already (a track
@@ -57,9 +58,9 @@ pub fn serve<'a>(
     home: &str,
     serving: &[String],
     region: &str,
-    full: f64,
+    full: usize,
 ) -> Option<&'a NodeInfo> {
-    let fits = |n: &&NodeInfo| n.load.score() < full;
+    let fits = |n: &&NodeInfo| n.load.participants < full;
     let by_load =
         |a: &&NodeInfo, b: &&NodeInfo| a.load.score().total_cmp(&b.load.score()).then_with(|| a.id.cmp(&b.id));
     let in_region = nodes.iter().any(|n| n.region == region);
@@ -155,7 +156,7 @@ mod tests {
 
     fn serving(nodes: &[NodeInfo], home: &str, serving: &[&str], region: &str) -> Option<String> {
         let serving: Vec<String> = serving.iter().map(|s| s.to_string()).collect();
-        serve(nodes, home, &serving, region, 100.0).map(|n| n.id.clone())
+        serve(nodes, home, &serving, region, 100).map(|n| n.id.clone())
     }
 
     #[test]

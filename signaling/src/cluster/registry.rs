@@ -20,6 +20,15 @@ pub const NODE_TTL: Duration = Duration::from_secs(3);
 /// Every key and channel of Courier starts with this, so a Redis can be shared with other applications.
 pub const PREFIX: &str = "courier:";
 
+/// The node a full node last sent joins of `room` to ([`SPILL_TTL`]): that node serves them, even while its view
+/// of the room's node (a heartbeat old) does not show it full yet.
+pub fn spill_key(room: &str) -> String {
+    format!("{PREFIX}spill:{room}")
+}
+
+/// How long a [`spill_key`] holds: a few heartbeats, by when every node sees the room's node full.
+pub const SPILL_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The key of a node's heartbeat.
 pub fn node_key(id: &str) -> String {
     format!("{PREFIX}node:{id}")

@@ -301,35 +301,52 @@ impl Cluster {
     /// refused for now: joining without its definition would open a plain room in place of a scheduled one.
     pub async fn place_join(&self, state: &AppState, room: &str) -> Placement {
         let placement = self.place(room, state.rooms.exists(room)).await;
+        let me = self.config.node_id.as_str();
         match &placement {
             // The room lives elsewhere: served here instead when this node serves a part of it already, or when
-            // the room's node is not of this node's region (the room spans nodes).
+            // the room's node is full or not of this node's region (the room spans nodes).
             Placement::There { node: home, .. } => {
-                let me = self.config.node_id.as_str();
+                let home = home.clone();
+                let nodes = self.nodes_now(state);
                 if state.rooms.is_part(room) {
-                    return Placement::Here;
+                    return self.unless_full(state, room, &home, &nodes).await.unwrap_or(Placement::Here);
                 }
-                let nodes = self.nodes();
-                if !nodes.iter().any(|n| n.id == *home) {
+                if !nodes.iter().any(|n| n.id == home) {
                     // Not in this node's view yet (it joined since the last heartbeat): nothing to compare.
                     return placement;
                 }
-                let chosen = placement::serve(&nodes, home, &[], &self.config.region, f64::INFINITY)
-                    .map(|n| (n.id.clone(), n.url.clone()));
+                let full = self.config.full_participants;
+                let chosen = placement::serve(&nodes, &home, &[], &self.config.region, full).map(|n| n.id.clone());
+                let fits = nodes.iter().any(|n| n.id == me && n.load.participants < full);
+                // The room's node sent this join here because it is full, which this node's view may not show yet.
+                let spilled = fits && chosen.as_deref() == Some(home.as_str()) && self.spilled_here(room).await;
                 match chosen {
-                    Some((id, _)) if id == me => {
+                    // Chosen, or another node than the room's is (and this one has room): served here, which
+                    // saves the client a hop; views of the load a heartbeat old would otherwise send it around.
+                    Some(id) if id == me || (id != home && fits) || spilled => {
                         if state.rooms.open_part(room) {
                             debug!(room, home = %home, "serving a part of a room that lives on another node");
                             return Placement::Here;
                         }
                     }
-                    Some((id, url)) if id != *home => return Placement::There { node: id, url },
+                    Some(id) if id != home => {
+                        if let Some(url) = nodes.iter().find(|n| n.id == id).map(|n| n.url.clone()) {
+                            return Placement::There { node: id, url };
+                        }
+                    }
                     _ => {}
                 }
                 return placement;
             }
             // Its node is gone and this node holds it now: the part it served becomes the room.
             Placement::Here if state.rooms.is_part(room) => state.rooms.make_home(room),
+            // The room lives here and this node is full: the join goes to another node, the room spanning nodes.
+            Placement::Here if state.rooms.exists(room) => {
+                let nodes = self.nodes_now(state);
+                if let Some(there) = self.unless_full(state, room, me, &nodes).await {
+                    return there;
+                }
+            }
             _ => {}
         }
         if matches!(placement, Placement::Here) && !state.rooms.exists(room) && state.room_store.shared() {
@@ -342,6 +359,54 @@ impl Cluster {
             state.load_mutes(Some(room)).await;
         }
         placement
+    }
+
+    /// The live nodes as of the last heartbeat, with this node's participants as they are now (its own heartbeat
+    /// may be a second old, and whether it is full must not lag behind the joins it takes).
+    fn nodes_now(&self, state: &AppState) -> Vec<NodeInfo> {
+        let mut nodes = self.nodes();
+        if let Some(n) = nodes.iter_mut().find(|n| n.id == self.config.node_id) {
+            n.load.participants = state.rooms.counts().1;
+        }
+        nodes
+    }
+
+    /// When this node is full: where a join of `room` (living on `home`) goes instead, if another node has room
+    /// ([`placement::serve`], preferring the nodes that serve the room already). `None`: served here.
+    async fn unless_full(&self, state: &AppState, room: &str, home: &str, nodes: &[NodeInfo]) -> Option<Placement> {
+        let me = self.config.node_id.as_str();
+        let full = self.config.full_participants;
+        if !nodes.iter().any(|n| n.id == me && n.load.participants >= full) {
+            return None;
+        }
+        let serving = state.rooms.remote_nodes(room);
+        let chosen = placement::serve(nodes, home, &serving, &self.config.region, full)?;
+        if chosen.id == me {
+            return None;
+        }
+        debug!(room, to = %chosen.id, "this node is full: the join goes to another node of the room");
+        self.stats.redirects.fetch_add(1, Ordering::Relaxed);
+        if home == me {
+            // Best effort: without it the other node sends the join back until it sees this one full.
+            let mut conn = self.conn.clone();
+            let ttl = registry::SPILL_TTL.as_millis() as u64;
+            let set = redis::cmd("SET").arg(registry::spill_key(room)).arg(&chosen.id).arg("PX").arg(ttl).clone();
+            if let Err(e) = timed(set.query_async::<()>(&mut conn)).await {
+                self.failed("marking a room's joins as spilled", &e);
+            }
+        }
+        Some(Placement::There { node: chosen.id.clone(), url: chosen.url.clone() })
+    }
+
+    /// The room's node, full, sent joins of `room` to this node within [`registry::SPILL_TTL`].
+    async fn spilled_here(&self, room: &str) -> bool {
+        if self.config.full_participants == usize::MAX {
+            return false;
+        }
+        let mut conn = self.conn.clone();
+        let to: Result<Option<String>, String> =
+            timed(redis::cmd("GET").arg(registry::spill_key(room)).query_async(&mut conn)).await;
+        to.ok().flatten().as_deref() == Some(self.config.node_id.as_str())
     }
 
     /// Place `room` on this node unless a live node holds it (the admin API creating a room here). Refused when
