@@ -337,9 +337,22 @@ async fn bench_span_hop_delay_and_link_bytes() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (in0, out0) = (bytes(&b, "courier_udp_bytes_in_total"), bytes(&b, "courier_udp_bytes_out_total"));
         let a_out0 = bytes(&a, "courier_udp_bytes_out_total");
+        let pkts = |n: &CourierProcess| bytes(n, "courier_rtp_packets_out_total");
+        let (cpu_a0, cpu_b0, pa0, pb0) = (a.cpu_time(), b.cpu_time(), pkts(&a), pkts(&b));
         tokio::time::sleep(Duration::from_secs(10)).await;
         let (in1, out1) = (bytes(&b, "courier_udp_bytes_in_total"), bytes(&b, "courier_udp_bytes_out_total"));
         let a_out1 = bytes(&a, "courier_udp_bytes_out_total");
+        // CPU per forwarded packet: the whole process's CPU time (signaling, timers and all) over the RTP packets it
+        // sent in the window; at a to near and over the relay, at b to its subscribers.
+        let per_packet = |cpu0: Duration, cpu1: Duration, p0: f64, p1: f64| {
+            let (cpu, sent) = ((cpu1 - cpu0).as_secs_f64() * 1e6, p1 - p0);
+            format!("{:.1} µs × {:.0} packets/s ({:.1} % of a core)", cpu / sent.max(1.0), sent / 10.0, cpu / 1e5)
+        };
+        println!(
+            "{n} subscriber(s) on b: CPU per forwarded packet, origin a: {}; edge b: {}",
+            per_packet(cpu_a0, a.cpu_time(), pa0, pkts(&a)),
+            per_packet(cpu_b0, b.cpu_time(), pb0, pkts(&b)),
+        );
         let alice_id = alice.participant_id().to_owned();
         let delay = |c: &Client| {
             let r = c.stats();
