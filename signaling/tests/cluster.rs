@@ -140,6 +140,70 @@ fn the_admin_api_on_any_node_acts_on_any_room() {
     });
 }
 
+/// Room chat in a room that spans nodes (issue 19) is one conversation: the room lives on node a; bob and carol,
+/// joining through nodes b and c (each of a region of its own), are served there, in parts of the room. The three
+/// send at once, interleaved; each receives every message of `room:<name>` once, in one order, numbered 1..=N
+/// (one sequence for the room, whichever node committed a message), with an ack for each of its own.
+#[test]
+fn room_chat_in_a_room_spanning_nodes_is_one_conversation() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let Some(c) = Cluster::start_regions("spanchat", 12).await else { return };
+        let room = "spanchat-room";
+        create_room_on(&c, 0, room).await;
+        let mut members = Vec::new();
+        for (i, who) in ["alice", "bob", "carol"].into_iter().enumerate() {
+            let (ws, _, at, hops) = join(&c.url(i), &token(room, who)).await.unwrap();
+            assert_eq!((at.as_str(), hops), (c.url(i).as_str(), 0), "{who}: served where it connected");
+            members.push((ws, who));
+        }
+        // Every part knows the others' members before the chat starts (the mirror, over Redis).
+        for (ws, who) in members.iter_mut() {
+            let mut seen = std::collections::HashSet::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while seen.len() < 2 {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let Some(v) = next_json(ws, left).await else { panic!("{who} saw only {seen:?} join\n{}", c.logs()) };
+                if v["type"] == "participant_joined" {
+                    seen.insert(v["participant"]["identity"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+        const N: usize = 15;
+        for k in 0..N {
+            for (ws, who) in members.iter_mut() {
+                let m = json!({"type": "chat_send", "client_id": format!("{who}-{k}"), "payload": {"text": format!("{k}")}});
+                ws.send(Message::Text(m.to_string().into())).await.unwrap();
+            }
+        }
+        let total = 3 * N as u64;
+        let mut orders = Vec::new();
+        for (ws, who) in members.iter_mut() {
+            let (mut got, mut acks) = (Vec::new(), 0);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while got.len() < total as usize || acks < N {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let Some(v) = next_json(ws, left).await else {
+                    panic!("{who}: {} messages, {acks} acks by the deadline\n{}", got.len(), c.logs())
+                };
+                match v["type"].as_str() {
+                    Some("chat_message") => {
+                        assert_eq!(v["conversation"], format!("room:{room}"), "{v}");
+                        got.push((v["seq"].as_u64().unwrap(), format!("{}:{}", v["sender"], v["payload"]["text"])));
+                    }
+                    Some("chat_ack") => acks += 1,
+                    Some("error") => panic!("{who}: {v}"),
+                    _ => {}
+                }
+            }
+            let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+            assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "{who}: every number once, in order");
+            orders.push(got);
+        }
+        assert!(orders.windows(2).all(|w| w[0] == w[1]), "one order for everyone: {orders:?}");
+    });
+}
+
 #[test]
 fn direct_messages_cross_nodes_once_and_in_order() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

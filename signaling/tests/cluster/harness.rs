@@ -51,8 +51,18 @@ impl Cluster {
         Self::start_with(prefix, db, None).await
     }
 
+    /// [`Cluster::start`] with each node in a region of its own (its id): a room spans the nodes its members join
+    /// through.
+    pub async fn start_regions(prefix: &str, db: u32) -> Option<Cluster> {
+        Self::start_nodes(prefix, db, None, true).await
+    }
+
     /// [`Cluster::start`], every node sending its webhook events to `webhook`.
     pub async fn start_with(prefix: &str, db: u32, webhook: Option<String>) -> Option<Cluster> {
+        Self::start_nodes(prefix, db, webhook, false).await
+    }
+
+    async fn start_nodes(prefix: &str, db: u32, webhook: Option<String>, own_regions: bool) -> Option<Cluster> {
         let redis_url = redis_database(db).await?;
         let postgres_url = common::postgres_database().await?;
         let root = tempfile::tempdir().unwrap();
@@ -66,7 +76,7 @@ impl Cluster {
                 root: root.path().to_path_buf(),
                 redis_url: redis_url.clone(),
                 postgres_url: postgres_url.clone(),
-                region: "test".into(),
+                region: if own_regions { format!("{prefix}-{n}") } else { "test".into() },
                 webhook: webhook.clone(),
             })
             .collect();
