@@ -70,7 +70,7 @@ fi
 echo "== a room spanning two nodes in Chromium (media-tests/chrome --modes span-simulcast: the subscriber's node relays"
 echo "   the publisher's three layers from the other node; its layer goes down with its link and back up)"
 if [ "$(id -u)" -eq 0 ]; then
-    bash media-tests/chrome/run.sh --ci --cases capacity-step --modes span-simulcast --measure 36
+    bash media-tests/chrome/run.sh --ci --cases capacity-step --modes span-simulcast --measure 45
 else
     echo "skipped: needs root (network namespaces, nftables)"
 fi

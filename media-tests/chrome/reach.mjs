@@ -14,7 +14,9 @@
 //   udp       no firewall: the reference (UDP host candidates)
 //   ice-tcp   every UDP datagram (and TCP to the TURN ports) dropped in both clients' namespaces (nftables): media over
 //             ICE-TCP (RFC 6544 passive candidate on the server, RFC 4571 framing; on by default, on the UDP port's number)
-//   turn-udp  the subscriber relay-only (iceTransportPolicy "relay"): through the built-in TURN server over UDP
+//   turn-udp  the subscriber relay-only (iceTransportPolicy "relay"): through the built-in TURN server over UDP (its TCP
+//             to the TURN ports dropped: with both open, which relay Chrome nominates first is a race, and one run
+//             in a CI sitting took TCP)
 //   turn-tcp  the same with the subscriber's UDP dropped: TURN over TCP
 //   turn-tls  the same with UDP and TCP to 3478 dropped: TURN over TLS on 5349 (the server's certificate)
 //   whip-gstreamer  GStreamer's webrtcbin (interop/gstreamer/client.py, an independent WebRTC stack) publishes VP8 and
@@ -54,8 +56,9 @@ const REPO = path.resolve(HERE, '../..');
  *   gstreamer?: boolean,
  *   expect: {pub: PathExpect|null, sub: PathExpect},
  * }} Case
- * @typedef {'udp' | 'udp+turn-tcp' | 'udp+turn'} Firewall  what a page's namespace drops: every UDP datagram; and TCP
- *   to 3478 (TURN over TCP); or TCP to 3478 and 5349 (any TURN)
+ * @typedef {'udp' | 'udp+turn-tcp' | 'udp+turn' | 'turn-stream'} Firewall  what a page's namespace drops: every UDP
+ *   datagram; and TCP to 3478 (TURN over TCP); or TCP to 3478 and 5349 (any TURN); `turn-stream`: only TCP to 3478
+ *   and 5349 (TURN over TCP and TLS), UDP open
  */
 const HOST_UDP = /** @type {PathExpect} */ ({ protocol: 'udp', local: ['host'], remote: ['host'] });
 // An active TCP candidate (port 9 in the SDP) shows up as prflx once connected: its real port is learned then.
@@ -68,7 +71,7 @@ const CASES = {
   // TURN blocked too: a UDP-blocked browser otherwise connects through TURN over TCP about as often as over ICE-TCP
   // (both work; this case is about the second).
   'ice-tcp': { label: 'ICE-TCP (UDP and TURN blocked)', firewall: { pub: 'udp+turn', sub: 'udp+turn' }, expect: { pub: HOST_TCP, sub: HOST_TCP } },
-  'turn-udp': { label: 'TURN over UDP (relay only)', firewall: {}, sub: { iceTransportPolicy: 'relay' }, expect: { pub: HOST_UDP, sub: RELAY('udp') } },
+  'turn-udp': { label: 'TURN over UDP (relay only, TCP to TURN blocked)', firewall: { sub: 'turn-stream' }, sub: { iceTransportPolicy: 'relay' }, expect: { pub: HOST_UDP, sub: RELAY('udp') } },
   'turn-tcp': { label: 'TURN over TCP (relay only, UDP blocked)', firewall: { sub: 'udp' }, sub: { iceTransportPolicy: 'relay' }, expect: { pub: HOST_UDP, sub: RELAY('tcp') } },
   'turn-tls': {
     label: 'TURN over TLS (relay only, UDP and TCP 3478 blocked)',
@@ -183,12 +186,14 @@ function makeCertificate(dir, ip) {
  * @param {Firewall} what
  */
 function firewall(ns, what) {
-  const tcp = { udp: '', 'udp+turn-tcp': 'tcp dport 3478 counter name dropped drop;', 'udp+turn': 'tcp dport { 3478, 5349 } counter name dropped drop;' }[what];
+  const anyTurn = 'tcp dport { 3478, 5349 } counter name dropped drop;';
+  const tcp = { udp: '', 'udp+turn-tcp': 'tcp dport 3478 counter name dropped drop;', 'udp+turn': anyTurn, 'turn-stream': anyTurn }[what];
+  const udp = what.startsWith('udp') ? 'meta l4proto udp counter name dropped drop;' : '';
   const rules = `
 table inet courier_reach {
   counter dropped {}
-  chain input { type filter hook input priority -10; policy accept; meta l4proto udp counter name dropped drop; }
-  chain output { type filter hook output priority -10; policy accept; meta l4proto udp counter name dropped drop; ${tcp} }
+  chain input { type filter hook input priority -10; policy accept; ${udp} }
+  chain output { type filter hook output priority -10; policy accept; ${udp} ${tcp} }
 }
 `;
   topo.nsExec(ns, 'nft', ['-f', '-'], rules);
