@@ -187,6 +187,24 @@ impl Drop for CourierProcess {
     }
 }
 
+/// Waits (at most `within`) until each of `nodes`, courier nodes of one cluster, sees at least all of them in the
+/// registry (the gauge `courier_cluster_nodes`; at least, since a node of a run that ended a moment ago stays listed
+/// for the registry's TTL). `Err` names what each node saw last.
+pub fn wait_for_cluster(nodes: &[&CourierProcess], within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let seen = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_cluster_nodes").copied());
+    loop {
+        let views: Vec<Option<f64>> = nodes.iter().map(|n| seen(n)).collect();
+        if views.iter().all(|k| k.is_some_and(|k| k >= nodes.len() as f64)) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("the nodes do not see each other within {within:?}: {views:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A `/proc/<pid>/status` field in KiB (0 if unreadable).
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -25,7 +25,7 @@ fn backends() -> Option<(String, String)> {
     match (std::env::var("COURIER_TEST_REDIS_URL"), std::env::var("COURIER_TEST_POSTGRES_URL")) {
         (Ok(r), Ok(p)) => {
             // A database of its own in the shared Redis (the signaling cluster tests use 1..=4).
-            let r = format!("{}/6", r.rsplit_once('/').map_or(r.as_str(), |(b, _)| b));
+            let r = redis_db(&r, 6);
             Some((r, p))
         }
         _ => {
@@ -47,19 +47,19 @@ fn node(id: &str, redis: &str, postgres: &str) -> CourierProcess {
     CourierProcess::start(&courier_bin(), KEY, SECRET, &env).expect("a cluster node starts")
 }
 
-/// Waits (at most 10 s) until each of `nodes` sees all of them in the registry (`courier_cluster_nodes`).
+/// Waits (at most 10 s) until each of `nodes` sees all of them in the registry.
 fn see_each_other(nodes: &[&CourierProcess]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let seen = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_cluster_nodes").copied());
-    // At least: the nodes of a run that ended a moment ago stay in the registry for its TTL (3 s).
-    while !nodes.iter().all(|n| seen(n).is_some_and(|k| k >= nodes.len() as f64)) {
-        assert!(
-            Instant::now() < deadline,
-            "the nodes do not see each other: {:?}",
-            nodes.iter().map(|n| seen(n)).collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    media_tests::server::wait_for_cluster(nodes, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Database `db` of the test Redis at `url`.
+fn redis_db(url: &str, db: u32) -> String {
+    format!("{}/{db}", url.rsplit_once('/').map_or(url, |(b, _)| b))
+}
+
+/// A node's WebRTC peers (members and relays), from its metrics.
+fn peers(n: &CourierProcess) -> Option<f64> {
+    n.metrics().ok().and_then(|m| m.get("courier_sfu_peers").copied())
 }
 
 fn both() -> ClientOptions {
@@ -154,11 +154,18 @@ async fn a_room_joined_through_any_node_lives_on_one_and_comes_back_after_its_no
 }
 
 fn node_in(id: &str, region: &str, redis: &str, postgres: &str) -> CourierProcess {
-    node_with(id, region, redis, postgres, &[])
+    node_with(id, region, redis, postgres, &[], None)
 }
 
-/// [`node_in`] with more environment.
-fn node_with(id: &str, region: &str, redis: &str, postgres: &str, more: &[(&str, &str)]) -> CourierProcess {
+/// [`node_in`] with more environment, on loopback or (`host`) in a simulated host's namespace at its address.
+fn node_with(
+    id: &str,
+    region: &str,
+    redis: &str,
+    postgres: &str,
+    more: &[(&str, &str)],
+    host: Option<&netns::Host>,
+) -> CourierProcess {
     let mut env = vec![
         ("COURIER_CLUSTER_REDIS_URL", redis),
         ("COURIER_CLUSTER_NODE_ID", id),
@@ -167,7 +174,14 @@ fn node_with(id: &str, region: &str, redis: &str, postgres: &str, more: &[(&str,
         ("COURIER_CHAT_POSTGRES_URL", postgres),
     ];
     env.extend_from_slice(more);
-    CourierProcess::start(&courier_bin(), KEY, SECRET, &env).expect("a cluster node starts")
+    let started = match host {
+        None => CourierProcess::start(&courier_bin(), KEY, SECRET, &env),
+        Some(h) => {
+            let prefix = ["ip", "netns", "exec", h.netns.as_str()].map(String::from);
+            CourierProcess::start_with(&courier_bin(), KEY, SECRET, &env, &prefix, h.addr.into(), 2)
+        }
+    };
+    started.unwrap_or_else(|e| panic!("cluster node {id} starts: {e}"))
 }
 
 /// Wait until every client has subscribed to `n` tracks.
@@ -194,7 +208,7 @@ async fn subscribed(clients: &mut [&mut Client], n: usize) {
 async fn a_room_spans_three_regions_and_survives_an_edge_node_killed() {
     let Some((redis, postgres)) = backends() else { return };
     // A database of its own: the other test's nodes are of another region, but their rooms need not be seen here.
-    let redis = format!("{}/7", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
+    let redis = redis_db(&redis, 7);
     let suffix = std::process::id();
     // Regions of this run only: the nodes of an earlier run stay in the registry for a few seconds after it.
     let start = |n: &str| node_in(&format!("span-{n}-{suffix}"), &format!("{n}-{suffix}"), &redis, &postgres);
@@ -223,7 +237,6 @@ async fn a_room_spans_three_regions_and_survives_an_edge_node_killed() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     // One relay connection per direction between two nodes: a and c have their member and four relay peers (one
     // out, one in, per other node), b its two members and four.
-    let peers = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_sfu_peers").copied());
     let counts = (peers(&a), peers(b.as_ref().unwrap()), peers(&c));
     assert_eq!(counts, (Some(5.0), Some(6.0), Some(5.0)), "peers at (a, b, c)");
     let clients = [&alice, &bob, &carol, &dave];
@@ -312,7 +325,7 @@ async fn a_room_spans_three_regions_and_survives_an_edge_node_killed() {
 #[ignore]
 async fn bench_span_hop_delay_and_link_bytes() {
     let Some((redis, postgres)) = backends() else { return };
-    let redis = format!("{}/7", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
+    let redis = redis_db(&redis, 7);
     let suffix = std::process::id();
     let start = |n: &str| node_in(&format!("bench-{n}-{suffix}"), &format!("{n}-{suffix}"), &redis, &postgres);
     let (a, b) = (start("a"), start("b"));
@@ -378,7 +391,7 @@ async fn bench_span_hop_delay_and_link_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_room_reaches_hidden_viewers_on_three_nodes() {
     let Some((redis, postgres)) = backends() else { return };
-    let redis = format!("{}/8", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
+    let redis = redis_db(&redis, 8);
     let suffix = std::process::id();
     let start = |n: &str| node_in(&format!("live-{n}-{suffix}"), &format!("live-{n}-{suffix}"), &redis, &postgres);
     let nodes = [start("a"), start("b"), start("c")];
@@ -405,7 +418,6 @@ async fn a_live_room_reaches_hidden_viewers_on_three_nodes() {
         assert!(fine(got), "viewer {i}: (frames, incomplete) = {got:?}");
     }
     // Node a: alice, its two viewers, one relay to each other node; b and c: two viewers and the relay from a.
-    let peers = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_sfu_peers").copied());
     let counts: Vec<Option<f64>> = nodes.iter().map(peers).collect();
     assert_eq!(counts, vec![Some(5.0), Some(3.0), Some(3.0)], "peers at a, b, c");
     let joined =
@@ -422,11 +434,11 @@ async fn a_live_room_reaches_hidden_viewers_on_three_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_spills_a_room_onto_another_node_of_its_region() {
     let Some((redis, postgres)) = backends() else { return };
-    let redis = format!("{}/15", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
+    let redis = redis_db(&redis, 15);
     let suffix = std::process::id();
     let region = format!("full-{suffix}");
     let full = [("COURIER_CLUSTER_FULL_PARTICIPANTS", "2")];
-    let start = |n: &str| node_with(&format!("full-{n}-{suffix}"), &region, &redis, &postgres, &full);
+    let start = |n: &str| node_with(&format!("full-{n}-{suffix}"), &region, &redis, &postgres, &full, None);
     let nodes = [start("a"), start("b"), start("c")];
     see_each_other(&nodes.each_ref());
     let room = format!("full-{suffix}");
@@ -458,7 +470,6 @@ async fn a_full_node_spills_a_room_onto_another_node_of_its_region() {
             assert!(fine(got), "{who} ({}) from {id} ({at}): (frames, incomplete) = {got:?}", c.url());
         }
     }
-    let peers = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_sfu_peers").copied());
     let served: Vec<Option<f64>> = nodes.iter().map(|n| peers(n)).collect();
     println!("a full node spilled: peers at a, b, c = {served:?} (room on {home}, carol and dave on {spill})");
     for c in [alice, bob, carol, dave] {
@@ -474,7 +485,7 @@ async fn a_full_node_spills_a_room_onto_another_node_of_its_region() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynacast_crosses_nodes_the_publisher_stops_layers_no_node_needs() {
     let Some((redis, postgres)) = backends() else { return };
-    let redis = format!("{}/14", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
+    let redis = redis_db(&redis, 14);
     let suffix = std::process::id();
     let start = |n: &str| node_in(&format!("dyn-{n}-{suffix}"), &format!("dyn-{n}-{suffix}"), &redis, &postgres);
     let (a, b, c) = (start("a"), start("b"), start("c"));
@@ -547,24 +558,14 @@ async fn dynacast_crosses_nodes_the_publisher_stops_layers_no_node_needs() {
 async fn a_room_over_three_hosts_repairs_a_lossy_relay_link_and_survives_an_edge_host_killed() {
     let Some((redis, postgres)) = backends() else { return };
     let Some(mut segment) = netns::Segment::create_or_skip(3) else { return };
-    let redis = format!("{}/12", redis.rsplit_once('/').map_or(redis.as_str(), |(b, _)| b));
+    let redis = redis_db(&redis, 12);
     let redis = segment.relay_url(&redis).await.expect("a relay to the test Redis");
     let postgres = segment.relay_url(&postgres).await.expect("a relay to the test PostgreSQL");
     let hosts = segment.hosts.clone();
     let suffix = std::process::id();
     let start = |i: usize| {
-        let n = ["a", "b", "c"][i];
-        let id = format!("hosts-{n}-{suffix}");
-        let env = [
-            ("COURIER_CLUSTER_REDIS_URL", redis.as_str()),
-            ("COURIER_CLUSTER_NODE_ID", id.as_str()),
-            ("COURIER_CLUSTER_REGION", id.as_str()),
-            ("COURIER_CHAT_STORE", "postgres"),
-            ("COURIER_CHAT_POSTGRES_URL", postgres.as_str()),
-        ];
-        let prefix = ["ip", "netns", "exec", hosts[i].netns.as_str()].map(String::from);
-        CourierProcess::start_with(&courier_bin(), KEY, SECRET, &env, &prefix, hosts[i].addr.into(), 2)
-            .unwrap_or_else(|e| panic!("node {n} starts in its namespace: {e}"))
+        let id = format!("hosts-{}-{suffix}", ["a", "b", "c"][i]);
+        node_with(&id, &id, &redis, &postgres, &[], Some(&hosts[i]))
     };
     let (a, b, c) = (start(0), start(1), start(2));
     see_each_other(&[&a, &b, &c]);
@@ -595,7 +596,6 @@ async fn a_room_over_three_hosts_repairs_a_lossy_relay_link_and_survives_an_edge
     println!("the a-b link dropped {dropped:?} datagrams (to b, to a); every subscriber's video whole");
     assert!(dropped.iter().all(|d| *d > 0), "no datagram dropped on the a-b link: {dropped:?}");
     // Host a: alice and a relay to each other host; host b: two subscribers and the relay; host c: one and the relay.
-    let peers = |n: &CourierProcess| n.metrics().ok().and_then(|m| m.get("courier_sfu_peers").copied());
     assert_eq!([peers(&a), peers(&b), peers(&c)], [Some(3.0), Some(3.0), Some(2.0)], "peers at a, b, c");
     // Host b's node dies; bob joins again through host c.
     let killed = Instant::now();

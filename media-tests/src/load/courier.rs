@@ -93,8 +93,8 @@ impl Courier {
                 .with_context(|| format!("starting cluster node {n}"))?;
             all.push(node);
         }
-        // Every node in every other's registry (a heartbeat a second).
-        std::thread::sleep(Duration::from_millis(2500));
+        crate::server::wait_for_cluster(&all.iter().collect::<Vec<_>>(), Duration::from_secs(10))
+            .map_err(|e| anyhow!(e))?;
         let server = all.remove(0);
         Ok(Courier { server, others: all, tracks: Mutex::new(HashMap::new()) })
     }
