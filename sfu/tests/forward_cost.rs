@@ -114,3 +114,4 @@ fn forward_cost_workload() {
     );
     assert!(received * 1000 >= handed * 995, "the clients received what was forwarded: {received} of {handed}");
 }
+

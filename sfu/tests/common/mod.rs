@@ -191,9 +191,16 @@ impl Pair {
         // In-flight datagrams carry over from one run to the next.
         let mut to_client = std::mem::take(&mut self.to_client);
         let mut to_server = std::mem::take(&mut self.to_server);
+        // The server's next timeout, known since its last input (with `timeouts_when_due`, the server peer is
+        // polled only after an input, as the engine's worker does).
+        let mut server_known: Option<Instant> = None;
         for _ in 0..200_000 {
             let mut next = end;
-            let server_at = self.drain_server(&mut out, &mut to_client);
+            let server_at = match server_known {
+                Some(t) if self.timeouts_when_due => t,
+                _ => self.drain_server(&mut out, &mut to_client),
+            };
+            server_known = Some(server_at);
             next = next.min(server_at);
             next = next.min(self.drain_client(&mut out, &mut to_server));
             if let Some(&(at, _)) = to_client.front() {
@@ -217,6 +224,7 @@ impl Pair {
             }
             if let Some((_, d)) = pop_due(&mut to_server, self.now) {
                 self.peer.handle_receive(self.now, Protocol::Udp, CLIENT.parse().unwrap(), SERVER.parse().unwrap(), &d);
+                server_known = None;
                 continue;
             }
             if next >= end {
@@ -234,6 +242,7 @@ impl Pair {
             self.now = self.now.max(next);
             if !self.timeouts_when_due || server_at <= self.now {
                 self.peer.handle_timeout(self.now);
+                server_known = None;
             }
             let _ = self.client.handle_input(Input::Timeout(self.now));
         }

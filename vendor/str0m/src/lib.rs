@@ -2107,6 +2107,18 @@ impl Rtc {
 
         self.last_now = now;
 
+        // Courier patch 12: a timeout that only the pacer wanted runs the pacer alone. A paced burst (and a packet
+        // written through the direct API) costs a timeout per packet; walking every subsystem's timers for each one
+        // was the largest cost of forwarding. Every other subsystem is still handled whenever its own timeout is due.
+        if self.state == RtcState::Alive && self.only_pacer_due(now) {
+            let Rtc {
+                session, readiness, ..
+            } = self;
+            if session.handle_timeout_pacer_only(now, &mut readiness.wake()) {
+                return Ok(());
+            }
+        }
+
         // Disjoint borrows so each subsystem gets its own armed `Wake` and
         // makes its own re-poll decision; the guards fold into `readiness`
         // independently as each statement ends.
@@ -2160,6 +2172,16 @@ impl Rtc {
         }
 
         Ok(())
+    }
+
+    /// Courier patch 12: is no timeout other than the session's pacer due at `now`?
+    fn only_pacer_due(&mut self, now: Instant) -> bool {
+        let later = |t: Option<Instant>| t.is_none_or(|t| t > now);
+        later(self.next_dtls_timeout)
+            && later(self.ice.poll_timeout())
+            && later(self.sctp.poll_timeout())
+            && later(self.chan.poll_timeout(&self.sctp))
+            && later(self.stats.as_ref().and_then(|s| s.poll_timeout()))
     }
 
     fn do_handle_receive(&mut self, recv_time: Instant, r: net::Receive) -> Result<(), RtcError> {

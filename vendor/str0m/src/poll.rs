@@ -240,7 +240,45 @@ mod tests {
     use crate::crypto::dtls::{KeyingMaterial, SrtpProfile};
     use crate::media::MediaKind;
     use crate::{Input, Output};
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
+
+    /// Courier patch 12: a timeout only the pacer wants runs the pacer alone, unless another timer is due or the
+    /// last full timeout is `FULL_TIMEOUT_EVERY` old.
+    #[test]
+    fn a_timeout_only_the_pacer_wants_runs_the_pacer_alone() {
+        let mut rtc = idle_rtc();
+        // Full timeouts until none of the session's other timers is due (the first reports are due at once).
+        for _ in 0..50 {
+            let at = rtc.session.poll_timeout_without_pacer().0.expect("the estimator's timer");
+            if at > rtc.last_now + Duration::from_micros(1) {
+                break;
+            }
+            let t = rtc.last_now + Duration::from_millis(1);
+            rtc.handle_input(Input::Timeout(t)).unwrap();
+            while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
+        }
+        let then = rtc.last_now;
+        let others = rtc.session.poll_timeout_without_pacer().0.expect("the estimator's timer");
+        assert!(others > then + Duration::from_micros(1), "{:?} {:?}", others.saturating_duration_since(then), rtc.session.poll_timeout_without_pacer());
+        let now = then + Duration::from_micros(1);
+        assert!(rtc.only_pacer_due(now));
+        assert!(rtc.session.handle_timeout_pacer_only(now, &mut rtc.readiness.wake()));
+        // Another timer due: the full handling.
+        assert!(!rtc.session.handle_timeout_pacer_only(others, &mut rtc.readiness.wake()));
+        // The last full timeout too old.
+        let stale = then + Duration::from_millis(5);
+        if stale < others {
+            assert!(!rtc.session.handle_timeout_pacer_only(stale, &mut rtc.readiness.wake()));
+        }
+        // A full timeout happens there, and the pacer alone runs again right after.
+        rtc.handle_input(Input::Timeout(others)).unwrap();
+        while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
+        let next = rtc.session.poll_timeout_without_pacer().0.expect("the estimator's timer");
+        let now = others + Duration::from_micros(1);
+        if next > now {
+            assert!(rtc.session.handle_timeout_pacer_only(now, &mut rtc.readiness.wake()));
+        }
+    }
 
     fn idle_rtc() -> Rtc {
         let now = Instant::now();

@@ -56,6 +56,9 @@ const MAX_PENDING_RRTRS: usize = 300;
 /// Maximum number of DLRR items to include in a single ExtendedReport.
 const MAX_DLRR_PER_REPORT: usize = 50;
 
+/// Courier patch 12: a timeout only the pacer needs runs the pacer alone if the last full one is this recent.
+const FULL_TIMEOUT_EVERY: Duration = Duration::from_millis(5);
+
 pub(crate) struct Session {
     id: SessionId,
 
@@ -108,6 +111,8 @@ pub(crate) struct Session {
 
     // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
     poll_packet_buf: Vec<u8>,
+    /// Courier patch 12: the last full timeout (see [`Self::handle_timeout_pacer_only`]).
+    last_full_timeout: Option<Instant>,
 
     // Next packet for RtpPacket event.
     pending_packet: Option<RtpPacket>,
@@ -217,6 +222,7 @@ impl Session {
             pacer,
             pacer_control: PacerControl::new(),
             poll_packet_buf: vec![0; 2000],
+            last_full_timeout: None,
             pending_packet: None,
             media_bytes_rx: 0,
             media_bytes_tx: 0,
@@ -287,6 +293,7 @@ impl Session {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wake: &mut Wake) -> Result<(), RtcError> {
+        self.last_full_timeout = Some(now);
         if self.rtp_closing {
             // Closing only drains previously queued BYEs; this timeout changes nothing.
             wake.no_events();
@@ -1329,12 +1336,43 @@ impl Session {
                 (Some(already_happened()), Reason::Feedback)
             };
         }
+        let pacing_at = self.pacer.poll_timeout();
+        self.poll_timeout_without_pacer().soonest(pacing_at)
+    }
 
+    /// Courier patch 12: a timeout due only for the pacer runs the pacer alone: its queue states and its choice of
+    /// the next packet (or padding), as the full [`Self::handle_timeout`] would, without the other timers (none is
+    /// due: checked here). Not while a probe cluster runs or has just completed (its start and end go through the
+    /// estimator). Returns false, having done nothing, when the full handling is needed.
+    pub fn handle_timeout_pacer_only(&mut self, now: Instant, wake: &mut Wake) -> bool {
+        if self.rtp_closing
+            || self.bwe.is_none()
+            || self.pacer.active_cluster().is_some()
+            || self.pacer.has_completed_probe()
+        {
+            wake.no_events();
+            wake.no_timeout();
+            return false;
+        }
+        // The estimator is still driven at least every FULL_TIMEOUT_EVERY: parts of it take their inputs (the
+        // desired bitrate, the ALR state) only in its timeout, and with fewer calls it ramped up more slowly.
+        if self.poll_timeout_without_pacer().0.is_some_and(|t| t <= now)
+            || self.last_full_timeout.is_none_or(|t| now >= t + FULL_TIMEOUT_EVERY)
+        {
+            wake.no_events();
+            wake.no_timeout();
+            return false;
+        }
+        self.update_queue_state(now, None);
+        true
+    }
+
+    /// Every timeout of the session but the pacer's.
+    pub(crate) fn poll_timeout_without_pacer(&mut self) -> (Option<Instant>, Reason) {
         self.update_receive_recovery();
         let feedback_at = self.regular_feedback_at();
         let nack_at = self.nack_at();
         let twcc_at = self.twcc_at();
-        let pacing_at = self.pacer.poll_timeout();
         let packetize_at = self.medias.iter().filter_map(|m| m.poll_timeout()).min();
         let receive_at = self
             .medias
@@ -1357,7 +1395,6 @@ impl Session {
             .soonest((request_at, Reason::Feedback))
             .soonest((nack_at, Reason::Nack))
             .soonest((twcc_at, Reason::Twcc))
-            .soonest(pacing_at)
             .soonest((receive_at, Reason::ReceiveReorder))
             .soonest((packetize_at, Reason::Packetize))
             .soonest((paused_at, Reason::PauseCheck))

@@ -211,6 +211,11 @@ impl LeakyBucketPacer {
         self.check_probe_complete_internal(now)
     }
 
+    /// Courier patch 12: a completed probe cluster waits for [`Self::check_probe_complete`].
+    pub(crate) fn has_completed_probe(&self) -> bool {
+        self.completed_probe.is_some()
+    }
+
     /// Internal method to check if probe is complete (doesn't consume completed_probe)
     fn check_probe_complete_internal(&mut self, now: Instant) -> Option<TwccClusterId> {
         let probe = self.probe_queue.front()?;

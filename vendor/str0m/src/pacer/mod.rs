@@ -53,6 +53,14 @@ impl PacerImpl {
             PacerImpl::LeakyBucket(v) => v.check_probe_complete(now),
         }
     }
+
+    /// Courier patch 12: a completed probe cluster waits for [`Self::check_probe_complete`].
+    pub fn has_completed_probe(&self) -> bool {
+        match self {
+            PacerImpl::Null(_) => false,
+            PacerImpl::LeakyBucket(v) => v.has_completed_probe(),
+        }
+    }
 }
 
 impl Pacer for PacerImpl {

@@ -43,7 +43,9 @@ macro_rules! str_id {
             type Target = str;
 
             fn deref(&self) -> &Self::Target {
-                from_utf8(&self.0).expect("ascii id").trim()
+                // Courier patch 13: trimmed as bytes before the UTF-8 check (ids are ASCII, padded with spaces);
+                // `str::trim` walks Unicode whitespace, and this runs for every RTP packet written (its MID).
+                from_utf8(self.0.trim_ascii()).expect("ascii id")
             }
         }
 
