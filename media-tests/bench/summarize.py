@@ -18,13 +18,14 @@ def fmt(v, digits=0):
     return "-" if v is None else f"{v:,.{digits}f}"
 
 
-print("| workload | server | out pkts/s | server CPU % | fwd pkts per CPU-s | RSS/sub MiB | loss % | delay p50 / p99 ms | ramp s | gen CPU % |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| workload | server | out pkts/s | server CPU % | fwd pkts per CPU-s | RSS/sub MiB | loss % | delivered min / median % | delay p50 / p99 ms | ramp s | gen CPU % |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for workload, by in runs.items():
     for target, r in sorted(by.items(), key=lambda kv: kv[0] != "courier"):
         print(
             f"| {workload} | {target} | {fmt(r['packets_out_per_s'])} | {fmt(r['server_cpu_percent'], 1)} | "
             f"{fmt(r['forwarded_per_cpu_second'])} | {fmt(r['rss_per_subscriber_mib'], 3)} | {fmt(r['loss_percent'], 3)} | "
+            f"{fmt(r.get('delivered_min_percent'), 2)} / {fmt(r.get('delivered_median_percent'), 2)} | "
             f"{fmt(r['delay_p50_ms'], 3)} / {fmt(r['delay_p99_ms'], 3)} | {fmt(r['ramp_seconds'], 1)} | "
             f"{fmt(r['generator_cpu_percent'], 1)} |"
         )

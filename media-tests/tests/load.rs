@@ -56,6 +56,14 @@ fn assert_adds_up(r: &LoadReport, per_publisher_pps: f64) {
         r.packets_out_per_s
     );
     assert!(r.loss_percent < 1.0, "loss {} % on loopback", r.loss_percent);
+    // What each subscriber received of what its room's publishers sent (sequence numbers cannot show packets the
+    // server never sent: it renumbers).
+    assert!(
+        r.delivered_min_percent >= 97.0 && r.delivered_median_percent <= 101.0,
+        "delivered per subscriber: lowest {} %, median {} %",
+        r.delivered_min_percent,
+        r.delivered_median_percent
+    );
     assert_eq!(r.unstamped, 0, "every payload arrives with its stamp");
     assert!(r.delay_samples as f64 > r.packets_out_per_s, "delay measured per packet");
     let p99 = r.delay_p99_ms.expect("a p99");

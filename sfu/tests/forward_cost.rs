@@ -114,4 +114,3 @@ fn forward_cost_workload() {
     );
     assert!(received * 1000 >= handed * 995, "the clients received what was forwarded: {received} of {handed}");
 }
-

@@ -91,8 +91,13 @@ pub struct LoadReport {
     pub server_rss_mib: f64,
     /// (RSS at the end − idle) per subscriber, MiB.
     pub rss_per_subscriber_mib: f64,
-    /// 1 − received / expected (from sequence numbers), %.
+    /// 1 − received / expected (from sequence numbers), %. Blind to packets a server never sent (it renumbers).
     pub loss_percent: f64,
+    /// Per subscriber, media packets received over the window ÷ packets its room's publishers sent in it, %: the
+    /// lowest, the median, and how many subscribers got under 99.5 %.
+    pub delivered_min_percent: f64,
+    pub delivered_median_percent: f64,
+    pub delivered_under_99_5: usize,
     /// Stamp-to-arrival delay over the window, ms.
     pub delay_p50_ms: Option<f64>,
     pub delay_p99_ms: Option<f64>,
@@ -159,6 +164,7 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
     let rss_idle = rss_of(&pids);
     let mut sessions: Vec<Session> = Vec::new();
     let mut pubs = Vec::new();
+    let mut pub_rooms = Vec::new();
     let id = |room: usize, i: usize| ((room as u32) << 16) | i as u32;
     for room in 0..w.rooms {
         for i in 0..w.publishers {
@@ -172,10 +178,11 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
             sessions.push(target.publish(room, i, w.media, &p).await.with_context(|| format!("publisher {room}/{i}"))?);
             p.connected(Duration::from_secs(10)).await.with_context(|| format!("publisher {room}/{i}"))?;
             pubs.push(p);
+            pub_rooms.push(room);
         }
     }
     let joins: Vec<(usize, usize)> = (0..w.rooms).flat_map(|r| (0..w.subscribers).map(move |i| (r, i))).collect();
-    let joined: Vec<(PeerHandle, Session)> = stream::iter(joins)
+    let joined: Vec<(usize, PeerHandle, Session)> = stream::iter(joins)
         .map(|(room, i)| {
             let measure = measure.clone();
             async move {
@@ -183,15 +190,17 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
                 let s =
                     target.subscribe(room, i, w.media, &p).await.with_context(|| format!("subscriber {room}/{i}"))?;
                 p.connected(Duration::from_secs(15)).await.with_context(|| format!("subscriber {room}/{i}"))?;
-                anyhow::Ok((p, s))
+                anyhow::Ok((room, p, s))
             }
         })
         .buffer_unordered(w.parallel_joins.max(1))
         .try_collect()
         .await?;
     let mut subs = Vec::new();
-    for (p, s) in joined {
+    let mut sub_rooms = Vec::new();
+    for (room, p, s) in joined {
         subs.push(p);
+        sub_rooms.push(room);
         sessions.push(s);
     }
     peer::all_receiving(&subs, Duration::from_secs(30)).await?;
@@ -204,6 +213,16 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
     tokio::time::sleep(w.warmup).await;
 
     let me = std::process::id();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let sent_per_room = |pubs: &[PeerHandle]| {
+        let mut v = vec![0u64; w.rooms];
+        for (p, room) in pubs.iter().zip(&pub_rooms) {
+            v[*room] += load(&p.counters.packets);
+        }
+        v
+    };
+    let media_of = |subs: &[PeerHandle]| subs.iter().map(|p| load(&p.counters.media)).collect::<Vec<_>>();
+    let (sent0, media0) = (sent_per_room(&pubs), media_of(&subs));
     let (cpu0, gen0, s0, t0) = (cpu_of(&pids), proc_cpu_time(me), sums(&pubs, &subs), Instant::now());
     measure.on.store(true, Ordering::Relaxed);
     let mut rss_max = 0;
@@ -213,6 +232,22 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
     }
     measure.on.store(false, Ordering::Relaxed);
     let (cpu1, gen1, s1, dt) = (cpu_of(&pids), proc_cpu_time(me), sums(&pubs, &subs), t0.elapsed());
+    // Packets still in flight at the window's edges cancel out to a few per subscriber.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (sent1, media1) = (sent_per_room(&pubs), media_of(&subs));
+    let mut delivered: Vec<f64> = (0..subs.len())
+        .map(|i| {
+            let room = sub_rooms[i];
+            let want = (sent1[room] - sent0[room]) as f64;
+            let got = (media1[i] - media0[i]) as f64;
+            if want > 0.0 {
+                got / want * 100.0
+            } else {
+                100.0
+            }
+        })
+        .collect();
+    delivered.sort_by(f64::total_cmp);
     let secs = dt.as_secs_f64();
     let cpu = (cpu1 - cpu0).as_secs_f64();
     let received = (s1.received - s0.received) as f64;
@@ -241,6 +276,9 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
         server_rss_mib: mib(rss_max),
         rss_per_subscriber_mib: mib(rss_max.saturating_sub(rss_idle)) / subscribers,
         loss_percent: if expected > 0.0 { (1.0 - received / expected).max(0.0) * 100.0 } else { 0.0 },
+        delivered_min_percent: delivered.first().copied().unwrap_or(100.0),
+        delivered_median_percent: delivered.get(delivered.len() / 2).copied().unwrap_or(100.0),
+        delivered_under_99_5: delivered.iter().filter(|d| **d < 99.5).count(),
         delay_p50_ms: delay.percentile_ms(50.0),
         delay_p99_ms: delay.percentile_ms(99.0),
         delay_samples: delay.count(),
@@ -263,7 +301,8 @@ pub fn table(r: &LoadReport) -> String {
          packets/s in {:.0}, out {:.0} ({:.1} Mbit/s)\n\
          server CPU {:.1} % · {:.0} forwarded packets per CPU-second\n\
          server RSS {:.1} MiB (idle {:.1}) · {:.3} MiB per subscriber\n\
-         loss {:.3} % · delay p50 {} p99 {} ({} samples)\n\
+         loss {:.3} % · delivered per subscriber: lowest {:.2} %, median {:.2} %, {} under 99.5 %\n\
+         delay p50 {} p99 {} ({} samples)\n\
          generator CPU {:.1} % · keyframes {} · unstamped {}",
         r.target,
         r.workload.rooms,
@@ -282,6 +321,9 @@ pub fn table(r: &LoadReport) -> String {
         r.server_rss_idle_mib,
         r.rss_per_subscriber_mib,
         r.loss_percent,
+        r.delivered_min_percent,
+        r.delivered_median_percent,
+        r.delivered_under_99_5,
         ms(r.delay_p50_ms),
         ms(r.delay_p99_ms),
         r.delay_samples,

@@ -135,6 +135,8 @@ pub enum Role {
 pub struct Counters {
     /// RTP packets sent (publisher) or received (subscriber).
     pub packets: AtomicU64,
+    /// Subscriber: packets received that carry a publisher's stamp (media, not padding; a repaired loss once).
+    pub media: AtomicU64,
     /// Payload bytes, same direction.
     pub bytes: AtomicU64,
     /// Subscriber: packets expected from the highest sequence numbers seen per stream.
@@ -546,7 +548,11 @@ impl Peer {
                 self.streams.push(RxStream { ssrc, max_seq: seq });
             }
         }
-        match Stamp::read(&p.payload) {
+        let stamp = Stamp::read(&p.payload);
+        if stamp.is_some() {
+            c.media.fetch_add(1, Ordering::Relaxed);
+        }
+        match stamp {
             Some(stamp) if self.measure.on.load(Ordering::Relaxed) => {
                 let delay = Duration::from_nanos(self.arrival_ns.saturating_sub(stamp.sent_ns));
                 if let Ok(mut h) = self.measure.delay.lock() {
