@@ -1356,8 +1356,8 @@ impl Session {
         }
         // The estimator is still driven at least every FULL_TIMEOUT_EVERY: parts of it take their inputs (the
         // desired bitrate, the ALR state) only in its timeout, and with fewer calls it ramped up more slowly.
-        if self.poll_timeout_without_pacer().0.is_some_and(|t| t <= now)
-            || self.last_full_timeout.is_none_or(|t| now >= t + FULL_TIMEOUT_EVERY)
+        if self.last_full_timeout.is_none_or(|t| now >= t + FULL_TIMEOUT_EVERY)
+            || self.poll_timeout_without_pacer().0.is_some_and(|t| t <= now)
         {
             wake.no_events();
             wake.no_timeout();
