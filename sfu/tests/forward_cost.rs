@@ -59,10 +59,7 @@ fn forward_cost_workload() {
         let (mut pair, p) = Pair::subscribed_video_on(pair, VIDEO);
         if audio {
             pair.peer.add_downtrack(AUDIO, MediaKind::Audio, sfu::id::PeerId(9));
-            let (id, offer) = pair.run(Duration::from_millis(1)).offers().remove(0);
-            let offer = str0m::change::SdpOffer::from_sdp_string(&offer).expect("server offer parses");
-            let answer = pair.client.sdp_api().accept_offer(offer).expect("client accepts the offer");
-            pair.peer.handle_answer(pair.now, id, &answer.to_sdp_string()).expect("server accepts the answer");
+            pair.accept_next_offer();
             pair.run(Duration::from_millis(100));
         }
         params = Some(p);

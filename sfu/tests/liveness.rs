@@ -70,10 +70,7 @@ fn a_subscriber_sending_only_rtcp_without_stun_stays() {
     });
     let track = TrackId(11);
     p.peer.add_downtrack(track, MediaKind::Audio, PeerId(9));
-    let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
-    let offer = str0m::change::SdpOffer::from_sdp_string(&offer).unwrap();
-    let answer = p.client.sdp_api().accept_offer(offer).unwrap();
-    p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).unwrap();
+    p.accept_next_offer();
     assert!(p.run(Duration::from_secs(1)).client_connected);
     p.lose_to_server = Box::new(is_stun);
     for i in 0..2000u64 {

@@ -70,11 +70,8 @@ fn subscribed_audio(client_red: bool) -> Pair {
             .set_rtcp_report_interval_audio(Duration::from_secs(1))
     });
     p.peer.add_downtrack(TRACK, MediaKind::Audio, PeerId(9));
-    let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
+    let offer = p.accept_next_offer();
     assert!(offer.contains("red/48000/2"), "the server offers RED: {offer}");
-    let offer = str0m::change::SdpOffer::from_sdp_string(&offer).expect("server offer parses");
-    let answer = p.client.sdp_api().accept_offer(offer).expect("client accepts the offer");
-    p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).expect("server accepts the answer");
     let out = p.run(Duration::from_secs(2));
     assert!(out.client_connected, "{:?}", out.client_events);
     p

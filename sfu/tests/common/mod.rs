@@ -169,16 +169,23 @@ impl Pair {
     /// [`Pair::subscribed_video`] on a given pair (whose client must be in RTP mode).
     pub fn subscribed_video_on(mut p: Pair, track: TrackId) -> (Pair, str0m::format::PayloadParams) {
         p.peer.add_downtrack(track, str0m::media::MediaKind::Video, PeerId(9));
-        let (id, offer) = p.run(Duration::from_millis(1)).offers().remove(0);
-        let offer = str0m::change::SdpOffer::from_sdp_string(&offer).expect("server offer parses");
-        let answer = p.client.sdp_api().accept_offer(offer).expect("client accepts the offer");
-        p.peer.handle_answer(p.now, id, &answer.to_sdp_string()).expect("server accepts the answer");
+        p.accept_next_offer();
         let out = p.run(Duration::from_secs(2));
         assert!(out.client_connected, "{:?}", out.client_events);
         let params =
             *p.client.codec_config().find(|c| c.spec().codec == str0m::format::Codec::Vp8).expect("VP8 configured");
         p.rtx_pt = params.resend().map(|pt| *pt);
         (p, params)
+    }
+
+    /// The server peer's next offer (after a change such as a new down-track), accepted by the client and its
+    /// answer handed back; returns the offer's SDP.
+    pub fn accept_next_offer(&mut self) -> String {
+        let (id, sdp) = self.run(Duration::from_millis(1)).offers().remove(0);
+        let offer = str0m::change::SdpOffer::from_sdp_string(&sdp).expect("server offer parses");
+        let answer = self.client.sdp_api().accept_offer(offer).expect("client accepts the offer");
+        self.peer.handle_answer(self.now, id, &answer.to_sdp_string()).expect("server accepts the answer");
+        sdp
     }
 
     /// Move datagrams both ways and advance the clock to each next timeout, for `duration` of virtual time.

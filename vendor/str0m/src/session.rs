@@ -1345,18 +1345,13 @@ impl Session {
     /// due: checked here). Not while a probe cluster runs or has just completed (its start and end go through the
     /// estimator). Returns false, having done nothing, when the full handling is needed.
     pub fn handle_timeout_pacer_only(&mut self, now: Instant, wake: &mut Wake) -> bool {
+        // The estimator is still driven at least every FULL_TIMEOUT_EVERY: parts of it take their inputs (the
+        // desired bitrate, the ALR state) only in its timeout, and with fewer calls it ramped up more slowly.
         if self.rtp_closing
             || self.bwe.is_none()
             || self.pacer.active_cluster().is_some()
             || self.pacer.has_completed_probe()
-        {
-            wake.no_events();
-            wake.no_timeout();
-            return false;
-        }
-        // The estimator is still driven at least every FULL_TIMEOUT_EVERY: parts of it take their inputs (the
-        // desired bitrate, the ALR state) only in its timeout, and with fewer calls it ramped up more slowly.
-        if self.last_full_timeout.is_none_or(|t| now >= t + FULL_TIMEOUT_EVERY)
+            || self.last_full_timeout.is_none_or(|t| now >= t + FULL_TIMEOUT_EVERY)
             || self.poll_timeout_without_pacer().0.is_some_and(|t| t <= now)
         {
             wake.no_events();
