@@ -22,6 +22,9 @@ export const TOLERANCE = 0.01;
  * @property {Record<string, StackRun>} stacks
  * @property {{start_ms: number, end_ms: number}} window
  * @property {{at_ms: number, participants: {id: string, identity: string, bandwidth_estimate_bps: number|null}[]}[]} bwe_polls
+ * @property {Record<string, number>} [udp_drops]   per stack (and courier): datagrams its own UDP sockets dropped in
+ *                                                 the window (receive buffer full); shown with a short cell, never
+ *                                                 an excuse for one
  */
 
 /** The participant's estimate in a poll, matched by id, else by identity (= stack name). */
@@ -105,6 +108,7 @@ export function evaluate(input) {
       bwe_polls_with_estimate: seen.length,
       bwe_polls: estimates.length,
       time_to_first_frame_ms: ttff,
+      udp_drops_in_window: input.udp_drops?.[name] ?? null,
       ok: connected.ok && (!twcc || atEnd != null),
       why,
     };
@@ -142,7 +146,11 @@ export function evaluate(input) {
             cell.why = `${sub} did not receive ${pub}'s ${kind} (${sent.track_id ?? 'no track id'})`;
           } else {
             cell.ok = Math.abs(recv.window - sent.window) <= TOLERANCE * sent.window;
-            if (!cell.ok) cell.why = `${sub} received ${recv.window} of ${sent.window} ${sent.units ?? 'units'} (more than ${TOLERANCE * 100} % off)`;
+            if (!cell.ok) {
+              cell.why = `${sub} received ${recv.window} of ${sent.window} ${sent.units ?? 'units'} (more than ${TOLERANCE * 100} % off)`;
+              const drops = input.udp_drops?.[sub];
+              if (drops > 0) cell.why += `; ${sub}'s own UDP sockets dropped ${drops} datagrams in the window (not read in time)`;
+            }
           }
         }
         if (cell.ok === false) failures.push(`${pub} → ${sub} ${kind}: ${cell.why}`);

@@ -69,6 +69,16 @@ test('a cell more than 1 % off fails, exactly 1 % passes', () => {
   assert.deepEqual(v.failures, ['aiortc → pion audio: pion received 2969 of 3000 packets (more than 1 % off)']);
 });
 
+test("a short cell names the subscriber's own socket drops, and still fails", () => {
+  const i = input();
+  i.stacks.pion.report.received[2].window = 2969;
+  i.udp_drops = { courier: 0, pion: 31, aiortc: 0 };
+  const v = evaluate(i);
+  assert.deepEqual(v.failures, ["aiortc → pion audio: pion received 2969 of 3000 packets (more than 1 % off); pion's own UDP sockets dropped 31 datagrams in the window (not read in time)"]);
+  assert.equal(v.stacks.pion.udp_drops_in_window, 31);
+  assert.equal(v.stacks.chromium.udp_drops_in_window, null);
+});
+
 test('a track never received fails its cell; a publisher that sent nothing in the window fails', () => {
   const i = input();
   i.stacks.pion.report.received = i.stacks.pion.report.received.filter((r) => r.track_id !== 'TR_chromiumv');

@@ -23,7 +23,7 @@ const IP = '10.203.0.1';
 const HTTP_PORT = 7880;
 const UDP_PORT = 7882;
 const LEAD_MS = 15_000; // window start after the clients are started
-const TAIL_MS = 3_000; // clients stay after the window end
+const TAIL_MS = 5_000; // clients stay after the window end (a client behind by seconds still gets its units)
 const POLL_MS = 5_000;
 
 const log = (...a) => console.log(`[interop ${new Date().toISOString().slice(11, 23)}]`, ...a);
@@ -218,7 +218,7 @@ async function outer(o) {
 
   const raw = JSON.parse(fs.readFileSync(rawFile, 'utf8'));
   const verdict = evaluate(raw);
-  const results = { generated: new Date().toISOString(), courier_version: raw.courier_version, window: raw.window, window_secs: o.windowSecs, ...verdict, bwe_polls: raw.bwe_polls };
+  const results = { generated: new Date().toISOString(), courier_version: raw.courier_version, window: raw.window, window_secs: o.windowSecs, ...verdict, bwe_polls: raw.bwe_polls, udp_drops: raw.udp_drops };
   fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify(results, null, 2));
   const docs = renderDocs(verdict, { date: results.generated.slice(0, 16).replace('T', ' ') + ' UTC', window_secs: o.windowSecs, courier_version: raw.courier_version });
   console.log(`\n${docs}`);
@@ -237,6 +237,44 @@ async function outer(o) {
 }
 
 // ------------------------------------------------------------------ inner: inside the namespace
+
+/**
+ * Datagrams the kernel dropped at each process group's UDP sockets (receive buffer full: the process did not read in
+ * time), from this namespace's /proc/net/udp{,6} (the last column) and each process's socket descriptors.
+ * @param {Record<string, number>} groups name -> process group id (each child leads its own group)
+ * @returns {Record<string, number>} name -> drops summed over the group's open UDP sockets
+ */
+function udpDropsByGroup(groups) {
+  const dropsOf = new Map(); // socket inode -> drops
+  for (const f of ['/proc/net/udp', '/proc/net/udp6']) {
+    let text = '';
+    try {
+      text = fs.readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length >= 13) dropsOf.set(cols[9], Number(cols[cols.length - 1]) || 0);
+    }
+  }
+  const nameOf = new Map(Object.entries(groups).map(([n, g]) => [g, n]));
+  const out = Object.fromEntries(Object.keys(groups).map((n) => [n, 0]));
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const name = nameOf.get(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]));
+      if (name == null) continue;
+      for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m && dropsOf.has(m[1])) out[name] += dropsOf.get(m[1]);
+      }
+    } catch {
+      // the process or descriptor went away while we looked
+    }
+  }
+  return out;
+}
 
 async function fetchJson(url, opts = {}, ms = 3000) {
   const res = await fetch(url, { ...opts, signal: AbortSignal.timeout(ms) });
@@ -315,6 +353,19 @@ async function inner(o) {
     }
   })();
 
+  // Each process's own UDP socket drops at the window's start and end: a subscriber short of units whose socket
+  // dropped datagrams did not read them in time (the kernel has them as delivered to it).
+  const groups = { courier: server.pid, ...Object.fromEntries(Object.entries(running).map(([n, r]) => [n, r.child.pid])) };
+  const udpDrops = {};
+  const dropSampling = (async () => {
+    await sleep(window.start_ms - Date.now());
+    const atStart = udpDropsByGroup(groups);
+    await sleep(window.end_ms - Date.now());
+    const atEnd = udpDropsByGroup(groups);
+    for (const n of Object.keys(groups)) udpDrops[n] = Math.max(0, atEnd[n] - atStart[n]);
+    log(`UDP receive drops in the window: ${Object.entries(udpDrops).map(([n, d]) => `${n}=${d}`).join(' ')}`);
+  })();
+
   const stacks = {};
   for (const [name, p] of Object.entries(plan.stacks)) if (!p.available) stacks[name] = { available: false, reason: p.reason, setup_failed: !!p.setup_failed };
   await Promise.all(
@@ -331,10 +382,11 @@ async function inner(o) {
     }),
   );
   await polling;
+  await dropSampling;
   killGroup(server, 'SIGTERM');
   await waitExit(server, 5000);
   const ordered = Object.fromEntries(Object.keys(plan.stacks).map((n) => [n, stacks[n]]));
-  fs.writeFileSync(path.join(OUT, 'raw.json'), JSON.stringify({ courier_version: version, window, bwe_polls: polls, stacks: ordered }, null, 2));
+  fs.writeFileSync(path.join(OUT, 'raw.json'), JSON.stringify({ courier_version: version, window, bwe_polls: polls, udp_drops: udpDrops, stacks: ordered }, null, 2));
   return 0;
 }
 

@@ -13,7 +13,8 @@ aiortc specifics:
   marker bit on the sender's primary SSRC, audio = packets; RTX packets are not counted.
 - Received units are counted where aiortc hands a routed RTP packet to the receiver (RTCRtpReceiver._handle_rtp_packet):
   video = packets with the marker bit, audio = packets, RTX unwrapped, duplicates (same SSRC and sequence number)
-  counted once. The decoded frames from track.recv() are reported too, as "decoded".
+  counted once; placed in the window by their RTP timestamps (contract.Counter). The decoded frames from
+  track.recv() are reported too, as "decoded".
 """
 import asyncio
 import os
@@ -35,8 +36,8 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from contract import (Counter, contract_parser, fill_counts, new_report, now_ms, sdp_notes,  # noqa: E402
-                      undeclared_ssrc_notes, write_report)
+from contract import (UDP_RECEIVE_BUFFER, Counter, clock_hz, contract_parser, enlarge_udp_receive_buffers,  # noqa: E402
+                      fill_counts, new_report, now_ms, sdp_notes, undeclared_ssrc_notes, write_report)
 
 
 # ---------------------------------------------------------------------------------------------- generated media
@@ -162,7 +163,10 @@ class Stats:
         kind = codec.mimeType.split("/")[0].lower()
         if kind == "video" and not marker:
             return
-        self.recv_by_mid.setdefault(mid, self.counter()).add(t)
+        c = self.recv_by_mid.get(mid)
+        if c is None:
+            c = self.recv_by_mid[mid] = Counter(self.args.window_start, self.args.window_end, clock_hz(kind))
+        c.add(t, packet.timestamp)
 
 
 STATS: Stats = None
@@ -278,6 +282,8 @@ class Client:
             self.report["states"].append([t, st])
             if st == "connected" and self.report["connected_ms"] is None:
                 self.report["connected_ms"] = t
+                n = enlarge_udp_receive_buffers()
+                self.report["notes"].append(f"UDP receive buffers enlarged to {UDP_RECEIVE_BUFFER} bytes: {n} socket(s)")
             if st == "failed":
                 self.end_early("peer connection failed")
 

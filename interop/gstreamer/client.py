@@ -14,8 +14,10 @@ webrtcbin specifics:
 - Sent units: pad probes on the payloaders' src pads (video: RTP buffers with the marker bit; audio: RTP buffers),
   counted once the peer connection is connected (before that webrtcbin drops them).
 - Received units: pad probes on webrtcbin's src pads (after its jitterbuffer, which unwraps RTX and drops
-  duplicates): video: RTP buffers with the marker bit; audio: RTP buffers. Then depayload, decode, fakesink; the
-  decoded frames are reported too, as "decoded".
+  duplicates): video: RTP buffers with the marker bit; audio: RTP buffers; placed in the window by their RTP
+  timestamps (contract.Counter). Then depayload, decode, fakesink; the decoded frames are reported too, as
+  "decoded". The jitterbuffer holds 1 s (`latency`): it drops a packet that comes after its deadline, and this
+  client, scheduled too little on a busy 2-core machine, processed packets up to a second late (100 ms lost 1-2 %).
 - TWCC: the transport-wide-cc header extension is put in the payloader caps (extmap-N); webrtcbin 1.22 then offers
   it and `a=rtcp-fb:* transport-cc`. NACK/RTX: `do-nack` on every transceiver.
 """
@@ -42,8 +44,8 @@ from gi.repository import Gio, Gst, GstSdp, GstWebRTC  # noqa: E402
 import websockets  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from contract import (Counter, contract_parser, fill_counts, new_report, now_ms, sdp_notes,  # noqa: E402
-                      sdp_sections, undeclared_ssrc_notes, write_report)
+from contract import (UDP_RECEIVE_BUFFER, Counter, clock_hz, contract_parser, enlarge_udp_receive_buffers,  # noqa: E402
+                      fill_counts, new_report, now_ms, sdp_notes, sdp_sections, undeclared_ssrc_notes, write_report)
 
 TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 VIDEO_PT, AUDIO_PT = 96, 111
@@ -79,11 +81,12 @@ def buffers_of(info):
 
 
 def rtp_header(buf):
-    """(marker, payload_type, ssrc) of an RTP buffer, or None."""
+    """(marker, payload_type, ssrc, timestamp) of an RTP buffer, or None."""
     data = buf.extract_dup(0, 12)
     if not isinstance(data, (bytes, bytearray)) or len(data) < 12:
         return None
-    return bool(data[1] & 0x80), data[1] & 0x7F, struct.unpack("!I", data[8:12])[0]
+    timestamp, ssrc = struct.unpack("!II", data[4:12])
+    return bool(data[1] & 0x80), data[1] & 0x7F, ssrc, timestamp
 
 
 def rtp_ext_ids(buf):
@@ -201,7 +204,7 @@ class Client:
 
     def build(self):
         desc = (
-            f"webrtcbin name=webrtc bundle-policy=max-bundle latency=100 "
+            f"webrtcbin name=webrtc bundle-policy=max-bundle latency=1000 "
             f"audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! audioresample ! "
             f"audio/x-raw,rate=48000,channels=1 ! opusenc frame-size=20 bitrate=32000 ! "
             f"rtpopuspay name=apay pt={AUDIO_PT} ! "
@@ -260,6 +263,10 @@ class Client:
                 self.connected = True
                 if self.report["connected_ms"] is None:
                     self.report["connected_ms"] = t
+                    n = enlarge_udp_receive_buffers()
+                    with self.lock:
+                        self.report["notes"].append(
+                            f"UDP receive buffers enlarged to {UDP_RECEIVE_BUFFER} bytes: {n} socket(s)")
             elif nick == "failed":
                 self.threadsafe(self.end_early, "peer connection failed")
 
@@ -313,7 +320,9 @@ class Client:
     def on_recv_probe(self, pad, info, ctx):
         t = now_ms()
         mid, kind = ctx
-        c = self.recv.setdefault(mid, self.counter())
+        c = self.recv.get(mid)
+        if c is None:
+            c = self.recv[mid] = Counter(self.args.window_start, self.args.window_end, clock_hz(kind))
         for buf in buffers_of(info):
             h = rtp_header(buf)
             if h is None:
@@ -324,7 +333,7 @@ class Client:
                 self.recv_ext_ids.setdefault(mid, set()).update(rtp_ext_ids(buf))
             if kind == "video" and not h[0]:
                 continue
-            c.add(t)
+            c.add(t, h[3])
         return Gst.PadProbeReturn.OK
 
     def on_decoded_probe(self, pad, info, mid):
