@@ -42,6 +42,7 @@ use crate::peer::{CloseReason, Peer, PeerConfig, PeerEvent, PeerOutput};
 use crate::router::Router;
 use crate::tcp;
 use crate::udp::{Demux, Route};
+use crate::udp_send::SendBatch;
 
 /// Counters for metrics. Gauges are kept exact; counters only grow.
 #[derive(Debug, Default)]
@@ -715,6 +716,8 @@ struct Worker {
     stats_at: Instant,
     /// A peer left: publish at the end of this cycle (an idle worker may not run another for a long time).
     stats_due: bool,
+    /// Datagrams for the shared socket, sent when full and at the end of every cycle ([`crate::udp_send`]).
+    sends: SendBatch,
 }
 
 impl Worker {
@@ -731,6 +734,20 @@ impl Worker {
             subscriber_losses: Vec::new(),
             stats_at: Instant::now(),
             stats_due: false,
+            sends: SendBatch::new(),
+        }
+    }
+
+    /// Sends the batched datagrams now.
+    fn flush_sends(&mut self) {
+        let f = self.sends.flush(&self.shared.socket);
+        let stats = &self.shared.stats;
+        if f.sent > 0 {
+            stats.datagrams_out.fetch_add(f.sent, Ordering::Relaxed);
+            stats.bytes_out.fetch_add(f.bytes, Ordering::Relaxed);
+        }
+        if f.dropped > 0 {
+            stats.forward_drops.fetch_add(f.dropped, Ordering::Relaxed);
         }
     }
 
@@ -781,6 +798,7 @@ impl Worker {
             };
             let Some(msg) = msg else { return };
             if !self.handle(msg) {
+                self.flush_sends();
                 return;
             }
             // Take whatever else is queued, bounded so timers are not starved.
@@ -788,6 +806,7 @@ impl Worker {
                 match rx.try_recv() {
                     Ok(m) => {
                         if !self.handle(m) {
+                            self.flush_sends();
                             return;
                         }
                     }
@@ -811,6 +830,7 @@ impl Worker {
             self.apply_layer_demands();
             self.apply_subscriber_losses();
             self.flush_outbox();
+            self.flush_sends();
             self.publish_stats(Instant::now());
         }
     }
@@ -1063,9 +1083,9 @@ impl Worker {
                     }
                     return;
                 }
-                PeerOutput::Transmit(t) if t.proto == Protocol::Udp => {
-                    let socket = slot.socket.as_ref().map_or(&self.shared.socket, |s| &s.socket);
-                    match socket.try_send_to(&t.contents, t.destination) {
+                PeerOutput::Transmit(t) if t.proto == Protocol::Udp => match slot.socket.as_ref() {
+                    // A relay peer's own socket: sent at once (a few datagrams; not worth a batch of its own).
+                    Some(s) => match s.socket.try_send_to(&t.contents, t.destination) {
                         Ok(n) => {
                             self.shared.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
                             self.shared.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
@@ -1073,8 +1093,13 @@ impl Worker {
                         Err(_) => {
                             self.shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
                         }
+                    },
+                    None => {
+                        if self.sends.push(t.destination, Vec::from(t.contents)) {
+                            self.flush_sends();
+                        }
                     }
-                }
+                },
                 PeerOutput::Transmit(t) => {
                     let n = t.contents.len() as u64;
                     if self.shared.tcp.send(t.destination, Vec::from(t.contents)) {

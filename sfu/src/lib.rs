@@ -35,6 +35,7 @@
 //! - [`relay_setup`]: the messages two nodes exchange to set relays up, and what each engine does on them.
 //! - [`speaker`]: active speakers from the audio levels in publishers' packets.
 //! - [`udp`]: the socket's demultiplexer.
+//! - [`udp_send`]: batched sends (`sendmmsg`), one system call for a worker cycle's datagrams.
 //! - [`tcp`]: ICE-TCP: RFC 4571 framing and the connections' write queues.
 //! - [`config`], [`error`], [`id`].
 
@@ -58,6 +59,7 @@ pub mod router;
 pub mod speaker;
 pub mod tcp;
 pub mod udp;
+pub mod udp_send;
 pub mod vp8munger;
 
 pub use config::SfuConfig;
