@@ -9,14 +9,15 @@
 //!                                                       |  owns peers     |  drain cycle; try_send)
 //!  signaling --- Sfu handle --- control msgs ---------->|  (str0m Rtc)    |-------> other workers
 //!      ^                                                |  router         |
-//!      +------------- PeerEvent (per-peer channel) -----+-----------------+--> socket.try_send_to
+//!      +------------- PeerEvent (per-peer channel) -----+-----------------+--> socket (sendmmsg batch)
 //! ```
 //!
 //! A worker owns its peers outright: no locks around a peer. A packet published on worker A goes to every local
 //! subscriber directly and to each other worker that has subscribers as one batched message per drain cycle, never
-//! one message per subscriber. Nothing on this path awaits: channel sends are `try_send` and socket sends are
-//! `try_send_to`; when a queue is full the packet is dropped and counted, and the subscriber recovers through NACK
-//! or a keyframe request — a slow peer never stalls the room. A panic inside one peer's state machine is caught,
+//! one message per subscriber. Nothing on this path awaits: channel sends are `try_send`, and a cycle's datagrams
+//! leave in non-blocking `sendmmsg` batches ([`crate::udp_send`], flushed when full and before the worker sleeps);
+//! when a queue or the socket buffer is full the packet is dropped and counted, and the subscriber recovers through
+//! NACK or a keyframe request — a slow peer never stalls the room. A panic inside one peer's state machine is caught,
 //! that peer is closed with [`CloseReason::Fault`], and the worker carries on.
 
 use std::collections::HashMap;
