@@ -111,8 +111,9 @@ class Stats:
         self.receiver_mid = {}      # id(receiver) -> mid
         self.pc = None
 
-    def counter(self):
-        return Counter(self.args.window_start, self.args.window_end)
+    def counter(self, kind=None):
+        """A Counter for the window; with the received track's `kind`, one that places units by RTP timestamp."""
+        return Counter(self.args.window_start, self.args.window_end, clock_hz(kind) if kind else None)
 
     def on_rtp_sent(self, data: bytes):
         if len(data) < 12 or 192 <= data[1] <= 223:  # RTCP
@@ -165,7 +166,7 @@ class Stats:
             return
         c = self.recv_by_mid.get(mid)
         if c is None:
-            c = self.recv_by_mid[mid] = Counter(self.args.window_start, self.args.window_end, clock_hz(kind))
+            c = self.recv_by_mid[mid] = self.counter(kind)
         c.add(t, packet.timestamp)
 
 

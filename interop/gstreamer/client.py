@@ -148,8 +148,9 @@ class Client:
         if self.cert is not None:
             self.report["notes"].append("client setting: ECDSA P-256 DTLS certificate (not GStreamer's default RSA)")
 
-    def counter(self):
-        return Counter(self.args.window_start, self.args.window_end)
+    def counter(self, kind=None):
+        """A Counter for the window; with the received track's `kind`, one that places units by RTP timestamp."""
+        return Counter(self.args.window_start, self.args.window_end, clock_hz(kind) if kind else None)
 
     def note(self, text):
         if text not in self.notes:
@@ -322,7 +323,7 @@ class Client:
         mid, kind = ctx
         c = self.recv.get(mid)
         if c is None:
-            c = self.recv[mid] = Counter(self.args.window_start, self.args.window_end, clock_hz(kind))
+            c = self.recv[mid] = self.counter(kind)
         for buf in buffers_of(info):
             h = rtp_header(buf)
             if h is None:

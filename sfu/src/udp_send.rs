@@ -10,7 +10,6 @@
 //! the batch is dropped and counted, as a failed `try_send_to` was: subscribers recover through NACK or a keyframe.
 //! A datagram the kernel refuses for its own reason (an unreachable destination) is dropped and the rest go on.
 
-use std::io;
 use std::net::SocketAddr;
 
 use tokio::net::UdpSocket;
@@ -52,10 +51,6 @@ impl SendBatch {
         self.datagrams.len() >= BATCH
     }
 
-    pub fn len(&self) -> usize {
-        self.datagrams.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.datagrams.is_empty()
     }
@@ -85,11 +80,6 @@ impl SendBatch {
     }
 }
 
-/// Whether an error from a send means the socket buffer is full (the rest of the batch would fail too).
-fn is_full(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
 #[cfg(target_os = "linux")]
 mod linux {
     use std::io;
@@ -100,7 +90,12 @@ mod linux {
     use tokio::io::Interest;
     use tokio::net::UdpSocket;
 
-    use super::{is_full, Flushed};
+    use super::Flushed;
+
+    /// Whether an error from a send means the socket buffer is full (the rest of the batch would fail too).
+    fn is_full(e: &io::Error) -> bool {
+        e.kind() == io::ErrorKind::WouldBlock
+    }
 
     /// The system call's arrays, kept between flushes so a flush allocates nothing once they have grown.
     #[derive(Default)]
@@ -224,6 +219,14 @@ mod linux {
 mod tests {
     use super::*;
 
+    /// One datagram, or a failed test after 5 s (loopback does not lose them; a bug must not hang the run).
+    async fn recv(sock: &UdpSocket, buf: &mut [u8]) -> (usize, std::net::SocketAddr) {
+        tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(buf))
+            .await
+            .expect("a datagram within 5 s")
+            .unwrap()
+    }
+
     /// A socket the reactor has seen writable (as the engine's is: a flush happens inside a running worker).
     async fn bound() -> UdpSocket {
         let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -248,7 +251,7 @@ mod tests {
         let mut buf = [0u8; 2048];
         for (sock, want) in [(&a, vec![1u8, 2, 4, 5, 7, 8]), (&b, vec![0, 3, 6, 9])] {
             for w in want {
-                let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+                let (n, from) = recv(sock, &mut buf).await;
                 assert_eq!(from, tx.local_addr().unwrap());
                 assert_eq!((n, buf[0]), (100 + usize::from(w), w), "in the order pushed");
             }
@@ -270,7 +273,7 @@ mod tests {
         let mut buf = [0u8; 64];
         let mut got = 0;
         while got < BATCH - 1 {
-            rx.recv_from(&mut buf).await.unwrap();
+            recv(&rx, &mut buf).await;
             got += 1;
         }
         assert_eq!(buf[0], 2, "the last one pushed came last");
