@@ -43,6 +43,8 @@ use crate::peer::{CloseReason, Peer, PeerConfig, PeerEvent, PeerOutput};
 use crate::router::Router;
 use crate::tcp;
 use crate::udp::{Demux, Route};
+use crate::forward_delay::{DelayBuckets, BUCKETS};
+use crate::udp_recv::{Received, RecvBatch};
 use crate::udp_send::SendBatch;
 
 /// Counters for metrics. Gauges are kept exact; counters only grow.
@@ -72,6 +74,11 @@ pub struct Stats {
     pub rtp_in: AtomicU64,
     /// RTP packets sent to subscribers, likewise.
     pub rtp_out: AtomicU64,
+    /// Forwarded packets per bucket of time in the server, kernel arrival to send ([`crate::forward_delay`]); added
+    /// by the workers at most once a second.
+    pub forward_delay: [AtomicU64; BUCKETS],
+    /// The sum of those delays, microseconds.
+    pub forward_delay_sum_us: AtomicU64,
 }
 
 /// One worker's summary of its subscribers' send-side bandwidth estimates, written by that worker at most once a
@@ -114,6 +121,8 @@ pub struct StatsSnapshot {
     pub bwe_sum_bps: u64,
     /// The lowest of their estimates, bits per second (0 when there is none).
     pub bwe_min_bps: u64,
+    /// Forwarded packets per bucket of their time in the server (not cumulative; [`crate::forward_delay`]).
+    pub forward_delay: DelayBuckets,
 }
 
 impl Stats {
@@ -133,6 +142,10 @@ impl Stats {
             peer_faults: r(&self.peer_faults),
             rtp_in: r(&self.rtp_in),
             rtp_out: r(&self.rtp_out),
+            forward_delay: DelayBuckets {
+                counts: std::array::from_fn(|i| r(&self.forward_delay[i])),
+                sum_us: r(&self.forward_delay_sum_us),
+            },
             ..StatsSnapshot::default()
         }
     }
@@ -526,30 +539,35 @@ impl Sfu {
     }
 }
 
-/// Receive datagrams and hand each to the worker owning its peer.
+/// Receive datagrams, a batch at a time, and hand each to the worker owning its peer.
 async fn udp_recv(shared: Arc<Shared>) {
-    let mut buf = vec![0u8; 2048];
+    if let Err(e) = crate::udp_recv::enable_arrival_stamps(&shared.socket) {
+        warn!(error = %e, "no kernel arrival stamps; arrivals are taken when read");
+    }
+    let mut batch = RecvBatch::new();
     loop {
-        let (n, source) = match shared.socket.recv_from(&mut buf).await {
-            Ok(v) => v,
+        let n = match batch.recv(&shared.socket).await {
+            Ok(n) => n,
             Err(e) => {
                 // ICMP port unreachable surfaces here on some platforms; keep serving.
                 debug!(error = %e, "udp recv error");
                 continue;
             }
         };
-        let at = Instant::now();
-        let data = &buf[..n];
-        shared.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-        shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-        let Some(route) = shared.demux.route(source, data) else {
-            shared.stats.datagrams_unrouted.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let dest = shared.config.udp_addr;
-        let msg = WorkerMsg::Datagram { peer: route.peer, proto: Protocol::Udp, source, dest, at, data: data.to_vec() };
-        if shared.workers[route.worker.0].try_send(msg).is_err() {
-            shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let Some(Received { source, data, arrival: at }) = batch.get(i) else { break };
+            shared.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+            shared.stats.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let Some(route) = shared.demux.route(source, data) else {
+                shared.stats.datagrams_unrouted.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let dest = shared.config.udp_addr;
+            let msg =
+                WorkerMsg::Datagram { peer: route.peer, proto: Protocol::Udp, source, dest, at, data: data.to_vec() };
+            if shared.workers[route.worker.0].try_send(msg).is_err() {
+                shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -719,6 +737,8 @@ struct Worker {
     stats_due: bool,
     /// Datagrams for the shared socket, sent when full and at the end of every cycle ([`crate::udp_send`]).
     sends: SendBatch,
+    /// Forwarding delays measured since they were last added to the shared histogram.
+    delays: DelayBuckets,
 }
 
 impl Worker {
@@ -736,12 +756,13 @@ impl Worker {
             stats_at: Instant::now(),
             stats_due: false,
             sends: SendBatch::new(),
+            delays: DelayBuckets::default(),
         }
     }
 
     /// Sends the batched datagrams now.
     fn flush_sends(&mut self) {
-        let f = self.sends.flush(&self.shared.socket);
+        let f = self.sends.flush(&self.shared.socket, &mut self.delays);
         let stats = &self.shared.stats;
         if f.sent > 0 {
             stats.datagrams_out.fetch_add(f.sent, Ordering::Relaxed);
@@ -767,6 +788,13 @@ impl Worker {
         }
         self.stats_at = now;
         self.stats_due = false;
+        let delays = std::mem::take(&mut self.delays);
+        for (shared, n) in self.shared.stats.forward_delay.iter().zip(delays.counts) {
+            if n > 0 {
+                shared.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        self.shared.stats.forward_delay_sum_us.fetch_add(delays.sum_us, Ordering::Relaxed);
         let (mut peers, mut sum, mut min) = (0u64, 0u64, u64::MAX);
         let mut per_peer = Vec::new();
         for (id, slot) in self.peers.iter_mut() {
@@ -1084,26 +1112,37 @@ impl Worker {
                     }
                     return;
                 }
-                PeerOutput::Transmit(t) if t.proto == Protocol::Udp => match slot.socket.as_ref() {
-                    // A relay peer's own socket: sent at once (a few datagrams; not worth a batch of its own).
-                    Some(s) => match s.socket.try_send_to(&t.contents, t.destination) {
-                        Ok(n) => {
-                            self.shared.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
-                            self.shared.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            self.shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
-                        }
-                    },
-                    None => {
-                        if self.sends.push(t.destination, Vec::from(t.contents)) {
-                            self.flush_sends();
+                PeerOutput::Transmit(t) if t.proto == Protocol::Udp => {
+                    let arrival = slot.peer.arrival_of_sent(&t.contents);
+                    match slot.socket.as_ref() {
+                        // A relay peer's own socket: sent at once (a few datagrams; not worth a batch of its own).
+                        Some(s) => match s.socket.try_send_to(&t.contents, t.destination) {
+                            Ok(n) => {
+                                self.shared.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                                self.shared.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                                if let Some(a) = arrival {
+                                    self.delays.record(Instant::now().saturating_duration_since(a));
+                                }
+                            }
+                            Err(_) => {
+                                self.shared.stats.forward_drops.fetch_add(1, Ordering::Relaxed);
+                            }
+                        },
+                        None => {
+                            if self.sends.push(t.destination, Vec::from(t.contents), arrival) {
+                                self.flush_sends();
+                            }
                         }
                     }
-                },
+                }
                 PeerOutput::Transmit(t) => {
                     let n = t.contents.len() as u64;
+                    let arrival = slot.peer.arrival_of_sent(&t.contents);
                     if self.shared.tcp.send(t.destination, Vec::from(t.contents)) {
+                        // Timed to the hand-off to the connection's writer task.
+                        if let Some(a) = arrival {
+                            self.delays.record(Instant::now().saturating_duration_since(a));
+                        }
                         self.shared.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
                         self.shared.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
                     } else {

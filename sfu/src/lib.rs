@@ -35,6 +35,8 @@
 //! - [`relay_setup`]: the messages two nodes exchange to set relays up, and what each engine does on them.
 //! - [`speaker`]: active speakers from the audio levels in publishers' packets.
 //! - [`udp`]: the socket's demultiplexer.
+//! - [`forward_delay`]: how long the server holds a forwarded packet (kernel arrival → `sendmmsg`), as a histogram.
+//! - [`udp_recv`]: batched receives (`recvmmsg`) with the kernel's arrival stamps.
 //! - [`udp_send`]: batched sends (`sendmmsg`), one system call for a worker cycle's datagrams.
 //! - [`tcp`]: ICE-TCP: RFC 4571 framing and the connections' write queues.
 //! - [`config`], [`error`], [`id`].
@@ -46,6 +48,7 @@ pub mod downstream_loss;
 pub mod downtrack;
 pub mod engine;
 pub mod error;
+pub mod forward_delay;
 pub mod id;
 pub mod keyframe;
 pub mod layer;
@@ -59,6 +62,7 @@ pub mod router;
 pub mod speaker;
 pub mod tcp;
 pub mod udp;
+pub mod udp_recv;
 pub mod udp_send;
 pub mod vp8munger;
 

@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 use crate::allocator::{Allocator, Priority};
 use crate::downstream_loss::DownstreamLoss;
 use crate::downtrack::{DownTrack, DownTrackState, StreamState};
+use crate::forward_delay::SendStamps;
 use crate::id::{PeerId, TrackId};
 use crate::keyframe::{starts_keyframe, KeyframeStart};
 use crate::layer::{spatial_of, LayerTracker};
@@ -284,6 +285,8 @@ pub struct Peer {
     /// `handle_timeout`, so the next timeout is due at once: the worker runs it once per cycle, after the whole
     /// batch of input, rather than once per packet.
     flush_due: bool,
+    /// Arrivals of the packets written to this peer and not yet sent, for the forwarding-delay histogram.
+    stamps: SendStamps,
     /// When the floors of the loss reported upstream for audio tracks are next brought up to date (while any
     /// subscriber's loss still counts: it decays with time).
     next_loss_update: Option<Instant>,
@@ -364,6 +367,7 @@ impl Peer {
             twcc_decided: false,
             downtrack_opened: false,
             flush_due: false,
+            stamps: SendStamps::new(now),
             next_loss_update: None,
         }
     }
@@ -799,6 +803,7 @@ impl Peer {
             Some(patch) => rtp.vp8_patch(patch),
             None => rtp,
         };
+        self.stamps.note(*stream.ssrc(), write.seq_no as u16, pkt.arrival);
         stream.write_rtp(rtp);
         self.rtp_out += 1;
         self.flush_due = self.config.bwe_initial.is_some();
@@ -823,6 +828,7 @@ impl Peer {
             .marker(pkt.marker)
             .ext_vals(pkt.ext.clone())
             .nackable(video);
+        self.stamps.note(*stream.ssrc(), write.seq_no as u16, pkt.arrival);
         stream.write_rtp(rtp);
         self.rtp_out += 1;
     }
@@ -896,6 +902,12 @@ impl Peer {
         self.rtc.disconnect();
         info!(peer = %self.id, ?reason, rtp_in = self.rtp_in, rtp_out = self.rtp_out, "peer closed");
         self.queue.push_back(PeerOutput::Event(PeerEvent::Closed { reason }));
+    }
+
+    /// When the packet in `datagram` (one of this peer's transmits) reached the server, if it is forwarded media
+    /// seen here for the first time ([`crate::forward_delay`]).
+    pub fn arrival_of_sent(&mut self, datagram: &[u8]) -> Option<Instant> {
+        self.stamps.take(datagram)
     }
 
     /// Next output. See the module doc for the drain rule.

@@ -11,8 +11,11 @@
 //! A datagram the kernel refuses for its own reason (an unreachable destination) is dropped and the rest go on.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
+
+use crate::forward_delay::DelayBuckets;
 
 /// Datagrams per `sendmmsg` call (the kernel takes up to `UIO_MAXIOV`, 1024).
 pub const BATCH: usize = 64;
@@ -35,6 +38,8 @@ pub struct Flushed {
 pub struct SendBatch {
     dests: Vec<SocketAddr>,
     datagrams: Vec<Vec<u8>>,
+    /// When each datagram's packet reached the server, for forwarded media ([`crate::forward_delay`]).
+    arrivals: Vec<Option<Instant>>,
     #[cfg(target_os = "linux")]
     sys: linux::Scratch,
 }
@@ -44,10 +49,12 @@ impl SendBatch {
         Self::default()
     }
 
-    /// Queues a datagram; true when the batch is full and must be flushed before the next push.
-    pub fn push(&mut self, dest: SocketAddr, datagram: Vec<u8>) -> bool {
+    /// Queues a datagram (with its packet's arrival, if it is forwarded media); true when the batch is full and
+    /// must be flushed before the next push.
+    pub fn push(&mut self, dest: SocketAddr, datagram: Vec<u8>, arrival: Option<Instant>) -> bool {
         self.dests.push(dest);
         self.datagrams.push(datagram);
+        self.arrivals.push(arrival);
         self.datagrams.len() >= BATCH
     }
 
@@ -55,27 +62,32 @@ impl SendBatch {
         self.datagrams.is_empty()
     }
 
-    /// Sends everything queued, in order, without waiting; the batch is empty afterwards.
-    pub fn flush(&mut self, socket: &UdpSocket) -> Flushed {
+    /// Sends everything queued, in order, without waiting; the batch is empty afterwards. A sent datagram with an
+    /// arrival adds its time in the server, up to the return of its system call, to `delays`.
+    pub fn flush(&mut self, socket: &UdpSocket, delays: &mut DelayBuckets) -> Flushed {
         let mut f = Flushed::default();
         if self.datagrams.is_empty() {
             return f;
         }
         #[cfg(target_os = "linux")]
-        self.sys.send(socket, &self.dests, &self.datagrams, &mut f);
+        self.sys.send(socket, &self.dests, &self.datagrams, &self.arrivals, delays, &mut f);
         #[cfg(not(target_os = "linux"))]
-        for (d, dg) in self.dests.iter().zip(&self.datagrams) {
+        for ((d, dg), arrival) in self.dests.iter().zip(&self.datagrams).zip(&self.arrivals) {
             f.calls += 1;
             match socket.try_send_to(dg, *d) {
                 Ok(n) => {
                     f.sent += 1;
                     f.bytes += n as u64;
+                    if let Some(a) = arrival {
+                        delays.record(Instant::now().saturating_duration_since(*a));
+                    }
                 }
                 Err(_) => f.dropped += 1,
             }
         }
         self.dests.clear();
         self.datagrams.clear();
+        self.arrivals.clear();
         f
     }
 }
@@ -86,11 +98,13 @@ mod linux {
     use std::mem;
     use std::net::SocketAddr;
     use std::os::fd::AsRawFd;
+    use std::time::Instant;
 
     use tokio::io::Interest;
     use tokio::net::UdpSocket;
 
     use super::Flushed;
+    use crate::forward_delay::DelayBuckets;
 
     /// Whether an error from a send means the socket buffer is full (the rest of the batch would fail too).
     fn is_full(e: &io::Error) -> bool {
@@ -115,6 +129,8 @@ mod linux {
             socket: &UdpSocket,
             dests: &[SocketAddr],
             datagrams: &[Vec<u8>],
+            arrivals: &[Option<Instant>],
+            delays: &mut DelayBuckets,
             f: &mut Flushed,
         ) {
             let n = datagrams.len();
@@ -166,6 +182,10 @@ mod linux {
                     Ok(k) => {
                         f.sent += k as u64;
                         f.bytes += datagrams[start..start + k].iter().map(|d| d.len() as u64).sum::<u64>();
+                        let sent_at = Instant::now();
+                        for a in arrivals[start..start + k].iter().flatten() {
+                            delays.record(sent_at.saturating_duration_since(*a));
+                        }
                         start += k;
                     }
                     Err(e) if is_full(&e) => {
@@ -240,14 +260,19 @@ mod tests {
         let a = bound().await;
         let b = bound().await;
         let mut batch = SendBatch::new();
+        // Even ones are forwarded media that arrived 20 ms ago; odd ones (RTCP, say) carry no arrival.
+        let arrived = Instant::now() - std::time::Duration::from_millis(20);
         for i in 0..10u8 {
             let to = if i % 3 == 0 { b.local_addr().unwrap() } else { a.local_addr().unwrap() };
-            assert!(!batch.push(to, vec![i; 100 + usize::from(i)]));
+            assert!(!batch.push(to, vec![i; 100 + usize::from(i)], (i % 2 == 0).then_some(arrived)));
         }
-        let f = batch.flush(&tx);
+        let mut delays = DelayBuckets::default();
+        let f = batch.flush(&tx, &mut delays);
         assert_eq!(f, Flushed { sent: 10, bytes: (0..10u64).map(|i| 100 + i).sum(), dropped: 0, calls: f.calls });
         assert!(f.calls >= 1 && f.calls <= 2, "{f:?}");
         assert!(batch.is_empty());
+        assert_eq!(delays.count(), 5, "one delay per sent datagram with an arrival");
+        assert_eq!(delays.share_within_us(15_000), Some(0.0), "each at least 20 ms: {delays:?}");
         let mut buf = [0u8; 2048];
         for (sock, want) in [(&a, vec![1u8, 2, 4, 5, 7, 8]), (&b, vec![0, 3, 6, 9])] {
             for w in want {
@@ -265,11 +290,13 @@ mod tests {
         let mut batch = SendBatch::new();
         for i in 0..BATCH - 1 {
             let to = if i == 5 { "[::1]:9".parse().unwrap() } else { rx.local_addr().unwrap() };
-            assert!(!batch.push(to, vec![1; 10]));
+            assert!(!batch.push(to, vec![1; 10], Some(Instant::now())));
         }
-        assert!(batch.push(rx.local_addr().unwrap(), vec![2; 10]), "the 64th fills it");
-        let f = batch.flush(&tx);
+        assert!(batch.push(rx.local_addr().unwrap(), vec![2; 10], None), "the 64th fills it");
+        let mut delays = DelayBuckets::default();
+        let f = batch.flush(&tx, &mut delays);
         assert_eq!((f.sent, f.dropped), (BATCH as u64 - 1, 1), "{f:?}");
+        assert_eq!(delays.count(), BATCH as u64 - 2, "the refused datagram's delay is not counted");
         let mut buf = [0u8; 64];
         let mut got = 0;
         while got < BATCH - 1 {
@@ -282,6 +309,8 @@ mod tests {
     #[tokio::test]
     async fn an_empty_flush_makes_no_call() {
         let tx = bound().await;
-        assert_eq!(SendBatch::new().flush(&tx), Flushed::default());
+        let mut delays = DelayBuckets::default();
+        assert_eq!(SendBatch::new().flush(&tx, &mut delays), Flushed::default());
+        assert_eq!(delays.count(), 0);
     }
 }

@@ -83,14 +83,15 @@ fn cpu_per_datagram_sent_one_by_one_and_batched() {
             one_by_one.push((thread_cpu() - t0, dropped));
 
             let mut batch = SendBatch::new();
+            let mut delays = sfu::forward_delay::DelayBuckets::default();
             let mut dropped = 0;
             let t0 = thread_cpu();
             for chunk in 0..DATAGRAMS / BATCH {
                 tx.writable().await.unwrap();
                 for i in 0..BATCH {
-                    batch.push(dests[(chunk * BATCH + i) % DESTINATIONS], payload.clone());
+                    batch.push(dests[(chunk * BATCH + i) % DESTINATIONS], payload.clone(), None);
                 }
-                dropped += batch.flush(&tx).dropped;
+                dropped += batch.flush(&tx, &mut delays).dropped;
                 pause();
             }
             batched.push((thread_cpu() - t0, dropped));

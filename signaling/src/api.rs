@@ -229,7 +229,29 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "cause",
         &[("rate_limited", &r.http_rate_limited), ("too_large", &r.http_too_large)],
     );
+    write_forward_delay(&mut out, &s.forward_delay);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// The forwarding-delay histogram (`sfu::forward_delay`) as a Prometheus histogram: cumulative buckets in seconds.
+fn write_forward_delay(out: &mut String, h: &sfu::forward_delay::DelayBuckets) {
+    let name = "courier_forward_delay_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time a forwarded packet spent in the server: kernel arrival to the send system call.\n\
+         # TYPE {name} histogram"
+    );
+    let mut cumulative = 0;
+    for (bound_us, n) in sfu::forward_delay::BUCKET_BOUNDS_US.iter().zip(h.counts.iter()) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound_us as f64 / 1e6);
+    }
+    let count = h.count();
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {}\n{name}_count {count}",
+        h.sum_us as f64 / 1e6
+    );
 }
 
 #[derive(Deserialize)]

@@ -282,6 +282,11 @@ async fn metrics_are_valid_prometheus_text() {
                 }
                 None => series,
             };
+            // A histogram's samples are its family's name with _bucket, _sum or _count.
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| types.get(*f).is_some_and(|t| t == "histogram")))
+                .unwrap_or(name);
             assert!(types.contains_key(name) && help.contains(name), "sample of an undeclared family: {line}");
             if types[name] == "counter" {
                 assert!(name.ends_with("_total") && value >= 0.0, "{line}");
@@ -308,9 +313,23 @@ async fn metrics_are_valid_prometheus_text() {
         "courier_joins_refused_total",
         "courier_offers_refused_total",
         "courier_http_refused_total",
+        "courier_forward_delay_seconds",
     ] {
         assert!(types.contains_key(family), "missing {family}");
     }
+    // The forwarding-delay histogram: cumulative buckets in increasing bounds, the last (+Inf) equal to the count.
+    let buckets: Vec<(f64, f64)> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("courier_forward_delay_seconds_bucket{le=\""))
+        .map(|rest| {
+            let (le, v) = rest.split_once("\"} ").unwrap();
+            (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() }, v.parse().unwrap())
+        })
+        .collect();
+    assert!(buckets.len() > 5 && buckets.last().unwrap().0 == f64::INFINITY, "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "{buckets:?}");
+    assert_eq!(buckets.last().unwrap().1, samples["courier_forward_delay_seconds_count"]);
+    assert!(samples.contains_key("courier_forward_delay_seconds_sum"));
     assert_eq!(samples["courier_participants"], 1.0);
     assert_eq!(samples["courier_joins_refused_total{cause=\"too_many_rooms\"}"], 1.0);
     assert_eq!(samples["courier_draining"], 0.0);

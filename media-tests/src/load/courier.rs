@@ -231,6 +231,34 @@ impl Target for Courier {
         Ok(())
     }
 
+    fn forward_delay(&self) -> Option<Vec<(f64, u64)>> {
+        // Every node's histogram, summed bucket by bucket (the bounds are the same on every node).
+        let mut sum: Vec<(f64, u64)> = Vec::new();
+        for node in std::iter::once(&self.server).chain(&self.others) {
+            let mut h: Vec<(f64, u64)> = node
+                .metrics()
+                .ok()?
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let le = k.strip_prefix("courier_forward_delay_seconds_bucket{le=\"")?.strip_suffix("\"}")?;
+                    let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                    Some((le, v as u64))
+                })
+                .collect();
+            h.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if sum.is_empty() {
+                sum = h;
+            } else if sum.len() == h.len() {
+                for (a, b) in sum.iter_mut().zip(h) {
+                    a.1 += b.1;
+                }
+            } else {
+                return None;
+            }
+        }
+        (!sum.is_empty()).then_some(sum)
+    }
+
     async fn publish(&self, room: usize, index: usize, media: Media, peer: &PeerHandle) -> anyhow::Result<Session> {
         let (mut ws, _) = self.join(&self.server, room, &format!("pub-{room}-{index}"), false).await?;
         let sdp = peer.offer(media, true).await?;

@@ -102,6 +102,12 @@ pub struct LoadReport {
     pub delay_p50_ms: Option<f64>,
     pub delay_p99_ms: Option<f64>,
     pub delay_samples: u64,
+    /// The server's own share (its forwarding-delay histogram, kernel arrival to send, Courier only) over the
+    /// window: upper bounds of the buckets holding p50 and p99, ms; the share at most 2 ms, %; packets timed.
+    pub server_delay_p50_ms: Option<f64>,
+    pub server_delay_p99_ms: Option<f64>,
+    pub server_delay_within_2ms_percent: Option<f64>,
+    pub server_delay_samples: u64,
     /// This generator's CPU over the window, % of one core (near 100 % means it, not the server, may be the limit).
     pub generator_cpu_percent: f64,
     /// Keyframes the publishers sent (each its first frame, then one per request, at most one per 500 ms).
@@ -223,6 +229,7 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
     };
     let media_of = |subs: &[PeerHandle]| subs.iter().map(|p| load(&p.counters.media)).collect::<Vec<_>>();
     let (sent0, media0) = (sent_per_room(&pubs), media_of(&subs));
+    let fwd0 = target.forward_delay();
     let (cpu0, gen0, s0, t0) = (cpu_of(&pids), proc_cpu_time(me), sums(&pubs, &subs), Instant::now());
     measure.on.store(true, Ordering::Relaxed);
     let mut rss_max = 0;
@@ -232,6 +239,10 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
     }
     measure.on.store(false, Ordering::Relaxed);
     let (cpu1, gen1, s1, dt) = (cpu_of(&pids), proc_cpu_time(me), sums(&pubs, &subs), t0.elapsed());
+    let server_delay = match (fwd0, target.forward_delay()) {
+        (Some(a), Some(b)) => ServerDelay::between(&a, &b),
+        _ => ServerDelay::default(),
+    };
     // Packets in flight at the window's edges make a few per subscriber either way.
     let (sent1, media1) = (sent_per_room(&pubs), media_of(&subs));
     let mut delivered: Vec<f64> = (0..subs.len())
@@ -281,6 +292,10 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
         delay_p50_ms: delay.percentile_ms(50.0),
         delay_p99_ms: delay.percentile_ms(99.0),
         delay_samples: delay.count(),
+        server_delay_p50_ms: server_delay.p50_ms,
+        server_delay_p99_ms: server_delay.p99_ms,
+        server_delay_within_2ms_percent: server_delay.within_2ms_percent,
+        server_delay_samples: server_delay.samples,
         generator_cpu_percent: (gen1 - gen0).as_secs_f64() / secs * 100.0,
         keyframes: pubs.iter().map(|p| p.counters.keyframes.load(Ordering::Relaxed)).sum(),
         unstamped: subs.iter().map(|p| p.counters.unstamped.load(Ordering::Relaxed)).sum(),
@@ -289,6 +304,41 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
     drop(subs);
     drop(pubs);
     Ok(report)
+}
+
+/// The server's forwarding delay over a window, from two readings of its cumulative histogram.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct ServerDelay {
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    within_2ms_percent: Option<f64>,
+    samples: u64,
+}
+
+impl ServerDelay {
+    /// `before` and `after` are (upper bound in s, cumulative count), bounds ascending, `+Inf` last. The workers add
+    /// to the server's histogram once a second, so the window's edges are that coarse.
+    fn between(before: &[(f64, u64)], after: &[(f64, u64)]) -> ServerDelay {
+        if before.len() != after.len() || before.iter().zip(after).any(|(a, b)| a.0 != b.0) {
+            return ServerDelay::default();
+        }
+        let cum: Vec<(f64, u64)> = before.iter().zip(after).map(|(a, b)| (b.0, b.1.saturating_sub(a.1))).collect();
+        let n = cum.last().map_or(0, |c| c.1);
+        if n == 0 {
+            return ServerDelay::default();
+        }
+        let bound_ms = |p: f64| {
+            let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as u64;
+            cum.iter().find(|c| c.1 >= rank).map(|c| c.0 * 1000.0)
+        };
+        let within = cum.iter().filter(|c| c.0 <= 0.002 + 1e-12).map(|c| c.1).max().unwrap_or(0);
+        ServerDelay {
+            p50_ms: bound_ms(50.0),
+            p99_ms: bound_ms(99.0),
+            within_2ms_percent: Some(within as f64 / n as f64 * 100.0),
+            samples: n,
+        }
+    }
 }
 
 /// The report as a few aligned lines for people.
@@ -302,6 +352,7 @@ pub fn table(r: &LoadReport) -> String {
          server RSS {:.1} MiB (idle {:.1}) · {:.3} MiB per subscriber\n\
          loss {:.3} % · delivered per subscriber: lowest {:.2} %, median {:.2} %, {} under 99.5 %\n\
          delay p50 {} p99 {} ({} samples)\n\
+         server's own delay p50 ≤ {} p99 ≤ {} · {} within 2 ms ({} packets)\n\
          generator CPU {:.1} % · keyframes {} · unstamped {}",
         r.target,
         r.workload.rooms,
@@ -326,8 +377,33 @@ pub fn table(r: &LoadReport) -> String {
         ms(r.delay_p50_ms),
         ms(r.delay_p99_ms),
         r.delay_samples,
+        ms(r.server_delay_p50_ms),
+        ms(r.server_delay_p99_ms),
+        r.server_delay_within_2ms_percent.map(|p| format!("{p:.2} %")).unwrap_or_else(|| "-".into()),
+        r.server_delay_samples,
         r.generator_cpu_percent,
         r.keyframes,
         r.unstamped,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_delay_is_read_from_the_difference_of_two_histogram_readings() {
+        let bounds = [0.0005, 0.001, 0.002, 0.005, f64::INFINITY];
+        let h = |counts: [u64; 5]| bounds.iter().copied().zip(counts).collect::<Vec<_>>();
+        // Before the window: 1,000 slow packets (a ramp). In it: 90 under 0.5 ms, 8 in (1, 2] ms, 2 in (2, 5] ms.
+        let before = h([0, 0, 0, 0, 1_000]);
+        let after = h([90, 90, 98, 100, 1_100]);
+        let d = ServerDelay::between(&before, &after);
+        assert_eq!(d.samples, 100);
+        assert_eq!(d.p50_ms, Some(0.5));
+        assert_eq!(d.p99_ms, Some(5.0));
+        assert_eq!(d.within_2ms_percent, Some(98.0));
+        assert_eq!(ServerDelay::between(&before, &before), ServerDelay::default(), "nothing timed in the window");
+        assert_eq!(ServerDelay::between(&before, &after[..4]), ServerDelay::default(), "different buckets");
+    }
 }

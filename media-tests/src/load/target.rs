@@ -39,4 +39,9 @@ pub trait Target: Send + Sync {
     /// Subscribes `peer` (subscriber `index` of room `room`) to every publisher of the room, all of `media`; returns
     /// once negotiated.
     async fn subscribe(&self, room: usize, index: usize, media: Media, peer: &PeerHandle) -> anyhow::Result<Session>;
+    /// The server's own forwarding-delay histogram so far (kernel arrival to send), where it has one: cumulative
+    /// counts per upper bound in seconds, `+Inf` last.
+    fn forward_delay(&self) -> Option<Vec<(f64, u64)>> {
+        None
+    }
 }
