@@ -151,7 +151,6 @@ impl SendStamps {
         }
         Some(self.base + Duration::from_micros((v & TIME_MASK) - 1))
     }
-
 }
 
 /// The SSRC and sequence number of an RTP (or SRTP) packet; `None` for RTCP and anything else (RFC 7983's first

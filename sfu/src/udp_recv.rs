@@ -283,10 +283,7 @@ mod tests {
     }
 
     async fn recv(sock: &UdpSocket, batch: &mut RecvBatch) -> usize {
-        tokio::time::timeout(Duration::from_secs(5), batch.recv(sock))
-            .await
-            .expect("datagrams within 5 s")
-            .unwrap()
+        tokio::time::timeout(Duration::from_secs(5), batch.recv(sock)).await.expect("datagrams within 5 s").unwrap()
     }
 
     #[tokio::test]

@@ -285,7 +285,9 @@ async fn metrics_are_valid_prometheus_text() {
             // A histogram's samples are its family's name with _bucket, _sum or _count.
             let name = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| types.get(*f).is_some_and(|t| t == "histogram")))
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix).filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+                })
                 .unwrap_or(name);
             assert!(types.contains_key(name) && help.contains(name), "sample of an undeclared family: {line}");
             if types[name] == "counter" {
