@@ -1325,6 +1325,17 @@ impl Session {
             self.media_bytes_tx += payload_size as u64;
         }
 
+        // Courier patch 14: after a media packet, when the pacer may run alone, its choice of the next packet is
+        // made here rather than in a timeout of its own: the gate it closed on this packet wants "a timeout before
+        // the next poll", and each such timeout cost the application a round trip through `poll_output`'s
+        // `Timeout` and a `handle_timeout`. The pacer decides exactly as in that timeout (at the same `now`; a
+        // packet goes at once only while its debt is under the burst interval), so a frame within the burst leaves
+        // in one `poll_output` walk. Not for padding, and not while a probe cluster runs (its own spacing), nor
+        // when another timer of the session is due or the last full timeout is old (patch 12's conditions).
+        if !is_padding && self.pacer_may_run_alone(now) {
+            self.update_queue_state(now, None);
+        }
+
         Some(protected.into())
     }
 
@@ -1345,21 +1356,25 @@ impl Session {
     /// due: checked here). Not while a probe cluster runs or has just completed (its start and end go through the
     /// estimator). Returns false, having done nothing, when the full handling is needed.
     pub fn handle_timeout_pacer_only(&mut self, now: Instant, wake: &mut Wake) -> bool {
-        // The estimator is still driven at least every FULL_TIMEOUT_EVERY: parts of it take their inputs (the
-        // desired bitrate, the ALR state) only in its timeout, and with fewer calls it ramped up more slowly.
-        if self.rtp_closing
-            || self.bwe.is_none()
-            || self.pacer.active_cluster().is_some()
-            || self.pacer.has_completed_probe()
-            || self.last_full_timeout.is_none_or(|t| now >= t + FULL_TIMEOUT_EVERY)
-            || self.poll_timeout_without_pacer().0.is_some_and(|t| t <= now)
-        {
+        if !self.pacer_may_run_alone(now) {
             wake.no_events();
             wake.no_timeout();
             return false;
         }
         self.update_queue_state(now, None);
         true
+    }
+
+    /// Courier patches 12 and 14: may the pacer run alone at `now`, without the other timers?
+    fn pacer_may_run_alone(&mut self, now: Instant) -> bool {
+        // The estimator is still driven at least every FULL_TIMEOUT_EVERY: parts of it take their inputs (the
+        // desired bitrate, the ALR state) only in its timeout, and with fewer calls it ramped up more slowly.
+        !(self.rtp_closing
+            || self.bwe.is_none()
+            || self.pacer.active_cluster().is_some()
+            || self.pacer.has_completed_probe()
+            || self.last_full_timeout.is_none_or(|t| now >= t + FULL_TIMEOUT_EVERY)
+            || self.poll_timeout_without_pacer().0.is_some_and(|t| t <= now))
     }
 
     /// Every timeout of the session but the pacer's.
