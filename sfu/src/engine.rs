@@ -97,10 +97,11 @@ struct WorkerBwe {
     per_peer: Mutex<Vec<(PeerId, u64)>>,
 }
 
-/// Passes over the peers whose timers are due, per worker cycle, while a pass makes another due at once. str0m's
-/// pacer sends one packet per timeout (each asks for an immediate one), so a frame of n packets needs n passes;
-/// the passes left over wait for the next cycle, a timer tick (about 1 ms) later. 16 covers a 1.5 Mbit/s frame
-/// with room; the bound keeps a peer that is always due from holding the worker.
+/// Passes over the peers whose timers are due, per worker cycle, while a pass makes another due at once. When
+/// str0m's pacer may not run alone (a probe cluster, another timer due: vendor patch 14's conditions) it sends one
+/// packet per timeout, each asking for an immediate one, so a frame of n packets needs n passes; the passes left
+/// over wait for the next cycle, a timer tick (about 1 ms) later. 16 covers a 1.5 Mbit/s frame with room; the
+/// bound keeps a peer that is always due from holding the worker.
 const TIMER_ROUNDS: usize = 16;
 
 /// How often a worker publishes its RTP counts and bandwidth summary.

@@ -281,49 +281,46 @@ mod tests {
     /// `poll_output` walk (without the patch: one packet, then a `Timeout` a microsecond later, per packet).
     #[test]
     fn a_paced_burst_leaves_in_one_walk_when_the_pacer_may_run_alone() {
+        let mut rtc = idle_rtc();
+        for _ in 0..50 {
+            let at = rtc.session.poll_timeout_without_pacer().0.expect("the estimator's timer");
+            if at > rtc.last_now + Duration::from_millis(1) {
+                break;
+            }
+            let t = rtc.last_now + Duration::from_millis(1);
+            rtc.handle_input(Input::Timeout(t)).unwrap();
+            while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
+        }
+        // As if ICE had nominated a pair (datagrams are only made with somewhere to send them).
+        rtc.send_addr = Some(crate::SendAddr {
+            proto: crate::net::Protocol::Udp,
+            source: "127.0.0.1:1".parse().unwrap(),
+            destination: "127.0.0.1:2".parse().unwrap(),
+        });
+        let now = rtc.last_now + Duration::from_micros(1);
+        let pt = crate::format::CodecConfig::new_with_defaults().params()[0].pt();
+        for i in 0..3_u64 {
+            let mut api = rtc.direct_api();
+            let tx = api.stream_tx(&42.into()).expect("the declared stream");
+            tx.write_rtp(crate::streams::RtpWrite::new(pt, i.into(), 0, now, vec![0_u8; 500]));
+        }
+        rtc.handle_input(Input::Timeout(now)).unwrap();
+        let (mut first, mut total, mut timeouts) = (None, 0, 0);
+        let mut t = now;
+        while total < 3 && timeouts < 100 {
+            match rtc.poll_output().unwrap() {
+                Output::Transmit(_) => total += 1,
+                Output::Timeout(at) => {
+                    first.get_or_insert(total);
+                    timeouts += 1;
+                    t = at.max(t + Duration::from_micros(1));
+                    rtc.handle_input(Input::Timeout(t)).unwrap();
+                }
+                Output::Event(_) => {}
+            }
+        }
         // (sent before the first timeout, sent in total)
-        let run = || {
-            let mut rtc = idle_rtc();
-            for _ in 0..50 {
-                let at = rtc.session.poll_timeout_without_pacer().0.expect("the estimator's timer");
-                if at > rtc.last_now + Duration::from_millis(1) {
-                    break;
-                }
-                let t = rtc.last_now + Duration::from_millis(1);
-                rtc.handle_input(Input::Timeout(t)).unwrap();
-                while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
-            }
-            // As if ICE had nominated a pair (datagrams are only made with somewhere to send them).
-            rtc.send_addr = Some(crate::SendAddr {
-                proto: crate::net::Protocol::Udp,
-                source: "127.0.0.1:1".parse().unwrap(),
-                destination: "127.0.0.1:2".parse().unwrap(),
-            });
-            let now = rtc.last_now + Duration::from_micros(1);
-            let pt = crate::format::CodecConfig::new_with_defaults().params()[0].pt();
-            for i in 0..3_u64 {
-                let mut api = rtc.direct_api();
-                let tx = api.stream_tx(&42.into()).expect("the declared stream");
-                tx.write_rtp(crate::streams::RtpWrite::new(pt, i.into(), 0, now, vec![0_u8; 500]));
-            }
-            rtc.handle_input(Input::Timeout(now)).unwrap();
-            let (mut first, mut total, mut timeouts) = (None, 0, 0);
-            let mut t = now;
-            while total < 3 && timeouts < 100 {
-                match rtc.poll_output().unwrap() {
-                    Output::Transmit(_) => total += 1,
-                    Output::Timeout(at) => {
-                        first.get_or_insert(total);
-                        timeouts += 1;
-                        t = at.max(t + Duration::from_micros(1));
-                        rtc.handle_input(Input::Timeout(t)).unwrap();
-                    }
-                    Output::Event(_) => {}
-                }
-            }
-            (first.unwrap_or(total), total)
-        };
-        assert_eq!(run(), (3, 3), "one walk for the whole burst");
+        assert_eq!((first.unwrap_or(total), total), (3, 3), "one walk for the whole burst");
     }
 
     fn idle_rtc() -> Rtc {
