@@ -27,6 +27,9 @@ pub struct SfuConfig {
     /// Send-side bandwidth estimation (TWCC) and the stream allocator, starting from this estimate in kbit/s;
     /// `None` turns both off (every subscriber then gets what its settings want).
     pub bwe_initial_kbps: Option<u32>,
+    /// Send a run of datagrams to one destination as one message with UDP generic segmentation offload
+    /// ([`crate::udp_send`]) where the kernel and device can.
+    pub udp_gso: bool,
 }
 
 impl Default for SfuConfig {
@@ -40,6 +43,7 @@ impl Default for SfuConfig {
             worker_batch: 512,
             keyframe_request_interval: Duration::from_millis(500),
             bwe_initial_kbps: Some(1000),
+            udp_gso: true,
         }
     }
 }

@@ -751,6 +751,7 @@ struct Worker {
 impl Worker {
     fn new(id: WorkerId, shared: Arc<Shared>) -> Self {
         let n = shared.workers.len();
+        let gso = shared.config.udp_gso;
         Worker {
             id,
             shared,
@@ -762,7 +763,7 @@ impl Worker {
             subscriber_losses: Vec::new(),
             stats_at: Instant::now(),
             stats_due: false,
-            sends: SendBatch::new(),
+            sends: SendBatch::with_gso(gso),
             delays: DelayBuckets::default(),
         }
     }

@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub workers: Option<usize>,
     /// Starting send-side bandwidth estimate per subscriber, kbit/s; 0 turns estimation and allocation off.
     pub bwe_initial_kbps: Option<u32>,
+    /// Send a subscriber's run of equal datagrams as one buffer (UDP GSO) where the kernel can; on by default.
+    pub udp_gso: Option<bool>,
     pub max_message_bytes: Option<usize>,
     pub log_format: Option<String>,
     /// API key → secret.
@@ -450,6 +452,7 @@ impl RawConfig {
             web_root: get("COURIER_WEB_ROOT").map(PathBuf::from),
             workers: parse("COURIER_WORKERS", get("COURIER_WORKERS"))?,
             bwe_initial_kbps: parse("COURIER_BWE_INITIAL_KBPS", get("COURIER_BWE_INITIAL_KBPS"))?,
+            udp_gso: parse("COURIER_UDP_GSO", get("COURIER_UDP_GSO"))?,
             max_message_bytes: parse("COURIER_MAX_MESSAGE_BYTES", get("COURIER_MAX_MESSAGE_BYTES"))?,
             log_format: get("COURIER_LOG_FORMAT"),
             keys: get("COURIER_KEYS").map(|s| parse_keys(&s)).transpose()?,
@@ -560,6 +563,7 @@ impl RawConfig {
             web_root: self.web_root.or(lower.web_root),
             workers: self.workers.or(lower.workers),
             bwe_initial_kbps: self.bwe_initial_kbps.or(lower.bwe_initial_kbps),
+            udp_gso: self.udp_gso.or(lower.udp_gso),
             max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
             log_format: self.log_format.or(lower.log_format),
             keys: self.keys.or(lower.keys),
@@ -648,6 +652,9 @@ pub struct Config {
     pub workers: usize,
     /// `None`: bandwidth estimation and stream allocation off.
     pub bwe_initial_kbps: Option<u32>,
+    /// UDP generic segmentation offload for runs of datagrams to one subscriber (falls back by itself where the
+    /// device refuses it).
+    pub udp_gso: bool,
     pub max_message_bytes: usize,
     pub log_format: LogFormat,
     pub keys: HashMap<String, String>,
@@ -747,6 +754,7 @@ impl Config {
             web_root,
             workers,
             bwe_initial_kbps,
+            udp_gso: raw.udp_gso.unwrap_or(true),
             max_message_bytes,
             log_format,
             keys,

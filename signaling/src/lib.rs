@@ -314,6 +314,7 @@ impl Server {
             public_ip: config.public_ip,
             workers: config.workers,
             bwe_initial_kbps: config.bwe_initial_kbps,
+            udp_gso: config.udp_gso,
             ..SfuConfig::default()
         })
         .await

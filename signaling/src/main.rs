@@ -267,6 +267,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         web_root: args.web_root.map(PathBuf::from),
         workers: args.workers,
         bwe_initial_kbps: None,
+        udp_gso: None,
         max_message_bytes: None,
         log_format: args.log_format,
         keys: args.keys.as_deref().map(parse_keys).transpose()?,
