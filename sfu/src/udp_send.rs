@@ -269,17 +269,6 @@ mod linux {
             }
         }
 
-        /// Whether the kernel takes `UDP_SEGMENT` on this socket (Linux 4.18 and later).
-        fn kernel_has_gso(fd: libc::c_int) -> bool {
-            let mut v: libc::c_int = 0;
-            let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: `v` and `len` are valid for the kernel to write an int option into.
-            let r = unsafe {
-                libc::getsockopt(fd, libc::SOL_UDP, UDP_SEGMENT, &mut v as *mut libc::c_int as *mut libc::c_void, &mut len)
-            };
-            r == 0
-        }
-
         pub(super) fn send(
             &mut self,
             socket: &UdpSocket,
@@ -292,7 +281,7 @@ mod linux {
             let n = datagrams.len();
             let fd = socket.as_raw_fd();
             if self.gso.is_none() {
-                let has = Self::kernel_has_gso(fd);
+                let has = kernel_has_gso(fd);
                 debug!(gso = has, "UDP generic segmentation offload");
                 self.gso = Some(has);
             }
@@ -372,6 +361,15 @@ mod linux {
                 }
             }
         }
+    }
+
+    /// Whether the kernel takes `UDP_SEGMENT` on this socket (Linux 4.18 and later).
+    pub(super) fn kernel_has_gso(fd: libc::c_int) -> bool {
+        let mut v: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let out = &mut v as *mut libc::c_int as *mut libc::c_void;
+        // SAFETY: `v` and `len` are valid for the kernel to write an int option into.
+        unsafe { libc::getsockopt(fd, libc::SOL_UDP, UDP_SEGMENT, out, &mut len) == 0 }
     }
 
     /// A socket address as the kernel reads it, and its length.
@@ -518,14 +516,10 @@ mod tests {
         assert!(per * 2000 <= GSO_MAX_BYTES);
     }
 
-    /// Whether this kernel takes `UDP_SEGMENT` (Linux 4.18 and later).
     #[cfg(target_os = "linux")]
     fn kernel_has_gso(s: &UdpSocket) -> bool {
         use std::os::fd::AsRawFd;
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `v` and `len` are valid for the kernel to write an int option into.
-        unsafe { libc::getsockopt(s.as_raw_fd(), libc::SOL_UDP, 103, &mut v as *mut _ as *mut libc::c_void, &mut len) == 0 }
+        super::linux::kernel_has_gso(s.as_raw_fd())
     }
 
     /// Pushes a video-like burst: six 1,200-byte datagrams and a 700-byte one to `a`, three to `b`, two more to
