@@ -6,7 +6,10 @@
 # core 1. Needs root (namespaces). Installs and builds what is missing (janus, Go and Pion from Debian's packages).
 #
 # Usage: media-tests/bench/compare.sh [OUT_DIR]    (default target/bench/compare-<date>)
-# Knobs (environment): SUBSCRIBERS="100 200" DURATION=20s AUDIO_PUBLISHERS=10 AUDIO_SUBSCRIBERS=100 TARGETS="courier janus pion"
+# Knobs (environment): SUBSCRIBERS="100 200" DURATION=20s AUDIO_PUBLISHERS=10 AUDIO_SUBSCRIBERS="100" TARGETS="courier janus pion"
+# Two more targets for before/after tables: `before` runs the courier binary named by COURIER_BEFORE (e.g. a release
+# build of an older commit in a worktree), `nogso` this build with COURIER_UDP_GSO=false. RAMP=1 adds, per Courier
+# target, 1 → N runs with the shipped starting estimate (1 Mbit/s, below the layer) for the time to full rate.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -16,6 +19,7 @@ subscribers=${SUBSCRIBERS:-"100 200"}
 duration=${DURATION:-20s}
 audio_publishers=${AUDIO_PUBLISHERS:-10}
 audio_subscribers=${AUDIO_SUBSCRIBERS:-100}
+ramp=${RAMP:-0}
 targets=${TARGETS:-"courier janus pion"}
 
 cargo build --release --locked -p signaling -p media-tests
@@ -34,16 +38,21 @@ done
 run() {
     local target=$1 name=$2
     shift 2
-    local extra=()
+    local extra=() envs=() start=(--bwe-initial-kbps 3000)
+    [ "${name#ramp}" != "$name" ] && start=()
     case $target in
         # The estimate starts above the 1.5 Mbit/s single layer: Janus and Pion gate nothing on an estimate, and
-        # this measures forwarding, not the ramp (see docs/benchmarks.md, "Load").
-        courier) extra=(--courier-bin "$courier" --netns --bwe-initial-kbps 3000) ;;
+        # this measures forwarding, not the ramp (see docs/benchmarks.md, "Load"). Ramp runs take it off again.
+        courier) extra=(--courier-bin "$courier" --netns "${start[@]}") ;;
+        nogso) extra=(--courier-bin "$courier" --netns "${start[@]}") envs=(COURIER_UDP_GSO=false) ;;
+        before) extra=(--courier-bin "${COURIER_BEFORE:?set COURIER_BEFORE to the before binary}" --netns "${start[@]}") ;;
         pion) extra=(--server-bin "$pion") ;;
         janus) extra=(--server-bin "$(command -v janus)" --server-conf "$janus_conf") ;;
     esac
+    local kind=$target
+    case $target in nogso | before) kind=courier ;; esac
     echo "== $target $name $*"
-    if ! taskset -c 1 "$load" load --target "$target" --server-cpu 0 --duration "$duration" \
+    if ! env "${envs[@]}" taskset -c 1 "$load" load --target "$kind" --server-cpu 0 --duration "$duration" \
         --out "$out/$target-$name.json" "${extra[@]}" "$@" > "$out/$target-$name.log" 2>&1; then
         echo "   failed: $(tail -1 "$out/$target-$name.log")"
     else
@@ -56,10 +65,18 @@ for n in $subscribers; do
         run "$t" "video-1x$n" --rooms 1 --publishers 1 --subscribers "$n"
     done
 done
-for t in $targets; do
-    [ "$t" = pion ] && continue # the broadcast example relays one video track
-    run "$t" "audio-${audio_publishers}x$audio_subscribers" --audio-only --rooms 1 \
-        --publishers "$audio_publishers" --subscribers "$audio_subscribers"
+for a in $audio_subscribers; do
+    for t in $targets; do
+        [ "$t" = pion ] && continue # the broadcast example relays one video track
+        run "$t" "audio-${audio_publishers}x$a" --audio-only --rooms 1 --publishers "$audio_publishers" --subscribers "$a"
+    done
 done
+if [ "$ramp" = 1 ]; then
+    for n in $subscribers; do
+        for t in $targets; do
+            case $t in courier | nogso | before) run "$t" "ramp-1x$n" --rooms 1 --publishers 1 --subscribers "$n" ;; esac
+        done
+    done
+fi
 
 python3 media-tests/bench/summarize.py "$out" | tee "$out/summary.md"
