@@ -10,6 +10,7 @@
 # Two more targets for before/after tables: `before` runs the courier binary named by COURIER_BEFORE (e.g. a release
 # build of an older commit in a worktree), `nogso` this build with COURIER_UDP_GSO=false. RAMP=1 adds, per Courier
 # target, 1 → N runs with the shipped starting estimate (1 Mbit/s, below the layer) for the time to full rate.
+# PACE=2.5: publishers spread each frame's packets at 2.5× their bitrate, as browsers do (default: all at once).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -20,6 +21,8 @@ duration=${DURATION:-20s}
 audio_publishers=${AUDIO_PUBLISHERS:-10}
 audio_subscribers=${AUDIO_SUBSCRIBERS:-100}
 ramp=${RAMP:-0}
+pace=()
+[ -n "${PACE:-}" ] && pace=(--pace-publishers "$PACE")
 targets=${TARGETS:-"courier janus pion"}
 
 cargo build --release --locked -p signaling -p media-tests
@@ -53,7 +56,7 @@ run() {
     case $target in nogso | before) kind=courier ;; esac
     echo "== $target $name $*"
     if ! env "${envs[@]}" taskset -c 1 "$load" load --target "$kind" --server-cpu 0 --duration "$duration" \
-        --out "$out/$target-$name.json" "${extra[@]}" "$@" > "$out/$target-$name.log" 2>&1; then
+        --out "$out/$target-$name.json" "${extra[@]}" "${pace[@]}" "$@" > "$out/$target-$name.log" 2>&1; then
         echo "   failed: $(tail -1 "$out/$target-$name.log")"
     else
         sed -n '1,7p' "$out/$target-$name.log" | sed 's/^/   /'

@@ -8,7 +8,8 @@
 # change. Not a CI test; numbers go to docs/benchmarks.md.
 #
 # Usage: media-tests/bench/forward-cost.sh [OUT_DIR]     (default target/bench/forward-cost-<date>)
-# Knobs (environment): SUBSCRIBERS=20 FRAMES=300 WARMUP=90 KBPS=1000 AUDIO=0 PROFILE=1 (print the top functions)
+# Knobs (environment): SUBSCRIBERS=20 FRAMES=300 WARMUP=90 KBPS=1000 AUDIO=0 PACED=0 (1: a frame's packets one at a
+# time, as a browser paces them) PROFILE=1 (print the top functions)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -31,7 +32,7 @@ for line in sys.stdin:
 [ -x "$bin" ] || { echo "the forward_cost workload did not build" >&2; exit 1; }
 
 FORWARD_COST_SUBSCRIBERS=${SUBSCRIBERS:-20} FORWARD_COST_FRAMES=${FRAMES:-300} FORWARD_COST_WARMUP=${WARMUP:-90} \
-    FORWARD_COST_KBPS=${KBPS:-1000} FORWARD_COST_AUDIO=${AUDIO:-0} \
+    FORWARD_COST_KBPS=${KBPS:-1000} FORWARD_COST_AUDIO=${AUDIO:-0} FORWARD_COST_PACED=${PACED:-0} \
     valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" --collect-atstart=no \
     --zero-before='*window_starts*' --dump-before='*window_ends*' \
     --toggle-collect='sfu::peer::Peer::handle_forward*' --toggle-collect='sfu::peer::Peer::handle_receive*' \

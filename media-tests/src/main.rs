@@ -113,6 +113,10 @@ struct LoadArgs {
     /// Largest video RTP payload, bytes.
     #[arg(long, default_value_t = 1100)]
     packet_bytes: usize,
+    /// Publishers pace each frame's packets at this multiple of the video bitrate, as a browser does at 2.5
+    /// (default: a frame's packets leave at once, the harder case for a fan-out).
+    #[arg(long)]
+    pace_publishers: Option<f64>,
     /// Run the server in a network namespace joined by a veth pair (root; always for janus and pion).
     #[arg(long)]
     netns: bool,
@@ -434,6 +438,9 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         (true, _) => Media { audio: true, video: false },
         (false, with_audio) => Media { audio: with_audio, video: true },
     };
+    if args.pace_publishers.is_some_and(|f| !(1.0..=100.0).contains(&f)) {
+        anyhow::bail!("--pace-publishers must be between 1 and 100 (a multiple of the video bitrate)");
+    }
     let workload = Workload {
         rooms: args.rooms,
         publishers: args.publishers,
@@ -441,6 +448,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         media,
         video_kbps: args.video_kbps,
         packet_bytes: args.packet_bytes,
+        pacing: args.pace_publishers,
         duration: args.duration,
         warmup: args.warmup,
         parallel_joins: args.parallel_joins,

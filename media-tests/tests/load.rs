@@ -1,4 +1,5 @@
-//! The load generator against the real server, small: what it counts must add up. A 1→3 video fan-out and a 2→2
+//! The load generator against the real server, small: what it counts must add up. A 1→3 video fan-out (its
+//! publisher bursting each frame, and pacing it) and a 2→2
 //! audio room on loopback; every subscriber receives every publisher's packets (so out ≈ subscribers × in), nothing
 //! is lost on loopback, every payload comes back with its stamp, and the delay and the server's CPU time are
 //! measured; the fan-out again with subscribers on ICE-TCP and through TURN. Throughput numbers come from `media-tests/bench/compare.sh` (release build, pinned cores), not from here.
@@ -18,6 +19,7 @@ fn workload(rooms: usize, publishers: usize, subscribers: usize, media: Media) -
         // Under the server's initial bandwidth estimate, so subscribers get it all at once.
         video_kbps: 400,
         packet_bytes: 1100,
+        pacing: None,
         duration: Duration::from_secs(3),
         warmup: Duration::from_millis(500),
         parallel_joins: 4,
@@ -78,6 +80,16 @@ fn a_video_fan_out_adds_up() {
     // 400 kbit/s at 30 frames/s in 1100-byte packets: 2 packets a frame.
     assert_adds_up(&r, 60.0);
     assert!(r.keyframes >= 1, "the publisher starts with a keyframe");
+}
+
+/// The fan-out from a publisher that paces each frame's packets as a browser does (2.5× its bitrate): every packet
+/// still leaves, in order, stamped when it does.
+#[test]
+fn a_paced_publishers_fan_out_adds_up() {
+    let mut w = workload(1, 1, 3, Media { audio: false, video: true });
+    w.pacing = Some(2.5);
+    let r = run(&w);
+    assert_adds_up(&r, 60.0);
 }
 
 /// The same fan-out with every subscriber on ICE-TCP (the server's passive candidate, RFC 4571 frames): nothing lost,

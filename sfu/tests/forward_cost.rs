@@ -8,7 +8,9 @@
 //!
 //! Knobs (environment): `FORWARD_COST_SUBSCRIBERS` (default 20), `FORWARD_COST_FRAMES` (the measured window,
 //! default 300 at 30 fps), `FORWARD_COST_WARMUP` (frames before it, default 90), `FORWARD_COST_KBPS` (the video
-//! layer's bitrate, default 1000), `FORWARD_COST_AUDIO` (1: an Opus track too).
+//! layer's bitrate, default 1000), `FORWARD_COST_AUDIO` (1: an Opus track too), `FORWARD_COST_PACED` (1: a frame's
+//! packets handed one at a time over 40 % of its interval, as from a browser that paces at 2.5× its rate, instead
+//! of all at once).
 
 mod common;
 
@@ -48,6 +50,7 @@ fn forward_cost_workload() {
     let kbps = knob("FORWARD_COST_KBPS", 1000) as u32;
     let audio = knob("FORWARD_COST_AUDIO", 0) == 1;
     let warmup = knob("FORWARD_COST_WARMUP", 90) as u32;
+    let paced = knob("FORWARD_COST_PACED", 0) == 1;
     // Each subscriber's link: room for the layer and its probes, 10 ms each way, a 200 ms queue.
     let link = Link { capacity: 5_000_000, queue: Duration::from_millis(200), delay: Duration::from_millis(10) };
     let mut pairs: Vec<Pair> = Vec::with_capacity(subscribers);
@@ -91,6 +94,17 @@ fn forward_cost_workload() {
             opus += 1;
         }
         for pair in &mut pairs {
+            if paced {
+                // As a browser paces (2.5× its rate): the frame's packets spread over 40 % of its interval, each
+                // handed alone and the peer driven until the next.
+                let gap = FRAME * 2 / 5 / pkts.len().max(1) as u32;
+                for p in &pkts {
+                    pair.peer.handle_forward(p);
+                    received += pair.run(gap).client_rtp.len() as u64;
+                }
+                received += pair.run(FRAME - gap * pkts.len() as u32).client_rtp.len() as u64;
+                continue;
+            }
             for p in &pkts {
                 pair.peer.handle_forward(p);
             }

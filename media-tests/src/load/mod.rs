@@ -40,6 +40,8 @@ pub struct Workload {
     /// Per publisher, when it sends video.
     pub video_kbps: u32,
     pub packet_bytes: usize,
+    /// Publishers spread a frame's packets at this multiple of `video_kbps` (browsers: 2.5); `None`: all at once.
+    pub pacing: Option<f64>,
     /// Measured window (after everyone receives, and `warmup`).
     #[serde(serialize_with = "secs")]
     pub duration: Duration,
@@ -179,6 +181,7 @@ pub async fn run(target: &dyn Target, workload: &Workload, bind: IpAddr) -> anyh
                 media: w.media,
                 video_kbps: w.video_kbps,
                 packet_bytes: w.packet_bytes,
+                pacing: w.pacing,
             };
             let p = peer::spawn(bind, role, peer::Transport::Udp, measure.clone()).await?;
             sessions.push(target.publish(room, i, w.media, &p).await.with_context(|| format!("publisher {room}/{i}"))?);

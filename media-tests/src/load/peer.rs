@@ -11,6 +11,7 @@
 //! offer's passive TCP candidate and answers with an active one, and every packet crosses that connection in RFC
 //! 4571 frames (a 16-bit length, then the packet) — what a browser whose UDP is blocked does.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -125,7 +126,9 @@ pub fn passive_tcp_candidate(sdp: &str) -> Option<SocketAddr> {
 #[derive(Debug, Clone, Copy)]
 pub enum Role {
     /// Sends `media`: video at `video_kbps` (30 frames/s, `packet_bytes` payloads), audio 50 packets/s of 100 bytes.
-    Publisher { id: u32, media: Media, video_kbps: u32, packet_bytes: usize },
+    /// A frame's packets leave at once, or with `pacing` spread out at that multiple of `video_kbps` (a browser
+    /// paces at 2.5×: a frame then takes 40 % of its interval).
+    Publisher { id: u32, media: Media, video_kbps: u32, packet_bytes: usize, pacing: Option<f64> },
     /// Receives and counts.
     Subscriber,
 }
@@ -287,6 +290,19 @@ struct SendState {
     next_audio: Option<Instant>,
     keyframe_wanted: bool,
     last_keyframe: Option<Instant>,
+    /// A paced publisher's video packets waiting for their time, in order.
+    paced: VecDeque<Paced>,
+}
+
+/// A video packet a paced publisher sends at `due` (its stamp is written then).
+struct Paced {
+    due: Instant,
+    mid: Mid,
+    pt: u8,
+    seq: u64,
+    ts: u32,
+    marker: bool,
+    payload: Vec<u8>,
 }
 
 struct Peer {
@@ -324,7 +340,8 @@ impl Peer {
         loop {
             let Some(timeout) = self.drain() else { return };
             let now = Instant::now();
-            let due = [Some(timeout), self.send.next_video, self.send.next_audio].into_iter().flatten().min();
+            let paced = self.send.paced.front().map(|p| p.due);
+            let due = [Some(timeout), self.send.next_video, self.send.next_audio, paced].into_iter().flatten().min();
             let sleep = due.map(|d| d.saturating_duration_since(now)).unwrap_or(Duration::from_millis(100));
             let backlog = self.tcp.as_ref().is_some_and(|t| !t.write.is_empty());
             tokio::select! {
@@ -691,7 +708,7 @@ impl Peer {
 
     /// Sends the frames and audio packets whose time has come (catching up at most one interval's worth).
     fn publish_due(&mut self, now: Instant) {
-        let Role::Publisher { id, video_kbps, packet_bytes, .. } = self.role else { return };
+        let Role::Publisher { id, video_kbps, packet_bytes, pacing, .. } = self.role else { return };
         if let (Some(due), Some((mid, pt))) = (self.send.next_video, self.send.video) {
             if now >= due {
                 let mut key = false;
@@ -703,10 +720,17 @@ impl Peer {
                     self.send.last_keyframe = Some(now);
                     self.counters.keyframes.fetch_add(1, Ordering::Relaxed);
                 }
-                self.send_frame(now, mid, pt, id, key, video_kbps, packet_bytes);
+                self.send_frame(now, mid, pt, id, key, video_kbps, packet_bytes, pacing);
                 self.send.frame += 1;
                 self.send.next_video = Some((due + VIDEO_FRAME).max(now - VIDEO_FRAME));
             }
+        }
+        // A paced frame's packets whose time has come (the first one at once).
+        while self.send.paced.front().is_some_and(|p| p.due <= now) {
+            let Some(mut p) = self.send.paced.pop_front() else { break };
+            let at = p.payload.len() - STAMP_LEN;
+            Stamp { sent_ns: now_ns(), publisher: id }.write(&mut p.payload[at..]);
+            self.write(now, p.mid, p.pt, p.seq, p.ts, p.marker, &p.payload);
         }
         if let (Some(due), Some((mid, pt))) = (self.send.next_audio, self.send.audio) {
             if now >= due {
@@ -726,9 +750,20 @@ impl Peer {
     }
 
     /// One video frame: ⌈bytes/packet_bytes⌉ packets, each a VP8 payload descriptor, the first with a VP8 frame
-    /// header (key or delta), the last marked; every payload ends in a stamp.
+    /// header (key or delta), the last marked; every payload ends in a stamp. Paced (`pacing` × `kbps`), the first
+    /// packet leaves now and each next one when the one before has had its time on the wire at that rate.
     #[allow(clippy::too_many_arguments)]
-    fn send_frame(&mut self, now: Instant, mid: Mid, pt: u8, id: u32, key: bool, kbps: u32, packet_bytes: usize) {
+    fn send_frame(
+        &mut self,
+        now: Instant,
+        mid: Mid,
+        pt: u8,
+        id: u32,
+        key: bool,
+        kbps: u32,
+        packet_bytes: usize,
+        pacing: Option<f64>,
+    ) {
         let frame_bytes = (kbps as usize * 1000 / 8 / 30).max(packet_bytes.min(200));
         let count = frame_bytes.div_ceil(packet_bytes).max(1);
         let size = (frame_bytes / count).max(32);
@@ -750,11 +785,20 @@ impl Peer {
                     payload[9..11].copy_from_slice(&360u16.to_le_bytes());
                 }
             }
-            Stamp { sent_ns: now_ns(), publisher: id }.write(&mut payload[size - STAMP_LEN..]);
             let seq = self.send.video_seq;
             self.send.video_seq += 1;
+            if let Some(factor) = pacing {
+                // One packet's time on the wire at the pacing rate; after the queue's last, or from now.
+                let gap = Duration::from_secs_f64(size as f64 * 8.0 / (factor * f64::from(kbps.max(1)) * 1000.0));
+                let due = self.send.paced.back().map_or(now, |p| (p.due + gap).max(now));
+                let marker = i + 1 == count;
+                self.send.paced.push_back(Paced { due, mid, pt, seq, ts, marker, payload: payload.clone() });
+                continue;
+            }
+            Stamp { sent_ns: now_ns(), publisher: id }.write(&mut payload[size - STAMP_LEN..]);
             self.write(now, mid, pt, seq, ts, i + 1 == count, &payload);
         }
+
         self.payload = payload;
     }
 
