@@ -82,8 +82,6 @@ pub struct SendBatch {
     arrivals: Vec<Option<Instant>>,
     #[cfg(target_os = "linux")]
     sys: linux::Scratch,
-    #[cfg(not(target_os = "linux"))]
-    _gso: bool,
 }
 
 impl Default for SendBatch {
@@ -101,14 +99,14 @@ impl SendBatch {
     /// A batch that groups runs with GSO (`true`, where the kernel can) or sends every datagram as a message of its
     /// own (`false`, the `udp_gso = false` setting).
     pub fn with_gso(gso: bool) -> Self {
+        #[cfg(not(target_os = "linux"))]
+        let _ = gso; // one datagram per send there
         SendBatch {
             dests: Vec::new(),
             datagrams: Vec::new(),
             arrivals: Vec::new(),
             #[cfg(target_os = "linux")]
             sys: linux::Scratch::new(gso),
-            #[cfg(not(target_os = "linux"))]
-            _gso: gso,
         }
     }
 

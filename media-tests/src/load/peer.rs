@@ -798,7 +798,6 @@ impl Peer {
             Stamp { sent_ns: now_ns(), publisher: id }.write(&mut payload[size - STAMP_LEN..]);
             self.write(now, mid, pt, seq, ts, i + 1 == count, &payload);
         }
-
         self.payload = payload;
     }
 
